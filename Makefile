@@ -1,0 +1,37 @@
+# The two commands a newcomer runs on a fresh machine:
+#   make demo   — the main job, in a runtime-only virtual environment (no torch)
+#   make test   — the test suite, in a full virtual environment (runtime + models + dev extras)
+# Each creates its own virtual environment and installs what it needs.
+
+PYTHON ?= python3
+RUNTIME_VENV := .venv-runtime
+DEV_VENV := .venv
+PIP_FLAGS := --quiet --disable-pip-version-check
+SOURCES := pyproject.toml $(shell find ecd models -name '*.py' -o -name '*.json' -o -name '*.onnx' -o -name '*.npz' 2>/dev/null)
+
+.PHONY: demo test bench clean
+
+demo: $(RUNTIME_VENV)/.installed
+	$(RUNTIME_VENV)/bin/ecd demo
+
+test: $(DEV_VENV)/.installed
+	$(DEV_VENV)/bin/python -m pytest -q
+
+bench: $(DEV_VENV)/.installed
+	$(DEV_VENV)/bin/python benchmarks/partition_overhead.py
+
+# Runtime only, non-editable: exactly what a Raspberry Pi gets from `pip install .`.
+$(RUNTIME_VENV)/.installed: $(SOURCES)
+	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/pip install $(PIP_FLAGS) --force-reinstall --no-deps .
+	$(RUNTIME_VENV)/bin/pip install $(PIP_FLAGS) .
+	touch $@
+
+# Editable, with torch (capped at the release on the build machines' disk), onnx and the test tools.
+$(DEV_VENV)/.installed: pyproject.toml
+	test -x $(DEV_VENV)/bin/python || $(PYTHON) -m venv $(DEV_VENV)
+	$(DEV_VENV)/bin/pip install $(PIP_FLAGS) -e '.[models,dev]'
+	touch $@
+
+clean:
+	rm -rf $(RUNTIME_VENV) $(DEV_VENV) build *.egg-info
