@@ -19,6 +19,7 @@ test: $(DEV_VENV)/.installed
 
 bench: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/python benchmarks/partition_overhead.py
+	$(DEV_VENV)/bin/python benchmarks/split_decision.py
 
 # Runtime only, non-editable: exactly what a Raspberry Pi gets from `pip install .`.
 $(RUNTIME_VENV)/.installed: $(SOURCES)

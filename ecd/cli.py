@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from ecd.errors import EcdError, MissingExtraError
+import numpy as np
+
+from ecd.errors import ConfigError, EcdError, MissingExtraError
 from ecd.manifest import Manifest
 
 EXIT_ERROR = 2  # bad input or environment
@@ -121,8 +123,178 @@ def cmd_models_inspect(args: argparse.Namespace) -> int:
           f"{list(manifest.input.std)}; {len(manifest.labels)} classes")
     if manifest.training:
         print("training: " + ", ".join(f"{k}={v}" for k, v in manifest.training.items()))
-    print(f"privacy curve: {'measured' if manifest.privacy else 'not measured'}")
+    if manifest.privacy:
+        curve = ", ".join(f"{v:.3f}" for v in manifest.privacy["curve"])
+        print(f"privacy P_priv(b), b = 0..{manifest.n_blocks}: {curve}")
+    else:
+        print("privacy: not measured (ecd models privacy NAME)")
     block_table(manifest)
+    return 0
+
+
+def cmd_models_privacy(args: argparse.Namespace) -> int:
+    import time
+    from dataclasses import replace
+
+    from ecd import zoo
+
+    manifest = zoo.load_manifest(args.name)
+    try:
+        from tqdm import tqdm
+
+        from models.measure_privacy import measure_privacy, plot_reconstructions
+        from models.privacy import QUICK, AttackSettings
+    except ImportError as e:
+        raise MissingExtraError(
+            f"measuring privacy needs torch ({e.name} is not installed): pip install 'ecd-runtime[models]'"
+        ) from None
+    settings = QUICK if args.quick else AttackSettings()
+    if args.images is not None:
+        if args.images < 1:
+            raise ConfigError(f"--images: expected >= 1, got {args.images}")
+        settings = replace(settings, n_images=args.images)
+    settings = replace(settings, seed=args.seed)
+    start = time.perf_counter()
+    with tqdm(total=manifest.n_blocks + 1, desc=f"attacks on {manifest.model_id}", unit="split") as bar:
+        updated, results, images = measure_privacy(manifest, settings, progress=lambda b: bar.update(1))
+    elapsed = time.perf_counter() - start
+    rows = [
+        [r.split, f"{r.whitebox_ssim:.3f}", f"{r.decoder_ssim:.3f}", f"{r.p_priv:.3f}",
+         "-" if r.whitebox_psnr is None else f"{r.whitebox_psnr:.1f}",
+         "-" if r.decoder_psnr is None else f"{r.decoder_psnr:.1f}"]
+        for r in results
+    ]
+    print_table(["b", "white-box SSIM", "decoder SSIM", "P_priv", "white-box PSNR dB", "decoder PSNR dB"], rows)
+    baseline = updated.privacy.get("label_only_baseline_ssim")
+    if baseline is not None:
+        print(f"label-only baseline (SSIM of each image vs its class's mean attacker image): {baseline:.3f}")
+    below = updated.privacy["first_split_below_unrecognisable"]
+    print("falls below SSIM 0.3 (unrecognisable) at split "
+          + (str(below) if below is not None else "— never, at any split"))
+    print(f"{len(images.evaluation)} evaluation images; measured in {elapsed:.1f} s; written to "
+          f"{updated.directory / 'manifest.json'}")
+    if args.plot:
+        plot_reconstructions(results, images, Path(args.plot), updated.model_id)
+        print(f"picture: {args.plot}")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    import platform
+
+    import psutil
+
+    from ecd import zoo
+    from ecd.profiles import DeviceProfile, MeasuredLatency, device_to_toml, load_device
+    from ecd.splitcheck import time_blocks
+
+    manifest = zoo.load_manifest(args.model)
+    if args.runs < 1 or args.warmup < 0:
+        raise ConfigError(f"--runs / --warmup: expected >= 1 / >= 0, got {args.runs} / {args.warmup}")
+    like = load_device(args.like) if args.like else None
+    active = args.active_power if args.active_power is not None else (like.cpu_active_w if like else None)
+    idle = args.idle_power if args.idle_power is not None else (like.cpu_idle_w if like else None)
+    if active is None or idle is None:
+        raise ConfigError("--active-power / --idle-power: give both in watts, or --like PROFILE to take them from a shipped profile")
+    latencies = time_blocks(manifest, runs=args.runs, warmup=args.warmup)
+    total_macs = sum(b.macs for b in manifest.blocks)
+    name = args.name or platform.node() or "local"
+    profile = DeviceProfile(
+        name=name,
+        description=f"measured on {platform.node()} ({platform.machine()}, {psutil.cpu_count()} CPUs)",
+        ram_mb=int(psutil.virtual_memory().total // 2**20),
+        cpu_idle_w=float(idle),
+        cpu_active_w=float(active),
+        # measured throughput over this model's blocks, at the given active power
+        joules_per_mac=float(active) * sum(latencies) / max(total_macs, 1),
+        measured={manifest.model_id: MeasuredLatency(manifest.version, tuple(latencies))},
+    )
+    header = (
+        f"Written by `ecd profile --model {manifest.model_id}` ({args.runs} timed runs per block, median, batch 1).\n"
+        f"Power: {'from the shipped profile ' + args.like if args.like and args.active_power is None else 'given on the command line'}.\n"
+        f"joules_per_mac = active power x measured seconds / MACs over {manifest.model_id}'s blocks."
+    )
+    out = Path(args.out)
+    out.write_text(device_to_toml(profile, header))
+    block_table(manifest, latencies)
+    print(f"throughput {total_macs / sum(latencies) / 1e9:.2f} GMAC/s; profile {name!r} written to {out}")
+    return 0
+
+
+def _privacy_weights(args: argparse.Namespace) -> tuple[float, float]:
+    w_p = args.privacy_weight
+    if args.energy_weight is not None:
+        return args.energy_weight, w_p
+    if not (0.0 <= w_p <= 1.0):
+        raise ConfigError(f"--privacy-weight: without --energy-weight it must lie in [0, 1], got {w_p}")
+    return 1.0 - w_p, w_p
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    from ecd import zoo
+    from ecd.profiles import load_device, load_radio
+    from ecd.split import Preferences, decide_split
+
+    manifest = zoo.load_manifest(args.model)
+    device = load_device(args.profile)
+    radio = load_radio(args.radio)
+    w_e, w_p = _privacy_weights(args)
+    prefs = Preferences(w_energy=w_e, w_privacy=w_p, min_split=args.min_split)
+    decision = decide_split(manifest, device, radio, prefs, encoding=args.encoding, max_split=args.max_split)
+    if args.json:
+        print(json.dumps(decision.to_dict(), indent=2))
+    else:
+        print(f"{manifest.model_id}@{manifest.version} on {device.name} over {radio.name}, {args.encoding}; "
+              f"w_energy {prefs.w_energy:.3f}, w_privacy {prefs.w_privacy:.3f}, min_split {prefs.min_split}; "
+              f"E_comp from {decision.compute_source}")
+        rows = []
+        for b in range(manifest.n_blocks + 1):
+            cand = np.isfinite(decision.utility[b])
+            rows.append([
+                b, int(decision.bytes_sent[b]), f"{decision.e_comp[b]:.3e}", f"{decision.e_comm[b]:.3e}",
+                f"{decision.energy_norm[b]:.3f}", f"{decision.p_priv[b]:.3f}",
+                f"{decision.utility[b]:.4f}" if cand else "(floor)" if b < prefs.min_split else "(max)",
+                "<- recommended" if b == decision.recommended else "",
+            ])
+        print_table(["b", "bytes", "E_comp J", "E_comm J", "E_hat", "P_priv", "U", ""], rows)
+        print(f"recommended split: {decision.recommended} (device runs blocks [0, {decision.recommended}))")
+    if args.plot:
+        from ecd.split_plot import plot_split_curves
+
+        plot_split_curves(manifest, device, radio, prefs, Path(args.plot), encoding=args.encoding, max_split=args.max_split)
+        print(f"plot: {args.plot}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def cmd_simulate_ecd(args: argparse.Namespace) -> int:
+    from ecd import zoo
+    from ecd.simulation import DATA_SIZES_MB, STRATEGIES, Topology, run_simulation
+
+    manifest = zoo.load_manifest(args.model)
+    topology = Topology(seed=args.seed)
+    total = len(DATA_SIZES_MB) * len(STRATEGIES)
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        print(f"\r[{'#' * (20 * done // total):<20}] {done}/{total} runs", end="", file=sys.stderr, flush=True)
+
+    results = run_simulation(manifest, Path(args.out), topology, progress=tick)
+    print(file=sys.stderr)
+    largest = max(DATA_SIZES_MB)
+    rows = []
+    for r in results:
+        if r.data_mb == largest:
+            shares = {k: v.sum() for k, v in r.load_macs.items()}
+            total_macs = sum(shares.values())
+            rows.append([r.strategy, f"{r.device_energy_j:.4g}", f"{r.similarity:.3f}", f"{r.efficiency:.4g}",
+                         f"{shares['server'] / total_macs:.0%}", f"{shares['edge'] / total_macs:.0%}",
+                         f"{shares['device'] / total_macs:.0%}"])
+    print(f"{topology.servers} servers, {topology.edge_nodes} edge nodes, {topology.devices} devices; "
+          f"{manifest.model_id}; {largest} MB captured per device; seed {args.seed}")
+    print_table(["strategy", "device energy J", "similarity", "protection/J", "server MACs", "edge MACs", "device MACs"], rows)
+    print(f"wrote ecd_simulation.csv, ecd_load.csv, fig6_energy.png, fig7_privacy.png, fig8_load.png to {args.out}")
     return 0
 
 
@@ -197,6 +369,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="zoo name or path to a model folder / manifest.json")
     p.add_argument("--json", action="store_true", help="the manifest as JSON")
     p.set_defaults(func=cmd_models_inspect)
+
+    p = msub.add_parser("privacy", help="measure P_priv(b) with two model-inversion attacks (needs torch)")
+    p.add_argument("name", help="zoo name or path to a model folder / manifest.json")
+    p.add_argument("--quick", action="store_true", help="small settings (for tests), not for the real curve")
+    p.add_argument("--images", type=int, help="evaluation images (default 64; --quick 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--plot", help="write originals, reconstructions and the SSIM curve to this PNG")
+    p.set_defaults(func=cmd_models_privacy)
+
+    p = sub.add_parser("split", help="the ECD split decision for one user: per-split table and recommendation")
+    p.add_argument("--model", default="digits_cnn", help="zoo name or path (default digits_cnn)")
+    p.add_argument("--profile", required=True, help="device profile name or file (ecd profile writes one)")
+    p.add_argument("--radio", required=True, help="wifi, lte or 5g")
+    p.add_argument("--privacy-weight", type=float, required=True, help="w_privacy (lambda2); with no --energy-weight, w_energy = 1 - w_privacy")
+    p.add_argument("--energy-weight", type=float, help="w_energy (lambda1); weights are normalised to sum 1")
+    p.add_argument("--min-split", type=int, default=0, help="hard floor: never send anything from below this block")
+    p.add_argument("--max-split", type=int, help="the last split the device may run (default: all blocks)")
+    p.add_argument("--encoding", default="float32", help="float32, float16 or int8 (bytes sent)")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--plot", help="PNG of the curves for several privacy weights")
+    p.set_defaults(func=cmd_split)
+
+    sim = sub.add_parser("simulate", help="the papers' simulations")
+    simsub = sim.add_subparsers(dest="simulate_command", required=True)
+    p = simsub.add_parser("ecd", help="paper 000 §V.B: 2 servers, 10 edge nodes, 100 devices, six strategies")
+    p.add_argument("--model", default="digits_cnn")
+    p.add_argument("--out", default="results/ecd_simulation", help="folder for the CSVs and PNGs")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_simulate_ecd)
+
+    p = sub.add_parser("profile", help="measure per-block latency here and write a device profile")
+    p.add_argument("--model", default="digits_cnn")
+    p.add_argument("--out", required=True, help="profile file to write (TOML)")
+    p.add_argument("--name", help="profile name (default: host name)")
+    p.add_argument("--like", help="take power figures from this shipped profile (e.g. pi4)")
+    p.add_argument("--active-power", type=float, help="W with the CPU busy")
+    p.add_argument("--idle-power", type=float, help="W idle")
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.set_defaults(func=cmd_profile)
 
     p = msub.add_parser("check", help="per-block timing and the per-split identity check")
     p.add_argument("name", help="zoo name or path to a model folder / manifest.json")

@@ -38,6 +38,49 @@ class SessionConfig:
         return opts
 
 
+def load_block_session(
+    manifest: Manifest, index: int, opts: ort.SessionOptions
+) -> tuple[str, str, ort.InferenceSession]:
+    """(input name, output name, session) of block ``index``, after checking the file's sha256."""
+    block = manifest.blocks[index]
+    path = manifest.block_path(block)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise IntegrityError(f"block file missing: {path}") from None
+    digest = sha256_bytes(data)
+    if digest != block.sha256:
+        raise IntegrityError(
+            f"block file {path} has sha256 {digest[:16]}…, manifest expects "
+            f"{block.sha256[:16]}… (corrupt or from another model version)"
+        )
+    sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+    return sess.get_inputs()[0].name, sess.get_outputs()[0].name, sess
+
+
+class BlockRunner:
+    """Any block range of one model, each block's session loaded (and verified) once, on first use.
+
+    What a service uses: the edge and the cloud run a different ``[start, stop)`` per device.
+    Inputs are checked by the caller (the codec checks shapes against the manifest).
+    """
+
+    def __init__(self, manifest: Manifest, config: SessionConfig | None = None):
+        self.manifest = manifest
+        self._opts = (config or SessionConfig()).session_options()
+        self._sessions: dict[int, tuple[str, str, ort.InferenceSession]] = {}
+
+    def run(self, x: np.ndarray, start: int, stop: int) -> np.ndarray:
+        if not (0 <= start <= stop <= self.manifest.n_blocks):
+            raise SplitRangeError(f"block range [start, stop): got [{start}, {stop}) of {self.manifest.n_blocks}")
+        for i in range(start, stop):
+            if i not in self._sessions:
+                self._sessions[i] = load_block_session(self.manifest, i, self._opts)
+            in_name, out_name, sess = self._sessions[i]
+            x = sess.run([out_name], {in_name: x})[0]
+        return x
+
+
 class Partition:
     """Blocks ``[start, stop)`` of ``manifest``'s model, verified against their sha256.
 
@@ -61,21 +104,7 @@ class Partition:
         self.start = start
         self.stop = stop
         opts = (config or SessionConfig()).session_options()
-        self._sessions: list[tuple[str, str, ort.InferenceSession]] = []
-        for block in manifest.blocks[start:stop]:
-            path = manifest.block_path(block)
-            try:
-                data = path.read_bytes()
-            except FileNotFoundError:
-                raise IntegrityError(f"block file missing: {path}") from None
-            digest = sha256_bytes(data)
-            if digest != block.sha256:
-                raise IntegrityError(
-                    f"block file {path} has sha256 {digest[:16]}…, manifest expects "
-                    f"{block.sha256[:16]}… (corrupt or from another model version)"
-                )
-            sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
-            self._sessions.append((sess.get_inputs()[0].name, sess.get_outputs()[0].name, sess))
+        self._sessions = [load_block_session(manifest, i, opts) for i in range(start, stop)]
 
     @property
     def input_shape(self) -> tuple[int, ...]:

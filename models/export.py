@@ -99,14 +99,15 @@ def export_model(
 ) -> Manifest:
     """Export every block to ``out_dir`` and write its manifest; returns the manifest.
 
-    With ``heldout`` (raw uint8 images, labels) and the ``reference_model``, also writes
+    With the ``reference_model`` (the full torch model), saves its state_dict as ``weights.pt`` for
+    the white-box privacy attack; with ``heldout`` (raw uint8 images, labels) too, also writes
     ``heldout.npz`` holding the images, labels and the full torch model's logits, so a torch-free
     machine can check every split against torch.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("block_*.onnx"):
-        stale.unlink()
+    for stale in [*out_dir.glob("block_*.onnx"), out_dir / WEIGHTS_FILENAME, out_dir / HELDOUT_FILENAME]:
+        stale.unlink(missing_ok=True)
     x = example if example is not None else torch.randn(1, *input_spec.shape)
     infos: list[BlockInfo] = []
     with torch.no_grad():
@@ -133,6 +134,17 @@ def export_model(
                 )
             )
             x = y
+    build = {
+        "torch": torch.__version__.split("+")[0],
+        "onnx": onnx.__version__,
+        "opset": ONNX_OPSET,
+        "ir_version": ONNX_IR_VERSION,
+    }
+    if reference_model is not None:
+        # The white-box privacy attack needs the weights; a device never loads this file.
+        weights = out_dir / WEIGHTS_FILENAME
+        torch.save(reference_model.state_dict(), weights)
+        build["torch_state_dict"] = {"file": WEIGHTS_FILENAME, "sha256": sha256_bytes(weights.read_bytes())}
     heldout_info = None
     if heldout is not None:
         if reference_model is None:
@@ -148,12 +160,7 @@ def export_model(
         training=training,
         privacy=None,
         heldout=heldout_info,
-        build={
-            "torch": torch.__version__.split("+")[0],
-            "onnx": onnx.__version__,
-            "opset": ONNX_OPSET,
-            "ir_version": ONNX_IR_VERSION,
-        },
+        build=build,
         directory=out_dir,
     )
     manifest.write(out_dir)
@@ -161,6 +168,7 @@ def export_model(
 
 
 HELDOUT_FILENAME = "heldout.npz"
+WEIGHTS_FILENAME = "weights.pt"
 
 
 def write_heldout(

@@ -1,0 +1,139 @@
+"""Device and radio profiles: the energy side of the ECD utility, as data files.
+
+Named profiles ship in ``ecd/profile_data/*.toml`` (every number with its source in a comment); a
+device calibrates itself with ``ecd profile``, which writes a profile of the same schema holding
+per-block latencies it measured for a model.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ecd.errors import ConfigError, EcdError
+
+PROFILE_DIR = Path(__file__).resolve().parent / "profile_data"
+RADIOS_FILE = PROFILE_DIR / "radios.toml"
+
+
+class UnknownProfileError(EcdError, ValueError):
+    """A device profile or radio that is neither shipped nor a readable file."""
+
+
+@dataclass(frozen=True)
+class MeasuredLatency:
+    """Per-block latency of one model version, measured on the device by ``ecd profile``."""
+
+    version: str
+    block_latency_s: tuple[float, ...]  # median seconds per block, batch 1
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    description: str
+    ram_mb: int
+    cpu_idle_w: float  # W, whole device idle
+    cpu_active_w: float  # W, whole device with the CPU busy
+    joules_per_mac: float  # J per multiply-accumulate where no latency was measured
+    measured: dict[str, MeasuredLatency] = field(default_factory=dict)  # model id -> latencies
+
+    def __post_init__(self) -> None:
+        for name in ("cpu_idle_w", "cpu_active_w", "joules_per_mac"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"device profile {self.name!r}: {name} must be finite and >= 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class RadioProfile:
+    name: str
+    description: str
+    joules_per_bit: float  # marginal uplink energy
+    joules_per_transfer: float  # promotion + tail energy per isolated transfer
+    uplink_mbps: float  # for latency estimates only
+
+
+def known_devices() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml") if p != RADIOS_FILE)
+
+
+def known_radios() -> list[str]:
+    return sorted(tomllib.loads(RADIOS_FILE.read_text()))
+
+
+def _device_from_dict(d: dict, where: str) -> DeviceProfile:
+    try:
+        measured = {
+            model: MeasuredLatency(str(m["version"]), tuple(float(v) for v in m["block_latency_s"]))
+            for model, m in d.get("measured", {}).items()
+        }
+        return DeviceProfile(
+            name=str(d["name"]),
+            description=str(d.get("description", "")),
+            ram_mb=int(d["ram_mb"]),
+            cpu_idle_w=float(d["cpu_idle_w"]),
+            cpu_active_w=float(d["cpu_active_w"]),
+            joules_per_mac=float(d["joules_per_mac"]),
+            measured=measured,
+        )
+    except KeyError as e:
+        raise ConfigError(f"device profile {where}: missing field {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:
+        if isinstance(e, EcdError):
+            raise
+        raise ConfigError(f"device profile {where}: {e}") from None
+
+
+def load_device(name_or_path: str | Path) -> DeviceProfile:
+    """A shipped profile by name (``pi4``) or a profile file written by ``ecd profile``."""
+    path = Path(name_or_path).expanduser()
+    if not path.is_file():
+        path = PROFILE_DIR / f"{name_or_path}.toml"
+        if str(name_or_path) not in known_devices():
+            raise UnknownProfileError(
+                f"device profile {str(name_or_path)!r}: not a file, and not one of the known "
+                f"profiles: {', '.join(known_devices())}"
+            )
+    try:
+        d = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"device profile {path}: not valid TOML: {e}") from None
+    return _device_from_dict(d, str(path))
+
+
+def load_radio(name: str) -> RadioProfile:
+    radios = tomllib.loads(RADIOS_FILE.read_text())
+    if name not in radios:
+        raise UnknownProfileError(f"radio {name!r}: known radios: {', '.join(sorted(radios))}")
+    r = radios[name]
+    return RadioProfile(
+        name=name,
+        description=r["description"],
+        joules_per_bit=float(r["joules_per_bit"]),
+        joules_per_transfer=float(r["joules_per_transfer"]),
+        uplink_mbps=float(r["uplink_mbps"]),
+    )
+
+
+def device_to_toml(p: DeviceProfile, header: str = "") -> str:
+    """Serialise a profile (tomllib only reads), with a comment header saying where it came from."""
+    lines = [f"# {line}" if line else "#" for line in header.splitlines()]
+    lines += [
+        f"name = {p.name!r}".replace("'", '"'),
+        f"description = {p.description!r}".replace("'", '"'),
+        f"ram_mb = {p.ram_mb}",
+        f"cpu_idle_w = {p.cpu_idle_w!r}",
+        f"cpu_active_w = {p.cpu_active_w!r}",
+        f"joules_per_mac = {p.joules_per_mac!r}",
+    ]
+    for model, m in sorted(p.measured.items()):
+        lines += [
+            "",
+            f"[measured.{model}]",
+            f'version = "{m.version}"',
+            "block_latency_s = [" + ", ".join(f"{v!r}" for v in m.block_latency_s) + "]",
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,54 @@
+"""Paper 000 §V.B's simulation: structure and invariants (the figures are in the README)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecd.manifest import Manifest
+from ecd.simulation import STRATEGIES, Topology, device_max_split, make_fleet, run_simulation, simulate
+from ecd.split import privacy_curve
+
+
+def test_simulation_writes_csv_and_figures(bundled: Manifest, tmp_path: Path) -> None:
+    results = run_simulation(bundled, tmp_path, Topology(), data_sizes_mb=(0.5, 1))
+    rows = list(csv.DictReader(open(tmp_path / "ecd_simulation.csv")))
+    assert len(rows) == 2 * len(STRATEGIES)
+    for name in ("fig6_energy.png", "fig7_privacy.png", "fig8_load.png", "ecd_load.csv"):
+        assert (tmp_path / name).stat().st_size > 1000
+    by = {(r.strategy, r.data_mb): r for r in results}
+    p = privacy_curve(bundled)
+    assert by["raw", 1].similarity == 1.0
+    assert by["raw", 1].efficiency == 0.0
+    assert by["max", 1].similarity == pytest.approx(p[device_max_split(bundled)])
+    for s in STRATEGIES:
+        assert by[s, 1].device_energy_j > by[s, 0.5].device_energy_j  # more data, more energy
+    # a privacy-leaning user never uploads data more similar than an energy-leaning one
+    assert by["ecd_privacy", 1].similarity <= by["ecd_energy", 1].similarity
+
+
+def test_compute_is_conserved_across_tiers(bundled: Manifest) -> None:
+    topology = Topology(devices=20, edge_nodes=4)
+    fleet = make_fleet(topology)
+    total_macs = sum(b.macs for b in bundled.blocks)
+    for strategy in STRATEGIES:
+        r = simulate(bundled, strategy, 0.25, fleet, topology)
+        n_images = int(0.25 * 2**20 // bundled.activation_bytes(0))
+        summed = sum(v.sum() for v in r.load_macs.values())
+        assert summed == pytest.approx(total_macs * n_images * topology.devices)
+        assert len(r.load_macs["edge"]) == 4 and len(r.load_macs["server"]) == 2
+    raw = simulate(bundled, "raw", 0.25, fleet, topology)
+    assert raw.load_macs["device"].sum() == 0 and raw.load_macs["edge"].sum() == 0
+
+
+def test_unknown_strategy(bundled: Manifest) -> None:
+    with pytest.raises(ValueError, match="strategy"):
+        simulate(bundled, "greedy", 1, make_fleet(Topology()), Topology())
+
+
+def test_fleet_is_seeded() -> None:
+    a, b = make_fleet(Topology(seed=3)), make_fleet(Topology(seed=3))
+    assert np.array_equal(a.device_index, b.device_index) and np.array_equal(a.radio_index, b.radio_index)

@@ -1,0 +1,224 @@
+"""The ECD split decision (DESIGN.md §3) on the bundled model and its measured privacy curve."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ecd.manifest import Manifest
+from ecd.profiles import UnknownProfileError, known_devices, known_radios, load_device, load_radio
+from ecd.split import (
+    Preferences,
+    PreferenceError,
+    PrivacyNotMeasuredError,
+    comm_energy,
+    decide_split,
+    decide_splits,
+    encoded_bytes,
+    privacy_curve,
+)
+
+PI4 = load_device("pi4")
+WIFI = load_radio("wifi")
+
+
+def ecd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ecd.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_recommended_split_never_gets_shallower_as_privacy_weight_rises(bundled: Manifest) -> None:
+    for floor in range(bundled.n_blocks + 1):
+        splits = [
+            decide_split(bundled, PI4, WIFI, Preferences(1 - w, w, min_split=floor)).recommended
+            for w in np.linspace(0, 1, 101)
+        ]
+        assert all(a <= b for a, b in zip(splits, splits[1:])), (floor, splits)
+        assert min(splits) >= floor
+    # the weights matter: an energy-only user and a privacy-only user get different splits
+    energy_only = decide_split(bundled, PI4, WIFI, Preferences(1, 0)).recommended
+    privacy_only = decide_split(bundled, PI4, WIFI, Preferences(0, 1)).recommended
+    assert privacy_only > energy_only
+
+
+def test_min_split_is_respected_for_every_profile_and_radio(bundled: Manifest) -> None:
+    for dev in known_devices():
+        for radio in known_radios():
+            for floor in range(bundled.n_blocks + 1):
+                d = decide_split(bundled, load_device(dev), load_radio(radio), Preferences(0.9, 0.1, floor))
+                assert d.recommended >= floor
+                assert np.all(np.isinf(d.utility[:floor]))
+
+
+def test_utility_terms(bundled: Manifest) -> None:
+    d = decide_split(bundled, PI4, WIFI, Preferences(3, 1))
+    assert d.preferences.w_energy == pytest.approx(0.75)
+    assert d.e_comp[0] == 0.0
+    assert np.all(np.diff(d.e_comp) >= 0)
+    assert d.e_comm == pytest.approx(encoded_bytes(bundled) * 8 * WIFI.joules_per_bit + WIFI.joules_per_transfer)
+    assert d.energy_norm.max() == pytest.approx(1.0)
+    assert d.p_priv[0] == 1.0
+    assert np.all(np.diff(d.p_priv) <= 0)
+    assert d.utility[d.recommended] == pytest.approx(np.min(d.utility))
+    expected = d.preferences.w_energy * d.energy_norm + d.preferences.w_privacy * d.p_priv
+    assert d.utility == pytest.approx(expected)
+
+
+def test_encodings_change_the_bytes_sent(bundled: Manifest) -> None:
+    f32, f16, i8 = (encoded_bytes(bundled, e) for e in ("float32", "float16", "int8"))
+    assert np.array_equal(f32, 2 * f16)
+    assert np.array_equal(i8, f32 / 4 + 8)
+    with pytest.raises(PreferenceError, match="encoding"):
+        encoded_bytes(bundled, "bfloat3")
+
+
+def test_ties_go_to_less_device_energy(bundled: Manifest) -> None:
+    flat = replace(bundled, privacy={"curve": [0.5] * (bundled.n_blocks + 1)})
+    d = decide_split(flat, PI4, WIFI, Preferences(0, 1))  # every candidate has the same U
+    energy = d.e_comp + d.e_comm
+    assert d.recommended == int(np.argmin(energy))
+
+
+def test_privacy_curve_is_monotone_envelope_of_the_measured_one(bundled: Manifest) -> None:
+    noisy = replace(bundled, privacy={"curve": [1.0, 0.9, 0.92, 0.5, 0.55, 0.2, 0.1]})
+    assert privacy_curve(noisy).tolist() == [1.0, 0.9, 0.9, 0.5, 0.5, 0.2, 0.1]
+
+
+def test_manifest_without_a_curve_is_refused(bundled: Manifest) -> None:
+    bare = replace(bundled, privacy=None)
+    with pytest.raises(PrivacyNotMeasuredError, match="ecd models privacy digits_cnn"):
+        decide_split(bare, PI4, WIFI, Preferences(0.5, 0.5))
+    with pytest.raises(PrivacyNotMeasuredError):
+        decide_splits(bare, [PI4], [WIFI], np.zeros(1, int), np.zeros(1, int), np.ones(1), np.ones(1), np.zeros(1, int))
+
+
+@pytest.mark.parametrize(
+    "w_energy,w_privacy,field",
+    [
+        (float("nan"), 0.5, "w_energy"),
+        (0.5, float("nan"), "w_privacy"),
+        (-0.1, 0.5, "w_energy"),
+        (0.5, -1, "w_privacy"),
+        (float("inf"), 0.5, "w_energy"),
+        (0, 0, "w_energy, w_privacy"),
+        ("a lot", 0.5, "w_energy"),
+    ],
+)
+def test_invalid_weights_name_the_field(w_energy: float, w_privacy: float, field: str) -> None:
+    with pytest.raises(PreferenceError) as e:
+        Preferences(w_energy, w_privacy)
+    assert str(e.value).startswith(field)
+    assert isinstance(e.value, ValueError)
+
+
+def test_min_split_out_of_range(bundled: Manifest) -> None:
+    with pytest.raises(PreferenceError, match="min_split"):
+        Preferences(0.5, 0.5, min_split=-1)
+    with pytest.raises(PreferenceError, match="min_split: expected 0..6"):
+        decide_split(bundled, PI4, WIFI, Preferences(0.5, 0.5, min_split=7))
+    with pytest.raises(PreferenceError, match="min_split: expected 0..3"):
+        decide_split(bundled, PI4, WIFI, Preferences(0.5, 0.5, min_split=5), max_split=3)
+
+
+def test_unknown_profile_and_radio() -> None:
+    with pytest.raises(UnknownProfileError, match="pi9.*pi4"):
+        load_device("pi9")
+    with pytest.raises(UnknownProfileError, match="lora.*wifi"):
+        load_radio("lora")
+    assert isinstance(UnknownProfileError("x"), ValueError)
+
+
+def test_batch_decision_equals_one_by_one(bundled: Manifest) -> None:
+    rng = np.random.default_rng(1)
+    devices = [load_device(n) for n in known_devices()]
+    radios = [load_radio(n) for n in known_radios()]
+    users = 300
+    dev = rng.integers(0, len(devices), users)
+    rad = rng.integers(0, len(radios), users)
+    w_e, w_p = rng.random(users), rng.random(users)
+    floor = rng.integers(0, bundled.n_blocks + 1, users)
+    batch = decide_splits(bundled, devices, radios, dev, rad, w_e, w_p, floor)
+    for u in range(users):
+        one = decide_split(bundled, devices[dev[u]], radios[rad[u]], Preferences(w_e[u], w_p[u], int(floor[u])))
+        assert batch[u] == one.recommended, u
+
+
+def test_batch_rejects_bad_rows(bundled: Manifest) -> None:
+    args = dict(device_index=np.zeros(3, int), radio_index=np.zeros(3, int), min_split=np.zeros(3, int))
+    with pytest.raises(PreferenceError, match="w_privacy.*user 1"):
+        decide_splits(bundled, [PI4], [WIFI], w_energy=np.ones(3), w_privacy=np.array([0.1, np.nan, 0.2]), **args)
+    with pytest.raises(PreferenceError, match="not both be 0"):
+        decide_splits(bundled, [PI4], [WIFI], w_energy=np.zeros(3), w_privacy=np.zeros(3), **args)
+
+
+def test_measured_latency_replaces_the_mac_estimate(bundled: Manifest, tmp_path: Path) -> None:
+    out = tmp_path / "here.toml"
+    proc = ecd("profile", "--model", "digits_cnn", "--like", "pi4", "--runs", "5", "--warmup", "1", "--name", "ci-host", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    profile = load_device(out)
+    assert profile.name == "ci-host"
+    assert len(profile.measured["digits_cnn"].block_latency_s) == bundled.n_blocks
+    assert all(v > 0 for v in profile.measured["digits_cnn"].block_latency_s)
+    d = decide_split(bundled, profile, WIFI, Preferences(0.5, 0.5))
+    assert d.compute_source == "measured"
+    expected = np.concatenate([[0], np.cumsum(profile.measured["digits_cnn"].block_latency_s)]) * profile.cpu_active_w
+    assert d.e_comp == pytest.approx(expected)
+    proc = ecd("split", "--profile", str(out), "--radio", "wifi", "--privacy-weight", "0.5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["compute_energy_from"] == "measured"
+
+
+def test_stale_measurement_falls_back_to_macs(bundled: Manifest, tmp_path: Path) -> None:
+    out = tmp_path / "stale.toml"
+    assert ecd("profile", "--like", "pi4", "--runs", "2", "--out", str(out)).returncode == 0
+    out.write_text(out.read_text().replace(bundled.version, "0000000000000000"))
+    assert decide_split(bundled, load_device(out), WIFI, Preferences(1, 1)).compute_source == "MACs"
+
+
+def test_split_cli_table_json_and_plot(tmp_path: Path) -> None:
+    proc = ecd("split", "--profile", "pi4", "--radio", "wifi", "--privacy-weight", "0.8", "--min-split", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "recommended split" in proc.stdout and "(floor)" in proc.stdout
+    plot = tmp_path / "split.png"
+    proc = ecd("split", "--profile", "phone_midrange", "--radio", "lte", "--privacy-weight", "0.3", "--json", "--plot", str(plot))
+    assert proc.returncode == 0, proc.stderr
+    d = json.loads(proc.stdout)
+    assert d["device"] == "phone_midrange" and d["radio"] == "lte"
+    assert len(d["splits"]) == 7
+    assert plot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--privacy-weight", "nan"], "--privacy-weight"),
+        (["--privacy-weight", "nan", "--energy-weight", "1"], "w_privacy"),
+        (["--privacy-weight", "-0.5"], "--privacy-weight"),
+        (["--privacy-weight", "0", "--energy-weight", "0"], "not both be 0"),
+        (["--privacy-weight", "0.5", "--energy-weight", "-1"], "w_energy"),
+        (["--privacy-weight", "0.5", "--min-split", "9"], "min_split"),
+        (["--privacy-weight", "0.5", "--profile", "pi9"], "pi9"),
+        (["--privacy-weight", "0.5", "--radio", "lora"], "lora"),
+    ],
+)
+def test_split_cli_bad_input(args: list[str], needle: str) -> None:
+    base = {"--profile": "pi4", "--radio": "wifi"}
+    for i in range(0, len(args), 2):
+        base.pop(args[i], None)
+    flat = [x for kv in base.items() for x in kv]
+    proc = ecd("split", *flat, *args)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert needle in proc.stderr, proc.stderr
+
+
+def test_comm_energy_grows_with_bytes(bundled: Manifest) -> None:
+    lte = load_radio("lte")
+    e = comm_energy(bundled, lte)
+    order = np.argsort(encoded_bytes(bundled))
+    assert np.all(np.diff(e[order]) >= 0)
