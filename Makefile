@@ -7,7 +7,7 @@ PYTHON ?= python3
 RUNTIME_VENV := .venv-runtime
 DEV_VENV := .venv
 PIP_FLAGS := --quiet --disable-pip-version-check
-SOURCES := pyproject.toml $(shell find ecd models -name '*.py' -o -name '*.json' -o -name '*.onnx' -o -name '*.npz' 2>/dev/null)
+SOURCES := pyproject.toml $(shell find ecd models device_agent edge_node cloud_server -name '*.py' -o -name '*.json' -o -name '*.onnx' -o -name '*.npz' -o -name '*.toml' -o -name '*.pt' 2>/dev/null)
 
 .PHONY: demo test bench clean
 
@@ -20,6 +20,7 @@ test: $(DEV_VENV)/.installed
 bench: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/python benchmarks/partition_overhead.py
 	$(DEV_VENV)/bin/python benchmarks/split_decision.py
+	$(DEV_VENV)/bin/python benchmarks/pipeline.py
 
 # Runtime only, non-editable: exactly what a Raspberry Pi gets from `pip install .`.
 $(RUNTIME_VENV)/.installed: $(SOURCES)

@@ -7,6 +7,7 @@ traceback) and exits non-zero.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
 import sys
@@ -298,6 +299,73 @@ def cmd_simulate_ecd(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _serve(start, service: str, grace_s: float) -> None:
+    """Start a service, print one READY line (JSON, with the bound ports), serve until SIGTERM."""
+    from ecd.rpc import install_signal_handlers
+
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    running = await start
+    ready = {"ready": service, "port": running.port, "metrics_port": running.metrics_port}
+    if hasattr(running, "edge_id"):
+        ready["edge_id"] = running.edge_id
+    print(json.dumps(ready), flush=True)
+    await stop.wait()
+    log.info("[%s] SIGTERM: stopping (grace %.1f s)", service, grace_s)
+    await running.stop(grace_s)
+
+
+def cmd_cloud_server(args: argparse.Namespace) -> int:
+    from cloud_server.service import CloudConfig, start_cloud
+    from ecd.config import resolve
+
+    cfg = resolve(CloudConfig, args, "ECD_CLOUD_")
+    asyncio.run(_serve(start_cloud(cfg), "cloud-server", cfg.grace_s))
+    return 0
+
+
+def cmd_edge_node(args: argparse.Namespace) -> int:
+    from ecd.config import resolve
+    from edge_node.service import EdgeConfig, start_edge
+
+    cfg = resolve(EdgeConfig, args, "ECD_EDGE_")
+    try:
+        asyncio.run(_serve(start_edge(cfg), "edge-node", cfg.grace_s))
+    except ConnectionError as e:
+        raise ConfigError(str(e)) from None
+    return 0
+
+
+def cmd_device_agent(args: argparse.Namespace) -> int:
+    import grpc
+
+    from device_agent.agent import AgentConfig, DeviceAgent
+    from device_agent.sources import open_source
+    from ecd.config import resolve
+
+    cfg = resolve(AgentConfig, args, "ECD_AGENT_")
+    agent = DeviceAgent(cfg)
+    try:
+        agent.connect()
+        if cfg.metrics_port >= 0:
+            from ecd.rpc import start_metrics
+
+            start_metrics(agent.metrics.registry, "127.0.0.1", cfg.metrics_port)
+        samples = open_source(cfg.source, cfg.model, agent.manifest.input, cfg.frames)
+        report = agent.report(agent.run(samples))
+    except grpc.RpcError as e:
+        raise ConfigError(f"{e.code().name}: {e.details()}") from None
+    except grpc.FutureTimeoutError:
+        raise ConfigError(f"--cloud: no cloud server answers at {cfg.cloud}") from None
+    finally:
+        agent.close()
+    d = report.to_dict()
+    if cfg.report:
+        Path(cfg.report).write_text(json.dumps(d, indent=2))
+    print(json.dumps(d))
+    return 0 if report.errors == 0 else EXIT_CHECK_FAILED
+
+
 def run_check(name: str, runs: int, samples: int | None) -> int:
     from ecd import zoo
     from ecd.splitcheck import RELATIVE_TOLERANCE, check_inputs, check_splits, time_blocks
@@ -335,9 +403,11 @@ def cmd_models_check(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from ecd.zoo import DEFAULT_MODEL
+    from ecd.demo import run_demo
 
-    return run_check(DEFAULT_MODEL, runs=args.runs, samples=None)
+    if args.frames < 1:
+        raise ConfigError(f"--frames: expected >= 1, got {args.frames}")
+    return run_demo(frames=args.frames)
 
 
 # --- parser --------------------------------------------------------------------------------------
@@ -348,8 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run the bundled model split at every point and check it")
-    demo.add_argument("--runs", type=int, default=20, help="timed runs per block (default 20)")
+    demo = sub.add_parser("demo", help="cloud server, edge node and three device agents on loopback (the main job)")
+    demo.add_argument("--frames", type=int, default=200, help="held-out images each device streams (default 200)")
     demo.set_defaults(func=cmd_demo)
 
     models = sub.add_parser("models", help="the model zoo: list, build, inspect, check")
@@ -398,6 +468,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/ecd_simulation", help="folder for the CSVs and PNGs")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_simulate_ecd)
+
+    from cloud_server.service import CloudConfig
+    from device_agent.agent import AgentConfig
+    from ecd.config import add_arguments
+    from edge_node.service import EdgeConfig
+
+    p = sub.add_parser("cloud-server", help="run the cloud server (env: ECD_CLOUD_<OPTION>)")
+    add_arguments(p, CloudConfig)
+    p.set_defaults(func=cmd_cloud_server)
+    p = sub.add_parser("edge-node", help="run an edge node (env: ECD_EDGE_<OPTION>)")
+    add_arguments(p, EdgeConfig)
+    p.set_defaults(func=cmd_edge_node)
+    p = sub.add_parser("device-agent", help="run a device agent: register, stream frames, report (env: ECD_AGENT_<OPTION>)")
+    add_arguments(p, AgentConfig)
+    p.set_defaults(func=cmd_device_agent)
 
     p = sub.add_parser("profile", help="measure per-block latency here and write a device profile")
     p.add_argument("--model", default="digits_cnn")

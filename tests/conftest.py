@@ -19,6 +19,17 @@ def isolated_model_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: py
     return path
 
 
+@pytest.fixture(autouse=True)
+def no_leftover_processes():
+    """Every test leaves no child process behind (services are stopped, CLIs have exited)."""
+    import psutil
+
+    yield
+    alive = [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+    gone, alive = psutil.wait_procs(alive, timeout=10)
+    assert not alive, f"left behind: {[p.cmdline() for p in alive]}"
+
+
 @pytest.fixture
 def bundled() -> Manifest:
     return zoo.load_manifest(zoo.DEFAULT_MODEL)
@@ -31,3 +42,13 @@ def bundled_copy(tmp_path: Path) -> Path:
     dst = tmp_path / zoo.DEFAULT_MODEL
     shutil.copytree(src, dst)
     return dst
+
+
+@pytest.fixture
+def tiers(tmp_path: Path):
+    """A cloud server and an edge node, real gRPC servers on loopback ports chosen by the OS."""
+    from harness import start_tiers, stop_tiers
+
+    t = start_tiers(tmp_path)
+    yield t
+    stop_tiers(t)

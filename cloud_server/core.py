@@ -1,0 +1,271 @@
+"""The cloud server's transport-free core: control plane and the last tier of the data plane.
+
+The servicer (``cloud_server.service``) adapts these methods to gRPC; they take and return the
+protocol's messages but never see a gRPC context, and raise :class:`~ecd.status.StatusError` (or a
+domain error the catalog maps) for bad requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import tomllib
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import grpc
+import numpy as np
+
+from cloud_server.heads import BUILTIN_HEAD, LinearHead, builtin_head, head_from_spec, make_head
+from cloud_server.registry import DeviceRecord, Registry
+from ecd import codec
+from ecd.manifest import MANIFEST_FILENAME, Manifest, sha256_bytes
+from ecd.partition import BlockRunner
+from ecd.profiles import DeviceProfile, _device_from_dict, known_devices, known_radios, load_device, load_radio
+from ecd.rpc import MiB
+from ecd.split import Preferences, decide_split
+from ecd.status import StatusError, to_status
+from ecd.v1 import ecd_pb2 as pb
+
+log = logging.getLogger("ecd.cloud")
+
+CHUNK_BYTES = 1 * MiB
+HEAD_INPUTS = {pb.HeadSpec.LOGITS: "logits", pb.HeadSpec.PROBABILITIES: "probabilities"}
+HEAD_INPUT_VALUES = {v: k for k, v in HEAD_INPUTS.items()}
+
+INVALID = grpc.StatusCode.INVALID_ARGUMENT
+PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
+
+
+@dataclass
+class ServedModel:
+    manifest: Manifest
+    runner: BlockRunner
+    heads: dict[str, LinearHead] = field(default_factory=dict)
+
+
+def parse_profile(text: str) -> DeviceProfile:
+    """A shipped profile name, or the TOML of a profile the device measured (``ecd profile``)."""
+    if text in known_devices():
+        return load_device(text)
+    try:
+        d = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        raise StatusError(INVALID, f"profile: neither a known profile ({', '.join(known_devices())}) nor profile TOML") from None
+    return _device_from_dict(d, "in the request")
+
+
+class CloudCore:
+    def __init__(
+        self,
+        registry: Registry,
+        models: list[Manifest],
+        edge_boundary: int | None = None,
+        max_tensor_bytes: int = 16 * MiB,
+        edge_timeout_s: float = 15.0,
+    ):
+        self.registry = registry
+        self.models: dict[str, ServedModel] = {}
+        self.edge_boundary = edge_boundary
+        self.max_tensor_bytes = max_tensor_bytes
+        self.edge_timeout_s = edge_timeout_s
+        for m in models:
+            served = ServedModel(m, BlockRunner(m), {BUILTIN_HEAD: builtin_head(m.labels)})
+            for spec in registry.heads(m.model_id):
+                served.heads[spec["name"]] = head_from_spec(spec, len(m.labels))
+            self.models[m.model_id] = served
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _model(self, model_id: str, version: str = "", field_name: str = "model_id") -> ServedModel:
+        served = self.models.get(model_id)
+        if served is None:
+            raise StatusError(PRECONDITION, f"{field_name}: model {model_id!r} is not served here (serving: {', '.join(sorted(self.models))})")
+        if version and version != served.manifest.version:
+            raise StatusError(
+                PRECONDITION,
+                f"model_version: {model_id} version {version!r} is not served here (current: {served.manifest.version}); fetch the current partition",
+            )
+        return served
+
+    def authenticate(self, device_id: str, token: str) -> DeviceRecord:
+        record = self.registry.device(device_id) if device_id else None
+        if record is None or not token or record.token != token:
+            raise StatusError(grpc.StatusCode.UNAUTHENTICATED, f"token: unknown device token for device_id {device_id!r}")
+        return record
+
+    def _split_edge(self, served: ServedModel, split_device: int) -> int:
+        n = served.manifest.n_blocks
+        boundary = n - 1 if self.edge_boundary is None else min(self.edge_boundary, n)
+        return max(split_device, boundary)
+
+    def _check_split(self, served: ServedModel, split_device: int, min_split: int) -> None:
+        n = served.manifest.n_blocks
+        if not 0 <= split_device <= n:
+            raise StatusError(INVALID, f"split_device: expected 0..{n} for {served.manifest.model_id}, got {split_device}")
+        if split_device < min_split:
+            raise StatusError(PRECONDITION, f"split_device: {split_device} is below the device's floor (min_split {min_split})")
+
+    def _assignment(self, d: DeviceRecord, recommended: int) -> pb.Assignment:
+        edge = self.registry.edge(d.edge_id)
+        return pb.Assignment(
+            device_id=d.device_id,
+            token=d.token,
+            edge_endpoint=edge.endpoint if edge else "",
+            model_id=d.model_id,
+            model_version=d.model_version,
+            split_device=d.split_device,
+            split_edge=d.split_edge,
+            recommended_split=recommended,
+            preferences=pb.Preferences(w_energy=d.w_energy, w_privacy=d.w_privacy, min_split=d.min_split),
+        )
+
+    def _recommend(self, served: ServedModel, profile: DeviceProfile, radio: str, prefs: Preferences) -> int:
+        return decide_split(served.manifest, profile, load_radio(radio), prefs).recommended
+
+    def _pick_edge(self) -> str:
+        """Least loaded edge node (devices per unit of capacity). Placement (OTACS/TTACS) will drive this."""
+        now = time.time()
+        edges = [e for e in self.registry.edges() if now - e.last_seen_unix <= self.edge_timeout_s]
+        if not edges:
+            raise StatusError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"edge_endpoint: no edge node has registered or sent a heartbeat in the last {self.edge_timeout_s:g} s",
+            )
+        counts = self.registry.devices_per_edge()
+        return min(edges, key=lambda e: (counts.get(e.edge_id, 0) / max(e.capacity, 1e-9), e.edge_id)).edge_id
+
+    # --- control plane -------------------------------------------------------------------------
+
+    def register_device(self, req: pb.RegisterDeviceRequest) -> pb.Assignment:
+        served = self._model(req.model_id)
+        if req.radio not in known_radios():
+            raise StatusError(INVALID, f"radio: {req.radio!r} is not one of {', '.join(known_radios())}")
+        profile = parse_profile(req.profile)
+        p = req.preferences
+        prefs = Preferences(p.w_energy, p.w_privacy, int(p.min_split))
+        if prefs.min_split > served.manifest.n_blocks:
+            raise StatusError(INVALID, f"preferences.min_split: expected 0..{served.manifest.n_blocks}, got {prefs.min_split}")
+        self._check_split(served, req.split_device, prefs.min_split)
+        if req.encoding not in codec.ENCODING_NAMES:
+            raise StatusError(INVALID, f"encoding: expected FLOAT32, FLOAT16 or INT8_AFFINE, got {req.encoding}")
+        record = self.registry.add_device(
+            name=req.device_name or "device",
+            profile=req.profile if req.profile in known_devices() else "measured:" + profile.name,
+            radio=req.radio,
+            w_energy=prefs.w_energy,
+            w_privacy=prefs.w_privacy,
+            min_split=prefs.min_split,
+            model_id=served.manifest.model_id,
+            model_version=served.manifest.version,
+            split_device=req.split_device,
+            split_edge=self._split_edge(served, req.split_device),
+            encoding=req.encoding,
+            edge_id=self._pick_edge(),
+        )
+        log.info("[CloudServer.RegisterDevice] %s (%s) split %d on edge %s", record.device_id, record.name, record.split_device, record.edge_id)
+        return self._assignment(record, self._recommend(served, profile, req.radio, prefs))
+
+    def update_preferences(self, req: pb.UpdatePreferencesRequest) -> pb.Assignment:
+        d = self.authenticate(req.device_id, req.token)
+        served = self._model(d.model_id)
+        p = req.preferences
+        prefs = Preferences(p.w_energy, p.w_privacy, int(p.min_split))
+        self._check_split(served, req.split_device, prefs.min_split)
+        d = self.registry.update_device(
+            d.device_id,
+            w_energy=prefs.w_energy,
+            w_privacy=prefs.w_privacy,
+            min_split=prefs.min_split,
+            split_device=req.split_device,
+            split_edge=self._split_edge(served, req.split_device),
+        )
+        profile = load_device(d.profile) if d.profile in known_devices() else None
+        recommended = self._recommend(served, profile, d.radio, prefs) if profile else d.split_device
+        return self._assignment(d, recommended)
+
+    def get_assignment(self, req: pb.GetAssignmentRequest) -> pb.Assignment:
+        d = self.authenticate(req.device_id, req.token)
+        return self._assignment(d, d.split_device)
+
+    def register_edge(self, req: pb.RegisterEdgeRequest) -> str:
+        if not req.endpoint or ":" not in req.endpoint:
+            raise StatusError(INVALID, f"endpoint: expected host:port, got {req.endpoint!r}")
+        if not (np.isfinite(req.capacity) and req.capacity > 0):
+            raise StatusError(INVALID, f"capacity: expected a finite value > 0, got {req.capacity}")
+        return self.registry.add_edge(req.endpoint, req.capacity).edge_id
+
+    def heartbeat(self, req: pb.EdgeHeartbeat) -> None:
+        if not self.registry.heartbeat(req.edge_id, req.load, req.queue_depth):
+            raise StatusError(grpc.StatusCode.NOT_FOUND, f"edge_id: {req.edge_id!r} is not registered")
+
+    def partition_chunks(self, req: pb.FetchPartitionRequest) -> Iterator[pb.FileChunk]:
+        served = self._model(req.model_id, req.model_version)
+        m = served.manifest
+        if not req.start <= req.stop <= m.n_blocks:
+            raise StatusError(INVALID, f"start, stop: expected 0 <= start <= stop <= {m.n_blocks}, got [{req.start}, {req.stop})")
+        step = min(req.max_chunk_bytes or CHUNK_BYTES, CHUNK_BYTES)
+        paths = [m.directory / MANIFEST_FILENAME] + [m.block_path(b) for b in m.blocks[req.start : req.stop]]
+        for path in paths:
+            data = path.read_bytes()
+            digest = sha256_bytes(data)
+            for offset in range(0, max(len(data), 1), step):
+                yield pb.FileChunk(file=path.name, sha256=digest, size=len(data), offset=offset, data=data[offset : offset + step])
+
+    def add_head(self, spec: pb.HeadSpec) -> int:
+        served = self._model(spec.model_id)
+        head = make_head(
+            spec.name, list(spec.labels), list(spec.weight), list(spec.bias),
+            HEAD_INPUTS.get(spec.input, "unspecified"), len(served.manifest.labels),
+        )
+        self.registry.put_head(spec.model_id, head.name, head.to_spec())
+        served.heads[head.name] = head
+        log.info("[CloudServer.AddHead] %s on %s (%d labels)", head.name, spec.model_id, len(head.labels))
+        return len(served.heads)
+
+    def list_heads(self, model_id: str) -> list[pb.HeadSpec]:
+        served = self._model(model_id)
+        return [
+            pb.HeadSpec(model_id=model_id, name=h.name, labels=list(h.labels), weight=h.weight.ravel().tolist(),
+                        bias=h.bias.tolist(), input=HEAD_INPUT_VALUES[h.input])
+            for h in served.heads.values()
+        ]
+
+    # --- data plane ----------------------------------------------------------------------------
+
+    def process(self, frame: pb.Frame) -> pb.Result:
+        """Run blocks [b_e, n) and every head; a bad frame becomes a Result carrying the error."""
+        result = pb.Result(
+            device_id=frame.device_id, frame_id=frame.frame_id, split_device=frame.split_device,
+            split_edge=frame.split_edge, device_compute_s=frame.device_compute_s,
+            edge_compute_s=frame.edge_compute_s, uplink_bytes=frame.uplink_bytes,
+            edge_to_cloud_bytes=frame.ByteSize(),
+        )
+        try:
+            device = self.authenticate(frame.device_id, frame.token)
+            served = self._model(frame.model_id, frame.model_version)
+            n = served.manifest.n_blocks
+            self._check_split(served, frame.split_device, device.min_split)
+            if not frame.split_device <= frame.split_edge <= n:
+                raise StatusError(INVALID, f"split_edge: expected {frame.split_device}..{n}, got {frame.split_edge}")
+            x = codec.decode(frame.tensor, served.manifest.activation_shape(frame.split_edge), self.max_tensor_bytes)
+            t0 = time.perf_counter()
+            output = served.runner.run(x, frame.split_edge, n)
+            for head in list(served.heads.values()):
+                scores = head.scores(output)
+                k = int(np.argmax(scores[0]))
+                result.heads.append(pb.HeadOutput(head=head.name, label=head.labels[k], index=k, scores=scores[0].tolist()))
+            result.cloud_compute_s = time.perf_counter() - t0
+            result.output.extend(output[0].astype(np.float32).tolist())
+        except Exception as e:  # noqa: BLE001 — every frame gets a result; the catalog classifies
+            code, message = to_status(e)
+            del result.heads[:]
+            result.error.code = code.value[0]
+            result.error.message = message
+        return result
+
+
+def load_models(names: list[str]) -> list[Manifest]:
+    from ecd import zoo
+
+    return [zoo.load_manifest(n) for n in names]

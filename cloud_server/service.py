@@ -1,0 +1,147 @@
+"""The cloud server's gRPC face: a thin servicer over :class:`CloudCore`, and ``serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import grpc
+
+from cloud_server.core import CloudCore, load_models
+from cloud_server.registry import Registry
+from ecd.config import option
+from ecd.metrics import ServiceMetrics
+from ecd.rpc import MiB, RunningServer, TransportConfig, start_metrics, start_server
+from ecd.status import status_code, to_status
+from ecd.v1 import ecd_pb2 as pb
+from ecd.v1 import ecd_pb2_grpc as pb_grpc
+
+log = logging.getLogger("ecd.cloud")
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    host: str = option("127.0.0.1", "address to listen on")
+    port: int = option(0, "gRPC port (0 = any free port)")
+    metrics_port: int = option(0, "Prometheus port (0 = any free port, -1 = off)")
+    db: str = option("ecd-cloud.sqlite3", "SQLite file of the registry (devices, edges, heads)")
+    models: tuple = option(("digits_cnn",), "models to serve: zoo names or model folders")
+    edge_boundary: int = option(-1, "blocks the edge runs up to by default (-1 = all but the last block)")
+    max_tensor_bytes: int = option(16 * MiB, "largest tensor accepted in a frame, bytes")
+    edge_timeout_s: float = option(15.0, "an edge node silent this long gets no new devices, seconds")
+    workers: int = option(4, "frames of one edge stream processed concurrently (results stay in order)")
+    max_message_bytes: int = option(64 * MiB, "gRPC max message size, bytes")
+    grace_s: float = option(5.0, "seconds in-flight calls get on SIGTERM")
+
+
+class CloudServicer(pb_grpc.CloudServerServicer):
+    def __init__(self, core: CloudCore, metrics: ServiceMetrics, workers: int):
+        self.core = core
+        self.metrics = metrics
+        self.workers = workers
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloud-infer")
+
+    async def _unary(self, context: grpc.aio.ServicerContext, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as e:  # noqa: BLE001 — the catalog classifies
+            code, message = to_status(e)
+            await context.abort(code, message)
+
+    async def Stream(self, request_iterator: AsyncIterator[pb.Frame], context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Result]:
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Queue[Awaitable[pb.Result] | None] = asyncio.Queue(maxsize=self.workers)
+
+        async def read() -> None:
+            try:
+                async for frame in request_iterator:
+                    await pending.put(loop.run_in_executor(self.pool, self.core.process, frame))
+            finally:
+                await pending.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (job := await pending.get()) is not None:
+                result = await job
+                ok = not result.HasField("error")
+                self.metrics.frame(ok, None if ok else status_code(result.error.code).name)
+                if ok:
+                    self.metrics.stage_seconds.labels("cloud", "cloud_compute").observe(result.cloud_compute_s)
+                    self.metrics.hop_bytes.labels("cloud", "edge_to_cloud").inc(result.edge_to_cloud_bytes)
+                yield result
+        finally:
+            reader.cancel()
+
+    async def RegisterDevice(self, request, context):
+        return await self._unary(context, self.core.register_device, request)
+
+    async def UpdatePreferences(self, request, context):
+        return await self._unary(context, self.core.update_preferences, request)
+
+    async def GetAssignment(self, request, context):
+        return await self._unary(context, self.core.get_assignment, request)
+
+    async def RegisterEdge(self, request, context):
+        edge_id = await self._unary(context, self.core.register_edge, request)
+        return pb.RegisterEdgeResponse(edge_id=edge_id)
+
+    async def Heartbeat(self, request, context):
+        await self._unary(context, self.core.heartbeat, request)
+        return pb.HeartbeatAck()
+
+    async def FetchPartition(self, request, context):
+        chunks = await self._unary(context, lambda r: list(self.core.partition_chunks(r)), request)
+        for chunk in chunks:
+            yield chunk
+
+    async def AddHead(self, request, context):
+        heads = await self._unary(context, self.core.add_head, request)
+        return pb.AddHeadResponse(heads=heads)
+
+    async def ListHeads(self, request, context):
+        heads = await self._unary(context, self.core.list_heads, request.model_id)
+        return pb.ListHeadsResponse(heads=heads)
+
+
+@dataclass
+class RunningCloud:
+    server: RunningServer
+    registry: Registry
+    core: CloudCore
+    metrics: ServiceMetrics
+    metrics_port: int
+    servicer: CloudServicer = field(repr=False)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.server.stop(grace)
+        self.servicer.pool.shutdown(wait=False, cancel_futures=True)
+        self.registry.close()
+
+
+async def start_cloud(cfg: CloudConfig) -> RunningCloud:
+    registry = Registry(cfg.db)
+    core = CloudCore(
+        registry,
+        load_models(list(cfg.models)),
+        edge_boundary=None if cfg.edge_boundary < 0 else cfg.edge_boundary,
+        max_tensor_bytes=cfg.max_tensor_bytes,
+        edge_timeout_s=cfg.edge_timeout_s,
+    )
+    metrics = ServiceMetrics("cloud")
+    servicer = CloudServicer(core, metrics, cfg.workers)
+    transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, grace_s=cfg.grace_s)
+    server = await start_server(
+        lambda s: pb_grpc.add_CloudServerServicer_to_server(servicer, s),
+        [pb.DESCRIPTOR.services_by_name["CloudServer"].full_name],
+        cfg.host, cfg.port, transport,
+    )
+    metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port) if cfg.metrics_port >= 0 else -1
+    log.info("[CloudServer] serving %s on %s:%d (metrics %d, db %s)", ", ".join(core.models), cfg.host, server.port, metrics_port, cfg.db)
+    return RunningCloud(server, registry, core, metrics, metrics_port, servicer)

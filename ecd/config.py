@@ -1,0 +1,82 @@
+"""Flags, environment variables and a TOML file resolve to the same frozen dataclass.
+
+Precedence: command-line flag > ``ECD_<SERVICE>_<FIELD>`` environment variable > ``--config`` file >
+the dataclass default. Each field's help (and unit) comes from its ``metadata["help"]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ecd.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def option(default: Any, help: str) -> Any:  # noqa: A002 — mirrors argparse
+    if isinstance(default, (list, tuple)):
+        return dataclasses.field(default=tuple(default), metadata={"help": help})
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    parser.add_argument("--config", help="TOML file with any of the options below (flat keys)")
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind = type(f.default)
+        helptext = f"{f.metadata.get('help', '')} (default {f.default!r})"
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=helptext)
+        elif kind is tuple:
+            parser.add_argument(flag, dest=f.name, default=None, nargs="+", help=helptext)
+        else:
+            parser.add_argument(flag, dest=f.name, default=None, type=kind, help=helptext)
+
+
+def _convert(cls_name: str, f: dataclasses.Field, value: Any, where: str) -> Any:
+    kind = type(f.default)
+    try:
+        if kind is tuple:
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split() if v]
+            return tuple(str(v) for v in value)
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("1", "true", "yes")
+            return bool(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{f.name} ({where}): expected {kind.__name__}, got {value!r}") from None
+
+
+def resolve(cls: type[T], args: argparse.Namespace, env_prefix: str) -> T:
+    values: dict[str, Any] = {}
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    path = getattr(args, "config", None)
+    if path:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"--config: no such file {path}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"--config: {path} is not valid TOML: {e}") from None
+        for key, value in data.items():
+            if key not in names:
+                raise ConfigError(f"{key} (in {path}): unknown option; known: {', '.join(names)}")
+            values[key] = _convert(cls.__name__, names[key], value, path)
+    for name, f in names.items():
+        env = os.environ.get(f"{env_prefix}{name.upper()}")
+        if env is not None:
+            values[name] = _convert(cls.__name__, f, env, f"env {env_prefix}{name.upper()}")
+    for name, f in names.items():
+        value = getattr(args, name, None)
+        if value is not None:
+            values[name] = _convert(cls.__name__, f, value, "--" + name.replace("_", "-"))
+    return cls(**values)

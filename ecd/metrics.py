@@ -1,0 +1,39 @@
+"""Prometheus metrics, one registry per service instance (so tests can run several in a process).
+
+Names follow the Prometheus conventions: base units, ``_seconds``, ``_bytes``, ``_total`` (added by
+the client library to counters).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import PlatformCollector, ProcessCollector
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class ServiceMetrics:
+    def __init__(self, service: str):
+        self.registry = CollectorRegistry()
+        self.service = service
+        ProcessCollector(registry=self.registry)  # CPU seconds, resident memory
+        PlatformCollector(registry=self.registry)
+        self.frames = Counter("ecd_frames", "Frames handled, by outcome", ["service", "outcome"], registry=self.registry)
+        self.errors = Counter("ecd_frame_errors", "Frames refused, by gRPC status code", ["service", "code"], registry=self.registry)
+        self.stage_seconds = Histogram(
+            "ecd_stage_seconds", "Time spent per stage", ["service", "stage"], buckets=LATENCY_BUCKETS, registry=self.registry
+        )
+        self.hop_bytes = Counter("ecd_hop_bytes", "Bytes sent over each hop", ["service", "hop"], registry=self.registry)
+        self.queue_depth = Gauge("ecd_queue_depth", "Frames waiting to be forwarded", ["service"], registry=self.registry)
+        self.chosen_split = Gauge("ecd_chosen_split", "Split b_d the device runs up to", ["service"], registry=self.registry)
+        self.device_energy = Gauge(
+            "ecd_estimated_device_energy_joules", "Estimated device energy per frame at the chosen split", ["service"], registry=self.registry
+        )
+        self.privacy = Gauge(
+            "ecd_privacy_similarity", "Measured reconstruction similarity (SSIM) at the chosen split", ["service"], registry=self.registry
+        )
+
+    def frame(self, ok: bool, code_name: str | None = None) -> None:
+        self.frames.labels(self.service, "ok" if ok else "error").inc()
+        if not ok:
+            self.errors.labels(self.service, code_name or "UNKNOWN").inc()

@@ -1,0 +1,133 @@
+"""gRPC plumbing shared by the three services: options, the server factory, health, reflection,
+the metrics endpoint, and waiting for a peer to be healthy.
+
+Every channel and server option is set here, in one place (STYLE.md §6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry, start_http_server
+
+log = logging.getLogger("ecd.rpc")
+
+MiB = 2**20
+
+
+@dataclass(frozen=True)
+class TransportConfig:
+    max_message_bytes: int = 64 * MiB  # gRPC's default 4 MiB is too small for large activations
+    keepalive_time_s: float = 30.0  # ping an idle connection this often
+    keepalive_timeout_s: float = 10.0  # and drop it if the ping is not answered in time
+    grace_s: float = 5.0  # how long a SIGTERM'd server lets in-flight calls finish
+
+
+def grpc_options(cfg: TransportConfig) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", cfg.max_message_bytes),
+        ("grpc.max_send_message_length", cfg.max_message_bytes),
+        ("grpc.keepalive_time_ms", int(cfg.keepalive_time_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(cfg.keepalive_timeout_s * 1000)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        # servers must accept the clients' keepalive pings instead of answering GOAWAY
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", int(cfg.keepalive_time_s * 1000) // 2),
+    ]
+
+
+@dataclass
+class RunningServer:
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace: float | None) -> None:
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_server(
+    register: Callable[[grpc.aio.Server], None],
+    service_names: Sequence[str],
+    host: str,
+    port: int,
+    cfg: TransportConfig,
+) -> RunningServer:
+    """A grpc.aio server with the services ``register`` adds, health and reflection; returns
+    (server, bound port). ``port=0`` picks a free port."""
+    server = grpc.aio.server(options=grpc_options(cfg))
+    register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot bind {host}:{port}")
+    await server.start()
+    for name in ("", *service_names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, bound, health_servicer)
+
+
+def start_metrics(registry: CollectorRegistry, host: str, port: int) -> int:
+    """Serve ``registry`` for Prometheus on ``host:port`` (0 = any free port); returns the port."""
+    httpd, _ = start_http_server(port, addr=host, registry=registry)
+    return int(httpd.server_port)
+
+
+def wait_healthy(target: str, timeout_s: float = 30.0, service: str = "") -> None:
+    """Block until ``target`` answers SERVING on the health service (no sleeps in callers)."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(target) as channel:
+        grpc.channel_ready_future(channel).result(timeout=timeout_s)
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"{target} not SERVING within {timeout_s} s")
+            try:
+                watch = stub.Watch(health_pb2.HealthCheckRequest(service=service), timeout=remaining)
+                for reply in watch:
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        watch.cancel()
+                        return
+            except grpc.RpcError as e:
+                if e.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+                    raise
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    """SIGTERM / SIGINT set ``stop`` so the service shuts down gracefully."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+class LoopThread:
+    """An asyncio loop on a background thread: run grpc.aio services from synchronous code
+    (tests, benchmarks) and drive them with coroutines."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="ecd-services", daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float = 120):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()

@@ -1,0 +1,277 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Encoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ENCODING_UNSPECIFIED: _ClassVar[Encoding]
+    FLOAT32: _ClassVar[Encoding]
+    FLOAT16: _ClassVar[Encoding]
+    INT8_AFFINE: _ClassVar[Encoding]
+ENCODING_UNSPECIFIED: Encoding
+FLOAT32: Encoding
+FLOAT16: Encoding
+INT8_AFFINE: Encoding
+
+class Tensor(_message.Message):
+    __slots__ = ("encoding", "shape", "data", "scale", "zero_point")
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    ZERO_POINT_FIELD_NUMBER: _ClassVar[int]
+    encoding: Encoding
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    scale: float
+    zero_point: int
+    def __init__(self, encoding: _Optional[_Union[Encoding, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., scale: _Optional[float] = ..., zero_point: _Optional[int] = ...) -> None: ...
+
+class Frame(_message.Message):
+    __slots__ = ("device_id", "frame_id", "token", "model_id", "model_version", "split_device", "split_edge", "tensor", "captured_unix_ns", "device_compute_s", "edge_compute_s", "uplink_bytes")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_EDGE_FIELD_NUMBER: _ClassVar[int]
+    TENSOR_FIELD_NUMBER: _ClassVar[int]
+    CAPTURED_UNIX_NS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
+    EDGE_COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
+    UPLINK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    frame_id: int
+    token: str
+    model_id: str
+    model_version: str
+    split_device: int
+    split_edge: int
+    tensor: Tensor
+    captured_unix_ns: int
+    device_compute_s: float
+    edge_compute_s: float
+    uplink_bytes: int
+    def __init__(self, device_id: _Optional[str] = ..., frame_id: _Optional[int] = ..., token: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., split_device: _Optional[int] = ..., split_edge: _Optional[int] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., captured_unix_ns: _Optional[int] = ..., device_compute_s: _Optional[float] = ..., edge_compute_s: _Optional[float] = ..., uplink_bytes: _Optional[int] = ...) -> None: ...
+
+class HeadOutput(_message.Message):
+    __slots__ = ("head", "label", "index", "scores")
+    HEAD_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    head: str
+    label: str
+    index: int
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, head: _Optional[str] = ..., label: _Optional[str] = ..., index: _Optional[int] = ..., scores: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class FrameError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
+class Result(_message.Message):
+    __slots__ = ("device_id", "frame_id", "heads", "error", "split_device", "split_edge", "device_compute_s", "edge_compute_s", "cloud_compute_s", "uplink_bytes", "edge_to_cloud_bytes", "output")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAME_ID_FIELD_NUMBER: _ClassVar[int]
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_EDGE_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
+    EDGE_COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
+    CLOUD_COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
+    UPLINK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    EDGE_TO_CLOUD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    frame_id: int
+    heads: _containers.RepeatedCompositeFieldContainer[HeadOutput]
+    error: FrameError
+    split_device: int
+    split_edge: int
+    device_compute_s: float
+    edge_compute_s: float
+    cloud_compute_s: float
+    uplink_bytes: int
+    edge_to_cloud_bytes: int
+    output: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, device_id: _Optional[str] = ..., frame_id: _Optional[int] = ..., heads: _Optional[_Iterable[_Union[HeadOutput, _Mapping]]] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ..., split_device: _Optional[int] = ..., split_edge: _Optional[int] = ..., device_compute_s: _Optional[float] = ..., edge_compute_s: _Optional[float] = ..., cloud_compute_s: _Optional[float] = ..., uplink_bytes: _Optional[int] = ..., edge_to_cloud_bytes: _Optional[int] = ..., output: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Preferences(_message.Message):
+    __slots__ = ("w_energy", "w_privacy", "min_split")
+    W_ENERGY_FIELD_NUMBER: _ClassVar[int]
+    W_PRIVACY_FIELD_NUMBER: _ClassVar[int]
+    MIN_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    w_energy: float
+    w_privacy: float
+    min_split: int
+    def __init__(self, w_energy: _Optional[float] = ..., w_privacy: _Optional[float] = ..., min_split: _Optional[int] = ...) -> None: ...
+
+class RegisterDeviceRequest(_message.Message):
+    __slots__ = ("device_name", "profile", "radio", "preferences", "model_id", "split_device", "encoding")
+    DEVICE_NAME_FIELD_NUMBER: _ClassVar[int]
+    PROFILE_FIELD_NUMBER: _ClassVar[int]
+    RADIO_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    device_name: str
+    profile: str
+    radio: str
+    preferences: Preferences
+    model_id: str
+    split_device: int
+    encoding: Encoding
+    def __init__(self, device_name: _Optional[str] = ..., profile: _Optional[str] = ..., radio: _Optional[str] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ..., model_id: _Optional[str] = ..., split_device: _Optional[int] = ..., encoding: _Optional[_Union[Encoding, str]] = ...) -> None: ...
+
+class Assignment(_message.Message):
+    __slots__ = ("device_id", "token", "edge_endpoint", "model_id", "model_version", "split_device", "split_edge", "recommended_split", "preferences")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    EDGE_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_EDGE_FIELD_NUMBER: _ClassVar[int]
+    RECOMMENDED_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCES_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    token: str
+    edge_endpoint: str
+    model_id: str
+    model_version: str
+    split_device: int
+    split_edge: int
+    recommended_split: int
+    preferences: Preferences
+    def __init__(self, device_id: _Optional[str] = ..., token: _Optional[str] = ..., edge_endpoint: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., split_device: _Optional[int] = ..., split_edge: _Optional[int] = ..., recommended_split: _Optional[int] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ...) -> None: ...
+
+class UpdatePreferencesRequest(_message.Message):
+    __slots__ = ("device_id", "token", "preferences", "split_device")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PREFERENCES_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_DEVICE_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    token: str
+    preferences: Preferences
+    split_device: int
+    def __init__(self, device_id: _Optional[str] = ..., token: _Optional[str] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ..., split_device: _Optional[int] = ...) -> None: ...
+
+class GetAssignmentRequest(_message.Message):
+    __slots__ = ("device_id", "token")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    token: str
+    def __init__(self, device_id: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+
+class RegisterEdgeRequest(_message.Message):
+    __slots__ = ("endpoint", "capacity")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    capacity: float
+    def __init__(self, endpoint: _Optional[str] = ..., capacity: _Optional[float] = ...) -> None: ...
+
+class RegisterEdgeResponse(_message.Message):
+    __slots__ = ("edge_id",)
+    EDGE_ID_FIELD_NUMBER: _ClassVar[int]
+    edge_id: str
+    def __init__(self, edge_id: _Optional[str] = ...) -> None: ...
+
+class EdgeHeartbeat(_message.Message):
+    __slots__ = ("edge_id", "load", "queue_depth")
+    EDGE_ID_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    edge_id: str
+    load: float
+    queue_depth: int
+    def __init__(self, edge_id: _Optional[str] = ..., load: _Optional[float] = ..., queue_depth: _Optional[int] = ...) -> None: ...
+
+class HeartbeatAck(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class FetchPartitionRequest(_message.Message):
+    __slots__ = ("model_id", "model_version", "start", "stop", "max_chunk_bytes")
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    STOP_FIELD_NUMBER: _ClassVar[int]
+    MAX_CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    model_version: str
+    start: int
+    stop: int
+    max_chunk_bytes: int
+    def __init__(self, model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., start: _Optional[int] = ..., stop: _Optional[int] = ..., max_chunk_bytes: _Optional[int] = ...) -> None: ...
+
+class FileChunk(_message.Message):
+    __slots__ = ("file", "sha256", "size", "offset", "data")
+    FILE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    file: str
+    sha256: str
+    size: int
+    offset: int
+    data: bytes
+    def __init__(self, file: _Optional[str] = ..., sha256: _Optional[str] = ..., size: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class HeadSpec(_message.Message):
+    __slots__ = ("model_id", "name", "labels", "weight", "bias", "input")
+    class Input(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        INPUT_UNSPECIFIED: _ClassVar[HeadSpec.Input]
+        LOGITS: _ClassVar[HeadSpec.Input]
+        PROBABILITIES: _ClassVar[HeadSpec.Input]
+    INPUT_UNSPECIFIED: HeadSpec.Input
+    LOGITS: HeadSpec.Input
+    PROBABILITIES: HeadSpec.Input
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    BIAS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    name: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    weight: _containers.RepeatedScalarFieldContainer[float]
+    bias: _containers.RepeatedScalarFieldContainer[float]
+    input: HeadSpec.Input
+    def __init__(self, model_id: _Optional[str] = ..., name: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., weight: _Optional[_Iterable[float]] = ..., bias: _Optional[_Iterable[float]] = ..., input: _Optional[_Union[HeadSpec.Input, str]] = ...) -> None: ...
+
+class AddHeadResponse(_message.Message):
+    __slots__ = ("heads",)
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    heads: int
+    def __init__(self, heads: _Optional[int] = ...) -> None: ...
+
+class ListHeadsRequest(_message.Message):
+    __slots__ = ("model_id",)
+    MODEL_ID_FIELD_NUMBER: _ClassVar[int]
+    model_id: str
+    def __init__(self, model_id: _Optional[str] = ...) -> None: ...
+
+class ListHeadsResponse(_message.Message):
+    __slots__ = ("heads",)
+    HEADS_FIELD_NUMBER: _ClassVar[int]
+    heads: _containers.RepeatedCompositeFieldContainer[HeadSpec]
+    def __init__(self, heads: _Optional[_Iterable[_Union[HeadSpec, _Mapping]]] = ...) -> None: ...

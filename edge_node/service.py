@@ -1,0 +1,115 @@
+"""The edge node's gRPC face and its life cycle: register with the cloud, heartbeat, serve devices."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from ecd.config import option
+from ecd.metrics import ServiceMetrics
+from ecd.rpc import MiB, RunningServer, TransportConfig, grpc_options, start_metrics, start_server
+from ecd.v1 import ecd_pb2 as pb
+from ecd.v1 import ecd_pb2_grpc as pb_grpc
+from edge_node.core import EdgeCore
+
+log = logging.getLogger("ecd.edge")
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    cloud: str = option("127.0.0.1:50051", "cloud server host:port")
+    host: str = option("127.0.0.1", "address to listen on")
+    port: int = option(0, "gRPC port devices stream to (0 = any free port)")
+    advertise: str = option("", "host:port devices should use (default: host:bound port)")
+    metrics_port: int = option(0, "Prometheus port (0 = any free port, -1 = off)")
+    capacity: float = option(100.0, "frames per second this node can sustain (operator's estimate)")
+    model_dir: str = option("", "where fetched partitions are kept (default: a temporary folder)")
+    max_queue: int = option(64, "frames waiting for the cloud before device streams are slowed")
+    max_tensor_bytes: int = option(16 * MiB, "largest tensor accepted in a frame, bytes")
+    max_message_bytes: int = option(64 * MiB, "gRPC max message size, bytes")
+    heartbeat_s: float = option(5.0, "seconds between heartbeats to the cloud")
+    grace_s: float = option(5.0, "seconds in-flight calls get on SIGTERM")
+
+
+class EdgeServicer(pb_grpc.EdgeNodeServicer):
+    def __init__(self, core: EdgeCore):
+        self.core = core
+
+    async def Stream(self, request_iterator, context):
+        async for result in self.core.serve_device(request_iterator, context):
+            yield result
+
+
+@dataclass
+class RunningEdge:
+    server: RunningServer
+    core: EdgeCore
+    edge_id: str
+    endpoint: str
+    metrics: ServiceMetrics
+    metrics_port: int
+    channel: grpc.aio.Channel
+    tasks: list[asyncio.Task] = field(default_factory=list)
+    tmpdir: tempfile.TemporaryDirectory | None = None
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.server.stop(grace)
+        for t in self.tasks:
+            t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        await self.channel.close()
+        if self.tmpdir:
+            self.tmpdir.cleanup()
+
+
+async def _heartbeat(stub: pb_grpc.CloudServerStub, edge_id: str, core: EdgeCore, every_s: float) -> None:
+    last = core.frames_seen
+    while True:
+        await asyncio.sleep(every_s)
+        load = (core.frames_seen - last) / every_s
+        last = core.frames_seen
+        try:
+            await stub.Heartbeat(pb.EdgeHeartbeat(edge_id=edge_id, load=load, queue_depth=core.link.queue.qsize()))
+        except grpc.aio.AioRpcError as e:
+            log.warning("[EdgeNode.Heartbeat] %s", e.code().name)
+
+
+async def start_edge(cfg: EdgeConfig) -> RunningEdge:
+    transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, grace_s=cfg.grace_s)
+    channel = grpc.aio.insecure_channel(cfg.cloud, options=grpc_options(transport))
+    stub = pb_grpc.CloudServerStub(channel)
+    tmp = None if cfg.model_dir else tempfile.TemporaryDirectory(prefix="ecd-edge-")
+    model_dir = Path(cfg.model_dir or tmp.name)
+    metrics = ServiceMetrics("edge")
+    core = EdgeCore(stub, model_dir, cfg.max_queue, cfg.max_tensor_bytes, metrics, cfg.max_message_bytes)
+    server = await start_server(
+        lambda s: pb_grpc.add_EdgeNodeServicer_to_server(EdgeServicer(core), s),
+        [pb.DESCRIPTOR.services_by_name["EdgeNode"].full_name],
+        cfg.host, cfg.port, transport,
+    )
+    endpoint = cfg.advertise or f"{cfg.host}:{server.port}"
+    try:
+        await asyncio.wait_for(channel.channel_ready(), timeout=30)
+    except asyncio.TimeoutError:
+        await server.stop(None)
+        raise ConnectionError(f"cloud: no cloud server answers at {cfg.cloud} (--cloud)") from None
+    reply = await stub.RegisterEdge(pb.RegisterEdgeRequest(endpoint=endpoint, capacity=cfg.capacity))
+    metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port) if cfg.metrics_port >= 0 else -1
+    running = RunningEdge(server, core, reply.edge_id, endpoint, metrics, metrics_port, channel, tmpdir=tmp)
+    running.tasks.append(asyncio.create_task(core.link.run()))
+    running.tasks.append(asyncio.create_task(_heartbeat(stub, reply.edge_id, core, cfg.heartbeat_s)))
+    log.info("[EdgeNode] %s serving on %s (pid %d), cloud %s", reply.edge_id, endpoint, os.getpid(), cfg.cloud)
+    return running

@@ -1,0 +1,76 @@
+"""Real services on loopback for tests: grpc.aio servers on a background event loop, port 0."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from cloud_server.service import CloudConfig, RunningCloud, start_cloud
+from ecd import codec
+from ecd.manifest import Manifest
+from ecd.partition import Partition
+from ecd.rpc import LoopThread, wait_healthy
+from ecd.v1 import ecd_pb2 as pb
+from ecd.v1 import ecd_pb2_grpc as pb_grpc
+from edge_node.service import EdgeConfig, RunningEdge, start_edge
+
+
+@dataclass
+class Tiers:
+    loop: LoopThread
+    cloud: RunningCloud
+    edge: RunningEdge
+    cloud_channel: grpc.Channel
+    edge_channel: grpc.Channel
+
+    @property
+    def cloud_stub(self) -> pb_grpc.CloudServerStub:
+        return pb_grpc.CloudServerStub(self.cloud_channel)
+
+    @property
+    def edge_stub(self) -> pb_grpc.EdgeNodeStub:
+        return pb_grpc.EdgeNodeStub(self.edge_channel)
+
+    @property
+    def cloud_target(self) -> str:
+        return f"127.0.0.1:{self.cloud.port}"
+
+    def register(self, split: int, min_split: int = 0, name: str = "t", encoding: int = pb.FLOAT32) -> pb.Assignment:
+        return self.cloud_stub.RegisterDevice(
+            pb.RegisterDeviceRequest(
+                device_name=name, profile="pi4", radio="wifi",
+                preferences=pb.Preferences(w_energy=0.5, w_privacy=0.5, min_split=min_split),
+                model_id="digits_cnn", split_device=split, encoding=encoding,
+            ),
+            timeout=30,
+        )
+
+
+def start_tiers(tmp: Path, cloud_cfg: CloudConfig | None = None, edge_cfg: EdgeConfig | None = None) -> Tiers:
+    loop = LoopThread()
+    cloud = loop.run(start_cloud(replace(cloud_cfg or CloudConfig(), db=str(tmp / "cloud.sqlite3"), port=0, metrics_port=0)))
+    edge = loop.run(start_edge(replace(edge_cfg or EdgeConfig(), cloud=f"127.0.0.1:{cloud.port}", port=0, metrics_port=0,
+                                       model_dir=str(tmp / "edge-models"), heartbeat_s=0.5)))
+    wait_healthy(f"127.0.0.1:{cloud.port}")
+    wait_healthy(f"127.0.0.1:{edge.port}")
+    return Tiers(loop, cloud, edge, grpc.insecure_channel(f"127.0.0.1:{cloud.port}"), grpc.insecure_channel(f"127.0.0.1:{edge.port}"))
+
+
+def stop_tiers(t: Tiers) -> None:
+    t.cloud_channel.close()
+    t.edge_channel.close()
+    t.loop.run(t.edge.stop(0))
+    t.loop.run(t.cloud.stop(0))
+    t.loop.close()
+
+
+def frame_for(a: pb.Assignment, m: Manifest, x: np.ndarray, frame_id: int, encoding: int = pb.FLOAT32) -> pb.Frame:
+    """A device's frame: blocks [0, b_d) of ``x`` run here, then encoded."""
+    activation = Partition(m, 0, a.split_device).run(x)
+    return pb.Frame(
+        device_id=a.device_id, frame_id=frame_id, token=a.token, model_id=a.model_id,
+        model_version=a.model_version, split_device=a.split_device, tensor=codec.encode(activation, encoding),
+    )
