@@ -407,6 +407,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.frames < 1:
         raise ConfigError(f"--frames: expected >= 1, got {args.frames}")
+    from ecd.zoo import DEFAULT_MODEL
+
+    print("== 1. the bundled model, split at every point in one process ==")
+    if run_check(DEFAULT_MODEL, runs=20, samples=None) != 0:
+        return EXIT_CHECK_FAILED
+    print("\n== 2. three tiers on loopback: cloud server, edge node, device agents ==")
     return run_demo(frames=args.frames)
 
 

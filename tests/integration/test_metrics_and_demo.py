@@ -52,3 +52,4 @@ def test_demo_runs_end_to_end_and_stops_cleanly() -> None:
         assert " 30 " in row and row.split()[-1] != "-"
     assert "edge answered 90 frames ok, cloud 90" in proc.stdout
     assert "edge-node exit 0, cloud-server exit 0" in proc.stdout
+    assert "all 7 split points match torch" in proc.stdout  # the per-split check comes first
