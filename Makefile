@@ -21,6 +21,7 @@ bench: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/python benchmarks/partition_overhead.py
 	$(DEV_VENV)/bin/python benchmarks/split_decision.py
 	$(DEV_VENV)/bin/python benchmarks/pipeline.py
+	$(DEV_VENV)/bin/python benchmarks/placement.py
 
 # Runtime only, non-editable: exactly what a Raspberry Pi gets from `pip install .`.
 $(RUNTIME_VENV)/.installed: $(SOURCES)

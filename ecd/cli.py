@@ -366,6 +366,38 @@ def cmd_device_agent(args: argparse.Namespace) -> int:
     return 0 if report.errors == 0 else EXIT_CHECK_FAILED
 
 
+def cmd_placement_solve(args: argparse.Namespace) -> int:
+    from cloud_server.placement import read_instance, read_orlib, solve
+
+    problem = read_orlib(args.orlib) if args.orlib else read_instance(args.instance)
+    placement = solve(problem, args.method, seed=args.seed)
+    if args.json:
+        print(json.dumps(placement.to_dict(problem), indent=2))
+    else:
+        print(f"{args.method}: total cost {placement.total_cost:.3f} (facility {placement.facility_cost:.3f}, "
+              f"service {placement.service_cost:.3f}); NAMES {placement.names}, avgLBSU {placement.avg_lbsu:.3f}, "
+              f"avgLBSD {placement.avg_lbsd:.3f}")
+        for j, types in placement.to_dict(problem)["types_per_server"].items():
+            print(f"  server {j}: {', '.join(types)}")
+    return 0
+
+
+def cmd_experiment_placement(args: argparse.Namespace) -> int:
+    from cloud_server.placement.experiment import SWEEP_METHODS, mean_table, run
+
+    rows = run(args.data, args.out, seed=args.seed, repeats=args.repeats)
+    for sweep in ("types", "servers", "users"):
+        values = sorted({r["value"] for r in rows if r["sweep"] == sweep})
+        print(f"\nmean total cost (TC) vs {sweep}: {values}")
+        for m, ys in mean_table(rows, "TC", sweep, SWEEP_METHODS).items():
+            print(f"  {m:<13} " + "  ".join(f"{y:9.1f}" for y in ys))
+        for metric in ("avgLBSU", "avgLBSD"):
+            t = mean_table(rows, metric, sweep, ("otacs", "ttacs"))
+            print(f"  {metric:<8} otacs {' '.join(f'{y:6.2f}' for y in t['otacs'])} | ttacs {' '.join(f'{y:6.2f}' for y in t['ttacs'])}")
+    print(f"\nwrote {args.out}/placement.csv and placement_{{types,servers,users}}.png")
+    return 0
+
+
 def run_check(name: str, runs: int, samples: int | None) -> int:
     from ecd import zoo
     from ecd.splitcheck import RELATIVE_TOLERANCE, check_inputs, check_splits, time_blocks
@@ -466,6 +498,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", help="PNG of the curves for several privacy weights")
     p.set_defaults(func=cmd_split)
+
+    pl = sub.add_parser("placement", help="edge-server placement (paper 003): OTACS, TTACS, baselines, exact")
+    plsub = pl.add_subparsers(dest="placement_command", required=True)
+    p = plsub.add_parser("solve", help="solve one instance")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--orlib", help="an OR-Library cap file (read as uncapacitated)")
+    src.add_argument("--instance", help="an instance in our JSON format")
+    p.add_argument("--method", default="otacs", help="otacs, ttacs, otacs_ls, lf, dis, random, apx2_standin, cmsa_standin, exact, exhaustive")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_placement_solve)
+
+    exp = sub.add_parser("experiment", help="the papers' experiments on real data")
+    expsub = exp.add_subparsers(dest="experiment_command", required=True)
+    p = expsub.add_parser("placement", help="paper 003's sweeps over data types, servers and users")
+    p.add_argument("--data", default="../shared/data/foursquare_nyc/checkins.csv")
+    p.add_argument("--out", default="results/placement")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int, default=3, help="instances per sweep point (seeds seed..seed+repeats-1)")
+    p.set_defaults(func=cmd_experiment_placement)
 
     sim = sub.add_parser("simulate", help="the papers' simulations")
     simsub = sim.add_subparsers(dest="simulate_command", required=True)

@@ -194,11 +194,17 @@ class SplitDecision:
         }
 
 
-def _check_max_split(manifest: Manifest, prefs_min: int, max_split: int | None) -> int:
+def _max_split(manifest: Manifest, max_split: int | None) -> int:
     n = manifest.n_blocks
     hi = n if max_split is None else max_split
     if not 0 <= hi <= n:
         raise PreferenceError(f"max_split: expected 0..{n}, got {hi}")
+    return hi
+
+
+def _check_max_split(manifest: Manifest, prefs_min: int, max_split: int | None) -> int:
+    n = manifest.n_blocks
+    hi = _max_split(manifest, max_split)
     if not 0 <= prefs_min <= hi:
         raise PreferenceError(f"min_split: expected 0..{hi} for {manifest.model_id} ({n} blocks), got {prefs_min}")
     return hi
@@ -256,10 +262,7 @@ def decide_splits(
     max_split: int | None = None,
 ) -> np.ndarray:
     """Recommended splits for many users at once (arrays of one entry per user)."""
-    n = manifest.n_blocks
-    hi = n if max_split is None else max_split
-    if not 0 <= hi <= n:
-        raise PreferenceError(f"max_split: expected 0..{n}, got {hi}")
+    hi = _max_split(manifest, max_split)
     w_e = np.asarray(w_energy, dtype=np.float64)
     w_p = np.asarray(w_privacy, dtype=np.float64)
     floor = np.asarray(min_split)
