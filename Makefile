@@ -22,6 +22,7 @@ bench: $(DEV_VENV)/.installed
 	$(DEV_VENV)/bin/python benchmarks/split_decision.py
 	$(DEV_VENV)/bin/python benchmarks/pipeline.py
 	$(DEV_VENV)/bin/python benchmarks/placement.py
+	$(DEV_VENV)/bin/python benchmarks/allocation.py
 
 # Runtime only, non-editable: exactly what a Raspberry Pi gets from `pip install .`.
 $(RUNTIME_VENV)/.installed: $(SOURCES)

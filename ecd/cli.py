@@ -398,6 +398,114 @@ def cmd_experiment_placement(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_json(path: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--instance: no such file {path}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--instance: {path} is not valid JSON ({e})") from None
+
+
+def cmd_allocate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    if args.problem == "tapp":
+        from cloud_server.allocation import tapp
+        from cloud_server.allocation.checkins import area_instance, load_areas
+
+        if args.checkins:
+            areas = load_areas(args.checkins)
+            if not 0 <= args.area < len(areas):
+                raise ConfigError(f"--area: expected 0..{len(areas) - 1}, got {args.area}")
+            inst = area_instance(areas[args.area], args.theta, args.distribution)
+        else:
+            d = _read_json(args.instance)
+            try:
+                inst = tapp.TappInstance(np.array(d["profiles"], dtype=float), np.array(d["time_threshold"]),
+                                         np.array(d["workload"]), np.asarray(d.get("theta", args.theta), dtype=float))
+            except KeyError as e:
+                raise ConfigError(f"--instance: missing field {e.args[0]!r}") from None
+        result = tapp.allocate(inst, args.method or "tapp")
+        summary = f"{result.method}: {result.dangerous} dangerous, {result.allocated} of {inst.n_participants} allocated, utility {result.utility:.3f}"
+    elif args.problem == "coverage":
+        from cloud_server.allocation import coverage
+
+        if args.random:
+            k, n, m = args.random
+            inst = coverage.random_instance(k, n, m, seed=args.seed, rho=args.rho)
+        else:
+            d = _read_json(args.instance)
+            try:
+                inst = coverage.CoverageInstance(np.array(d["sensing_rate"], dtype=float), np.array(d["rate"], dtype=float),
+                                                 np.array(d["subarea"]), int(d["n_subareas"]), float(d["task_bits"]),
+                                                 float(d.get("rho", args.rho)), float(d.get("eta", 1.0)))
+            except KeyError as e:
+                raise ConfigError(f"--instance: missing field {e.args[0]!r}") from None
+        result = coverage.allocate(inst, args.method or "proposed", seed=args.seed)
+        summary = f"{result.method}: objective {result.objective:.4f}, latency {result.latency:.3f} s, coverage {result.coverage}/{inst.n_subareas}, scheduled {result.scheduled.tolist()}"
+    else:
+        from cloud_server.allocation import crowdpower
+
+        d = _read_json(args.instance)
+        try:
+            sites = [crowdpower.Site(s["name"], tuple(s["position"]), [crowdpower.Participant(**p) for p in s.get("participants", [])]) for s in d["sites"]]
+            position = tuple(d.get("event_position", (0.0, 0.0)))
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"--instance: malformed site list ({e})") from None
+        best, scores = crowdpower.select_site(sites, args.event, args.level, args.budget, position)
+        result = crowdpower.SiteSelection(best, scores)
+        summary = f"chosen: {best.site if best else 'none (no site qualifies)'}" + (f", score {best.score:.1f}, group {best.group}" if best else "")
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(summary)
+    return 0
+
+
+def cmd_experiment_allocation(args: argparse.Namespace) -> int:
+    from cloud_server.allocation import experiments
+
+    out = args.out or f"results/{args.experiment_command}"
+    if args.experiment_command == "tapp":
+        rows = experiments.run_tapp(args.checkins, out)
+        for dist in ("com", "uni"):
+            print(f"\n{dist}-distribution: dangerous participants (utility) per area, theta {', '.join(str(t) for t in experiments.THETAS + experiments.EXTRA_THETAS)}")
+            for m in experiments.TAPP_METHODS:
+                for a in sorted({r['area'] for r in rows}):
+                    sel = [r for r in rows if r["method"] == m and r["distribution"] == dist and r["area"] == a]
+                    print(f"  {m:<9} area {a + 1}: " + " ".join("infeasible" if r["dangerous"] is None else f"{r['dangerous']:3d}({r['utility']:.2f})" for r in sel))
+        red = experiments.tapp_reduction([r for r in rows if r["distribution"] == "com"])
+        print(f"\nTAPP avoids {red['baseline1']:.1%} of Baseline1's and {red['baseline2']:.1%} of Baseline2's dangerous participants "
+              f"for theta in [0.2, 0.4] (com-distribution; the paper reports 76.23%)")
+    elif args.experiment_command == "coverage":
+        rows = experiments.run_coverage(out, draws=args.draws, seed=args.seed)
+        mean, worst, count = experiments.coverage_gap(rows)
+        print(f"proposed / brute force over {count} draws: mean {mean:.4f}, max {worst:.4f}")
+        for sweep in experiments.COVERAGE_SWEEPS:
+            print(f"\nmean objective vs {sweep}")
+            key = sweep
+            xs = sorted({r[key] for r in rows if r["sweep"] == sweep})
+            for m in experiments.COVERAGE_METHODS:
+                vals = [np.mean([r["objective"] for r in rows if r["sweep"] == sweep and r["method"] == m and r[key] == x]) for x in xs]
+                print(f"  {m:<12} " + " ".join(f"{x}:{v:.4f}" for x, v in zip(xs, vals)))
+    else:
+        res = experiments.run_crowdpower(out, seed=args.seed)
+        print("participant  mean quality  reputation  outlier slots")
+        for i in range(8):
+            print(f"{i + 1:>11}  {res['quality'][i].mean():12.3f}  {res['reputation'][i]:10.3f}  {int(res['outliers'][i].sum()):13d}")
+        for sweep in ("event", "malicious", "level"):
+            chosen = {}
+            for r in res["sites"]:
+                if r["sweep"] == sweep:
+                    chosen.setdefault(r["value"], None)
+                    if r["chosen"]:
+                        chosen[r["value"]] = r["site"]
+            print(f"chosen site by {sweep}: " + ", ".join(f"{k}: {v or 'none'}" for k, v in chosen.items()))
+    print(f"\nwrote CSV and PNG to {out}")
+    return 0
+
+
 def run_check(name: str, runs: int, samples: int | None) -> int:
     from ecd import zoo
     from ecd.splitcheck import RELATIVE_TOLERANCE, check_inputs, check_splits, time_blocks
@@ -510,8 +618,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_placement_solve)
 
+    al = sub.add_parser("allocate", help="allocation: TAPP (paper 002), coverage-aware (004), CrowdPower sites (001)")
+    al.add_argument("problem", choices=["tapp", "coverage", "sites"])
+    src = al.add_mutually_exclusive_group(required=True)
+    src.add_argument("--instance", help="an instance file (JSON)")
+    src.add_argument("--checkins", help="tapp: a check-in CSV (participants with > 30 check-ins, 3x3 grids)")
+    src.add_argument("--random", type=int, nargs=3, metavar=("K", "N", "M"), help="coverage: a random channel draw")
+    al.add_argument("--method", help="tapp|baseline1|baseline2|exhaustive; proposed|benchmark1..3|brute_force")
+    al.add_argument("--theta", type=float, default=0.5, help="tapp: privacy threshold")
+    al.add_argument("--area", type=int, default=0, help="tapp --checkins: which of the three areas")
+    al.add_argument("--distribution", default="com", help="tapp --checkins: com or uni workloads")
+    al.add_argument("--rho", type=float, default=0.5, help="coverage: latency weight")
+    al.add_argument("--seed", type=int, default=0)
+    al.add_argument("--event", default="fire", help="sites: event type")
+    al.add_argument("--level", type=float, default=5.0, help="sites: required quality level (0-10)")
+    al.add_argument("--budget", type=float, default=10.0, help="sites: budget for a site's group")
+    al.add_argument("--json", action="store_true")
+    al.set_defaults(func=cmd_allocate)
+
     exp = sub.add_parser("experiment", help="the papers' experiments on real data")
     expsub = exp.add_subparsers(dest="experiment_command", required=True)
+    for name, helptext in (("tapp", "paper 002 on Foursquare check-ins: dangerous participants and utility vs theta"),
+                           ("coverage", "paper 004: objective vs users, subbands, subareas and rho"),
+                           ("crowdpower", "paper 001: data quality, reputation, outliers; site selection sweeps")):
+        p = expsub.add_parser(name, help=helptext)
+        p.add_argument("--checkins", default="../shared/data/foursquare_nyc/checkins.csv")
+        p.add_argument("--out", help="output folder (default results/NAME)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--draws", type=int, default=100, help="coverage: channel draws per sweep point")
+        p.set_defaults(func=cmd_experiment_allocation)
     p = expsub.add_parser("placement", help="paper 003's sweeps over data types, servers and users")
     p.add_argument("--data", default="../shared/data/foursquare_nyc/checkins.csv")
     p.add_argument("--out", default="results/placement")

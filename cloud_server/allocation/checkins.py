@@ -1,0 +1,79 @@
+"""TAPP instances from real check-ins (paper 002 uses Yelp users with > 30 reviews, 3x3 grids, three
+cities; we use Foursquare NYC — ``../shared/data/foursquare_nyc/checkins.csv``).
+
+Choices (ours): participants = trajectories (``tid``) with more than 30 check-ins; the three
+"cities" are the participants split into latitude terciles of their median check-in; each area's
+3x3 grid spans the 2nd–98th percentiles of its participants' check-ins (points outside fall into the
+edge cells); a profile is the share of a participant's check-ins per cell. Every participant has the
+same time threshold (as in the paper's §5.1), 10 unit tasks, and the requested work is 30 % of the
+area's total time, split over the cells following the community profile ("com-distribution") or
+uniformly ("uni-distribution"), rounded by largest remainder; a cell never gets more work than its
+active participants' time (the excess goes to the other cells in proportion).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from cloud_server.allocation.tapp import TappError, TappInstance
+
+__all__ = ["load_areas", "area_instance"]
+
+
+def load_areas(path: str | Path, min_checkins: int = 30, areas: int = 3, grid: int = 3) -> list[np.ndarray]:
+    """Per area, the participants' profiles (participants x grid²)."""
+    path = Path(path)
+    if not path.exists():
+        raise TappError(f"--checkins: no such file {path}")
+    points: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                lat, lon = (float(v) for v in row["lat_lon"].split())
+            except (KeyError, ValueError):
+                raise TappError(f"{path}: a row without a valid lat_lon ({row.get('lat_lon')!r})") from None
+            points[row["tid"]].append((lat, lon))
+    users = [np.array(p) for _, p in sorted(points.items()) if len(p) > min_checkins]
+    if len(users) < areas:
+        raise TappError(f"{path}: only {len(users)} participants have more than {min_checkins} check-ins")
+    order = np.argsort([np.median(u[:, 0]) for u in users], kind="stable")
+    result = []
+    for group in np.array_split(order, areas):
+        pts = np.vstack([users[i] for i in group])
+        lo, hi = np.percentile(pts, 2, axis=0), np.percentile(pts, 98, axis=0)
+        profiles = []
+        for i in group:
+            cell = np.clip(((users[i] - lo) / np.maximum(hi - lo, 1e-12) * grid).astype(int), 0, grid - 1)
+            counts = np.bincount(cell[:, 0] * grid + cell[:, 1], minlength=grid * grid).astype(np.float64)
+            profiles.append(counts / counts.sum())
+        result.append(np.array(profiles))
+    return result
+
+
+def _largest_remainder(shares: np.ndarray, total: int) -> np.ndarray:
+    raw = shares / shares.sum() * total
+    out = np.floor(raw).astype(np.int64)
+    out[np.argsort(-(raw - out), kind="stable")[: total - out.sum()]] += 1
+    return out
+
+
+def area_instance(profiles: np.ndarray, theta: float, distribution: str = "com", time_threshold: int = 10, work_share: float = 0.3) -> TappInstance:
+    if distribution not in ("com", "uni"):
+        raise TappError(f"distribution: expected 'com' or 'uni', got {distribution!r}")
+    n, m = profiles.shape
+    total = int(work_share * n * time_threshold)
+    shares = profiles.mean(axis=0) if distribution == "com" else np.ones(m)
+    shares = np.where(profiles.sum(axis=0) > 0, shares, 0.0)  # no work where nobody goes
+    capacity = (profiles > 1e-6).sum(axis=0) * time_threshold
+    work = _largest_remainder(shares, total)
+    while (work > capacity).any():  # a cell's participants cannot do more than their time: spread the rest
+        over = work > capacity
+        spill = int((work - capacity)[over].sum())
+        work = np.minimum(work, capacity)
+        room = np.where(work < capacity, shares, 0.0)
+        work += np.minimum(_largest_remainder(room, spill), capacity - work)
+    return TappInstance(profiles, np.full(n, time_threshold), work, np.full(n, theta))
