@@ -21,7 +21,7 @@ from cloud_server.registry import DeviceRecord, Registry
 from ecd import codec
 from ecd.manifest import MANIFEST_FILENAME, Manifest, sha256_bytes
 from ecd.partition import BlockRunner
-from ecd.profiles import DeviceProfile, _device_from_dict, known_devices, known_radios, load_device, load_radio
+from ecd.profiles import DeviceProfile, device_from_dict, known_devices, known_radios, load_device, load_radio
 from ecd.rpc import MiB
 from ecd.split import Preferences, decide_split
 from ecd.status import StatusError, to_status
@@ -52,7 +52,7 @@ def parse_profile(text: str) -> DeviceProfile:
         d = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
         raise StatusError(INVALID, f"profile: neither a known profile ({', '.join(known_devices())}) nor profile TOML") from None
-    return _device_from_dict(d, "in the request")
+    return device_from_dict(d, "in the request")
 
 
 class CloudCore:

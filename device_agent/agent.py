@@ -113,6 +113,7 @@ class DeviceAgent:
         self.partition: Partition | None = None
         self.manifest: Manifest | None = None
         self._next_frame_id = 1
+        self.duplicates = 0  # answers dropped because their frame was already answered
 
     # --- set-up --------------------------------------------------------------------------------
 
@@ -197,7 +198,6 @@ class DeviceAgent:
         sent: dict[int, tuple[pb.Frame, float, int | None, int]] = {}
         done: dict[int, FrameOutcome] = {}
         source = iter(samples)
-        self.duplicates = 0
 
         def requests(resend: list[pb.Frame]) -> Iterator[pb.Frame]:
             yield from resend
@@ -260,6 +260,6 @@ class DeviceAgent:
             latency_p50_s=float(np.percentile(lat, 50)),
             latency_p95_s=float(np.percentile(lat, 95)),
             accuracy=accuracy,
-            duplicates_dropped=getattr(self, "duplicates", 0),
+            duplicates_dropped=self.duplicates,
             error_messages=sorted({o.result.error.message for o in outcomes if o.result.HasField("error")})[:5],
         )

@@ -64,7 +64,7 @@ def known_radios() -> list[str]:
     return sorted(tomllib.loads(RADIOS_FILE.read_text()))
 
 
-def _device_from_dict(d: dict, where: str) -> DeviceProfile:
+def device_from_dict(d: dict, where: str) -> DeviceProfile:
     try:
         measured = {
             model: MeasuredLatency(str(m["version"]), tuple(float(v) for v in m["block_latency_s"]))
@@ -101,7 +101,7 @@ def load_device(name_or_path: str | Path) -> DeviceProfile:
         d = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"device profile {path}: not valid TOML: {e}") from None
-    return _device_from_dict(d, str(path))
+    return device_from_dict(d, str(path))
 
 
 def load_radio(name: str) -> RadioProfile:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ecd.manifest import InputSpec, Manifest
+from ecd.manifest import InputSpec
 from models.export import Block
 
 UNRECOGNISABLE_SSIM = 0.3  # He et al.'s line below which a reconstruction is unrecognisable

@@ -13,30 +13,22 @@ active participants' time (the excess goes to the other cells in proportion).
 
 from __future__ import annotations
 
-import csv
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from cloud_server.allocation.tapp import TappError, TappInstance
+from cloud_server.foursquare import read_checkins
 
 __all__ = ["load_areas", "area_instance"]
 
 
 def load_areas(path: str | Path, min_checkins: int = 30, areas: int = 3, grid: int = 3) -> list[np.ndarray]:
     """Per area, the participants' profiles (participants x grid²)."""
-    path = Path(path)
-    if not path.exists():
-        raise TappError(f"--checkins: no such file {path}")
     points: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                lat, lon = (float(v) for v in row["lat_lon"].split())
-            except (KeyError, ValueError):
-                raise TappError(f"{path}: a row without a valid lat_lon ({row.get('lat_lon')!r})") from None
-            points[row["tid"]].append((lat, lon))
+    for c in read_checkins(path):
+        points[c.tid].append((c.lat, c.lon))
     users = [np.array(p) for _, p in sorted(points.items()) if len(p) > min_checkins]
     if len(users) < areas:
         raise TappError(f"{path}: only {len(users)} participants have more than {min_checkins} check-ins")

@@ -185,7 +185,7 @@ def run_crowdpower(out: str | Path, seed: int = 0) -> dict:
     axes[1].axhline(crowdpower.W, color="grey", lw=0.8)
     axes[1].axhline(crowdpower.X, color="grey", lw=0.8)
     axes[1].set_title("Fig. 25 analogue: reputation in [W, X]", fontsize=9)
-    im = axes[2].imshow(flags, cmap="Reds", aspect="auto")
+    axes[2].imshow(flags, cmap="Reds", aspect="auto")
     axes[2].set_title("Fig. 26 analogue: outliers per slot", fontsize=9)
     axes[2].set_yticks(range(8), [str(i + 1) for i in range(8)])
     for ax in axes[:2]:

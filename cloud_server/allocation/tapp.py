@@ -201,7 +201,6 @@ def _delta_remove(row: np.ndarray, j: int, c: np.ndarray) -> float:
 def phase2(inst: TappInstance, x: np.ndarray) -> np.ndarray:
     x = x.copy()
     c = inst.community
-    active = inst.active
     theta = inst.theta
     big = math.inf
 

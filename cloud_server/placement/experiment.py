@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from cloud_server.foursquare import read_checkins
 from cloud_server.placement import METHODS, solve
 from cloud_server.placement.problem import PlacementError, PlacementProblem
 
@@ -36,25 +37,16 @@ class CheckIns:
 
 
 def load_checkins(path: str | Path) -> CheckIns:
-    path = Path(path)
-    if not path.exists():
-        raise PlacementError(f"--data: no such file {path}")
     first: dict[str, tuple[str, float, float]] = {}
     cats: dict[str, set[str]] = {}
     venues: set[tuple[float, float]] = set()
     counts: Counter = Counter()
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                lat, lon = (float(v) for v in row["lat_lon"].split())
-            except (KeyError, ValueError):
-                raise PlacementError(f"{path}: a row without a valid lat_lon ({row.get('lat_lon')!r})") from None
-            tid, when, cat = row["tid"], row["date_time"], row["root_type"]
-            if tid not in first or when < first[tid][0]:
-                first[tid] = (when, lat, lon)
-            cats.setdefault(tid, set()).add(cat)
-            venues.add((lat, lon))
-            counts[cat] += 1
+    for c in read_checkins(path):
+        if c.tid not in first or c.when < first[c.tid][0]:
+            first[c.tid] = (c.when, c.lat, c.lon)
+        cats.setdefault(c.tid, set()).add(c.category)
+        venues.add((c.lat, c.lon))
+        counts[c.category] += 1
     tids = sorted(first)
     lat0 = np.deg2rad(np.mean([first[t][1] for t in tids]))
 

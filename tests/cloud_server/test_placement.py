@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cloud_server.placement import METHODS, InfeasibleError, PlacementError, PlacementProblem, evaluate, read_orlib, solve
+from cloud_server.placement import InfeasibleError, PlacementError, PlacementProblem, evaluate, read_orlib, solve
 from cloud_server.placement.problem import _tour_length
 
 ORLIB = Path(__file__).resolve().parents[3] / "shared" / "data" / "orlib"

@@ -7,7 +7,6 @@ import threading
 from typing import Callable
 
 import grpc
-import numpy as np
 import pytest
 
 from ecd import zoo

@@ -9,7 +9,6 @@ from ecd import zoo
 from ecd.manifest import load_heldout
 from ecd.partition import Partition
 from ecd.splitcheck import relative_max_abs_diff
-from ecd.v1 import ecd_pb2 as pb
 from harness import Tiers, frame_for
 
 
