@@ -53,3 +53,22 @@ def test_demo_runs_end_to_end_and_stops_cleanly() -> None:
     assert "edge answered 90 frames ok, cloud 90" in proc.stdout
     assert "edge-node exit 0, cloud-server exit 0" in proc.stdout
     assert "all 7 split points match torch" in proc.stdout  # the per-split check comes first
+
+
+def test_metrics_pass_promtool_lint(tiers: Tiers) -> None:
+    """Names follow the Prometheus conventions (base units, _total, _seconds, _bytes)."""
+    import shutil
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        import pytest
+
+        pytest.skip("promtool (Debian package prometheus) is not installed")
+    m = zoo.load_manifest("digits_cnn")
+    x = m.input.preprocess(load_heldout(m).images[:1])
+    a = tiers.register(split=3)
+    list(tiers.edge_stub.Stream(iter([frame_for(a, m, x, 1)]), timeout=30))
+    for port in (tiers.edge.metrics_port, tiers.cloud.metrics_port):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
