@@ -227,37 +227,35 @@ def _merged_set(problem: PlacementProblem, p: ACOParams, rng: np.random.Generato
 # --- phase 4 ----------------------------------------------------------------------------------------
 
 
+def _toggle_pass(problem: PlacementProblem, open_: np.ndarray, current: float, candidates, cost_us: np.ndarray):
+    """One first-improvement pass adding or dropping each candidate (server, type) pair."""
+    improved = False
+    for j, b in candidates:
+        trial = open_.copy()
+        trial[j, b] = not trial[j, b]
+        c = star_cost(problem, trial, cost_us)
+        if c < current - 1e-9:
+            open_, current, improved = trial, c, True
+    return open_, current, improved
+
+
 def _reallocate(problem: PlacementProblem, merged: np.ndarray, cost_us: np.ndarray) -> np.ndarray:
     """OTACS's heuristic (Eq. 20): drop / add (server, type) pairs within WS while the cost falls."""
-    open_ = merged.copy()
-    current = star_cost(problem, open_, cost_us)
+    open_, current = merged.copy(), star_cost(problem, merged, cost_us)
     candidates = list(zip(*np.nonzero(merged)))
     improved = True
     while improved:
-        improved = False
-        for j, b in candidates:
-            trial = open_.copy()
-            trial[j, b] = not trial[j, b]
-            c = star_cost(problem, trial, cost_us)
-            if c < current - 1e-9:
-                open_, current, improved = trial, c, True
+        open_, current, improved = _toggle_pass(problem, open_, current, candidates, cost_us)
     return open_
 
 
 def _local_search(problem: PlacementProblem, start: np.ndarray, cost_us: np.ndarray) -> np.ndarray:
     """First-improvement add / drop / swap over every capable (server, type) pair."""
-    open_ = start.copy()
-    current = star_cost(problem, open_, cost_us)
+    open_, current = start.copy(), star_cost(problem, start, cost_us)
     capable = [tuple(x) for x in np.argwhere(np.isfinite(problem.processing_cost)) if problem.user_types[:, x[1]].any()]
     improved = True
     while improved:
-        improved = False
-        for j, b in capable:  # add or drop one pair
-            trial = open_.copy()
-            trial[j, b] = not trial[j, b]
-            c = star_cost(problem, trial, cost_us)
-            if c < current - 1e-9:
-                open_, current, improved = trial, c, True
+        open_, current, improved = _toggle_pass(problem, open_, current, capable, cost_us)
         for j, b in [tuple(x) for x in np.argwhere(open_)]:  # swap an open pair for a closed one
             for j2 in np.flatnonzero(np.isfinite(problem.processing_cost[:, b]) & ~open_[:, b]):
                 trial = open_.copy()
