@@ -1,13 +1,13 @@
 # The two commands a newcomer runs on a fresh machine:
 #   make demo   — the main job, in a runtime-only virtual environment (no torch)
-#   make test   — the test suite, in a full virtual environment (runtime + models + dev extras)
+#   make test   — the test suite, in a full virtual environment (runtime + cloud + research + models + dev extras)
 # Each creates its own virtual environment and installs what it needs.
 
 PYTHON ?= python3
 RUNTIME_VENV := .venv-runtime
 DEV_VENV := .venv
 PIP_FLAGS := --quiet --disable-pip-version-check
-SOURCES := pyproject.toml $(shell find ecd models device_agent edge_node cloud_server -name '*.py' -o -name '*.json' -o -name '*.onnx' -o -name '*.npz' -o -name '*.toml' -o -name '*.pt' 2>/dev/null)
+SOURCES := pyproject.toml $(shell find ecd ecd_cli models device_agent edge_node cloud_server scheduling research -name '*.py' -o -name '*.json' -o -name '*.onnx' -o -name '*.npz' -o -name '*.toml' -o -name '*.pt' 2>/dev/null)
 
 .PHONY: demo test bench clean
 
@@ -27,14 +27,15 @@ bench: $(DEV_VENV)/.installed
 # Runtime only, non-editable: exactly what a Raspberry Pi gets from `pip install .`.
 $(RUNTIME_VENV)/.installed: $(SOURCES)
 	test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
+	rm -rf build  # setuptools' staging folder keeps files deleted from the tree
 	$(RUNTIME_VENV)/bin/pip install $(PIP_FLAGS) --force-reinstall --no-deps .
 	$(RUNTIME_VENV)/bin/pip install $(PIP_FLAGS) .
 	touch $@
 
-# Editable, with torch (capped at the release on the build machines' disk), onnx and the test tools.
+# Editable, with every extra: scipy (cloud schedulers), matplotlib (research), torch (capped at the release on the build machines' disk), onnx and the test tools.
 $(DEV_VENV)/.installed: pyproject.toml
 	test -x $(DEV_VENV)/bin/python || $(PYTHON) -m venv $(DEV_VENV)
-	$(DEV_VENV)/bin/pip install $(PIP_FLAGS) -e '.[models,dev]'
+	$(DEV_VENV)/bin/pip install $(PIP_FLAGS) -e '.[cloud,research,models,dev]'
 	touch $@
 
 clean:

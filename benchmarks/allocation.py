@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud_server.allocation import coverage, tapp
+from scheduling.allocation import coverage, tapp
 
 COVERAGE_USERS = (100, 1000, 5000, 10000)
 TAPP_SIZES = ((500, 500), (1000, 1000), (2500, 2500), (5000, 5000))

@@ -27,7 +27,7 @@ from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.manifest import load_heldout
 from ecd.partition import Partition
-from ecd.rpc import LoopThread, TransportConfig, grpc_options, wait_healthy
+from ecd.transport.rpc import LoopThread, TransportConfig, grpc_options, wait_healthy
 from ecd.zoo import load_manifest
 from edge_node.service import EdgeConfig, start_edge
 

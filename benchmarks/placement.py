@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud_server.placement import PlacementProblem, read_orlib, solve
+from scheduling.placement import PlacementProblem, read_orlib, solve
 
 ORLIB_METHODS = ("otacs", "ttacs", "otacs_ls", "lf", "dis", "random", "apx2_standin", "cmsa_standin")
 SCALING_METHODS = ("otacs", "ttacs", "lf", "dis")

@@ -1,7 +1,7 @@
 """The cloud server's transport-free core: control plane and the last tier of the data plane.
 
 The servicer (``cloud_server.service``) adapts these methods to gRPC; they take and return the
-protocol's messages but never see a gRPC context, and raise :class:`~ecd.status.StatusError` (or a
+protocol's messages but never see a gRPC context, and raise :class:`~ecd.transport.catalog.StatusError` (or a
 domain error the catalog maps) for bad requests.
 """
 
@@ -22,9 +22,9 @@ from ecd import codec
 from ecd.manifest import MANIFEST_FILENAME, Manifest, sha256_bytes
 from ecd.partition import BlockRunner
 from ecd.profiles import DeviceProfile, device_from_dict, known_devices, known_radios, load_device, load_radio
-from ecd.rpc import MiB
+from ecd.transport.rpc import MiB
 from ecd.split import Preferences, decide_split
-from ecd.status import StatusError, to_status
+from ecd.transport.catalog import StatusError, to_status
 from ecd.v1 import ecd_pb2 as pb
 
 log = logging.getLogger("ecd.cloud")

@@ -14,8 +14,8 @@ from cloud_server.core import CloudCore, load_models
 from cloud_server.registry import Registry
 from ecd.config import option
 from ecd.metrics import ServiceMetrics
-from ecd.rpc import MiB, RunningServer, TransportConfig, start_metrics, start_server
-from ecd.status import status_code, to_status
+from ecd.transport.rpc import MiB, RunningServer, TransportConfig, start_metrics, start_server
+from ecd.transport.catalog import status_code, to_status
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 

@@ -25,7 +25,7 @@ from ecd.manifest import Manifest
 from ecd.metrics import ServiceMetrics
 from ecd.partition import Partition
 from ecd.profiles import load_device, load_radio
-from ecd.rpc import MiB, TransportConfig, grpc_options
+from ecd.transport.rpc import MiB, TransportConfig, grpc_options
 from ecd.split import Preferences, SplitDecision, decide_split
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc

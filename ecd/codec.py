@@ -1,7 +1,7 @@
 """Tensor encoding on the wire: float32, float16, or int8 affine (scale / zero point).
 
 ``decode`` checks encoding, shape and byte count against what the receiver expects *before*
-touching the payload, and raises :class:`~ecd.status.StatusError` carrying the gRPC status and a message naming
+touching the payload, and raises :class:`~ecd.transport.catalog.StatusError` carrying the gRPC status and a message naming
 the field — the receiver turns it into a per-frame error result.
 """
 
@@ -12,7 +12,7 @@ import grpc
 import numpy as np
 
 from ecd.errors import EcdError
-from ecd.status import StatusError
+from ecd.transport.catalog import StatusError
 from ecd.v1 import ecd_pb2 as pb
 
 ENCODINGS = {"float32": pb.FLOAT32, "float16": pb.FLOAT16, "int8": pb.INT8_AFFINE}

@@ -25,7 +25,7 @@ import numpy as np
 from ecd import codec, distribution
 from ecd.manifest import Manifest
 from ecd.partition import BlockRunner
-from ecd.status import StatusError, status_code, to_status
+from ecd.transport.catalog import StatusError, status_code, to_status
 from ecd.v1 import ecd_pb2 as pb
 from ecd.metrics import ServiceMetrics
 from ecd.v1 import ecd_pb2_grpc as pb_grpc

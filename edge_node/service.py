@@ -14,7 +14,7 @@ import grpc
 
 from ecd.config import option
 from ecd.metrics import ServiceMetrics
-from ecd.rpc import MiB, RunningServer, TransportConfig, grpc_options, start_metrics, start_server
+from ecd.transport.rpc import MiB, RunningServer, TransportConfig, grpc_options, start_metrics, start_server
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 from edge_node.core import EdgeCore

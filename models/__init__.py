@@ -1,9 +1,6 @@
-"""The layered-CNN zoo: models as ordered block lists, exported block by block to ONNX.
+"""Building the layered-CNN zoo with torch: architectures as ordered block lists, trained where
+needed, exported block by block to ONNX with a manifest.
 
-Importing this package is torch-free (it holds the registry and the bundled artifacts a device
-needs); building a model imports torch from the architecture modules only when asked.
+Needs the ``models`` extra (torch). The runtime never imports this package: the zoo's names live in
+:mod:`ecd.zoo`, the bundled artifacts in ``ecd/artifacts``.
 """
-
-from models.registry import REGISTRY, ModelEntry, known_models
-
-__all__ = ["REGISTRY", "ModelEntry", "known_models"]

@@ -13,7 +13,7 @@ from torch import nn
 from ecd.errors import EcdError, UnknownModelError
 from ecd.manifest import InputSpec, Manifest
 from models.export import Block, export_model
-from models.registry import REGISTRY, known_models
+from ecd.zoo import REGISTRY, known_models
 
 
 @dataclass

@@ -12,7 +12,7 @@ from cloud_server.service import CloudConfig, RunningCloud, start_cloud
 from ecd import codec
 from ecd.manifest import Manifest
 from ecd.partition import Partition
-from ecd.rpc import LoopThread, wait_healthy
+from ecd.transport.rpc import LoopThread, wait_healthy
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 from edge_node.service import EdgeConfig, RunningEdge, start_edge

@@ -13,7 +13,7 @@ import pytest
 from ecd import codec
 from ecd.config import add_arguments, option, resolve
 from ecd.errors import ConfigError
-from ecd.status import StatusError
+from ecd.transport.catalog import StatusError
 from ecd.v1 import ecd_pb2 as pb
 
 REPO = Path(__file__).resolve().parents[2]

@@ -29,7 +29,7 @@ WIFI = load_radio("wifi")
 
 
 def ecd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ecd.cli", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "ecd_cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_recommended_split_never_gets_shallower_as_privacy_weight_rises(bundled: Manifest) -> None:

@@ -60,7 +60,7 @@ def test_partition_runs_where_torch_import_fails() -> None:
 def test_cli_check_runs_without_torch_and_build_says_what_is_missing() -> None:
     proc = run_without_torch(
         """
-        from ecd.cli import main
+        from ecd_cli.main import main
         rc = main(["models", "check", "digits_cnn", "--runs", "1", "--samples", "32"])
         print("CHECK_RC", rc)
         rc = main(["models", "build", "resnet18"])

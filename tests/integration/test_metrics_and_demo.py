@@ -44,7 +44,7 @@ def test_metrics_count_frames_errors_latency_and_bytes(tiers: Tiers) -> None:
 
 
 def test_demo_runs_end_to_end_and_stops_cleanly() -> None:
-    proc = subprocess.run([sys.executable, "-m", "ecd.cli", "demo", "--frames", "30"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "ecd_cli", "demo", "--frames", "30"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     for name in ("pi4-wifi", "phone-lte", "zero-5g"):

@@ -15,7 +15,7 @@ from ecd.partition import Partition  # noqa: E402
 from ecd.splitcheck import relative_max_abs_diff  # noqa: E402
 from models.definition import ModelDefinition, build_model, define_model  # noqa: E402
 from models.export import export_model  # noqa: E402
-from models.registry import REGISTRY  # noqa: E402
+from ecd.zoo import REGISTRY  # noqa: E402
 
 TOLERANCE = 1e-4
 

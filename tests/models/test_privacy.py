@@ -55,7 +55,7 @@ def test_quick_cli_writes_a_curve_and_a_picture(bundled_copy: Path, tmp_path: Pa
     before = Manifest.load(bundled_copy)
     picture = tmp_path / "privacy.png"
     proc = subprocess.run(
-        [sys.executable, "-m", "ecd.cli", "models", "privacy", str(bundled_copy), "--quick", "--plot", str(picture)],
+        [sys.executable, "-m", "ecd_cli", "models", "privacy", str(bundled_copy), "--quick", "--plot", str(picture)],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr

@@ -9,8 +9,9 @@ from typing import Callable
 
 import numpy as np
 
-from cloud_server.allocation import coverage, crowdpower, tapp
-from cloud_server.allocation.checkins import area_instance, load_areas
+from scheduling.allocation import coverage, tapp
+from scheduling.quality import crowdpower
+from research.tapp_areas import area_instance, load_areas
 
 THETAS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 EXTRA_THETAS = (1.0, 1.2, 1.5)  # beyond the paper's range: where our data becomes feasible
@@ -36,7 +37,7 @@ def _write(rows: list[dict], path: Path) -> None:
 
 
 def _plt():
-    from ecd.split_plot import _pyplot
+    from research.plots import _pyplot
 
     return _pyplot()
 

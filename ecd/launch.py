@@ -1,8 +1,9 @@
-"""The README's main job: a cloud server, an edge node and three device agents on loopback.
+"""Run the three tiers as separate processes on loopback: the README's main job (``ecd demo``).
 
-Each is its own process started through the ``ecd`` CLI (as on real machines), on ports the OS
-picks; the demo waits on their health services, lets every agent stream held-out images with its
-own profile, radio, weights and encoding, prints what each got, and stops the servers with SIGTERM.
+Each service is its own process started through the ``ecd`` command (as on real machines), on ports
+the OS picks; :func:`run_demo` waits on their health services, lets every agent stream held-out
+images with its own profile, radio, weights and encoding, collects each agent's report, scrapes the
+services' metrics and stops the servers with SIGTERM.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ecd.errors import EcdError
-from ecd.rpc import wait_healthy
+from ecd.transport.rpc import wait_healthy
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ DEVICES = (
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "ecd.cli", *args]
+    return [sys.executable, "-m", "ecd_cli", *args]
 
 
 def _start(args: list[str], log: Path, timeout_s: float = 60.0) -> tuple[subprocess.Popen, dict]:
@@ -78,7 +79,27 @@ def _scrape(port: int) -> dict[str, float]:
     return values
 
 
-def run_demo(frames: int = 200, devices: Sequence[DemoDevice] = DEVICES, out=sys.stdout) -> int:
+@dataclass
+class DemoRun:
+    """What one demo run produced: each agent's report, the services' counters and exit codes."""
+
+    cloud_port: int
+    cloud_metrics_port: int
+    edge_port: int
+    edge_metrics_port: int
+    frames: int
+    reports: list[tuple[DemoDevice, dict]]
+    edge_ok: float
+    cloud_ok: float
+    exit_codes: dict[str, int]
+    elapsed_s: float
+
+    @property
+    def failed(self) -> bool:
+        return bool(sum(r["errors"] for _, r in self.reports)) or any(self.exit_codes.values())
+
+
+def run_demo(frames: int = 200, devices: Sequence[DemoDevice] = DEVICES) -> DemoRun:
     t0 = time.perf_counter()
     procs: list[tuple[str, subprocess.Popen]] = []
     with tempfile.TemporaryDirectory(prefix="ecd-demo-") as tmp:
@@ -91,8 +112,6 @@ def run_demo(frames: int = 200, devices: Sequence[DemoDevice] = DEVICES, out=sys
             edge, e = _start(_cli("edge-node", "--cloud", cloud_target, "--port", "0", "--metrics-port", "0"), d / "edge.log")
             procs.append(("edge-node", edge))
             wait_healthy(f"127.0.0.1:{e['port']}")
-            print(f"cloud server :{c['port']} (metrics :{c['metrics_port']}), edge node :{e['port']} "
-                  f"(metrics :{e['metrics_port']}); {len(devices)} device agents x {frames} held-out images", file=out)
             agents = []
             for i, dev in enumerate(devices):
                 report = d / f"agent{i}.json"
@@ -108,31 +127,7 @@ def run_demo(frames: int = 200, devices: Sequence[DemoDevice] = DEVICES, out=sys
             edge_metrics, cloud_metrics = _scrape(e["metrics_port"]), _scrape(c["metrics_port"])
         finally:
             codes = {name: _stop(proc, name) for name, proc in reversed(procs)}
-    _print_table(reports, out)
     ok_edge = edge_metrics.get('ecd_frames_total{outcome="ok",service="edge"}', 0)
     ok_cloud = cloud_metrics.get('ecd_frames_total{outcome="ok",service="cloud"}', 0)
-    print(f"\nmetrics scraped: edge answered {ok_edge:.0f} frames ok, cloud {ok_cloud:.0f}; "
-          f"shutdown on SIGTERM: {', '.join(f'{n} exit {c}' for n, c in codes.items())}; "
-          f"{time.perf_counter() - t0:.1f} s in all", file=out)
-    failed = sum(r["errors"] for _, r in reports) or any(codes.values())
-    return 1 if failed else 0
-
-
-def _print_table(reports: list[tuple[DemoDevice, dict]], out) -> None:
-    from ecd.cli import print_table
-
-    rows = []
-    for dev, r in reports:
-        n = max(r["frames"] - r["errors"], 1)
-        rows.append([
-            r["name"], f"{dev.profile}/{dev.radio}", f"{r['w_energy']:.1f}/{r['w_privacy']:.1f}", r["min_split"],
-            f"{r['split_device']}/{r['split_edge']}", r["encoding"], r["frames"], r["errors"],
-            f"{r['uplink_bytes'] / n:.0f}", f"{r['raw_image_bytes'] / n:.0f}", f"{r['uplink_bytes'] / max(r['raw_image_bytes'], 1):.3f}",
-            f"{r['latency_p50_s'] * 1e3:.1f}", f"{r['latency_p95_s'] * 1e3:.1f}",
-            "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}",
-        ])
-    print_table(
-        ["device", "profile/radio", "w_e/w_p", "floor", "b_d/b_e", "encoding", "frames", "errors",
-         "uplink B/frame", "raw B/frame", "ratio", "p50 ms", "p95 ms", "accuracy"],
-        rows, out,
-    )
+    return DemoRun(c["port"], c["metrics_port"], e["port"], e["metrics_port"], frames, reports, ok_edge, ok_cloud,
+                   codes, time.perf_counter() - t0)

@@ -18,9 +18,9 @@ import math
 
 import numpy as np
 
-from cloud_server.placement.exact import lp_relaxation
-from cloud_server.placement.heuristics import star_cost
-from cloud_server.placement.problem import Placement, PlacementProblem, evaluate
+from scheduling.placement.exact import lp_relaxation
+from scheduling.placement.heuristics import star_cost
+from scheduling.placement.problem import Placement, PlacementProblem, evaluate
 
 __all__ = ["lowest_cost_first", "min_average_distance", "random_placement", "apx2_standin", "cmsa_standin"]
 

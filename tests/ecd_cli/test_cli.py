@@ -14,7 +14,7 @@ from ecd.manifest import Manifest
 
 def ecd(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ecd.cli", *args], capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "ecd_cli", *args], capture_output=True, text=True, timeout=600
     )
 
 

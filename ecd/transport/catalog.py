@@ -22,7 +22,7 @@ from ecd.errors import (
     UnknownModelError,
 )
 
-log = logging.getLogger("ecd.status")
+log = logging.getLogger("ecd.transport.catalog")
 
 
 @dataclass

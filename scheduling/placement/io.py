@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud_server.placement.problem import PlacementError, PlacementProblem
+from scheduling.placement.problem import PlacementError, PlacementProblem
 
 __all__ = ["read_orlib", "read_instance"]
 

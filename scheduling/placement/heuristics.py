@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cloud_server.placement.problem import Placement, PlacementProblem, evaluate
+from scheduling.placement.problem import Placement, PlacementProblem, evaluate
 
 __all__ = ["ACOParams", "kmeans", "silhouette", "cluster_users", "otacs", "otacs_ls", "ttacs", "star_cost"]
 

@@ -13,9 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloud_server.allocation import coverage, crowdpower, tapp
-from cloud_server.allocation.coverage import CoverageError, CoverageInstance
-from cloud_server.allocation.tapp import TappError, TappInfeasible, TappInstance
+from scheduling.allocation import coverage, tapp
+from scheduling.quality import crowdpower
+from scheduling.allocation.coverage import CoverageError, CoverageInstance
+from scheduling.allocation.tapp import TappError, TappInfeasible, TappInstance
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -248,7 +249,7 @@ def test_crowdpower_bad_input() -> None:
 
 
 def ecd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ecd.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "ecd_cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_allocate_cli(tmp_path: Path) -> None:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud_server.allocation.tapp import TappError, TappInstance
-from cloud_server.foursquare import read_checkins
+from scheduling.allocation.tapp import TappError, TappInstance
+from research.foursquare import read_checkins
 
 __all__ = ["load_areas", "area_instance"]
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from cloud_server.placement.baselines import apx2_standin, cmsa_standin, lowest_cost_first, min_average_distance, random_placement
-from cloud_server.placement.exact import solve_exhaustive, solve_milp
-from cloud_server.placement.heuristics import otacs, otacs_ls, ttacs
-from cloud_server.placement.io import read_instance, read_orlib
-from cloud_server.placement.problem import InfeasibleError, Placement, PlacementError, PlacementProblem, evaluate
+from scheduling.placement.baselines import apx2_standin, cmsa_standin, lowest_cost_first, min_average_distance, random_placement
+from scheduling.placement.exact import solve_exhaustive, solve_milp
+from scheduling.placement.heuristics import otacs, otacs_ls, ttacs
+from scheduling.placement.io import read_instance, read_orlib
+from scheduling.placement.problem import InfeasibleError, Placement, PlacementError, PlacementProblem, evaluate
 
 __all__ = ["METHODS", "solve", "PlacementProblem", "Placement", "PlacementError", "InfeasibleError", "read_orlib", "read_instance", "evaluate"]
 

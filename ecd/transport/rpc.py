@@ -17,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry, start_http_server
 
-log = logging.getLogger("ecd.rpc")
+log = logging.getLogger("ecd.transport.rpc")
 
 MiB = 2**20
 

@@ -184,7 +184,7 @@ def run_simulation(
 
 
 def plot_simulation(results: list[StrategyResult], out_dir: Path, model_id: str) -> None:
-    from ecd.split_plot import _pyplot
+    from research.plots import _pyplot
 
     plt = _pyplot()
     sizes = sorted({r.data_mb for r in results})

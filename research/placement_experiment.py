@@ -19,9 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
-from cloud_server.foursquare import read_checkins
-from cloud_server.placement import METHODS, solve
-from cloud_server.placement.problem import PlacementError, PlacementProblem
+from research.foursquare import read_checkins
+from scheduling.placement import METHODS, solve
+from scheduling.placement.problem import PlacementError, PlacementProblem
 
 SWEEP_METHODS = ("otacs", "ttacs", "otacs_ls", "lf", "dis", "random", "apx2_standin", "cmsa_standin")
 BASE = {"types": 5, "servers": 20, "users": 130}  # the paper's geolife / roma setting
@@ -108,7 +108,7 @@ def mean_table(rows: list[dict], metric: str, sweep: str, methods: Sequence[str]
 
 
 def plot(rows: list[dict], out: Path, methods: Sequence[str]) -> None:
-    from ecd.split_plot import _pyplot
+    from research.plots import _pyplot
 
     plt = _pyplot()
     for sweep in SWEEPS:

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cloud_server.placement import InfeasibleError, PlacementError, PlacementProblem, evaluate, read_orlib, solve
-from cloud_server.placement.problem import _tour_length
+from scheduling.placement import InfeasibleError, PlacementError, PlacementProblem, evaluate, read_orlib, solve
+from scheduling.placement.problem import _tour_length
 
 ORLIB = Path(__file__).resolve().parents[3] / "shared" / "data" / "orlib"
 OPTIMA = {
@@ -106,7 +106,7 @@ def test_bad_input_names_the_problem(tmp_path: Path) -> None:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ecd.cli", "placement", "solve", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "ecd_cli", "placement", "solve", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_cli_json_and_errors(tmp_path: Path) -> None:

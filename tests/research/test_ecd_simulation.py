@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ecd.manifest import Manifest
-from ecd.simulation import STRATEGIES, Topology, device_max_split, make_fleet, run_simulation, simulate
+from research.ecd_simulation import STRATEGIES, Topology, device_max_split, make_fleet, run_simulation, simulate
 from ecd.split import privacy_curve
 
 

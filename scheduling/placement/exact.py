@@ -18,7 +18,7 @@ import numpy as np
 from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from cloud_server.placement.problem import (
+from scheduling.placement.problem import (
     InfeasibleError,
     Placement,
     PlacementError,

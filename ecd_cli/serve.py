@@ -1,0 +1,100 @@
+"""``ecd cloud-server``, ``ecd edge-node``, ``ecd device-agent``: run one tier.
+
+Each resolves its config dataclass from flags, ``ECD_<SERVICE>_<OPTION>`` and ``--config``, starts
+the service, prints one READY line (JSON with the bound ports) and serves until SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+from ecd.config import add_arguments, resolve
+from ecd.errors import ConfigError
+
+EXIT_CHECK_FAILED = 1  # the run worked and found a mismatch
+
+log = logging.getLogger("ecd")
+
+
+async def _serve(start, service: str, grace_s: float) -> None:
+    """Start a service, print one READY line (JSON, with the bound ports), serve until SIGTERM."""
+    from ecd.transport.rpc import install_signal_handlers
+
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    running = await start
+    ready = {"ready": service, "port": running.port, "metrics_port": running.metrics_port}
+    if hasattr(running, "edge_id"):
+        ready["edge_id"] = running.edge_id
+    print(json.dumps(ready), flush=True)
+    await stop.wait()
+    log.info("[%s] SIGTERM: stopping (grace %.1f s)", service, grace_s)
+    await running.stop(grace_s)
+
+
+def cmd_cloud_server(args: argparse.Namespace) -> int:
+    from cloud_server.service import CloudConfig, start_cloud
+
+    cfg = resolve(CloudConfig, args, "ECD_CLOUD_")
+    asyncio.run(_serve(start_cloud(cfg), "cloud-server", cfg.grace_s))
+    return 0
+
+
+def cmd_edge_node(args: argparse.Namespace) -> int:
+    from edge_node.service import EdgeConfig, start_edge
+
+    cfg = resolve(EdgeConfig, args, "ECD_EDGE_")
+    try:
+        asyncio.run(_serve(start_edge(cfg), "edge-node", cfg.grace_s))
+    except ConnectionError as e:
+        raise ConfigError(str(e)) from None
+    return 0
+
+
+def cmd_device_agent(args: argparse.Namespace) -> int:
+    import grpc
+
+    from device_agent.agent import AgentConfig, DeviceAgent
+    from device_agent.sources import open_source
+
+    cfg = resolve(AgentConfig, args, "ECD_AGENT_")
+    agent = DeviceAgent(cfg)
+    try:
+        agent.connect()
+        if cfg.metrics_port >= 0:
+            from ecd.transport.rpc import start_metrics
+
+            start_metrics(agent.metrics.registry, "127.0.0.1", cfg.metrics_port)
+        samples = open_source(cfg.source, cfg.model, agent.manifest.input, cfg.frames)
+        report = agent.report(agent.run(samples))
+    except grpc.RpcError as e:
+        raise ConfigError(f"{e.code().name}: {e.details()}") from None
+    except grpc.FutureTimeoutError:
+        raise ConfigError(f"--cloud: no cloud server answers at {cfg.cloud}") from None
+    finally:
+        agent.close()
+    d = report.to_dict()
+    if cfg.report:
+        Path(cfg.report).write_text(json.dumps(d, indent=2))
+    print(json.dumps(d))
+    return 0 if report.errors == 0 else EXIT_CHECK_FAILED
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from cloud_server.service import CloudConfig
+    from device_agent.agent import AgentConfig
+    from edge_node.service import EdgeConfig
+
+    p = sub.add_parser("cloud-server", help="run the cloud server (env: ECD_CLOUD_<OPTION>)")
+    add_arguments(p, CloudConfig)
+    p.set_defaults(func=cmd_cloud_server)
+    p = sub.add_parser("edge-node", help="run an edge node (env: ECD_EDGE_<OPTION>)")
+    add_arguments(p, EdgeConfig)
+    p.set_defaults(func=cmd_edge_node)
+    p = sub.add_parser("device-agent", help="run a device agent: register, stream frames, report (env: ECD_AGENT_<OPTION>)")
+    add_arguments(p, AgentConfig)
+    p.set_defaults(func=cmd_device_agent)
