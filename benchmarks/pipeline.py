@@ -23,7 +23,7 @@ import grpc
 import numpy as np
 
 from cloud_server.service import CloudConfig, start_cloud
-from device_agent.agent import AgentConfig, DeviceAgent
+from device_agent.service import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.manifest import load_heldout
 from ecd.partition import Partition
@@ -55,7 +55,7 @@ def pipeline(cloud_target: str, tmp: Path, model: str, split: int, encoding: str
         elapsed = time.perf_counter() - t0
     finally:
         agent.close()
-    assert all(not o.result.HasField("error") for o in outcomes)
+    assert all(o.result.ok for o in outcomes)
     lat = [o.latency_s for o in outcomes]
     return {
         "p50_s": float(np.median(lat)),

@@ -1,8 +1,8 @@
 """The cloud server's transport-free core: control plane and the last tier of the data plane.
 
-The servicer (``cloud_server.service``) adapts these methods to gRPC; they take and return the
-protocol's messages but never see a gRPC context, and raise :class:`~ecd.transport.catalog.StatusError` (or a
-domain error the catalog maps) for bad requests.
+The servicer (``cloud_server.service``) converts messages with :mod:`ecd.transport.serde` and calls
+these methods; they take and return :mod:`ecd.types` records, never see gRPC or protobuf, and raise
+:mod:`ecd.errors` exceptions naming the field for bad requests.
 """
 
 from __future__ import annotations
@@ -13,28 +13,36 @@ import tomllib
 from dataclasses import dataclass, field
 from typing import Iterator
 
-import grpc
 import numpy as np
 
 from cloud_server.heads import BUILTIN_HEAD, LinearHead, builtin_head, head_from_spec, make_head
 from cloud_server.registry import DeviceRecord, Registry
 from ecd import codec
+from ecd.config import MiB
+from ecd.errors import AuthenticationError, NotFoundError, PreconditionError, RequestError, UnavailableError
 from ecd.manifest import MANIFEST_FILENAME, Manifest, sha256_bytes
 from ecd.partition import BlockRunner
 from ecd.profiles import DeviceProfile, device_from_dict, known_devices, known_radios, load_device, load_radio
-from ecd.transport.rpc import MiB
-from ecd.split import Preferences, decide_split
-from ecd.transport.catalog import StatusError, to_status
-from ecd.v1 import ecd_pb2 as pb
+from ecd.split import Preferences, check_split, decide_split
+from ecd.types import (
+    Assignment,
+    DeviceRegistration,
+    EdgeHeartbeat,
+    EdgeRegistration,
+    Encoding,
+    FileChunk,
+    Frame,
+    FrameError,
+    HeadOutput,
+    HeadSpec,
+    PartitionRequest,
+    PreferencesUpdate,
+    Result,
+)
 
 log = logging.getLogger("ecd.cloud")
 
 CHUNK_BYTES = 1 * MiB
-HEAD_INPUTS = {pb.HeadSpec.LOGITS: "logits", pb.HeadSpec.PROBABILITIES: "probabilities"}
-HEAD_INPUT_VALUES = {v: k for k, v in HEAD_INPUTS.items()}
-
-INVALID = grpc.StatusCode.INVALID_ARGUMENT
-PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 
 
 @dataclass
@@ -51,7 +59,7 @@ def parse_profile(text: str) -> DeviceProfile:
     try:
         d = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
-        raise StatusError(INVALID, f"profile: neither a known profile ({', '.join(known_devices())}) nor profile TOML") from None
+        raise RequestError(f"profile: neither a known profile ({', '.join(known_devices())}) nor profile TOML") from None
     return device_from_dict(d, "in the request")
 
 
@@ -80,10 +88,9 @@ class CloudCore:
     def _model(self, model_id: str, version: str = "", field_name: str = "model_id") -> ServedModel:
         served = self.models.get(model_id)
         if served is None:
-            raise StatusError(PRECONDITION, f"{field_name}: model {model_id!r} is not served here (serving: {', '.join(sorted(self.models))})")
+            raise PreconditionError(f"{field_name}: model {model_id!r} is not served here (serving: {', '.join(sorted(self.models))})")
         if version and version != served.manifest.version:
-            raise StatusError(
-                PRECONDITION,
+            raise PreconditionError(
                 f"model_version: {model_id} version {version!r} is not served here (current: {served.manifest.version}); fetch the current partition",
             )
         return served
@@ -91,7 +98,7 @@ class CloudCore:
     def authenticate(self, device_id: str, token: str) -> DeviceRecord:
         record = self.registry.device(device_id) if device_id else None
         if record is None or not token or record.token != token:
-            raise StatusError(grpc.StatusCode.UNAUTHENTICATED, f"token: unknown device token for device_id {device_id!r}")
+            raise AuthenticationError(f"token: unknown device token for device_id {device_id!r}")
         return record
 
     def _split_edge(self, served: ServedModel, split_device: int) -> int:
@@ -99,25 +106,17 @@ class CloudCore:
         boundary = n - 1 if self.edge_boundary is None else min(self.edge_boundary, n)
         return max(split_device, boundary)
 
-    def _check_split(self, served: ServedModel, split_device: int, min_split: int) -> None:
-        n = served.manifest.n_blocks
-        if not 0 <= split_device <= n:
-            raise StatusError(INVALID, f"split_device: expected 0..{n} for {served.manifest.model_id}, got {split_device}")
-        if split_device < min_split:
-            raise StatusError(PRECONDITION, f"split_device: {split_device} is below the device's floor (min_split {min_split})")
-
-    def _assignment(self, d: DeviceRecord, recommended: int) -> pb.Assignment:
+    def _assignment(self, d: DeviceRecord, recommended: int) -> Assignment:
         edge = self.registry.edge(d.edge_id)
-        return pb.Assignment(
+        return Assignment(
             device_id=d.device_id,
             token=d.token,
             edge_endpoint=edge.endpoint if edge else "",
             model_id=d.model_id,
             model_version=d.model_version,
-            split_device=d.split_device,
-            split_edge=d.split_edge,
+            split=d.split,
             recommended_split=recommended,
-            preferences=pb.Preferences(w_energy=d.w_energy, w_privacy=d.w_privacy, min_split=d.min_split),
+            preferences=Preferences(d.w_energy, d.w_privacy, d.min_split),
         )
 
     def _recommend(self, served: ServedModel, profile: DeviceProfile, radio: str, prefs: Preferences) -> int:
@@ -128,8 +127,7 @@ class CloudCore:
         now = time.time()
         edges = [e for e in self.registry.edges() if now - e.last_seen_unix <= self.edge_timeout_s]
         if not edges:
-            raise StatusError(
-                grpc.StatusCode.UNAVAILABLE,
+            raise UnavailableError(
                 f"edge_endpoint: no edge node has registered or sent a heartbeat in the last {self.edge_timeout_s:g} s",
             )
         counts = self.registry.devices_per_edge()
@@ -137,18 +135,17 @@ class CloudCore:
 
     # --- control plane -------------------------------------------------------------------------
 
-    def register_device(self, req: pb.RegisterDeviceRequest) -> pb.Assignment:
+    def register_device(self, req: DeviceRegistration) -> Assignment:
         served = self._model(req.model_id)
         if req.radio not in known_radios():
-            raise StatusError(INVALID, f"radio: {req.radio!r} is not one of {', '.join(known_radios())}")
+            raise RequestError(f"radio: {req.radio!r} is not one of {', '.join(known_radios())}")
         profile = parse_profile(req.profile)
-        p = req.preferences
-        prefs = Preferences(p.w_energy, p.w_privacy, int(p.min_split))
+        prefs = req.preferences
         if prefs.min_split > served.manifest.n_blocks:
-            raise StatusError(INVALID, f"preferences.min_split: expected 0..{served.manifest.n_blocks}, got {prefs.min_split}")
-        self._check_split(served, req.split_device, prefs.min_split)
-        if req.encoding not in codec.ENCODING_NAMES:
-            raise StatusError(INVALID, f"encoding: expected FLOAT32, FLOAT16 or INT8_AFFINE, got {req.encoding}")
+            raise RequestError(f"preferences.min_split: expected 0..{served.manifest.n_blocks}, got {prefs.min_split}")
+        check_split(served.manifest, req.split_device, prefs.min_split)
+        if not isinstance(req.encoding, Encoding):
+            raise RequestError(f"encoding: expected FLOAT32, FLOAT16 or INT8_AFFINE, got {req.encoding}")
         record = self.registry.add_device(
             name=req.device_name or "device",
             profile=req.profile if req.profile in known_devices() else "measured:" + profile.name,
@@ -160,18 +157,17 @@ class CloudCore:
             model_version=served.manifest.version,
             split_device=req.split_device,
             split_edge=self._split_edge(served, req.split_device),
-            encoding=req.encoding,
+            encoding=req.encoding.value,
             edge_id=self._pick_edge(),
         )
         log.info("[CloudServer.RegisterDevice] %s (%s) split %d on edge %s", record.device_id, record.name, record.split_device, record.edge_id)
         return self._assignment(record, self._recommend(served, profile, req.radio, prefs))
 
-    def update_preferences(self, req: pb.UpdatePreferencesRequest) -> pb.Assignment:
+    def update_preferences(self, req: PreferencesUpdate) -> Assignment:
         d = self.authenticate(req.device_id, req.token)
         served = self._model(d.model_id)
-        p = req.preferences
-        prefs = Preferences(p.w_energy, p.w_privacy, int(p.min_split))
-        self._check_split(served, req.split_device, prefs.min_split)
+        prefs = req.preferences
+        check_split(served.manifest, req.split_device, prefs.min_split)
         d = self.registry.update_device(
             d.device_id,
             w_energy=prefs.w_energy,
@@ -184,84 +180,78 @@ class CloudCore:
         recommended = self._recommend(served, profile, d.radio, prefs) if profile else d.split_device
         return self._assignment(d, recommended)
 
-    def get_assignment(self, req: pb.GetAssignmentRequest) -> pb.Assignment:
-        d = self.authenticate(req.device_id, req.token)
+    def get_assignment(self, device_id: str, token: str) -> Assignment:
+        d = self.authenticate(device_id, token)
         return self._assignment(d, d.split_device)
 
-    def register_edge(self, req: pb.RegisterEdgeRequest) -> str:
+    def register_edge(self, req: EdgeRegistration) -> str:
         if not req.endpoint or ":" not in req.endpoint:
-            raise StatusError(INVALID, f"endpoint: expected host:port, got {req.endpoint!r}")
+            raise RequestError(f"endpoint: expected host:port, got {req.endpoint!r}")
         if not (np.isfinite(req.capacity) and req.capacity > 0):
-            raise StatusError(INVALID, f"capacity: expected a finite value > 0, got {req.capacity}")
+            raise RequestError(f"capacity: expected a finite value > 0, got {req.capacity}")
         return self.registry.add_edge(req.endpoint, req.capacity).edge_id
 
-    def heartbeat(self, req: pb.EdgeHeartbeat) -> None:
+    def heartbeat(self, req: EdgeHeartbeat) -> None:
         if not self.registry.heartbeat(req.edge_id, req.load, req.queue_depth):
-            raise StatusError(grpc.StatusCode.NOT_FOUND, f"edge_id: {req.edge_id!r} is not registered")
+            raise NotFoundError(f"edge_id: {req.edge_id!r} is not registered")
 
-    def partition_chunks(self, req: pb.FetchPartitionRequest) -> Iterator[pb.FileChunk]:
+    def partition_chunks(self, req: PartitionRequest) -> Iterator[FileChunk]:
         served = self._model(req.model_id, req.model_version)
         m = served.manifest
         if not req.start <= req.stop <= m.n_blocks:
-            raise StatusError(INVALID, f"start, stop: expected 0 <= start <= stop <= {m.n_blocks}, got [{req.start}, {req.stop})")
+            raise RequestError(f"start, stop: expected 0 <= start <= stop <= {m.n_blocks}, got [{req.start}, {req.stop})")
         step = min(req.max_chunk_bytes or CHUNK_BYTES, CHUNK_BYTES)
         paths = [m.directory / MANIFEST_FILENAME] + [m.block_path(b) for b in m.blocks[req.start : req.stop]]
         for path in paths:
             data = path.read_bytes()
             digest = sha256_bytes(data)
             for offset in range(0, max(len(data), 1), step):
-                yield pb.FileChunk(file=path.name, sha256=digest, size=len(data), offset=offset, data=data[offset : offset + step])
+                yield FileChunk(path.name, digest, len(data), offset, data[offset : offset + step])
 
-    def add_head(self, spec: pb.HeadSpec) -> int:
+    def add_head(self, spec: HeadSpec) -> int:
         served = self._model(spec.model_id)
-        head = make_head(
-            spec.name, list(spec.labels), list(spec.weight), list(spec.bias),
-            HEAD_INPUTS.get(spec.input, "unspecified"), len(served.manifest.labels),
-        )
+        head = make_head(spec.name, spec.labels, spec.weight, spec.bias, spec.input, len(served.manifest.labels))
         self.registry.put_head(spec.model_id, head.name, head.to_spec())
         served.heads[head.name] = head
         log.info("[CloudServer.AddHead] %s on %s (%d labels)", head.name, spec.model_id, len(head.labels))
         return len(served.heads)
 
-    def list_heads(self, model_id: str) -> list[pb.HeadSpec]:
+    def list_heads(self, model_id: str) -> list[HeadSpec]:
         served = self._model(model_id)
         return [
-            pb.HeadSpec(model_id=model_id, name=h.name, labels=list(h.labels), weight=h.weight.ravel().tolist(),
-                        bias=h.bias.tolist(), input=HEAD_INPUT_VALUES[h.input])
+            HeadSpec(model_id, h.name, list(h.labels), h.weight.ravel().tolist(), h.bias.tolist(), h.input)
             for h in served.heads.values()
         ]
 
     # --- data plane ----------------------------------------------------------------------------
 
-    def process(self, frame: pb.Frame) -> pb.Result:
-        """Run blocks [b_e, n) and every head; a bad frame becomes a Result carrying the error."""
-        result = pb.Result(
-            device_id=frame.device_id, frame_id=frame.frame_id, split_device=frame.split_device,
-            split_edge=frame.split_edge, device_compute_s=frame.device_compute_s,
-            edge_compute_s=frame.edge_compute_s, uplink_bytes=frame.uplink_bytes,
-            edge_to_cloud_bytes=frame.ByteSize(),
+    def process(self, frame: Frame) -> Result:
+        """Run blocks [split.edge, n) and every head; a bad frame becomes a Result carrying the error."""
+        result = Result(
+            device_id=frame.device_id, frame_id=frame.frame_id, split=frame.split,
+            device_compute_s=frame.device_compute_s, edge_compute_s=frame.edge_compute_s,
+            uplink_bytes=frame.uplink_bytes, edge_to_cloud_bytes=frame.wire_bytes,
         )
         try:
             device = self.authenticate(frame.device_id, frame.token)
             served = self._model(frame.model_id, frame.model_version)
             n = served.manifest.n_blocks
-            self._check_split(served, frame.split_device, device.min_split)
-            if not frame.split_device <= frame.split_edge <= n:
-                raise StatusError(INVALID, f"split_edge: expected {frame.split_device}..{n}, got {frame.split_edge}")
-            x = codec.decode(frame.tensor, served.manifest.activation_shape(frame.split_edge), self.max_tensor_bytes)
+            split = frame.split
+            check_split(served.manifest, split.device, device.min_split)
+            if not split.device <= split.edge <= n:
+                raise RequestError(f"split_edge: expected {split.device}..{n}, got {split.edge}")
+            x = codec.decode(frame.tensor, served.manifest.activation_shape(split.edge), self.max_tensor_bytes)
             t0 = time.perf_counter()
-            output = served.runner.run(x, frame.split_edge, n)
+            output = served.runner.run(x, split.edge, n)
             for head in list(served.heads.values()):
                 scores = head.scores(output)
                 k = int(np.argmax(scores[0]))
-                result.heads.append(pb.HeadOutput(head=head.name, label=head.labels[k], index=k, scores=scores[0].tolist()))
+                result.heads.append(HeadOutput(head.name, head.labels[k], k, scores[0].tolist()))
             result.cloud_compute_s = time.perf_counter() - t0
-            result.output.extend(output[0].astype(np.float32).tolist())
-        except Exception as e:  # noqa: BLE001 — every frame gets a result; the catalog classifies
-            code, message = to_status(e)
-            del result.heads[:]
-            result.error.code = code.value[0]
-            result.error.message = message
+            result.output = output[0].astype(np.float32).tolist()
+        except Exception as e:  # noqa: BLE001 — every frame gets a result; errors.describe classifies
+            result.heads = []
+            result.error = FrameError.from_exception(e)
         return result
 
 

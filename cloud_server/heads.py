@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecd.errors import EcdError
+from ecd.errors import RequestError
 
 BUILTIN_HEAD = "class"
 INPUTS = ("logits", "probabilities")
 
 
-class HeadError(EcdError, ValueError):
+class HeadError(RequestError):
     """A head spec that cannot be applied; the message names the field."""
 
 

@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from ecd.types import Split
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY,
@@ -28,7 +30,7 @@ CREATE TABLE IF NOT EXISTS devices (
     model_version TEXT NOT NULL,
     split_device INTEGER NOT NULL,
     split_edge INTEGER NOT NULL,
-    encoding INTEGER NOT NULL,
+    encoding TEXT NOT NULL,
     edge_id TEXT NOT NULL,
     reputation REAL NOT NULL DEFAULT 1.0,
     registered_unix REAL NOT NULL
@@ -65,9 +67,13 @@ class DeviceRecord:
     model_version: str
     split_device: int
     split_edge: int
-    encoding: int
+    encoding: str  # Encoding.value
     edge_id: str
     reputation: float = 1.0
+
+    @property
+    def split(self) -> Split:
+        return Split(self.split_device, self.split_edge)
 
 
 @dataclass(frozen=True)

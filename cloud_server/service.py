@@ -1,4 +1,5 @@
-"""The cloud server's gRPC face: a thin servicer over :class:`CloudCore`, and ``serve``."""
+"""The cloud server's gRPC face: a thin servicer over :class:`~cloud_server.core.CloudCore`, and
+``start_cloud``. Messages are converted by :mod:`ecd.transport.serde`; errors by the catalog."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import grpc
 
 from cloud_server.core import CloudCore, load_models
 from cloud_server.registry import Registry
-from ecd.config import option
-from ecd.metrics import ServiceMetrics
-from ecd.transport.rpc import MiB, RunningServer, TransportConfig, start_metrics, start_server
-from ecd.transport.catalog import status_code, to_status
+from ecd.config import MiB, option
+from ecd.metrics import ServiceMetrics, start_metrics
+from ecd.transport import serde
+from ecd.transport.catalog import to_status
+from ecd.transport.rpc import RunningServer, TransportConfig, start_server
+from ecd.types import Result
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
@@ -45,6 +48,7 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloud-infer")
 
     async def _unary(self, context: grpc.aio.ServicerContext, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``; any error aborts the call with the catalog's status and message."""
         try:
             return fn(*args)
         except Exception as e:  # noqa: BLE001 — the catalog classifies
@@ -53,12 +57,15 @@ class CloudServicer(pb_grpc.CloudServerServicer):
 
     async def Stream(self, request_iterator: AsyncIterator[pb.Frame], context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Result]:
         loop = asyncio.get_running_loop()
-        pending: asyncio.Queue[Awaitable[pb.Result] | None] = asyncio.Queue(maxsize=self.workers)
+        pending: asyncio.Queue[Awaitable[Result] | None] = asyncio.Queue(maxsize=self.workers)
+
+        def process(msg: pb.Frame) -> Result:
+            return self.core.process(serde.frame_from_pb(msg))
 
         async def read() -> None:
             try:
-                async for frame in request_iterator:
-                    await pending.put(loop.run_in_executor(self.pool, self.core.process, frame))
+                async for msg in request_iterator:
+                    await pending.put(loop.run_in_executor(self.pool, process, msg))
             finally:
                 await pending.put(None)
 
@@ -66,44 +73,46 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         try:
             while (job := await pending.get()) is not None:
                 result = await job
-                ok = not result.HasField("error")
-                self.metrics.frame(ok, None if ok else status_code(result.error.code).name)
-                if ok:
+                self.metrics.frame(result.ok, None if result.ok else result.error.status)
+                if result.ok:
                     self.metrics.stage_seconds.labels("cloud", "cloud_compute").observe(result.cloud_compute_s)
                     self.metrics.hop_bytes.labels("cloud", "edge_to_cloud").inc(result.edge_to_cloud_bytes)
-                yield result
+                yield serde.result_to_pb(result)
         finally:
             reader.cancel()
 
     async def RegisterDevice(self, request, context):
-        return await self._unary(context, self.core.register_device, request)
+        a = await self._unary(context, lambda r: self.core.register_device(serde.registration_from_pb(r)), request)
+        return serde.assignment_to_pb(a)
 
     async def UpdatePreferences(self, request, context):
-        return await self._unary(context, self.core.update_preferences, request)
+        a = await self._unary(context, lambda r: self.core.update_preferences(serde.update_from_pb(r)), request)
+        return serde.assignment_to_pb(a)
 
     async def GetAssignment(self, request, context):
-        return await self._unary(context, self.core.get_assignment, request)
+        a = await self._unary(context, self.core.get_assignment, request.device_id, request.token)
+        return serde.assignment_to_pb(a)
 
     async def RegisterEdge(self, request, context):
-        edge_id = await self._unary(context, self.core.register_edge, request)
+        edge_id = await self._unary(context, lambda r: self.core.register_edge(serde.edge_registration_from_pb(r)), request)
         return pb.RegisterEdgeResponse(edge_id=edge_id)
 
     async def Heartbeat(self, request, context):
-        await self._unary(context, self.core.heartbeat, request)
+        await self._unary(context, lambda r: self.core.heartbeat(serde.heartbeat_from_pb(r)), request)
         return pb.HeartbeatAck()
 
     async def FetchPartition(self, request, context):
-        chunks = await self._unary(context, lambda r: list(self.core.partition_chunks(r)), request)
+        chunks = await self._unary(context, lambda r: list(self.core.partition_chunks(serde.partition_request_from_pb(r))), request)
         for chunk in chunks:
-            yield chunk
+            yield serde.chunk_to_pb(chunk)
 
     async def AddHead(self, request, context):
-        heads = await self._unary(context, self.core.add_head, request)
+        heads = await self._unary(context, lambda r: self.core.add_head(serde.head_spec_from_pb(r)), request)
         return pb.AddHeadResponse(heads=heads)
 
     async def ListHeads(self, request, context):
         heads = await self._unary(context, self.core.list_heads, request.model_id)
-        return pb.ListHeadsResponse(heads=heads)
+        return pb.ListHeadsResponse(heads=[serde.head_spec_to_pb(h) for h in heads])
 
 
 @dataclass

@@ -17,6 +17,8 @@ from ecd.errors import ConfigError
 
 T = TypeVar("T")
 
+MiB = 2**20
+
 
 def option(default: Any, help: str) -> Any:  # noqa: A002 — mirrors argparse
     if isinstance(default, (list, tuple)):

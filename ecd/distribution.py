@@ -1,5 +1,5 @@
-"""Fetch a model's manifest and block files from the cloud (``CloudServer.FetchPartition``) and
-verify every file's sha256 before anything loads it."""
+"""Assemble a model's manifest and block files from the chunks the cloud sends
+(``CloudServer.FetchPartition``) and verify every file's sha256 before anything loads it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import AsyncIterable, Iterable
 
 from ecd.errors import IntegrityError
 from ecd.manifest import MANIFEST_FILENAME, Manifest
-from ecd.v1 import ecd_pb2 as pb
+from ecd.types import FileChunk, PartitionRequest
 
 
 class ChunkWriter:
@@ -20,7 +20,7 @@ class ChunkWriter:
         self.dest.mkdir(parents=True, exist_ok=True)
         self._files: dict[str, tuple[str, int, bytearray]] = {}
 
-    def add(self, chunk: pb.FileChunk) -> None:
+    def add(self, chunk: FileChunk) -> None:
         name = Path(chunk.file).name  # never a path from the wire
         if name != chunk.file or name in ("", ".", ".."):
             raise IntegrityError(f"file: refusing chunk for {chunk.file!r}")
@@ -46,22 +46,19 @@ class ChunkWriter:
 CHUNK_HEADROOM_BYTES = 4096  # the chunk message's other fields
 
 
-def request(model_id: str, version: str, start: int, stop: int, max_message_bytes: int) -> pb.FetchPartitionRequest:
-    """Ask for chunks that fit the caller's own gRPC receive limit."""
-    return pb.FetchPartitionRequest(
-        model_id=model_id, model_version=version, start=start, stop=stop,
-        max_chunk_bytes=max(max_message_bytes - CHUNK_HEADROOM_BYTES, 1024),
-    )
+def request(model_id: str, version: str, start: int, stop: int, max_message_bytes: int) -> PartitionRequest:
+    """Ask for chunks that fit the caller's own receive limit."""
+    return PartitionRequest(model_id, version, start, stop, max(max_message_bytes - CHUNK_HEADROOM_BYTES, 1024))
 
 
-def fetch(chunks: Iterable[pb.FileChunk], dest: Path) -> Manifest:
+def fetch(chunks: Iterable[FileChunk], dest: Path) -> Manifest:
     writer = ChunkWriter(dest)
     for chunk in chunks:
         writer.add(chunk)
     return writer.finish()
 
 
-async def fetch_async(chunks: AsyncIterable[pb.FileChunk], dest: Path) -> Manifest:
+async def fetch_async(chunks: AsyncIterable[FileChunk], dest: Path) -> Manifest:
     writer = ChunkWriter(dest)
     async for chunk in chunks:
         writer.add(chunk)

@@ -6,7 +6,7 @@ the client library to counters).
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client import PlatformCollector, ProcessCollector
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -37,3 +37,9 @@ class ServiceMetrics:
         self.frames.labels(self.service, "ok" if ok else "error").inc()
         if not ok:
             self.errors.labels(self.service, code_name or "UNKNOWN").inc()
+
+
+def start_metrics(registry: CollectorRegistry, host: str, port: int) -> int:
+    """Serve ``registry`` for Prometheus on ``host:port`` (0 = any free port); returns the port."""
+    httpd, _ = start_http_server(port, addr=host, registry=registry)
+    return int(httpd.server_port)

@@ -12,13 +12,13 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ecd.errors import ConfigError, EcdError
+from ecd.errors import ConfigError, EcdError, RequestError
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profile_data"
 RADIOS_FILE = PROFILE_DIR / "radios.toml"
 
 
-class UnknownProfileError(EcdError, ValueError):
+class UnknownProfileError(RequestError):
     """A device profile or radio that is neither shipped nor a readable file."""
 
 

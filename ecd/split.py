@@ -1,7 +1,7 @@
 """The ECD split decision: argmin_b U(b) = w_energy·Ê(b) + w_privacy·P_priv(b).
 
 Paper 000 (ECD), §IV, eq. (1): U = λ1·(P(S_comm) + P(S_comp)) + λ2·P(S_priv), the smallest U
-recommended to the user, who sets λ1 (our ``w_energy``) and λ2 (our ``w_privacy``). DESIGN.md §3
+recommended to the user, who sets λ1 (our ``w_energy``) and λ2 (our ``w_privacy``). docs/architecture.md
 fixes the terms:
 
 * ``E_comp(b) = Σ_{i<b} e_i``, ``e_i`` = the block's measured latency × the device's active power,
@@ -21,7 +21,7 @@ Choices the paper leaves open (ours):
   run every block). Ties in U go to less device energy, then to the deeper split.
 * The paper's §V.B prose swaps the roles of λ1 and λ2 relative to eq. (1) ("when λ2 is set with a
   large weight value, the ECD model shows an obvious orientation on the cost saving"); we follow
-  eq. (1) and DESIGN.md: ``w_energy`` weighs energy.
+  eq. (1): ``w_energy`` weighs energy.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ecd.errors import EcdError
+from ecd.errors import EcdError, PreconditionError, RequestError
 from ecd.manifest import Manifest
 from ecd.profiles import DeviceProfile, RadioProfile
 
@@ -40,12 +40,14 @@ ENCODING_BYTES = {"float32": 4, "float16": 2, "int8": 1}
 INT8_PARAMS_BYTES = 8  # scale (float32) + zero point (int32)
 
 
-class PreferenceError(EcdError, ValueError):
+class PreferenceError(RequestError):
     """Weights or a split floor the decision cannot use; the message names the field."""
 
 
 class PrivacyNotMeasuredError(EcdError, ValueError):
     """A manifest without a measured privacy curve: the decision refuses to invent one."""
+
+    status = "FAILED_PRECONDITION"
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,19 @@ class Preferences:
         object.__setattr__(self, "w_privacy", float(self.w_privacy) / total)
         if isinstance(self.min_split, bool) or not isinstance(self.min_split, (int, np.integer)) or self.min_split < 0:
             raise PreferenceError(f"min_split: expected an integer >= 0, got {self.min_split!r}")
+
+
+def check_split(manifest: Manifest, split_device: int, min_split: int) -> None:
+    """Refuse a ``split.device`` outside the model or below the device's floor.
+
+    Every tier runs this same check on every frame (the device before sending, the edge and the
+    cloud on receipt): a frame from below the floor is never processed.
+    """
+    n = manifest.n_blocks
+    if not 0 <= split_device <= n:
+        raise RequestError(f"split_device: expected 0..{n} for {manifest.model_id}, got {split_device}")
+    if split_device < min_split:
+        raise PreconditionError(f"split_device: {split_device} is below the device's floor (min_split {min_split})")
 
 
 def privacy_curve(manifest: Manifest) -> np.ndarray:

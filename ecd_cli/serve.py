@@ -56,27 +56,10 @@ def cmd_edge_node(args: argparse.Namespace) -> int:
 
 
 def cmd_device_agent(args: argparse.Namespace) -> int:
-    import grpc
-
-    from device_agent.agent import AgentConfig, DeviceAgent
-    from device_agent.sources import open_source
+    from device_agent.service import AgentConfig, run_agent
 
     cfg = resolve(AgentConfig, args, "ECD_AGENT_")
-    agent = DeviceAgent(cfg)
-    try:
-        agent.connect()
-        if cfg.metrics_port >= 0:
-            from ecd.transport.rpc import start_metrics
-
-            start_metrics(agent.metrics.registry, "127.0.0.1", cfg.metrics_port)
-        samples = open_source(cfg.source, cfg.model, agent.manifest.input, cfg.frames)
-        report = agent.report(agent.run(samples))
-    except grpc.RpcError as e:
-        raise ConfigError(f"{e.code().name}: {e.details()}") from None
-    except grpc.FutureTimeoutError:
-        raise ConfigError(f"--cloud: no cloud server answers at {cfg.cloud}") from None
-    finally:
-        agent.close()
+    report = run_agent(cfg)
     d = report.to_dict()
     if cfg.report:
         Path(cfg.report).write_text(json.dumps(d, indent=2))
@@ -86,7 +69,7 @@ def cmd_device_agent(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from cloud_server.service import CloudConfig
-    from device_agent.agent import AgentConfig
+    from device_agent.service import AgentConfig
     from edge_node.service import EdgeConfig
 
     p = sub.add_parser("cloud-server", help="run the cloud server (env: ECD_CLOUD_<OPTION>)")

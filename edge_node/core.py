@@ -1,11 +1,13 @@
-"""The edge node: runs blocks [b_d, b_e) for many device streams and relays to the cloud.
+"""The edge node's core: runs blocks [split.device, split.edge) for many device streams and relays
+to the cloud. Transport-free: it sees :mod:`ecd.types` records and reaches the cloud through a
+:class:`CloudClient` that the gRPC face (``edge_node.service``) implements.
 
 * Each device stream is read by its own task; a frame is validated (token, model version, split and
   floor, tensor encoding/shape/bytes) *before* its payload is touched, run through the edge's
   blocks, and queued for the cloud. A refused frame gets an error Result at once; the stream and the
   other devices go on.
 * One long-lived stream carries every device's frames to the cloud. The queue to it is bounded:
-  when the cloud is slow, ``put`` waits, the device stream stops being read, and gRPC flow control
+  when the cloud is slow, ``put`` waits, the device stream stops being read, and flow control
   slows the senders. Nothing is dropped.
 * Results are routed back by (device id, frame id); a frame in flight is answered once (a resent
   duplicate is ignored), and after a broken cloud stream every unanswered frame is sent again.
@@ -14,34 +16,36 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import AsyncIterable, AsyncIterator, Protocol
 
-import grpc
 import numpy as np
 
 from ecd import codec, distribution
 from ecd.manifest import Manifest
-from ecd.partition import BlockRunner
-from ecd.transport.catalog import StatusError, status_code, to_status
-from ecd.v1 import ecd_pb2 as pb
 from ecd.metrics import ServiceMetrics
-from ecd.v1 import ecd_pb2_grpc as pb_grpc
+from ecd.partition import BlockRunner
+from ecd.split import check_split
+from ecd.errors import PreconditionError
+from ecd.types import Assignment, FileChunk, Frame, FrameError, PartitionRequest, Result, Split
 
 log = logging.getLogger("ecd.edge")
 
-INVALID = grpc.StatusCode.INVALID_ARGUMENT
-PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION
 _END = object()
 
 
-def error_result(frame: pb.Frame, code: grpc.StatusCode, message: str) -> pb.Result:
-    r = pb.Result(device_id=frame.device_id, frame_id=frame.frame_id, split_device=frame.split_device)
-    r.error.code = code.value[0]
-    r.error.message = message
-    return r
+class CloudClient(Protocol):
+    """What the edge asks of the cloud. Errors are :mod:`ecd.errors` exceptions (an unknown token
+    :class:`~ecd.errors.AuthenticationError`, a cloud out of reach
+    :class:`~ecd.errors.UnavailableError`)."""
+
+    async def get_assignment(self, device_id: str, token: str) -> Assignment: ...
+
+    def fetch_partition(self, request: PartitionRequest) -> AsyncIterable[FileChunk]: ...
 
 
 @dataclass
@@ -63,19 +67,21 @@ class DeviceSession:
 
 @dataclass
 class CloudLink:
-    """The one stream to the cloud, with at-least-once delivery and exactly-once routing."""
+    """The frames bound for the cloud, with at-least-once delivery and exactly-once routing.
 
-    stub: pb_grpc.CloudServerStub
+    The transport drains :attr:`queue` onto the cloud stream, hands every answer to :meth:`route`,
+    and after a broken stream calls :meth:`requeue` to send every unanswered frame again.
+    """
+
     max_queue: int
     metrics: ServiceMetrics
     queue: asyncio.Queue = field(init=False)
     pending: dict = field(default_factory=dict)  # (device_id, frame_id) -> (session, frame)
-    reconnect_backoff_s: float = 0.2
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.max_queue)
 
-    async def submit(self, frame: pb.Frame, session: DeviceSession) -> bool:
+    async def submit(self, frame: Frame, session: DeviceSession) -> bool:
         """Queue ``frame`` for the cloud (waits while the queue is full). False for a duplicate."""
         key = (frame.device_id, frame.frame_id)
         if key in self.pending:
@@ -86,45 +92,34 @@ class CloudLink:
         self.metrics.queue_depth.labels("edge").set(self.queue.qsize())
         return True
 
-    async def run(self) -> None:
-        while True:
-            call = self.stub.Stream()
-            writer = asyncio.create_task(self._write(call))
-            try:
-                async for result in call:
-                    self._route(result)
-            except grpc.aio.AioRpcError as e:
-                log.warning("[EdgeNode.CloudLink] cloud stream broke (%s); resending %d frames", e.code().name, len(self.pending))
-            finally:
-                writer.cancel()
-            await asyncio.sleep(self.reconnect_backoff_s)
-            self.reconnect_backoff_s = min(self.reconnect_backoff_s * 2, 5.0)
-            while not self.queue.empty():
-                self.queue.get_nowait()
-            for _, frame in list(self.pending.values()):
-                await self.queue.put(frame)
+    async def next_frame(self) -> Frame:
+        frame = await self.queue.get()
+        self.metrics.queue_depth.labels("edge").set(self.queue.qsize())
+        return frame
 
-    async def _write(self, call) -> None:
-        while True:
-            frame = await self.queue.get()
-            self.metrics.queue_depth.labels("edge").set(self.queue.qsize())
-            await call.write(frame)
-            self.metrics.hop_bytes.labels("edge", "edge_to_cloud").inc(frame.ByteSize())
-
-    def _route(self, result: pb.Result) -> None:
+    def route(self, result: Result) -> bool:
+        """Hand the cloud's answer to its device stream; False for a duplicate answer."""
         entry = self.pending.pop((result.device_id, result.frame_id), None)
         if entry is None:
-            return  # a duplicate answer to a resent frame
-        self.reconnect_backoff_s = 0.2
+            return False  # a duplicate answer to a resent frame
         session, _ = entry
         session.out.put_nowait(result)
         session.answered()
+        return True
+
+    async def requeue(self) -> int:
+        """After a broken cloud stream: empty the queue and queue every unanswered frame again."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        for _, frame in list(self.pending.values()):
+            await self.queue.put(frame)
+        return len(self.pending)
 
 
 class EdgeCore:
     def __init__(
         self,
-        cloud: pb_grpc.CloudServerStub,
+        cloud: CloudClient,
         model_dir: Path,
         max_queue: int,
         max_tensor_bytes: int,
@@ -136,22 +131,17 @@ class EdgeCore:
         self.max_tensor_bytes = max_tensor_bytes
         self.max_message_bytes = max_message_bytes
         self.metrics = metrics
-        self.link = CloudLink(cloud, max_queue, metrics)
+        self.link = CloudLink(max_queue, metrics)
         self._models: dict[tuple[str, str], tuple[Manifest, BlockRunner]] = {}
-        self._assignments: dict[str, tuple[str, pb.Assignment]] = {}
+        self._assignments: dict[str, tuple[str, Assignment]] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.frames_seen = 0
 
-    async def assignment(self, device_id: str, token: str, split_device: int) -> pb.Assignment:
+    async def assignment(self, device_id: str, token: str, split_device: int) -> Assignment:
         cached = self._assignments.get(device_id)
-        if cached and cached[0] == token and cached[1].split_device == split_device:
+        if cached and cached[0] == token and cached[1].split.device == split_device:
             return cached[1]
-        try:
-            a = await self.cloud.GetAssignment(pb.GetAssignmentRequest(device_id=device_id, token=token))
-        except grpc.aio.AioRpcError as e:
-            if e.code() == grpc.StatusCode.UNAUTHENTICATED:
-                raise StatusError(grpc.StatusCode.UNAUTHENTICATED, e.details()) from None
-            raise StatusError(grpc.StatusCode.UNAVAILABLE, f"cloud: cannot check the device's assignment ({e.code().name})") from None
+        a = await self.cloud.get_assignment(device_id, token)
         self._assignments[device_id] = (token, a)
         return a
 
@@ -162,50 +152,39 @@ class EdgeCore:
         async with self._locks.setdefault(key, asyncio.Lock()):
             if key not in self._models:
                 dest = self.model_dir / model_id / version
-                try:
-                    head = await distribution.fetch_async(
-                        self.cloud.FetchPartition(distribution.request(model_id, version, 0, 0, self.max_message_bytes)), dest
-                    )
-                    chunks = self.cloud.FetchPartition(distribution.request(model_id, version, 0, head.n_blocks, self.max_message_bytes))
-                    manifest = await distribution.fetch_async(chunks, dest)
-                except grpc.aio.AioRpcError as e:
-                    raise StatusError(
-                        grpc.StatusCode.UNAVAILABLE, f"model: cannot fetch {model_id}@{version} from the cloud ({e.code().name}: {e.details()})"
-                    ) from None
+                head = await distribution.fetch_async(
+                    self.cloud.fetch_partition(distribution.request(model_id, version, 0, 0, self.max_message_bytes)), dest
+                )
+                manifest = await distribution.fetch_async(
+                    self.cloud.fetch_partition(distribution.request(model_id, version, 0, head.n_blocks, self.max_message_bytes)), dest
+                )
                 self._models[key] = (manifest, BlockRunner(manifest))
                 log.info("[EdgeNode] fetched %s@%s (%d blocks)", model_id, version, manifest.n_blocks)
         return self._models[key]
 
-    async def prepare(self, frame: pb.Frame) -> pb.Frame:
+    async def prepare(self, frame: Frame) -> Frame:
         """Validate a device's frame, run the edge's blocks, and return the frame for the cloud."""
-        a = await self.assignment(frame.device_id, frame.token, frame.split_device)
+        a = await self.assignment(frame.device_id, frame.token, frame.split.device)
         if frame.model_id != a.model_id:
-            raise StatusError(PRECONDITION, f"model_id: device {frame.device_id} is registered for {a.model_id!r}, got {frame.model_id!r}")
+            raise PreconditionError(f"model_id: device {frame.device_id} is registered for {a.model_id!r}, got {frame.model_id!r}")
         if frame.model_version != a.model_version:
-            raise StatusError(PRECONDITION, f"model_version: expected {a.model_version!r} for {a.model_id}, got {frame.model_version!r}")
+            raise PreconditionError(f"model_version: expected {a.model_version!r} for {a.model_id}, got {frame.model_version!r}")
         manifest, runner = await self.model(a.model_id, a.model_version)
-        n = manifest.n_blocks
-        b_d = frame.split_device
-        if not 0 <= b_d <= n:
-            raise StatusError(INVALID, f"split_device: expected 0..{n} for {manifest.model_id}, got {b_d}")
-        if b_d < a.preferences.min_split:
-            raise StatusError(PRECONDITION, f"split_device: {b_d} is below the device's floor (min_split {a.preferences.min_split})")
-        x = codec.decode(frame.tensor, manifest.activation_shape(b_d), self.max_tensor_bytes)
-        b_e = max(a.split_edge, b_d)
-        forwarded = pb.Frame()
-        forwarded.CopyFrom(frame)
-        forwarded.split_edge = b_e
-        forwarded.uplink_bytes = frame.ByteSize()
-        if b_e > b_d:
+        device_split = frame.split.device
+        check_split(manifest, device_split, a.preferences.min_split)
+        x = codec.decode(frame.tensor, manifest.activation_shape(device_split), self.max_tensor_bytes)
+        split = Split(device_split, max(a.split.edge, device_split))
+        forwarded = dataclasses.replace(frame, split=split, uplink_bytes=frame.wire_bytes)
+        if split.edge > split.device:
             loop = asyncio.get_running_loop()
             t0 = time.perf_counter()
-            y = await loop.run_in_executor(None, runner.run, x, b_d, b_e)
+            y = await loop.run_in_executor(None, runner.run, x, split.device, split.edge)
             forwarded.edge_compute_s = time.perf_counter() - t0
-            forwarded.tensor.CopyFrom(codec.encode(np.asarray(y), frame.tensor.encoding))
+            forwarded.tensor = codec.encode(np.asarray(y), frame.tensor.encoding)
             self.metrics.stage_seconds.labels("edge", "edge_compute").observe(forwarded.edge_compute_s)
         return forwarded
 
-    async def serve_device(self, frames, context=None):
+    async def serve_device(self, frames: AsyncIterable[Frame]) -> AsyncIterator[Result]:
         """The device stream: yields one Result per frame received, errors included."""
         session = DeviceSession(asyncio.Queue())
 
@@ -213,12 +192,11 @@ class EdgeCore:
             try:
                 async for frame in frames:
                     self.frames_seen += 1
-                    self.metrics.hop_bytes.labels("edge", "device_to_edge").inc(frame.ByteSize())
+                    self.metrics.hop_bytes.labels("edge", "device_to_edge").inc(frame.wire_bytes)
                     try:
                         forwarded = await self.prepare(frame)
                     except Exception as e:  # noqa: BLE001 — every frame gets a result
-                        code, message = to_status(e)
-                        session.out.put_nowait(error_result(frame, code, message))
+                        session.out.put_nowait(Result.refused(frame, FrameError.from_exception(e)))
                         continue
                     await self.link.submit(forwarded, session)
             finally:
@@ -228,8 +206,7 @@ class EdgeCore:
         reader = asyncio.create_task(read())
         try:
             while (item := await session.out.get()) is not _END:
-                ok = not item.HasField("error")
-                self.metrics.frame(ok, None if ok else status_code(item.error.code).name)
+                self.metrics.frame(item.ok, None if item.ok else item.error.status)
                 yield item
         finally:
             reader.cancel()

@@ -1,4 +1,9 @@
-"""The edge node's gRPC face and its life cycle: register with the cloud, heartbeat, serve devices."""
+"""The edge node's gRPC face and its life cycle: register with the cloud, heartbeat, serve devices,
+and carry the core's frames to the cloud on one stream.
+
+Thin: every message is converted by :mod:`ecd.transport.serde` and handed to
+:class:`~edge_node.core.EdgeCore`, which knows nothing of gRPC.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,15 @@ from pathlib import Path
 
 import grpc
 
-from ecd.config import option
-from ecd.metrics import ServiceMetrics
-from ecd.transport.rpc import MiB, RunningServer, TransportConfig, grpc_options, start_metrics, start_server
+from ecd.config import MiB, option
+from ecd.errors import AuthenticationError, UnavailableError
+from ecd.metrics import ServiceMetrics, start_metrics
+from ecd.transport import serde
+from ecd.transport.rpc import RunningServer, TransportConfig, grpc_options, start_server
+from ecd.types import Assignment, PartitionRequest
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
-from edge_node.core import EdgeCore
+from edge_node.core import CloudLink, EdgeCore
 
 log = logging.getLogger("ecd.edge")
 
@@ -38,13 +46,69 @@ class EdgeConfig:
     grace_s: float = option(5.0, "seconds in-flight calls get on SIGTERM")
 
 
+class GrpcCloudClient:
+    """The edge's :class:`~edge_node.core.CloudClient` over gRPC; refusals become runtime errors."""
+
+    def __init__(self, stub: pb_grpc.CloudServerStub):
+        self.stub = stub
+
+    async def get_assignment(self, device_id: str, token: str) -> Assignment:
+        try:
+            reply = await self.stub.GetAssignment(pb.GetAssignmentRequest(device_id=device_id, token=token))
+        except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise AuthenticationError(e.details()) from None
+            raise UnavailableError(f"cloud: cannot check the device's assignment ({e.code().name})") from None
+        return serde.assignment_from_pb(reply)
+
+    async def fetch_partition(self, request: PartitionRequest):
+        try:
+            async for chunk in self.stub.FetchPartition(serde.partition_request_to_pb(request)):
+                yield serde.chunk_from_pb(chunk)
+        except grpc.aio.AioRpcError as e:
+            raise UnavailableError(
+                f"model: cannot fetch {request.model_id}@{request.model_version} from the cloud ({e.code().name}: {e.details()})"
+            ) from None
+
+
 class EdgeServicer(pb_grpc.EdgeNodeServicer):
     def __init__(self, core: EdgeCore):
         self.core = core
 
     async def Stream(self, request_iterator, context):
-        async for result in self.core.serve_device(request_iterator, context):
-            yield result
+        async def frames():
+            async for msg in request_iterator:
+                yield serde.frame_from_pb(msg)
+
+        async for result in self.core.serve_device(frames()):
+            yield serde.result_to_pb(result)
+
+
+async def run_cloud_link(link: CloudLink, stub: pb_grpc.CloudServerStub, metrics: ServiceMetrics) -> None:
+    """Carry the link's frames to the cloud on one stream; on a break, reconnect with backoff and
+    send every unanswered frame again."""
+    backoff_s = 0.2
+    while True:
+        call = stub.Stream()
+
+        async def write() -> None:
+            while True:
+                msg = serde.frame_to_pb(await link.next_frame())
+                await call.write(msg)
+                metrics.hop_bytes.labels("edge", "edge_to_cloud").inc(msg.ByteSize())
+
+        writer = asyncio.create_task(write())
+        try:
+            async for msg in call:
+                if link.route(serde.result_from_pb(msg)):
+                    backoff_s = 0.2
+        except grpc.aio.AioRpcError as e:
+            log.warning("[EdgeNode.CloudLink] cloud stream broke (%s); resending %d frames", e.code().name, len(link.pending))
+        finally:
+            writer.cancel()
+        await asyncio.sleep(backoff_s)
+        backoff_s = min(backoff_s * 2, 5.0)
+        await link.requeue()
 
 
 @dataclass
@@ -94,7 +158,7 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     tmp = None if cfg.model_dir else tempfile.TemporaryDirectory(prefix="ecd-edge-")
     model_dir = Path(cfg.model_dir or tmp.name)
     metrics = ServiceMetrics("edge")
-    core = EdgeCore(stub, model_dir, cfg.max_queue, cfg.max_tensor_bytes, metrics, cfg.max_message_bytes)
+    core = EdgeCore(GrpcCloudClient(stub), model_dir, cfg.max_queue, cfg.max_tensor_bytes, metrics, cfg.max_message_bytes)
     server = await start_server(
         lambda s: pb_grpc.add_EdgeNodeServicer_to_server(EdgeServicer(core), s),
         [pb.DESCRIPTOR.services_by_name["EdgeNode"].full_name],
@@ -109,7 +173,7 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     reply = await stub.RegisterEdge(pb.RegisterEdgeRequest(endpoint=endpoint, capacity=cfg.capacity))
     metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port) if cfg.metrics_port >= 0 else -1
     running = RunningEdge(server, core, reply.edge_id, endpoint, metrics, metrics_port, channel, tmpdir=tmp)
-    running.tasks.append(asyncio.create_task(core.link.run()))
+    running.tasks.append(asyncio.create_task(run_cloud_link(core.link, stub, metrics)))
     running.tasks.append(asyncio.create_task(_heartbeat(stub, reply.edge_id, core, cfg.heartbeat_s)))
     log.info("[EdgeNode] %s serving on %s (pid %d), cloud %s", reply.edge_id, endpoint, os.getpid(), cfg.cloud)
     return running

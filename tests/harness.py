@@ -10,6 +10,7 @@ import numpy as np
 
 from cloud_server.service import CloudConfig, RunningCloud, start_cloud
 from ecd import codec
+from ecd.transport import serde
 from ecd.manifest import Manifest
 from ecd.partition import Partition
 from ecd.transport.rpc import LoopThread, wait_healthy
@@ -72,5 +73,6 @@ def frame_for(a: pb.Assignment, m: Manifest, x: np.ndarray, frame_id: int, encod
     activation = Partition(m, 0, a.split_device).run(x)
     return pb.Frame(
         device_id=a.device_id, frame_id=frame_id, token=a.token, model_id=a.model_id,
-        model_version=a.model_version, split_device=a.split_device, tensor=codec.encode(activation, encoding),
+        model_version=a.model_version, split_device=a.split_device,
+        tensor=serde.tensor_to_pb(codec.encode(activation, serde.ENCODING_FROM_PB[encoding])),
     )

@@ -1,7 +1,7 @@
 """gRPC plumbing shared by the three services: options, the server factory, health, reflection,
-the metrics endpoint, and waiting for a peer to be healthy.
+and waiting for a peer to be healthy.
 
-Every channel and server option is set here, in one place (STYLE.md §6).
+Every channel and server option is set here, in one place.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from typing import Callable, Sequence
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import CollectorRegistry, start_http_server
+
+from ecd.config import MiB
 
 log = logging.getLogger("ecd.transport.rpc")
-
-MiB = 2**20
 
 
 @dataclass(frozen=True)
@@ -75,12 +74,6 @@ async def start_server(
     for name in ("", *service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return RunningServer(server, bound, health_servicer)
-
-
-def start_metrics(registry: CollectorRegistry, host: str, port: int) -> int:
-    """Serve ``registry`` for Prometheus on ``host:port`` (0 = any free port); returns the port."""
-    httpd, _ = start_http_server(port, addr=host, registry=registry)
-    return int(httpd.server_port)
 
 
 def wait_healthy(target: str, timeout_s: float = 30.0, service: str = "") -> None:

@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from cloud_server.heads import parity_head_weights
-from device_agent.agent import AgentConfig, DeviceAgent
+from device_agent.service import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.v1 import ecd_pb2 as pb
 from harness import Tiers, start_tiers, stop_tiers

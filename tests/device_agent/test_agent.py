@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_agent.agent import AgentConfig, DeviceAgent
+from device_agent.service import AgentConfig, DeviceAgent
 from device_agent.sources import folder, heldout, open_source, synthetic
 from ecd import zoo
 from ecd.errors import ConfigError, EcdError
@@ -31,7 +31,7 @@ def test_agent_chooses_the_utilitys_split_and_reports(tiers: Tiers, tmp_path: Pa
     agent, outcomes = run_agent(tiers, tmp_path, privacy_weight=w_privacy, encoding=encoding)
     m = zoo.load_manifest("digits_cnn")
     expected = decide_split(m, load_device("pi4"), load_radio("wifi"), Preferences(1 - w_privacy, w_privacy)).recommended
-    assert agent.assignment.split_device == expected
+    assert agent.assignment.split.device == expected
     assert [o.frame_id for o in outcomes] == list(range(1, 41))
     report = agent.report(outcomes)
     assert report.errors == 0 and report.frames == 40
@@ -42,16 +42,16 @@ def test_agent_chooses_the_utilitys_split_and_reports(tiers: Tiers, tmp_path: Pa
 
 def test_agent_never_sends_below_its_floor(tiers: Tiers, tmp_path: Path) -> None:
     agent, outcomes = run_agent(tiers, tmp_path, frames=10, privacy_weight=0.0, min_split=4)
-    assert agent.assignment.split_device >= 4
-    assert all(o.result.split_device >= 4 for o in outcomes)
+    assert agent.assignment.split.device >= 4
+    assert all(o.result.split.device >= 4 for o in outcomes)
     with pytest.raises(EcdError, match="split"):
         DeviceAgent(AgentConfig(cloud=tiers.cloud_target, min_split=4, split=2, model_dir=str(tmp_path / "b"))).connect()
 
 
 def test_pinned_split_and_synthetic_source(tiers: Tiers, tmp_path: Path) -> None:
     agent, outcomes = run_agent(tiers, tmp_path, frames=12, split=2, source="synthetic")
-    assert agent.assignment.split_device == 2
-    assert all(o.label is None and not o.result.HasField("error") for o in outcomes)
+    assert agent.assignment.split.device == 2
+    assert all(o.label is None and o.result.ok for o in outcomes)
     assert agent.report(outcomes).accuracy is None
 
 

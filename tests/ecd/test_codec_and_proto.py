@@ -6,42 +6,43 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
 
 from ecd import codec
 from ecd.config import add_arguments, option, resolve
-from ecd.errors import ConfigError
-from ecd.transport.catalog import StatusError
-from ecd.v1 import ecd_pb2 as pb
+from ecd.errors import ConfigError, LimitError, RequestError
+from ecd.types import Encoding, Tensor
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("encoding,tol", [(pb.FLOAT32, 0.0), (pb.FLOAT16, 1e-3), (pb.INT8_AFFINE, 0.5 / 255 * 1.01)])
-def test_round_trip(encoding: int, tol: float) -> None:
+@pytest.mark.parametrize("encoding,tol", [(Encoding.FLOAT32, 0.0), (Encoding.FLOAT16, 1e-3), (Encoding.INT8, 0.5 / 255 * 1.01)])
+def test_round_trip(encoding: Encoding, tol: float) -> None:
     x = np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32)
     t = codec.encode(x, encoding)
     y = codec.decode(t, (3, 4, 5), max_bytes=10**6)
-    span = float(x.max() - x.min()) if encoding == pb.INT8_AFFINE else float(np.abs(x).max())
+    span = float(x.max() - x.min()) if encoding is Encoding.INT8 else float(np.abs(x).max())
     assert y.dtype == np.float32 and y.shape == x.shape
     assert np.max(np.abs(y - x)) <= tol * span + 1e-7
-    assert len(t.data) == x.size * {pb.FLOAT32: 4, pb.FLOAT16: 2, pb.INT8_AFFINE: 1}[encoding]
+    assert len(t.data) == x.size * {Encoding.FLOAT32: 4, Encoding.FLOAT16: 2, Encoding.INT8: 1}[encoding]
 
 
 def test_decode_checks_before_allocating() -> None:
-    t = pb.Tensor(encoding=pb.FLOAT32, shape=[10**9, 3, 4, 5], data=b"")
-    with pytest.raises(StatusError) as e:
+    t = Tensor(Encoding.FLOAT32, (10**9, 3, 4, 5), b"")
+    with pytest.raises(LimitError, match="max_tensor_bytes") as e:
         codec.decode(t, (3, 4, 5), max_bytes=10**6)
-    assert e.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert e.value.status == "RESOURCE_EXHAUSTED"
     nan = codec.encode(np.full((1, 2), np.nan, np.float32))
-    with pytest.raises(StatusError, match="NaN"):
+    with pytest.raises(RequestError, match="NaN"):
         codec.decode(nan, (2,), max_bytes=100)
-    bad_scale = codec.encode(np.ones((1, 2), np.float32), pb.INT8_AFFINE)
+    bad_scale = codec.encode(np.ones((1, 2), np.float32), Encoding.INT8)
     bad_scale.scale = 0.0
-    with pytest.raises(StatusError, match="scale"):
+    with pytest.raises(RequestError, match="scale"):
         codec.decode(bad_scale, (2,), max_bytes=100)
+    unknown = Tensor(0, (1, 2), b"\0" * 8)  # type: ignore[arg-type] — an encoding number the wire may carry
+    with pytest.raises(RequestError, match="tensor.encoding"):
+        codec.decode(unknown, (2,), max_bytes=100)
 
 
 def test_committed_stubs_match_the_proto(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The ECD split decision (DESIGN.md §3) on the bundled model and its measured privacy curve."""
+"""The ECD split decision (docs/architecture.md, "The split decision") on the bundled model and its measured privacy curve."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The runtime must import and run partitions where torch cannot be imported (a Raspberry Pi)."""
+"""The runtime must import and run where torch and scipy cannot be imported (a Raspberry Pi).
+
+(``make install-check`` proves the same on a real ``pip install .``; these run inside the test
+suite with an import blocker, so a stray import fails fast.)"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ BLOCK_TORCH = textwrap.dedent(
 
     class NoTorch(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
-            if name.split(".")[0] in ("torch", "torchvision", "onnx"):
+            if name.split(".")[0] in ("torch", "torchvision", "onnx", "scipy", "matplotlib"):
                 raise ImportError(f"{name} is blocked: this process stands in for a torch-free device")
 
     sys.meta_path.insert(0, NoTorch())
@@ -49,7 +52,7 @@ def test_partition_runs_where_torch_import_fails() -> None:
         activation = Partition(m, 0, 3).run(x)
         logits = Partition(m, 3, m.n_blocks).run(activation)
         assert (logits.argmax(1) == held.torch_logits[:16].argmax(1)).all()
-        assert not any(k.split(".")[0] in ("torch", "onnx") for k in sys.modules), "torch got imported"
+        assert not any(k.split(".")[0] in ("torch", "onnx", "scipy") for k in sys.modules), "torch got imported"
         print("RAN", logits.shape)
         """
     )
@@ -73,3 +76,32 @@ def test_cli_check_runs_without_torch_and_build_says_what_is_missing() -> None:
     assert "BUILD_RC 2" in proc.stdout
     assert "ecd-runtime[models]" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_device_agent_and_edge_node_run_without_torch_or_scipy(tmp_path) -> None:
+    proc = run_without_torch(
+        f"""
+        from dataclasses import replace
+        from cloud_server.service import CloudConfig, start_cloud
+        from device_agent.service import AgentConfig, run_agent
+        from ecd.transport.rpc import LoopThread, wait_healthy
+        from edge_node.service import EdgeConfig, start_edge
+
+        loop = LoopThread()
+        cloud = loop.run(start_cloud(replace(CloudConfig(), db="{tmp_path}/cloud.sqlite3", metrics_port=-1)))
+        edge = loop.run(start_edge(replace(EdgeConfig(), cloud=f"127.0.0.1:{{cloud.port}}", metrics_port=-1,
+                                           model_dir="{tmp_path}/edge")))
+        try:
+            wait_healthy(f"127.0.0.1:{{edge.port}}")
+            report = run_agent(AgentConfig(cloud=f"127.0.0.1:{{cloud.port}}", frames=20, split=3,
+                                           model_dir="{tmp_path}/agent"))
+        finally:
+            loop.run(edge.stop(0))
+            loop.run(cloud.stop(0))
+            loop.close()
+        heavy = sorted(k for k in sys.modules if k.split(".")[0] in ("torch", "onnx", "scipy", "matplotlib"))
+        print("REPORT", report.frames, report.errors, report.split_device, heavy)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "REPORT 20 0 3 []" in proc.stdout, proc.stdout + proc.stderr

@@ -10,7 +10,7 @@ from cloud_server.service import CloudConfig
 from ecd import zoo
 from ecd.manifest import load_heldout
 from ecd.metrics import ServiceMetrics
-from ecd.v1 import ecd_pb2 as pb
+from ecd.types import Encoding, Frame, Result, Split, Tensor
 from edge_node.core import CloudLink, DeviceSession
 from edge_node.service import EdgeConfig
 from harness import frame_for, start_tiers, stop_tiers
@@ -21,7 +21,7 @@ def test_slow_cloud_loses_no_frames(tmp_path: Path) -> None:
     try:
         process = t.cloud.core.process
 
-        def slow(frame: pb.Frame) -> pb.Result:
+        def slow(frame: Frame) -> Result:
             time.sleep(0.02)
             return process(frame)
 
@@ -39,14 +39,14 @@ def test_slow_cloud_loses_no_frames(tmp_path: Path) -> None:
 
 def test_duplicate_answers_are_routed_once() -> None:
     async def scenario() -> list:
-        link = CloudLink(stub=None, max_queue=4, metrics=ServiceMetrics("edge"))  # type: ignore[arg-type]
+        link = CloudLink(max_queue=4, metrics=ServiceMetrics("edge"))
         session = DeviceSession(asyncio.Queue())
-        frame = pb.Frame(device_id="d", frame_id=7)
+        frame = Frame("d", 7, "token", "digits_cnn", "v", Split(1, 5), Tensor(Encoding.FLOAT32, (1,), b"\0" * 4))
         assert await link.submit(frame, session)
         assert not await link.submit(frame, session)  # a resent copy while in flight
-        answer = pb.Result(device_id="d", frame_id=7)
-        link._route(answer)
-        link._route(answer)  # the cloud answered the resent copy too
+        answer = Result(device_id="d", frame_id=7, split=Split(1, 5))
+        assert link.route(answer)
+        assert not link.route(answer)  # the cloud answered the resent copy too
         session.reading_done = True
         session.maybe_finish()
         out = []
@@ -55,4 +55,4 @@ def test_duplicate_answers_are_routed_once() -> None:
         return out
 
     out = asyncio.run(scenario())
-    assert len([o for o in out if isinstance(o, pb.Result)]) == 1
+    assert len([o for o in out if isinstance(o, Result)]) == 1

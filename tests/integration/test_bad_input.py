@@ -51,10 +51,11 @@ def split_out_of_range(f: pb.Frame) -> None:
 def below_floor(f: pb.Frame) -> None:
     # the tensor is a valid split-1 activation: only the floor (min_split 2) forbids it
     from ecd import codec
+    from ecd.transport import serde
     from ecd.partition import Partition
 
     f.split_device = 1
-    f.tensor.CopyFrom(codec.encode(Partition(M, 0, 1).run(X[:1])))
+    f.tensor.CopyFrom(serde.tensor_to_pb(codec.encode(Partition(M, 0, 1).run(X[:1]))))
 
 
 def oversize(f: pb.Frame) -> None:

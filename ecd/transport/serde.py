@@ -1,0 +1,207 @@
+"""The one place that converts between the wire's protobuf messages (``ecd.v1``) and the runtime's
+own records (:mod:`ecd.types`).
+
+Servicers and clients call ``*_from_pb`` on what arrives and ``*_to_pb`` on what leaves; the cores
+never see a protobuf message. Every pair round-trips (tests/ecd/transport/test_serde.py).
+
+An encoding number the runtime does not know is kept as that number, so the core's check
+(:func:`ecd.codec.decode`, the cloud's registration) refuses it with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from ecd.split import Preferences
+from ecd.types import (
+    Assignment,
+    DeviceRegistration,
+    EdgeHeartbeat,
+    EdgeRegistration,
+    Encoding,
+    FileChunk,
+    Frame,
+    FrameError,
+    HeadOutput,
+    HeadSpec,
+    PartitionRequest,
+    PreferencesUpdate,
+    Result,
+    Split,
+    Tensor,
+)
+from ecd.v1 import ecd_pb2 as pb
+
+ENCODING_TO_PB = {Encoding.FLOAT32: pb.FLOAT32, Encoding.FLOAT16: pb.FLOAT16, Encoding.INT8: pb.INT8_AFFINE}
+ENCODING_FROM_PB = {v: k for k, v in ENCODING_TO_PB.items()}
+HEAD_INPUT_TO_PB = {"logits": pb.HeadSpec.LOGITS, "probabilities": pb.HeadSpec.PROBABILITIES}
+HEAD_INPUT_FROM_PB = {v: k for k, v in HEAD_INPUT_TO_PB.items()}
+_STATUS_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def encoding_from_pb(value: int) -> Encoding | int:
+    return ENCODING_FROM_PB.get(value, value)
+
+
+def encoding_to_pb(encoding: Encoding | int) -> int:
+    return ENCODING_TO_PB[encoding] if isinstance(encoding, Encoding) else int(encoding)
+
+
+# --- data plane --------------------------------------------------------------------------------
+
+
+def tensor_to_pb(t: Tensor) -> pb.Tensor:
+    return pb.Tensor(encoding=encoding_to_pb(t.encoding), shape=list(t.shape), data=t.data,
+                     scale=t.scale, zero_point=t.zero_point)
+
+
+def tensor_from_pb(msg: pb.Tensor) -> Tensor:
+    return Tensor(encoding_from_pb(msg.encoding), tuple(msg.shape), msg.data, msg.scale, msg.zero_point)
+
+
+def frame_to_pb(f: Frame) -> pb.Frame:
+    return pb.Frame(
+        device_id=f.device_id, frame_id=f.frame_id, token=f.token, model_id=f.model_id,
+        model_version=f.model_version, split_device=f.split.device, split_edge=f.split.edge,
+        tensor=tensor_to_pb(f.tensor), captured_unix_ns=f.captured_unix_ns,
+        device_compute_s=f.device_compute_s, edge_compute_s=f.edge_compute_s, uplink_bytes=f.uplink_bytes,
+    )
+
+
+def frame_from_pb(msg: pb.Frame) -> Frame:
+    """The frame, with ``wire_bytes`` = its serialized size as it arrived."""
+    return Frame(
+        device_id=msg.device_id, frame_id=msg.frame_id, token=msg.token, model_id=msg.model_id,
+        model_version=msg.model_version, split=Split(msg.split_device, msg.split_edge),
+        tensor=tensor_from_pb(msg.tensor), captured_unix_ns=msg.captured_unix_ns,
+        device_compute_s=msg.device_compute_s, edge_compute_s=msg.edge_compute_s,
+        uplink_bytes=msg.uplink_bytes, wire_bytes=msg.ByteSize(),
+    )
+
+
+def status_code(name: str) -> grpc.StatusCode:
+    """The gRPC code for a status name (INTERNAL for a name gRPC does not know)."""
+    return getattr(grpc.StatusCode, name, grpc.StatusCode.INTERNAL)
+
+
+def status_name(number: int) -> str:
+    return _STATUS_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN).name
+
+
+def result_to_pb(r: Result) -> pb.Result:
+    msg = pb.Result(
+        device_id=r.device_id, frame_id=r.frame_id, split_device=r.split.device, split_edge=r.split.edge,
+        heads=[pb.HeadOutput(head=h.head, label=h.label, index=h.index, scores=h.scores) for h in r.heads],
+        device_compute_s=r.device_compute_s, edge_compute_s=r.edge_compute_s, cloud_compute_s=r.cloud_compute_s,
+        uplink_bytes=r.uplink_bytes, edge_to_cloud_bytes=r.edge_to_cloud_bytes, output=r.output,
+    )
+    if r.error is not None:
+        msg.error.code = status_code(r.error.status).value[0]
+        msg.error.message = r.error.message
+    return msg
+
+
+def result_from_pb(msg: pb.Result) -> Result:
+    return Result(
+        device_id=msg.device_id, frame_id=msg.frame_id, split=Split(msg.split_device, msg.split_edge),
+        heads=[HeadOutput(h.head, h.label, h.index, list(h.scores)) for h in msg.heads],
+        error=FrameError(status_name(msg.error.code), msg.error.message) if msg.HasField("error") else None,
+        device_compute_s=msg.device_compute_s, edge_compute_s=msg.edge_compute_s,
+        cloud_compute_s=msg.cloud_compute_s, uplink_bytes=msg.uplink_bytes,
+        edge_to_cloud_bytes=msg.edge_to_cloud_bytes, output=list(msg.output),
+    )
+
+
+# --- control plane -----------------------------------------------------------------------------
+
+
+def preferences_to_pb(p: Preferences) -> pb.Preferences:
+    return pb.Preferences(w_energy=p.w_energy, w_privacy=p.w_privacy, min_split=p.min_split)
+
+
+def preferences_from_pb(msg: pb.Preferences) -> Preferences:
+    """Validated (and normalised) by :class:`~ecd.split.Preferences`; an error names the field."""
+    return Preferences(msg.w_energy, msg.w_privacy, int(msg.min_split))
+
+
+def assignment_to_pb(a: Assignment) -> pb.Assignment:
+    return pb.Assignment(
+        device_id=a.device_id, token=a.token, edge_endpoint=a.edge_endpoint, model_id=a.model_id,
+        model_version=a.model_version, split_device=a.split.device, split_edge=a.split.edge,
+        recommended_split=a.recommended_split, preferences=preferences_to_pb(a.preferences),
+    )
+
+
+def assignment_from_pb(msg: pb.Assignment) -> Assignment:
+    return Assignment(
+        device_id=msg.device_id, token=msg.token, edge_endpoint=msg.edge_endpoint, model_id=msg.model_id,
+        model_version=msg.model_version, split=Split(msg.split_device, msg.split_edge),
+        recommended_split=msg.recommended_split, preferences=preferences_from_pb(msg.preferences),
+    )
+
+
+def registration_to_pb(r: DeviceRegistration) -> pb.RegisterDeviceRequest:
+    return pb.RegisterDeviceRequest(
+        device_name=r.device_name, profile=r.profile, radio=r.radio, preferences=preferences_to_pb(r.preferences),
+        model_id=r.model_id, split_device=r.split_device, encoding=encoding_to_pb(r.encoding),
+    )
+
+
+def registration_from_pb(msg: pb.RegisterDeviceRequest) -> DeviceRegistration:
+    return DeviceRegistration(
+        device_name=msg.device_name, profile=msg.profile, radio=msg.radio,
+        preferences=preferences_from_pb(msg.preferences), model_id=msg.model_id,
+        split_device=msg.split_device, encoding=encoding_from_pb(msg.encoding),
+    )
+
+
+def update_to_pb(u: PreferencesUpdate) -> pb.UpdatePreferencesRequest:
+    return pb.UpdatePreferencesRequest(device_id=u.device_id, token=u.token,
+                                       preferences=preferences_to_pb(u.preferences), split_device=u.split_device)
+
+
+def update_from_pb(msg: pb.UpdatePreferencesRequest) -> PreferencesUpdate:
+    return PreferencesUpdate(msg.device_id, msg.token, preferences_from_pb(msg.preferences), msg.split_device)
+
+
+def edge_registration_to_pb(r: EdgeRegistration) -> pb.RegisterEdgeRequest:
+    return pb.RegisterEdgeRequest(endpoint=r.endpoint, capacity=r.capacity)
+
+
+def edge_registration_from_pb(msg: pb.RegisterEdgeRequest) -> EdgeRegistration:
+    return EdgeRegistration(msg.endpoint, msg.capacity)
+
+
+def heartbeat_to_pb(h: EdgeHeartbeat) -> pb.EdgeHeartbeat:
+    return pb.EdgeHeartbeat(edge_id=h.edge_id, load=h.load, queue_depth=h.queue_depth)
+
+
+def heartbeat_from_pb(msg: pb.EdgeHeartbeat) -> EdgeHeartbeat:
+    return EdgeHeartbeat(msg.edge_id, msg.load, msg.queue_depth)
+
+
+def partition_request_to_pb(r: PartitionRequest) -> pb.FetchPartitionRequest:
+    return pb.FetchPartitionRequest(model_id=r.model_id, model_version=r.model_version, start=r.start,
+                                    stop=r.stop, max_chunk_bytes=r.max_chunk_bytes)
+
+
+def partition_request_from_pb(msg: pb.FetchPartitionRequest) -> PartitionRequest:
+    return PartitionRequest(msg.model_id, msg.model_version, msg.start, msg.stop, msg.max_chunk_bytes)
+
+
+def chunk_to_pb(c: FileChunk) -> pb.FileChunk:
+    return pb.FileChunk(file=c.file, sha256=c.sha256, size=c.size, offset=c.offset, data=c.data)
+
+
+def chunk_from_pb(msg: pb.FileChunk) -> FileChunk:
+    return FileChunk(msg.file, msg.sha256, msg.size, msg.offset, msg.data)
+
+
+def head_spec_to_pb(h: HeadSpec) -> pb.HeadSpec:
+    return pb.HeadSpec(model_id=h.model_id, name=h.name, labels=h.labels, weight=h.weight, bias=h.bias,
+                       input=HEAD_INPUT_TO_PB.get(h.input, pb.HeadSpec.INPUT_UNSPECIFIED))
+
+
+def head_spec_from_pb(msg: pb.HeadSpec) -> HeadSpec:
+    return HeadSpec(msg.model_id, msg.name, list(msg.labels), list(msg.weight), list(msg.bias),
+                    HEAD_INPUT_FROM_PB.get(msg.input, "unspecified"))

@@ -1,0 +1,220 @@
+"""The runtime's own records: what a frame, a result, an assignment and a split *are*, free of any
+transport.
+
+The cores (edge node, cloud server, device agent) take and return these; only the seam
+(:mod:`ecd.transport.serde`) knows the protobuf messages they travel as. Names, used everywhere:
+
+* ``split.device`` — the device runs blocks ``[0, split.device)`` (the paper's b_d);
+* ``split.edge`` — the edge runs ``[split.device, split.edge)`` (b_e); the cloud runs the rest;
+* the *recommended* split is the ``split.device`` the user's utility chooses — the device may run
+  another (pinned) split, never one below its floor ``preferences.min_split``.
+
+On the wire and in the registry the same two numbers are the flat fields ``split_device`` and
+``split_edge``.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from ecd.errors import RequestError, describe
+from ecd.split import Preferences
+
+__all__ = [
+    "Encoding", "Split", "Tensor", "Frame", "HeadOutput", "FrameError", "Result", "Assignment",
+    "Preferences", "DeviceRegistration", "PreferencesUpdate", "EdgeRegistration", "EdgeHeartbeat",
+    "PartitionRequest", "FileChunk", "HeadSpec",
+]
+
+
+class Encoding(enum.Enum):
+    """How an activation is encoded on the uplink."""
+
+    FLOAT32 = "float32"  # little-endian IEEE single precision
+    FLOAT16 = "float16"  # little-endian IEEE half precision
+    INT8 = "int8"  # int8 q with x = scale * (q - zero_point), per tensor
+
+    @property
+    def itemsize(self) -> int:
+        return {"float32": 4, "float16": 2, "int8": 1}[self.value]
+
+    @classmethod
+    def parse(cls, name: str, field_name: str = "encoding") -> Encoding:
+        """The encoding called ``name`` (float32, float16 or int8); the error names the field."""
+        for e in cls:
+            if e.value == name:
+                return e
+        raise RequestError(f"{field_name}: expected one of {', '.join(e.value for e in cls)}, got {name!r}")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Where a model is cut: blocks [0, device) on the device, [device, edge) on the edge, the rest
+    in the cloud."""
+
+    device: int
+    edge: int
+
+
+@dataclass
+class Tensor:
+    """An encoded batch: ``shape`` is [batch, *activation shape], ``data`` C-order little-endian."""
+
+    encoding: Encoding
+    shape: tuple[int, ...]
+    data: bytes
+    scale: float = 0.0  # INT8 only
+    zero_point: int = 0  # INT8 only
+
+
+@dataclass
+class Frame:
+    """One device sample on its way up: the activation at ``split.device`` (or, past the edge, at
+    ``split.edge``) plus who sent it and what it cost so far."""
+
+    device_id: str
+    frame_id: int  # monotonic per device
+    token: str
+    model_id: str
+    model_version: str
+    split: Split  # split.edge is 0 until the edge sets it
+    tensor: Tensor
+    captured_unix_ns: int = 0
+    device_compute_s: float = 0.0
+    edge_compute_s: float = 0.0  # set by the edge
+    uplink_bytes: int = 0  # the frame's size device -> edge; set by the edge
+    wire_bytes: int = 0  # this frame's size as received on the last hop (not sent; set by the seam)
+
+
+@dataclass
+class HeadOutput:
+    head: str
+    label: str
+    index: int
+    scores: list[float]
+
+
+@dataclass
+class FrameError:
+    """Why one frame got no answer: a status name (INVALID_ARGUMENT, FAILED_PRECONDITION, …, see
+    :mod:`ecd.errors`) and a message naming the field."""
+
+    status: str
+    message: str
+
+    @classmethod
+    def from_exception(cls, exc: BaseException) -> FrameError:
+        """The error a frame is answered with when handling it raised ``exc`` (see
+        :func:`ecd.errors.describe`: unexpected errors are logged, not leaked)."""
+        return cls(*describe(exc))
+
+
+@dataclass
+class Result:
+    """The answer to one frame: every head's output, or the error that refused it."""
+
+    device_id: str
+    frame_id: int
+    split: Split
+    heads: list[HeadOutput] = field(default_factory=list)  # empty when error is set
+    error: FrameError | None = None
+    device_compute_s: float = 0.0
+    edge_compute_s: float = 0.0
+    cloud_compute_s: float = 0.0
+    uplink_bytes: int = 0  # device -> edge
+    edge_to_cloud_bytes: int = 0
+    output: list[float] = field(default_factory=list)  # the model's final output, first sample
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def head(self, name: str) -> HeadOutput | None:
+        return next((h for h in self.heads if h.head == name), None)
+
+    @classmethod
+    def refused(cls, frame: Frame, error: FrameError) -> Result:
+        """The error result for ``frame`` (the stream goes on; the frame is answered, not lost)."""
+        return cls(device_id=frame.device_id, frame_id=frame.frame_id, split=frame.split, error=error)
+
+
+@dataclass
+class Assignment:
+    """What the cloud tells a device: its identity, its edge node, its model and split."""
+
+    device_id: str
+    token: str
+    edge_endpoint: str
+    model_id: str
+    model_version: str
+    split: Split
+    recommended_split: int  # the cloud's own reading of the utility; the user decides
+    preferences: Preferences
+
+
+@dataclass
+class DeviceRegistration:
+    """A device asking to join: who it is, how it values energy and privacy, the split it chose."""
+
+    device_name: str
+    profile: str  # a shipped profile name, or the TOML of a measured profile
+    radio: str
+    preferences: Preferences
+    model_id: str
+    split_device: int  # the split the device chose with its utility
+    encoding: Encoding
+
+
+@dataclass
+class PreferencesUpdate:
+    device_id: str
+    token: str
+    preferences: Preferences
+    split_device: int
+
+
+@dataclass
+class EdgeRegistration:
+    endpoint: str  # host:port devices reach this edge node on
+    capacity: float  # frames per second it can sustain (operator's estimate)
+
+
+@dataclass
+class EdgeHeartbeat:
+    edge_id: str
+    load: float  # frames per second over the last interval
+    queue_depth: int
+
+
+@dataclass
+class PartitionRequest:
+    """Blocks [start, stop) of a model (start == stop: only its manifest)."""
+
+    model_id: str
+    model_version: str  # "" = the version the cloud serves
+    start: int
+    stop: int
+    max_chunk_bytes: int = 0  # the largest chunk the caller accepts; 0 = the server's default
+
+
+@dataclass
+class FileChunk:
+    file: str  # manifest.json or a block file
+    sha256: str  # of the whole file
+    size: int  # of the whole file
+    offset: int
+    data: bytes
+
+
+@dataclass
+class HeadSpec:
+    """A linear task head over a model's output: scores = weight · f(output) + bias,
+    f = identity ("logits") or softmax ("probabilities")."""
+
+    model_id: str
+    name: str
+    labels: list[str]
+    weight: list[float]  # len(labels) x output size, row major
+    bias: list[float]
+    input: str  # "logits" | "probabilities" | "unspecified"
