@@ -1,2 +1,2 @@
-"""The cloud server: runs blocks [b_e, n) and the task heads, and the control plane (registry,
-model distribution, heads; later the allocation and placement schedulers)."""
+"""The cloud server: runs blocks [split.edge, n) and the task heads, and the control plane
+(registry, model distribution, heads). ``core`` is transport-free; ``service`` is its gRPC face."""

@@ -25,7 +25,7 @@ class ServiceMetrics:
         )
         self.hop_bytes = Counter("ecd_hop_bytes", "Bytes sent over each hop", ["service", "hop"], registry=self.registry)
         self.queue_depth = Gauge("ecd_queue_depth", "Frames waiting to be forwarded", ["service"], registry=self.registry)
-        self.chosen_split = Gauge("ecd_chosen_split", "Split b_d the device runs up to", ["service"], registry=self.registry)
+        self.chosen_split = Gauge("ecd_chosen_split", "split.device: the device runs blocks [0, split.device)", ["service"], registry=self.registry)
         self.device_energy = Gauge(
             "ecd_estimated_device_energy_joules", "Estimated device energy per frame at the chosen split", ["service"], registry=self.registry
         )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ecd.errors import ConfigError, EcdError, RequestError
+from ecd.manifest import Manifest
 
 PROFILE_DIR = Path(__file__).resolve().parent / "profile_data"
 RADIOS_FILE = PROFILE_DIR / "radios.toml"
@@ -137,3 +138,42 @@ def device_to_toml(p: DeviceProfile, header: str = "") -> str:
             "block_latency_s = [" + ", ".join(f"{v!r}" for v in m.block_latency_s) + "]",
         ]
     return "\n".join(lines) + "\n"
+
+
+def measure_profile(
+    manifest: Manifest,
+    active_w: float,
+    idle_w: float,
+    name: str = "",
+    runs: int = 50,
+    warmup: int = 5,
+) -> tuple[DeviceProfile, list[float]]:
+    """Time every block of ``manifest`` here and turn it into a device profile (and the latencies).
+
+    ``joules_per_mac`` is the measured throughput over this model's blocks at ``active_w``: active
+    power × measured seconds / MACs. The per-block latencies are kept under ``measured`` so the split
+    decision uses them, not MACs, for this model version.
+    """
+    import platform
+
+    import psutil
+
+    from ecd.splitcheck import time_blocks
+
+    if runs < 1 or warmup < 0:
+        raise ConfigError(f"--runs / --warmup: expected >= 1 / >= 0, got {runs} / {warmup}")
+    for field_name, value in (("active_power", active_w), ("idle_power", idle_w)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{field_name}: expected a finite number of watts >= 0, got {value}")
+    latencies = time_blocks(manifest, runs=runs, warmup=warmup)
+    total_macs = sum(b.macs for b in manifest.blocks)
+    profile = DeviceProfile(
+        name=name or platform.node() or "local",
+        description=f"measured on {platform.node()} ({platform.machine()}, {psutil.cpu_count()} CPUs)",
+        ram_mb=int(psutil.virtual_memory().total // 2**20),
+        cpu_idle_w=float(idle_w),
+        cpu_active_w=float(active_w),
+        joules_per_mac=float(active_w) * sum(latencies) / max(total_macs, 1),
+        measured={manifest.model_id: MeasuredLatency(manifest.version, tuple(latencies))},
+    )
+    return profile, latencies

@@ -14,35 +14,16 @@ from ecd_cli.fmt import block_table, print_table
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    import platform
-
-    import psutil
-
     from ecd import zoo
-    from ecd.profiles import DeviceProfile, MeasuredLatency, device_to_toml, load_device
-    from ecd.splitcheck import time_blocks
+    from ecd.profiles import device_to_toml, load_device, measure_profile
 
     manifest = zoo.load_manifest(args.model)
-    if args.runs < 1 or args.warmup < 0:
-        raise ConfigError(f"--runs / --warmup: expected >= 1 / >= 0, got {args.runs} / {args.warmup}")
     like = load_device(args.like) if args.like else None
     active = args.active_power if args.active_power is not None else (like.cpu_active_w if like else None)
     idle = args.idle_power if args.idle_power is not None else (like.cpu_idle_w if like else None)
     if active is None or idle is None:
         raise ConfigError("--active-power / --idle-power: give both in watts, or --like PROFILE to take them from a shipped profile")
-    latencies = time_blocks(manifest, runs=args.runs, warmup=args.warmup)
-    total_macs = sum(b.macs for b in manifest.blocks)
-    name = args.name or platform.node() or "local"
-    profile = DeviceProfile(
-        name=name,
-        description=f"measured on {platform.node()} ({platform.machine()}, {psutil.cpu_count()} CPUs)",
-        ram_mb=int(psutil.virtual_memory().total // 2**20),
-        cpu_idle_w=float(idle),
-        cpu_active_w=float(active),
-        # measured throughput over this model's blocks, at the given active power
-        joules_per_mac=float(active) * sum(latencies) / max(total_macs, 1),
-        measured={manifest.model_id: MeasuredLatency(manifest.version, tuple(latencies))},
-    )
+    profile, latencies = measure_profile(manifest, active, idle, name=args.name or "", runs=args.runs, warmup=args.warmup)
     header = (
         f"Written by `ecd profile --model {manifest.model_id}` ({args.runs} timed runs per block, median, batch 1).\n"
         f"Power: {'from the shipped profile ' + args.like if args.like and args.active_power is None else 'given on the command line'}.\n"
@@ -51,7 +32,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.write_text(device_to_toml(profile, header))
     block_table(manifest, latencies)
-    print(f"throughput {total_macs / sum(latencies) / 1e9:.2f} GMAC/s; profile {name!r} written to {out}")
+    total_macs = sum(b.macs for b in manifest.blocks)
+    print(f"throughput {total_macs / sum(latencies) / 1e9:.2f} GMAC/s; profile {profile.name!r} written to {out}")
     return 0
 
 

@@ -1,1 +1,2 @@
-"""The edge node: runs the intermediate blocks [b_d, b_e) for many devices and relays to the cloud."""
+"""The edge node: runs the intermediate blocks [split.device, split.edge) for many devices and
+relays to the cloud. ``core`` is transport-free; ``service`` is its gRPC face."""
