@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scheduling.allocation import coverage, tapp
+from scheduling.allocation import allocate, coverage, tapp
 
 COVERAGE_USERS = (100, 1000, 5000, 10000)
 TAPP_SIZES = ((500, 500), (1000, 1000), (2500, 2500), (5000, 5000))
@@ -52,7 +52,7 @@ def main() -> None:
     print(f"{'users':>6} " + " ".join(f"{m:>11}" for m in methods))
     for k in COVERAGE_USERS:
         inst = coverage.random_instance(k, 4, 8, seed=0)
-        row = {m: timed(coverage.allocate, inst, m, 0)[0] for m in methods}
+        row = {m: timed(allocate, inst, m, 0)[0] for m in methods}
         results["coverage"].append({"users": k, **row})
         print(f"{k:>6} " + " ".join(f"{row[m]:11.3f}" for m in methods))
 
@@ -60,7 +60,7 @@ def main() -> None:
     print(f"{'participants':>12} {'tasks':>6} " + " ".join(f"{m:>10}" for m in ("tapp", "baseline1", "baseline2")) + "  dangerous (tapp / b1 / b2)")
     for n, w in TAPP_SIZES:
         inst = tapp_instance(n, w)
-        runs = {m: timed(tapp.allocate, inst, m) for m in ("tapp", "baseline1", "baseline2")}
+        runs = {m: timed(allocate, inst, m) for m in ("tapp", "baseline1", "baseline2")}
         results["tapp"].append({"participants": n, "tasks": w, **{m: t for m, (t, _) in runs.items()},
                                 **{f"{m}_dangerous": r.dangerous for m, (_, r) in runs.items()}})
         print(f"{n:>12} {w:>6} " + " ".join(f"{runs[m][0]:10.3f}" for m in runs) + "  " + " / ".join(str(runs[m][1].dangerous) for m in runs))
@@ -70,9 +70,9 @@ def main() -> None:
     for seed in range(200):
         rng = np.random.default_rng(seed)
         inst = tapp.TappInstance(rng.dirichlet(np.ones(3), 3), np.full(3, 3), rng.integers(0, 3, 3), 0.3)
-        best = tapp.allocate(inst, "exhaustive")
+        best = allocate(inst, "exhaustive")
         for m in extra:
-            extra[m].append(tapp.allocate(inst, m).dangerous - best.dangerous)
+            extra[m].append(allocate(inst, m).dangerous - best.dangerous)
         optimal += extra["tapp"][-1] == 0
     results["tapp_gap"] = {m: float(np.mean(v)) for m, v in extra.items()} | {"tapp_optimal_share": optimal / 200}
     print("  mean extra dangerous participants: " + ", ".join(f"{m} {np.mean(v):.3f}" for m, v in extra.items())

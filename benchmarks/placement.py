@@ -5,7 +5,9 @@
 2. Run time on seeded synthetic instances (users and candidate servers uniform on a 50 km square,
    5 data types) from 50 servers x 500 users up to 1,000 servers x 10,000 users.
 
-    python benchmarks/placement.py [--orlib ../shared/data/orlib] [--out results/placement_bench.json]
+    python benchmarks/placement.py [--orlib data/orlib] [--out results/placement_bench.json]
+
+The OR-Library files ship in ``data/orlib`` (source, format and optima in its README.md).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from scheduling.placement import PlacementProblem, read_orlib, solve
 ORLIB_METHODS = ("otacs", "ttacs", "otacs_ls", "lf", "dis", "random", "apx2_standin", "cmsa_standin")
 SCALING_METHODS = ("otacs", "ttacs", "lf", "dis")
 SIZES = ((50, 500), (100, 1000), (250, 2500), (500, 5000), (1000, 10000))
+ORLIB = Path(__file__).resolve().parents[1] / "data" / "orlib"
 
 
 def synthetic(m: int, n: int, k: int, seed: int) -> PlacementProblem:
@@ -36,7 +39,7 @@ def synthetic(m: int, n: int, k: int, seed: int) -> PlacementProblem:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--orlib", default="../shared/data/orlib")
+    parser.add_argument("--orlib", default=str(ORLIB), help="folder of OR-Library cap*.txt files (default: the repository's data/orlib)")
     parser.add_argument("--out", default="results/placement_bench.json")
     parser.add_argument("--max-servers", type=int, default=1000)
     args = parser.parse_args()
@@ -45,7 +48,10 @@ def main() -> None:
     print("ratio to the OR-Library optimum (MILP), seed 0")
     print(f"{'instance':<9} " + " ".join(f"{m:>12}" for m in ORLIB_METHODS))
     ratios = {m: [] for m in ORLIB_METHODS}
-    for path in sorted(Path(args.orlib).glob("cap*.txt"), key=lambda p: int(p.stem[3:])):
+    paths = sorted(Path(args.orlib).glob("cap*.txt"), key=lambda p: int(p.stem[3:]))
+    if not paths:
+        parser.error(f"--orlib: no cap*.txt files in {args.orlib}")
+    for path in paths:
         problem = read_orlib(path)
         optimum = solve(problem, "exact").total_cost
         row = {m: solve(problem, m, seed=0).total_cost / optimum for m in ORLIB_METHODS}

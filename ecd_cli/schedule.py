@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from ecd.errors import ConfigError
 
@@ -25,63 +24,49 @@ def cmd_placement_solve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_json(path: str) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"--instance: no such file {path}") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"--instance: {path} is not valid JSON ({e})") from None
+def _source(args: argparse.Namespace, allowed: tuple[str, ...]) -> None:
+    """Each problem takes only some of the mutually exclusive sources."""
+    for flag in ("instance", "checkins", "random"):
+        if getattr(args, flag) is not None and flag not in allowed:
+            raise ConfigError(f"--{flag}: not used by {args.problem}; give {' or '.join('--' + a for a in allowed)}")
 
 
 def cmd_allocate(args: argparse.Namespace) -> int:
-    import numpy as np
-
     if args.problem == "tapp":
-        from scheduling.allocation import tapp
-        from research.tapp_areas import area_instance, load_areas
+        from scheduling.allocation import allocate
+        from scheduling.allocation.io import read_tapp
 
+        _source(args, ("instance", "checkins"))
         if args.checkins:
-            areas = load_areas(args.checkins)
-            if not 0 <= args.area < len(areas):
-                raise ConfigError(f"--area: expected 0..{len(areas) - 1}, got {args.area}")
-            inst = area_instance(areas[args.area], args.theta, args.distribution)
+            from research.tapp_areas import checkin_instance
+
+            inst = checkin_instance(args.checkins, args.area, args.theta, args.distribution)
         else:
-            d = _read_json(args.instance)
-            try:
-                inst = tapp.TappInstance(np.array(d["profiles"], dtype=float), np.array(d["time_threshold"]),
-                                         np.array(d["workload"]), np.asarray(d.get("theta", args.theta), dtype=float))
-            except KeyError as e:
-                raise ConfigError(f"--instance: missing field {e.args[0]!r}") from None
-        result = tapp.allocate(inst, args.method or "tapp")
+            inst = read_tapp(args.instance, theta=args.theta)
+        result = allocate(inst, args.method, seed=args.seed)
         summary = f"{result.method}: {result.dangerous} dangerous, {result.allocated} of {inst.n_participants} allocated, utility {result.utility:.3f}"
     elif args.problem == "coverage":
-        from scheduling.allocation import coverage
+        from scheduling.allocation import allocate
+        from scheduling.allocation.coverage import random_instance
+        from scheduling.allocation.io import read_coverage
 
+        _source(args, ("instance", "random"))
         if args.random:
             k, n, m = args.random
-            inst = coverage.random_instance(k, n, m, seed=args.seed, rho=args.rho)
+            inst = random_instance(k, n, m, seed=args.seed, rho=args.rho)
         else:
-            d = _read_json(args.instance)
-            try:
-                inst = coverage.CoverageInstance(np.array(d["sensing_rate"], dtype=float), np.array(d["rate"], dtype=float),
-                                                 np.array(d["subarea"]), int(d["n_subareas"]), float(d["task_bits"]),
-                                                 float(d.get("rho", args.rho)), float(d.get("eta", 1.0)))
-            except KeyError as e:
-                raise ConfigError(f"--instance: missing field {e.args[0]!r}") from None
-        result = coverage.allocate(inst, args.method or "proposed", seed=args.seed)
-        summary = f"{result.method}: objective {result.objective:.4f}, latency {result.latency:.3f} s, coverage {result.coverage}/{inst.n_subareas}, scheduled {result.scheduled.tolist()}"
+            inst = read_coverage(args.instance, rho=args.rho)
+        result = allocate(inst, args.method, seed=args.seed)
+        summary = (f"{result.method}: objective {result.objective:.4f}, latency {result.latency:.3f} s, "
+                   f"coverage {result.coverage}/{inst.n_subareas}, scheduled {result.scheduled.tolist()}")
     else:
-        from scheduling.quality import crowdpower
+        from scheduling.quality import choose_site
+        from scheduling.quality.io import read_sites
 
-        d = _read_json(args.instance)
-        try:
-            sites = [crowdpower.Site(s["name"], tuple(s["position"]), [crowdpower.Participant(**p) for p in s.get("participants", [])]) for s in d["sites"]]
-            position = tuple(d.get("event_position", (0.0, 0.0)))
-        except (KeyError, TypeError) as e:
-            raise ConfigError(f"--instance: malformed site list ({e})") from None
-        best, scores = crowdpower.select_site(sites, args.event, args.level, args.budget, position)
-        result = crowdpower.SiteSelection(best, scores)
+        _source(args, ("instance",))
+        area = read_sites(args.instance)
+        result = choose_site(area.sites, args.event, args.level, args.budget, area.event_position)
+        best = result.best
         summary = f"chosen: {best.site if best else 'none (no site qualifies)'}" + (f", score {best.score:.1f}, group {best.group}" if best else "")
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
@@ -105,14 +90,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     al = sub.add_parser("allocate", help="allocation: TAPP (paper 002), coverage-aware (004), CrowdPower sites (001)")
     al.add_argument("problem", choices=["tapp", "coverage", "sites"])
     src = al.add_mutually_exclusive_group(required=True)
-    src.add_argument("--instance", help="an instance file (JSON)")
-    src.add_argument("--checkins", help="tapp: a check-in CSV (participants with > 30 check-ins, 3x3 grids)")
+    src.add_argument("--instance", help="an instance file (JSON; formats in scheduling/allocation/io.py and, for sites, scheduling/quality/io.py)")
+    src.add_argument("--checkins", help="tapp: the Foursquare NYC check-in CSV (columns tid, lat_lon, date_time, root_type); "
+                                        "participants with > 30 check-ins, three areas of 3x3 grids")
     src.add_argument("--random", type=int, nargs=3, metavar=("K", "N", "M"), help="coverage: a random channel draw")
-    al.add_argument("--method", help="tapp|baseline1|baseline2|exhaustive; proposed|benchmark1..3|brute_force")
-    al.add_argument("--theta", type=float, default=0.5, help="tapp: privacy threshold")
+    al.add_argument("--method", help="tapp: tapp (default), baseline1, baseline2, exhaustive; "
+                                     "coverage: proposed (default), benchmark1..3, brute_force")
+    al.add_argument("--theta", type=float, default=0.5, help="tapp: privacy threshold (an --instance's own theta wins)")
     al.add_argument("--area", type=int, default=0, help="tapp --checkins: which of the three areas")
     al.add_argument("--distribution", default="com", help="tapp --checkins: com or uni workloads")
-    al.add_argument("--rho", type=float, default=0.5, help="coverage: latency weight")
+    al.add_argument("--rho", type=float, default=0.5, help="coverage: latency weight (an --instance's own rho wins)")
     al.add_argument("--seed", type=int, default=0)
     al.add_argument("--event", default="fire", help="sites: event type")
     al.add_argument("--level", type=float, default=5.0, help="sites: required quality level (0-10)")

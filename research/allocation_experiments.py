@@ -1,4 +1,8 @@
-"""``ecd experiment tapp|coverage|crowdpower``: the papers' experiments, CSV + PNG, fixed seeds."""
+"""``ecd experiment tapp|coverage|crowdpower``: the papers' experiments, CSV + PNG, fixed seeds.
+
+Each ``run_*`` writes its CSVs and figures and returns its raw rows; the ``*_table`` /
+``*_summary`` functions reduce those rows to the plain rows the CLI prints.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from typing import Callable
 import numpy as np
 
 from scheduling.allocation import coverage, tapp
-from scheduling.quality import crowdpower
+from scheduling.quality import Reports, assess, crowdpower
 from research.tapp_areas import area_instance, load_areas
 
 THETAS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -46,9 +50,10 @@ def _plt():
 
 
 def run_tapp(checkins: str | Path, out: str | Path) -> list[dict]:
+    """Every area x workload distribution x θ x method on the Foursquare NYC check-in CSV."""
+    areas = load_areas(checkins)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    areas = load_areas(checkins)
     rows = []
     thetas = THETAS + EXTRA_THETAS
     jobs = [(a, dist, th) for a in range(len(areas)) for dist in ("com", "uni") for th in thetas]
@@ -80,6 +85,20 @@ def run_tapp(checkins: str | Path, out: str | Path) -> list[dict]:
         fig.savefig(out / f"tapp_{dist}.png", dpi=100)
         plt.close(fig)
     return rows
+
+
+def tapp_table(rows: list[dict]) -> list[dict]:
+    """One row per (distribution, method, area): the θ values and, per θ, the dangerous participants
+    and utility (None where the method's allocation loop found the instance infeasible)."""
+    table = []
+    for dist in dict.fromkeys(r["distribution"] for r in rows):
+        for m in dict.fromkeys(r["method"] for r in rows):
+            for a in sorted({r["area"] for r in rows}):
+                sel = [r for r in rows if r["method"] == m and r["distribution"] == dist and r["area"] == a]
+                if sel:
+                    table.append({"distribution": dist, "method": m, "area": a, "theta": [r["theta"] for r in sel],
+                                  "dangerous": [r["dangerous"] for r in sel], "utility": [r["utility"] for r in sel]})
+    return table
 
 
 def tapp_reduction(rows: list[dict], low: float = 0.2, high: float = 0.4) -> dict[str, float]:
@@ -115,12 +134,10 @@ def run_coverage(out: str | Path, draws: int = 100, seed: int = 0) -> list[dict]
     _write(rows, out / "coverage.csv")
     plt = _plt()
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    key = {"users": "users", "subbands": "subbands", "subareas": "subareas", "rho": "rho"}
+    means = coverage_means(rows)
     for ax, sweep in zip(axes, COVERAGE_SWEEPS):
-        xs = sorted({r[key[sweep]] for r in rows if r["sweep"] == sweep})
-        for m in COVERAGE_METHODS:
-            ax.plot(xs, [np.mean([r["objective"] for r in rows if r["sweep"] == sweep and r["method"] == m and r[key[sweep]] == x]) for x in xs],
-                    "o-" if m != "brute_force" else "k--", ms=3, label=m)
+        for row in (r for r in means if r["sweep"] == sweep):
+            ax.plot(row["x"], row["objective"], "o-" if row["method"] != "brute_force" else "k--", ms=3, label=row["method"])
         ax.set_xlabel(sweep)
         ax.set_ylabel("objective (mean of draws)")
     axes[0].legend(fontsize=7)
@@ -129,6 +146,17 @@ def run_coverage(out: str | Path, draws: int = 100, seed: int = 0) -> list[dict]
     fig.savefig(out / "coverage.png", dpi=100)
     plt.close(fig)
     return rows
+
+
+def coverage_means(rows: list[dict]) -> list[dict]:
+    """One row per (sweep, method): the swept values ``x`` and the mean objective over the draws at each."""
+    table = []
+    for sweep in dict.fromkeys(r["sweep"] for r in rows):
+        xs = sorted({r[sweep] for r in rows if r["sweep"] == sweep})
+        for m in dict.fromkeys(r["method"] for r in rows):
+            objective = [float(np.mean([r["objective"] for r in rows if r["sweep"] == sweep and r["method"] == m and r[sweep] == x])) for x in xs]
+            table.append({"sweep": sweep, "method": m, "x": xs, "objective": objective})
+    return table
 
 
 def coverage_gap(rows: list[dict], method: str = "proposed") -> tuple[float, float, int]:
@@ -154,16 +182,17 @@ def temperature_scenario(seed: int = 0) -> np.ndarray:
 
 
 def run_crowdpower(out: str | Path, seed: int = 0) -> dict:
+    """Quality, reputation and outliers of the temperature scenario (through
+    :func:`scheduling.quality.assess`) and the site-selection sweeps."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     data = temperature_scenario(seed)
-    q, centroids = crowdpower.data_quality(data)
-    rep = crowdpower.reputation(q)
-    filled = crowdpower.fill_missing(data)
-    flags = np.stack([crowdpower.outliers(filled[:, k]) for k in range(filled.shape[1])], axis=1)
-    _write([{"participant": i + 1, **{f"slot{k + 1}": (None if np.isnan(data[i, k]) else round(float(data[i, k]), 2)) for k in range(10)},
+    assessment = assess(Reports(data))
+    q, rep, flags = assessment.quality, assessment.reputation, assessment.outliers
+    n, slots = data.shape
+    _write([{"participant": i + 1, **{f"slot{k + 1}": (None if np.isnan(data[i, k]) else round(float(data[i, k]), 2)) for k in range(slots)},
              "mean_quality": round(float(q[i].mean()), 4), "reputation": round(float(rep[i]), 4), "outlier_slots": int(flags[i].sum())}
-            for i in range(8)], out / "crowdpower_temperature.csv")
+            for i in range(n)], out / "crowdpower_temperature.csv")
     rows = []
     for event in crowdpower.EVENTS:
         sites = crowdpower.random_sites(16, 120, 0.02, seed)
@@ -180,15 +209,15 @@ def run_crowdpower(out: str | Path, seed: int = 0) -> dict:
     _write(rows, out / "crowdpower_sites.csv")
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
-    axes[0].bar(range(1, 9), q.mean(axis=1))
+    axes[0].bar(range(1, n + 1), q.mean(axis=1))
     axes[0].set_title("Fig. 24 analogue: mean data quality", fontsize=9)
-    axes[1].bar(range(1, 9), rep)
+    axes[1].bar(range(1, n + 1), rep)
     axes[1].axhline(crowdpower.W, color="grey", lw=0.8)
     axes[1].axhline(crowdpower.X, color="grey", lw=0.8)
     axes[1].set_title("Fig. 25 analogue: reputation in [W, X]", fontsize=9)
     axes[2].imshow(flags, cmap="Reds", aspect="auto")
     axes[2].set_title("Fig. 26 analogue: outliers per slot", fontsize=9)
-    axes[2].set_yticks(range(8), [str(i + 1) for i in range(8)])
+    axes[2].set_yticks(range(n), [str(i + 1) for i in range(n)])
     for ax in axes[:2]:
         ax.set_xlabel("participant")
     axes[2].set_xlabel("time slot")
@@ -211,6 +240,26 @@ def run_crowdpower(out: str | Path, seed: int = 0) -> dict:
     fig.savefig(out / "crowdpower_sites.png", dpi=100)
     plt.close(fig)
     return {"quality": q, "reputation": rep, "outliers": flags, "sites": rows}
+
+
+def participant_summary(result: dict) -> list[dict]:
+    """One row per participant of :func:`run_crowdpower`'s result: mean quality, reputation and the
+    number of slots where its reading was an outlier."""
+    q, rep, flags = result["quality"], result["reputation"], result["outliers"]
+    return [{"participant": i + 1, "mean_quality": float(q[i].mean()), "reputation": float(rep[i]), "outlier_slots": int(flags[i].sum())}
+            for i in range(len(rep))]
+
+
+def chosen_sites(site_rows: list[dict]) -> list[dict]:
+    """One row per (sweep, value) of the site-selection sweeps, in run order: the chosen site (None
+    when no site qualifies)."""
+    chosen: dict[tuple, str | None] = {}
+    for r in site_rows:
+        key = (r["sweep"], r["value"])
+        chosen.setdefault(key, None)
+        if r["chosen"]:
+            chosen[key] = r["site"]
+    return [{"sweep": sweep, "value": value, "site": site} for (sweep, value), site in chosen.items()]
 
 
 RUNNERS: dict[str, Callable] = {"tapp": run_tapp, "coverage": run_coverage, "crowdpower": run_crowdpower}

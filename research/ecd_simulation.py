@@ -16,7 +16,7 @@ Choices the paper leaves open (ours):
   block n − 1 and the cloud the task head — paper 000's fixed lower layers and swappable heads;
 * one captured image is the model's raw input; its data size is the float32 tensor at split 0;
 * a device uploads its data as one streaming session: per-bit radio energy for every byte, one
-  promotion + tail per device (the per-frame decision still uses DESIGN.md §3's per-transfer cost);
+  promotion + tail per device (the per-frame decision, ecd/split.py, still uses the radio's per-transfer cost);
 * similarity is the (running-minimum) measured P_priv of the split used, averaged over images;
   privacy-protection efficiency = Σ_images (1 − P_priv) / device joules;
 * computing load is MACs per node; Fig. 8's "raw" panel has devices and edges forward raw data so
@@ -149,6 +149,24 @@ def simulate(
     )
 
 
+def load_shares(result: StrategyResult) -> dict[str, float]:
+    """Each tier's share of all the MACs computed ("server", "edge", "device"; they sum to 1)."""
+    totals = {tier: float(v.sum()) for tier, v in result.load_macs.items()}
+    whole = sum(totals.values())
+    return {tier: (t / whole if whole else 0.0) for tier, t in totals.items()}
+
+
+def summary_rows(results: list[StrategyResult], data_mb: float | None = None) -> list[dict]:
+    """One row per strategy at ``data_mb`` (default: the largest size simulated): device energy,
+    similarity, privacy-protection efficiency and each tier's share of the MACs."""
+    data_mb = max(r.data_mb for r in results) if data_mb is None else data_mb
+    return [
+        {"strategy": r.strategy, "data_mb": r.data_mb, "device_energy_j": r.device_energy_j, "similarity": r.similarity,
+         "efficiency": r.efficiency, **{f"{tier}_share": v for tier, v in load_shares(r).items()}}
+        for r in results if r.data_mb == data_mb
+    ]
+
+
 def run_simulation(
     manifest: Manifest,
     out_dir: Path,
@@ -223,7 +241,7 @@ def plot_simulation(results: list[StrategyResult], out_dir: Path, model_id: str)
         loads = np.concatenate([r.load_macs["server"], r.load_macs["edge"], r.load_macs["device"]])
         colours = ["tab:red"] * len(r.load_macs["server"]) + ["tab:orange"] * len(r.load_macs["edge"]) + ["tab:blue"] * len(r.load_macs["device"])
         ax.bar(range(len(loads)), loads / 1e9, color=colours, width=1.0)
-        share = {k: v.sum() / loads.sum() for k, v in r.load_macs.items()}
+        share = load_shares(r)
         ax.set_title(f"{s}: servers {share['server']:.0%}, edges {share['edge']:.0%}, devices {share['device']:.0%} of MACs", fontsize=8)
         ax.set_xlabel("node (2 servers | 10 edge nodes | 100 devices)")
     axes[0].set_ylabel("computing load (GMAC)")

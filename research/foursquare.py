@@ -1,5 +1,8 @@
-"""Reading the Foursquare NYC check-ins (``../shared/data/foursquare_nyc/checkins.csv``, see its README)
-that the TAPP and placement experiments are evaluated on."""
+"""Reading the Foursquare NYC check-in CSV that the TAPP and placement experiments are evaluated on.
+
+The file is not part of the repository; pass its path. Columns used: ``tid`` (a user's trajectory),
+``lat_lon`` (``"lat lon"``), ``date_time`` (``YYYY-MM-DD HH:MM:SS``) and ``root_type`` (the venue
+category); other columns are ignored."""
 
 from __future__ import annotations
 

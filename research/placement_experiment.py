@@ -1,6 +1,6 @@
 """``ecd experiment placement``: paper 003's sweeps (its Figs. 5–8) on real check-ins.
 
-Instances come from Foursquare NYC check-ins (``../shared/data/foursquare_nyc/checkins.csv``):
+Instances come from the Foursquare NYC check-in CSV (read by :mod:`research.foursquare`):
 venues are candidate edge-server sites, venue categories (``root_type``) are data types, a user is a
 trajectory (``tid``) whose initial location is its first check-in and whose data types are the
 categories it checked in at. Coordinates are projected to kilometres (equirectangular about the
@@ -79,9 +79,9 @@ def build_instance(data: CheckIns, types: int, servers: int, users: int, seed: i
 
 def run(data_path: str | Path, out_dir: str | Path, seed: int = 0, methods: Sequence[str] = SWEEP_METHODS, repeats: int = 3) -> list[dict]:
     """Every sweep point × method × repeat (seeds seed..seed+repeats-1); writes CSV and PNGs."""
+    data = load_checkins(data_path)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_checkins(data_path)
     rows = []
     points = [(name, v) for name, values in SWEEPS.items() for v in values]
     for k, (name, value) in enumerate(points):
@@ -107,6 +107,21 @@ def mean_table(rows: list[dict], metric: str, sweep: str, methods: Sequence[str]
     return {m: [float(np.mean([r[metric] for r in rows if r["sweep"] == sweep and r["value"] == v and r["method"] == m])) for v in values] for m in methods}
 
 
+def summary(rows: list[dict], methods: Sequence[str] = SWEEP_METHODS, balance_methods: Sequence[str] = ("otacs", "ttacs")) -> list[dict]:
+    """One row per sweep: the swept ``values``, the mean total cost per method (``TC``) and the mean
+    load-balance metrics of ``balance_methods`` (``avgLBSU``, ``avgLBSD``), each a method -> list."""
+    present = {r["method"] for r in rows}
+    methods = [m for m in methods if m in present]
+    balance_methods = [m for m in balance_methods if m in present]
+    return [
+        {"sweep": sweep, "values": sorted({r["value"] for r in rows if r["sweep"] == sweep}),
+         "TC": mean_table(rows, "TC", sweep, methods),
+         "avgLBSU": mean_table(rows, "avgLBSU", sweep, balance_methods),
+         "avgLBSD": mean_table(rows, "avgLBSD", sweep, balance_methods)}
+        for sweep in SWEEPS if any(r["sweep"] == sweep for r in rows)
+    ]
+
+
 def plot(rows: list[dict], out: Path, methods: Sequence[str]) -> None:
     from research.plots import _pyplot
 
@@ -126,4 +141,4 @@ def plot(rows: list[dict], out: Path, methods: Sequence[str]) -> None:
         plt.close(fig)
 
 
-__all__ = ["load_checkins", "build_instance", "run", "METHODS"]
+__all__ = ["load_checkins", "build_instance", "run", "mean_table", "summary", "METHODS"]

@@ -1,5 +1,5 @@
 """TAPP instances from real check-ins (paper 002 uses Yelp users with > 30 reviews, 3x3 grids, three
-cities; we use Foursquare NYC — ``../shared/data/foursquare_nyc/checkins.csv``).
+cities; we use the Foursquare NYC check-in CSV, read by :mod:`research.foursquare`).
 
 Choices (ours): participants = trajectories (``tid``) with more than 30 check-ins; the three
 "cities" are the participants split into latitude terciles of their median check-in; each area's
@@ -21,7 +21,7 @@ import numpy as np
 from scheduling.allocation.tapp import TappError, TappInstance
 from research.foursquare import read_checkins
 
-__all__ = ["load_areas", "area_instance"]
+__all__ = ["load_areas", "area_instance", "checkin_instance"]
 
 
 def load_areas(path: str | Path, min_checkins: int = 30, areas: int = 3, grid: int = 3) -> list[np.ndarray]:
@@ -69,3 +69,11 @@ def area_instance(profiles: np.ndarray, theta: float, distribution: str = "com",
         room = np.where(work < capacity, shares, 0.0)
         work += np.minimum(_largest_remainder(room, spill), capacity - work)
     return TappInstance(profiles, np.full(n, time_threshold), work, np.full(n, theta))
+
+
+def checkin_instance(path: str | Path, area: int, theta: float, distribution: str = "com") -> TappInstance:
+    """The TAPP instance of one area (0, 1 or 2) of a check-in CSV."""
+    areas = load_areas(path)
+    if not 0 <= area < len(areas):
+        raise TappError(f"area: expected 0..{len(areas) - 1}, got {area}")
+    return area_instance(areas[area], theta, distribution)

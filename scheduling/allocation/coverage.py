@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from ecd.errors import EcdError
+from scheduling.errors import AllocationError
 
 __all__ = [
     "CoverageError",
@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 
-class CoverageError(EcdError, ValueError):
+class CoverageError(AllocationError):
     """A malformed coverage instance; the message names the field."""
 
 

@@ -32,14 +32,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ecd.errors import EcdError
+from scheduling.errors import AllocationError
 
 __all__ = ["TappError", "TappInfeasible", "TappInstance", "TappAllocation", "allocate", "METHODS", "kl_disclosure"]
 
 EPS = 1e-6
 
 
-class TappError(EcdError, ValueError):
+class TappError(AllocationError):
     """A malformed TAPP instance; the message names the field."""
 
 
@@ -63,9 +63,12 @@ class TappInstance:
         p = np.asarray(self.profiles, dtype=np.float64)
         t = np.asarray(self.time_threshold)
         w = np.asarray(self.workload)
-        th = np.broadcast_to(np.asarray(self.theta, dtype=np.float64), (len(p),)).copy() if p.ndim == 2 else np.asarray(self.theta)
+        th = np.asarray(self.theta, dtype=np.float64)
         if p.ndim != 2 or p.shape[0] == 0 or p.shape[1] == 0:
             raise TappError("profiles: expected a non-empty (participants x subregions) array")
+        if th.shape not in ((), (1,), (p.shape[0],)):
+            raise TappError(f"theta: expected one value or {p.shape[0]} values, got shape {list(th.shape)}")
+        th = np.broadcast_to(th, (p.shape[0],)).copy()
         if not np.isfinite(p).all() or (p < 0).any():
             raise TappError("profiles: shares must be finite and >= 0")
         sums = p.sum(axis=1)

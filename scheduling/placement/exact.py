@@ -2,7 +2,7 @@
 instances with tour costs.
 
 With one data type and star service costs, MESAP is uncapacitated facility location, so the
-OR-Library ``cap`` instances' known optima check the MILP (``../shared/data/orlib/README.md``).
+OR-Library ``cap`` instances' known optima check the MILP (``data/orlib/README.md``).
 
 MILP (scipy.optimize.milp, HiGHS): y_j (server active), q_jb (j processes b), w_ijb (user i's type
 b goes to j), z_ij (user i uses j) with Σ_j w_ijb = 1, w_ijb ≤ q_jb, q_jb ≤ y_j, w_ijb ≤ z_ij;

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ecd.errors import EcdError
+from scheduling.errors import SchedulingError
 
 __all__ = [
     "PlacementError",
@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 
-class PlacementError(EcdError, ValueError):
+class PlacementError(SchedulingError):
     """A malformed placement instance; the message names the field."""
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ecd.errors import EcdError
+from scheduling.errors import QualityError
 
 __all__ = [
     "CrowdPowerError",
@@ -64,7 +64,7 @@ EVENTS: dict[str, tuple[str, ...]] = {
 }
 
 
-class CrowdPowerError(EcdError, ValueError):
+class CrowdPowerError(QualityError):
     """Bad CrowdPower input; the message names the field."""
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ecd.manifest import Manifest
-from research.ecd_simulation import STRATEGIES, Topology, device_max_split, make_fleet, run_simulation, simulate
+from research.ecd_simulation import STRATEGIES, Topology, device_max_split, load_shares, make_fleet, run_simulation, simulate, summary_rows
 from ecd.split import privacy_curve
 
 
@@ -52,3 +52,23 @@ def test_unknown_strategy(bundled: Manifest) -> None:
 def test_fleet_is_seeded() -> None:
     a, b = make_fleet(Topology(seed=3)), make_fleet(Topology(seed=3))
     assert np.array_equal(a.device_index, b.device_index) and np.array_equal(a.radio_index, b.radio_index)
+
+
+def test_load_shares_and_summary_rows(bundled: Manifest) -> None:
+    topology = Topology(devices=20, edge_nodes=4)
+    fleet = make_fleet(topology)
+    results = [simulate(bundled, s, mb, fleet, topology) for mb in (0.25, 0.5) for s in STRATEGIES]
+    for r in results:
+        shares = load_shares(r)
+        assert set(shares) == {"server", "edge", "device"} and sum(shares.values()) == pytest.approx(1.0)
+        whole = sum(v.sum() for v in r.load_macs.values())
+        assert shares["edge"] == pytest.approx(r.load_macs["edge"].sum() / whole)
+    assert load_shares(next(r for r in results if r.strategy == "raw"))["server"] == pytest.approx(1.0)
+    rows = summary_rows(results)
+    assert [r["strategy"] for r in rows] == list(STRATEGIES) and {r["data_mb"] for r in rows} == {0.5}
+    assert [r["strategy"] for r in summary_rows(results, 0.25)] == list(STRATEGIES)
+    by = {r.strategy: r for r in results if r.data_mb == 0.5}
+    for row in rows:
+        r = by[row["strategy"]]
+        assert (row["device_energy_j"], row["similarity"], row["efficiency"]) == (r.device_energy_j, r.similarity, r.efficiency)
+        assert row["device_share"] == load_shares(r)["device"]

@@ -13,7 +13,7 @@ import pytest
 from scheduling.placement import InfeasibleError, PlacementError, PlacementProblem, evaluate, read_orlib, solve
 from scheduling.placement.problem import _tour_length
 
-ORLIB = Path(__file__).resolve().parents[3] / "shared" / "data" / "orlib"
+ORLIB = Path(__file__).resolve().parents[2] / "data" / "orlib"  # shipped with the repository (see its README.md)
 OPTIMA = {
     "cap71": 932615.750, "cap72": 977799.400, "cap73": 1010641.450, "cap74": 1034976.975,
     "cap101": 796648.437, "cap102": 854704.200, "cap103": 893782.112, "cap104": 928941.750,
@@ -34,11 +34,22 @@ def random_problem(rng: np.random.Generator, m: int, n: int, k: int, coordinates
     return PlacementProblem(rng.uniform(5, 20, m), ipc, types, service_cost=rng.uniform(0, 15, (n, m)))
 
 
-@pytest.mark.skipif(not ORLIB.exists(), reason="../shared/data/orlib is not beside this checkout")
 @pytest.mark.parametrize("name", sorted(OPTIMA))
 def test_exact_reproduces_orlib_optimum(name: str) -> None:
     placement = solve(read_orlib(ORLIB / f"{name}.txt"), "exact")
     assert abs(placement.total_cost - OPTIMA[name]) / OPTIMA[name] <= 1e-6
+
+
+def test_orlib_files_ship_with_the_repository() -> None:
+    assert sorted(p.stem for p in ORLIB.glob("cap*.txt")) == sorted(OPTIMA)
+    readme = (ORLIB / "README.md").read_text()
+    assert "Beasley" in readme and all(f"{v:.3f}" in readme for v in OPTIMA.values())
+
+
+def test_cli_solves_a_shipped_orlib_file() -> None:
+    proc = cli("--orlib", str(ORLIB / "cap71.txt"), "--method", "exact", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert abs(json.loads(proc.stdout)["total_cost"] - OPTIMA["cap71"]) / OPTIMA["cap71"] <= 1e-6
 
 
 @pytest.mark.parametrize("seed", range(12))
