@@ -9,7 +9,7 @@ import numpy as np
 
 from scheduling.placement.problem import PlacementError, PlacementProblem
 
-__all__ = ["read_orlib", "read_instance"]
+__all__ = ["read_orlib", "read_instance", "instance_from_dict"]
 
 
 def read_orlib(path: str | Path) -> PlacementProblem:
@@ -43,8 +43,7 @@ def read_orlib(path: str | Path) -> PlacementProblem:
 
 
 def read_instance(path: str | Path) -> PlacementProblem:
-    """JSON: {"types": [...], "servers": [{"x", "y", "activation_cost", "processing_cost": {type: cost}}],
-    "users": [{"x", "y", "types": [...]}]}. A server lacking a type in processing_cost cannot process it."""
+    """An instance in our JSON format (see :func:`instance_from_dict`) from a file."""
     path = Path(path)
     try:
         d = json.loads(path.read_text())
@@ -52,6 +51,13 @@ def read_instance(path: str | Path) -> PlacementProblem:
         raise PlacementError(f"--instance: no such file {path}") from None
     except json.JSONDecodeError as e:
         raise PlacementError(f"{path}: not valid JSON ({e})") from None
+    return instance_from_dict(d, str(path))
+
+
+def instance_from_dict(d: dict, source: str = "instance") -> PlacementProblem:
+    """JSON: {"types": [...], "servers": [{"x", "y", "activation_cost", "processing_cost": {type: cost}}],
+    "users": [{"x", "y", "types": [...]}]}. A server lacking a type in processing_cost cannot process it.
+    Other keys (e.g. an "id" per server and user) are carried along and ignored."""
     try:
         types = [str(t) for t in d["types"]]
         index = {t: b for b, t in enumerate(types)}
@@ -88,8 +94,8 @@ def read_instance(path: str | Path) -> PlacementProblem:
             type_names=tuple(types),
         )
     except KeyError as e:
-        raise PlacementError(f"{path}: missing field {e.args[0]!r}") from None
-    except (TypeError, ValueError) as e:
+        raise PlacementError(f"{source}: missing field {e.args[0]!r}") from None
+    except (TypeError, ValueError, AttributeError) as e:
         if isinstance(e, PlacementError):
             raise
-        raise PlacementError(f"{path}: {e}") from None
+        raise PlacementError(f"{source}: {e}") from None
