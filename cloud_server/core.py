@@ -7,16 +7,20 @@ these methods; they take and return :mod:`ecd.types` records, never see gRPC or 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
+import threading
 import time
 import tomllib
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from cloud_server import placement
 from cloud_server.heads import BUILTIN_HEAD, LinearHead, builtin_head, head_from_spec, make_head
-from cloud_server.registry import DeviceRecord, Registry
+from cloud_server.registry import DeviceRecord, EdgeRecord, Registry
 from ecd import codec
 from ecd.config import MiB
 from ecd.errors import AuthenticationError, NotFoundError, PreconditionError, RequestError, UnavailableError
@@ -26,8 +30,10 @@ from ecd.profiles import DeviceProfile, device_from_dict, known_devices, known_r
 from ecd.split import Preferences, check_split, decide_split
 from ecd.types import (
     Assignment,
+    DevicePlacement,
     DeviceRegistration,
     EdgeHeartbeat,
+    EdgePlacement,
     EdgeRegistration,
     Encoding,
     FileChunk,
@@ -35,7 +41,10 @@ from ecd.types import (
     FrameError,
     HeadOutput,
     HeadSpec,
+    LocationReport,
     PartitionRequest,
+    PlacementReport,
+    Position,
     PreferencesUpdate,
     Result,
 )
@@ -71,12 +80,25 @@ class CloudCore:
         edge_boundary: int | None = None,
         max_tensor_bytes: int = 16 * MiB,
         edge_timeout_s: float = 15.0,
+        placement_method: str = placement.DEFAULT_METHOD,
+        placement_activation_cost: float = 5.0,
+        on_change: Callable[[], None] | None = None,
     ):
         self.registry = registry
         self.models: dict[str, ServedModel] = {}
         self.edge_boundary = edge_boundary
         self.max_tensor_bytes = max_tensor_bytes
         self.edge_timeout_s = edge_timeout_s
+        self.placement_method = placement.check_method(placement_method)
+        if not (math.isfinite(placement_activation_cost) and placement_activation_cost >= 0):
+            raise RequestError(f"placement_activation_cost: expected a finite value >= 0, got {placement_activation_cost}")
+        self.placement_activation_cost = placement_activation_cost
+        self.on_change = on_change or (lambda: None)  # the transport wakes assignment watchers
+        self.metrics: Any = None  # SchedulerMetrics, set by the service
+        self._placement_lock = threading.Lock()
+        last = registry.latest_placement()
+        self.placement: PlacementReport | None = placement_report_from_dict(last) if last else None
+        self._placed_alive: set[str] = {e.edge_id for e in self.placement.edges if e.alive} if self.placement else set()
         for m in models:
             served = ServedModel(m, BlockRunner(m), {BUILTIN_HEAD: builtin_head(m.labels)})
             for spec in registry.heads(m.model_id):
@@ -117,21 +139,42 @@ class CloudCore:
             split=d.split,
             recommended_split=recommended,
             preferences=Preferences(d.w_energy, d.w_privacy, d.min_split),
+            edge_id=d.edge_id if edge else "",
+            placement_version=self.placement.version if self.placement else 0,
         )
 
     def _recommend(self, served: ServedModel, profile: DeviceProfile, radio: str, prefs: Preferences) -> int:
         return decide_split(served.manifest, profile, load_radio(radio), prefs).recommended
 
-    def _pick_edge(self) -> str:
-        """Least loaded edge node (devices per unit of capacity). Placement (OTACS/TTACS) will drive this."""
+    def alive_edges(self) -> list[EdgeRecord]:
         now = time.time()
-        edges = [e for e in self.registry.edges() if now - e.last_seen_unix <= self.edge_timeout_s]
+        return [e for e in self.registry.edges() if now - e.last_seen_unix <= self.edge_timeout_s]
+
+    def _least_loaded(self, edges: list[EdgeRecord], counts: dict[str, int]) -> str:
+        """The edge with the fewest devices per unit of capacity (for devices placement cannot place)."""
+        return min(edges, key=lambda e: (counts.get(e.edge_id, 0) / max(e.capacity, 1e-9), e.edge_id)).edge_id
+
+    def _sites(self, edges: list[EdgeRecord]) -> list[placement.Site]:
+        return [
+            placement.Site(e.edge_id, Position(e.lat, e.lon), e.activation_cost or self.placement_activation_cost)
+            for e in edges if e.lat is not None and e.lon is not None
+        ]
+
+    def _pick_edge(self, position: Position | None = None) -> str:
+        """A joining or moving device's edge: the cheapest *active* edge under the current placement
+        when both are known (paper 003's assignment rule for a fixed open set), else the least
+        loaded alive edge."""
+        edges = self.alive_edges()
         if not edges:
             raise UnavailableError(
                 f"edge_endpoint: no edge node has registered or sent a heartbeat in the last {self.edge_timeout_s:g} s",
             )
-        counts = self.registry.devices_per_edge()
-        return min(edges, key=lambda e: (counts.get(e.edge_id, 0) / max(e.capacity, 1e-9), e.edge_id)).edge_id
+        if position is not None and self.placement is not None:
+            active = {e.edge_id for e in self.placement.edges if e.active}
+            chosen = placement.nearest_active(position, self._sites(edges), active)
+            if chosen is not None:
+                return chosen
+        return self._least_loaded(edges, self.registry.devices_per_edge())
 
     # --- control plane -------------------------------------------------------------------------
 
@@ -146,6 +189,7 @@ class CloudCore:
         check_split(served.manifest, req.split_device, prefs.min_split)
         if not isinstance(req.encoding, Encoding):
             raise RequestError(f"encoding: expected FLOAT32, FLOAT16 or INT8_AFFINE, got {req.encoding}")
+        position = req.position.check("position") if req.position is not None else None
         record = self.registry.add_device(
             name=req.device_name or "device",
             profile=req.profile if req.profile in known_devices() else "measured:" + profile.name,
@@ -158,8 +202,12 @@ class CloudCore:
             split_device=req.split_device,
             split_edge=self._split_edge(served, req.split_device),
             encoding=req.encoding.value,
-            edge_id=self._pick_edge(),
+            edge_id=self._pick_edge(position),
+            lat=position.lat if position else None,
+            lon=position.lon if position else None,
         )
+        if position is not None:
+            self.registry.record_location(record.device_id, position.lat, position.lon, int(time.time() * 1000))
         log.info("[CloudServer.RegisterDevice] %s (%s) split %d on edge %s", record.device_id, record.name, record.split_device, record.edge_id)
         return self._assignment(record, self._recommend(served, profile, req.radio, prefs))
 
@@ -189,11 +237,132 @@ class CloudCore:
             raise RequestError(f"endpoint: expected host:port, got {req.endpoint!r}")
         if not (np.isfinite(req.capacity) and req.capacity > 0):
             raise RequestError(f"capacity: expected a finite value > 0, got {req.capacity}")
-        return self.registry.add_edge(req.endpoint, req.capacity).edge_id
+        if not (math.isfinite(req.activation_cost) and req.activation_cost >= 0):
+            raise RequestError(f"activation_cost: expected a finite value >= 0, got {req.activation_cost}")
+        position = req.position.check("position") if req.position is not None else None
+        return self.registry.add_edge(
+            req.endpoint, req.capacity, lat=position.lat if position else None, lon=position.lon if position else None,
+            activation_cost=req.activation_cost,
+        ).edge_id
+
+    def deregister_edge(self, edge_id: str) -> None:
+        """An edge node leaving (e.g. on SIGTERM): it gets no new devices, and the next placement moves
+        its devices away."""
+        if not self.registry.remove_edge(edge_id):
+            raise NotFoundError(f"edge_id: {edge_id!r} is not registered")
+
+    def report_location(self, req: LocationReport) -> Assignment:
+        """A device's new position: stored in its trace; if another active edge is now cheaper, the
+        device moves there (its watchers are told)."""
+        d = self.authenticate(req.device_id, req.token)
+        if req.position is None:
+            raise RequestError("position: required")
+        position = req.position.check("position")
+        if req.unix_ms < 0:
+            raise RequestError(f"unix_ms: expected >= 0, got {req.unix_ms}")
+        self.registry.record_location(d.device_id, position.lat, position.lon, req.unix_ms or int(time.time() * 1000))
+        edge = self._pick_edge(position) if self.alive_edges() else d.edge_id
+        if edge != d.edge_id:
+            self.registry.set_device_edges({d.device_id: edge})
+            self.on_change()
+        d = self.registry.device(d.device_id)
+        return self._assignment(d, d.split_device)
 
     def heartbeat(self, req: EdgeHeartbeat) -> None:
         if not self.registry.heartbeat(req.edge_id, req.load, req.queue_depth):
             raise NotFoundError(f"edge_id: {req.edge_id!r} is not registered")
+
+    # --- placement (paper 003, see cloud_server.placement) -----------------------------------------
+
+    def placement_due(self) -> str | None:
+        """Why a new placement should run now, or None: an edge joined, was lost or left since the
+        last one, or devices wait with positions and there is no placement yet."""
+        alive = {e.edge_id for e in self.alive_edges()}
+        if not alive:
+            return None  # nothing to place devices on; the next edge to join triggers a placement
+        if alive - self._placed_alive:
+            return "edge joined"
+        if self._placed_alive - alive:
+            return "edge lost"
+        if alive and self.placement is None and any(d.lat is not None for d in self.registry.devices()):
+            return "devices joined"
+        return None
+
+    def place(self, method: str = "", seed: int = 0, trigger: str = "operator") -> PlacementReport:
+        """Solve placement over the live edges and devices and apply it: every device's edge becomes
+        the one placement names (devices without a position: the least loaded alive edge)."""
+        method = placement.check_method(method or self.placement_method)
+        with self._placement_lock:
+            t0 = time.perf_counter()
+            try:
+                report = self._place(method, seed, trigger)
+            except Exception:
+                if self.metrics:
+                    self.metrics.run("placement", method, "error", time.perf_counter() - t0)
+                raise
+            if self.metrics:
+                self.metrics.run("placement", method, "ok", time.perf_counter() - t0)
+                self.metrics.placed(report)
+        log.info("[CloudServer.Place] v%d %s (%s): %d edges active, total cost %.3f, %.3f s", report.version, method,
+                 trigger, sum(e.active for e in report.edges), report.total_cost, report.seconds)
+        self.on_change()
+        return report
+
+    def _place(self, method: str, seed: int, trigger: str) -> PlacementReport:
+        alive = self.alive_edges()
+        if not alive:
+            raise PreconditionError(
+                f"edges: no edge node is alive (registered, with a heartbeat in the last {self.edge_timeout_s:g} s) to place devices on"
+            )
+        devices = self.registry.devices()
+        sites = self._sites(alive)
+        users = [placement.User(d.device_id, Position(d.lat, d.lon), d.model_id) for d in devices if d.lat is not None]
+        solution = placement.place(sites, users, method, seed) if sites and users else None
+        mapping = dict(solution.device_edge) if solution else {}
+        counts = {e.edge_id: 0 for e in alive}
+        for edge_id in mapping.values():
+            counts[edge_id] += 1
+        active_alive = [e for e in alive if solution and e.edge_id in solution.active] or alive
+        for d in devices:
+            if d.device_id not in mapping:
+                mapping[d.device_id] = self._least_loaded(active_alive, counts) if alive else ""
+                if mapping[d.device_id]:
+                    counts[mapping[d.device_id]] += 1
+        self.registry.set_device_edges(mapping)
+        alive_ids = {e.edge_id for e in alive}
+        active = set(solution.active) if solution else {e for e in mapping.values() if e}
+        report = PlacementReport(
+            version=(self.placement.version if self.placement else 0) + 1,
+            method=method if solution else "least loaded (no positions)",
+            trigger=trigger,
+            total_cost=solution.total_cost if solution else 0.0,
+            activation_cost=solution.activation_cost if solution else 0.0,
+            service_cost=solution.service_cost if solution else 0.0,
+            seconds=solution.seconds if solution else 0.0,
+            computed_unix_ms=int(time.time() * 1000),
+            edges=[
+                EdgePlacement(e.edge_id, e.endpoint, Position(e.lat, e.lon) if e.lat is not None else None,
+                              e.edge_id in active, e.edge_id in alive_ids, counts.get(e.edge_id, 0),
+                              e.activation_cost or self.placement_activation_cost)
+                for e in self.registry.edges()
+            ],
+            devices=[
+                DevicePlacement(d.device_id, d.name, mapping[d.device_id],
+                                Position(d.lat, d.lon) if d.lat is not None else None,
+                                solution.device_cost.get(d.device_id, 0.0) if solution else 0.0)
+                for d in devices
+            ],
+            instance_json=solution.to_json() if solution else "",
+        )
+        self.registry.put_placement(placement_report_to_dict(report))
+        self.placement = report
+        self._placed_alive = alive_ids
+        return report
+
+    def placement_report(self) -> PlacementReport:
+        if self.placement is None:
+            raise PreconditionError("placement: none computed yet (no edge node has registered)")
+        return self.placement
 
     def partition_chunks(self, req: PartitionRequest) -> Iterator[FileChunk]:
         served = self._model(req.model_id, req.model_version)
@@ -253,6 +422,21 @@ class CloudCore:
             result.heads = []
             result.error = FrameError.from_exception(e)
         return result
+
+
+def placement_report_to_dict(r: PlacementReport) -> dict:
+    return dataclasses.asdict(r)
+
+
+def placement_report_from_dict(d: dict) -> PlacementReport:
+    def pos(p: dict | None) -> Position | None:
+        return Position(**p) if p else None
+
+    return PlacementReport(
+        **{k: v for k, v in d.items() if k not in ("edges", "devices")},
+        edges=[EdgePlacement(**{**e, "position": pos(e["position"])}) for e in d["edges"]],
+        devices=[DevicePlacement(**{**x, "position": pos(x["position"])}) for x in d["devices"]],
+    )
 
 
 def load_models(names: list[str]) -> list[Manifest]:

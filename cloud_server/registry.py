@@ -1,11 +1,28 @@
-"""The cloud's registry of devices, edge nodes and task heads, in SQLite so a restart loses nothing.
+"""The cloud's registry of devices, edge nodes and task heads, in a database so a restart loses nothing.
 
-Transport-free: the servicer calls these methods; tests call them directly.
+One option, ``CloudConfig.db``, picks where it lives:
+
+* a file path (the default, ``ecd-cloud.sqlite3``): SQLite, embedded, for one cloud server;
+* ``postgresql://user@host:port/dbname`` (or ``postgresql:///dbname?host=/socket/dir``): PostgreSQL,
+  so that **two or more cloud replicas share one state**. Needs the ``cloud`` extra's driver.
+
+What holds on both, for every replica on the same database:
+
+* every write is committed before the call returns, so the next call at any replica sees it: a
+  device registered at replica A authenticates at replica B; heartbeats and heads likewise;
+* one endpoint has one edge id: ``add_edge`` is a single ``INSERT … ON CONFLICT (endpoint)`` on a
+  unique index, so an edge re-registering (at any replica, even at two at once) keeps its id;
+* device ids and tokens are random (uuid4, ``secrets``), so replicas never hand out the same one.
+
+Transport-free: the servicer calls these methods; tests call them directly. A bad ``db`` (not a
+path nor a postgresql URL, the driver missing, the server out of reach) raises
+:class:`~ecd.errors.ConfigError` naming ``db``; a password in the URL is never shown.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import sqlite3
 import threading
@@ -13,9 +30,13 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ecd.errors import ConfigError, UnavailableError
 from ecd.types import Split
 
+# One schema for both dialects: DOUBLE PRECISION is an 8-byte float in PostgreSQL (its REAL is only
+# 4 bytes, too coarse for a unix time) and has REAL affinity in SQLite, as the columns always had.
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
     device_id TEXT PRIMARY KEY,
@@ -23,8 +44,8 @@ CREATE TABLE IF NOT EXISTS devices (
     name TEXT NOT NULL,
     profile TEXT NOT NULL,
     radio TEXT NOT NULL,
-    w_energy REAL NOT NULL,
-    w_privacy REAL NOT NULL,
+    w_energy DOUBLE PRECISION NOT NULL,
+    w_privacy DOUBLE PRECISION NOT NULL,
     min_split INTEGER NOT NULL,
     model_id TEXT NOT NULL,
     model_version TEXT NOT NULL,
@@ -32,25 +53,56 @@ CREATE TABLE IF NOT EXISTS devices (
     split_edge INTEGER NOT NULL,
     encoding TEXT NOT NULL,
     edge_id TEXT NOT NULL,
-    reputation REAL NOT NULL DEFAULT 1.0,
-    registered_unix REAL NOT NULL
+    reputation DOUBLE PRECISION NOT NULL DEFAULT 1.0,
+    registered_unix DOUBLE PRECISION NOT NULL,
+    lat DOUBLE PRECISION,
+    lon DOUBLE PRECISION
 );
 CREATE TABLE IF NOT EXISTS edges (
     edge_id TEXT PRIMARY KEY,
     endpoint TEXT NOT NULL,
-    capacity REAL NOT NULL,
-    load REAL NOT NULL DEFAULT 0,
+    capacity DOUBLE PRECISION NOT NULL,
+    load DOUBLE PRECISION NOT NULL DEFAULT 0,
     queue_depth INTEGER NOT NULL DEFAULT 0,
-    last_seen_unix REAL NOT NULL
+    last_seen_unix DOUBLE PRECISION NOT NULL,
+    lat DOUBLE PRECISION,
+    lon DOUBLE PRECISION,
+    activation_cost DOUBLE PRECISION NOT NULL DEFAULT 0
 );
+CREATE UNIQUE INDEX IF NOT EXISTS edges_endpoint ON edges (endpoint);
 CREATE TABLE IF NOT EXISTS heads (
     model_id TEXT NOT NULL,
     name TEXT NOT NULL,
     spec TEXT NOT NULL,
-    added_unix REAL NOT NULL,
+    added_unix DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (model_id, name)
 );
+CREATE TABLE IF NOT EXISTS locations (
+    device_id TEXT NOT NULL,
+    unix_ms BIGINT NOT NULL,
+    lat DOUBLE PRECISION NOT NULL,
+    lon DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS locations_device ON locations (device_id, unix_ms);
+CREATE TABLE IF NOT EXISTS placements (
+    version INTEGER PRIMARY KEY,
+    report TEXT NOT NULL,
+    computed_unix DOUBLE PRECISION NOT NULL
+);
 """
+
+# Columns added after the first release: (table, column, type); an older file gains them on open.
+ADDED_COLUMNS = (
+    ("devices", "lat", "DOUBLE PRECISION"),
+    ("devices", "lon", "DOUBLE PRECISION"),
+    ("edges", "lat", "DOUBLE PRECISION"),
+    ("edges", "lon", "DOUBLE PRECISION"),
+    ("edges", "activation_cost", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
+)
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+SCHEMA_LOCK = 0x3ECD  # PostgreSQL advisory lock: replicas starting together create the tables once
+EDGE_COLUMNS = "edge_id, endpoint, capacity, load, queue_depth, last_seen_unix, lat, lon, activation_cost"
 
 
 @dataclass(frozen=True)
@@ -70,6 +122,8 @@ class DeviceRecord:
     encoding: str  # Encoding.value
     edge_id: str
     reputation: float = 1.0
+    lat: float | None = None  # the last reported position; None = unknown
+    lon: float | None = None
 
     @property
     def split(self) -> Split:
@@ -84,108 +138,231 @@ class EdgeRecord:
     load: float
     queue_depth: int
     last_seen_unix: float
+    lat: float | None = None  # None = no position registered
+    lon: float | None = None
+    activation_cost: float = 0.0  # 0 = the cloud's default
+
+
+DEVICE_COLUMNS = tuple(DeviceRecord.__dataclass_fields__)
+
+
+def is_postgres_url(db: str) -> bool:
+    return db.startswith(POSTGRES_SCHEMES)
+
+
+def redact(url: str) -> str:
+    """The URL as it may be shown: a password (``user:pw@`` or ``?password=``) becomes ``***``."""
+    url = re.sub(r"(://[^/?#@:]*):[^/?#@]*@", r"\1:***@", url)
+    return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
+
+
+def _one_line(error: BaseException, secret: str | None) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text.replace(secret, "***") if secret else text
+
+
+def _postgres_params(url: str) -> dict[str, Any]:
+    """The URL's connection parameters, checked: the driver is there and the URL parses.
+
+    The driver is psycopg 3: the maintained PostgreSQL adapter, with binary wheels for every
+    platform a cloud server runs on (``psycopg[binary]``: no compiler, no libpq to install) and a
+    thread-safe connection; SQLAlchemy would add an engine and ORM layer that a dozen queries do
+    not need. Imported here, only when a postgresql URL is given: it is in the ``cloud`` extra, not
+    in the runtime.
+    """
+    try:
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+    except ImportError:
+        raise ConfigError(
+            f"db: {redact(url)} needs the PostgreSQL driver psycopg: pip install 'ecd-runtime[cloud]'"
+        ) from None
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error as e:
+        raise ConfigError(f"db: not a valid postgresql URL {redact(url)}: {_one_line(e, None)}") from None
+    params.setdefault("connect_timeout", 10)  # an unreachable host fails in seconds, not minutes
+    return params
 
 
 class Registry:
-    """Thread-safe; every write is committed before the call returns."""
+    """Thread-safe; every write is committed before the call returns.
+
+    ``path`` is a SQLite file or a postgresql URL (see the module docstring); ``self.path`` is what
+    may be shown of it (a password masked).
+    """
 
     def __init__(self, path: str | Path):
-        self.path = str(path)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
+        db = str(path)
         self._lock = threading.Lock()
+        self._url = db if is_postgres_url(db) else None
+        if self._url is not None:
+            self.path = redact(db)
+            self._params = _postgres_params(db)
+            import psycopg
+
+            try:
+                self._db = psycopg.connect(**self._params, autocommit=True)  # each statement commits
+            except psycopg.Error as e:
+                raise ConfigError(f"db: cannot connect to {self.path}: {self._reason(e)}") from None
+            try:
+                self._create_schema_postgres()
+            except psycopg.Error as e:
+                self._db.close()
+                raise ConfigError(f"db: cannot create the registry's tables in {self.path}: {self._reason(e)}") from None
+            return
+        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", db):
+            raise ConfigError(f"db: expected a SQLite file or a postgresql:// URL, got {redact(db)!r}")
+        self.path = db
+        try:
+            self._db = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            for table, column, kind in ADDED_COLUMNS:  # before the schema: its indexes may use them
+                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                if have and column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as e:
+            raise ConfigError(f"db: cannot open the SQLite file {db}: {e}") from None
+
+    def _reason(self, error: BaseException) -> str:
+        return _one_line(error, self._params.get("password") if self._url else None)
+
+    def _create_schema_postgres(self) -> None:
+        with self._db.transaction():
+            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            for statement in filter(str.strip, SCHEMA.split(";")):
+                self._db.execute(statement)
+            for table, column, kind in ADDED_COLUMNS:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
+    # --- one statement, either dialect -------------------------------------------------------
+
+    def _execute(self, sql: str, params: tuple | list) -> tuple[list[tuple], int]:
+        """Run one statement written with ``?`` placeholders; its rows and row count."""
+        with self._lock:
+            if self._url is None:
+                cur = self._db.execute(sql, params)
+                return cur.fetchall(), cur.rowcount
+            import psycopg
+
+            try:
+                if self._db.broken:  # the server restarted or the link broke: open a fresh one
+                    self._db = psycopg.connect(**self._params, autocommit=True)
+                cur = self._db.execute(sql.replace("?", "%s"), params)
+                return (cur.fetchall() if cur.description else []), cur.rowcount
+            except psycopg.OperationalError as e:
+                raise UnavailableError(f"db: {self.path}: {self._reason(e)}") from None
+
+    def _rows(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        return self._execute(sql, params)[0]
+
     # --- devices -----------------------------------------------------------------------------
 
     def add_device(self, **fields) -> DeviceRecord:
         record = DeviceRecord(device_id=uuid.uuid4().hex[:12], token=secrets.token_hex(16), **fields)
-        cols = list(record.__dataclass_fields__)
-        with self._lock:
-            self._db.execute(
-                f"INSERT INTO devices ({', '.join(cols)}, registered_unix) VALUES ({', '.join('?' * (len(cols) + 1))})",
-                [getattr(record, c) for c in cols] + [time.time()],
-            )
+        self._execute(
+            f"INSERT INTO devices ({', '.join(DEVICE_COLUMNS)}, registered_unix) VALUES ({', '.join('?' * (len(DEVICE_COLUMNS) + 1))})",
+            [getattr(record, c) for c in DEVICE_COLUMNS] + [time.time()],
+        )
         return record
 
     def device(self, device_id: str) -> DeviceRecord | None:
-        cols = list(DeviceRecord.__dataclass_fields__)
-        with self._lock:
-            row = self._db.execute(f"SELECT {', '.join(cols)} FROM devices WHERE device_id = ?", (device_id,)).fetchone()
-        return None if row is None else DeviceRecord(*row)
+        rows = self._rows(f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices WHERE device_id = ?", (device_id,))
+        return DeviceRecord(*rows[0]) if rows else None
 
     def update_device(self, device_id: str, **fields) -> DeviceRecord:
+        unknown = set(fields) - set(DEVICE_COLUMNS[2:])
+        if unknown:
+            raise ValueError(f"update_device: not device fields: {', '.join(sorted(unknown))}")
         sets = ", ".join(f"{k} = ?" for k in fields)
-        with self._lock:
-            self._db.execute(f"UPDATE devices SET {sets} WHERE device_id = ?", [*fields.values(), device_id])
+        self._execute(f"UPDATE devices SET {sets} WHERE device_id = ?", [*fields.values(), device_id])
         record = self.device(device_id)
         assert record is not None
         return record
 
     def device_count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM devices").fetchone()[0])
+        return int(self._rows("SELECT COUNT(*) FROM devices")[0][0])
 
     # --- edge nodes --------------------------------------------------------------------------
 
-    def add_edge(self, endpoint: str, capacity: float) -> EdgeRecord:
-        """An edge re-registering from the same endpoint keeps its id."""
-        with self._lock:
-            row = self._db.execute("SELECT edge_id FROM edges WHERE endpoint = ?", (endpoint,)).fetchone()
-            edge_id = row[0] if row else uuid.uuid4().hex[:12]
-            self._db.execute(
-                "INSERT OR REPLACE INTO edges (edge_id, endpoint, capacity, load, queue_depth, last_seen_unix) "
-                "VALUES (?, ?, ?, 0, 0, ?)",
-                (edge_id, endpoint, capacity, time.time()),
-            )
-        edge = self.edge(edge_id)
-        assert edge is not None
-        return edge
+    def add_edge(self, endpoint: str, capacity: float, lat: float | None = None, lon: float | None = None,
+                 activation_cost: float = 0.0) -> EdgeRecord:
+        """An edge re-registering from the same endpoint keeps its id (at any replica, even two at once)."""
+        self._execute(
+            f"INSERT INTO edges ({EDGE_COLUMNS}) VALUES (?, ?, ?, 0, 0, ?, ?, ?, ?) "
+            "ON CONFLICT (endpoint) DO UPDATE SET capacity = excluded.capacity, load = 0, queue_depth = 0, "
+            "last_seen_unix = excluded.last_seen_unix, lat = excluded.lat, lon = excluded.lon, "
+            "activation_cost = excluded.activation_cost",
+            (uuid.uuid4().hex[:12], endpoint, capacity, time.time(), lat, lon, activation_cost),
+        )
+        return EdgeRecord(*self._rows(f"SELECT {EDGE_COLUMNS} FROM edges WHERE endpoint = ?", (endpoint,))[0])
 
     def edge(self, edge_id: str) -> EdgeRecord | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT edge_id, endpoint, capacity, load, queue_depth, last_seen_unix FROM edges WHERE edge_id = ?",
-                (edge_id,),
-            ).fetchone()
-        return None if row is None else EdgeRecord(*row)
+        rows = self._rows(f"SELECT {EDGE_COLUMNS} FROM edges WHERE edge_id = ?", (edge_id,))
+        return EdgeRecord(*rows[0]) if rows else None
 
     def edges(self) -> list[EdgeRecord]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT edge_id, endpoint, capacity, load, queue_depth, last_seen_unix FROM edges ORDER BY edge_id"
-            ).fetchall()
-        return [EdgeRecord(*r) for r in rows]
+        return [EdgeRecord(*r) for r in self._rows(f"SELECT {EDGE_COLUMNS} FROM edges ORDER BY edge_id")]
 
     def heartbeat(self, edge_id: str, load: float, queue_depth: int) -> bool:
-        with self._lock:
-            cur = self._db.execute(
-                "UPDATE edges SET load = ?, queue_depth = ?, last_seen_unix = ? WHERE edge_id = ?",
-                (load, queue_depth, time.time(), edge_id),
-            )
-        return cur.rowcount == 1
+        _, count = self._execute(
+            "UPDATE edges SET load = ?, queue_depth = ?, last_seen_unix = ? WHERE edge_id = ?",
+            (load, queue_depth, time.time(), edge_id),
+        )
+        return count == 1
+
+    def remove_edge(self, edge_id: str) -> bool:
+        """An edge node that leaves: kept (its id stays its endpoint's), but no longer alive."""
+        _, count = self._execute("UPDATE edges SET last_seen_unix = 0 WHERE edge_id = ?", (edge_id,))
+        return count == 1
+
+    def devices(self) -> list[DeviceRecord]:
+        rows = self._rows(f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices ORDER BY registered_unix, device_id")
+        return [DeviceRecord(*r) for r in rows]
+
+    def set_device_edges(self, mapping: dict[str, str]) -> None:
+        """Move devices to edges (device id -> edge id), as one placement decided."""
+        for device_id, edge_id in mapping.items():
+            self._execute("UPDATE devices SET edge_id = ? WHERE device_id = ?", (edge_id, device_id))
+
+    def record_location(self, device_id: str, lat: float, lon: float, unix_ms: int) -> None:
+        """A device's position: appended to its trace, and kept as its current one."""
+        self._execute("INSERT INTO locations (device_id, unix_ms, lat, lon) VALUES (?, ?, ?, ?)", (device_id, unix_ms, lat, lon))
+        self._execute("UPDATE devices SET lat = ?, lon = ? WHERE device_id = ?", (lat, lon, device_id))
+
+    def trace(self, device_id: str) -> list[tuple[int, float, float]]:
+        """(unix_ms, lat, lon) of every position the device reported, oldest first."""
+        rows = self._rows("SELECT unix_ms, lat, lon FROM locations WHERE device_id = ? ORDER BY unix_ms", (device_id,))
+        return [(int(r[0]), float(r[1]), float(r[2])) for r in rows]
+
+    def put_placement(self, report: dict) -> None:
+        self._execute(
+            "INSERT INTO placements (version, report, computed_unix) VALUES (?, ?, ?) "
+            "ON CONFLICT (version) DO UPDATE SET report = excluded.report, computed_unix = excluded.computed_unix",
+            (int(report["version"]), json.dumps(report), time.time()),
+        )
+
+    def latest_placement(self) -> dict | None:
+        rows = self._rows("SELECT report FROM placements ORDER BY version DESC LIMIT 1")
+        return json.loads(rows[0][0]) if rows else None
 
     def devices_per_edge(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT edge_id, COUNT(*) FROM devices GROUP BY edge_id").fetchall()
-        return {r[0]: int(r[1]) for r in rows}
+        return {r[0]: int(r[1]) for r in self._rows("SELECT edge_id, COUNT(*) FROM devices GROUP BY edge_id")}
 
     # --- task heads --------------------------------------------------------------------------
 
     def put_head(self, model_id: str, name: str, spec: dict) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO heads (model_id, name, spec, added_unix) VALUES (?, ?, ?, ?)",
-                (model_id, name, json.dumps(spec), time.time()),
-            )
+        self._execute(
+            "INSERT INTO heads (model_id, name, spec, added_unix) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (model_id, name) DO UPDATE SET spec = excluded.spec, added_unix = excluded.added_unix",
+            (model_id, name, json.dumps(spec), time.time()),
+        )
 
     def heads(self, model_id: str) -> list[dict]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT spec FROM heads WHERE model_id = ? ORDER BY added_unix, name", (model_id,)
-            ).fetchall()
+        rows = self._rows("SELECT spec FROM heads WHERE model_id = ? ORDER BY added_unix, name", (model_id,))
         return [json.loads(r[0]) for r in rows]

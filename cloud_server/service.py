@@ -14,11 +14,12 @@ import grpc
 from cloud_server.core import CloudCore, load_models
 from cloud_server.registry import Registry
 from ecd.config import MiB, option
-from ecd.metrics import ServiceMetrics, start_metrics
+from ecd.metrics import SchedulerMetrics, ServiceMetrics, start_metrics
 from ecd.transport import serde
 from ecd.transport.catalog import to_status
 from ecd.transport.rpc import RunningServer, TransportConfig, start_server
-from ecd.types import Result
+from ecd.errors import ConfigError, EcdError
+from ecd.types import PlacementReport, Result
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
@@ -30,7 +31,7 @@ class CloudConfig:
     host: str = option("127.0.0.1", "address to listen on")
     port: int = option(0, "gRPC port (0 = any free port)")
     metrics_port: int = option(0, "Prometheus port (0 = any free port, -1 = off)")
-    db: str = option("ecd-cloud.sqlite3", "SQLite file of the registry (devices, edges, heads)")
+    db: str = option("ecd-cloud.sqlite3", "the registry (devices, edges, heads): a SQLite file, or postgresql://user@host:port/dbname shared by cloud replicas (cloud extra)")
     models: tuple = option(("digits_cnn",), "models to serve: zoo names or model folders")
     edge_boundary: int = option(-1, "blocks the edge runs up to by default (-1 = all but the last block)")
     max_tensor_bytes: int = option(16 * MiB, "largest tensor accepted in a frame, bytes")
@@ -38,22 +39,76 @@ class CloudConfig:
     workers: int = option(4, "frames of one edge stream processed concurrently (results stay in order)")
     max_message_bytes: int = option(64 * MiB, "gRPC max message size, bytes")
     grace_s: float = option(5.0, "seconds in-flight calls get on SIGTERM")
+    placement_method: str = option("otacs_ls", "placement method (paper 003): otacs_ls, otacs, ttacs, exact, lf, dis, random, ...")
+    placement_activation_cost: float = option(5.0, "an edge node's default activation cost (AC_j), in km of device round trips")
+    placement_check_s: float = option(1.0, "how often the cloud looks for edge nodes that joined or were lost, seconds")
+
+
+async def _unary(context: grpc.aio.ServicerContext, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``; any error aborts the call with the catalog's status and message."""
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 — the catalog classifies
+        code, message = to_status(e)
+        await context.abort(code, message)
+
+
+class Changes:
+    """Wakes assignment watchers when the registry's assignments may have changed. ``notify`` may be
+    called from any thread (placement runs in a worker thread)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self.event = asyncio.Event()
+
+    def notify(self) -> None:
+        self.loop.call_soon_threadsafe(self._bump)
+
+    def _bump(self) -> None:
+        old, self.event = self.event, asyncio.Event()
+        old.set()
+
+
+class PlacementMonitor:
+    """Runs a new placement when an edge node joins, is lost or leaves (checked every ``every_s``,
+    and at once when an edge registers or deregisters)."""
+
+    def __init__(self, core: CloudCore, every_s: float):
+        self.core = core
+        self.every_s = every_s
+        self.kicked = asyncio.Event()
+
+    def kick(self) -> None:
+        self.kicked.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await asyncio.wait_for(self.kicked.wait(), timeout=self.every_s)
+            except asyncio.TimeoutError:
+                pass
+            self.kicked.clear()
+            reason = self.core.placement_due()
+            if reason is None:
+                continue
+            try:
+                await loop.run_in_executor(None, lambda: self.core.place(trigger=reason))
+            except Exception as e:  # noqa: BLE001 — a failed run is logged and counted; the next check retries
+                log.warning("[CloudServer.Placement] %s: placement failed: %s", reason, e)
 
 
 class CloudServicer(pb_grpc.CloudServerServicer):
-    def __init__(self, core: CloudCore, metrics: ServiceMetrics, workers: int):
+    def __init__(self, core: CloudCore, metrics: ServiceMetrics, workers: int, changes: Changes, monitor: PlacementMonitor):
         self.core = core
         self.metrics = metrics
         self.workers = workers
+        self.changes = changes
+        self.monitor = monitor
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloud-infer")
 
     async def _unary(self, context: grpc.aio.ServicerContext, fn: Callable[..., Any], *args: Any) -> Any:
-        """``fn(*args)``; any error aborts the call with the catalog's status and message."""
-        try:
-            return fn(*args)
-        except Exception as e:  # noqa: BLE001 — the catalog classifies
-            code, message = to_status(e)
-            await context.abort(code, message)
+        return await _unary(context, fn, *args)
 
     async def Stream(self, request_iterator: AsyncIterator[pb.Frame], context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Result]:
         loop = asyncio.get_running_loop()
@@ -95,7 +150,30 @@ class CloudServicer(pb_grpc.CloudServerServicer):
 
     async def RegisterEdge(self, request, context):
         edge_id = await self._unary(context, lambda r: self.core.register_edge(serde.edge_registration_from_pb(r)), request)
+        self.monitor.kick()
         return pb.RegisterEdgeResponse(edge_id=edge_id)
+
+    async def DeregisterEdge(self, request, context):
+        await self._unary(context, self.core.deregister_edge, request.edge_id)
+        self.monitor.kick()
+        return pb.HeartbeatAck()
+
+    async def ReportLocation(self, request, context):
+        a = await self._unary(context, lambda r: self.core.report_location(serde.location_from_pb(r)), request)
+        return serde.assignment_to_pb(a)
+
+    async def WatchAssignment(self, request, context):
+        """The device's assignment now, then each time it changes (a new placement included, so a
+        device knows which placement it follows)."""
+        last = None
+        while True:
+            event = self.changes.event
+            a = await self._unary(context, self.core.get_assignment, request.device_id, request.token)
+            key = (a.edge_id, a.edge_endpoint, a.split, a.preferences, a.model_version, a.placement_version)
+            if key != last:
+                last = key
+                yield serde.assignment_to_pb(a)
+            await event.wait()
 
     async def Heartbeat(self, request, context):
         await self._unary(context, lambda r: self.core.heartbeat(serde.heartbeat_from_pb(r)), request)
@@ -115,6 +193,49 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         return pb.ListHeadsResponse(heads=[serde.head_spec_to_pb(h) for h in heads])
 
 
+class SchedulerServicer(pb_grpc.SchedulerServicer):
+    """Operator-facing: compute and inspect the placement that decides each device's edge node."""
+
+    def __init__(self, core: CloudCore):
+        self.core = core
+
+    async def Place(self, request, context):
+        loop = asyncio.get_running_loop()
+        try:
+            report = await loop.run_in_executor(None, lambda: self.core.place(request.method, request.seed, "operator"))
+        except Exception as e:  # noqa: BLE001 — the catalog classifies
+            await context.abort(*to_status(e))
+        return serde.placement_report_to_pb(report)
+
+    async def GetPlacement(self, request, context):
+        return serde.placement_report_to_pb(await _unary(context, self.core.placement_report))
+
+
+class SchedulerClient:
+    """What ``ecd schedule`` asks a running cloud (operator side)."""
+
+    def __init__(self, target: str, timeout_s: float = 60.0):
+        self.channel = grpc.insecure_channel(target)
+        self.stub = pb_grpc.SchedulerStub(self.channel)
+        self.target = target
+        self.timeout_s = timeout_s
+
+    def _call(self, fn, request):
+        try:
+            return fn(request, timeout=self.timeout_s)
+        except grpc.RpcError as e:
+            raise EcdError(f"{e.code().name}: {e.details()} (cloud {self.target})") from None
+
+    def place(self, method: str = "", seed: int = 0) -> PlacementReport:
+        return serde.placement_report_from_pb(self._call(self.stub.Place, pb.PlaceRequest(method=method, seed=seed)))
+
+    def placement(self) -> PlacementReport:
+        return serde.placement_report_from_pb(self._call(self.stub.GetPlacement, pb.GetPlacementRequest()))
+
+    def close(self) -> None:
+        self.channel.close()
+
+
 @dataclass
 class RunningCloud:
     server: RunningServer
@@ -123,18 +244,27 @@ class RunningCloud:
     metrics: ServiceMetrics
     metrics_port: int
     servicer: CloudServicer = field(repr=False)
+    tasks: list[asyncio.Task] = field(default_factory=list, repr=False)
 
     @property
     def port(self) -> int:
         return self.server.port
 
     async def stop(self, grace: float | None = None) -> None:
+        for t in self.tasks:
+            t.cancel()
         await self.server.stop(grace)
         self.servicer.pool.shutdown(wait=False, cancel_futures=True)
         self.registry.close()
 
 
 async def start_cloud(cfg: CloudConfig) -> RunningCloud:
+    from scheduling.placement import METHODS
+
+    if cfg.placement_method not in METHODS:
+        raise ConfigError(f"placement_method: expected one of {', '.join(METHODS)}, got {cfg.placement_method!r}")
+    if not cfg.placement_check_s > 0:
+        raise ConfigError(f"placement_check_s: expected > 0 seconds, got {cfg.placement_check_s}")
     registry = Registry(cfg.db)
     core = CloudCore(
         registry,
@@ -142,15 +272,30 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
         edge_boundary=None if cfg.edge_boundary < 0 else cfg.edge_boundary,
         max_tensor_bytes=cfg.max_tensor_bytes,
         edge_timeout_s=cfg.edge_timeout_s,
+        placement_method=cfg.placement_method,
+        placement_activation_cost=cfg.placement_activation_cost,
     )
     metrics = ServiceMetrics("cloud")
-    servicer = CloudServicer(core, metrics, cfg.workers)
+    core.metrics = SchedulerMetrics(metrics.registry)
+    if core.placement is not None:
+        core.metrics.placed(core.placement)
+    changes = Changes(asyncio.get_running_loop())
+    core.on_change = changes.notify
+    monitor = PlacementMonitor(core, cfg.placement_check_s)
+    servicer = CloudServicer(core, metrics, cfg.workers, changes, monitor)
     transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, grace_s=cfg.grace_s)
+
+    def register(s: grpc.aio.Server) -> None:
+        pb_grpc.add_CloudServerServicer_to_server(servicer, s)
+        pb_grpc.add_SchedulerServicer_to_server(SchedulerServicer(core), s)
+
     server = await start_server(
-        lambda s: pb_grpc.add_CloudServerServicer_to_server(servicer, s),
-        [pb.DESCRIPTOR.services_by_name["CloudServer"].full_name],
+        register,
+        [pb.DESCRIPTOR.services_by_name["CloudServer"].full_name, pb.DESCRIPTOR.services_by_name["Scheduler"].full_name],
         cfg.host, cfg.port, transport,
     )
     metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port) if cfg.metrics_port >= 0 else -1
-    log.info("[CloudServer] serving %s on %s:%d (metrics %d, db %s)", ", ".join(core.models), cfg.host, server.port, metrics_port, cfg.db)
-    return RunningCloud(server, registry, core, metrics, metrics_port, servicer)
+    log.info("[CloudServer] serving %s on %s:%d (metrics %d, db %s)", ", ".join(core.models), cfg.host, server.port, metrics_port, registry.path)
+    running = RunningCloud(server, registry, core, metrics, metrics_port, servicer)
+    running.tasks.append(asyncio.create_task(monitor.run()))
+    return running

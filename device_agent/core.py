@@ -52,6 +52,8 @@ class RunReport:
     accuracy: float | None
     duplicates_dropped: int = 0
     error_messages: list[str] = field(default_factory=list)
+    moves: int = 0  # times the device followed its assignment to another edge node
+    edges: list[str] = field(default_factory=list)  # the edge nodes that served its frames
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -150,5 +152,6 @@ class AgentCore:
             accuracy=accuracy,
             duplicates_dropped=self.duplicates,
             error_messages=sorted({o.result.error.message for o in outcomes if o.result.error is not None})[:5],
+            edges=sorted({o.result.edge_id for o in outcomes if o.result.edge_id}),
         )
 

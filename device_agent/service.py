@@ -7,6 +7,7 @@ the report; messages are converted by :mod:`ecd.transport.serde`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import threading
@@ -22,14 +23,15 @@ from device_agent.core import AgentCore, FrameOutcome, RunReport
 from device_agent.sources import open_source
 from ecd import distribution
 from ecd.config import MiB, option
-from ecd.errors import EcdError, UnavailableError
+from ecd.errors import ConfigError, EcdError, UnavailableError
 from ecd.manifest import Manifest
 from ecd.metrics import ServiceMetrics, start_metrics
 from ecd.profiles import load_device, load_radio
 from ecd.split import Preferences
 from ecd.transport import serde
 from ecd.transport.rpc import TransportConfig, grpc_options
-from ecd.types import Assignment, DeviceRegistration, Encoding, Frame, PartitionRequest, Result
+from ecd.types import Assignment, DeviceRegistration, Encoding, Frame, LocationReport, PartitionRequest, Position, Result
+from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
 log = logging.getLogger("ecd.agent")
@@ -59,10 +61,42 @@ class AgentConfig:
     report: str = option("", "write the run's report as JSON to this file")
     max_message_bytes: int = option(64 * MiB, "gRPC max message size, bytes")
     retries: int = option(3, "times a broken edge stream is reopened (unanswered frames are resent)")
+    position: str = option("", "where the device is, LAT,LON in degrees (placement uses it; empty = unknown)")
+    trace: str = option("", "a CSV of positions (lat,lon per line) the device walks through, one step per --trace-every frames")
+    trace_every: int = option(20, "frames between two location reports when replaying --trace")
+    follow: bool = option(True, "watch the assignment and move to the edge node placement names")
+    failover_wait_s: float = option(30.0, "after its edge breaks, how long to wait for the cloud to name another, seconds")
+
+
+def read_trace(path: str) -> list[Position]:
+    """Positions from a CSV file: ``lat,lon`` per line (a header line and extra columns are ignored)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise ConfigError(f"--trace: cannot read {path} ({e.strerror})") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) < 2 or not cells[0]:
+            continue
+        try:
+            lat, lon = float(cells[0]), float(cells[1])
+        except ValueError:
+            if n == 1:
+                continue  # a header
+            raise ConfigError(f"--trace: {path}, line {n}: expected lat,lon, got {line!r}") from None
+        out.append(Position(lat, lon).check(f"--trace line {n}"))
+    if not out:
+        raise ConfigError(f"--trace: {path} holds no positions")
+    return out
 
 
 class DeviceAgent:
     def __init__(self, cfg: AgentConfig):
+        if cfg.trace_every < 1:
+            raise ConfigError(f"--trace-every: expected >= 1, got {cfg.trace_every}")
+        self.trace = read_trace(cfg.trace) if cfg.trace else []
+        self.position = Position.parse(cfg.position, "--position") or (self.trace[0] if self.trace else None)
         self.cfg = cfg
         w_e = cfg.energy_weight if cfg.energy_weight >= 0 else 1.0 - cfg.privacy_weight
         self.core = AgentCore(cfg.name, Preferences(w_e, cfg.privacy_weight, cfg.min_split),
@@ -75,6 +109,15 @@ class DeviceAgent:
         self.cloud_channel = grpc.insecure_channel(cfg.cloud, options=self._options)
         self.cloud = pb_grpc.CloudServerStub(self.cloud_channel)
         self.edge_channel: grpc.Channel | None = None
+        self._move: Assignment | None = None  # a new edge the cloud named, not yet switched to
+        self._moved = threading.Event()
+        self._lock = threading.Lock()
+        self._seen = threading.Condition(self._lock)
+        self.placement_version = 0
+        self._watch_call = None
+        self._watcher: threading.Thread | None = None
+        self.moves = 0
+        self.edges_used: list[str] = []
 
     @property
     def assignment(self) -> Assignment | None:
@@ -105,16 +148,80 @@ class DeviceAgent:
             model_id=manifest.model_id,
             split_device=split_device,
             encoding=self.core.encoding,
+            position=self.position,
         )
         reply = self.cloud.RegisterDevice(serde.registration_to_pb(registration), timeout=timeout_s)
         assignment = serde.assignment_from_pb(reply)
         self.core.registered(manifest, assignment)
+        self.placement_version = assignment.placement_version
         self.edge_channel = grpc.insecure_channel(assignment.edge_endpoint, options=self._options)
+        self.edges_used.append(assignment.edge_id)
+        if self.cfg.follow:
+            self._watcher = threading.Thread(target=self._watch, name="ecd-agent-watch", daemon=True)
+            self._watcher.start()
         log.info("[DeviceAgent] %s registered as %s: split %d, edge %s", self.cfg.name, assignment.device_id,
                  assignment.split.device, assignment.edge_endpoint)
         return assignment
 
+    # --- following the assignment ------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Follow the cloud's word on this device's assignment; a new edge is switched to between frames."""
+        a = self.core.assignment
+        self._watch_call = self.cloud.WatchAssignment(pb.GetAssignmentRequest(device_id=a.device_id, token=a.token))
+        try:
+            for msg in self._watch_call:
+                self._offer(serde.assignment_from_pb(msg))
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.CANCELLED:
+                log.warning("[DeviceAgent] assignment watch ended (%s)", e.code().name)
+
+    def _offer(self, a: Assignment) -> None:
+        with self._lock:
+            current = self._move or self.core.assignment
+            if a.edge_endpoint and (a.edge_endpoint, a.edge_id) != (current.edge_endpoint, current.edge_id):
+                self._move = a
+            elif a.placement_version > current.placement_version:
+                current.placement_version = a.placement_version  # the same edge under a newer placement
+            self.placement_version = max(self.placement_version, a.placement_version)
+            self._seen.notify_all()
+            if self._move is not None:
+                self._moved.set()
+
+    def wait_for_placement(self, version: int, timeout_s: float = 30.0) -> bool:
+        """Block until the cloud's placement ``version`` (or a later one) reached this agent."""
+        with self._lock:
+            return self._seen.wait_for(lambda: self.placement_version >= version, timeout_s)
+
+    def _switch(self) -> None:
+        with self._lock:
+            a, self._move = self._move, None
+            self._moved.clear()
+        old = self.core.assignment
+        self.core.assignment = dataclasses.replace(old, edge_endpoint=a.edge_endpoint, edge_id=a.edge_id,
+                                                   placement_version=a.placement_version)
+        if self.edge_channel:
+            self.edge_channel.close()
+        self.edge_channel = grpc.insecure_channel(a.edge_endpoint, options=self._options)
+        self.moves += 1
+        self.edges_used.append(a.edge_id)
+        log.info("[DeviceAgent] %s moves from edge %s to %s (%s)", old.device_id, old.edge_id, a.edge_id, a.edge_endpoint)
+
+    def report_location(self, position: Position) -> Assignment:
+        """Tell the cloud where the device is; a move in the reply is followed like a watched one."""
+        a = self.core.assignment
+        reply = serde.assignment_from_pb(self.cloud.ReportLocation(
+            serde.location_to_pb(LocationReport(a.device_id, a.token, position)), timeout=30))
+        self.position = position
+        if self.cfg.follow:
+            self._offer(reply)
+        return reply
+
     def close(self) -> None:
+        if self._watch_call is not None:
+            self._watch_call.cancel()
+        if self._watcher is not None:
+            self._watcher.join(10)
         if self.edge_channel:
             self.edge_channel.close()
         self.cloud_channel.close()
@@ -133,19 +240,36 @@ class DeviceAgent:
             yield serde.result_from_pb(msg)
 
     def run(self, samples: Iterable[tuple[np.ndarray, int | None]]) -> list[FrameOutcome]:
-        """Stream every sample; one outcome per frame, in frame order. Frames left unanswered by a
-        broken stream are resent on a new one (up to ``retries`` times); duplicates are dropped."""
+        """Stream every sample; one outcome per frame, in frame order.
+
+        Between frames the agent follows its assignment: when the cloud names another edge node, it
+        stops sending on the current stream, lets it answer what is in flight, and goes on at the new
+        edge. Frames left unanswered by a broken stream are resent on the next one (after waiting up
+        to ``failover_wait_s`` for the cloud to name a new edge; ``retries`` bounds the breaks on one
+        edge); duplicate answers are dropped.
+        """
         assert self.edge_channel
-        stub = pb_grpc.EdgeNodeStub(self.edge_channel)
         window = threading.Semaphore(self.cfg.max_in_flight)
         sent: dict[int, tuple[object, float, int | None, int]] = {}  # frame id -> (pb frame, sent at, label, raw bytes)
         done: dict[int, FrameOutcome] = {}
         source = iter(samples)
+        exhausted = threading.Event()
 
         def requests(resend: list) -> Iterator:
             yield from resend
-            for image, label in source:
+            while True:
                 window.acquire()
+                if self._move is not None:  # switch edges between frames
+                    window.release()
+                    return
+                try:
+                    image, label = next(source)
+                except StopIteration:
+                    window.release()
+                    exhausted.set()
+                    return
+                if self.trace and len(sent) % self.cfg.trace_every == 0 and len(sent):
+                    self.report_location(self.trace[(len(sent) // self.cfg.trace_every) % len(self.trace)])
                 frame, t_sent = self.core.make_frame(image)
                 msg = serde.frame_to_pb(frame)
                 sent[frame.frame_id] = (msg, t_sent, label, int(image.nbytes))
@@ -155,6 +279,7 @@ class DeviceAgent:
         attempts = 0
         resend: list = []
         while True:
+            stub = pb_grpc.EdgeNodeStub(self.edge_channel)
             try:
                 for msg in stub.Stream(requests(resend)):
                     result = serde.result_from_pb(msg)
@@ -167,20 +292,32 @@ class DeviceAgent:
                     self.metrics.frame(result.ok, None if result.ok else result.error.status)
                     self.metrics.stage_seconds.labels("device", "end_to_end").observe(latency)
                     window.release()
-                break
             except grpc.RpcError as e:
-                if e.code() not in RETRYABLE or attempts >= self.cfg.retries:
+                if e.code() not in RETRYABLE:
                     raise
-                attempts += 1
-                resend = [sent[i][0] for i in sorted(sent) if i not in done]
-                log.warning("[DeviceAgent] edge stream broke (%s); resending %d frames (attempt %d)", e.code().name, len(resend), attempts)
+                unanswered = len(sent) - len(done)
+                log.warning("[DeviceAgent] edge stream broke (%s); %d frames unanswered", e.code().name, unanswered)
+                if not (self.cfg.follow and self._moved.wait(self.cfg.failover_wait_s)):
+                    attempts += 1
+                    if attempts > self.cfg.retries:
+                        raise
+            if exhausted.is_set() and len(done) == len(sent):
+                break
+            if self._move is not None:
+                self._switch()
+                attempts = 0
+            resend = [sent[i][0] for i in sorted(sent) if i not in done]
+            if resend:
+                log.warning("[DeviceAgent] resending %d frames", len(resend))
         missing = [i for i in sent if i not in done]
         if missing:
             raise EcdError(f"{len(missing)} frames got no result (first: {missing[:5]})")
         return [done[i] for i in sorted(done)]
 
     def report(self, outcomes: list[FrameOutcome]) -> RunReport:
-        return self.core.report(outcomes)
+        report = self.core.report(outcomes)
+        report.moves = self.moves
+        return report
 
 
 def run_agent(cfg: AgentConfig) -> RunReport:

@@ -39,6 +39,37 @@ class ServiceMetrics:
             self.errors.labels(self.service, code_name or "UNKNOWN").inc()
 
 
+SCHEDULER_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class SchedulerMetrics:
+    """The cloud's schedulers: runs and their seconds, the applied placement's cost and load."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.runs = Counter("ecd_scheduler_runs", "Scheduler runs, by scheduler, method and outcome",
+                            ["scheduler", "method", "outcome"], registry=registry)
+        self.seconds = Histogram("ecd_scheduler_seconds", "Time one scheduler run took", ["scheduler"],
+                                 buckets=SCHEDULER_BUCKETS, registry=registry)
+        self.placement_cost = Gauge("ecd_placement_cost", "The applied placement's cost, by part (activation, service, total)",
+                                    ["part"], registry=registry)
+        self.devices_per_edge = Gauge("ecd_devices_per_edge", "Devices the applied placement sends to each edge node",
+                                      ["edge_id"], registry=registry)
+        self.active_edges = Gauge("ecd_placement_active_edges", "Edge nodes the applied placement keeps active", registry=registry)
+
+    def run(self, scheduler: str, method: str, outcome: str, seconds: float) -> None:
+        self.runs.labels(scheduler, method, outcome).inc()
+        self.seconds.labels(scheduler).observe(seconds)
+
+    def placed(self, report) -> None:
+        """Publish an applied :class:`~ecd.types.PlacementReport`."""
+        for part, value in (("activation", report.activation_cost), ("service", report.service_cost), ("total", report.total_cost)):
+            self.placement_cost.labels(part).set(value)
+        self.devices_per_edge.clear()
+        for e in report.edges:
+            self.devices_per_edge.labels(e.edge_id).set(e.devices)
+        self.active_edges.set(sum(e.active for e in report.edges))
+
+
 def start_metrics(registry: CollectorRegistry, host: str, port: int) -> int:
     """Serve ``registry`` for Prometheus on ``host:port`` (0 = any free port); returns the port."""
     httpd, _ = start_http_server(port, addr=host, registry=registry)

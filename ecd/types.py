@@ -16,15 +16,16 @@ On the wire and in the registry the same two numbers are the flat fields ``split
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 
 from ecd.errors import RequestError, describe
 from ecd.split import Preferences
 
 __all__ = [
-    "Encoding", "Split", "Tensor", "Frame", "HeadOutput", "FrameError", "Result", "Assignment",
+    "Encoding", "Split", "Position", "LocationReport", "Tensor", "Frame", "HeadOutput", "FrameError", "Result", "Assignment",
     "Preferences", "DeviceRegistration", "PreferencesUpdate", "EdgeRegistration", "EdgeHeartbeat",
-    "PartitionRequest", "FileChunk", "HeadSpec",
+    "PartitionRequest", "FileChunk", "HeadSpec", "EdgePlacement", "DevicePlacement", "PlacementReport",
 ]
 
 
@@ -55,6 +56,33 @@ class Split:
 
     device: int
     edge: int
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a device or an edge node is: WGS 84 degrees."""
+
+    lat: float
+    lon: float
+
+    @classmethod
+    def parse(cls, text: str, field_name: str = "position") -> Position | None:
+        """``"LAT,LON"`` in degrees (``""`` = unknown, None); the error names the field."""
+        if not text.strip():
+            return None
+        try:
+            lat, lon = (float(v) for v in text.split(","))
+        except ValueError:
+            raise RequestError(f"{field_name}: expected LAT,LON in degrees, got {text!r}") from None
+        return cls(lat, lon).check(field_name)
+
+    def check(self, field_name: str = "position") -> Position:
+        """This position, or a :class:`~ecd.errors.RequestError` naming the field if it is not one."""
+        if not (math.isfinite(self.lat) and -90.0 <= self.lat <= 90.0):
+            raise RequestError(f"{field_name}.lat: expected degrees in [-90, 90], got {self.lat}")
+        if not (math.isfinite(self.lon) and -180.0 <= self.lon <= 180.0):
+            raise RequestError(f"{field_name}.lon: expected degrees in [-180, 180], got {self.lon}")
+        return self
 
 
 @dataclass
@@ -125,6 +153,7 @@ class Result:
     uplink_bytes: int = 0  # device -> edge
     edge_to_cloud_bytes: int = 0
     output: list[float] = field(default_factory=list)  # the model's final output, first sample
+    edge_id: str = ""  # the edge node that served the frame
 
     @property
     def ok(self) -> bool:
@@ -151,6 +180,8 @@ class Assignment:
     split: Split
     recommended_split: int  # the cloud's own reading of the utility; the user decides
     preferences: Preferences
+    edge_id: str = ""  # the edge node placement chose
+    placement_version: int = 0  # bumps whenever a placement is applied
 
 
 @dataclass
@@ -164,6 +195,7 @@ class DeviceRegistration:
     model_id: str
     split_device: int  # the split the device chose with its utility
     encoding: Encoding
+    position: Position | None = None  # None: unknown, so placement cannot use the device yet
 
 
 @dataclass
@@ -178,6 +210,16 @@ class PreferencesUpdate:
 class EdgeRegistration:
     endpoint: str  # host:port devices reach this edge node on
     capacity: float  # frames per second it can sustain (operator's estimate)
+    position: Position | None = None  # None: placement cannot use this node
+    activation_cost: float = 0.0  # placement's cost of keeping it active (AC_j); 0 = the cloud's default
+
+
+@dataclass
+class LocationReport:
+    device_id: str
+    token: str
+    position: Position | None  # None only when the sender left it out (refused, naming the field)
+    unix_ms: int = 0  # when the device was there; 0 = now
 
 
 @dataclass
@@ -218,3 +260,40 @@ class HeadSpec:
     weight: list[float]  # len(labels) x output size, row major
     bias: list[float]
     input: str  # "logits" | "probabilities" | "unspecified"
+
+
+@dataclass
+class EdgePlacement:
+    edge_id: str
+    endpoint: str
+    position: Position | None
+    active: bool  # placement keeps it on (some device streams to it)
+    alive: bool  # heartbeat within the cloud's edge timeout
+    devices: int
+    activation_cost: float
+
+
+@dataclass
+class DevicePlacement:
+    device_id: str
+    device_name: str
+    edge_id: str  # "" when the device could not be placed (no alive edge)
+    position: Position | None
+    service_cost: float  # the device's share of the service cost (0 without a position)
+
+
+@dataclass
+class PlacementReport:
+    """Which edge nodes are active and which edge each device streams to, and what it cost."""
+
+    version: int
+    method: str
+    trigger: str  # what caused it: "edge joined", "edge lost", "operator", ...
+    total_cost: float
+    activation_cost: float
+    service_cost: float
+    seconds: float
+    computed_unix_ms: int
+    edges: list[EdgePlacement] = field(default_factory=list)
+    devices: list[DevicePlacement] = field(default_factory=list)
+    instance_json: str = ""  # the instance in `ecd placement solve --instance` format

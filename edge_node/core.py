@@ -136,6 +136,7 @@ class EdgeCore:
         self._assignments: dict[str, tuple[str, Assignment]] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self.frames_seen = 0
+        self.edge_id = ""  # set once the cloud has registered this node; stamped on every result
 
     async def assignment(self, device_id: str, token: str, split_device: int) -> Assignment:
         cached = self._assignments.get(device_id)
@@ -207,6 +208,7 @@ class EdgeCore:
         try:
             while (item := await session.out.get()) is not _END:
                 self.metrics.frame(item.ok, None if item.ok else item.error.status)
+                item.edge_id = self.edge_id
                 yield item
         finally:
             reader.cancel()

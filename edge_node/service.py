@@ -22,7 +22,7 @@ from ecd.errors import AuthenticationError, UnavailableError
 from ecd.metrics import ServiceMetrics, start_metrics
 from ecd.transport import serde
 from ecd.transport.rpc import RunningServer, TransportConfig, grpc_options, start_server
-from ecd.types import Assignment, PartitionRequest
+from ecd.types import Assignment, EdgeRegistration, PartitionRequest, Position
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 from edge_node.core import CloudLink, EdgeCore
@@ -44,6 +44,8 @@ class EdgeConfig:
     max_message_bytes: int = option(64 * MiB, "gRPC max message size, bytes")
     heartbeat_s: float = option(5.0, "seconds between heartbeats to the cloud")
     grace_s: float = option(5.0, "seconds in-flight calls get on SIGTERM")
+    position: str = option("", "where this node stands, LAT,LON in degrees (placement uses it; empty = unknown)")
+    activation_cost: float = option(0.0, "placement's cost of keeping this node active (0 = the cloud's default)")
 
 
 class GrpcCloudClient:
@@ -127,7 +129,13 @@ class RunningEdge:
     def port(self) -> int:
         return self.server.port
 
-    async def stop(self, grace: float | None = None) -> None:
+    async def stop(self, grace: float | None = None, leave: bool = True) -> None:
+        """Stop serving. ``leave``: first tell the cloud this node leaves, so placement moves its
+        devices away while in-flight frames finish (best effort, bounded)."""
+        if leave:
+            self.tasks[-1].cancel()  # the heartbeat: a late one must not bring the node back to life
+            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.TimeoutError):
+                await pb_grpc.CloudServerStub(self.channel).DeregisterEdge(pb.DeregisterEdgeRequest(edge_id=self.edge_id), timeout=2.0)
         await self.server.stop(grace)
         for t in self.tasks:
             t.cancel()
@@ -152,6 +160,7 @@ async def _heartbeat(stub: pb_grpc.CloudServerStub, edge_id: str, core: EdgeCore
 
 
 async def start_edge(cfg: EdgeConfig) -> RunningEdge:
+    position = Position.parse(cfg.position, "position")  # a bad option fails before anything starts
     transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, grace_s=cfg.grace_s)
     channel = grpc.aio.insecure_channel(cfg.cloud, options=grpc_options(transport))
     stub = pb_grpc.CloudServerStub(channel)
@@ -170,7 +179,9 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     except asyncio.TimeoutError:
         await server.stop(None)
         raise ConnectionError(f"cloud: no cloud server answers at {cfg.cloud} (--cloud)") from None
-    reply = await stub.RegisterEdge(pb.RegisterEdgeRequest(endpoint=endpoint, capacity=cfg.capacity))
+    registration = EdgeRegistration(endpoint, cfg.capacity, position, cfg.activation_cost)
+    reply = await stub.RegisterEdge(serde.edge_registration_to_pb(registration))
+    core.edge_id = reply.edge_id
     metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port) if cfg.metrics_port >= 0 else -1
     running = RunningEdge(server, core, reply.edge_id, endpoint, metrics, metrics_port, channel, tmpdir=tmp)
     running.tasks.append(asyncio.create_task(run_cloud_link(core.link, stub, metrics)))

@@ -15,8 +15,10 @@ import grpc
 from ecd.split import Preferences
 from ecd.types import (
     Assignment,
+    DevicePlacement,
     DeviceRegistration,
     EdgeHeartbeat,
+    EdgePlacement,
     EdgeRegistration,
     Encoding,
     FileChunk,
@@ -24,7 +26,10 @@ from ecd.types import (
     FrameError,
     HeadOutput,
     HeadSpec,
+    LocationReport,
     PartitionRequest,
+    PlacementReport,
+    Position,
     PreferencesUpdate,
     Result,
     Split,
@@ -93,7 +98,7 @@ def result_to_pb(r: Result) -> pb.Result:
         device_id=r.device_id, frame_id=r.frame_id, split_device=r.split.device, split_edge=r.split.edge,
         heads=[pb.HeadOutput(head=h.head, label=h.label, index=h.index, scores=h.scores) for h in r.heads],
         device_compute_s=r.device_compute_s, edge_compute_s=r.edge_compute_s, cloud_compute_s=r.cloud_compute_s,
-        uplink_bytes=r.uplink_bytes, edge_to_cloud_bytes=r.edge_to_cloud_bytes, output=r.output,
+        uplink_bytes=r.uplink_bytes, edge_to_cloud_bytes=r.edge_to_cloud_bytes, output=r.output, edge_id=r.edge_id,
     )
     if r.error is not None:
         msg.error.code = status_code(r.error.status).value[0]
@@ -108,11 +113,20 @@ def result_from_pb(msg: pb.Result) -> Result:
         error=FrameError(status_name(msg.error.code), msg.error.message) if msg.HasField("error") else None,
         device_compute_s=msg.device_compute_s, edge_compute_s=msg.edge_compute_s,
         cloud_compute_s=msg.cloud_compute_s, uplink_bytes=msg.uplink_bytes,
-        edge_to_cloud_bytes=msg.edge_to_cloud_bytes, output=list(msg.output),
+        edge_to_cloud_bytes=msg.edge_to_cloud_bytes, output=list(msg.output), edge_id=msg.edge_id,
     )
 
 
 # --- control plane -----------------------------------------------------------------------------
+
+
+def position_to_pb(p: Position | None) -> pb.Position | None:
+    return None if p is None else pb.Position(lat=p.lat, lon=p.lon)
+
+
+def position_from_pb(msg, has: bool) -> Position | None:
+    """The position, or None where the message left the field unset."""
+    return Position(msg.lat, msg.lon) if has else None
 
 
 def preferences_to_pb(p: Preferences) -> pb.Preferences:
@@ -129,6 +143,7 @@ def assignment_to_pb(a: Assignment) -> pb.Assignment:
         device_id=a.device_id, token=a.token, edge_endpoint=a.edge_endpoint, model_id=a.model_id,
         model_version=a.model_version, split_device=a.split.device, split_edge=a.split.edge,
         recommended_split=a.recommended_split, preferences=preferences_to_pb(a.preferences),
+        edge_id=a.edge_id, placement_version=a.placement_version,
     )
 
 
@@ -137,6 +152,7 @@ def assignment_from_pb(msg: pb.Assignment) -> Assignment:
         device_id=msg.device_id, token=msg.token, edge_endpoint=msg.edge_endpoint, model_id=msg.model_id,
         model_version=msg.model_version, split=Split(msg.split_device, msg.split_edge),
         recommended_split=msg.recommended_split, preferences=preferences_from_pb(msg.preferences),
+        edge_id=msg.edge_id, placement_version=msg.placement_version,
     )
 
 
@@ -144,6 +160,7 @@ def registration_to_pb(r: DeviceRegistration) -> pb.RegisterDeviceRequest:
     return pb.RegisterDeviceRequest(
         device_name=r.device_name, profile=r.profile, radio=r.radio, preferences=preferences_to_pb(r.preferences),
         model_id=r.model_id, split_device=r.split_device, encoding=encoding_to_pb(r.encoding),
+        position=position_to_pb(r.position),
     )
 
 
@@ -152,6 +169,7 @@ def registration_from_pb(msg: pb.RegisterDeviceRequest) -> DeviceRegistration:
         device_name=msg.device_name, profile=msg.profile, radio=msg.radio,
         preferences=preferences_from_pb(msg.preferences), model_id=msg.model_id,
         split_device=msg.split_device, encoding=encoding_from_pb(msg.encoding),
+        position=position_from_pb(msg.position, msg.HasField("position")),
     )
 
 
@@ -165,11 +183,21 @@ def update_from_pb(msg: pb.UpdatePreferencesRequest) -> PreferencesUpdate:
 
 
 def edge_registration_to_pb(r: EdgeRegistration) -> pb.RegisterEdgeRequest:
-    return pb.RegisterEdgeRequest(endpoint=r.endpoint, capacity=r.capacity)
+    return pb.RegisterEdgeRequest(endpoint=r.endpoint, capacity=r.capacity, position=position_to_pb(r.position),
+                                  activation_cost=r.activation_cost)
 
 
 def edge_registration_from_pb(msg: pb.RegisterEdgeRequest) -> EdgeRegistration:
-    return EdgeRegistration(msg.endpoint, msg.capacity)
+    return EdgeRegistration(msg.endpoint, msg.capacity, position_from_pb(msg.position, msg.HasField("position")),
+                            msg.activation_cost)
+
+
+def location_to_pb(r: LocationReport) -> pb.LocationReport:
+    return pb.LocationReport(device_id=r.device_id, token=r.token, position=position_to_pb(r.position), unix_ms=r.unix_ms)
+
+
+def location_from_pb(msg: pb.LocationReport) -> LocationReport:
+    return LocationReport(msg.device_id, msg.token, position_from_pb(msg.position, msg.HasField("position")), msg.unix_ms)
 
 
 def heartbeat_to_pb(h: EdgeHeartbeat) -> pb.EdgeHeartbeat:
@@ -205,3 +233,32 @@ def head_spec_to_pb(h: HeadSpec) -> pb.HeadSpec:
 def head_spec_from_pb(msg: pb.HeadSpec) -> HeadSpec:
     return HeadSpec(msg.model_id, msg.name, list(msg.labels), list(msg.weight), list(msg.bias),
                     HEAD_INPUT_FROM_PB.get(msg.input, "unspecified"))
+
+
+def placement_report_to_pb(r: PlacementReport) -> pb.PlacementReport:
+    return pb.PlacementReport(
+        version=r.version, method=r.method, trigger=r.trigger, total_cost=r.total_cost,
+        activation_cost=r.activation_cost, service_cost=r.service_cost, seconds=r.seconds,
+        computed_unix_ms=r.computed_unix_ms,
+        edges=[pb.EdgePlacement(edge_id=e.edge_id, endpoint=e.endpoint, position=position_to_pb(e.position),
+                                active=e.active, alive=e.alive, devices=e.devices, activation_cost=e.activation_cost)
+               for e in r.edges],
+        devices=[pb.DevicePlacement(device_id=d.device_id, device_name=d.device_name, edge_id=d.edge_id,
+                                    position=position_to_pb(d.position), service_cost=d.service_cost)
+                 for d in r.devices],
+        instance_json=r.instance_json,
+    )
+
+
+def placement_report_from_pb(msg: pb.PlacementReport) -> PlacementReport:
+    return PlacementReport(
+        version=msg.version, method=msg.method, trigger=msg.trigger, total_cost=msg.total_cost,
+        activation_cost=msg.activation_cost, service_cost=msg.service_cost, seconds=msg.seconds,
+        computed_unix_ms=msg.computed_unix_ms,
+        edges=[EdgePlacement(e.edge_id, e.endpoint, position_from_pb(e.position, e.HasField("position")), e.active,
+                             e.alive, e.devices, e.activation_cost) for e in msg.edges],
+        devices=[DevicePlacement(d.device_id, d.device_name, d.edge_id,
+                                 position_from_pb(d.position, d.HasField("position")), d.service_cost)
+                 for d in msg.devices],
+        instance_json=msg.instance_json,
+    )

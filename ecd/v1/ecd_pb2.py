@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x65\x63\x64/v1/ecd.proto\x12\x06\x65\x63\x64.v1\"l\n\x06Tensor\x12\"\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x10.ecd.v1.Encoding\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\r\n\x05scale\x18\x04 \x01(\x02\x12\x12\n\nzero_point\x18\x05 \x01(\x05\"\x90\x02\n\x05\x46rame\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rame_id\x18\x02 \x01(\x04\x12\r\n\x05token\x18\x03 \x01(\t\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x14\n\x0csplit_device\x18\x06 \x01(\r\x12\x12\n\nsplit_edge\x18\x07 \x01(\r\x12\x1e\n\x06tensor\x18\x08 \x01(\x0b\x32\x0e.ecd.v1.Tensor\x12\x18\n\x10\x63\x61ptured_unix_ns\x18\t \x01(\x03\x12\x18\n\x10\x64\x65vice_compute_s\x18\n \x01(\x01\x12\x16\n\x0e\x65\x64ge_compute_s\x18\x0b \x01(\x01\x12\x14\n\x0cuplink_bytes\x18\x0c \x01(\x04\"H\n\nHeadOutput\x12\x0c\n\x04head\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\x05\x12\x0e\n\x06scores\x18\x04 \x03(\x02\"+\n\nFrameError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xab\x02\n\x06Result\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rame_id\x18\x02 \x01(\x04\x12!\n\x05heads\x18\x03 \x03(\x0b\x32\x12.ecd.v1.HeadOutput\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.ecd.v1.FrameError\x12\x14\n\x0csplit_device\x18\x05 \x01(\r\x12\x12\n\nsplit_edge\x18\x06 \x01(\r\x12\x18\n\x10\x64\x65vice_compute_s\x18\x07 \x01(\x01\x12\x16\n\x0e\x65\x64ge_compute_s\x18\x08 \x01(\x01\x12\x17\n\x0f\x63loud_compute_s\x18\t \x01(\x01\x12\x14\n\x0cuplink_bytes\x18\n \x01(\x04\x12\x1b\n\x13\x65\x64ge_to_cloud_bytes\x18\x0b \x01(\x04\x12\x0e\n\x06output\x18\x0c \x03(\x02\"E\n\x0bPreferences\x12\x10\n\x08w_energy\x18\x01 \x01(\x01\x12\x11\n\tw_privacy\x18\x02 \x01(\x01\x12\x11\n\tmin_split\x18\x03 \x01(\r\"\xc2\x01\n\x15RegisterDeviceRequest\x12\x13\n\x0b\x64\x65vice_name\x18\x01 \x01(\t\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\r\n\x05radio\x18\x03 \x01(\t\x12(\n\x0bpreferences\x18\x04 \x01(\x0b\x32\x13.ecd.v1.Preferences\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x14\n\x0csplit_device\x18\x06 \x01(\r\x12\"\n\x08\x65ncoding\x18\x07 \x01(\x0e\x32\x10.ecd.v1.Encoding\"\xdd\x01\n\nAssignment\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x15\n\redge_endpoint\x18\x03 \x01(\t\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x14\n\x0csplit_device\x18\x06 \x01(\r\x12\x12\n\nsplit_edge\x18\x07 \x01(\r\x12\x19\n\x11recommended_split\x18\x08 \x01(\r\x12(\n\x0bpreferences\x18\t \x01(\x0b\x32\x13.ecd.v1.Preferences\"|\n\x18UpdatePreferencesRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12(\n\x0bpreferences\x18\x03 \x01(\x0b\x32\x13.ecd.v1.Preferences\x12\x14\n\x0csplit_device\x18\x04 \x01(\r\"8\n\x14GetAssignmentRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"9\n\x13RegisterEdgeRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x01\"\'\n\x14RegisterEdgeResponse\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\"C\n\rEdgeHeartbeat\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x0c\n\x04load\x18\x02 \x01(\x01\x12\x13\n\x0bqueue_depth\x18\x03 \x01(\r\"\x0e\n\x0cHeartbeatAck\"v\n\x15\x46\x65tchPartitionRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\r\x12\x0c\n\x04stop\x18\x04 \x01(\r\x12\x17\n\x0fmax_chunk_bytes\x18\x05 \x01(\r\"U\n\tFileChunk\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"\xbe\x01\n\x08HeadSpec\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x0e\n\x06weight\x18\x04 \x03(\x02\x12\x0c\n\x04\x62ias\x18\x05 \x03(\x02\x12%\n\x05input\x18\x06 \x01(\x0e\x32\x16.ecd.v1.HeadSpec.Input\"=\n\x05Input\x12\x15\n\x11INPUT_UNSPECIFIED\x10\x00\x12\n\n\x06LOGITS\x10\x01\x12\x11\n\rPROBABILITIES\x10\x02\" \n\x0f\x41\x64\x64HeadResponse\x12\r\n\x05heads\x18\x01 \x01(\r\"$\n\x10ListHeadsRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"4\n\x11ListHeadsResponse\x12\x1f\n\x05heads\x18\x01 \x03(\x0b\x32\x10.ecd.v1.HeadSpec*O\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT16\x10\x02\x12\x0f\n\x0bINT8_AFFINE\x10\x03\x32\x37\n\x08\x45\x64geNode\x12+\n\x06Stream\x12\r.ecd.v1.Frame\x1a\x0e.ecd.v1.Result(\x01\x30\x01\x32\xd0\x04\n\x0b\x43loudServer\x12+\n\x06Stream\x12\r.ecd.v1.Frame\x1a\x0e.ecd.v1.Result(\x01\x30\x01\x12\x43\n\x0eRegisterDevice\x12\x1d.ecd.v1.RegisterDeviceRequest\x1a\x12.ecd.v1.Assignment\x12I\n\x11UpdatePreferences\x12 .ecd.v1.UpdatePreferencesRequest\x1a\x12.ecd.v1.Assignment\x12\x41\n\rGetAssignment\x12\x1c.ecd.v1.GetAssignmentRequest\x1a\x12.ecd.v1.Assignment\x12I\n\x0cRegisterEdge\x12\x1b.ecd.v1.RegisterEdgeRequest\x1a\x1c.ecd.v1.RegisterEdgeResponse\x12\x38\n\tHeartbeat\x12\x15.ecd.v1.EdgeHeartbeat\x1a\x14.ecd.v1.HeartbeatAck\x12\x44\n\x0e\x46\x65tchPartition\x12\x1d.ecd.v1.FetchPartitionRequest\x1a\x11.ecd.v1.FileChunk0\x01\x12\x34\n\x07\x41\x64\x64Head\x12\x10.ecd.v1.HeadSpec\x1a\x17.ecd.v1.AddHeadResponse\x12@\n\tListHeads\x12\x18.ecd.v1.ListHeadsRequest\x1a\x19.ecd.v1.ListHeadsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x65\x63\x64/v1/ecd.proto\x12\x06\x65\x63\x64.v1\"l\n\x06Tensor\x12\"\n\x08\x65ncoding\x18\x01 \x01(\x0e\x32\x10.ecd.v1.Encoding\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\r\n\x05scale\x18\x04 \x01(\x02\x12\x12\n\nzero_point\x18\x05 \x01(\x05\"\x90\x02\n\x05\x46rame\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rame_id\x18\x02 \x01(\x04\x12\r\n\x05token\x18\x03 \x01(\t\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x14\n\x0csplit_device\x18\x06 \x01(\r\x12\x12\n\nsplit_edge\x18\x07 \x01(\r\x12\x1e\n\x06tensor\x18\x08 \x01(\x0b\x32\x0e.ecd.v1.Tensor\x12\x18\n\x10\x63\x61ptured_unix_ns\x18\t \x01(\x03\x12\x18\n\x10\x64\x65vice_compute_s\x18\n \x01(\x01\x12\x16\n\x0e\x65\x64ge_compute_s\x18\x0b \x01(\x01\x12\x14\n\x0cuplink_bytes\x18\x0c \x01(\x04\"H\n\nHeadOutput\x12\x0c\n\x04head\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\x12\r\n\x05index\x18\x03 \x01(\x05\x12\x0e\n\x06scores\x18\x04 \x03(\x02\"+\n\nFrameError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xbc\x02\n\x06Result\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rame_id\x18\x02 \x01(\x04\x12!\n\x05heads\x18\x03 \x03(\x0b\x32\x12.ecd.v1.HeadOutput\x12!\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x12.ecd.v1.FrameError\x12\x14\n\x0csplit_device\x18\x05 \x01(\r\x12\x12\n\nsplit_edge\x18\x06 \x01(\r\x12\x18\n\x10\x64\x65vice_compute_s\x18\x07 \x01(\x01\x12\x16\n\x0e\x65\x64ge_compute_s\x18\x08 \x01(\x01\x12\x17\n\x0f\x63loud_compute_s\x18\t \x01(\x01\x12\x14\n\x0cuplink_bytes\x18\n \x01(\x04\x12\x1b\n\x13\x65\x64ge_to_cloud_bytes\x18\x0b \x01(\x04\x12\x0e\n\x06output\x18\x0c \x03(\x02\x12\x0f\n\x07\x65\x64ge_id\x18\r \x01(\t\"$\n\x08Position\x12\x0b\n\x03lat\x18\x01 \x01(\x01\x12\x0b\n\x03lon\x18\x02 \x01(\x01\"E\n\x0bPreferences\x12\x10\n\x08w_energy\x18\x01 \x01(\x01\x12\x11\n\tw_privacy\x18\x02 \x01(\x01\x12\x11\n\tmin_split\x18\x03 \x01(\r\"\xe6\x01\n\x15RegisterDeviceRequest\x12\x13\n\x0b\x64\x65vice_name\x18\x01 \x01(\t\x12\x0f\n\x07profile\x18\x02 \x01(\t\x12\r\n\x05radio\x18\x03 \x01(\t\x12(\n\x0bpreferences\x18\x04 \x01(\x0b\x32\x13.ecd.v1.Preferences\x12\x10\n\x08model_id\x18\x05 \x01(\t\x12\x14\n\x0csplit_device\x18\x06 \x01(\r\x12\"\n\x08\x65ncoding\x18\x07 \x01(\x0e\x32\x10.ecd.v1.Encoding\x12\"\n\x08position\x18\x08 \x01(\x0b\x32\x10.ecd.v1.Position\"\x89\x02\n\nAssignment\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x15\n\redge_endpoint\x18\x03 \x01(\t\x12\x10\n\x08model_id\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\x14\n\x0csplit_device\x18\x06 \x01(\r\x12\x12\n\nsplit_edge\x18\x07 \x01(\r\x12\x19\n\x11recommended_split\x18\x08 \x01(\r\x12(\n\x0bpreferences\x18\t \x01(\x0b\x32\x13.ecd.v1.Preferences\x12\x0f\n\x07\x65\x64ge_id\x18\n \x01(\t\x12\x19\n\x11placement_version\x18\x0b \x01(\x04\"|\n\x18UpdatePreferencesRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12(\n\x0bpreferences\x18\x03 \x01(\x0b\x32\x13.ecd.v1.Preferences\x12\x14\n\x0csplit_device\x18\x04 \x01(\r\"8\n\x14GetAssignmentRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\"v\n\x13RegisterEdgeRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x10\n\x08\x63\x61pacity\x18\x02 \x01(\x01\x12\"\n\x08position\x18\x03 \x01(\x0b\x32\x10.ecd.v1.Position\x12\x17\n\x0f\x61\x63tivation_cost\x18\x04 \x01(\x01\"g\n\x0eLocationReport\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\"\n\x08position\x18\x03 \x01(\x0b\x32\x10.ecd.v1.Position\x12\x0f\n\x07unix_ms\x18\x04 \x01(\x03\"(\n\x15\x44\x65registerEdgeRequest\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\"\'\n\x14RegisterEdgeResponse\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\"C\n\rEdgeHeartbeat\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x0c\n\x04load\x18\x02 \x01(\x01\x12\x13\n\x0bqueue_depth\x18\x03 \x01(\r\"\x0e\n\x0cHeartbeatAck\",\n\x0cPlaceRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0c\n\x04seed\x18\x02 \x01(\x04\"\x15\n\x13GetPlacementRequest\"\x84\x01\n\x0f\x44\x65vicePlacement\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65vice_name\x18\x02 \x01(\t\x12\x0f\n\x07\x65\x64ge_id\x18\x03 \x01(\t\x12\"\n\x08position\x18\x04 \x01(\x0b\x32\x10.ecd.v1.Position\x12\x14\n\x0cservice_cost\x18\x05 \x01(\x01\"\x9f\x01\n\rEdgePlacement\x12\x0f\n\x07\x65\x64ge_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\"\n\x08position\x18\x03 \x01(\x0b\x32\x10.ecd.v1.Position\x12\x0e\n\x06\x61\x63tive\x18\x04 \x01(\x08\x12\r\n\x05\x61live\x18\x05 \x01(\x08\x12\x0f\n\x07\x64\x65vices\x18\x06 \x01(\r\x12\x17\n\x0f\x61\x63tivation_cost\x18\x07 \x01(\x01\"\x98\x02\n\x0fPlacementReport\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x0e\n\x06method\x18\x02 \x01(\t\x12\x0f\n\x07trigger\x18\x03 \x01(\t\x12\x12\n\ntotal_cost\x18\x04 \x01(\x01\x12\x17\n\x0f\x61\x63tivation_cost\x18\x05 \x01(\x01\x12\x14\n\x0cservice_cost\x18\x06 \x01(\x01\x12\x0f\n\x07seconds\x18\x07 \x01(\x01\x12\x18\n\x10\x63omputed_unix_ms\x18\x08 \x01(\x03\x12$\n\x05\x65\x64ges\x18\t \x03(\x0b\x32\x15.ecd.v1.EdgePlacement\x12(\n\x07\x64\x65vices\x18\n \x03(\x0b\x32\x17.ecd.v1.DevicePlacement\x12\x15\n\rinstance_json\x18\x0b \x01(\t\"v\n\x15\x46\x65tchPartitionRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\r\n\x05start\x18\x03 \x01(\r\x12\x0c\n\x04stop\x18\x04 \x01(\r\x12\x17\n\x0fmax_chunk_bytes\x18\x05 \x01(\r\"U\n\tFileChunk\x12\x0c\n\x04\x66ile\x18\x01 \x01(\t\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\"\xbe\x01\n\x08HeadSpec\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06labels\x18\x03 \x03(\t\x12\x0e\n\x06weight\x18\x04 \x03(\x02\x12\x0c\n\x04\x62ias\x18\x05 \x03(\x02\x12%\n\x05input\x18\x06 \x01(\x0e\x32\x16.ecd.v1.HeadSpec.Input\"=\n\x05Input\x12\x15\n\x11INPUT_UNSPECIFIED\x10\x00\x12\n\n\x06LOGITS\x10\x01\x12\x11\n\rPROBABILITIES\x10\x02\" \n\x0f\x41\x64\x64HeadResponse\x12\r\n\x05heads\x18\x01 \x01(\r\"$\n\x10ListHeadsRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"4\n\x11ListHeadsResponse\x12\x1f\n\x05heads\x18\x01 \x03(\x0b\x32\x10.ecd.v1.HeadSpec*O\n\x08\x45ncoding\x12\x18\n\x14\x45NCODING_UNSPECIFIED\x10\x00\x12\x0b\n\x07\x46LOAT32\x10\x01\x12\x0b\n\x07\x46LOAT16\x10\x02\x12\x0f\n\x0bINT8_AFFINE\x10\x03\x32\x37\n\x08\x45\x64geNode\x12+\n\x06Stream\x12\r.ecd.v1.Frame\x1a\x0e.ecd.v1.Result(\x01\x30\x01\x32\x9c\x06\n\x0b\x43loudServer\x12+\n\x06Stream\x12\r.ecd.v1.Frame\x1a\x0e.ecd.v1.Result(\x01\x30\x01\x12\x43\n\x0eRegisterDevice\x12\x1d.ecd.v1.RegisterDeviceRequest\x1a\x12.ecd.v1.Assignment\x12I\n\x11UpdatePreferences\x12 .ecd.v1.UpdatePreferencesRequest\x1a\x12.ecd.v1.Assignment\x12\x41\n\rGetAssignment\x12\x1c.ecd.v1.GetAssignmentRequest\x1a\x12.ecd.v1.Assignment\x12I\n\x0cRegisterEdge\x12\x1b.ecd.v1.RegisterEdgeRequest\x1a\x1c.ecd.v1.RegisterEdgeResponse\x12\x38\n\tHeartbeat\x12\x15.ecd.v1.EdgeHeartbeat\x1a\x14.ecd.v1.HeartbeatAck\x12\x45\n\x0e\x44\x65registerEdge\x12\x1d.ecd.v1.DeregisterEdgeRequest\x1a\x14.ecd.v1.HeartbeatAck\x12<\n\x0eReportLocation\x12\x16.ecd.v1.LocationReport\x1a\x12.ecd.v1.Assignment\x12\x45\n\x0fWatchAssignment\x12\x1c.ecd.v1.GetAssignmentRequest\x1a\x12.ecd.v1.Assignment0\x01\x12\x44\n\x0e\x46\x65tchPartition\x12\x1d.ecd.v1.FetchPartitionRequest\x1a\x11.ecd.v1.FileChunk0\x01\x12\x34\n\x07\x41\x64\x64Head\x12\x10.ecd.v1.HeadSpec\x1a\x17.ecd.v1.AddHeadResponse\x12@\n\tListHeads\x12\x18.ecd.v1.ListHeadsRequest\x1a\x19.ecd.v1.ListHeadsResponse2\x89\x01\n\tScheduler\x12\x36\n\x05Place\x12\x14.ecd.v1.PlaceRequest\x1a\x17.ecd.v1.PlacementReport\x12\x44\n\x0cGetPlacement\x12\x1b.ecd.v1.GetPlacementRequest\x1a\x17.ecd.v1.PlacementReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ecd.v1.ecd_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENCODING']._serialized_start=2221
-  _globals['_ENCODING']._serialized_end=2300
+  _globals['_ENCODING']._serialized_start=3213
+  _globals['_ENCODING']._serialized_end=3292
   _globals['_TENSOR']._serialized_start=28
   _globals['_TENSOR']._serialized_end=136
   _globals['_FRAME']._serialized_start=139
@@ -42,41 +42,59 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FRAMEERROR']._serialized_start=487
   _globals['_FRAMEERROR']._serialized_end=530
   _globals['_RESULT']._serialized_start=533
-  _globals['_RESULT']._serialized_end=832
-  _globals['_PREFERENCES']._serialized_start=834
-  _globals['_PREFERENCES']._serialized_end=903
-  _globals['_REGISTERDEVICEREQUEST']._serialized_start=906
-  _globals['_REGISTERDEVICEREQUEST']._serialized_end=1100
-  _globals['_ASSIGNMENT']._serialized_start=1103
-  _globals['_ASSIGNMENT']._serialized_end=1324
-  _globals['_UPDATEPREFERENCESREQUEST']._serialized_start=1326
-  _globals['_UPDATEPREFERENCESREQUEST']._serialized_end=1450
-  _globals['_GETASSIGNMENTREQUEST']._serialized_start=1452
-  _globals['_GETASSIGNMENTREQUEST']._serialized_end=1508
-  _globals['_REGISTEREDGEREQUEST']._serialized_start=1510
-  _globals['_REGISTEREDGEREQUEST']._serialized_end=1567
-  _globals['_REGISTEREDGERESPONSE']._serialized_start=1569
-  _globals['_REGISTEREDGERESPONSE']._serialized_end=1608
-  _globals['_EDGEHEARTBEAT']._serialized_start=1610
-  _globals['_EDGEHEARTBEAT']._serialized_end=1677
-  _globals['_HEARTBEATACK']._serialized_start=1679
-  _globals['_HEARTBEATACK']._serialized_end=1693
-  _globals['_FETCHPARTITIONREQUEST']._serialized_start=1695
-  _globals['_FETCHPARTITIONREQUEST']._serialized_end=1813
-  _globals['_FILECHUNK']._serialized_start=1815
-  _globals['_FILECHUNK']._serialized_end=1900
-  _globals['_HEADSPEC']._serialized_start=1903
-  _globals['_HEADSPEC']._serialized_end=2093
-  _globals['_HEADSPEC_INPUT']._serialized_start=2032
-  _globals['_HEADSPEC_INPUT']._serialized_end=2093
-  _globals['_ADDHEADRESPONSE']._serialized_start=2095
-  _globals['_ADDHEADRESPONSE']._serialized_end=2127
-  _globals['_LISTHEADSREQUEST']._serialized_start=2129
-  _globals['_LISTHEADSREQUEST']._serialized_end=2165
-  _globals['_LISTHEADSRESPONSE']._serialized_start=2167
-  _globals['_LISTHEADSRESPONSE']._serialized_end=2219
-  _globals['_EDGENODE']._serialized_start=2302
-  _globals['_EDGENODE']._serialized_end=2357
-  _globals['_CLOUDSERVER']._serialized_start=2360
-  _globals['_CLOUDSERVER']._serialized_end=2952
+  _globals['_RESULT']._serialized_end=849
+  _globals['_POSITION']._serialized_start=851
+  _globals['_POSITION']._serialized_end=887
+  _globals['_PREFERENCES']._serialized_start=889
+  _globals['_PREFERENCES']._serialized_end=958
+  _globals['_REGISTERDEVICEREQUEST']._serialized_start=961
+  _globals['_REGISTERDEVICEREQUEST']._serialized_end=1191
+  _globals['_ASSIGNMENT']._serialized_start=1194
+  _globals['_ASSIGNMENT']._serialized_end=1459
+  _globals['_UPDATEPREFERENCESREQUEST']._serialized_start=1461
+  _globals['_UPDATEPREFERENCESREQUEST']._serialized_end=1585
+  _globals['_GETASSIGNMENTREQUEST']._serialized_start=1587
+  _globals['_GETASSIGNMENTREQUEST']._serialized_end=1643
+  _globals['_REGISTEREDGEREQUEST']._serialized_start=1645
+  _globals['_REGISTEREDGEREQUEST']._serialized_end=1763
+  _globals['_LOCATIONREPORT']._serialized_start=1765
+  _globals['_LOCATIONREPORT']._serialized_end=1868
+  _globals['_DEREGISTEREDGEREQUEST']._serialized_start=1870
+  _globals['_DEREGISTEREDGEREQUEST']._serialized_end=1910
+  _globals['_REGISTEREDGERESPONSE']._serialized_start=1912
+  _globals['_REGISTEREDGERESPONSE']._serialized_end=1951
+  _globals['_EDGEHEARTBEAT']._serialized_start=1953
+  _globals['_EDGEHEARTBEAT']._serialized_end=2020
+  _globals['_HEARTBEATACK']._serialized_start=2022
+  _globals['_HEARTBEATACK']._serialized_end=2036
+  _globals['_PLACEREQUEST']._serialized_start=2038
+  _globals['_PLACEREQUEST']._serialized_end=2082
+  _globals['_GETPLACEMENTREQUEST']._serialized_start=2084
+  _globals['_GETPLACEMENTREQUEST']._serialized_end=2105
+  _globals['_DEVICEPLACEMENT']._serialized_start=2108
+  _globals['_DEVICEPLACEMENT']._serialized_end=2240
+  _globals['_EDGEPLACEMENT']._serialized_start=2243
+  _globals['_EDGEPLACEMENT']._serialized_end=2402
+  _globals['_PLACEMENTREPORT']._serialized_start=2405
+  _globals['_PLACEMENTREPORT']._serialized_end=2685
+  _globals['_FETCHPARTITIONREQUEST']._serialized_start=2687
+  _globals['_FETCHPARTITIONREQUEST']._serialized_end=2805
+  _globals['_FILECHUNK']._serialized_start=2807
+  _globals['_FILECHUNK']._serialized_end=2892
+  _globals['_HEADSPEC']._serialized_start=2895
+  _globals['_HEADSPEC']._serialized_end=3085
+  _globals['_HEADSPEC_INPUT']._serialized_start=3024
+  _globals['_HEADSPEC_INPUT']._serialized_end=3085
+  _globals['_ADDHEADRESPONSE']._serialized_start=3087
+  _globals['_ADDHEADRESPONSE']._serialized_end=3119
+  _globals['_LISTHEADSREQUEST']._serialized_start=3121
+  _globals['_LISTHEADSREQUEST']._serialized_end=3157
+  _globals['_LISTHEADSRESPONSE']._serialized_start=3159
+  _globals['_LISTHEADSRESPONSE']._serialized_end=3211
+  _globals['_EDGENODE']._serialized_start=3294
+  _globals['_EDGENODE']._serialized_end=3349
+  _globals['_CLOUDSERVER']._serialized_start=3352
+  _globals['_CLOUDSERVER']._serialized_end=4148
+  _globals['_SCHEDULER']._serialized_start=4151
+  _globals['_SCHEDULER']._serialized_end=4288
 # @@protoc_insertion_point(module_scope)

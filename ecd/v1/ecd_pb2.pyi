@@ -81,7 +81,7 @@ class FrameError(_message.Message):
     def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("device_id", "frame_id", "heads", "error", "split_device", "split_edge", "device_compute_s", "edge_compute_s", "cloud_compute_s", "uplink_bytes", "edge_to_cloud_bytes", "output")
+    __slots__ = ("device_id", "frame_id", "heads", "error", "split_device", "split_edge", "device_compute_s", "edge_compute_s", "cloud_compute_s", "uplink_bytes", "edge_to_cloud_bytes", "output", "edge_id")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     HEADS_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,7 @@ class Result(_message.Message):
     UPLINK_BYTES_FIELD_NUMBER: _ClassVar[int]
     EDGE_TO_CLOUD_BYTES_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    EDGE_ID_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     frame_id: int
     heads: _containers.RepeatedCompositeFieldContainer[HeadOutput]
@@ -106,7 +107,16 @@ class Result(_message.Message):
     uplink_bytes: int
     edge_to_cloud_bytes: int
     output: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, device_id: _Optional[str] = ..., frame_id: _Optional[int] = ..., heads: _Optional[_Iterable[_Union[HeadOutput, _Mapping]]] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ..., split_device: _Optional[int] = ..., split_edge: _Optional[int] = ..., device_compute_s: _Optional[float] = ..., edge_compute_s: _Optional[float] = ..., cloud_compute_s: _Optional[float] = ..., uplink_bytes: _Optional[int] = ..., edge_to_cloud_bytes: _Optional[int] = ..., output: _Optional[_Iterable[float]] = ...) -> None: ...
+    edge_id: str
+    def __init__(self, device_id: _Optional[str] = ..., frame_id: _Optional[int] = ..., heads: _Optional[_Iterable[_Union[HeadOutput, _Mapping]]] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ..., split_device: _Optional[int] = ..., split_edge: _Optional[int] = ..., device_compute_s: _Optional[float] = ..., edge_compute_s: _Optional[float] = ..., cloud_compute_s: _Optional[float] = ..., uplink_bytes: _Optional[int] = ..., edge_to_cloud_bytes: _Optional[int] = ..., output: _Optional[_Iterable[float]] = ..., edge_id: _Optional[str] = ...) -> None: ...
+
+class Position(_message.Message):
+    __slots__ = ("lat", "lon")
+    LAT_FIELD_NUMBER: _ClassVar[int]
+    LON_FIELD_NUMBER: _ClassVar[int]
+    lat: float
+    lon: float
+    def __init__(self, lat: _Optional[float] = ..., lon: _Optional[float] = ...) -> None: ...
 
 class Preferences(_message.Message):
     __slots__ = ("w_energy", "w_privacy", "min_split")
@@ -119,7 +129,7 @@ class Preferences(_message.Message):
     def __init__(self, w_energy: _Optional[float] = ..., w_privacy: _Optional[float] = ..., min_split: _Optional[int] = ...) -> None: ...
 
 class RegisterDeviceRequest(_message.Message):
-    __slots__ = ("device_name", "profile", "radio", "preferences", "model_id", "split_device", "encoding")
+    __slots__ = ("device_name", "profile", "radio", "preferences", "model_id", "split_device", "encoding", "position")
     DEVICE_NAME_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     RADIO_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +137,7 @@ class RegisterDeviceRequest(_message.Message):
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     SPLIT_DEVICE_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
     device_name: str
     profile: str
     radio: str
@@ -134,10 +145,11 @@ class RegisterDeviceRequest(_message.Message):
     model_id: str
     split_device: int
     encoding: Encoding
-    def __init__(self, device_name: _Optional[str] = ..., profile: _Optional[str] = ..., radio: _Optional[str] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ..., model_id: _Optional[str] = ..., split_device: _Optional[int] = ..., encoding: _Optional[_Union[Encoding, str]] = ...) -> None: ...
+    position: Position
+    def __init__(self, device_name: _Optional[str] = ..., profile: _Optional[str] = ..., radio: _Optional[str] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ..., model_id: _Optional[str] = ..., split_device: _Optional[int] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., position: _Optional[_Union[Position, _Mapping]] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("device_id", "token", "edge_endpoint", "model_id", "model_version", "split_device", "split_edge", "recommended_split", "preferences")
+    __slots__ = ("device_id", "token", "edge_endpoint", "model_id", "model_version", "split_device", "split_edge", "recommended_split", "preferences", "edge_id", "placement_version")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     EDGE_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
@@ -147,6 +159,8 @@ class Assignment(_message.Message):
     SPLIT_EDGE_FIELD_NUMBER: _ClassVar[int]
     RECOMMENDED_SPLIT_FIELD_NUMBER: _ClassVar[int]
     PREFERENCES_FIELD_NUMBER: _ClassVar[int]
+    EDGE_ID_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     token: str
     edge_endpoint: str
@@ -156,7 +170,9 @@ class Assignment(_message.Message):
     split_edge: int
     recommended_split: int
     preferences: Preferences
-    def __init__(self, device_id: _Optional[str] = ..., token: _Optional[str] = ..., edge_endpoint: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., split_device: _Optional[int] = ..., split_edge: _Optional[int] = ..., recommended_split: _Optional[int] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ...) -> None: ...
+    edge_id: str
+    placement_version: int
+    def __init__(self, device_id: _Optional[str] = ..., token: _Optional[str] = ..., edge_endpoint: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., split_device: _Optional[int] = ..., split_edge: _Optional[int] = ..., recommended_split: _Optional[int] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ..., edge_id: _Optional[str] = ..., placement_version: _Optional[int] = ...) -> None: ...
 
 class UpdatePreferencesRequest(_message.Message):
     __slots__ = ("device_id", "token", "preferences", "split_device")
@@ -179,12 +195,34 @@ class GetAssignmentRequest(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
 
 class RegisterEdgeRequest(_message.Message):
-    __slots__ = ("endpoint", "capacity")
+    __slots__ = ("endpoint", "capacity", "position", "activation_cost")
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_COST_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
     capacity: float
-    def __init__(self, endpoint: _Optional[str] = ..., capacity: _Optional[float] = ...) -> None: ...
+    position: Position
+    activation_cost: float
+    def __init__(self, endpoint: _Optional[str] = ..., capacity: _Optional[float] = ..., position: _Optional[_Union[Position, _Mapping]] = ..., activation_cost: _Optional[float] = ...) -> None: ...
+
+class LocationReport(_message.Message):
+    __slots__ = ("device_id", "token", "position", "unix_ms")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    token: str
+    position: Position
+    unix_ms: int
+    def __init__(self, device_id: _Optional[str] = ..., token: _Optional[str] = ..., position: _Optional[_Union[Position, _Mapping]] = ..., unix_ms: _Optional[int] = ...) -> None: ...
+
+class DeregisterEdgeRequest(_message.Message):
+    __slots__ = ("edge_id",)
+    EDGE_ID_FIELD_NUMBER: _ClassVar[int]
+    edge_id: str
+    def __init__(self, edge_id: _Optional[str] = ...) -> None: ...
 
 class RegisterEdgeResponse(_message.Message):
     __slots__ = ("edge_id",)
@@ -205,6 +243,76 @@ class EdgeHeartbeat(_message.Message):
 class HeartbeatAck(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class PlaceRequest(_message.Message):
+    __slots__ = ("method", "seed")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    method: str
+    seed: int
+    def __init__(self, method: _Optional[str] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class GetPlacementRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class DevicePlacement(_message.Message):
+    __slots__ = ("device_id", "device_name", "edge_id", "position", "service_cost")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_NAME_FIELD_NUMBER: _ClassVar[int]
+    EDGE_ID_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_COST_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    device_name: str
+    edge_id: str
+    position: Position
+    service_cost: float
+    def __init__(self, device_id: _Optional[str] = ..., device_name: _Optional[str] = ..., edge_id: _Optional[str] = ..., position: _Optional[_Union[Position, _Mapping]] = ..., service_cost: _Optional[float] = ...) -> None: ...
+
+class EdgePlacement(_message.Message):
+    __slots__ = ("edge_id", "endpoint", "position", "active", "alive", "devices", "activation_cost")
+    EDGE_ID_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    ALIVE_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_COST_FIELD_NUMBER: _ClassVar[int]
+    edge_id: str
+    endpoint: str
+    position: Position
+    active: bool
+    alive: bool
+    devices: int
+    activation_cost: float
+    def __init__(self, edge_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., position: _Optional[_Union[Position, _Mapping]] = ..., active: _Optional[bool] = ..., alive: _Optional[bool] = ..., devices: _Optional[int] = ..., activation_cost: _Optional[float] = ...) -> None: ...
+
+class PlacementReport(_message.Message):
+    __slots__ = ("version", "method", "trigger", "total_cost", "activation_cost", "service_cost", "seconds", "computed_unix_ms", "edges", "devices", "instance_json")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_COST_FIELD_NUMBER: _ClassVar[int]
+    ACTIVATION_COST_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_COST_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COMPUTED_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    EDGES_FIELD_NUMBER: _ClassVar[int]
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    INSTANCE_JSON_FIELD_NUMBER: _ClassVar[int]
+    version: int
+    method: str
+    trigger: str
+    total_cost: float
+    activation_cost: float
+    service_cost: float
+    seconds: float
+    computed_unix_ms: int
+    edges: _containers.RepeatedCompositeFieldContainer[EdgePlacement]
+    devices: _containers.RepeatedCompositeFieldContainer[DevicePlacement]
+    instance_json: str
+    def __init__(self, version: _Optional[int] = ..., method: _Optional[str] = ..., trigger: _Optional[str] = ..., total_cost: _Optional[float] = ..., activation_cost: _Optional[float] = ..., service_cost: _Optional[float] = ..., seconds: _Optional[float] = ..., computed_unix_ms: _Optional[int] = ..., edges: _Optional[_Iterable[_Union[EdgePlacement, _Mapping]]] = ..., devices: _Optional[_Iterable[_Union[DevicePlacement, _Mapping]]] = ..., instance_json: _Optional[str] = ...) -> None: ...
 
 class FetchPartitionRequest(_message.Message):
     __slots__ = ("model_id", "model_version", "start", "stop", "max_chunk_bytes")

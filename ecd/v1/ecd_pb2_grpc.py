@@ -143,6 +143,21 @@ class CloudServerStub:
                 request_serializer=ecd_dot_v1_dot_ecd__pb2.EdgeHeartbeat.SerializeToString,
                 response_deserializer=ecd_dot_v1_dot_ecd__pb2.HeartbeatAck.FromString,
                 _registered_method=True)
+        self.DeregisterEdge = channel.unary_unary(
+                '/ecd.v1.CloudServer/DeregisterEdge',
+                request_serializer=ecd_dot_v1_dot_ecd__pb2.DeregisterEdgeRequest.SerializeToString,
+                response_deserializer=ecd_dot_v1_dot_ecd__pb2.HeartbeatAck.FromString,
+                _registered_method=True)
+        self.ReportLocation = channel.unary_unary(
+                '/ecd.v1.CloudServer/ReportLocation',
+                request_serializer=ecd_dot_v1_dot_ecd__pb2.LocationReport.SerializeToString,
+                response_deserializer=ecd_dot_v1_dot_ecd__pb2.Assignment.FromString,
+                _registered_method=True)
+        self.WatchAssignment = channel.unary_stream(
+                '/ecd.v1.CloudServer/WatchAssignment',
+                request_serializer=ecd_dot_v1_dot_ecd__pb2.GetAssignmentRequest.SerializeToString,
+                response_deserializer=ecd_dot_v1_dot_ecd__pb2.Assignment.FromString,
+                _registered_method=True)
         self.FetchPartition = channel.unary_stream(
                 '/ecd.v1.CloudServer/FetchPartition',
                 request_serializer=ecd_dot_v1_dot_ecd__pb2.FetchPartitionRequest.SerializeToString,
@@ -200,6 +215,26 @@ class CloudServerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeregisterEdge(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportLocation(self, request, context):
+        """A device's new position; the reply is its (possibly moved) assignment.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchAssignment(self, request, context):
+        """The device's assignment now, then again every time it changes (e.g. placement moves it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def FetchPartition(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -250,6 +285,21 @@ def add_CloudServerServicer_to_server(servicer, server):
                     servicer.Heartbeat,
                     request_deserializer=ecd_dot_v1_dot_ecd__pb2.EdgeHeartbeat.FromString,
                     response_serializer=ecd_dot_v1_dot_ecd__pb2.HeartbeatAck.SerializeToString,
+            ),
+            'DeregisterEdge': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeregisterEdge,
+                    request_deserializer=ecd_dot_v1_dot_ecd__pb2.DeregisterEdgeRequest.FromString,
+                    response_serializer=ecd_dot_v1_dot_ecd__pb2.HeartbeatAck.SerializeToString,
+            ),
+            'ReportLocation': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportLocation,
+                    request_deserializer=ecd_dot_v1_dot_ecd__pb2.LocationReport.FromString,
+                    response_serializer=ecd_dot_v1_dot_ecd__pb2.Assignment.SerializeToString,
+            ),
+            'WatchAssignment': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchAssignment,
+                    request_deserializer=ecd_dot_v1_dot_ecd__pb2.GetAssignmentRequest.FromString,
+                    response_serializer=ecd_dot_v1_dot_ecd__pb2.Assignment.SerializeToString,
             ),
             'FetchPartition': grpc.unary_stream_rpc_method_handler(
                     servicer.FetchPartition,
@@ -440,6 +490,87 @@ class CloudServer:
             _registered_method=True)
 
     @staticmethod
+    def DeregisterEdge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecd.v1.CloudServer/DeregisterEdge',
+            ecd_dot_v1_dot_ecd__pb2.DeregisterEdgeRequest.SerializeToString,
+            ecd_dot_v1_dot_ecd__pb2.HeartbeatAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportLocation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecd.v1.CloudServer/ReportLocation',
+            ecd_dot_v1_dot_ecd__pb2.LocationReport.SerializeToString,
+            ecd_dot_v1_dot_ecd__pb2.Assignment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchAssignment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ecd.v1.CloudServer/WatchAssignment',
+            ecd_dot_v1_dot_ecd__pb2.GetAssignmentRequest.SerializeToString,
+            ecd_dot_v1_dot_ecd__pb2.Assignment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def FetchPartition(request,
             target,
             options=(),
@@ -510,6 +641,124 @@ class CloudServer:
             '/ecd.v1.CloudServer/ListHeads',
             ecd_dot_v1_dot_ecd__pb2.ListHeadsRequest.SerializeToString,
             ecd_dot_v1_dot_ecd__pb2.ListHeadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class SchedulerStub:
+    """Operator-facing schedulers of the cloud: placement decides which edge node each device uses.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Place = channel.unary_unary(
+                '/ecd.v1.Scheduler/Place',
+                request_serializer=ecd_dot_v1_dot_ecd__pb2.PlaceRequest.SerializeToString,
+                response_deserializer=ecd_dot_v1_dot_ecd__pb2.PlacementReport.FromString,
+                _registered_method=True)
+        self.GetPlacement = channel.unary_unary(
+                '/ecd.v1.Scheduler/GetPlacement',
+                request_serializer=ecd_dot_v1_dot_ecd__pb2.GetPlacementRequest.SerializeToString,
+                response_deserializer=ecd_dot_v1_dot_ecd__pb2.PlacementReport.FromString,
+                _registered_method=True)
+
+
+class SchedulerServicer:
+    """Operator-facing schedulers of the cloud: placement decides which edge node each device uses.
+    """
+
+    def Place(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPlacement(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SchedulerServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Place': grpc.unary_unary_rpc_method_handler(
+                    servicer.Place,
+                    request_deserializer=ecd_dot_v1_dot_ecd__pb2.PlaceRequest.FromString,
+                    response_serializer=ecd_dot_v1_dot_ecd__pb2.PlacementReport.SerializeToString,
+            ),
+            'GetPlacement': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPlacement,
+                    request_deserializer=ecd_dot_v1_dot_ecd__pb2.GetPlacementRequest.FromString,
+                    response_serializer=ecd_dot_v1_dot_ecd__pb2.PlacementReport.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'ecd.v1.Scheduler', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('ecd.v1.Scheduler', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Scheduler:
+    """Operator-facing schedulers of the cloud: placement decides which edge node each device uses.
+    """
+
+    @staticmethod
+    def Place(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecd.v1.Scheduler/Place',
+            ecd_dot_v1_dot_ecd__pb2.PlaceRequest.SerializeToString,
+            ecd_dot_v1_dot_ecd__pb2.PlacementReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPlacement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecd.v1.Scheduler/GetPlacement',
+            ecd_dot_v1_dot_ecd__pb2.GetPlacementRequest.SerializeToString,
+            ecd_dot_v1_dot_ecd__pb2.PlacementReport.FromString,
             options,
             channel_credentials,
             insecure,

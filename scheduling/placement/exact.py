@@ -15,9 +15,8 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from scipy import sparse
-from scipy.optimize import Bounds, LinearConstraint, milp
 
+from ecd.errors import MissingExtraError
 from scheduling.placement.problem import (
     InfeasibleError,
     Placement,
@@ -30,6 +29,17 @@ from scheduling.placement.problem import (
 __all__ = ["solve_milp", "solve_exhaustive", "lp_relaxation"]
 
 EXHAUSTIVE_MAX_PAIRS = 12
+
+
+def _scipy():
+    """scipy's sparse matrices and HiGHS MILP, imported on first use: only the exact and LP-based
+    methods need them (the ``cloud`` extra), so the heuristics run on a runtime-only install."""
+    try:
+        from scipy import sparse
+        from scipy.optimize import Bounds, LinearConstraint, milp
+    except ImportError:
+        raise MissingExtraError("method: the exact and LP-based placement methods need scipy: pip install 'ecd-runtime[cloud]'") from None
+    return sparse, Bounds, LinearConstraint, milp
 
 
 def _model(problem: PlacementProblem):
@@ -74,6 +84,7 @@ def _model(problem: PlacementProblem):
     for j in range(m):
         for b in range(k):
             add([(q0 + j * k + b, 1.0), (y0 + j, -1.0)], -np.inf, 0.0)  # q <= y
+    sparse = _scipy()[0]
     a = sparse.csr_matrix((vals, (rows, cols)), shape=(r, n))
     integrality = np.zeros(n)
     integrality[:w0] = 1
@@ -94,6 +105,7 @@ def solve_milp(problem: PlacementProblem, time_limit_s: float = 300.0) -> Placem
     """The optimum under star service costs (for coordinates with one type: round trips)."""
     _check_star(problem)
     c, a, lo, hi, upper, integrality, (y0, q0, w0, _), pairs = _model(problem)
+    _, Bounds, LinearConstraint, milp = _scipy()
     res = milp(c, constraints=LinearConstraint(a, lo, hi), integrality=integrality,
                bounds=Bounds(np.zeros(len(c)), upper), options={"time_limit": time_limit_s, "mip_rel_gap": 1e-9})
     if res.x is None:
@@ -109,6 +121,7 @@ def solve_milp(problem: PlacementProblem, time_limit_s: float = 300.0) -> Placem
 def lp_relaxation(problem: PlacementProblem) -> np.ndarray:
     """The LP relaxation's q_jb (M, K), for the APX2 stand-in's rounding."""
     c, a, lo, hi, upper, _, (_, q0, w0, _), _ = _model(problem)
+    _, Bounds, LinearConstraint, milp = _scipy()
     res = milp(c, constraints=LinearConstraint(a, lo, hi), integrality=np.zeros(len(c)), bounds=Bounds(np.zeros(len(c)), upper))
     if res.x is None:
         raise InfeasibleError(f"LP relaxation infeasible ({res.message})")
