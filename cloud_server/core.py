@@ -13,12 +13,13 @@ import math
 import threading
 import time
 import tomllib
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from cloud_server import placement
+from cloud_server import campaigns, placement
 from cloud_server.heads import BUILTIN_HEAD, LinearHead, builtin_head, head_from_spec, make_head
 from cloud_server.registry import DeviceRecord, EdgeRecord, Registry
 from ecd import codec
@@ -30,6 +31,11 @@ from ecd.profiles import DeviceProfile, device_from_dict, known_devices, known_r
 from ecd.split import Preferences, check_split, decide_split
 from ecd.types import (
     Assignment,
+    CampaignReport,
+    CampaignSpec,
+    DeviceQuality,
+    DeviceTasks,
+    Task,
     DevicePlacement,
     DeviceRegistration,
     EdgeHeartbeat,
@@ -39,6 +45,7 @@ from ecd.types import (
     FileChunk,
     Frame,
     FrameError,
+    Grid,
     HeadOutput,
     HeadSpec,
     LocationReport,
@@ -99,6 +106,7 @@ class CloudCore:
         last = registry.latest_placement()
         self.placement: PlacementReport | None = placement_report_from_dict(last) if last else None
         self._placed_alive: set[str] = {e.edge_id for e in self.placement.edges if e.alive} if self.placement else set()
+        self.campaign_limits = campaigns.Limits()
         for m in models:
             served = ServedModel(m, BlockRunner(m), {BUILTIN_HEAD: builtin_head(m.labels)})
             for spec in registry.heads(m.model_id):
@@ -141,6 +149,7 @@ class CloudCore:
             preferences=Preferences(d.w_energy, d.w_privacy, d.min_split),
             edge_id=d.edge_id if edge else "",
             placement_version=self.placement.version if self.placement else 0,
+            tasks=[Task(*t) for t in self.registry.pending_tasks(d.device_id)],
         )
 
     def _recommend(self, served: ServedModel, profile: DeviceProfile, radio: str, prefs: Preferences) -> int:
@@ -202,6 +211,7 @@ class CloudCore:
             split_device=req.split_device,
             split_edge=self._split_edge(served, req.split_device),
             encoding=req.encoding.value,
+            reputation=campaigns.NEUTRAL_REPUTATION,
             edge_id=self._pick_edge(position),
             lat=position.lat if position else None,
             lon=position.lon if position else None,
@@ -364,6 +374,79 @@ class CloudCore:
             raise PreconditionError("placement: none computed yet (no edge node has registered)")
         return self.placement
 
+    # --- campaigns (paper 002) and reputations (paper 001), see cloud_server.campaigns ------------
+
+    def create_campaign(self, spec: CampaignSpec) -> CampaignReport:
+        """Allocate a campaign's tasks over the registered devices' traces and hand them out (each
+        chosen device sees its tasks in its assignment)."""
+        campaigns.check_spec(spec, self.campaign_limits)
+        floor = spec.reputation_floor if spec.reputation_floor >= 0 else campaigns.DEFAULT_REPUTATION_FLOOR
+        devices = {d.device_id: d for d in self.registry.devices()}
+        try:
+            alloc = campaigns.allocate(spec, self.registry.locations(), {k: d.reputation for k, d in devices.items()}, floor)
+        except Exception:
+            if self.metrics:
+                self.metrics.run("allocation", spec.method, "error", 0.0)
+            raise
+        campaign_id = uuid.uuid4().hex[:12]
+        self.registry.add_tasks(campaign_id, alloc.tasks)
+        by_device: dict[str, list[Task]] = {}
+        for task_id, device_id, cell, slot in alloc.tasks:
+            by_device.setdefault(device_id, []).append(Task(campaign_id, task_id, cell, slot))
+        report = CampaignReport(
+            campaign_id=campaign_id, spec=spec, status="running", requested_work=alloc.requested,
+            allocated_work=alloc.allocated, participants=len(alloc.participants), chosen=len(by_device),
+            dangerous=len(alloc.dangerous), utility=alloc.utility, seconds=alloc.seconds,
+            allocation=[DeviceTasks(d, devices[d].name, t, alloc.disclosure.get(d, 0.0), d in alloc.dangerous)
+                        for d, t in sorted(by_device.items())],
+            excluded=alloc.excluded,
+        )
+        self.registry.put_campaign(campaign_id, dataclasses.asdict(report))
+        if self.metrics:
+            self.metrics.run("allocation", spec.method, "ok", alloc.seconds)
+        log.info("[CloudServer.CreateCampaign] %s %r by %s: %d of %d tasks to %d devices, %d dangerous", campaign_id,
+                 spec.name, spec.method, alloc.allocated, alloc.requested, len(by_device), len(alloc.dangerous))
+        self.on_change()
+        return report
+
+    def campaign_report(self, campaign_id: str) -> CampaignReport:
+        stored = self.registry.campaign(campaign_id)
+        if stored is None:
+            raise NotFoundError(f"campaign_id: {campaign_id!r} is not a campaign of this cloud")
+        report = campaign_report_from_dict(stored)
+        rows = self.registry.tasks(campaign_id)
+        report.results = sum(1 for r in rows if r[4])
+        if report.status == "running" and rows and report.results == len(rows):
+            report = self._finish_campaign(report, rows)
+        return report
+
+    def _finish_campaign(self, report: CampaignReport, rows: list) -> CampaignReport:
+        """Every task answered: CrowdPower scores the reports; reputations go to the registry."""
+        quality = campaigns.score(report.spec, rows)
+        self.registry.set_reputations({d: q.reputation for d, q in quality.items()})
+        names = {d.device_id: d.name for d in self.registry.devices()}
+        report.quality = [dataclasses.replace(q, device_name=names.get(d, "")) for d, q in sorted(quality.items())]
+        report.status = "done"
+        self.registry.put_campaign(report.campaign_id, dataclasses.asdict(report))
+        if self.metrics:
+            self.metrics.reputations(report.quality)
+        log.info("[CloudServer.Campaign] %s done: %d reports scored", report.campaign_id, sum(q.reports for q in report.quality))
+        return report
+
+    def reputations(self) -> tuple[list[DeviceQuality], float]:
+        """Every device's reputation (and the default floor the next campaign applies)."""
+        return [DeviceQuality(d.device_id, d.name, 0, 0.0, d.reputation, 0) for d in self.registry.devices()], \
+            campaigns.DEFAULT_REPUTATION_FLOOR
+
+    def _answer_task(self, frame: Frame, result: Result) -> None:
+        task = frame.task
+        label = result.head(BUILTIN_HEAD).label if result.head(BUILTIN_HEAD) else ""
+        state = self.registry.answer_task(task.campaign_id, task.task_id, frame.device_id, frame.reading, label)
+        if state == "not yours":
+            raise PreconditionError(f"task: campaign {task.campaign_id!r} has no task {task.task_id} for device {frame.device_id}")
+        if state == "new" and self.registry.unanswered(task.campaign_id) == 0:
+            self.campaign_report(task.campaign_id)  # the last answer: score the campaign now
+
     def partition_chunks(self, req: PartitionRequest) -> Iterator[FileChunk]:
         served = self._model(req.model_id, req.model_version)
         m = served.manifest
@@ -418,6 +501,10 @@ class CloudCore:
                 result.heads.append(HeadOutput(head.name, head.labels[k], k, scores[0].tolist()))
             result.cloud_compute_s = time.perf_counter() - t0
             result.output = output[0].astype(np.float32).tolist()
+            if frame.task is not None:
+                if not math.isfinite(frame.reading):
+                    raise RequestError(f"reading: expected a finite number, got {frame.reading}")
+                self._answer_task(frame, result)
         except Exception as e:  # noqa: BLE001 — every frame gets a result; errors.describe classifies
             result.heads = []
             result.error = FrameError.from_exception(e)
@@ -436,6 +523,18 @@ def placement_report_from_dict(d: dict) -> PlacementReport:
         **{k: v for k, v in d.items() if k not in ("edges", "devices")},
         edges=[EdgePlacement(**{**e, "position": pos(e["position"])}) for e in d["edges"]],
         devices=[DevicePlacement(**{**x, "position": pos(x["position"])}) for x in d["devices"]],
+    )
+
+
+def campaign_report_from_dict(d: dict) -> CampaignReport:
+    spec = dict(d["spec"])
+    g = spec.pop("grid")
+    grid = Grid(Position(**g["south_west"]), Position(**g["north_east"]), g["rows"], g["cols"])
+    return CampaignReport(
+        **{k: v for k, v in d.items() if k not in ("spec", "allocation", "quality")},
+        spec=CampaignSpec(grid=grid, **spec),
+        allocation=[DeviceTasks(**{**a, "tasks": [Task(**t) for t in a["tasks"]]}) for a in d["allocation"]],
+        quality=[DeviceQuality(**q) for q in d["quality"]],
     )
 
 

@@ -84,6 +84,23 @@ CREATE TABLE IF NOT EXISTS locations (
     lon DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX IF NOT EXISTS locations_device ON locations (device_id, unix_ms);
+CREATE TABLE IF NOT EXISTS campaigns (
+    campaign_id TEXT PRIMARY KEY,
+    report TEXT NOT NULL,
+    created_unix DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    campaign_id TEXT NOT NULL,
+    task_id INTEGER NOT NULL,
+    device_id TEXT NOT NULL,
+    cell INTEGER NOT NULL,
+    slot INTEGER NOT NULL,
+    answered INTEGER NOT NULL DEFAULT 0,
+    reading DOUBLE PRECISION,
+    label TEXT,
+    PRIMARY KEY (campaign_id, task_id)
+);
+CREATE INDEX IF NOT EXISTS tasks_device ON tasks (device_id, answered);
 CREATE TABLE IF NOT EXISTS placements (
     version INTEGER PRIMARY KEY,
     report TEXT NOT NULL,
@@ -258,6 +275,30 @@ class Registry:
             except psycopg.OperationalError as e:
                 raise UnavailableError(f"db: {self.path}: {self._reason(e)}") from None
 
+    def _execute_many(self, sql: str, rows: list[tuple]) -> None:
+        """One statement for many rows, in one transaction (a placement or a campaign writes thousands)."""
+        if not rows:
+            return
+        with self._lock:
+            if self._url is None:
+                self._db.execute("BEGIN")
+                try:
+                    self._db.executemany(sql, rows)
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                return
+            import psycopg
+
+            try:
+                if self._db.broken:
+                    self._db = psycopg.connect(**self._params, autocommit=True)
+                with self._db.transaction(), self._db.cursor() as cur:
+                    cur.executemany(sql.replace("?", "%s"), rows)
+            except psycopg.OperationalError as e:
+                raise UnavailableError(f"db: {self.path}: {self._reason(e)}") from None
+
     def _rows(self, sql: str, params: tuple | list = ()) -> list[tuple]:
         return self._execute(sql, params)[0]
 
@@ -327,8 +368,8 @@ class Registry:
 
     def set_device_edges(self, mapping: dict[str, str]) -> None:
         """Move devices to edges (device id -> edge id), as one placement decided."""
-        for device_id, edge_id in mapping.items():
-            self._execute("UPDATE devices SET edge_id = ? WHERE device_id = ?", (edge_id, device_id))
+        self._execute_many("UPDATE devices SET edge_id = ? WHERE device_id = ?",
+                           [(edge_id, device_id) for device_id, edge_id in mapping.items()])
 
     def record_location(self, device_id: str, lat: float, lon: float, unix_ms: int) -> None:
         """A device's position: appended to its trace, and kept as its current one."""
@@ -339,6 +380,64 @@ class Registry:
         """(unix_ms, lat, lon) of every position the device reported, oldest first."""
         rows = self._rows("SELECT unix_ms, lat, lon FROM locations WHERE device_id = ? ORDER BY unix_ms", (device_id,))
         return [(int(r[0]), float(r[1]), float(r[2])) for r in rows]
+
+    # --- campaigns (sensing tasks) and reputations ----------------------------------------------
+
+    def put_campaign(self, campaign_id: str, report: dict) -> None:
+        self._execute(
+            "INSERT INTO campaigns (campaign_id, report, created_unix) VALUES (?, ?, ?) "
+            "ON CONFLICT (campaign_id) DO UPDATE SET report = excluded.report",
+            (campaign_id, json.dumps(report), time.time()),
+        )
+
+    def campaign(self, campaign_id: str) -> dict | None:
+        rows = self._rows("SELECT report FROM campaigns WHERE campaign_id = ?", (campaign_id,))
+        return json.loads(rows[0][0]) if rows else None
+
+    def add_tasks(self, campaign_id: str, tasks: list[tuple[int, str, int, int]]) -> None:
+        """(task id, device id, cell, slot) for each task of a new campaign."""
+        self._execute_many("INSERT INTO tasks (campaign_id, task_id, device_id, cell, slot) VALUES (?, ?, ?, ?, ?)",
+                           [(campaign_id, *t) for t in tasks])
+
+    def pending_tasks(self, device_id: str) -> list[tuple[str, int, int, int]]:
+        """(campaign id, task id, cell, slot) of the device's unanswered tasks."""
+        rows = self._rows("SELECT campaign_id, task_id, cell, slot FROM tasks WHERE device_id = ? AND answered = 0 "
+                          "ORDER BY campaign_id, slot, task_id", (device_id,))
+        return [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+    def answer_task(self, campaign_id: str, task_id: int, device_id: str, reading: float, label: str) -> str:
+        """Store a task's result: "new"; "again" for a task this device already answered (a resent
+        frame); "not yours" when the campaign has no such task for this device."""
+        _, count = self._execute(
+            "UPDATE tasks SET answered = 1, reading = ?, label = ? WHERE campaign_id = ? AND task_id = ? "
+            "AND device_id = ? AND answered = 0",
+            (reading, label, campaign_id, task_id, device_id),
+        )
+        if count == 1:
+            return "new"
+        rows = self._rows("SELECT 1 FROM tasks WHERE campaign_id = ? AND task_id = ? AND device_id = ?",
+                          (campaign_id, task_id, device_id))
+        return "again" if rows else "not yours"
+
+    def unanswered(self, campaign_id: str) -> int:
+        return int(self._rows("SELECT COUNT(*) FROM tasks WHERE campaign_id = ? AND answered = 0", (campaign_id,))[0][0])
+
+    def tasks(self, campaign_id: str) -> list[tuple[int, str, int, int, bool, float | None, str | None]]:
+        """(task id, device id, cell, slot, answered, reading, label) of every task of a campaign."""
+        rows = self._rows("SELECT task_id, device_id, cell, slot, answered, reading, label FROM tasks "
+                          "WHERE campaign_id = ? ORDER BY task_id", (campaign_id,))
+        return [(int(r[0]), r[1], int(r[2]), int(r[3]), bool(r[4]), r[5], r[6]) for r in rows]
+
+    def set_reputations(self, reputations: dict[str, float]) -> None:
+        self._execute_many("UPDATE devices SET reputation = ? WHERE device_id = ?",
+                           [(float(v), device_id) for device_id, v in reputations.items()])
+
+    def locations(self) -> dict[str, list[tuple[float, float]]]:
+        """Every device's trace as (lat, lon) points, oldest first."""
+        out: dict[str, list[tuple[float, float]]] = {}
+        for device_id, lat, lon in self._rows("SELECT device_id, lat, lon FROM locations ORDER BY device_id, unix_ms"):
+            out.setdefault(device_id, []).append((float(lat), float(lon)))
+        return out
 
     def put_placement(self, report: dict) -> None:
         self._execute(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from ecd.transport import serde
 from ecd.transport.catalog import to_status
 from ecd.transport.rpc import RunningServer, TransportConfig, start_server
 from ecd.errors import ConfigError, EcdError
-from ecd.types import PlacementReport, Result
+from ecd.types import CampaignReport, CampaignSpec, DeviceQuality, PlacementReport, Result
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
@@ -169,7 +170,7 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         while True:
             event = self.changes.event
             a = await self._unary(context, self.core.get_assignment, request.device_id, request.token)
-            key = (a.edge_id, a.edge_endpoint, a.split, a.preferences, a.model_version, a.placement_version)
+            key = (a.edge_id, a.edge_endpoint, a.split, a.preferences, a.model_version, a.placement_version, tuple(a.tasks))
             if key != last:
                 last = key
                 yield serde.assignment_to_pb(a)
@@ -210,6 +211,22 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
     async def GetPlacement(self, request, context):
         return serde.placement_report_to_pb(await _unary(context, self.core.placement_report))
 
+    async def CreateCampaign(self, request, context):
+        loop = asyncio.get_running_loop()
+        try:
+            spec = serde.campaign_spec_from_pb(request)
+            report = await loop.run_in_executor(None, self.core.create_campaign, spec)
+        except Exception as e:  # noqa: BLE001 — the catalog classifies
+            await context.abort(*to_status(e))
+        return serde.campaign_report_to_pb(report)
+
+    async def GetCampaign(self, request, context):
+        return serde.campaign_report_to_pb(await _unary(context, self.core.campaign_report, request.campaign_id))
+
+    async def ListReputations(self, request, context):
+        devices, floor = await _unary(context, self.core.reputations)
+        return pb.Reputations(devices=[serde.device_quality_to_pb(q) for q in devices], floor=floor)
+
 
 class SchedulerClient:
     """What ``ecd schedule`` asks a running cloud (operator side)."""
@@ -232,6 +249,16 @@ class SchedulerClient:
     def placement(self) -> PlacementReport:
         return serde.placement_report_from_pb(self._call(self.stub.GetPlacement, pb.GetPlacementRequest()))
 
+    def create_campaign(self, spec: CampaignSpec) -> CampaignReport:
+        return serde.campaign_report_from_pb(self._call(self.stub.CreateCampaign, serde.campaign_spec_to_pb(spec)))
+
+    def campaign(self, campaign_id: str) -> CampaignReport:
+        return serde.campaign_report_from_pb(self._call(self.stub.GetCampaign, pb.CampaignRequest(campaign_id=campaign_id)))
+
+    def reputations(self) -> tuple[list[DeviceQuality], float]:
+        reply = self._call(self.stub.ListReputations, pb.ReputationsRequest())
+        return [serde.device_quality_from_pb(q) for q in reply.devices], reply.floor
+
     def close(self) -> None:
         self.channel.close()
 
@@ -253,6 +280,9 @@ class RunningCloud:
     async def stop(self, grace: float | None = None) -> None:
         for t in self.tasks:
             t.cancel()
+        for t in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
         await self.server.stop(grace)
         self.servicer.pool.shutdown(wait=False, cancel_futures=True)
         self.registry.close()

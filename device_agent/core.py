@@ -21,7 +21,7 @@ from ecd.metrics import ServiceMetrics
 from ecd.partition import Partition
 from ecd.profiles import DeviceProfile, RadioProfile
 from ecd.split import Preferences, SplitDecision, check_split, decide_split
-from ecd.types import Assignment, Encoding, Frame, Result, Split
+from ecd.types import Assignment, Encoding, Frame, Result, Split, Task
 
 
 @dataclass
@@ -100,8 +100,9 @@ class AgentCore:
             self.metrics.device_energy.labels("device").set(float(e))
             self.metrics.privacy.labels("device").set(float(self.decision.p_priv[split_device]))
 
-    def make_frame(self, image: np.ndarray) -> tuple[Frame, float]:
-        """Preprocess, run blocks [0, split.device), encode. Returns the frame and the send time."""
+    def make_frame(self, image: np.ndarray, task: Task | None = None, reading: float = 0.0) -> tuple[Frame, float]:
+        """Preprocess, run blocks [0, split.device), encode (tagged with the campaign task it answers,
+        if any, and the sensor's reading). Returns the frame and the send time."""
         if self.manifest is None or self.partition is None or self.assignment is None:
             raise RuntimeError("make_frame before registration")
         captured = time.time_ns()
@@ -119,6 +120,8 @@ class AgentCore:
             tensor=codec.encode(activation, self.encoding),
             captured_unix_ns=captured,
             device_compute_s=compute,
+            task=task,
+            reading=reading,
         )
         self._next_frame_id += 1
         self.metrics.stage_seconds.labels("device", "device_compute").observe(compute)
@@ -155,3 +158,20 @@ class AgentCore:
             edges=sorted({o.result.edge_id for o in outcomes if o.result.edge_id}),
         )
 
+
+class SimulatedSensor:
+    """A device's scalar sensor (say, temperature in °C), simulated: a smooth field over the
+    campaign's cells and slots plus N(0, 0.3) noise. ``corrupt`` makes a misbehaving device — biased
+    by +6 and five times as noisy — the kind CrowdPower's quality and reputation should catch."""
+
+    def __init__(self, seed: int = 0, corrupt: bool = False):
+        self.rng = np.random.default_rng(seed)
+        self.corrupt = corrupt
+
+    @staticmethod
+    def truth(task: Task) -> float:
+        return 20.0 + 0.5 * np.sin(task.cell) + 0.1 * task.slot
+
+    def read(self, task: Task) -> float:
+        noise = self.rng.normal(0.0, 0.3 * (5 if self.corrupt else 1))
+        return float(self.truth(task) + noise + (6.0 if self.corrupt else 0.0))

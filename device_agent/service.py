@@ -12,6 +12,7 @@ import logging
 import tempfile
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -19,7 +20,7 @@ from typing import Iterable, Iterator
 import grpc
 import numpy as np
 
-from device_agent.core import AgentCore, FrameOutcome, RunReport
+from device_agent.core import AgentCore, FrameOutcome, RunReport, SimulatedSensor
 from device_agent.sources import open_source
 from ecd import distribution
 from ecd.config import MiB, option
@@ -30,7 +31,7 @@ from ecd.profiles import load_device, load_radio
 from ecd.split import Preferences
 from ecd.transport import serde
 from ecd.transport.rpc import TransportConfig, grpc_options
-from ecd.types import Assignment, DeviceRegistration, Encoding, Frame, LocationReport, PartitionRequest, Position, Result
+from ecd.types import Assignment, DeviceRegistration, Encoding, Frame, LocationReport, PartitionRequest, Position, Result, Task
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
@@ -66,6 +67,8 @@ class AgentConfig:
     trace_every: int = option(20, "frames between two location reports when replaying --trace")
     follow: bool = option(True, "watch the assignment and move to the edge node placement names")
     failover_wait_s: float = option(30.0, "after its edge breaks, how long to wait for the cloud to name another, seconds")
+    sensor_seed: int = option(0, "seed of the simulated sensor whose readings answer campaign tasks")
+    corrupt_reports: bool = option(False, "misbehave: send biased, noisy readings (to see CrowdPower catch it)")
 
 
 def read_trace(path: str) -> list[Position]:
@@ -118,6 +121,10 @@ class DeviceAgent:
         self._watcher: threading.Thread | None = None
         self.moves = 0
         self.edges_used: list[str] = []
+        self.sensor = SimulatedSensor(cfg.sensor_seed, cfg.corrupt_reports)
+        self._tasks: deque[Task] = deque()  # campaign tasks handed out and not yet sent
+        self._tasks_seen: set[Task] = set()
+        self.tasks_done = 0
 
     @property
     def assignment(self) -> Assignment | None:
@@ -154,6 +161,7 @@ class DeviceAgent:
         assignment = serde.assignment_from_pb(reply)
         self.core.registered(manifest, assignment)
         self.placement_version = assignment.placement_version
+        self._offer(assignment)
         self.edge_channel = grpc.insecure_channel(assignment.edge_endpoint, options=self._options)
         self.edges_used.append(assignment.edge_id)
         if self.cfg.follow:
@@ -178,6 +186,10 @@ class DeviceAgent:
 
     def _offer(self, a: Assignment) -> None:
         with self._lock:
+            for task in a.tasks:
+                if task not in self._tasks_seen:
+                    self._tasks_seen.add(task)
+                    self._tasks.append(task)
             current = self._move or self.core.assignment
             if a.edge_endpoint and (a.edge_endpoint, a.edge_id) != (current.edge_endpoint, current.edge_id):
                 self._move = a
@@ -187,6 +199,11 @@ class DeviceAgent:
             self._seen.notify_all()
             if self._move is not None:
                 self._moved.set()
+
+    def wait_for_tasks(self, count: int, timeout_s: float = 30.0) -> bool:
+        """Block until ``count`` campaign tasks (in all) reached this agent."""
+        with self._lock:
+            return self._seen.wait_for(lambda: len(self._tasks_seen) >= count, timeout_s)
 
     def wait_for_placement(self, version: int, timeout_s: float = 30.0) -> bool:
         """Block until the cloud's placement ``version`` (or a later one) reached this agent."""
@@ -270,7 +287,10 @@ class DeviceAgent:
                     return
                 if self.trace and len(sent) % self.cfg.trace_every == 0 and len(sent):
                     self.report_location(self.trace[(len(sent) // self.cfg.trace_every) % len(self.trace)])
-                frame, t_sent = self.core.make_frame(image)
+                with self._lock:
+                    task = self._tasks.popleft() if self._tasks else None
+                frame, t_sent = self.core.make_frame(image, task, self.sensor.read(task) if task else 0.0)
+                self.tasks_done += task is not None
                 msg = serde.frame_to_pb(frame)
                 sent[frame.frame_id] = (msg, t_sent, label, int(image.nbytes))
                 self.metrics.hop_bytes.labels("device", "device_to_edge").inc(msg.ByteSize())

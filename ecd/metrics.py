@@ -55,10 +55,17 @@ class SchedulerMetrics:
         self.devices_per_edge = Gauge("ecd_devices_per_edge", "Devices the applied placement sends to each edge node",
                                       ["edge_id"], registry=registry)
         self.active_edges = Gauge("ecd_placement_active_edges", "Edge nodes the applied placement keeps active", registry=registry)
+        self.reputation = Gauge("ecd_device_reputation", "A device's reputation after its last scored campaign (CrowdPower)",
+                                ["device_id"], registry=registry)
 
     def run(self, scheduler: str, method: str, outcome: str, seconds: float) -> None:
         self.runs.labels(scheduler, method, outcome).inc()
         self.seconds.labels(scheduler).observe(seconds)
+
+    def reputations(self, qualities) -> None:
+        """Publish the reputations a finished campaign wrote (:class:`~ecd.types.DeviceQuality`)."""
+        for q in qualities:
+            self.reputation.labels(q.device_id).set(q.reputation)
 
     def placed(self, report) -> None:
         """Publish an applied :class:`~ecd.types.PlacementReport`."""

@@ -26,6 +26,7 @@ __all__ = [
     "Encoding", "Split", "Position", "LocationReport", "Tensor", "Frame", "HeadOutput", "FrameError", "Result", "Assignment",
     "Preferences", "DeviceRegistration", "PreferencesUpdate", "EdgeRegistration", "EdgeHeartbeat",
     "PartitionRequest", "FileChunk", "HeadSpec", "EdgePlacement", "DevicePlacement", "PlacementReport",
+    "Task", "Grid", "CampaignSpec", "DeviceTasks", "DeviceQuality", "CampaignReport",
 ]
 
 
@@ -85,6 +86,16 @@ class Position:
         return self
 
 
+@dataclass(frozen=True)
+class Task:
+    """One sensing task of a campaign: report from grid cell ``cell`` (row-major) in slot ``slot``."""
+
+    campaign_id: str
+    task_id: int
+    cell: int
+    slot: int
+
+
 @dataclass
 class Tensor:
     """An encoded batch: ``shape`` is [batch, *activation shape], ``data`` C-order little-endian."""
@@ -113,6 +124,8 @@ class Frame:
     edge_compute_s: float = 0.0  # set by the edge
     uplink_bytes: int = 0  # the frame's size device -> edge; set by the edge
     wire_bytes: int = 0  # this frame's size as received on the last hop (not sent; set by the seam)
+    task: Task | None = None  # set when the frame answers a campaign's sensing task
+    reading: float = 0.0  # the device's sensor reading for that task
 
 
 @dataclass
@@ -182,6 +195,7 @@ class Assignment:
     preferences: Preferences
     edge_id: str = ""  # the edge node placement chose
     placement_version: int = 0  # bumps whenever a placement is applied
+    tasks: list[Task] = field(default_factory=list)  # sensing tasks allocated and not yet answered
 
 
 @dataclass
@@ -297,3 +311,66 @@ class PlacementReport:
     edges: list[EdgePlacement] = field(default_factory=list)
     devices: list[DevicePlacement] = field(default_factory=list)
     instance_json: str = ""  # the instance in `ecd placement solve --instance` format
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A campaign's area: a rectangle in degrees cut into rows x cols cells (row-major, row 0 south)."""
+
+    south_west: Position
+    north_east: Position
+    rows: int
+    cols: int
+
+    @property
+    def cells(self) -> int:
+        return self.rows * self.cols
+
+
+@dataclass
+class CampaignSpec:
+    name: str
+    grid: Grid
+    slots: int
+    reporters: list[int]  # reports wanted per slot in each cell (one value: every cell)
+    method: str = "tapp"
+    theta: float = 0.5
+    time_threshold: int = 0  # tasks one device may be given; 0 = the number of slots
+    reputation_floor: float = -1.0  # < 0: the cloud's default
+
+
+@dataclass
+class DeviceTasks:
+    device_id: str
+    device_name: str
+    tasks: list[Task]
+    disclosure: float = 0.0
+    dangerous: bool = False
+
+
+@dataclass
+class DeviceQuality:
+    device_id: str
+    device_name: str
+    reports: int
+    quality: float
+    reputation: float
+    outliers: int
+
+
+@dataclass
+class CampaignReport:
+    campaign_id: str
+    spec: CampaignSpec
+    status: str  # running, done
+    requested_work: int
+    allocated_work: int
+    participants: int
+    chosen: int
+    dangerous: int
+    utility: float
+    seconds: float
+    allocation: list[DeviceTasks] = field(default_factory=list)
+    results: int = 0
+    quality: list[DeviceQuality] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)

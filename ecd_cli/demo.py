@@ -21,7 +21,53 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("\n== 2. three tiers on loopback: cloud server, edge node, device agents ==", flush=True)
     run = run_demo(frames=args.frames)
     print_run(run)
-    return 1 if run.failed else 0
+    if run.failed:
+        return 1
+    if not args.checkins:
+        print("\n(part 3, the schedulers on real check-in traces, runs with --checkins FILE: see the README)")
+        return 0
+    import logging
+
+    from ecd_cli.city import run_city
+
+    logging.getLogger("ecd").setLevel(logging.WARNING)  # the services run in this process: keep their log out of the tables
+
+    print("\n== 3. the schedulers in the loop: 3 edge nodes, 6 devices on Foursquare NYC traces ==", flush=True)
+    city = run_city(args.checkins)
+    print_city(city)
+    return 0 if all(r.errors == 0 for r in city.reports) else 1
+
+
+def print_city(city, out=sys.stdout) -> None:
+    p, c, names, edges = city.placement, city.campaign, city.names, city.edge_names
+    print(f"placement v{p.version} by {p.method} ({p.trigger}): total cost {p.total_cost:.2f} = activation "
+          f"{p.activation_cost:.2f} + service {p.service_cost:.2f} (km of round trips), solved in {p.seconds * 1e3:.0f} ms", file=out)
+    by_edge: dict[str, list[str]] = {}
+    for d in p.devices:
+        by_edge.setdefault(d.edge_id, []).append(names.get(d.device_id, d.device_id))
+    print_table(["edge", "position", "active", "devices"],
+                [[edges.get(e.edge_id, e.edge_id), f"{e.position.lat:.4f},{e.position.lon:.4f}" if e.position else "-",
+                  "yes" if e.active else "no", ", ".join(sorted(by_edge.get(e.edge_id, []))) or "-"] for e in p.edges], out)
+    s = c.spec
+    print(f"\ncampaign {s.name!r}: TAPP, theta {s.theta:g}, {s.grid.rows}x{s.grid.cols} cells x {s.slots} slots x "
+          f"{s.reporters[0]} reporters = {c.requested_work} tasks; allocated {c.allocated_work} to {c.chosen} of "
+          f"{c.participants} devices, {c.dangerous} dangerous, in {c.seconds * 1e3:.1f} ms; {c.results} answered, {c.status}",
+          file=out)
+    quality = {q.device_id: q for q in c.quality}
+    rows = []
+    for a in c.allocation:
+        q = quality.get(a.device_id)
+        rows.append([names.get(a.device_id, a.device_id), len(a.tasks), f"{a.disclosure:.3f}",
+                     "-" if q is None else f"{q.quality:.3f}", "-" if q is None else q.outliers,
+                     f"{city.reputations.get(a.device_id, 0):.3f}",
+                     "below floor" if city.reputations.get(a.device_id, 0) < city.floor else ""])
+    print_table(["device", "tasks", "KL disclosure", "mean quality", "outliers", "reputation", ""], rows, out)
+    left_out = [names.get(d, d) for d in city.second.excluded]
+    print(f"\nnext campaign {city.second.spec.name!r}: {city.second.chosen} devices chosen; left out for reputation "
+          f"below {city.floor:g}: {', '.join(left_out) or 'none'}", file=out)
+    print_table(["device", "frames", "errors", "accuracy", "edges that served it", "moves"],
+                [[r.name, r.frames, r.errors, "-" if r.accuracy is None else f"{r.accuracy:.3f}",
+                  ", ".join(edges.get(e, e) for e in r.edges), r.moves] for r in city.reports], out)
 
 
 def print_run(run: DemoRun, out=sys.stdout) -> None:
@@ -54,4 +100,5 @@ def _print_table(reports: list[tuple[DemoDevice, dict]], out) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="cloud server, edge node and three device agents on loopback (the main job)")
     demo.add_argument("--frames", type=int, default=200, help="held-out images each device streams (default 200)")
+    demo.add_argument("--checkins", help="Foursquare NYC check-in CSV for part 3, the schedulers on real traces (see the README)")
     demo.set_defaults(func=cmd_demo)

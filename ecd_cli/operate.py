@@ -3,7 +3,9 @@
 ``ecd schedule place --cloud HOST:PORT [--method otacs_ls]`` computes and applies a new placement
 (which edge nodes are active, which device streams to which edge); ``ecd schedule placement`` shows
 the one in force. ``--export FILE`` writes the placement instance in ``ecd placement solve
---instance`` format, so the same decision can be reproduced offline.
+--instance`` format, so the same decision can be reproduced offline. ``ecd schedule campaign create``
+allocates a sensing campaign over the devices' traces (TAPP), ``campaign show`` follows it, and
+``ecd schedule reputation`` lists the devices' CrowdPower reputations.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ecd.types import PlacementReport
+from ecd.errors import ConfigError
+from ecd.types import CampaignReport, CampaignSpec, Grid, PlacementReport, Position
 from ecd_cli.fmt import print_table
 
 
@@ -64,8 +67,76 @@ def cmd_show(args: argparse.Namespace) -> int:
         client.close()
 
 
+def _grid(args: argparse.Namespace) -> Grid:
+    try:
+        s, w, n, e = (float(v) for v in args.grid.split(","))
+    except ValueError:
+        raise ConfigError(f"--grid: expected SOUTH,WEST,NORTH,EAST in degrees, got {args.grid!r}") from None
+    return Grid(Position(s, w), Position(n, e), args.rows, args.cols)
+
+
+def _show_campaign(report: CampaignReport, args: argparse.Namespace) -> int:
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report), indent=2))
+        return 0
+    s = report.spec
+    print(f"campaign {report.campaign_id} {s.name!r} by {s.method} (theta {s.theta:g}), {s.grid.rows}x{s.grid.cols} cells x "
+          f"{s.slots} slots: {report.allocated_work} of {report.requested_work} tasks to {report.chosen} of "
+          f"{report.participants} devices, {report.dangerous} dangerous (utility {report.utility:.3f}), allocated in "
+          f"{report.seconds:.3f} s; {report.status}, {report.results} answered")
+    if report.excluded:
+        print(f"left out for their reputation: {', '.join(report.excluded)}")
+    quality = {q.device_id: q for q in report.quality}
+    rows = []
+    for d in report.allocation:
+        q = quality.get(d.device_id)
+        rows.append([d.device_name or d.device_id, len(d.tasks), f"{d.disclosure:.3f}", "yes" if d.dangerous else "no",
+                     "-" if q is None else f"{q.quality:.3f}", "-" if q is None else f"{q.reputation:.3f}",
+                     "-" if q is None else q.outliers])
+    print_table(["device", "tasks", "disclosure", "dangerous", "quality", "reputation", "outliers"], rows)
+    return 0
+
+
+def cmd_campaign_create(args: argparse.Namespace) -> int:
+    try:
+        reporters = [int(v) for v in args.reporters.split(",")]
+    except ValueError:
+        raise ConfigError(f"--reporters: expected whole numbers, one or one per cell, got {args.reporters!r}") from None
+    spec = CampaignSpec(args.name, _grid(args), args.slots, reporters, args.method, args.theta, args.time_threshold,
+                        args.reputation_floor)
+    client = _client(args)
+    try:
+        return _show_campaign(client.create_campaign(spec), args)
+    finally:
+        client.close()
+
+
+def cmd_campaign_show(args: argparse.Namespace) -> int:
+    client = _client(args)
+    try:
+        return _show_campaign(client.campaign(args.campaign_id), args)
+    finally:
+        client.close()
+
+
+def cmd_reputation(args: argparse.Namespace) -> int:
+    client = _client(args)
+    try:
+        devices, floor = client.reputations()
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps({"floor": floor, "devices": [dataclasses.asdict(d) for d in devices]}, indent=2))
+        return 0
+    print_table(["device", "name", "reputation", ""],
+                [[d.device_id, d.device_name, f"{d.reputation:.3f}", "below the floor" if d.reputation < floor else ""]
+                 for d in devices])
+    print(f"floor {floor:g}: devices below it are not chosen for campaigns")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    sch = sub.add_parser("schedule", help="operate the schedulers of a running cloud server (placement)")
+    sch = sub.add_parser("schedule", help="operate the schedulers of a running cloud server (placement, campaigns, reputation)")
     schsub = sch.add_subparsers(dest="schedule_command", required=True)
     for name, helptext, func in (("place", "compute and apply a new placement", cmd_place),
                                  ("placement", "show the placement in force", cmd_show)):
@@ -77,3 +148,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--export", help="write the placement instance (JSON, `ecd placement solve --instance` format) here")
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=func)
+    camp = schsub.add_parser("campaign", help="sensing campaigns: TAPP allocation over the devices' traces")
+    campsub = camp.add_subparsers(dest="campaign_command", required=True)
+    p = campsub.add_parser("create", help="allocate a campaign and hand its tasks to the chosen devices")
+    p.add_argument("--cloud", required=True, help="the cloud server, HOST:PORT")
+    p.add_argument("--name", default="campaign")
+    p.add_argument("--grid", required=True, help="the area, SOUTH,WEST,NORTH,EAST in degrees")
+    p.add_argument("--rows", type=int, default=3)
+    p.add_argument("--cols", type=int, default=3)
+    p.add_argument("--slots", type=int, default=8, help="time slots (>= 8 for reputations to move, see docs)")
+    p.add_argument("--reporters", default="2", help="reports per slot in each cell: one number, or one per cell (row-major)")
+    p.add_argument("--method", default="tapp", help="tapp, baseline1 or baseline2 (paper 002)")
+    p.add_argument("--theta", type=float, default=0.5, help="TAPP's privacy threshold (KL disclosure)")
+    p.add_argument("--time-threshold", type=int, default=0, help="tasks one device may be given (0 = the number of slots)")
+    p.add_argument("--reputation-floor", type=float, default=-1.0, help="devices below it are not chosen (< 0 = the cloud's default)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_campaign_create)
+    p = campsub.add_parser("show", help="a campaign's allocation, answers and (once done) CrowdPower scores")
+    p.add_argument("campaign_id")
+    p.add_argument("--cloud", required=True, help="the cloud server, HOST:PORT")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_campaign_show)
+    p = schsub.add_parser("reputation", help="every device's CrowdPower reputation and the floor")
+    p.add_argument("--cloud", required=True, help="the cloud server, HOST:PORT")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reputation)

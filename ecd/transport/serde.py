@@ -15,6 +15,12 @@ import grpc
 from ecd.split import Preferences
 from ecd.types import (
     Assignment,
+    CampaignReport,
+    CampaignSpec,
+    DeviceQuality,
+    DeviceTasks,
+    Grid,
+    Task,
     DevicePlacement,
     DeviceRegistration,
     EdgeHeartbeat,
@@ -55,6 +61,14 @@ def encoding_to_pb(encoding: Encoding | int) -> int:
 # --- data plane --------------------------------------------------------------------------------
 
 
+def task_to_pb(t: Task | None) -> pb.Task | None:
+    return None if t is None else pb.Task(campaign_id=t.campaign_id, task_id=t.task_id, cell=t.cell, slot=t.slot)
+
+
+def task_from_pb(msg: pb.Task) -> Task:
+    return Task(msg.campaign_id, msg.task_id, msg.cell, msg.slot)
+
+
 def tensor_to_pb(t: Tensor) -> pb.Tensor:
     return pb.Tensor(encoding=encoding_to_pb(t.encoding), shape=list(t.shape), data=t.data,
                      scale=t.scale, zero_point=t.zero_point)
@@ -70,6 +84,7 @@ def frame_to_pb(f: Frame) -> pb.Frame:
         model_version=f.model_version, split_device=f.split.device, split_edge=f.split.edge,
         tensor=tensor_to_pb(f.tensor), captured_unix_ns=f.captured_unix_ns,
         device_compute_s=f.device_compute_s, edge_compute_s=f.edge_compute_s, uplink_bytes=f.uplink_bytes,
+        task=task_to_pb(f.task), reading=f.reading,
     )
 
 
@@ -81,6 +96,7 @@ def frame_from_pb(msg: pb.Frame) -> Frame:
         tensor=tensor_from_pb(msg.tensor), captured_unix_ns=msg.captured_unix_ns,
         device_compute_s=msg.device_compute_s, edge_compute_s=msg.edge_compute_s,
         uplink_bytes=msg.uplink_bytes, wire_bytes=msg.ByteSize(),
+        task=task_from_pb(msg.task) if msg.HasField("task") else None, reading=msg.reading,
     )
 
 
@@ -143,7 +159,7 @@ def assignment_to_pb(a: Assignment) -> pb.Assignment:
         device_id=a.device_id, token=a.token, edge_endpoint=a.edge_endpoint, model_id=a.model_id,
         model_version=a.model_version, split_device=a.split.device, split_edge=a.split.edge,
         recommended_split=a.recommended_split, preferences=preferences_to_pb(a.preferences),
-        edge_id=a.edge_id, placement_version=a.placement_version,
+        edge_id=a.edge_id, placement_version=a.placement_version, tasks=[task_to_pb(t) for t in a.tasks],
     )
 
 
@@ -152,7 +168,7 @@ def assignment_from_pb(msg: pb.Assignment) -> Assignment:
         device_id=msg.device_id, token=msg.token, edge_endpoint=msg.edge_endpoint, model_id=msg.model_id,
         model_version=msg.model_version, split=Split(msg.split_device, msg.split_edge),
         recommended_split=msg.recommended_split, preferences=preferences_from_pb(msg.preferences),
-        edge_id=msg.edge_id, placement_version=msg.placement_version,
+        edge_id=msg.edge_id, placement_version=msg.placement_version, tasks=[task_from_pb(t) for t in msg.tasks],
     )
 
 
@@ -261,4 +277,54 @@ def placement_report_from_pb(msg: pb.PlacementReport) -> PlacementReport:
                                  position_from_pb(d.position, d.HasField("position")), d.service_cost)
                  for d in msg.devices],
         instance_json=msg.instance_json,
+    )
+
+
+def grid_to_pb(g: Grid) -> pb.Grid:
+    return pb.Grid(south_west=position_to_pb(g.south_west), north_east=position_to_pb(g.north_east), rows=g.rows, cols=g.cols)
+
+
+def grid_from_pb(msg: pb.Grid) -> Grid:
+    return Grid(Position(msg.south_west.lat, msg.south_west.lon), Position(msg.north_east.lat, msg.north_east.lon),
+                msg.rows, msg.cols)
+
+
+def campaign_spec_to_pb(c: CampaignSpec) -> pb.CampaignSpec:
+    return pb.CampaignSpec(name=c.name, grid=grid_to_pb(c.grid), slots=c.slots, reporters=c.reporters, method=c.method,
+                           theta=c.theta, time_threshold=c.time_threshold, reputation_floor=c.reputation_floor)
+
+
+def campaign_spec_from_pb(msg: pb.CampaignSpec) -> CampaignSpec:
+    return CampaignSpec(msg.name, grid_from_pb(msg.grid), msg.slots, list(msg.reporters), msg.method, msg.theta,
+                        msg.time_threshold, msg.reputation_floor)
+
+
+def device_quality_to_pb(q: DeviceQuality) -> pb.DeviceQuality:
+    return pb.DeviceQuality(device_id=q.device_id, device_name=q.device_name, reports=q.reports, quality=q.quality,
+                            reputation=q.reputation, outliers=q.outliers)
+
+
+def device_quality_from_pb(msg: pb.DeviceQuality) -> DeviceQuality:
+    return DeviceQuality(msg.device_id, msg.device_name, msg.reports, msg.quality, msg.reputation, msg.outliers)
+
+
+def campaign_report_to_pb(r: CampaignReport) -> pb.CampaignReport:
+    return pb.CampaignReport(
+        campaign_id=r.campaign_id, spec=campaign_spec_to_pb(r.spec), status=r.status, requested_work=r.requested_work,
+        allocated_work=r.allocated_work, participants=r.participants, chosen=r.chosen, dangerous=r.dangerous,
+        utility=r.utility, seconds=r.seconds,
+        allocation=[pb.DeviceTasks(device_id=d.device_id, device_name=d.device_name, tasks=[task_to_pb(t) for t in d.tasks],
+                                   disclosure=d.disclosure, dangerous=d.dangerous) for d in r.allocation],
+        results=r.results, quality=[device_quality_to_pb(q) for q in r.quality], excluded=r.excluded,
+    )
+
+
+def campaign_report_from_pb(msg: pb.CampaignReport) -> CampaignReport:
+    return CampaignReport(
+        campaign_id=msg.campaign_id, spec=campaign_spec_from_pb(msg.spec), status=msg.status,
+        requested_work=msg.requested_work, allocated_work=msg.allocated_work, participants=msg.participants,
+        chosen=msg.chosen, dangerous=msg.dangerous, utility=msg.utility, seconds=msg.seconds,
+        allocation=[DeviceTasks(d.device_id, d.device_name, [task_from_pb(t) for t in d.tasks], d.disclosure, d.dangerous)
+                    for d in msg.allocation],
+        results=msg.results, quality=[device_quality_from_pb(q) for q in msg.quality], excluded=list(msg.excluded),
     )

@@ -33,7 +33,7 @@ class Tensor(_message.Message):
     def __init__(self, encoding: _Optional[_Union[Encoding, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., scale: _Optional[float] = ..., zero_point: _Optional[int] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("device_id", "frame_id", "token", "model_id", "model_version", "split_device", "split_edge", "tensor", "captured_unix_ns", "device_compute_s", "edge_compute_s", "uplink_bytes")
+    __slots__ = ("device_id", "frame_id", "token", "model_id", "model_version", "split_device", "split_edge", "tensor", "captured_unix_ns", "device_compute_s", "edge_compute_s", "uplink_bytes", "task", "reading")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,8 @@ class Frame(_message.Message):
     DEVICE_COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
     EDGE_COMPUTE_S_FIELD_NUMBER: _ClassVar[int]
     UPLINK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    READING_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     frame_id: int
     token: str
@@ -58,7 +60,9 @@ class Frame(_message.Message):
     device_compute_s: float
     edge_compute_s: float
     uplink_bytes: int
-    def __init__(self, device_id: _Optional[str] = ..., frame_id: _Optional[int] = ..., token: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., split_device: _Optional[int] = ..., split_edge: _Optional[int] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., captured_unix_ns: _Optional[int] = ..., device_compute_s: _Optional[float] = ..., edge_compute_s: _Optional[float] = ..., uplink_bytes: _Optional[int] = ...) -> None: ...
+    task: Task
+    reading: float
+    def __init__(self, device_id: _Optional[str] = ..., frame_id: _Optional[int] = ..., token: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., split_device: _Optional[int] = ..., split_edge: _Optional[int] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., captured_unix_ns: _Optional[int] = ..., device_compute_s: _Optional[float] = ..., edge_compute_s: _Optional[float] = ..., uplink_bytes: _Optional[int] = ..., task: _Optional[_Union[Task, _Mapping]] = ..., reading: _Optional[float] = ...) -> None: ...
 
 class HeadOutput(_message.Message):
     __slots__ = ("head", "label", "index", "scores")
@@ -118,6 +122,18 @@ class Position(_message.Message):
     lon: float
     def __init__(self, lat: _Optional[float] = ..., lon: _Optional[float] = ...) -> None: ...
 
+class Task(_message.Message):
+    __slots__ = ("campaign_id", "task_id", "cell", "slot")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    CELL_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    task_id: int
+    cell: int
+    slot: int
+    def __init__(self, campaign_id: _Optional[str] = ..., task_id: _Optional[int] = ..., cell: _Optional[int] = ..., slot: _Optional[int] = ...) -> None: ...
+
 class Preferences(_message.Message):
     __slots__ = ("w_energy", "w_privacy", "min_split")
     W_ENERGY_FIELD_NUMBER: _ClassVar[int]
@@ -149,7 +165,7 @@ class RegisterDeviceRequest(_message.Message):
     def __init__(self, device_name: _Optional[str] = ..., profile: _Optional[str] = ..., radio: _Optional[str] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ..., model_id: _Optional[str] = ..., split_device: _Optional[int] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., position: _Optional[_Union[Position, _Mapping]] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("device_id", "token", "edge_endpoint", "model_id", "model_version", "split_device", "split_edge", "recommended_split", "preferences", "edge_id", "placement_version")
+    __slots__ = ("device_id", "token", "edge_endpoint", "model_id", "model_version", "split_device", "split_edge", "recommended_split", "preferences", "edge_id", "placement_version", "tasks")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     EDGE_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
@@ -161,6 +177,7 @@ class Assignment(_message.Message):
     PREFERENCES_FIELD_NUMBER: _ClassVar[int]
     EDGE_ID_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     token: str
     edge_endpoint: str
@@ -172,7 +189,8 @@ class Assignment(_message.Message):
     preferences: Preferences
     edge_id: str
     placement_version: int
-    def __init__(self, device_id: _Optional[str] = ..., token: _Optional[str] = ..., edge_endpoint: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., split_device: _Optional[int] = ..., split_edge: _Optional[int] = ..., recommended_split: _Optional[int] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ..., edge_id: _Optional[str] = ..., placement_version: _Optional[int] = ...) -> None: ...
+    tasks: _containers.RepeatedCompositeFieldContainer[Task]
+    def __init__(self, device_id: _Optional[str] = ..., token: _Optional[str] = ..., edge_endpoint: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., split_device: _Optional[int] = ..., split_edge: _Optional[int] = ..., recommended_split: _Optional[int] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ..., edge_id: _Optional[str] = ..., placement_version: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...
 
 class UpdatePreferencesRequest(_message.Message):
     __slots__ = ("device_id", "token", "preferences", "split_device")
@@ -383,3 +401,115 @@ class ListHeadsResponse(_message.Message):
     HEADS_FIELD_NUMBER: _ClassVar[int]
     heads: _containers.RepeatedCompositeFieldContainer[HeadSpec]
     def __init__(self, heads: _Optional[_Iterable[_Union[HeadSpec, _Mapping]]] = ...) -> None: ...
+
+class Grid(_message.Message):
+    __slots__ = ("south_west", "north_east", "rows", "cols")
+    SOUTH_WEST_FIELD_NUMBER: _ClassVar[int]
+    NORTH_EAST_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COLS_FIELD_NUMBER: _ClassVar[int]
+    south_west: Position
+    north_east: Position
+    rows: int
+    cols: int
+    def __init__(self, south_west: _Optional[_Union[Position, _Mapping]] = ..., north_east: _Optional[_Union[Position, _Mapping]] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ...) -> None: ...
+
+class CampaignSpec(_message.Message):
+    __slots__ = ("name", "grid", "slots", "reporters", "method", "theta", "time_threshold", "reputation_floor")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    GRID_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    REPORTERS_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    THETA_FIELD_NUMBER: _ClassVar[int]
+    TIME_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    REPUTATION_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    grid: Grid
+    slots: int
+    reporters: _containers.RepeatedScalarFieldContainer[int]
+    method: str
+    theta: float
+    time_threshold: int
+    reputation_floor: float
+    def __init__(self, name: _Optional[str] = ..., grid: _Optional[_Union[Grid, _Mapping]] = ..., slots: _Optional[int] = ..., reporters: _Optional[_Iterable[int]] = ..., method: _Optional[str] = ..., theta: _Optional[float] = ..., time_threshold: _Optional[int] = ..., reputation_floor: _Optional[float] = ...) -> None: ...
+
+class CampaignRequest(_message.Message):
+    __slots__ = ("campaign_id",)
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    def __init__(self, campaign_id: _Optional[str] = ...) -> None: ...
+
+class DeviceTasks(_message.Message):
+    __slots__ = ("device_id", "device_name", "tasks", "disclosure", "dangerous")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_NAME_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    DISCLOSURE_FIELD_NUMBER: _ClassVar[int]
+    DANGEROUS_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    device_name: str
+    tasks: _containers.RepeatedCompositeFieldContainer[Task]
+    disclosure: float
+    dangerous: bool
+    def __init__(self, device_id: _Optional[str] = ..., device_name: _Optional[str] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., disclosure: _Optional[float] = ..., dangerous: _Optional[bool] = ...) -> None: ...
+
+class DeviceQuality(_message.Message):
+    __slots__ = ("device_id", "device_name", "reports", "quality", "reputation", "outliers")
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_NAME_FIELD_NUMBER: _ClassVar[int]
+    REPORTS_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    REPUTATION_FIELD_NUMBER: _ClassVar[int]
+    OUTLIERS_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    device_name: str
+    reports: int
+    quality: float
+    reputation: float
+    outliers: int
+    def __init__(self, device_id: _Optional[str] = ..., device_name: _Optional[str] = ..., reports: _Optional[int] = ..., quality: _Optional[float] = ..., reputation: _Optional[float] = ..., outliers: _Optional[int] = ...) -> None: ...
+
+class CampaignReport(_message.Message):
+    __slots__ = ("campaign_id", "spec", "status", "requested_work", "allocated_work", "participants", "chosen", "dangerous", "utility", "seconds", "allocation", "results", "quality", "excluded")
+    CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_WORK_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATED_WORK_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_FIELD_NUMBER: _ClassVar[int]
+    DANGEROUS_FIELD_NUMBER: _ClassVar[int]
+    UTILITY_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ALLOCATION_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_FIELD_NUMBER: _ClassVar[int]
+    campaign_id: str
+    spec: CampaignSpec
+    status: str
+    requested_work: int
+    allocated_work: int
+    participants: int
+    chosen: int
+    dangerous: int
+    utility: float
+    seconds: float
+    allocation: _containers.RepeatedCompositeFieldContainer[DeviceTasks]
+    results: int
+    quality: _containers.RepeatedCompositeFieldContainer[DeviceQuality]
+    excluded: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, campaign_id: _Optional[str] = ..., spec: _Optional[_Union[CampaignSpec, _Mapping]] = ..., status: _Optional[str] = ..., requested_work: _Optional[int] = ..., allocated_work: _Optional[int] = ..., participants: _Optional[int] = ..., chosen: _Optional[int] = ..., dangerous: _Optional[int] = ..., utility: _Optional[float] = ..., seconds: _Optional[float] = ..., allocation: _Optional[_Iterable[_Union[DeviceTasks, _Mapping]]] = ..., results: _Optional[int] = ..., quality: _Optional[_Iterable[_Union[DeviceQuality, _Mapping]]] = ..., excluded: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ReputationsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Reputations(_message.Message):
+    __slots__ = ("devices", "floor")
+    DEVICES_FIELD_NUMBER: _ClassVar[int]
+    FLOOR_FIELD_NUMBER: _ClassVar[int]
+    devices: _containers.RepeatedCompositeFieldContainer[DeviceQuality]
+    floor: float
+    def __init__(self, devices: _Optional[_Iterable[_Union[DeviceQuality, _Mapping]]] = ..., floor: _Optional[float] = ...) -> None: ...

@@ -653,7 +653,8 @@ class CloudServer:
 
 
 class SchedulerStub:
-    """Operator-facing schedulers of the cloud: placement decides which edge node each device uses.
+    """Operator-facing schedulers of the cloud: placement decides which edge node each device uses;
+    campaigns allocate sensing tasks over the devices' traces; CrowdPower scores their reports.
     """
 
     def __init__(self, channel):
@@ -672,10 +673,26 @@ class SchedulerStub:
                 request_serializer=ecd_dot_v1_dot_ecd__pb2.GetPlacementRequest.SerializeToString,
                 response_deserializer=ecd_dot_v1_dot_ecd__pb2.PlacementReport.FromString,
                 _registered_method=True)
+        self.CreateCampaign = channel.unary_unary(
+                '/ecd.v1.Scheduler/CreateCampaign',
+                request_serializer=ecd_dot_v1_dot_ecd__pb2.CampaignSpec.SerializeToString,
+                response_deserializer=ecd_dot_v1_dot_ecd__pb2.CampaignReport.FromString,
+                _registered_method=True)
+        self.GetCampaign = channel.unary_unary(
+                '/ecd.v1.Scheduler/GetCampaign',
+                request_serializer=ecd_dot_v1_dot_ecd__pb2.CampaignRequest.SerializeToString,
+                response_deserializer=ecd_dot_v1_dot_ecd__pb2.CampaignReport.FromString,
+                _registered_method=True)
+        self.ListReputations = channel.unary_unary(
+                '/ecd.v1.Scheduler/ListReputations',
+                request_serializer=ecd_dot_v1_dot_ecd__pb2.ReputationsRequest.SerializeToString,
+                response_deserializer=ecd_dot_v1_dot_ecd__pb2.Reputations.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
-    """Operator-facing schedulers of the cloud: placement decides which edge node each device uses.
+    """Operator-facing schedulers of the cloud: placement decides which edge node each device uses;
+    campaigns allocate sensing tasks over the devices' traces; CrowdPower scores their reports.
     """
 
     def Place(self, request, context):
@@ -685,6 +702,24 @@ class SchedulerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetPlacement(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateCampaign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCampaign(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReputations(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -703,6 +738,21 @@ def add_SchedulerServicer_to_server(servicer, server):
                     request_deserializer=ecd_dot_v1_dot_ecd__pb2.GetPlacementRequest.FromString,
                     response_serializer=ecd_dot_v1_dot_ecd__pb2.PlacementReport.SerializeToString,
             ),
+            'CreateCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCampaign,
+                    request_deserializer=ecd_dot_v1_dot_ecd__pb2.CampaignSpec.FromString,
+                    response_serializer=ecd_dot_v1_dot_ecd__pb2.CampaignReport.SerializeToString,
+            ),
+            'GetCampaign': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCampaign,
+                    request_deserializer=ecd_dot_v1_dot_ecd__pb2.CampaignRequest.FromString,
+                    response_serializer=ecd_dot_v1_dot_ecd__pb2.CampaignReport.SerializeToString,
+            ),
+            'ListReputations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReputations,
+                    request_deserializer=ecd_dot_v1_dot_ecd__pb2.ReputationsRequest.FromString,
+                    response_serializer=ecd_dot_v1_dot_ecd__pb2.Reputations.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'ecd.v1.Scheduler', rpc_method_handlers)
@@ -712,7 +762,8 @@ def add_SchedulerServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Scheduler:
-    """Operator-facing schedulers of the cloud: placement decides which edge node each device uses.
+    """Operator-facing schedulers of the cloud: placement decides which edge node each device uses;
+    campaigns allocate sensing tasks over the devices' traces; CrowdPower scores their reports.
     """
 
     @staticmethod
@@ -759,6 +810,87 @@ class Scheduler:
             '/ecd.v1.Scheduler/GetPlacement',
             ecd_dot_v1_dot_ecd__pb2.GetPlacementRequest.SerializeToString,
             ecd_dot_v1_dot_ecd__pb2.PlacementReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecd.v1.Scheduler/CreateCampaign',
+            ecd_dot_v1_dot_ecd__pb2.CampaignSpec.SerializeToString,
+            ecd_dot_v1_dot_ecd__pb2.CampaignReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCampaign(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecd.v1.Scheduler/GetCampaign',
+            ecd_dot_v1_dot_ecd__pb2.CampaignRequest.SerializeToString,
+            ecd_dot_v1_dot_ecd__pb2.CampaignReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReputations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecd.v1.Scheduler/ListReputations',
+            ecd_dot_v1_dot_ecd__pb2.ReputationsRequest.SerializeToString,
+            ecd_dot_v1_dot_ecd__pb2.Reputations.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,162 @@
+"""Campaigns in the running cloud: TAPP (paper 002) hands devices their sensing tasks from their
+traces, the devices run exactly those tasks, and CrowdPower (paper 001) scores the reports — a
+device sending corrupted readings ends below the reputation floor and is not chosen again."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from cloud_server import campaigns
+from cloud_server.service import CloudConfig, SchedulerClient, start_cloud
+from device_agent.service import AgentConfig, DeviceAgent
+from device_agent.sources import heldout
+from ecd.errors import EcdError, RequestError
+from ecd.transport import serde
+from ecd.transport.rpc import LoopThread, wait_healthy
+from ecd.types import CampaignSpec, Grid, Position, Task
+from ecd.v1 import ecd_pb2_grpc as pb_grpc
+from edge_node.service import EdgeConfig, start_edge
+from scheduling.allocation import tapp
+
+# One row of two cells side by side (west, east) in Manhattan.
+GRID = Grid(Position(40.70, -74.02), Position(40.72, -73.98), rows=1, cols=2)
+WEST, EAST = (40.71, -74.01), (40.71, -73.99)
+
+
+def spec(**kw) -> CampaignSpec:
+    return CampaignSpec(**{"name": "heat", "grid": GRID, "slots": 16, "reporters": [3], "method": "tapp", "theta": 5.0, **kw})
+
+
+def trace_file(tmp_path: Path, name: str, west: int, east: int) -> str:
+    path = tmp_path / f"{name}.csv"
+    path.write_text("lat,lon\n" + "".join(f"{WEST[0]},{WEST[1]}\n" for _ in range(west))
+                    + "".join(f"{EAST[0]},{EAST[1]}\n" for _ in range(east)))
+    return str(path)
+
+
+def test_cells_profiles_and_slot_layout() -> None:
+    points = np.array([WEST, EAST, (40.72, -73.98), (41.0, -74.0)])
+    assert campaigns.cells_of(GRID, points).tolist() == [0, 1, 1, -1]
+    ids, p = campaigns.profiles(GRID, {"a": [WEST, WEST, EAST, (0.0, 0.0)], "b": [(0.0, 0.0)]})
+    assert ids == ["a"] and p.tolist() == [[2 / 3, 1 / 3]]
+    x = np.array([[4, 1], [3, 2], [2, 3]])  # 9 tasks in cell 0 over 3 slots: 3 distinct reporters each
+    slots = Counter((cell, slot) for _, cell, slot in campaigns.layout(x, 3))
+    assert slots[(0, 0)] == slots[(0, 1)] == slots[(0, 2)] == 3
+    per = Counter((i, cell, slot) for i, cell, slot in campaigns.layout(np.array([[3, 0], [3, 0], [3, 0]]), 3))
+    assert set(per.values()) == {1}  # x_ij <= slots: nobody reports twice in one slot
+
+
+def test_live_quality_shares_evenly_within_the_noise_and_starves_a_far_reading() -> None:
+    honest = np.array([20.1, 19.8, 20.3])
+    assert campaigns.slot_quality(honest) == pytest.approx([1 / 3] * 3)  # the paper's rule would split these unevenly
+    q = campaigns.slot_quality(np.array([20.1, 19.8, 26.5]))
+    assert q[2] < 0.05 < 0.45 < q[0]
+    assert campaigns.outliers(honest).tolist() == [False] * 3
+    assert campaigns.outliers(np.array([20.1, 19.8, 20.0, 31.0])).tolist() == [False, False, False, True]
+    assert campaigns.outliers(np.array([20.1, 19.8, 26.5])).tolist() == [False, False, True]
+
+
+@pytest.mark.parametrize("change,field", [
+    (dict(theta=0.0), "theta"), (dict(theta=float("nan")), "theta"), (dict(slots=0), "slots"),
+    (dict(reporters=[0]), "reporters"), (dict(reporters=[1, 2, 3]), "reporters"), (dict(method="best"), "method"),
+    (dict(grid=Grid(Position(40.72, -74.02), Position(40.70, -73.98), 1, 2)), "grid"),
+    (dict(grid=Grid(Position(40.70, -74.02), Position(40.72, -73.98), 0, 2)), "grid.rows"),
+    (dict(grid=Grid(Position(95.0, -74.02), Position(96.0, -73.98), 1, 2)), "grid.south_west.lat"),
+    (dict(slots=1000, reporters=[2000]), "exceed the limit"),
+])
+def test_bad_campaigns_name_the_field(change: dict, field: str) -> None:
+    with pytest.raises(RequestError, match=field.replace(".", r"\.")):
+        campaigns.check_spec(spec(**change))
+
+
+@pytest.fixture
+def town(tmp_path: Path):
+    loop = LoopThread()
+    cloud = loop.run(start_cloud(replace(CloudConfig(), db=str(tmp_path / "cloud.sqlite3"), metrics_port=-1)))
+    target = f"127.0.0.1:{cloud.port}"
+    edge = loop.run(start_edge(replace(EdgeConfig(), cloud=target, metrics_port=-1, model_dir=str(tmp_path / "edge"))))
+    wait_healthy(f"127.0.0.1:{edge.port}")
+    agents: list[DeviceAgent] = []
+    yield loop, cloud, target, agents
+    for a in agents:
+        a.close()
+    loop.run(edge.stop(0))
+    loop.run(cloud.stop(0))
+    loop.close()
+
+
+def test_a_campaign_hands_out_tapps_allocation_and_crowdpower_catches_a_corrupt_device(town, tmp_path: Path) -> None:
+    loop, cloud, target, agents = town
+    shapes = [(3, 1), (1, 3), (2, 2), (3, 1), (1, 3), (2, 2), (2, 2)]  # check-ins west, east
+    for k, (west, east) in enumerate(shapes):
+        agent = DeviceAgent(AgentConfig(cloud=target, name=f"d{k}", split=3, sensor_seed=k, corrupt_reports=k == 2,
+                                        trace=trace_file(tmp_path, f"d{k}", west, east), trace_every=1000,
+                                        model_dir=str(tmp_path / f"a{k}")))
+        agents.append(agent)
+        agent.connect()
+        for position in agent.trace[1:]:  # walk the trace so the cloud holds all of it
+            agent.report_location(position)
+    client = SchedulerClient(target)
+    try:
+        report = client.create_campaign(spec())
+        assert report.status == "running" and report.requested_work == 96 == report.allocated_work
+        # the same allocation as the library on the same traces and theta
+        ids, profiles = campaigns.profiles(GRID, cloud.registry.locations())
+        expected = tapp.allocate(tapp.TappInstance(profiles, np.full(len(ids), 16), np.array([48, 48]), np.full(len(ids), 5.0)), "tapp")
+        got = np.zeros_like(expected.x)
+        for d in report.allocation:
+            for t in d.tasks:
+                got[ids.index(d.device_id), t.cell] += 1
+        assert (got == expected.x).all()
+        assert report.dangerous == expected.dangerous and report.chosen == int((expected.x.sum(1) > 0).sum())
+        # each chosen device receives exactly its tasks, and answers them
+        allocated = {d.device_id: set(d.tasks) for d in report.allocation}
+        for agent in agents:
+            mine = allocated.get(agent.assignment.device_id, set())
+            assert agent.wait_for_tasks(len(mine))
+            assert set(agent._tasks_seen) == mine
+            agent.run(heldout("digits_cnn", 18))
+            assert agent.tasks_done == len(mine)
+        done = client.campaign(report.campaign_id)
+        assert done.status == "done" and done.results == 96
+        stored = cloud.registry.tasks(report.campaign_id)
+        assert all(r[4] for r in stored) and len(stored) == 96
+        assert {(r[1], Task(report.campaign_id, r[0], r[2], r[3])) for r in stored} == {
+            (d, t) for d, ts in allocated.items() for t in ts}
+        # CrowdPower: the corrupt device's reputation is below the floor, everyone else's above
+        by_name = {q.device_name: q for q in done.quality}
+        floor = campaigns.DEFAULT_REPUTATION_FLOOR
+        assert by_name["d2"].reputation < floor < min(q.reputation for n, q in by_name.items() if n != "d2")
+        reputations, _ = client.reputations()
+        assert {q.device_name: q.reputation for q in reputations}["d2"] == pytest.approx(by_name["d2"].reputation)
+        # ... and the next campaign leaves it out
+        again = client.create_campaign(spec(name="heat 2"))
+        d2 = next(a.assignment.device_id for a in agents if a.cfg.name == "d2")
+        assert d2 in again.excluded and d2 not in {d.device_id for d in again.allocation}
+    finally:
+        client.close()
+
+
+def test_campaign_api_refuses_bad_input_and_keeps_serving(town) -> None:
+    loop, cloud, target, agents = town
+    channel = grpc.insecure_channel(target)
+    try:
+        stub = pb_grpc.SchedulerStub(channel)
+        for change, code, field in ((dict(theta=-1.0), grpc.StatusCode.INVALID_ARGUMENT, "theta"),
+                                    (dict(grid=Grid(Position(40.7, -74.0), Position(40.7, -74.0), 1, 1)), grpc.StatusCode.INVALID_ARGUMENT, "grid"),
+                                    (dict(), grpc.StatusCode.FAILED_PRECONDITION, "campaign")):  # no device has a trace
+            with pytest.raises(grpc.RpcError) as e:
+                stub.CreateCampaign(serde.campaign_spec_to_pb(spec(**change)), timeout=30)
+            assert e.value.code() == code and field in e.value.details()
+        client = SchedulerClient(target)
+        with pytest.raises(EcdError, match="NOT_FOUND: campaign_id"):
+            client.campaign("nope")
+        client.close()
+    finally:
+        channel.close()
