@@ -1,12 +1,15 @@
-"""One live re-placement in the cloud, against the data plane's frame time, measured in one run.
+"""One live re-placement and one TAPP campaign in the cloud, against the data plane's frame time,
+measured in one run.
 
 The cloud's registry (SQLite, a temporary file) holds E edge nodes and D devices at random positions
 in a 20 km square around Manhattan; ``CloudCore.place`` reads them, solves paper 003's placement
 (default ``otacs_ls``), and writes every device's edge back — what happens when an edge node joins or
-is lost. The data plane's frame time is measured beside it: one device agent streaming held-out
+is lost. Then one TAPP campaign (paper 002) over the same devices, each with a 10-point trace: 3x3
+cells, 8 slots, ``--reporters`` reports per slot and cell, allocated and written as tasks. The data
+plane's frame time is measured beside it: one device agent streaming held-out
 images through an edge node and the cloud on loopback, one frame in flight (p50 capture-to-result).
 
-    python benchmarks/live_placement.py [--edges 50] [--devices 5000] [--method otacs_ls] [--out results/live_placement.json]
+    python benchmarks/live_placement.py [--edges 50] [--devices 5000] [--method otacs_ls] [--reporters 60] [--out results/live_placement.json]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from cloud_server.service import CloudConfig, start_cloud
 from device_agent.service import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.transport.rpc import LoopThread, wait_healthy
+from ecd.types import CampaignSpec, Grid, Position
 from edge_node.service import EdgeConfig, start_edge
 
 CENTRE = (40.75, -73.98)
@@ -50,21 +54,33 @@ def populate(registry: Registry, edges: int, devices: int, seed: int) -> None:
                             edge_id=edge_ids[i % len(edge_ids)], lat=lat, lon=lon)
 
 
-def replacement_seconds(edges: int, devices: int, method: str, seed: int) -> dict:
+def scheduler_seconds(edges: int, devices: int, method: str, reporters: int, seed: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="ecd-bench-") as tmp:
         registry = Registry(Path(tmp) / "cloud.sqlite3")
         t0 = time.perf_counter()
         populate(registry, edges, devices, seed)
+        rng = np.random.default_rng(seed + 1)
+        for d in registry.devices():  # a 10-point walk around where each device is
+            for step in range(10):
+                registry.record_location(d.device_id, d.lat + rng.normal(0, 0.01), d.lon + rng.normal(0, 0.01), step)
         fill_s = time.perf_counter() - t0
         core = CloudCore(registry, load_models(["digits_cnn"]), edge_timeout_s=3600.0, placement_method=method)
         t0 = time.perf_counter()
         report = core.place(trigger="benchmark")
         total_s = time.perf_counter() - t0
+        sw = Position(CENTRE[0] - HALF_SIDE_DEG[0], CENTRE[1] - HALF_SIDE_DEG[1])
+        ne = Position(CENTRE[0] + HALF_SIDE_DEG[0], CENTRE[1] + HALF_SIDE_DEG[1])
+        spec = CampaignSpec("bench", Grid(sw, ne, 3, 3), slots=8, reporters=[reporters], method="tapp", theta=1.0)
+        t0 = time.perf_counter()
+        campaign = core.create_campaign(spec)
+        campaign_s = time.perf_counter() - t0
         registry.close()
     return {
         "edges": edges, "devices": devices, "method": method, "seconds": total_s, "solver_seconds": report.seconds,
         "registry_fill_seconds": fill_s, "active_edges": sum(e.active for e in report.edges),
-        "total_cost": report.total_cost,
+        "total_cost": report.total_cost, "campaign_seconds": campaign_s, "campaign_tapp_seconds": campaign.seconds,
+        "campaign_tasks": campaign.allocated_work, "campaign_chosen": campaign.chosen,
+        "campaign_dangerous": campaign.dangerous,
     }
 
 
@@ -96,17 +112,22 @@ def main() -> None:
     parser.add_argument("--method", default="otacs_ls")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--reporters", type=int, default=60, help="campaign: reports per slot and cell")
     parser.add_argument("--out", default="results/live_placement.json")
     args = parser.parse_args()
     frame_s = frame_seconds(args.frames)
-    r = replacement_seconds(args.edges, args.devices, args.method, args.seed)
+    r = scheduler_seconds(args.edges, args.devices, args.method, args.reporters, args.seed)
     r["frame_seconds_p50"] = frame_s
     r["replacement_over_frame"] = r["seconds"] / frame_s
+    r["campaign_over_frame"] = r["campaign_seconds"] / frame_s
     print(f"one live re-placement, {r['edges']} edge nodes x {r['devices']} devices, {r['method']}: "
           f"{r['seconds']:.2f} s (solver {r['solver_seconds']:.2f} s, the rest registry reads and writes); "
           f"{r['active_edges']} edges active, total cost {r['total_cost']:.1f}")
+    print(f"one TAPP campaign over the {r['devices']} devices' traces: {r['campaign_seconds']:.2f} s "
+          f"(TAPP {r['campaign_tapp_seconds']:.2f} s, the rest traces in and tasks out); {r['campaign_tasks']} tasks to "
+          f"{r['campaign_chosen']} devices, {r['campaign_dangerous']} dangerous")
     print(f"data plane frame time (p50, loopback, 1 in flight, split 3): {frame_s * 1e3:.2f} ms; "
-          f"one re-placement = {r['replacement_over_frame']:.0f} frame times")
+          f"one re-placement = {r['replacement_over_frame']:.0f} frame times, one campaign = {r['campaign_over_frame']:.0f}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(r, indent=2))
     print(f"wrote {args.out}")

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ecd.errors import ConfigError, UnavailableError
+from cloud_server.campaigns import NEUTRAL_REPUTATION
 from ecd.types import Split
 
 # One schema for both dialects: DOUBLE PRECISION is an 8-byte float in PostgreSQL (its REAL is only
@@ -53,7 +54,7 @@ CREATE TABLE IF NOT EXISTS devices (
     split_edge INTEGER NOT NULL,
     encoding TEXT NOT NULL,
     edge_id TEXT NOT NULL,
-    reputation DOUBLE PRECISION NOT NULL DEFAULT 1.0,
+    reputation DOUBLE PRECISION NOT NULL DEFAULT 2.0361,
     registered_unix DOUBLE PRECISION NOT NULL,
     lat DOUBLE PRECISION,
     lon DOUBLE PRECISION
@@ -138,7 +139,7 @@ class DeviceRecord:
     split_edge: int
     encoding: str  # Encoding.value
     edge_id: str
-    reputation: float = 1.0
+    reputation: float = NEUTRAL_REPUTATION  # until a campaign scores the device (cloud_server.campaigns)
     lat: float | None = None  # the last reported position; None = unknown
     lon: float | None = None
 

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import grpc
 import numpy as np
@@ -59,6 +59,7 @@ class AgentConfig:
     max_in_flight: int = option(8, "frames sent but not yet answered")
     model_dir: str = option("", "where fetched partitions are kept (default: a temporary folder)")
     metrics_port: int = option(-1, "Prometheus port (-1 = off, 0 = any free port)")
+    metrics_host: str = option("127.0.0.1", "address the Prometheus endpoint listens on")
     report: str = option("", "write the run's report as JSON to this file")
     max_message_bytes: int = option(64 * MiB, "gRPC max message size, bytes")
     retries: int = option(3, "times a broken edge stream is reopened (unanswered frames are resent)")
@@ -340,15 +341,22 @@ class DeviceAgent:
         return report
 
 
-def run_agent(cfg: AgentConfig) -> RunReport:
+def run_agent(cfg: AgentConfig, on_ready: Callable[[dict], None] | None = None) -> RunReport:
     """The ``ecd device-agent`` job: register, stream ``cfg.frames`` samples from ``cfg.source``,
-    and return the report. A refusal or an unreachable peer is an :class:`~ecd.errors.EcdError`
-    whose message starts with the gRPC status name."""
+    and return the report. ``on_ready`` gets the agent's identity and bound metrics port once it
+    has registered. A refusal or an unreachable peer is an :class:`~ecd.errors.EcdError` whose
+    message starts with the gRPC status name."""
     agent = DeviceAgent(cfg)
     try:
         agent.connect()
+        metrics_port = -1
         if cfg.metrics_port >= 0:
-            start_metrics(agent.metrics.registry, "127.0.0.1", cfg.metrics_port)
+            try:
+                metrics_port = start_metrics(agent.metrics.registry, cfg.metrics_host, cfg.metrics_port)
+            except OSError as e:
+                raise ConfigError(f"metrics_port: cannot listen on {cfg.metrics_host}:{cfg.metrics_port} ({e.strerror})") from None
+        if on_ready is not None:
+            on_ready({"ready": "device-agent", "device_id": agent.assignment.device_id, "metrics_port": metrics_port})
         samples = open_source(cfg.source, cfg.model, agent.manifest.input, cfg.frames)
         return agent.report(agent.run(samples))
     except grpc.RpcError as e:

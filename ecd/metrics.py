@@ -9,6 +9,10 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client import PlatformCollector, ProcessCollector
 
+# the statuses a refused frame is answered with (ecd.errors)
+FRAME_STATUSES = ("INVALID_ARGUMENT", "FAILED_PRECONDITION", "UNAUTHENTICATED", "NOT_FOUND", "UNAVAILABLE",
+                  "RESOURCE_EXHAUSTED", "DATA_LOSS", "INTERNAL")
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
@@ -32,6 +36,11 @@ class ServiceMetrics:
         self.privacy = Gauge(
             "ecd_privacy_similarity", "Measured reconstruction similarity (SSIM) at the chosen split", ["service"], registry=self.registry
         )
+        # every series exists from the start at 0, so increase() sees a service's first refusal too
+        for outcome in ("ok", "error"):
+            self.frames.labels(service, outcome)
+        for code in FRAME_STATUSES:
+            self.errors.labels(service, code)
 
     def frame(self, ok: bool, code_name: str | None = None) -> None:
         self.frames.labels(self.service, "ok" if ok else "error").inc()

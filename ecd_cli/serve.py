@@ -59,7 +59,7 @@ def cmd_device_agent(args: argparse.Namespace) -> int:
     from device_agent.service import AgentConfig, run_agent
 
     cfg = resolve(AgentConfig, args, "ECD_AGENT_")
-    report = run_agent(cfg)
+    report = run_agent(cfg, on_ready=lambda ready: print(json.dumps(ready), flush=True))
     d = report.to_dict()
     if cfg.report:
         Path(cfg.report).write_text(json.dumps(d, indent=2))
