@@ -47,7 +47,7 @@ from scheduling.quality.crowdpower import B, C, F, W, X
 NEUTRAL_REPUTATION = W + (X - W) / (1 + math.exp(B * C)) ** (1 / F)  # Algorithm 2 at s = 0: 2.0361
 DEFAULT_REPUTATION_FLOOR = 1.8
 SENSOR_NOISE = 1.0  # the spread honest readings of one slot may have, in the readings' unit (ours; see slot_quality())
-METHODS = ("tapp", "baseline1", "baseline2")  # paper 002's TAPP and its baselines
+METHODS = ("tapp", "baseline1", "baseline2", "tapp_plus")  # paper 002: TAPP and its baselines; tapp_plus is ours (scheduling.allocation.tapp)
 
 
 @dataclass(frozen=True)

@@ -351,10 +351,7 @@ def run_agent(cfg: AgentConfig, on_ready: Callable[[dict], None] | None = None) 
         agent.connect()
         metrics_port = -1
         if cfg.metrics_port >= 0:
-            try:
-                metrics_port = start_metrics(agent.metrics.registry, cfg.metrics_host, cfg.metrics_port)
-            except OSError as e:
-                raise ConfigError(f"metrics_port: cannot listen on {cfg.metrics_host}:{cfg.metrics_port} ({e.strerror})") from None
+            metrics_port = start_metrics(agent.metrics.registry, cfg.metrics_host, cfg.metrics_port)
         if on_ready is not None:
             on_ready({"ready": "device-agent", "device_id": agent.assignment.device_id, "metrics_port": metrics_port})
         samples = open_source(cfg.source, cfg.model, agent.manifest.input, cfg.frames)

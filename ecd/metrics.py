@@ -9,6 +9,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client import PlatformCollector, ProcessCollector
 
+from ecd.errors import ConfigError
+
 # the statuses a refused frame is answered with (ecd.errors)
 FRAME_STATUSES = ("INVALID_ARGUMENT", "FAILED_PRECONDITION", "UNAUTHENTICATED", "NOT_FOUND", "UNAVAILABLE",
                   "RESOURCE_EXHAUSTED", "DATA_LOSS", "INTERNAL")
@@ -88,5 +90,8 @@ class SchedulerMetrics:
 
 def start_metrics(registry: CollectorRegistry, host: str, port: int) -> int:
     """Serve ``registry`` for Prometheus on ``host:port`` (0 = any free port); returns the port."""
-    httpd, _ = start_http_server(port, addr=host, registry=registry)
+    try:
+        httpd, _ = start_http_server(port, addr=host, registry=registry)
+    except OSError as e:
+        raise ConfigError(f"metrics_port: cannot listen on {host}:{port} ({e.strerror or e})") from None
     return int(httpd.server_port)

@@ -80,9 +80,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     plsub = pl.add_subparsers(dest="placement_command", required=True)
     p = plsub.add_parser("solve", help="solve one instance")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--orlib", help="an OR-Library cap file (read as uncapacitated)")
+    src.add_argument("--orlib", help="an OR-Library cap file, any of the UFL collection's formats (read as uncapacitated)")
     src.add_argument("--instance", help="an instance in our JSON format")
-    p.add_argument("--method", default="otacs", help="otacs, ttacs, otacs_ls, lf, dis, random, apx2_standin, cmsa_standin, exact, exhaustive")
+    p.add_argument("--method", default="otacs", help="otacs, ttacs (paper 003); lf, dis, random, bbo_pso (its baselines; bbo_pso "
+                                                      "reconstructed); apx2_standin, cmsa_standin (labelled stand-ins); otacs_ls (ours); "
+                                                      "exact (MILP), exhaustive")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_placement_solve)
@@ -94,8 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--checkins", help="tapp: the Foursquare NYC check-in CSV (columns tid, lat_lon, date_time, root_type); "
                                         "participants with > 30 check-ins, three areas of 3x3 grids")
     src.add_argument("--random", type=int, nargs=3, metavar=("K", "N", "M"), help="coverage: a random channel draw")
-    al.add_argument("--method", help="tapp: tapp (default), baseline1, baseline2, exhaustive; "
-                                     "coverage: proposed (default), benchmark1..3, brute_force")
+    al.add_argument("--method", help="tapp: tapp (default), baseline1, baseline2, exhaustive; ours: tapp_plus, exact (MILP); "
+                                     "coverage: proposed (default), benchmark1..3, brute_force; ours: exact (MILP at any size)")
     al.add_argument("--theta", type=float, default=0.5, help="tapp: privacy threshold (an --instance's own theta wins)")
     al.add_argument("--area", type=int, default=0, help="tapp --checkins: which of the three areas")
     al.add_argument("--distribution", default="com", help="tapp --checkins: com or uni workloads")

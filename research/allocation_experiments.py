@@ -19,7 +19,7 @@ from research.tapp_areas import area_instance, load_areas
 
 THETAS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 EXTRA_THETAS = (1.0, 1.2, 1.5)  # beyond the paper's range: where our data becomes feasible
-TAPP_METHODS = ("tapp", "baseline1", "baseline2")
+TAPP_METHODS = ("tapp", "baseline1", "baseline2", "tapp_plus")  # the paper's, its baselines, ours
 COVERAGE_METHODS = ("proposed", "benchmark1", "benchmark2", "benchmark3", "brute_force")
 COVERAGE_SWEEPS = {
     "users": [dict(k=k, n=4, m=4, rho=0.5) for k in (6, 8, 10, 12)],
@@ -49,22 +49,27 @@ def _plt():
 # --- TAPP (paper 002, Figs. 2-5) --------------------------------------------------------------------
 
 
-def run_tapp(checkins: str | Path, out: str | Path) -> list[dict]:
-    """Every area x workload distribution x θ x method on the Foursquare NYC check-in CSV."""
+def run_tapp(checkins: str | Path, out: str | Path, exact_limit_s: float = 0.0) -> list[dict]:
+    """Every area x workload distribution x θ x method on the Foursquare NYC check-in CSV; with
+    ``exact_limit_s`` > 0 also the exact optimum (ours), given that many seconds per instance —
+    recorded as "did not finish" where HiGHS cannot prove the fewest dangerous in time."""
     areas = load_areas(checkins)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     thetas = THETAS + EXTRA_THETAS
+    methods = TAPP_METHODS + (("exact",) if exact_limit_s > 0 else ())
     jobs = [(a, dist, th) for a in range(len(areas)) for dist in ("com", "uni") for th in thetas]
     for n, (a, dist, th) in enumerate(jobs):
         inst = area_instance(areas[a], th, dist)
-        for m in TAPP_METHODS:
+        for m in methods:
             try:
-                r = tapp.allocate(inst, m)
+                r = tapp.exact(inst, time_limit_s=exact_limit_s) if m == "exact" else tapp.allocate(inst, m)
                 row = {"dangerous": r.dangerous, "allocated": r.allocated, "utility": round(r.utility, 4), "infeasible": ""}
             except tapp.TappInfeasible as e:  # the method's own allocation loop fails (Algorithm 1, line 19)
                 row = {"dangerous": None, "allocated": None, "utility": None, "infeasible": str(e)}
+            except tapp.TappError as e:  # exact: no proof in time
+                row = {"dangerous": None, "allocated": None, "utility": None, "infeasible": f"did not finish: {e}"}
             rows.append({"area": a, "distribution": dist, "theta": th, "method": m, "participants": inst.n_participants, **row})
         _progress("tapp", n + 1, len(jobs))
     _write(rows, out / "tapp.csv")
@@ -72,7 +77,7 @@ def run_tapp(checkins: str | Path, out: str | Path) -> list[dict]:
     for dist in ("com", "uni"):
         fig, axes = plt.subplots(2, len(areas), figsize=(4 * len(areas), 6.5), squeeze=False)
         for a in range(len(areas)):
-            for m in TAPP_METHODS:
+            for m in methods:
                 sel = [r for r in rows if r["area"] == a and r["distribution"] == dist and r["method"] == m and r["dangerous"] is not None]
                 axes[0][a].plot([r["theta"] for r in sel], [r["dangerous"] for r in sel], "o-", ms=3, label=m)
                 axes[1][a].plot([r["theta"] for r in sel], [r["utility"] for r in sel], "o-", ms=3, label=m)
@@ -101,13 +106,13 @@ def tapp_table(rows: list[dict]) -> list[dict]:
     return table
 
 
-def tapp_reduction(rows: list[dict], low: float = 0.2, high: float = 0.4) -> dict[str, float]:
-    """Mean share of dangerous participants TAPP avoids against each baseline, θ in [low, high]."""
+def tapp_reduction(rows: list[dict], low: float = 0.2, high: float = 0.4, method: str = "tapp") -> dict[str, float]:
+    """Mean share of dangerous participants ``method`` avoids against each baseline, θ in [low, high]."""
     out = {}
     for base in ("baseline1", "baseline2"):
         shares = []
         for r in rows:
-            if r["method"] == "tapp" and low <= r["theta"] <= high and r["dangerous"] is not None:
+            if r["method"] == method and low <= r["theta"] <= high and r["dangerous"] is not None:
                 b = next(x for x in rows if x["method"] == base and x["area"] == r["area"] and x["distribution"] == r["distribution"] and x["theta"] == r["theta"])
                 if b["dangerous"]:
                     shares.append(1 - r["dangerous"] / b["dangerous"])

@@ -23,7 +23,7 @@ from research.foursquare import read_checkins
 from scheduling.placement import METHODS, solve
 from scheduling.placement.problem import PlacementError, PlacementProblem
 
-SWEEP_METHODS = ("otacs", "ttacs", "otacs_ls", "lf", "dis", "random", "apx2_standin", "cmsa_standin")
+SWEEP_METHODS = ("otacs", "ttacs", "otacs_ls", "lf", "dis", "random", "bbo_pso", "apx2_standin", "cmsa_standin")
 BASE = {"types": 5, "servers": 20, "users": 130}  # the paper's geolife / roma setting
 SWEEPS = {"types": (2, 3, 4, 5, 6, 8, 10), "servers": (10, 20, 30, 40, 50), "users": (50, 100, 130, 200, 250)}
 

@@ -4,7 +4,10 @@ cities; we use the Foursquare NYC check-in CSV, read by :mod:`research.foursquar
 Choices (ours): participants = trajectories (``tid``) with more than 30 check-ins; the three
 "cities" are the participants split into latitude terciles of their median check-in; each area's
 3x3 grid spans the 2nd–98th percentiles of its participants' check-ins (points outside fall into the
-edge cells); a profile is the share of a participant's check-ins per cell. Every participant has the
+edge cells); a profile is the share of a participant's check-ins per cell. :func:`load_areas` takes
+the alternatives the TAPP investigation (:mod:`research.tapp_investigation`) tries: one city-wide
+area, another grid size, and equal-count cells (each row and column boundary at a quantile of the
+area's check-ins, so every cell holds about as many check-ins). Every participant has the
 same time threshold (as in the paper's §5.1), 10 unit tasks, and the requested work is 30 % of the
 area's total time, split over the cells following the community profile ("com-distribution") or
 uniformly ("uni-distribution"), rounded by largest remainder; a cell never gets more work than its
@@ -24,8 +27,13 @@ from research.foursquare import read_checkins
 __all__ = ["load_areas", "area_instance", "checkin_instance"]
 
 
-def load_areas(path: str | Path, min_checkins: int = 30, areas: int = 3, grid: int = 3) -> list[np.ndarray]:
-    """Per area, the participants' profiles (participants x grid²)."""
+def load_areas(path: str | Path, min_checkins: int = 30, areas: int = 3, grid: int = 3, cells: str = "bbox",
+               margin: float = 2.0) -> list[np.ndarray]:
+    """Per area, the participants' profiles (participants x grid²). ``cells``: ``bbox`` (a regular grid
+    over the ``margin``-th to (100 − ``margin``)-th percentiles, 2nd–98th by default; 0 = the full
+    extent) or ``quantile`` (equal-count rows and columns)."""
+    if cells not in ("bbox", "quantile"):
+        raise TappError(f"cells: expected 'bbox' or 'quantile', got {cells!r}")
     points: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for c in read_checkins(path):
         points[c.tid].append((c.lat, c.lon))
@@ -36,10 +44,14 @@ def load_areas(path: str | Path, min_checkins: int = 30, areas: int = 3, grid: i
     result = []
     for group in np.array_split(order, areas):
         pts = np.vstack([users[i] for i in group])
-        lo, hi = np.percentile(pts, 2, axis=0), np.percentile(pts, 98, axis=0)
+        lo, hi = np.percentile(pts, margin, axis=0), np.percentile(pts, 100 - margin, axis=0)
+        edges = [np.quantile(pts[:, axis], np.linspace(0, 1, grid + 1)[1:-1]) for axis in (0, 1)]
         profiles = []
         for i in group:
-            cell = np.clip(((users[i] - lo) / np.maximum(hi - lo, 1e-12) * grid).astype(int), 0, grid - 1)
+            if cells == "bbox":
+                cell = np.clip(((users[i] - lo) / np.maximum(hi - lo, 1e-12) * grid).astype(int), 0, grid - 1)
+            else:
+                cell = np.stack([np.searchsorted(edges[axis], users[i][:, axis], side="right") for axis in (0, 1)], axis=1)
             counts = np.bincount(cell[:, 0] * grid + cell[:, 1], minlength=grid * grid).astype(np.float64)
             profiles.append(counts / counts.sum())
         result.append(np.array(profiles))

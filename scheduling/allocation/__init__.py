@@ -3,10 +3,11 @@
 Two problems, each with its own instance and result dataclasses:
 
 * **TAPP** (paper 002, :mod:`scheduling.allocation.tapp`): :class:`TappInstance` →
-  :class:`TappAllocation`; methods ``tapp`` (default), ``baseline1``, ``baseline2``, ``exhaustive``.
+  :class:`TappAllocation`; the paper's ``tapp`` (default), ``baseline1``, ``baseline2``; the
+  ``exhaustive`` anchor for tiny instances; ours: ``tapp_plus`` (a heuristic) and ``exact`` (a MILP).
 * **Coverage-aware** (paper 004, :mod:`scheduling.allocation.coverage`): :class:`CoverageInstance`
-  → :class:`CoverageAllocation`; methods ``proposed`` (default), ``benchmark1``–``benchmark3``,
-  ``brute_force``.
+  → :class:`CoverageAllocation`; the paper's ``proposed`` (default), ``benchmark1``–``benchmark3``;
+  ``brute_force`` (K ≤ 12); ours: ``exact`` (a pair reduction and a MILP, any size).
 
 ``allocate(instance, method=None, seed=0)`` picks the problem from the instance's type; ``method``
 is one of ``METHODS[problem]`` (None = the problem's default, :data:`DEFAULT_METHOD`). JSON readers

@@ -21,6 +21,34 @@ largest time threshold first, as much as each can take.
 
 Choices (ours): ε = 1e-6; ties broken by participant index; phase 3 tries givers with the least
 work first and receivers with the most rest time first.
+
+**Ours, labelled ``exact``** (not in the paper): the optimum — fewest dangerous participants, then
+fewest allocated — for small and medium instances. The KL threshold is *enumerated*, not
+linearised: D_i depends on participant i only through its active subregions, its time threshold
+and θ_i (c is shared), so participants agreeing on those three are interchangeable and form a
+group. For each group we list every integer row with 1..T units on its active subregions (each
+≤ the workload) and keep those with D ≤ θ (the floored KL above, exactly): these are the safe
+rows. MILP (HiGHS, ``scipy.optimize.milp``): integer z_gr = members of group g taking safe row r;
+integer n_g = members of g that are dangerous ("dumps"), with integer work y_gj on g's active
+subregions, Σ_j y_gj ≤ T_g·n_g (any such total splits into n_g rows of ≤ T_g units, so the
+aggregation is exact); Σ_r z_gr + n_g ≤ |g|; Σ_{g,r} r_j z_gr + Σ_g y_gj = w_j. Stage 1 minimises
+Σ n_g (dangerous); stage 2 fixes that and minimises Σ z + Σ n (allocated). ``proven`` on the result
+says which stages HiGHS closed within the time limit (stage 1 must, or it raises); a group with
+more than 200,000 candidate rows is refused.
+
+**Ours, labelled ``tapp_plus``** (not in the paper): a heuristic built on what the paper's phases
+cannot do — phase 2 moves one unit at a time and only to a participant who is safe *after that one
+unit*, so an unallocated participant (one unit = a one-subregion profile, KL = −ln c_j) qualifies
+only in a subregion with c_j ≥ e^{−θ}, and phase 3 only merges whole allocations. tapp_plus takes the best, by (dangerous,
+allocated), of three starts — the paper's TAPP, Baseline2, and a *safe-bundles-first*
+construction (each participant's largest bundle of the remaining work that keeps it safe, found by
+adding the unit that keeps its KL lowest; largest bundle first, lazily re-evaluated; the rest goes
+to as few participants as possible) — each improved by a local search whose every accepted move
+lowers (dangerous, allocated) lexicographically: (a) empty a dangerous participant into dangerous
+ones' spare time and safe bundles of safe or new participants; (b) make a dangerous participant
+safe by giving, taking or swapping single units with partners that stay as they were, lowest KL
+first; (c) empty a safe participant into the others (merge). At most 64 safe takers are tried per
+give-away. ``tapp_plus`` is never worse than the paper's TAPP on (dangerous, allocated).
 """
 
 from __future__ import annotations
@@ -28,13 +56,16 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy import sparse
+from scipy.optimize import Bounds, LinearConstraint, milp
 
 from scheduling.errors import AllocationError
 
-__all__ = ["TappError", "TappInfeasible", "TappInstance", "TappAllocation", "allocate", "METHODS", "kl_disclosure"]
+__all__ = ["TappError", "TappInfeasible", "TappInstance", "TappAllocation", "allocate", "METHODS", "kl_disclosure", "exact", "tapp_plus"]
 
 EPS = 1e-6
 
@@ -120,9 +151,10 @@ class TappAllocation:
     dangerous: int
     allocated: int
     utility: float
+    proven: tuple[str, ...] = ()  # method=exact: the metrics proven optimal ("dangerous", "allocated")
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "method": self.method,
             "allocation": self.x.tolist(),
             "disclosure": self.disclosure.tolist(),
@@ -130,6 +162,9 @@ class TappAllocation:
             "allocated": self.allocated,
             "utility": self.utility,
         }
+        if self.method == "exact":
+            d["proven_optimal"] = list(self.proven)
+        return d
 
 
 def _result(inst: TappInstance, x: np.ndarray, method: str) -> TappAllocation:
@@ -350,7 +385,413 @@ def exhaustive(inst: TappInstance, seed: int = 0) -> TappAllocation:
     return best
 
 
-METHODS = {"tapp": tapp, "baseline1": baseline1, "baseline2": baseline2, "exhaustive": exhaustive}
+
+
+# --- ours: exact MILP ---------------------------------------------------------------------------------
+
+EXACT_TIME_LIMIT_S = 60.0
+EXACT_MAX_ROWS = 200_000  # rows enumerated per group of interchangeable participants
+
+
+def _rows(cells: np.ndarray, m: int, limit: int) -> np.ndarray:
+    """Every integer row with 1..limit unit tasks on ``cells`` (rows of an (R, m) array)."""
+    out = []
+    for total in range(1, limit + 1):
+        for combo in itertools.combinations_with_replacement(range(len(cells)), total):
+            out.append(np.bincount(combo, minlength=len(cells)))
+    rows = np.zeros((len(out), m), dtype=np.int64)
+    if out:
+        rows[:, cells] = np.array(out)
+    return rows
+
+
+def exact(inst: TappInstance, seed: int = 0, time_limit_s: float = EXACT_TIME_LIMIT_S) -> TappAllocation:
+    """Ours: the optimum — fewest dangerous participants, then fewest allocated — as two MILPs (HiGHS
+    via ``scipy.optimize.milp``) with the KL threshold enumerated (module notes). Raises
+    :class:`TappInfeasible` when no allocation meets the workloads and time thresholds, and a
+    :class:`TappError` when a group's rows are too many to enumerate or HiGHS does not prove
+    the fewest dangerous within ``time_limit_s``."""
+    _check_capacity(inst)
+    n, m = inst.profiles.shape
+    c = inst.community
+    keys = [(tuple(np.flatnonzero(inst.active[i])), int(inst.time_threshold[i]), float(inst.theta[i])) for i in range(n)]
+    groups: dict[tuple, list[int]] = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    group_list = [(key, members) for key, members in groups.items() if key[1] > 0 and key[0]]
+    # columns: per group its safe rows (count of members taking each), its dump count, its dump work per cell
+    costs: list[float] = []
+    upper: list[int] = []
+    layout = []
+    n_cols = 0
+    cap_rows: list[tuple[list[int], list[float], float]] = []
+    work_entries: list[tuple[int, int, float]] = []  # (cell, column, coefficient)
+    for key, members in group_list:
+        cells, t, th = np.array(key[0]), key[1], key[2]
+        limit = min(t, int(inst.workload[cells].sum()))
+        if math.comb(limit + len(cells), len(cells)) > EXACT_MAX_ROWS:
+            raise TappError(f"method=exact: participants active in {len(cells)} subregions with time threshold {t} "
+                            f"have more than {EXACT_MAX_ROWS} possible rows to enumerate")
+        rows = _rows(cells, m, limit)
+        rows = rows[(rows <= inst.workload).all(axis=1)]
+        safe = rows[_disclosures(rows, c) <= th + 1e-12] if len(rows) else rows
+        size = len(members)
+        first = n_cols
+        for r in safe:
+            for j in np.flatnonzero(r):
+                work_entries.append((int(j), n_cols, float(r[j])))
+            costs.append(1.0)
+            upper.append(size)
+            n_cols += 1
+        dump = n_cols
+        costs.append(n + 2.0)  # lexicographic: a dangerous participant outweighs every allocation
+        upper.append(size)
+        n_cols += 1
+        dump_work = n_cols
+        for j in cells:
+            work_entries.append((int(j), n_cols, 1.0))
+            costs.append(0.0)
+            upper.append(min(t * size, int(inst.workload[j])))
+            n_cols += 1
+        cap_rows.append((list(range(first, dump + 1)), [1.0] * (dump + 1 - first), float(size)))  # one role per member
+        cap_rows.append(([dump] + list(range(dump_work, n_cols)), [-float(t)] + [1.0] * len(cells), 0.0))  # dumps' time
+        layout.append((members, cells, t, safe, dump, dump_work))
+    r_idx = [j for j, _, _ in work_entries]
+    c_idx = [k for _, k, _ in work_entries]
+    vals = [v for _, _, v in work_entries]
+    lo = [float(w) for w in inst.workload]
+    hi = list(lo)
+    for r, (cols, coefs, bound) in enumerate(cap_rows):
+        r_idx += [m + r] * len(cols)
+        c_idx += cols
+        vals += coefs
+        lo.append(-np.inf)
+        hi.append(bound)
+    a_mat = sparse.csr_matrix((vals, (r_idx, c_idx)), shape=(len(lo), n_cols))
+    dumps = np.zeros(n_cols)
+    dumps[[d for *_, d, _ in layout]] = 1.0
+    deadline = time.monotonic() + time_limit_s
+    bounds = Bounds(np.zeros(n_cols), np.array(upper, dtype=float))
+    # stage 1: the fewest dangerous participants
+    res = milp(dumps, constraints=LinearConstraint(a_mat, lo, hi), integrality=np.ones(n_cols), bounds=bounds,
+               options={"time_limit": time_limit_s, "mip_rel_gap": 0.0})
+    if res.status == 2:
+        raise TappInfeasible("time_threshold: no allocation meets every workload within the participants' time thresholds")
+    if res.status != 0 or res.x is None:
+        raise TappError(f"method=exact: no proof of the fewest dangerous participants within {time_limit_s:g} s ({res.message})")
+    fewest = float(np.round(res.fun))
+    # stage 2: with that many dangerous, the fewest allocated
+    proven: tuple[str, ...] = ("dangerous",)
+    left = deadline - time.monotonic()
+    if left > 0:
+        second = milp(np.array(costs), constraints=[LinearConstraint(a_mat, lo, hi), LinearConstraint(dumps[None, :], -np.inf, fewest)],
+                      integrality=np.ones(n_cols), bounds=bounds, options={"time_limit": left, "mip_rel_gap": 0.0})
+        if second.x is not None:
+            res = second
+            if second.status == 0:
+                proven = ("dangerous", "allocated")
+    values = np.round(res.x).astype(np.int64)
+    x = np.zeros((n, m), dtype=np.int64)
+    for members, cells, t, safe, dump, dump_work in layout:
+        queue = iter(members)
+        for k, r in enumerate(safe):
+            for _ in range(int(values[dump - len(safe) + k])):
+                x[next(queue)] = r
+        dump_left = values[dump_work : dump_work + len(cells)].copy()
+        for _ in range(int(values[dump])):  # split the dumps' work into rows of at most t
+            i, room = next(queue), t
+            for idx in range(len(cells)):
+                take = min(room, int(dump_left[idx]))
+                x[i, cells[idx]] += take
+                dump_left[idx] -= take
+                room -= take
+    return replace(_result(inst, x, "exact"), proven=proven)
+
+
+# --- ours: tapp_plus ----------------------------------------------------------------------------------
+
+
+class _State:
+    """An allocation under local search: rows, loads and who is dangerous, kept up to date."""
+
+    def __init__(self, inst: TappInstance, x: np.ndarray) -> None:
+        self.inst = inst
+        self.c = inst.community
+        self.x = x.copy()
+        self.load = self.x.sum(axis=1)
+        self.kl = _disclosures(self.x, self.c)
+
+    def safe_row(self, row: np.ndarray, i: int) -> bool:
+        return row.sum() == 0 or kl_disclosure(row, self.c) <= self.inst.theta[i] + 1e-12
+
+    def dangerous(self) -> np.ndarray:
+        return (self.load > 0) & (self.kl > self.inst.theta + 1e-12)
+
+    def key(self) -> tuple[int, int]:
+        return int(self.dangerous().sum()), int((self.load > 0).sum())
+
+    def set_row(self, i: int, row: np.ndarray) -> None:
+        self.x[i] = row
+        self.load[i] = int(row.sum())
+        self.kl[i] = kl_disclosure(row, self.c)
+
+
+def _bundle(state: _State, k: int, avail: np.ndarray) -> np.ndarray:
+    """The largest bundle b ≤ ``avail`` that participant k can take and stay safe, found along the path
+    that adds, one unit at a time, the unit keeping k's disclosure lowest."""
+    inst = state.inst
+    cells = np.flatnonzero(inst.active[k] & (avail > 0))
+    room = int(inst.time_threshold[k] - state.load[k])
+    best = np.zeros(inst.n_subregions, dtype=np.int64)
+    if len(cells) == 0 or room <= 0:
+        return best
+    b = best.copy()
+    row = state.x[k].astype(np.float64)
+    theta = inst.theta[k] + 1e-12
+    grid = np.eye(inst.n_subregions)[cells]
+    for _ in range(min(room, int(avail[cells].sum()))):
+        open_ = b[cells] < avail[cells]
+        d = _disclosures(row[None, :] + grid[open_], state.c)
+        pick = cells[open_][int(np.argmin(d))]
+        row[pick] += 1
+        b[pick] += 1
+        if d.min() <= theta:
+            best = b.copy()
+    return best
+
+
+MAX_TAKERS = 64  # safe participants tried per give-away (ours: bounds the search on large instances)
+
+
+def _takers(state: _State, tier: np.ndarray, left: np.ndarray) -> np.ndarray:
+    """The participants of ``tier`` that may take a safe bundle of ``left`` (a necessary condition,
+    vectorised), most rest time first, at most :data:`MAX_TAKERS`."""
+    inst = state.inst
+    cands = np.flatnonzero(tier)
+    if len(cands) == 0:
+        return cands
+    usable = inst.active[cands] & (left > 0)[None, :]
+    empty = state.load[cands] == 0
+    # an empty row can reach KL = -ln c(usable cells) at best; an allocated one must stay safe with one more unit
+    reach = -np.log(np.maximum((usable * state.c[None, :]).sum(axis=1), 1e-300))
+    ok = np.where(empty, reach <= inst.theta[cands] + 1e-9, False)
+    rows = np.flatnonzero(~empty)
+    if len(rows):
+        ks = cands[rows]
+        best = np.full(len(rows), np.inf)
+        for j in np.flatnonzero(left > 0):
+            on = inst.active[ks, j]
+            if on.any():
+                trial = state.x[ks[on]].copy()
+                trial[:, j] += 1
+                best[on] = np.minimum(best[on], _disclosures(trial, state.c))
+        ok[rows] = best <= inst.theta[ks] + 1e-12
+    cands = cands[ok]
+    room = inst.time_threshold[cands] - state.load[cands]
+    return cands[np.argsort(-room, kind="stable")][:MAX_TAKERS]
+
+
+def _give_away(state: _State, g: int, units: np.ndarray, allow_new: bool) -> bool:
+    """Move ``units`` (per subregion) of g's work to others without making anyone newly dangerous:
+    dangerous participants first (their disclosure no longer matters), then safe allocated ones,
+    then (``allow_new``) unallocated ones, each taking the largest bundle that keeps it safe.
+    Applied only if every unit finds a taker; returns whether it was."""
+    inst = state.inst
+    left = units.copy()
+    plan: list[tuple[int, np.ndarray]] = []
+    others = np.arange(inst.n_participants) != g
+    room = inst.time_threshold - state.load
+    reach = inst.active[:, left > 0].any(axis=1) & others & (room > 0)
+    dangerous = state.dangerous()
+    for k in np.flatnonzero(reach & dangerous)[np.argsort(-room[reach & dangerous], kind="stable")]:
+        take = np.zeros_like(left)
+        free = int(room[k])
+        for j in np.flatnonzero(inst.active[k] & (left > 0)):
+            t = min(free, int(left[j]))
+            take[j], free = t, free - t
+        if take.any():
+            plan.append((int(k), take))
+            left -= take
+        if not left.any():
+            break
+    tiers = [reach & ~dangerous & (state.load > 0)] + ([reach & (state.load == 0)] if allow_new else [])
+    for tier in tiers:
+        if not left.any():
+            break
+        for k in _takers(state, tier, left):
+            take = _bundle(state, int(k), left)
+            if take.any():
+                plan.append((int(k), take))
+                left -= take
+                if not left.any():
+                    break
+    if left.any():
+        return False
+    for k, take in plan:
+        state.set_row(k, state.x[k] + take)
+    state.set_row(g, state.x[g] - units)
+    return True
+
+
+def _fix(state: _State, g: int) -> bool:
+    """Make dangerous g safe: unit by unit, give one of its tasks away, take one from a participant
+    who does not mind (a dangerous one, or a safe one that stays safe), or both — whichever lowers
+    g's disclosure most — until g is safe. Undone if g cannot be made safe."""
+    inst = state.inst
+    saved = (state.x.copy(), state.load.copy(), state.kl.copy())
+    theta = inst.theta[g] + 1e-12
+    for _ in range(4 * int(inst.time_threshold[g]) + 4):
+        if state.kl[g] <= theta or state.load[g] == 0:
+            return True
+        row = state.x[g]
+        dangerous = state.dangerous()
+        options = []  # (new disclosure, give cell or -1, take cell or -1)
+        gives = np.flatnonzero(row > 0)
+        takes = np.flatnonzero(inst.active[g])
+        for j in [-1, *gives]:
+            for lcell in [-1, *takes]:
+                if j == lcell or (j < 0 and lcell < 0):
+                    continue
+                trial = row.copy()
+                if j >= 0:
+                    trial[j] -= 1
+                if lcell >= 0:
+                    trial[lcell] += 1
+                if trial.sum() > inst.time_threshold[g] or trial.sum() == 0:
+                    continue
+                options.append((kl_disclosure(trial, state.c), j, lcell))
+        options.sort()
+        moved = False
+        for value, j, lcell in options:
+            if value >= state.kl[g] - 1e-12:
+                break
+            if _apply(state, g, j, lcell, dangerous):
+                moved = True
+                break
+        if not moved:
+            break
+    if state.kl[g] <= theta or state.load[g] == 0:
+        return True
+    state.x, state.load, state.kl = saved
+    return False
+
+
+def _apply(state: _State, g: int, give: int, take: int, dangerous: np.ndarray) -> bool:
+    """One unit out of g's subregion ``give`` and/or one into its subregion ``take``, with a partner who
+    stays as it was (a dangerous one, or a safe one that stays safe): dangerous partners first."""
+    inst = state.inst
+    m = inst.n_subregions
+    room = inst.time_threshold - state.load
+    ok = np.arange(inst.n_participants) != g
+    delta = np.zeros(m, dtype=np.int64)  # the partner's change
+    if give >= 0:
+        ok &= inst.active[:, give]
+        delta[give] += 1
+    if take >= 0:
+        ok &= state.x[:, take] > 0
+        delta[take] -= 1
+    if give >= 0 and take < 0:
+        ok &= (room > 0) & (state.load > 0)
+    cands = np.flatnonzero(ok)
+    if len(cands) == 0:
+        return False
+    trial = state.x[cands] + delta
+    fine = dangerous[cands] | (_disclosures(trial, state.c) <= inst.theta[cands] + 1e-12) | (trial.sum(axis=1) == 0)
+    if not fine.any():
+        return False
+    order = np.lexsort((cands, ~dangerous[cands]))
+    k = int(cands[order[np.argmax(fine[order])]])
+    state.set_row(k, state.x[k] + delta)
+    state.set_row(g, state.x[g] - delta)
+    return True
+
+
+def _improve(inst: TappInstance, x: np.ndarray) -> np.ndarray:
+    """Local search on (dangerous, allocated), lexicographically; every accepted move lowers it."""
+    state = _State(inst, x)
+    changed = True
+    while changed:
+        changed = False
+        for g in sorted(np.flatnonzero(state.dangerous()), key=lambda i: (state.load[i], i)):  # empty a dangerous one
+            if state.load[g] > 0 and state.kl[g] > inst.theta[g] + 1e-12:
+                before = state.key()
+                if _give_away(state, int(g), state.x[g].copy(), allow_new=True):
+                    assert state.key() < before
+                    changed = True
+        for g in sorted(np.flatnonzero(state.dangerous()), key=lambda i: (-state.load[i], i)):  # make one safe
+            if state.load[g] > 0 and state.kl[g] > inst.theta[g] + 1e-12:
+                before = state.key()
+                if _fix(state, int(g)):
+                    if state.key() < before:
+                        changed = True
+        for g in sorted(np.flatnonzero((state.load > 0) & ~state.dangerous()), key=lambda i: (state.load[i], i)):  # merge
+            if state.load[g] > 0:
+                before = state.key()
+                if _give_away(state, int(g), state.x[g].copy(), allow_new=False):
+                    assert state.key() < before
+                    changed = True
+    return state.x
+
+
+def _safe_first(inst: TappInstance) -> np.ndarray:
+    """Construction: participants take the largest safe bundles of the remaining work (largest first,
+    lazily re-evaluated); what no one can take safely goes to as few participants as possible."""
+    state = _State(inst, np.zeros(inst.profiles.shape, dtype=np.int64))
+    left = inst.workload.copy()
+    heap = [(-int(_bundle(state, i, left).sum()), i) for i in range(inst.n_participants)]
+    heap = [h for h in heap if h[0] < 0]
+    heapq.heapify(heap)
+    while heap and left.any():
+        _, i = heapq.heappop(heap)
+        b = _bundle(state, i, left)
+        if not b.any():
+            continue
+        if heap and b.sum() < -heap[0][0]:
+            heapq.heappush(heap, (-int(b.sum()), i))
+            continue
+        state.set_row(i, b)
+        left -= b
+    while left.any():
+        room = inst.time_threshold - state.load
+        reach = np.minimum(room, (inst.active * left[None, :]).sum(axis=1))
+        k = int(np.lexsort((np.arange(inst.n_participants), state.load == 0, -reach))[0])
+        if reach[k] <= 0:
+            raise TappInfeasible("time_threshold: the remaining work fits no participant's rest time")
+        take = np.zeros_like(left)
+        free = int(room[k])
+        for j in np.argsort(-left * inst.active[k], kind="stable"):
+            if not inst.active[k, j] or free == 0:
+                continue
+            t = min(free, int(left[j]))
+            take[j], free = t, free - t
+        state.set_row(k, state.x[k] + take)
+        left -= take
+    return state.x
+
+
+def tapp_plus(inst: TappInstance, seed: int = 0) -> TappAllocation:
+    """Ours (module notes): the best of paper TAPP, Baseline2 and a safe-bundles-first construction,
+    each improved by local search on (dangerous, allocated)."""
+    _check_capacity(inst)
+    starts = []
+    for build in (lambda: phase3(inst, phase2(inst, phase1(inst))), lambda: baseline2(inst).x, lambda: _safe_first(inst)):
+        try:
+            starts.append(build())
+        except TappInfeasible:
+            continue
+    if not starts:
+        raise TappInfeasible("time_threshold: no construction meets every workload within the participants' time thresholds")
+    best, best_key = None, None
+    for x in starts:
+        state = _State(inst, _improve(inst, x))
+        if best_key is None or state.key() < best_key:
+            best, best_key = state.x, state.key()
+    return _result(inst, best, "tapp_plus")
+
+
+#: the paper's TAPP and baselines, the exhaustive anchor, and ours (``tapp_plus``, ``exact``)
+METHODS = {"tapp": tapp, "baseline1": baseline1, "baseline2": baseline2, "exhaustive": exhaustive,
+           "tapp_plus": tapp_plus, "exact": exact}
 
 
 def allocate(inst: TappInstance, method: str = "tapp", seed: int = 0) -> TappAllocation:

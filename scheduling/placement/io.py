@@ -12,32 +12,67 @@ from scheduling.placement.problem import PlacementError, PlacementProblem
 __all__ = ["read_orlib", "read_instance", "instance_from_dict"]
 
 
+def _tokens(text: str) -> list[tuple[str, int]]:
+    return [(token, number) for number, line in enumerate(text.splitlines(), start=1) for token in line.split()]
+
+
 def read_orlib(path: str | Path) -> PlacementProblem:
-    """An OR-Library capacitated facility location file, read as *uncapacitated* (capacities
-    ignored): ``m n``; m lines ``capacity fixed_cost``; per customer its demand then m costs of
-    serving all its demand from each site. One data type, star service costs."""
+    """An OR-Library facility-location file (Beasley's ``cap*`` collection), read as *uncapacitated*
+    facility location: ``m n``; m records ``capacity fixed_cost``; per customer its demand then m
+    costs of serving all its demand from each site (records may wrap over lines). Every file of the
+    UFL collection reads: cap71–cap134 give a number as each capacity, the large capa–capc instances
+    the literal word ``capacity`` (irrelevant here: capacities and demands are ignored). One data type,
+    star service costs. A malformed file raises a :class:`PlacementError` naming the file, the line
+    and the field."""
     path = Path(path)
     try:
-        tokens = path.read_text().split()
+        text = path.read_text()
     except (FileNotFoundError, IsADirectoryError):
         raise PlacementError(f"--orlib: no such file {path}") from None
-    try:
-        values = [float(t) for t in tokens]
-    except ValueError as e:
-        raise PlacementError(f"{path}: not an OR-Library file ({e})") from None
-    if len(values) < 2 or values[0] != int(values[0]) or values[1] != int(values[1]) or values[0] < 1 or values[1] < 1:
-        raise PlacementError(f"{path}: the first line must be 'm n' (sites, customers)")
-    m, n = int(values[0]), int(values[1])
-    expected = 2 + 2 * m + n * (1 + m)
-    if len(values) != expected:
-        raise PlacementError(f"{path}: expected {expected} numbers for {m} sites and {n} customers, found {len(values)}")
-    sites = np.array(values[2 : 2 + 2 * m]).reshape(m, 2)
-    customers = np.array(values[2 + 2 * m :]).reshape(n, 1 + m)
+    except UnicodeDecodeError:
+        raise PlacementError(f"{path}: not a text file") from None
+    tokens = _tokens(text)
+    pos = 0
+    last_line = tokens[-1][1] if tokens else 1  # where the file ends
+
+    def take(what: str, word: str | None = None, whole: bool = False) -> float | None:
+        nonlocal pos
+        if pos >= len(tokens):
+            raise PlacementError(f"{path}, line {last_line}: the file ends where {what} was expected")
+        token, line = tokens[pos]
+        pos += 1
+        if word is not None and token.lower() == word:
+            return None
+        try:
+            value = float(token)
+        except ValueError:
+            raise PlacementError(f"{path}, line {line}: {what}: expected a number, got {token!r}") from None
+        if not np.isfinite(value) or value < 0:
+            raise PlacementError(f"{path}, line {line}: {what}: expected a finite number >= 0, got {token!r}")
+        if whole and (value != int(value) or value < 1):
+            raise PlacementError(f"{path}, line {line}: {what}: expected a whole number >= 1, got {token!r}")
+        return value
+
+    m = int(take("the number of sites m (first line: 'm n')", whole=True))  # type: ignore[arg-type]
+    n = int(take("the number of customers n (first line: 'm n')", whole=True))  # type: ignore[arg-type]
+    fixed = np.empty(m)
+    for j in range(m):
+        take(f"the capacity of site {j + 1} (a number or the word 'capacity')", word="capacity")
+        fixed[j] = take(f"the fixed cost of site {j + 1}")
+    cost = np.empty((n, m))
+    for i in range(n):
+        take(f"the demand of customer {i + 1}")
+        for j in range(m):
+            cost[i, j] = take(f"the cost of serving customer {i + 1} from site {j + 1}")
+    if pos < len(tokens):
+        token, line = tokens[pos]
+        raise PlacementError(f"{path}, line {line}: unexpected {token!r} after the last customer "
+                             f"({m} sites and {n} customers need {pos} values)")
     return PlacementProblem(
-        activation_cost=sites[:, 1],
+        activation_cost=fixed,
         processing_cost=np.zeros((m, 1)),
         user_types=np.ones((n, 1), dtype=bool),
-        service_cost=customers[:, 1:],
+        service_cost=cost,
         type_names=("data",),
     )
 
@@ -58,8 +93,15 @@ def instance_from_dict(d: dict, source: str = "instance") -> PlacementProblem:
     """JSON: {"types": [...], "servers": [{"x", "y", "activation_cost", "processing_cost": {type: cost}}],
     "users": [{"x", "y", "types": [...]}]}. A server lacking a type in processing_cost cannot process it.
     Other keys (e.g. an "id" per server and user) are carried along and ignored."""
+    if not isinstance(d, dict):
+        raise PlacementError(f"{source}: expected a JSON object, got {type(d).__name__}")
+    for name in ("types", "servers", "users"):
+        if name in d and not isinstance(d[name], (list, tuple)):
+            raise PlacementError(f"{source}: {name}: expected a list, got {type(d[name]).__name__}")
     try:
         types = [str(t) for t in d["types"]]
+        if not types:
+            raise PlacementError("types: the list of data types is empty")
         index = {t: b for b, t in enumerate(types)}
         servers, users = d["servers"], d["users"]
         if not servers:

@@ -87,6 +87,8 @@ class PlacementProblem:
         if ipc.ndim != 2 or ipc.shape[0] != m:
             raise PlacementError(f"processing_cost: expected shape ({m}, K), got {list(ipc.shape)}")
         k = ipc.shape[1]
+        if k == 0:
+            raise PlacementError("processing_cost: no data types (K = 0)")
         if types.ndim != 2 or types.shape[1] != k:
             raise PlacementError(f"user_types: expected shape (N, {k}), got {list(types.shape)}")
         if len(types) == 0:

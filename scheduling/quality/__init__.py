@@ -2,7 +2,10 @@
 CrowdPower's site selection (paper 001, :mod:`scheduling.quality.crowdpower`).
 
 ``assess(Reports(values), method="crowdpower")`` with ``method`` one of :data:`METHODS` returns a
-:class:`QualityAssessment`. ``choose_site(sites, event, ...)`` returns a :class:`SiteSelection`
+:class:`QualityAssessment`: ``crowdpower`` (the paper's qualities, reputations and distance-based
+outliers) or ``crowdpower_mad`` (ours: the same qualities and reputations, outliers by the median /
+MAD rule, which catches symmetric outliers the paper's rule misses — see
+:mod:`scheduling.quality.crowdpower`). ``choose_site(sites, event, ...)`` returns a :class:`SiteSelection`
 (``select_site`` is the same as a tuple). JSON readers and writers are in
 :mod:`scheduling.quality.io`. Every error is a :class:`QualityError`.
 """
@@ -107,8 +110,17 @@ def _crowdpower(reports: Reports, fill: str = "mean") -> QualityAssessment:
     return QualityAssessment("crowdpower", quality, centroid, crowdpower.reputation(quality), flags)
 
 
+def _crowdpower_mad(reports: Reports, fill: str = "mean") -> QualityAssessment:
+    """Ours: :func:`_crowdpower`'s qualities and reputations; outliers by
+    :func:`~scheduling.quality.crowdpower.outliers_mad` per slot on the filled readings."""
+    quality, centroid = crowdpower.data_quality(reports.values, fill=fill)
+    filled = crowdpower.fill_missing(reports.values, fill)
+    flags = np.stack([crowdpower.outliers_mad(filled[:, k]) for k in range(filled.shape[1])], axis=1)
+    return QualityAssessment("crowdpower_mad", quality, centroid, crowdpower.reputation(quality), flags)
+
+
 #: method name -> ``fn(reports, fill=...)``
-METHODS: Mapping[str, Callable[..., QualityAssessment]] = {"crowdpower": _crowdpower}
+METHODS: Mapping[str, Callable[..., QualityAssessment]] = {"crowdpower": _crowdpower, "crowdpower_mad": _crowdpower_mad}
 
 
 def assess(reports: Reports, method: str = "crowdpower", fill: str = "mean") -> QualityAssessment:

@@ -12,12 +12,26 @@ participant reputation and outlier filtering.
   paper's constants and stated roles (Box 2's ``** 1 / 2`` is an operator-precedence slip).
   t counts from 1, so K − t weighs earlier slots more, as written.
 * **Outliers** (§3.7.3): d_i is malicious/faulty when fewer than ⌈u·n⌉ *other* points lie within
-  r of it; u = 0.5, r = 2·std of the slot's data.
+  r of it; u = 0.5, r = 2·std of the slot's data. Its blind spot: r grows with the outliers, so two
+  symmetric outliers at ±D among eight readings lie within r of each other's neighbours and are
+  missed.
+* **Ours, labelled ``crowdpower_mad``** (:func:`outliers_mad`, not in the paper): a reading is an
+  outlier when its distance to the slot's median exceeds k = 3.5 robust standard deviations,
+  1.4826·MAD (Iglewicz and Hoaglin's modified z-score); the median and MAD ignore up to half the
+  readings, so symmetric outliers cannot hide. When MAD = 0 (more than half the readings agree
+  exactly), every reading off the median is an outlier.
 * **SensMark-style sensor benchmark** (§3.5): number of events; c/σ per axis averaged (c = 33);
   c / minimum step increment per axis averaged; time continuity; count of unique values (light,
   proximity); gravity accuracy (1 − |mean_z − g|/g)·4000 (gravity, accelerometer); final = sum.
   **Reconstruction** of time continuity (Eqs. 3–6 lost): ratio = min(Δ̄_bench/Δ̄_init,
-  Δ̄_init/Δ̄_bench) ∈ (0, 1], score = ratio · c / σ(Δt_bench).
+  Δ̄_init/Δ̄_bench) ∈ (0, 1], score = ratio · c / σ(Δt_bench), timestamps in seconds.
+  **Bounds (ours)**: c/σ, c/min step and c/σ(Δt) grow without limit as the spread goes to 0 (a
+  perfectly periodic clock gave 1.36e18), so each divisor is floored at c / 4000 — the paper's
+  maximum for a category (gravity's 4000) — and gravity accuracy is floored at 0. Ranges:
+  events = the number of events, ≥ 3 (the only partial that grows with the run's length);
+  std, step ∈ [0, 4000] (0 for an axis that never changes); time continuity ∈ [0, 4000];
+  unique ∈ [1, events] for light and proximity, else 0; gravity ∈ [0, 4000] for gravity and
+  accelerometer, else 0; total = their sum.
 * **Site selection** (§3.6, Fig. 8) — **reconstruction** of the lost scoring: a site's phone
   quality = mean over its capable participants of the mean 0–10 score of the event's sensors (a
   missing sensor scores 0); sites holding a malicious participant, under the required quality level
@@ -43,7 +57,9 @@ __all__ = [
     "slot_quality",
     "reputation",
     "outliers",
+    "outliers_mad",
     "sensor_score",
+    "SENSMARK_MAX",
     "Participant",
     "Site",
     "select_site",
@@ -52,6 +68,8 @@ __all__ = [
 W, X, B, C, F = 0.5, 3.0, 0.5, 1.0, 2.0
 G = 9.80665
 SENSMARK_C = 33.0
+SENSMARK_MAX = 4000.0  # the largest partial score of a SensMark category (the paper's gravity maximum)
+MAD_K = 3.5
 QUALITY_EPS = 0.1  # Box 1's e: no value given (see the module notes)
 
 EVENTS: dict[str, tuple[str, ...]] = {
@@ -150,29 +168,59 @@ def outliers(values: np.ndarray, u: float = 0.5, r_factor: float = 2.0) -> np.nd
     return close < math.ceil(u * n)
 
 
+def outliers_mad(values: np.ndarray, k: float = MAD_K) -> np.ndarray:
+    """Ours: True where |d_i − median| > k · 1.4826 · MAD (every reading off the median when MAD = 0)."""
+    d = np.asarray(values, dtype=np.float64)
+    if d.ndim != 1 or len(d) == 0 or not np.isfinite(d).all():
+        raise CrowdPowerError("values: expected a non-empty vector of finite readings")
+    if not (math.isfinite(k) and k > 0):
+        raise CrowdPowerError(f"k: expected a finite value > 0, got {k}")
+    off = np.abs(d - np.median(d))
+    scale = 1.4826 * np.median(off)
+    if scale == 0:
+        return off > 0
+    return off > k * scale
+
+
 # --- SensMark-style sensor benchmark --------------------------------------------------------------
 
 
+def _bounded_ratio(spread: np.ndarray) -> np.ndarray:
+    """c / spread with the spread floored at c / SENSMARK_MAX (so ≤ SENSMARK_MAX); 0 where spread is 0."""
+    spread = np.asarray(spread, dtype=np.float64)
+    safe = np.where(spread > 0, np.maximum(spread, SENSMARK_C / SENSMARK_MAX), 1.0)
+    return np.where(spread > 0, SENSMARK_C / safe, 0.0)
+
+
 def sensor_score(kind: str, timestamps: np.ndarray, values: np.ndarray, init_timestamps: np.ndarray) -> dict[str, float]:
-    """Partial scores and their sum for one sensor's benchmark run (values: events x axes)."""
+    """Partial scores and their sum for one sensor's benchmark run (values: events x axes;
+    timestamps in seconds, non-decreasing). Each partial's range is in the module notes."""
     ts = np.asarray(timestamps, dtype=np.float64)
     v = np.asarray(values, dtype=np.float64)
+    init = np.asarray(init_timestamps, dtype=np.float64)
     if v.ndim == 1:
         v = v[:, None]
-    if len(ts) < 3 or len(v) != len(ts) or len(init_timestamps) < 2:
-        raise CrowdPowerError("timestamps, values: need >= 3 events (and >= 2 initialisation timestamps)")
+    if ts.ndim != 1 or init.ndim != 1 or v.ndim != 2 or len(ts) < 3 or len(v) != len(ts) or len(init) < 2 or v.shape[1] == 0:
+        raise CrowdPowerError("timestamps, values: need >= 3 events with one row of values each (and >= 2 initialisation timestamps)")
+    for name, a in (("timestamps", ts), ("values", v), ("init_timestamps", init)):
+        if not np.isfinite(a).all():
+            raise CrowdPowerError(f"{name}: expected finite numbers")
+    for name, a in (("timestamps", ts), ("init_timestamps", init)):
+        if (np.diff(a) < 0).any():
+            raise CrowdPowerError(f"{name}: expected non-decreasing times")
     std = v.std(axis=0)
     steps = np.abs(np.diff(v, axis=0))
-    min_step = np.array([s[s > 0].min() if (s > 0).any() else np.inf for s in steps.T])
-    dt, dt_init = np.diff(ts), np.diff(np.asarray(init_timestamps, dtype=np.float64))
+    min_step = np.array([s[s > 0].min() if (s > 0).any() else 0.0 for s in steps.T])
+    dt, dt_init = np.diff(ts), np.diff(init)
     ratio = min(dt.mean() / dt_init.mean(), dt_init.mean() / dt.mean()) if dt.mean() > 0 and dt_init.mean() > 0 else 0.0
+    jitter = dt.std()
     scores = {
         "events": float(len(ts)),
-        "std": float(np.mean(np.where(std > 0, SENSMARK_C / np.where(std > 0, std, 1), 0.0))),
-        "step": float(np.mean(np.where(np.isfinite(min_step), SENSMARK_C / np.where(np.isfinite(min_step), min_step, 1), 0.0))),
-        "time_continuity": float(ratio * SENSMARK_C / dt.std()) if dt.std() > 0 else 0.0,
+        "std": float(np.mean(_bounded_ratio(std))),
+        "step": float(np.mean(_bounded_ratio(min_step))),
+        "time_continuity": float(ratio * SENSMARK_C / max(jitter, SENSMARK_C / SENSMARK_MAX)) if dt.mean() > 0 else 0.0,
         "unique": float(len(np.unique(v[:, 0]))) if kind in ("light", "proximity") else 0.0,
-        "gravity": float((1 - abs(v[:, -1].mean() - G) / G) * 4000) if kind in ("gravity", "accelerometer") and v.shape[1] >= 3 else 0.0,
+        "gravity": float(max(0.0, 1 - abs(v[:, -1].mean() - G) / G) * SENSMARK_MAX) if kind in ("gravity", "accelerometer") and v.shape[1] >= 3 else 0.0,
     }
     scores["total"] = sum(scores.values())
     return scores

@@ -14,7 +14,7 @@ import pytest
 
 from ecd.errors import ConfigError
 from research import allocation_experiments as experiments
-from research import placement_experiment
+from research import placement_experiment, tapp_investigation
 from research.foursquare import read_checkins
 from research.tapp_areas import checkin_instance, load_areas
 from scheduling.allocation.tapp import TappError, TappInstance
@@ -88,6 +88,40 @@ def test_run_tapp_and_its_table(tmp_path: Path) -> None:
         assert r["theta"] == thetas and len(r["dangerous"]) == len(r["utility"]) == len(thetas)
         sel = [x for x in rows if (x["distribution"], x["method"], x["area"]) == (r["distribution"], r["method"], r["area"])]
         assert r["dangerous"] == [x["dangerous"] for x in sel]
+
+
+def test_run_tapp_with_the_exact_optimum(tmp_path: Path) -> None:
+    rows = experiments.run_tapp(write_checkins(tmp_path / "c.csv"), tmp_path / "out", exact_limit_s=10.0)
+    assert {r["method"] for r in rows} == set(experiments.TAPP_METHODS) | {"exact"}
+    for r in rows:
+        if r["method"] != "exact" or r["dangerous"] is None:
+            continue
+        others = [x for x in rows if (x["area"], x["distribution"], x["theta"]) == (r["area"], r["distribution"], r["theta"])
+                  and x["dangerous"] is not None]
+        assert all((r["dangerous"], r["allocated"]) <= (x["dangerous"], x["allocated"]) for x in others)
+    red = experiments.tapp_reduction([r for r in rows if r["distribution"] == "com"], method="tapp_plus")
+    assert set(red) == {"baseline1", "baseline2"}
+
+
+def test_tapp_investigation_variants_and_reductions(tmp_path: Path) -> None:
+    path = write_checkins(tmp_path / "c.csv", users=12)
+    assert [a.shape for a in load_areas(path, areas=1)] == [(12, 9)]
+    assert [a.shape for a in load_areas(path, grid=2)] == [(4, 4)] * 3
+    quantile = load_areas(path, areas=1, cells="quantile")[0]
+    assert quantile.shape == (12, 9) and np.allclose(quantile.sum(axis=1), 1)
+    with pytest.raises(TappError, match="cells"):
+        load_areas(path, cells="hex")
+    shape = tapp_investigation.data_shape(quantile, (0.2, 5.0))
+    assert shape["participants"] == 12 and shape["can_be_safe@5.0"] == 12 and 0 <= shape["can_be_safe@0.2"] <= 12
+    rows = tapp_investigation.run(path, tmp_path / "gap", variants=("base", "grid2"), thetas=(0.3,), exact_limit_s=5.0)
+    assert (tmp_path / "gap" / "tapp_gap.csv").exists()
+    assert len(rows) == 2 * 3 * len(tapp_investigation.METHODS)
+    table = tapp_investigation.reductions(rows)
+    assert [(r["variant"], r["method"]) for r in table] == [(v, m) for v in ("base", "grid2") for m in tapp_investigation.METHODS]
+    b1 = next(r for r in table if r["variant"] == "base" and r["method"] == "baseline1")
+    assert b1["vs_baseline1"] in (0.0,) or np.isnan(b1["vs_baseline1"])
+    with pytest.raises(TappError, match="variant"):
+        tapp_investigation.run(path, tmp_path / "gap", variants=("hexagons",))
 
 
 def test_tapp_table_keeps_infeasible_cells() -> None:
@@ -192,6 +226,11 @@ def test_experiment_tapp_and_crowdpower_print_their_tables(tmp_path: Path) -> No
     proc = ecd("experiment", "tapp", "--checkins", str(write_checkins(tmp_path / "c.csv")), "--out", str(tmp_path / "t"))
     assert proc.returncode == 0, proc.stderr
     assert "com-distribution" in proc.stdout and "uni-distribution" in proc.stdout and "baseline2 area 3" in proc.stdout
+    assert "tapp_plus area 1" in proc.stdout and "tapp_plus (ours) avoids" in proc.stdout
+    proc = ecd("experiment", "tapp-gap", "--checkins", str(write_checkins(tmp_path / "c.csv")), "--out", str(tmp_path / "g"),
+               "--variants", "base", "--exact-limit", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert "base         tapp_plus" in proc.stdout and (tmp_path / "g" / "tapp_gap.csv").exists()
     proc = ecd("experiment", "crowdpower", "--out", str(tmp_path / "c"))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()

@@ -87,6 +87,94 @@ def test_tapp_against_exhaustive_on_tiny_instances() -> None:
     assert len(gaps) >= 10
 
 
+def tiny_instances(count: int = 200):
+    """The benchmark's tiny instances: 3 participants x 3 subregions, T = 3, θ = 0.3."""
+    for seed in range(count):
+        rng = np.random.default_rng(seed)
+        yield TappInstance(rng.dirichlet(np.ones(3), 3), np.full(3, 3), rng.integers(0, 3, 3), 0.3)
+
+
+def test_exact_equals_exhaustive_on_the_tiny_instances() -> None:
+    for inst in tiny_instances(60):
+        best = tapp.allocate(inst, "exhaustive")
+        got = tapp.allocate(inst, "exact")
+        assert_valid(inst, got.x)
+        assert (got.dangerous, got.allocated) == (best.dangerous, best.allocated)
+        assert got.proven == ("dangerous", "allocated")
+
+
+@st.composite
+def small_tapp_instances(draw):
+    """Small enough for the exhaustive search: partly active profiles, uneven time thresholds."""
+    n = draw(st.integers(2, 4))
+    m = draw(st.integers(2, 3))
+    rng = np.random.default_rng(draw(st.integers(0, 10_000)))
+    raw = rng.random((n, m)) * (rng.random((n, m)) < 0.7)
+    raw[np.arange(n), rng.integers(0, m, n)] += 0.5
+    p = raw / raw.sum(axis=1, keepdims=True)
+    t = rng.integers(1, 4, n)
+    cap = np.array([t[p[:, j] > 1e-6].sum() for j in range(m)])
+    w = np.array([rng.integers(0, min(c, 3) + 1) for c in cap])
+    return TappInstance(p, t, w, np.full(n, draw(st.sampled_from([0.1, 0.3, 0.6, 1.0]))))
+
+
+@FAST
+@given(small_tapp_instances())
+def test_exact_equals_exhaustive_on_random_small_instances(inst: TappInstance) -> None:
+    try:
+        best = tapp.allocate(inst, "exhaustive")
+    except TappInfeasible:
+        with pytest.raises(TappInfeasible):
+            tapp.allocate(inst, "exact")
+        return
+    got = tapp.allocate(inst, "exact")
+    assert_valid(inst, got.x)
+    assert (got.dangerous, got.allocated) == (best.dangerous, best.allocated)
+
+
+def test_tapp_plus_meets_its_goal_on_the_tiny_instances() -> None:
+    excess, optimal = [], 0
+    for inst in tiny_instances():
+        best = tapp.allocate(inst, "exhaustive")
+        got = tapp.allocate(inst, "tapp_plus")
+        assert_valid(inst, got.x)
+        excess.append(got.dangerous - best.dangerous)
+        optimal += got.dangerous == best.dangerous
+    assert np.mean(excess) <= 0.2 and optimal >= 0.8 * 200
+
+
+@FAST
+@given(tapp_instances())
+def test_tapp_plus_is_valid_and_never_worse_than_tapp(inst: TappInstance) -> None:
+    try:
+        paper = tapp.allocate(inst, "tapp")
+    except TappInfeasible:
+        return
+    ours = tapp.allocate(inst, "tapp_plus")
+    assert_valid(inst, ours.x)
+    assert (ours.dangerous, ours.allocated) <= (paper.dangerous, paper.allocated)
+    assert ours.method == "tapp_plus" and paper.method == "tapp"
+
+
+def test_the_papers_tapp_is_unchanged() -> None:
+    """Phases 1-3 give the allocations they gave before ours was added (pinned: totals over the 200
+    tiny instances, and four allocations)."""
+    results = [tapp.allocate(inst, "tapp") for inst in tiny_instances()]
+    assert (sum(r.dangerous for r in results), sum(r.allocated for r in results)) == (380, 434)
+    pinned = {0: [[0, 1, 0], [1, 0, 0], [0, 1, 0]], 3: [[0, 0, 1], [0, 0, 0], [0, 0, 0]],
+              7: [[0, 0, 0], [0, 0, 0], [0, 1, 2]], 11: [[1, 0, 0], [1, 0, 0], [0, 1, 0]]}
+    for seed, x in pinned.items():
+        assert results[seed].x.tolist() == x, seed
+
+
+def test_exact_reports_infeasible_and_its_proof() -> None:
+    with pytest.raises(TappInfeasible, match="subregion 1"):
+        tapp.allocate(TappInstance(np.array([[1.0, 0.0], [1.0, 0.0]]), np.array([1, 1]), np.array([1, 1]), 0.5), "exact")
+    got = tapp.allocate(small_tapp(), "exact")
+    assert got.to_dict()["proven_optimal"] == ["dangerous", "allocated"]
+    assert "proven_optimal" not in tapp.allocate(small_tapp(), "tapp").to_dict()
+
+
 def test_tapp_disclosure_is_kl_to_the_community() -> None:
     c = np.array([0.5, 0.25, 0.25])
     assert tapp.kl_disclosure(np.array([2, 1, 1]), c) == pytest.approx(0.0, abs=1e-5)
@@ -102,6 +190,11 @@ def test_tapp_disclosure_is_kl_to_the_community() -> None:
         (dict(theta=-0.1), "theta"),
         (dict(time_threshold=np.array([1.5, 2])), "time_threshold"),
         (dict(profiles=np.zeros((0, 2)), time_threshold=np.zeros(0), theta=0.5), "profiles"),
+        (dict(workload=np.array([np.nan, 1.0])), "workload"),
+        (dict(workload=np.array([1, 1, 1])), r"workload: expected 2 values"),
+        (dict(time_threshold=np.array([2, 2, 2])), r"time_threshold: expected 2 values"),
+        (dict(time_threshold=np.array([2, -1])), "time_threshold"),
+        (dict(theta=np.array([0.5, np.nan])), "theta"),
     ],
 )
 def test_tapp_bad_input(kwargs: dict, field: str) -> None:
@@ -117,6 +210,30 @@ def test_tapp_infeasible_names_the_subregion() -> None:
 
 
 # --- coverage ---------------------------------------------------------------------------------------
+
+
+# The paper's swapping (Algorithm 2) as first written, one swap scored at a time: the reference the
+# vectorised coverage.proposed must follow swap for swap.
+def swap_reference(instance: CoverageInstance, seed: int, rho: float | None = None, method: str = "proposed") -> coverage.CoverageAllocation:
+    rng = np.random.default_rng(seed)
+    n = instance.n_subbands
+    start = np.argsort(-instance.weight.max(axis=1), kind="stable")[:n]
+    best = coverage._optimal(instance, np.sort(start), method, rho)
+    improved = True
+    while improved:
+        improved = False
+        outside = np.setdiff1d(np.arange(instance.n_users), best.scheduled)
+        pairs = [(i, u) for i in range(n) for u in outside]
+        for idx in rng.permutation(len(pairs)):
+            i, u = pairs[idx]
+            trial = best.scheduled.copy()
+            trial[i] = u
+            candidate = coverage._optimal(instance, trial, method, rho)
+            if candidate.objective < best.objective - 1e-12:
+                best, improved = candidate, True
+                break
+    return best
+
 
 
 @FAST
@@ -153,6 +270,30 @@ def test_swapping_matches_brute_force_on_small_instances() -> None:
     assert min(ratios) >= 1.0 - 1e-12  # brute force is the optimum
 
 
+def test_vectorised_swapping_takes_the_reference_swaps() -> None:
+    """The paper's swapping, vectorised, against the pair-by-pair loop it replaced: same result."""
+    for s in range(25):
+        for k, n, m, rho in ((8, 3, 3, 0.5), (12, 4, 4, 0.0), (40, 5, 6, 1.0), (150, 4, 8, 0.5), (60, 2, 3, 0.25)):
+            inst = coverage.random_instance(k, n, m, s, rho=rho)
+            for method, rho_choice in (("proposed", None), ("benchmark1", 1.0)):
+                fast = coverage.allocate(inst, method, s)
+                ref = swap_reference(inst, s, rho_choice, method)
+                if method == "benchmark1":
+                    ref = coverage._optimal(inst, ref.scheduled, "benchmark1")
+                assert np.array_equal(fast.scheduled, ref.scheduled) and fast.objective == ref.objective, (s, k, method)
+
+
+def test_exact_coverage_is_brute_force_and_never_worse_than_swapping() -> None:
+    for s in range(30):
+        inst = coverage.random_instance(11, 1 + s % 5, 1 + s % 6, s, rho=(0.0, 0.25, 0.5, 0.75, 1.0)[s % 5])
+        assert coverage.allocate(inst, "exact").objective == pytest.approx(coverage.allocate(inst, "brute_force").objective, abs=1e-12)
+    for s in range(3):
+        inst = coverage.random_instance(3000, 4, 8, s)
+        ours = coverage.allocate(inst, "exact")
+        assert ours.objective <= coverage.allocate(inst, "proposed", s).objective + 1e-12
+        assert len(ours.scheduled) == 4 and sorted(ours.subband.tolist()) == [0, 1, 2, 3]
+
+
 def test_benchmarks_are_never_better_than_brute_force() -> None:
     for s in range(20):
         inst = coverage.random_instance(8, 3, 3, s)
@@ -171,6 +312,11 @@ def test_benchmarks_are_never_better_than_brute_force() -> None:
         (dict(task_bits=-1.0), "task_bits"),
         (dict(subarea=np.array([0, 1, 5])), "subarea"),
         (dict(sensing_rate=np.zeros(0), rate=np.zeros((0, 2)), subarea=np.zeros(0, int)), "empty"),
+        (dict(rate=np.array([[1.0, np.nan], [1.0, 1.0], [1.0, 1.0]])), "rate: rates must be finite"),
+        (dict(rate=np.ones((4, 2))), r"rate: expected shape \(3, N >= 1\)"),
+        (dict(subarea=np.array([0, 1])), "subarea: expected 3 integers"),
+        (dict(task_bits=float("nan")), "task_bits"),
+        (dict(n_subareas=0), "n_subareas"),
     ],
 )
 def test_coverage_bad_input(kwargs: dict, field: str) -> None:
@@ -206,9 +352,9 @@ def test_facade_dispatches_on_the_instance_type() -> None:
 
 
 def test_facade_wrong_method_names_method_and_lists_the_known_ones() -> None:
-    with pytest.raises(TappError, match=r"^method: expected one of tapp, baseline1, baseline2, exhaustive, got 'proposed'$"):
+    with pytest.raises(TappError, match=r"^method: expected one of tapp, baseline1, baseline2, exhaustive, tapp_plus, exact, got 'proposed'$"):
         allocation.allocate(small_tapp(), "proposed")
-    with pytest.raises(CoverageError, match=r"^method: expected one of proposed, benchmark1, .*brute_force, got 'greedy'$"):
+    with pytest.raises(CoverageError, match=r"^method: expected one of proposed, benchmark1, .*brute_force, exact, got 'greedy'$"):
         allocation.allocate(coverage.random_instance(8, 3, 3, seed=1), "greedy")
     with pytest.raises(AllocationError, match="instance: expected one of TappInstance, CoverageInstance, got dict"):
         allocation.allocate({"profiles": []})  # type: ignore[call-overload]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from scheduling.placement import InfeasibleError, PlacementError, PlacementProblem, evaluate, read_orlib, solve
+from scheduling.placement.io import instance_from_dict
 from scheduling.placement.problem import _tour_length
 
 ORLIB = Path(__file__).resolve().parents[2] / "data" / "orlib"  # shipped with the repository (see its README.md)
@@ -19,7 +21,7 @@ OPTIMA = {
     "cap101": 796648.437, "cap102": 854704.200, "cap103": 893782.112, "cap104": 928941.750,
     "cap131": 793439.562, "cap132": 851495.325, "cap133": 893076.712, "cap134": 928941.750,
 }
-HEURISTICS = ["otacs", "ttacs", "otacs_ls", "lf", "dis", "random", "apx2_standin", "cmsa_standin"]
+HEURISTICS = ["otacs", "ttacs", "otacs_ls", "lf", "dis", "random", "apx2_standin", "cmsa_standin", "bbo_pso"]
 
 
 def random_problem(rng: np.random.Generator, m: int, n: int, k: int, coordinates: bool) -> PlacementProblem:
@@ -46,10 +48,61 @@ def test_orlib_files_ship_with_the_repository() -> None:
     assert "Beasley" in readme and all(f"{v:.3f}" in readme for v in OPTIMA.values())
 
 
-def test_cli_solves_a_shipped_orlib_file() -> None:
-    proc = cli("--orlib", str(ORLIB / "cap71.txt"), "--method", "exact", "--json")
+@pytest.mark.parametrize("name", sorted(OPTIMA))
+def test_cli_reproduces_every_shipped_orlib_optimum(name: str) -> None:
+    proc = cli("--orlib", str(ORLIB / f"{name}.txt"), "--method", "exact", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert abs(json.loads(proc.stdout)["total_cost"] - OPTIMA["cap71"]) / OPTIMA["cap71"] <= 1e-6
+    assert abs(json.loads(proc.stdout)["total_cost"] - OPTIMA[name]) / OPTIMA[name] <= 1e-6
+
+
+def capa_format(source: Path, target: Path) -> Path:
+    """A file in the format of OR-Library's large capa-capc instances, made from a small one: the word
+    'capacity' in the capacity column, each customer's costs wrapped seven to a line."""
+    tokens = source.read_text().split()
+    m, n = int(tokens[0]), int(tokens[1])
+    lines = [f" {m} {n}"]
+    lines += [f" capacity {tokens[2 + 2 * j + 1]}" for j in range(m)]
+    rest = tokens[2 + 2 * m :]
+    for i in range(n):
+        record = rest[i * (m + 1) : (i + 1) * (m + 1)]
+        lines.append(f" {record[0]}")
+        lines += [" " + " ".join(record[1 + k : 1 + k + 7]) for k in range(0, m, 7)]
+    target.write_text("\n".join(lines) + "\n")
+    return target
+
+
+@pytest.mark.parametrize("name", ["cap71", "cap101", "cap134"])
+def test_cli_reproduces_the_optimum_from_a_capa_format_file(tmp_path: Path, name: str) -> None:
+    path = capa_format(ORLIB / f"{name}.txt", tmp_path / f"{name}_capa.txt")
+    assert "capacity" in path.read_text()
+    proc = cli("--orlib", str(path), "--method", "exact", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert abs(json.loads(proc.stdout)["total_cost"] - OPTIMA[name]) / OPTIMA[name] <= 1e-6
+    a, b = read_orlib(path), read_orlib(ORLIB / f"{name}.txt")
+    assert np.array_equal(a.activation_cost, b.activation_cost) and np.array_equal(a.service_cost, b.service_cost)
+
+
+@pytest.mark.parametrize(
+    "text,needle",
+    [
+        ("", "line 1: the file ends where the number of sites m"),
+        ("2.5 1\n", "line 1: the number of sites m (first line: 'm n'): expected a whole number >= 1, got '2.5'"),
+        ("2 1\n 0 10\n 0 twenty\n 1 5 6\n", "line 3: the fixed cost of site 2: expected a number, got 'twenty'"),
+        ("2 1\n 0 10\n cap 20\n 1 5 6\n", "line 3: the capacity of site 2 (a number or the word 'capacity'): expected a number, got 'cap'"),
+        ("2 1\n 0 10\n 0 20\n 1 5\n nan\n", "line 5: the cost of serving customer 1 from site 2: expected a finite number >= 0, got 'nan'"),
+        ("2 1\n 0 10\n 0 -20\n 1 5 6\n", "line 3: the fixed cost of site 2: expected a finite number >= 0, got '-20'"),
+        ("2 1\n 0 10\n 0 20\n 1 5\n", "line 4: the file ends where the cost of serving customer 1 from site 2 was expected"),
+        ("2 1\n 0 10\n 0 20\n 1 5 6\n 7\n", "line 5: unexpected '7' after the last customer"),
+    ],
+)
+def test_malformed_orlib_files_name_the_line(tmp_path: Path, text: str, needle: str) -> None:
+    path = tmp_path / "bad.txt"
+    path.write_text(text)
+    with pytest.raises(PlacementError) as e:
+        read_orlib(path)
+    assert str(e.value).startswith(f"{path}, line ") and needle in str(e.value) and "\n" not in str(e.value)
+    proc = cli("--orlib", str(path))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and needle in proc.stderr
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -110,10 +163,61 @@ def test_bad_input_names_the_problem(tmp_path: Path) -> None:
         PlacementProblem(**{**ok, "activation_cost": np.ones(0), "processing_cost": np.ones((0, 2))})
     with pytest.raises(PlacementError, match="method"):
         solve(PlacementProblem(**ok), "greedy")
-    bad = tmp_path / "bad.txt"
-    bad.write_text("2 1\n 0 10\n 0 20\n 1 5\n")  # one cost missing
-    with pytest.raises(PlacementError, match="expected 9 numbers for 2 sites and 1 customers, found 8"):
-        read_orlib(bad)
+    with pytest.raises(PlacementError, match="no data types"):
+        PlacementProblem(**{**ok, "processing_cost": np.ones((2, 0)), "user_types": np.ones((2, 0), bool)})
+    with pytest.raises(PlacementError, match="user set is empty"):
+        PlacementProblem(**{**ok, "user_types": np.ones((0, 2), bool), "user_pos": np.zeros((0, 2))})
+    with pytest.raises(PlacementError, match=r"service_cost: expected shape \(2, 2\)"):
+        PlacementProblem(**{**ok, "service_cost": np.ones((3, 2))})
+    with pytest.raises(PlacementError, match="service_cost: costs must be finite"):
+        PlacementProblem(**{**ok, "service_cost": np.array([[1.0, np.nan], [1.0, 1.0]])})
+    with pytest.raises(PlacementError, match=r"server_pos: expected shape \(2, 2\)"):
+        PlacementProblem(**{**ok, "server_pos": np.zeros((3, 2))})
+
+
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        (lambda d: d.update(types=[]), "types: the list of data types is empty"),
+        (lambda d: d.update(servers=[]), "servers: the server set is empty"),
+        (lambda d: d.update(users="all"), "users: expected a list"),
+        (lambda d: d["servers"][0].update(activation_cost=float("nan")), "activation_cost: costs must be finite and >= 0"),
+        (lambda d: d["servers"][0].update(activation_cost=-1), "activation_cost: costs must be finite and >= 0"),
+        (lambda d: d["servers"][1]["processing_cost"].update(noise=-2), "processing_cost: costs must be finite and >= 0"),
+        (lambda d: d["servers"][0].pop("activation_cost"), "missing field 'activation_cost'"),
+        (lambda d: d["users"][0].update(types=["heat"]), "users[0].types: unknown data type 'heat'"),
+    ],
+)
+def test_instance_from_dict_bad_input_names_the_field(change, needle: str) -> None:
+    d = {"types": ["noise"], "servers": [{"x": 0, "y": 0, "activation_cost": 5, "processing_cost": {"noise": 1}},
+                                          {"x": 1, "y": 0, "activation_cost": 5, "processing_cost": {"noise": 1}}],
+         "users": [{"x": 0, "y": 1, "types": ["noise"]}]}
+    change(d)
+    with pytest.raises(PlacementError, match=re.escape(needle)):
+        instance_from_dict(d)
+
+
+def test_bbo_pso_fitness_is_the_star_cost() -> None:
+    from scheduling.placement.baselines import single_server_cost
+    from scheduling.placement.heuristics import star_cost
+
+    rng = np.random.default_rng(9)
+    for coordinates in (False, True):
+        problem = random_problem(rng, m=9, n=50, k=3, coordinates=coordinates)
+        types = np.flatnonzero(problem.user_types.any(axis=0))
+        for _ in range(20):
+            chosen = np.array([rng.choice(np.flatnonzero(np.isfinite(problem.processing_cost[:, b]))) for b in types])
+            open_ = np.zeros(problem.processing_cost.shape, dtype=bool)
+            open_[chosen, types] = True
+            assert single_server_cost(problem, types, chosen, problem.user_server_cost()) == pytest.approx(star_cost(problem, open_))
+
+
+def test_bbo_pso_picks_one_server_per_type_and_is_seeded() -> None:
+    problem = random_problem(np.random.default_rng(5), m=8, n=40, k=3, coordinates=True)
+    p = solve(problem, "bbo_pso", seed=1)
+    assert p.method == "bbo_pso" and (p.open_.sum(axis=0) <= 1).all() and p.open_[:, problem.user_types.any(axis=0)].any(axis=0).all()
+    assert p.total_cost == solve(problem, "bbo_pso", seed=1).total_cost
+    assert p.total_cost <= solve(problem, "random", seed=1).total_cost * 1.5
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

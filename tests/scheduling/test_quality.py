@@ -68,6 +68,66 @@ def test_sensor_score_partials() -> None:
     assert light["unique"] == 7 and light["gravity"] == 0
 
 
+def test_the_robust_rule_catches_symmetric_outliers() -> None:
+    symmetric = np.r_[np.full(6, 46.0), 36.0, 56.0]
+    assert crowdpower.outliers_mad(symmetric).tolist() == [False] * 6 + [True, True]
+    assert not crowdpower.outliers(symmetric)[6:].any()  # the paper's rule misses both
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        values = rng.normal(46, 0.5, 8)
+        values[[6, 7]] = 46 - 10, 46 + 10  # the pair the paper's rule misses
+        assert set(np.flatnonzero(crowdpower.outliers_mad(values))) == {6, 7}
+    # on clean slots (8 normal readings) it raises far fewer false alarms than the paper's rule
+    clean = rng.normal(46, 0.5, (300, 8))
+    ours = np.mean([crowdpower.outliers_mad(v).any() for v in clean])
+    paper = np.mean([crowdpower.outliers(v).any() for v in clean])
+    assert ours < 0.25 and paper > 0.4
+    with pytest.raises(crowdpower.CrowdPowerError, match="values"):
+        crowdpower.outliers_mad(np.array([1.0, np.nan]))
+
+
+RANGES = {"std": (0.0, crowdpower.SENSMARK_MAX), "step": (0.0, crowdpower.SENSMARK_MAX),
+          "time_continuity": (0.0, crowdpower.SENSMARK_MAX), "gravity": (0.0, crowdpower.SENSMARK_MAX)}
+
+
+@FAST
+@given(st.integers(0, 10_000), st.sampled_from(["accelerometer", "gravity", "light", "proximity", "gyroscope"]),
+       st.integers(3, 60), st.integers(1, 3), st.sampled_from([0.0, 1e-12, 1e-6, 0.01, 1.0, 50.0]),
+       st.sampled_from([0.0, 1e-9, 1e-3, 0.5]), st.booleans())
+def test_every_sensmark_partial_stays_in_its_documented_range(seed: int, kind: str, n: int, axes: int, spread: float,
+                                                              jitter: float, quantised: bool) -> None:
+    rng = np.random.default_rng(seed)
+    ts = np.cumsum(np.abs(0.01 + jitter * rng.normal(size=n)))
+    values = rng.normal(rng.uniform(-20, 20), 1.0, (n, axes)) * spread + rng.uniform(-20, 20)
+    if quantised:
+        values = np.round(values, 1)
+    init = np.cumsum(np.full(rng.integers(2, 30), rng.uniform(0.001, 0.1)))
+    s = crowdpower.sensor_score(kind, ts, values, init)
+    assert s["events"] == n >= 3
+    for name, (lo, hi) in RANGES.items():
+        assert lo <= s[name] <= hi, (name, s[name])
+    if kind in ("light", "proximity"):
+        assert 1 <= s["unique"] <= n
+    else:
+        assert s["unique"] == 0
+    if kind not in ("gravity", "accelerometer") or axes < 3:
+        assert s["gravity"] == 0
+    assert s["total"] == pytest.approx(sum(v for k, v in s.items() if k != "total"))
+    assert np.isfinite(s["total"])
+
+
+def test_sensmark_is_bounded_where_it_was_not() -> None:
+    ts = np.arange(0, 10, 0.01)  # a perfectly periodic clock gave 1.36e18
+    s = crowdpower.sensor_score("gyroscope", ts, np.sin(ts)[:, None], np.arange(0, 1, 0.01))
+    assert 0 < s["time_continuity"] <= crowdpower.SENSMARK_MAX
+    far = crowdpower.sensor_score("accelerometer", ts[:50], np.column_stack([np.zeros(50), np.zeros(50), np.full(50, 40.0)]), ts[:10])
+    assert far["gravity"] == 0.0  # 1 - |40 - g| / g < 0 is floored
+    with pytest.raises(crowdpower.CrowdPowerError, match="timestamps: expected non-decreasing"):
+        crowdpower.sensor_score("light", ts[::-1], np.ones(len(ts)), ts[:5])
+    with pytest.raises(crowdpower.CrowdPowerError, match="values: expected finite"):
+        crowdpower.sensor_score("light", ts[:5], np.array([1.0, np.nan, 1, 1, 1]), ts[:5])
+
+
 def test_site_selection_drops_malicious_and_respects_level() -> None:
     good = crowdpower.Participant({"camera": 9, "pulse": 9})
     sites = [
@@ -113,7 +173,7 @@ def test_assess_is_crowdpower_on_the_reports(fill: str) -> None:
     a = assess(Reports(data), fill=fill)
     q, c = crowdpower.data_quality(data, fill=fill)
     filled = crowdpower.fill_missing(data, fill)
-    assert a.method == "crowdpower" and list(quality.METHODS) == ["crowdpower"]
+    assert a.method == "crowdpower" and list(quality.METHODS) == ["crowdpower", "crowdpower_mad"]
     assert np.array_equal(a.quality, q) and np.array_equal(a.centroid, c)
     assert np.array_equal(a.reputation, crowdpower.reputation(q))
     assert a.outliers.shape == data.shape and a.outliers.dtype == bool
@@ -122,6 +182,19 @@ def test_assess_is_crowdpower_on_the_reports(fill: str) -> None:
     d = a.to_dict()
     assert set(d) == {"method", "quality", "centroid", "reputation", "outliers"}
     json.dumps(d)
+
+
+def test_crowdpower_mad_shares_qualities_and_flags_by_the_median() -> None:
+    data = np.random.default_rng(2).normal(46, 0.8, (8, 10))
+    data[0, 5] = np.nan
+    data[[1, 6], 2] = 46.0 - 12, 46.0 + 12  # a symmetric pair in slot 2
+    paper, ours = assess(Reports(data)), assess(Reports(data), "crowdpower_mad")
+    assert ours.method == "crowdpower_mad"
+    assert np.array_equal(ours.quality, paper.quality) and np.array_equal(ours.reputation, paper.reputation)
+    filled = crowdpower.fill_missing(data)
+    for k in range(data.shape[1]):
+        assert np.array_equal(ours.outliers[:, k], crowdpower.outliers_mad(filled[:, k]))
+    assert ours.outliers[[1, 6], 2].all()
 
 
 def test_reports_and_assess_bad_input() -> None:
@@ -135,7 +208,7 @@ def test_reports_and_assess_bad_input() -> None:
         Reports([["a", "b"]])
     r = Reports([[1.0, np.nan], [2.0, 3.0]])
     assert (r.n_participants, r.n_slots) == (2, 2) and r.missing.tolist() == [[False, True], [False, False]]
-    with pytest.raises(QualityError, match=r"^method: expected one of crowdpower, got 'median'$"):
+    with pytest.raises(QualityError, match=r"^method: expected one of crowdpower, crowdpower_mad, got 'median'$"):
         assess(r, "median")
     with pytest.raises(QualityError, match="fill: expected one of mean, ffill"):
         assess(r, fill="zero")
