@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from cloud_server.campaigns import NEUTRAL_REPUTATION
 from cloud_server.registry import Registry, redact
 from cloud_server.service import CloudConfig, start_cloud
 from ecd.errors import ConfigError
@@ -47,7 +48,7 @@ def registry(db: str):
 def test_devices_add_get_update(registry: Registry) -> None:
     edge = registry.add_edge("10.0.0.1:50051", 5.0)
     d = registry.add_device(**DEVICE, edge_id=edge.edge_id)
-    assert registry.device(d.device_id) == d and d.reputation == 1.0 and len(d.token) == 32
+    assert registry.device(d.device_id) == d and d.reputation == pytest.approx(NEUTRAL_REPUTATION) and len(d.token) == 32
     assert registry.device("nope") is None
     u = registry.update_device(d.device_id, w_energy=0.2, w_privacy=0.8, min_split=3, split_device=4, split_edge=6)
     assert (u.w_energy, u.w_privacy, u.split.device, u.split.edge, u.min_split) == (0.2, 0.8, 4, 6, 3)  # exact: 8-byte floats

@@ -172,9 +172,12 @@ def test_prometheus_stores_what_the_services_count(tiers, prometheus_server, tmp
               f"ecd_frame_errors_total{{code=FAILED_PRECONDITION}} {[(r['metric']['job'], r['value'][1]) for r in floor]}; "
               f"ecd_chosen_split{{job=device}} {[(r['metric']['device'], r['value'][1]) for r in device]}; "
               f"{sum(len(v) for v in counted.values())} counter samples equal to the services' own")
-        targets = get(base, "/api/v1/targets")["data"]["activeTargets"]
+        def all_up():
+            targets = get(base, "/api/v1/targets")["data"]["activeTargets"]
+            return targets if all(t["health"] == "up" for t in targets) else None  # "unknown" until its first scrape
+
+        targets = poll("every target up", all_up)
         assert {t["labels"]["job"] for t in targets} == {"prometheus", "cloud", "edge", "device"}
-        assert all(t["health"] == "up" for t in targets), [(t["scrapeUrl"], t["lastError"]) for t in targets]
 
         # The floor alert (deploy/prometheus/rules/ecd-alerts.yml) fires on the refused frame.
         def floor_alert():
