@@ -307,6 +307,8 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
     )
     metrics = ServiceMetrics("cloud")
     core.metrics = SchedulerMetrics(metrics.registry)
+    # before the gRPC server: a metrics port in use is refused before anything is serving
+    metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port) if cfg.metrics_port >= 0 else -1
     if core.placement is not None:
         core.metrics.placed(core.placement)
     changes = Changes(asyncio.get_running_loop())
@@ -324,7 +326,6 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
         [pb.DESCRIPTOR.services_by_name["CloudServer"].full_name, pb.DESCRIPTOR.services_by_name["Scheduler"].full_name],
         cfg.host, cfg.port, transport,
     )
-    metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port) if cfg.metrics_port >= 0 else -1
     log.info("[CloudServer] serving %s on %s:%d (metrics %d, db %s)", ", ".join(core.models), cfg.host, server.port, metrics_port, registry.path)
     running = RunningCloud(server, registry, core, metrics, metrics_port, servicer)
     running.tasks.append(asyncio.create_task(monitor.run()))

@@ -167,6 +167,7 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     tmp = None if cfg.model_dir else tempfile.TemporaryDirectory(prefix="ecd-edge-")
     model_dir = Path(cfg.model_dir or tmp.name)
     metrics = ServiceMetrics("edge")
+    metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port) if cfg.metrics_port >= 0 else -1
     core = EdgeCore(GrpcCloudClient(stub), model_dir, cfg.max_queue, cfg.max_tensor_bytes, metrics, cfg.max_message_bytes)
     server = await start_server(
         lambda s: pb_grpc.add_EdgeNodeServicer_to_server(EdgeServicer(core), s),
@@ -182,7 +183,6 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     registration = EdgeRegistration(endpoint, cfg.capacity, position, cfg.activation_cost)
     reply = await stub.RegisterEdge(serde.edge_registration_to_pb(registration))
     core.edge_id = reply.edge_id
-    metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port) if cfg.metrics_port >= 0 else -1
     running = RunningEdge(server, core, reply.edge_id, endpoint, metrics, metrics_port, channel, tmpdir=tmp)
     running.tasks.append(asyncio.create_task(run_cloud_link(core.link, stub, metrics)))
     running.tasks.append(asyncio.create_task(_heartbeat(stub, reply.edge_id, core, cfg.heartbeat_s)))

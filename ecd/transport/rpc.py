@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -43,6 +44,17 @@ def grpc_options(cfg: TransportConfig) -> list[tuple[str, int]]:
     ]
 
 
+def _check_free(host: str, port: int) -> None:
+    """A clear error for a port in use, before gRPC logs its own (it would bind nothing and say so
+    in a line of its C core's log)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.bind(address)
+    except OSError as e:
+        raise ConfigError(f"port: cannot listen on {host}:{port} ({e.strerror or e})") from None
+
+
 @dataclass
 class RunningServer:
     server: grpc.aio.Server
@@ -68,6 +80,8 @@ async def start_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    if port:
+        _check_free(host, port)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError:  # grpc raises this for an address it cannot parse or bind

@@ -98,3 +98,22 @@ def test_build_weights_that_do_not_fit(tmp_path: Path) -> None:
         "missing keys",
         "not_a_layer.weight",
     )
+
+
+def test_services_refuse_bad_configuration_in_one_line(tmp_path: Path) -> None:
+    """A port in use, an option that is not one, a bad position: one line naming the field, exit 2."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert_clean_error(ecd("cloud-server", "--port", str(port), "--metrics-port", "-1", "--db", str(tmp_path / "a.db")),
+                           "port", f"127.0.0.1:{port}")
+        assert_clean_error(ecd("cloud-server", "--port", "0", "--metrics-port", str(port), "--db", str(tmp_path / "b.db")),
+                           "metrics_port", f"127.0.0.1:{port}")
+    config = tmp_path / "cloud.toml"
+    config.write_text("colour = 1\n")
+    assert_clean_error(ecd("cloud-server", "--config", str(config)), "colour", "unknown option")
+    assert_clean_error(ecd("cloud-server", "--placement-method", "best", "--db", str(tmp_path / "c.db")), "placement_method")
+    assert_clean_error(ecd("edge-node", "--position", "north", "--cloud", "127.0.0.1:1"), "position")
