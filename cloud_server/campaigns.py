@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ecd.errors import MissingExtraError, PreconditionError, RequestError
-from ecd.types import CampaignSpec, DeviceQuality, Grid, Position, Task
+from ecd.types import CampaignSpec, DeviceQuality, Grid, Position
 from scheduling.quality import crowdpower
 from scheduling.quality.crowdpower import B, C, F, W, X
 
@@ -270,7 +270,3 @@ def score(spec: CampaignSpec, rows: list[tuple[int, str, int, int, bool, float |
         d: DeviceQuality(d, "", int(m), qs / m, r / m, int(o))
         for d, (m, qs, r, o) in acc.items() if m
     }
-
-
-def tasks_of(campaign_id: str, rows: list[tuple[int, str, int, int]]) -> list[Task]:
-    return [Task(campaign_id, task_id, cell, slot) for task_id, _, cell, slot in rows]

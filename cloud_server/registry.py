@@ -377,13 +377,6 @@ class Registry:
         self._execute("INSERT INTO locations (device_id, unix_ms, lat, lon) VALUES (?, ?, ?, ?)", (device_id, unix_ms, lat, lon))
         self._execute("UPDATE devices SET lat = ?, lon = ? WHERE device_id = ?", (lat, lon, device_id))
 
-    def trace(self, device_id: str) -> list[tuple[int, float, float]]:
-        """(unix_ms, lat, lon) of every position the device reported, oldest first."""
-        rows = self._rows("SELECT unix_ms, lat, lon FROM locations WHERE device_id = ? ORDER BY unix_ms", (device_id,))
-        return [(int(r[0]), float(r[1]), float(r[2])) for r in rows]
-
-    # --- campaigns (sensing tasks) and reputations ----------------------------------------------
-
     def put_campaign(self, campaign_id: str, report: dict) -> None:
         self._execute(
             "INSERT INTO campaigns (campaign_id, report, created_unix) VALUES (?, ?, ?) "

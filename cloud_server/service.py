@@ -45,9 +45,12 @@ class CloudConfig:
     placement_check_s: float = option(1.0, "how often the cloud looks for edge nodes that joined or were lost, seconds")
 
 
-async def _unary(context: grpc.aio.ServicerContext, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)``; any error aborts the call with the catalog's status and message."""
+async def _unary(context: grpc.aio.ServicerContext, fn: Callable[..., Any], *args: Any, in_thread: bool = False) -> Any:
+    """``fn(*args)``; any error aborts the call with the catalog's status and message.
+    ``in_thread``: run it in a worker thread (a scheduler run takes seconds; the loop serves on)."""
     try:
+        if in_thread:
+            return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args))
         return fn(*args)
     except Exception as e:  # noqa: BLE001 — the catalog classifies
         code, message = to_status(e)
@@ -108,9 +111,6 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         self.monitor = monitor
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloud-infer")
 
-    async def _unary(self, context: grpc.aio.ServicerContext, fn: Callable[..., Any], *args: Any) -> Any:
-        return await _unary(context, fn, *args)
-
     async def Stream(self, request_iterator: AsyncIterator[pb.Frame], context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Result]:
         loop = asyncio.get_running_loop()
         pending: asyncio.Queue[Awaitable[Result] | None] = asyncio.Queue(maxsize=self.workers)
@@ -138,29 +138,29 @@ class CloudServicer(pb_grpc.CloudServerServicer):
             reader.cancel()
 
     async def RegisterDevice(self, request, context):
-        a = await self._unary(context, lambda r: self.core.register_device(serde.registration_from_pb(r)), request)
+        a = await _unary(context, lambda r: self.core.register_device(serde.registration_from_pb(r)), request)
         return serde.assignment_to_pb(a)
 
     async def UpdatePreferences(self, request, context):
-        a = await self._unary(context, lambda r: self.core.update_preferences(serde.update_from_pb(r)), request)
+        a = await _unary(context, lambda r: self.core.update_preferences(serde.update_from_pb(r)), request)
         return serde.assignment_to_pb(a)
 
     async def GetAssignment(self, request, context):
-        a = await self._unary(context, self.core.get_assignment, request.device_id, request.token)
+        a = await _unary(context, self.core.get_assignment, request.device_id, request.token)
         return serde.assignment_to_pb(a)
 
     async def RegisterEdge(self, request, context):
-        edge_id = await self._unary(context, lambda r: self.core.register_edge(serde.edge_registration_from_pb(r)), request)
+        edge_id = await _unary(context, lambda r: self.core.register_edge(serde.edge_registration_from_pb(r)), request)
         self.monitor.kick()
         return pb.RegisterEdgeResponse(edge_id=edge_id)
 
     async def DeregisterEdge(self, request, context):
-        await self._unary(context, self.core.deregister_edge, request.edge_id)
+        await _unary(context, self.core.deregister_edge, request.edge_id)
         self.monitor.kick()
         return pb.HeartbeatAck()
 
     async def ReportLocation(self, request, context):
-        a = await self._unary(context, lambda r: self.core.report_location(serde.location_from_pb(r)), request)
+        a = await _unary(context, lambda r: self.core.report_location(serde.location_from_pb(r)), request)
         return serde.assignment_to_pb(a)
 
     async def WatchAssignment(self, request, context):
@@ -169,7 +169,7 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         last = None
         while True:
             event = self.changes.event
-            a = await self._unary(context, self.core.get_assignment, request.device_id, request.token)
+            a = await _unary(context, self.core.get_assignment, request.device_id, request.token)
             key = (a.edge_id, a.edge_endpoint, a.split, a.preferences, a.model_version, a.placement_version, tuple(a.tasks))
             if key != last:
                 last = key
@@ -177,20 +177,20 @@ class CloudServicer(pb_grpc.CloudServerServicer):
             await event.wait()
 
     async def Heartbeat(self, request, context):
-        await self._unary(context, lambda r: self.core.heartbeat(serde.heartbeat_from_pb(r)), request)
+        await _unary(context, lambda r: self.core.heartbeat(serde.heartbeat_from_pb(r)), request)
         return pb.HeartbeatAck()
 
     async def FetchPartition(self, request, context):
-        chunks = await self._unary(context, lambda r: list(self.core.partition_chunks(serde.partition_request_from_pb(r))), request)
+        chunks = await _unary(context, lambda r: list(self.core.partition_chunks(serde.partition_request_from_pb(r))), request)
         for chunk in chunks:
             yield serde.chunk_to_pb(chunk)
 
     async def AddHead(self, request, context):
-        heads = await self._unary(context, lambda r: self.core.add_head(serde.head_spec_from_pb(r)), request)
+        heads = await _unary(context, lambda r: self.core.add_head(serde.head_spec_from_pb(r)), request)
         return pb.AddHeadResponse(heads=heads)
 
     async def ListHeads(self, request, context):
-        heads = await self._unary(context, self.core.list_heads, request.model_id)
+        heads = await _unary(context, self.core.list_heads, request.model_id)
         return pb.ListHeadsResponse(heads=[serde.head_spec_to_pb(h) for h in heads])
 
 
@@ -201,23 +201,15 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         self.core = core
 
     async def Place(self, request, context):
-        loop = asyncio.get_running_loop()
-        try:
-            report = await loop.run_in_executor(None, lambda: self.core.place(request.method, request.seed, "operator"))
-        except Exception as e:  # noqa: BLE001 — the catalog classifies
-            await context.abort(*to_status(e))
+        report = await _unary(context, self.core.place, request.method, request.seed, "operator", in_thread=True)
         return serde.placement_report_to_pb(report)
 
     async def GetPlacement(self, request, context):
         return serde.placement_report_to_pb(await _unary(context, self.core.placement_report))
 
     async def CreateCampaign(self, request, context):
-        loop = asyncio.get_running_loop()
-        try:
-            spec = serde.campaign_spec_from_pb(request)
-            report = await loop.run_in_executor(None, self.core.create_campaign, spec)
-        except Exception as e:  # noqa: BLE001 — the catalog classifies
-            await context.abort(*to_status(e))
+        report = await _unary(context, lambda r: self.core.create_campaign(serde.campaign_spec_from_pb(r)), request,
+                              in_thread=True)
         return serde.campaign_report_to_pb(report)
 
     async def GetCampaign(self, request, context):

@@ -21,7 +21,6 @@ missing or bad field.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import numpy as np
 
 from scheduling.allocation.coverage import CoverageError, CoverageInstance
 from scheduling.allocation.tapp import TappError, TappInstance
+from scheduling.jsonio import load_json, show, write_json
 
 __all__ = [
     "tapp_from_dict",
@@ -44,16 +44,6 @@ __all__ = [
 _MISSING = object()
 
 
-def _load(path: str | Path, error: type[Exception]) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, IsADirectoryError):
-        raise error(f"instance: no such file {path}") from None
-    except UnicodeDecodeError:
-        raise error(f"{path}: not a JSON text file") from None
-    except json.JSONDecodeError as e:
-        raise error(f"{path}: not valid JSON ({e})") from None
 
 
 def _field(d: dict, name: str, source: str, error: type[Exception], default: Any = _MISSING) -> Any:
@@ -64,24 +54,18 @@ def _field(d: dict, name: str, source: str, error: type[Exception], default: Any
     raise error(f"{source}: missing field {name!r}")
 
 
-def _show(value: Any) -> str:
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _array(value: Any, name: str, source: str, error: type[Exception]) -> np.ndarray:
     try:
         return np.array(value, dtype=np.float64)
     except (TypeError, ValueError):
-        raise error(f"{source}: {name}: expected a rectangular array of numbers, got {_show(value)}") from None
+        raise error(f"{source}: {name}: expected a rectangular array of numbers, got {show(value)}") from None
 
 
 def _number(value: Any, name: str, source: str, error: type[Exception], whole: bool = False) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (whole and not (math.isfinite(value) and value == int(value))):
-        raise error(f"{source}: {name}: expected {'a whole number' if whole else 'a number'}, got {_show(value)}")
+        raise error(f"{source}: {name}: expected {'a whole number' if whole else 'a number'}, got {show(value)}")
     return int(value) if whole else float(value)
 
 
@@ -117,7 +101,7 @@ def tapp_to_dict(instance: TappInstance) -> dict:
 
 
 def read_tapp(path: str | Path, theta: float | None = None) -> TappInstance:
-    return tapp_from_dict(_load(path, TappError), theta=theta, source=str(path))
+    return tapp_from_dict(load_json(path, TappError), theta=theta, source=str(path))
 
 
 # --- coverage -----------------------------------------------------------------------------------------
@@ -159,11 +143,5 @@ def coverage_to_dict(instance: CoverageInstance) -> dict:
 
 
 def read_coverage(path: str | Path, rho: float | None = None, eta: float | None = None) -> CoverageInstance:
-    return coverage_from_dict(_load(path, CoverageError), rho=rho, eta=eta, source=str(path))
+    return coverage_from_dict(load_json(path, CoverageError), rho=rho, eta=eta, source=str(path))
 
-
-def write_json(path: str | Path, d: dict) -> Path:
-    """Write one of the ``*_to_dict`` objects (or a result's ``to_dict()``) as indented JSON."""
-    path = Path(path)
-    path.write_text(json.dumps(d, indent=2) + "\n")
-    return path

@@ -18,7 +18,6 @@ Errors are :class:`~scheduling.quality.crowdpower.CrowdPowerError` (a
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from scheduling.jsonio import load_json, show, write_json
 from scheduling.errors import QualityError
 from scheduling.quality import Reports
 from scheduling.quality.crowdpower import CrowdPowerError, Participant, Site
@@ -52,41 +52,25 @@ class AreaOfInterest:
     event_position: tuple[float, float] = field(default=(0.0, 0.0))
 
 
-def _show(value: Any) -> str:
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _load(path: str | Path) -> Any:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, IsADirectoryError):
-        raise CrowdPowerError(f"instance: no such file {path}") from None
-    except UnicodeDecodeError:
-        raise CrowdPowerError(f"{path}: not a JSON text file") from None
-    except json.JSONDecodeError as e:
-        raise CrowdPowerError(f"{path}: not valid JSON ({e})") from None
 
 
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise CrowdPowerError(f"{where}: expected a finite number, got {_show(value)}")
+        raise CrowdPowerError(f"{where}: expected a finite number, got {show(value)}")
     return float(value)
 
 
 def _point(value: Any, where: str) -> tuple[float, float]:
     if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise CrowdPowerError(f"{where}: expected [x, y], got {_show(value)}")
+        raise CrowdPowerError(f"{where}: expected [x, y], got {show(value)}")
     return (_number(value[0], where), _number(value[1], where))
 
 
 def _participant(p: Any, where: str) -> Participant:
     if not isinstance(p, dict):
-        raise CrowdPowerError(f"{where}: expected an object, got {_show(p)}")
+        raise CrowdPowerError(f"{where}: expected an object, got {show(p)}")
     unknown = sorted(set(p) - _PARTICIPANT_FIELDS)
     if unknown:
         raise CrowdPowerError(f"{where}: unknown field {unknown[0]!r} (expected {', '.join(sorted(_PARTICIPANT_FIELDS))})")
@@ -94,14 +78,14 @@ def _participant(p: Any, where: str) -> Participant:
         raise CrowdPowerError(f"{where}: missing field 'sensor_quality'")
     sq = p["sensor_quality"]
     if not isinstance(sq, dict):
-        raise CrowdPowerError(f"{where}.sensor_quality: expected an object sensor -> score, got {_show(sq)}")
+        raise CrowdPowerError(f"{where}.sensor_quality: expected an object sensor -> score, got {show(sq)}")
     kwargs: dict[str, Any] = {"sensor_quality": {str(s): _number(v, f"{where}.sensor_quality.{s}") for s, v in sq.items()}}
     for name in ("reputation", "battery", "price"):
         if name in p:
             kwargs[name] = _number(p[name], f"{where}.{name}")
     if "malicious" in p:
         if not isinstance(p["malicious"], bool):
-            raise CrowdPowerError(f"{where}.malicious: expected true or false, got {_show(p['malicious'])}")
+            raise CrowdPowerError(f"{where}.malicious: expected true or false, got {show(p['malicious'])}")
         kwargs["malicious"] = p["malicious"]
     return Participant(**kwargs)
 
@@ -112,18 +96,18 @@ def sites_from_dict(d: Any, source: str = "instance") -> AreaOfInterest:
     if "sites" not in d:
         raise CrowdPowerError(f"{source}: missing field 'sites'")
     if not isinstance(d["sites"], list):
-        raise CrowdPowerError(f"{source}: sites: expected a list of sites, got {_show(d['sites'])}")
+        raise CrowdPowerError(f"{source}: sites: expected a list of sites, got {show(d['sites'])}")
     sites = []
     for i, s in enumerate(d["sites"]):
         where = f"{source}: sites[{i}]"
         if not isinstance(s, dict):
-            raise CrowdPowerError(f"{where}: expected an object, got {_show(s)}")
+            raise CrowdPowerError(f"{where}: expected an object, got {show(s)}")
         for name in ("name", "position"):
             if name not in s:
                 raise CrowdPowerError(f"{where}: missing field {name!r}")
         participants = s.get("participants", [])
         if not isinstance(participants, list):
-            raise CrowdPowerError(f"{where}.participants: expected a list, got {_show(participants)}")
+            raise CrowdPowerError(f"{where}.participants: expected a list, got {show(participants)}")
         sites.append(Site(str(s["name"]), _point(s["position"], f"{where}.position"),
                           [_participant(p, f"{where}.participants[{j}]") for j, p in enumerate(participants)]))
     position = _point(d["event_position"], f"{source}: event_position") if d.get("event_position") is not None else (0.0, 0.0)
@@ -143,7 +127,7 @@ def sites_to_dict(area: AreaOfInterest) -> dict:
 
 
 def read_sites(path: str | Path) -> AreaOfInterest:
-    return sites_from_dict(_load(path), source=str(path))
+    return sites_from_dict(load_json(path, CrowdPowerError), source=str(path))
 
 
 def reports_from_dict(d: Any, source: str = "reports") -> Reports:
@@ -153,7 +137,7 @@ def reports_from_dict(d: Any, source: str = "reports") -> Reports:
         raise CrowdPowerError(f"{source}: missing field 'values'")
     rows = d["values"]
     if not isinstance(rows, list) or not all(isinstance(r, list) for r in rows):
-        raise CrowdPowerError(f"{source}: values: expected a list of rows (one per participant), got {_show(rows)}")
+        raise CrowdPowerError(f"{source}: values: expected a list of rows (one per participant), got {show(rows)}")
     try:
         values = np.array([[np.nan if v is None else v for v in r] for r in rows], dtype=np.float64)
     except (TypeError, ValueError):
@@ -169,11 +153,5 @@ def reports_to_dict(reports: Reports) -> dict:
 
 
 def read_reports(path: str | Path) -> Reports:
-    return reports_from_dict(_load(path), source=str(path))
+    return reports_from_dict(load_json(path, CrowdPowerError), source=str(path))
 
-
-def write_json(path: str | Path, d: dict) -> Path:
-    """Write one of the ``*_to_dict`` objects (or a result's ``to_dict()``) as indented JSON."""
-    path = Path(path)
-    path.write_text(json.dumps(d, indent=2) + "\n")
-    return path
