@@ -389,7 +389,6 @@ class CloudCore:
                 self.metrics.run("allocation", spec.method, "error", 0.0)
             raise
         campaign_id = uuid.uuid4().hex[:12]
-        self.registry.add_tasks(campaign_id, alloc.tasks)
         by_device: dict[str, list[Task]] = {}
         for task_id, device_id, cell, slot in alloc.tasks:
             by_device.setdefault(device_id, []).append(Task(campaign_id, task_id, cell, slot))
@@ -401,7 +400,10 @@ class CloudCore:
                         for d, t in sorted(by_device.items())],
             excluded=alloc.excluded,
         )
+        # the campaign first, then its tasks: a crash between them leaves a campaign with no tasks,
+        # never tasks no campaign answers for
         self.registry.put_campaign(campaign_id, dataclasses.asdict(report))
+        self.registry.add_tasks(campaign_id, alloc.tasks)
         if self.metrics:
             self.metrics.run("allocation", spec.method, "ok", alloc.seconds)
         log.info("[CloudServer.CreateCampaign] %s %r by %s: %d of %d tasks to %d devices, %d dangerous", campaign_id,

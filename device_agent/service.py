@@ -31,7 +31,7 @@ from ecd.profiles import load_device, load_radio
 from ecd.split import Preferences
 from ecd.transport import serde
 from ecd.transport.rpc import TransportConfig, grpc_options
-from ecd.types import Assignment, DeviceRegistration, Encoding, Frame, LocationReport, PartitionRequest, Position, Result, Task
+from ecd.types import Assignment, DeviceRegistration, Encoding, LocationReport, PartitionRequest, Position, Task
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
@@ -119,6 +119,7 @@ class DeviceAgent:
         self._seen = threading.Condition(self._lock)
         self.placement_version = 0
         self._watch_call = None
+        self._closing = threading.Event()
         self._watcher: threading.Thread | None = None
         self.moves = 0
         self.edges_used: list[str] = []
@@ -175,15 +176,30 @@ class DeviceAgent:
     # --- following the assignment ------------------------------------------------------------------
 
     def _watch(self) -> None:
-        """Follow the cloud's word on this device's assignment; a new edge is switched to between frames."""
+        """Follow the cloud's word on this device's assignment; a new edge is switched to between
+        frames. A watch the cloud drops (it restarted, the link broke) is opened again, with
+        backoff, until the agent closes."""
         a = self.core.assignment
-        self._watch_call = self.cloud.WatchAssignment(pb.GetAssignmentRequest(device_id=a.device_id, token=a.token))
-        try:
-            for msg in self._watch_call:
-                self._offer(serde.assignment_from_pb(msg))
-        except grpc.RpcError as e:
-            if e.code() != grpc.StatusCode.CANCELLED:
-                log.warning("[DeviceAgent] assignment watch ended (%s)", e.code().name)
+        backoff_s = 0.2
+        while not self._closing.is_set():
+            call = self.cloud.WatchAssignment(pb.GetAssignmentRequest(device_id=a.device_id, token=a.token))
+            self._watch_call = call
+            if self._closing.is_set():  # closed while the call was being made
+                call.cancel()
+            try:
+                for msg in call:
+                    self._offer(serde.assignment_from_pb(msg))
+                    backoff_s = 0.2
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.CANCELLED or self._closing.is_set():
+                    return
+                if e.code() != grpc.StatusCode.UNAVAILABLE:
+                    log.warning("[DeviceAgent] assignment watch refused (%s: %s)", e.code().name, e.details())
+                    return
+                log.warning("[DeviceAgent] assignment watch broke (UNAVAILABLE); again in %.1f s", backoff_s)
+            if self._closing.wait(backoff_s):
+                return
+            backoff_s = min(backoff_s * 2, 5.0)
 
     def _offer(self, a: Assignment) -> None:
         with self._lock:
@@ -236,6 +252,7 @@ class DeviceAgent:
         return reply
 
     def close(self) -> None:
+        self._closing.set()
         if self._watch_call is not None:
             self._watch_call.cancel()
         if self._watcher is not None:
@@ -247,15 +264,6 @@ class DeviceAgent:
             self._tmp.cleanup()
 
     # --- streaming -----------------------------------------------------------------------------
-
-    def make_frame(self, image: np.ndarray) -> tuple[Frame, float]:
-        return self.core.make_frame(image)
-
-    def stream_frames(self, frames: Iterable[Frame]) -> Iterator[Result]:
-        """Send prepared frames on one edge stream; yield results as they come (for tests)."""
-        assert self.edge_channel
-        for msg in pb_grpc.EdgeNodeStub(self.edge_channel).Stream(serde.frame_to_pb(f) for f in frames):
-            yield serde.result_from_pb(msg)
 
     def run(self, samples: Iterable[tuple[np.ndarray, int | None]]) -> list[FrameOutcome]:
         """Stream every sample; one outcome per frame, in frame order.

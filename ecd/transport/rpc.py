@@ -50,6 +50,8 @@ def _check_free(host: str, port: int) -> None:
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         with socket.socket(family, kind, proto) as probe:
+            # as a server binds: a port whose old connections linger (TIME_WAIT) after a restart is free
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(address)
     except OSError as e:
         raise ConfigError(f"port: cannot listen on {host}:{port} ({e.strerror or e})") from None

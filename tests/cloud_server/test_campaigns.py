@@ -160,3 +160,30 @@ def test_campaign_api_refuses_bad_input_and_keeps_serving(town) -> None:
         client.close()
     finally:
         channel.close()
+
+
+def test_hostile_task_reports_and_watches_are_refused_and_the_cloud_serves_on(tiers) -> None:
+    """A task the device was not given, a NaN reading, a watch with a wrong token: each refused
+    with the field named; the next honest frame is answered."""
+    from ecd import zoo
+    from ecd.manifest import load_heldout
+    from ecd.v1 import ecd_pb2 as pb
+    from harness import frame_for
+
+    m = zoo.load_manifest("digits_cnn")
+    x = m.input.preprocess(load_heldout(m).images[:1])
+    a = tiers.register(split=3)
+    forged = frame_for(a, m, x, 1)
+    forged.task.CopyFrom(pb.Task(campaign_id="someone-else", task_id=7, cell=0, slot=0))
+    forged.reading = 20.0
+    nan = frame_for(a, m, x, 2)
+    nan.task.CopyFrom(pb.Task(campaign_id="someone-else", task_id=8, cell=0, slot=0))
+    nan.reading = float("nan")
+    honest = frame_for(a, m, x, 3)
+    results = {r.frame_id: r for r in tiers.edge_stub.Stream(iter([forged, nan, honest]), timeout=60)}
+    assert results[1].error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0] and "task" in results[1].error.message
+    assert results[2].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "reading" in results[2].error.message
+    assert not results[3].HasField("error")
+    with pytest.raises(grpc.RpcError) as e:
+        next(iter(tiers.cloud_stub.WatchAssignment(pb.GetAssignmentRequest(device_id=a.device_id, token="stolen?"), timeout=10)))
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -170,3 +170,35 @@ def test_bad_placement_input_names_the_field(tmp_path: Path) -> None:
         channel.close()
         loop.run(cloud.stop(0))
         loop.close()
+
+
+def test_an_agent_keeps_following_its_assignment_across_a_cloud_restart(tmp_path: Path) -> None:
+    """The cloud restarts on the same registry and port: the agent's watch comes back by itself and
+    the next placement reaches it."""
+    loop = LoopThread()
+    cfg = replace(CloudConfig(), db=str(tmp_path / "cloud.sqlite3"), metrics_port=-1, placement_check_s=0.2)
+    cloud = loop.run(start_cloud(cfg))
+    port = cloud.port
+    edge = loop.run(start_edge(replace(EdgeConfig(), cloud=f"127.0.0.1:{port}", metrics_port=-1, heartbeat_s=0.3,
+                                       model_dir=str(tmp_path / "edge"), position=f"{EDGES[0][0]},{EDGES[0][1]}")))
+    agent = DeviceAgent(AgentConfig(cloud=f"127.0.0.1:{port}", name="d", split=3, position=f"{EDGES[0][0]},{EDGES[0][1]}",
+                                    model_dir=str(tmp_path / "a")))
+    try:
+        agent.connect()
+        client = SchedulerClient(f"127.0.0.1:{port}")
+        first = client.place()
+        client.close()
+        assert agent.wait_for_placement(first.version)
+        loop.run(cloud.stop(0))
+        cloud = loop.run(start_cloud(replace(cfg, port=port)))  # same registry, same port
+        client = SchedulerClient(f"127.0.0.1:{port}")
+        second = client.place()
+        client.close()
+        assert second.version == first.version + 1  # the registry kept the placement's history
+        assert agent.wait_for_placement(second.version), "the agent's watch did not come back"
+        assert len(stream(agent, 4)) == 4
+    finally:
+        agent.close()
+        loop.run(edge.stop(0))
+        loop.run(cloud.stop(0))
+        loop.close()
