@@ -59,6 +59,7 @@ from ecd.types import (
 log = logging.getLogger("ecd.cloud")
 
 CHUNK_BYTES = 1 * MiB
+MAX_READING = 1e12  # a sensor reading's magnitude; beyond it CrowdPower's squared distances would overflow
 
 
 @dataclass
@@ -504,8 +505,8 @@ class CloudCore:
             result.cloud_compute_s = time.perf_counter() - t0
             result.output = output[0].astype(np.float32).tolist()
             if frame.task is not None:
-                if not math.isfinite(frame.reading):
-                    raise RequestError(f"reading: expected a finite number, got {frame.reading}")
+                if not (math.isfinite(frame.reading) and abs(frame.reading) <= MAX_READING):
+                    raise RequestError(f"reading: expected a finite number within ±{MAX_READING:g}, got {frame.reading}")
                 self._answer_task(frame, result)
         except Exception as e:  # noqa: BLE001 — every frame gets a result; errors.describe classifies
             result.heads = []

@@ -19,7 +19,7 @@ from ecd.metrics import SchedulerMetrics, ServiceMetrics, start_metrics
 from ecd.transport import serde
 from ecd.transport.catalog import to_status
 from ecd.transport.rpc import RunningServer, TransportConfig, start_server
-from ecd.errors import ConfigError, EcdError
+from ecd.errors import ConfigError, EcdError, PermissionDeniedError
 from ecd.types import CampaignReport, CampaignSpec, DeviceQuality, PlacementReport, Result
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
@@ -43,6 +43,8 @@ class CloudConfig:
     placement_method: str = option("otacs_ls", "placement method (paper 003): otacs_ls, otacs, ttacs, exact, lf, dis, random, ...")
     placement_activation_cost: float = option(5.0, "an edge node's default activation cost (AC_j), in km of device round trips")
     placement_check_s: float = option(1.0, "how often the cloud looks for edge nodes that joined or were lost, seconds")
+    operator_peers: tuple = option(("127.0.0.1", "::1"), "addresses the operator's Scheduler calls are taken from (they "
+                                   "show every device's position); 'any' = from everywhere")
 
 
 async def _unary(context: grpc.aio.ServicerContext, fn: Callable[..., Any], *args: Any, in_thread: bool = False) -> Any:
@@ -194,28 +196,56 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         return pb.ListHeadsResponse(heads=[serde.head_spec_to_pb(h) for h in heads])
 
 
-class SchedulerServicer(pb_grpc.SchedulerServicer):
-    """Operator-facing: compute and inspect the placement that decides each device's edge node."""
+def peer_host(peer: str) -> str:
+    """The host of a gRPC peer string: ``ipv4:10.0.0.5:4242`` → ``10.0.0.5``, ``ipv6:[::1]:4242`` → ``::1``."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest[1:rest.index("]")] if rest.startswith("[") else rest
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    return kind  # unix sockets and the like
 
-    def __init__(self, core: CloudCore):
+
+def operator_check(allowed: tuple[str, ...]) -> Callable[[str], None]:
+    """Refuse operator calls from hosts not in ``allowed`` (until the control plane authenticates
+    callers, this keeps every device's position and the schedulers' controls off the network)."""
+
+    def check(peer: str) -> None:
+        host = peer_host(peer)
+        if "any" not in allowed and host not in allowed and not (host == "unix" and "unix" in allowed):
+            raise PermissionDeniedError(f"operator: calls from {host} are not taken here (operator_peers)")
+
+    return check
+
+
+class SchedulerServicer(pb_grpc.SchedulerServicer):
+    """Operator-facing: placement, campaigns, reputations. Every call passes ``check`` first."""
+
+    def __init__(self, core: CloudCore, check: Callable[[str], None]):
         self.core = core
+        self.check = check
 
     async def Place(self, request, context):
+        await _unary(context, self.check, context.peer())
         report = await _unary(context, self.core.place, request.method, request.seed, "operator", in_thread=True)
         return serde.placement_report_to_pb(report)
 
     async def GetPlacement(self, request, context):
+        await _unary(context, self.check, context.peer())
         return serde.placement_report_to_pb(await _unary(context, self.core.placement_report))
 
     async def CreateCampaign(self, request, context):
+        await _unary(context, self.check, context.peer())
         report = await _unary(context, lambda r: self.core.create_campaign(serde.campaign_spec_from_pb(r)), request,
                               in_thread=True)
         return serde.campaign_report_to_pb(report)
 
     async def GetCampaign(self, request, context):
+        await _unary(context, self.check, context.peer())
         return serde.campaign_report_to_pb(await _unary(context, self.core.campaign_report, request.campaign_id))
 
     async def ListReputations(self, request, context):
+        await _unary(context, self.check, context.peer())
         devices, floor = await _unary(context, self.core.reputations)
         return pb.Reputations(devices=[serde.device_quality_to_pb(q) for q in devices], floor=floor)
 
@@ -311,7 +341,7 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
 
     def register(s: grpc.aio.Server) -> None:
         pb_grpc.add_CloudServerServicer_to_server(servicer, s)
-        pb_grpc.add_SchedulerServicer_to_server(SchedulerServicer(core), s)
+        pb_grpc.add_SchedulerServicer_to_server(SchedulerServicer(core, operator_check(tuple(cfg.operator_peers))), s)
 
     server = await start_server(
         register,

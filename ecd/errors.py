@@ -41,6 +41,12 @@ class AuthenticationError(EcdError):
     status = "UNAUTHENTICATED"
 
 
+class PermissionDeniedError(EcdError):
+    """A caller this service does not take the call from (e.g. an operator call from elsewhere)."""
+
+    status = "PERMISSION_DENIED"
+
+
 class NotFoundError(EcdError):
     """A reference to something the registry does not hold (an edge id, …)."""
 

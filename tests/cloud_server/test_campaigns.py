@@ -179,11 +179,31 @@ def test_hostile_task_reports_and_watches_are_refused_and_the_cloud_serves_on(ti
     nan = frame_for(a, m, x, 2)
     nan.task.CopyFrom(pb.Task(campaign_id="someone-else", task_id=8, cell=0, slot=0))
     nan.reading = float("nan")
+    huge = frame_for(a, m, x, 4)
+    huge.task.CopyFrom(pb.Task(campaign_id="someone-else", task_id=9, cell=0, slot=0))
+    huge.reading = 1e300  # would overflow CrowdPower's squared distances into NaN reputations
     honest = frame_for(a, m, x, 3)
-    results = {r.frame_id: r for r in tiers.edge_stub.Stream(iter([forged, nan, honest]), timeout=60)}
+    results = {r.frame_id: r for r in tiers.edge_stub.Stream(iter([forged, nan, huge, honest]), timeout=60)}
+    assert results[4].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "reading" in results[4].error.message
     assert results[1].error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0] and "task" in results[1].error.message
     assert results[2].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "reading" in results[2].error.message
     assert not results[3].HasField("error")
     with pytest.raises(grpc.RpcError) as e:
         next(iter(tiers.cloud_stub.WatchAssignment(pb.GetAssignmentRequest(device_id=a.device_id, token="stolen?"), timeout=10)))
     assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_operator_calls_are_taken_only_from_the_configured_hosts() -> None:
+    """Placements and campaigns show every device's position: by default only loopback may ask."""
+    from cloud_server.service import operator_check, peer_host
+    from ecd.errors import PermissionDeniedError
+    from ecd.transport.catalog import to_status
+
+    assert peer_host("ipv4:10.1.2.3:5555") == "10.1.2.3" and peer_host("ipv6:[::1]:4242") == "::1"
+    loopback = operator_check(("127.0.0.1", "::1"))
+    loopback("ipv4:127.0.0.1:40000")
+    loopback("ipv6:[::1]:40000")
+    with pytest.raises(PermissionDeniedError, match="10.1.2.3.*operator_peers") as e:
+        loopback("ipv4:10.1.2.3:5555")
+    assert to_status(e.value)[0] == grpc.StatusCode.PERMISSION_DENIED
+    operator_check(("any",))("ipv4:10.1.2.3:5555")
