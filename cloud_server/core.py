@@ -87,7 +87,8 @@ class CloudCore:
         models: list[Manifest],
         edge_boundary: int | None = None,
         max_tensor_bytes: int = 16 * MiB,
-        edge_timeout_s: float = 15.0,
+        edge_timeout_s: float = 3.0,
+        max_batch: int = codec.MAX_BATCH,
         placement_method: str = placement.DEFAULT_METHOD,
         placement_activation_cost: float = 5.0,
         on_change: Callable[[], None] | None = None,
@@ -97,6 +98,7 @@ class CloudCore:
         self.edge_boundary = edge_boundary
         self.max_tensor_bytes = max_tensor_bytes
         self.edge_timeout_s = edge_timeout_s
+        self.max_batch = max_batch
         self.placement_method = placement.check_method(placement_method)
         if not (math.isfinite(placement_activation_cost) and placement_activation_cost >= 0):
             raise RequestError(f"placement_activation_cost: expected a finite value >= 0, got {placement_activation_cost}")
@@ -495,7 +497,7 @@ class CloudCore:
             check_split(served.manifest, split.device, device.min_split)
             if not split.device <= split.edge <= n:
                 raise RequestError(f"split_edge: expected {split.device}..{n}, got {split.edge}")
-            x = codec.decode(frame.tensor, served.manifest.activation_shape(split.edge), self.max_tensor_bytes)
+            x = codec.decode(frame.tensor, served.manifest.activation_shape(split.edge), self.max_tensor_bytes, max_batch=self.max_batch)
             t0 = time.perf_counter()
             output = served.runner.run(x, split.edge, n)
             for head in list(served.heads.values()):

@@ -35,8 +35,9 @@ class CloudConfig:
     db: str = option("ecd-cloud.sqlite3", "the registry (devices, edges, heads): a SQLite file, or postgresql://user@host:port/dbname shared by cloud replicas (cloud extra)")
     models: tuple = option(("digits_cnn",), "models to serve: zoo names or model folders")
     edge_boundary: int = option(-1, "blocks the edge runs up to by default (-1 = all but the last block)")
-    max_tensor_bytes: int = option(16 * MiB, "largest tensor accepted in a frame, bytes")
-    edge_timeout_s: float = option(15.0, "an edge node silent this long gets no new devices, seconds")
+    max_tensor_bytes: int = option(16 * MiB, "largest tensor accepted in a frame, bytes (its float32 size counts)")
+    max_batch: int = option(64, "most images one frame may carry")
+    edge_timeout_s: float = option(3.0, "an edge node silent this long is dead: it gets no new devices and its devices move, seconds")
     workers: int = option(4, "frames of one edge stream processed concurrently (results stay in order)")
     max_message_bytes: int = option(64 * MiB, "gRPC max message size, bytes")
     grace_s: float = option(5.0, "seconds in-flight calls get on SIGTERM")
@@ -323,6 +324,7 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
         load_models(list(cfg.models)),
         edge_boundary=None if cfg.edge_boundary < 0 else cfg.edge_boundary,
         max_tensor_bytes=cfg.max_tensor_bytes,
+        max_batch=cfg.max_batch,
         edge_timeout_s=cfg.edge_timeout_s,
         placement_method=cfg.placement_method,
         placement_activation_cost=cfg.placement_activation_cost,

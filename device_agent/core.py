@@ -9,13 +9,17 @@ the cloud.
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ecd import codec
-from ecd.errors import EcdError
+from ecd.errors import ConfigError, EcdError
 from ecd.manifest import Manifest
 from ecd.metrics import ServiceMetrics
 from ecd.partition import Partition
@@ -43,20 +47,91 @@ class RunReport:
     split_device: int
     split_edge: int
     encoding: str
-    frames: int
+    frames: int  # answered, each once (errors included)
     errors: int
     uplink_bytes: int
     raw_image_bytes: int
     latency_p50_s: float
     latency_p95_s: float
     accuracy: float | None
-    duplicates_dropped: int = 0
+    duplicates_dropped: int = 0  # answers dropped because their frame was already answered
     error_messages: list[str] = field(default_factory=list)
     moves: int = 0  # times the device followed its assignment to another edge node
     edges: list[str] = field(default_factory=list)  # the edge nodes that served its frames
+    latency_p99_s: float = float("nan")
+    sent: int = 0  # distinct frames sent (a resent frame counts once)
+    lost: int = 0  # frames sent and never answered: 0 unless the run ended on a failure
+    exit: str = "completed"  # completed, stopped (SIGTERM) or the failure's message
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who this device is to the cloud, kept in the agent's state file so a restarted agent is the
+    same device (its history, reputation and campaign tasks stay its own)."""
+
+    device_id: str
+    token: str
+    cloud: str
+    model_id: str
+    model_version: str
+
+    @classmethod
+    def read(cls, path: str) -> Identity | None:
+        """The identity in ``path``; None if there is no such file yet."""
+        try:
+            data = json.loads(Path(path).read_text())
+            return cls(**{k: str(data[k]) for k in cls.__dataclass_fields__})
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ConfigError(f"--state: {path} is not an agent state file ({e}); remove it to register as a new device") from None
+
+    def write(self, path: str) -> None:
+        """Write atomically, readable by this user only (the token is a credential)."""
+        target = Path(path)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(asdict(self), f)
+            os.replace(tmp, target)
+        except OSError as e:
+            raise ConfigError(f"--state: cannot write {path} ({e.strerror})") from None
+
+
+class Tally:
+    """A run's outcomes summed as they come, in bounded memory (a long-running agent answers
+    millions of frames): counts and byte sums, and the latest ``window`` latencies for the
+    percentiles."""
+
+    def __init__(self, window: int = 10_000):
+        self.frames = self.errors = self.uplink_bytes = self.raw_image_bytes = 0
+        self.labelled = self.correct = 0
+        self.latencies: deque[float] = deque(maxlen=window)
+        self.error_messages: set[str] = set()
+        self.edges: set[str] = set()
+
+    def add(self, o: FrameOutcome) -> None:
+        self.frames += 1
+        if o.result.edge_id:
+            self.edges.add(o.result.edge_id)
+        if not o.result.ok:
+            self.errors += 1
+            if len(self.error_messages) < 5:
+                self.error_messages.add(o.result.error.message)
+            return
+        self.latencies.append(o.latency_s)
+        self.uplink_bytes += o.result.uplink_bytes
+        self.raw_image_bytes += o.raw_bytes
+        if o.label is not None:
+            self.labelled += 1
+            self.correct += o.result.head("class").index == o.label
+
+    def percentile(self, q: float) -> float:
+        return float(np.percentile(np.array(self.latencies), q)) if self.latencies else float("nan")
 
 
 class AgentCore:
@@ -127,16 +202,13 @@ class AgentCore:
         self.metrics.stage_seconds.labels("device", "device_compute").observe(compute)
         return frame, time.perf_counter()
 
-    def report(self, outcomes: list[FrameOutcome]) -> RunReport:
+    def report(self, tally: Tally | list[FrameOutcome]) -> RunReport:
         if self.assignment is None:
             raise RuntimeError("report before registration")
-        ok = [o for o in outcomes if o.result.ok]
-        lat = np.array([o.latency_s for o in ok]) if ok else np.array([np.nan])
-        labelled = [o for o in ok if o.label is not None]
-        accuracy = None
-        if labelled:
-            correct = sum(o.result.head("class").index == o.label for o in labelled)
-            accuracy = correct / len(labelled)
+        if not isinstance(tally, Tally):
+            outcomes, tally = tally, Tally(max(len(tally), 1))
+            for o in outcomes:
+                tally.add(o)
         return RunReport(
             device_id=self.assignment.device_id,
             name=self.name,
@@ -146,16 +218,18 @@ class AgentCore:
             split_device=self.assignment.split.device,
             split_edge=self.assignment.split.edge,
             encoding=self.encoding.value,
-            frames=len(outcomes),
-            errors=len(outcomes) - len(ok),
-            uplink_bytes=int(sum(o.result.uplink_bytes for o in ok)),
-            raw_image_bytes=int(sum(o.raw_bytes for o in ok)),
-            latency_p50_s=float(np.percentile(lat, 50)),
-            latency_p95_s=float(np.percentile(lat, 95)),
-            accuracy=accuracy,
+            frames=tally.frames,
+            errors=tally.errors,
+            uplink_bytes=tally.uplink_bytes,
+            raw_image_bytes=tally.raw_image_bytes,
+            latency_p50_s=tally.percentile(50),
+            latency_p95_s=tally.percentile(95),
+            latency_p99_s=tally.percentile(99),
+            accuracy=tally.correct / tally.labelled if tally.labelled else None,
             duplicates_dropped=self.duplicates,
-            error_messages=sorted({o.result.error.message for o in outcomes if o.result.error is not None})[:5],
-            edges=sorted({o.result.edge_id for o in outcomes if o.result.edge_id}),
+            error_messages=sorted(tally.error_messages),
+            edges=sorted(tally.edges),
+            sent=tally.frames,
         )
 
 

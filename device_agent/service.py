@@ -8,7 +8,11 @@ the report; messages are converted by :mod:`ecd.transport.serde`.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
+import random
+import signal
 import tempfile
 import threading
 import time
@@ -20,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 import grpc
 import numpy as np
 
-from device_agent.core import AgentCore, FrameOutcome, RunReport, SimulatedSensor
+from device_agent.core import AgentCore, FrameOutcome, Identity, RunReport, SimulatedSensor, Tally
 from device_agent.sources import open_source
 from ecd import distribution
 from ecd.config import MiB, option
@@ -31,7 +35,8 @@ from ecd.profiles import load_device, load_radio
 from ecd.split import Preferences
 from ecd.transport import serde
 from ecd.transport.rpc import TransportConfig, grpc_options
-from ecd.types import Assignment, DeviceRegistration, Encoding, LocationReport, PartitionRequest, Position, Task
+from ecd.types import (Assignment, DeviceRegistration, Encoding, LocationReport, PartitionRequest, Position,
+                       PreferencesUpdate, Task)
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
@@ -55,19 +60,22 @@ class AgentConfig:
     model: str = option("digits_cnn", "model id served by the cloud")
     encoding: str = option("float32", "tensor encoding on the uplink: float32, float16 or int8")
     source: str = option("heldout", "frames: heldout, synthetic or folder:PATH")
-    frames: int = option(200, "how many frames to stream")
+    frames: int = option(200, "how many frames to stream (0 = until SIGTERM: a long-running agent)")
+    fps: float = option(0.0, "frames per second to send (0 = as fast as max_in_flight allows)")
+    state: str = option("", "a file keeping this device's identity (id and token) across restarts, created 0600 (empty = a new device each run)")
     max_in_flight: int = option(8, "frames sent but not yet answered")
     model_dir: str = option("", "where fetched partitions are kept (default: a temporary folder)")
     metrics_port: int = option(-1, "Prometheus port (-1 = off, 0 = any free port)")
     metrics_host: str = option("127.0.0.1", "address the Prometheus endpoint listens on")
     report: str = option("", "write the run's report as JSON to this file")
     max_message_bytes: int = option(64 * MiB, "gRPC max message size, bytes")
-    retries: int = option(3, "times a broken edge stream is reopened (unanswered frames are resent)")
+    call_timeout_s: float = option(10.0, "deadline of each call to the cloud (registration, assignment, location), seconds")
+    drain_s: float = option(10.0, "on SIGTERM, how long to wait for the answers to frames in flight, seconds")
     position: str = option("", "where the device is, LAT,LON in degrees (placement uses it; empty = unknown)")
     trace: str = option("", "a CSV of positions (lat,lon per line) the device walks through, one step per --trace-every frames")
     trace_every: int = option(20, "frames between two location reports when replaying --trace")
     follow: bool = option(True, "watch the assignment and move to the edge node placement names")
-    failover_wait_s: float = option(30.0, "after its edge breaks, how long to wait for the cloud to name another, seconds")
+    failover_wait_s: float = option(60.0, "how long to go on without any edge node answering (asking the cloud for a new one, with backoff) before giving up, seconds")
     sensor_seed: int = option(0, "seed of the simulated sensor whose readings answer campaign tasks")
     corrupt_reports: bool = option(False, "misbehave: send biased, noisy readings (to see CrowdPower catch it)")
 
@@ -127,6 +135,11 @@ class DeviceAgent:
         self._tasks: deque[Task] = deque()  # campaign tasks handed out and not yet sent
         self._tasks_seen: set[Task] = set()
         self.tasks_done = 0
+        self.tally = Tally()
+        self.tally_sent = 0
+        self.lost = 0
+        self._unanswered: dict = {}
+        self._stopping = threading.Event()
 
     @property
     def assignment(self) -> Assignment | None:
@@ -142,25 +155,18 @@ class DeviceAgent:
         return distribution.fetch(map(serde.chunk_from_pb, self.cloud.FetchPartition(serde.partition_request_to_pb(request))), dest)
 
     def connect(self, timeout_s: float = 30.0) -> Assignment:
-        """Fetch the manifest, choose the split, fetch blocks [0, split.device), register, open the edge."""
+        """Fetch the manifest, choose the split, fetch blocks [0, split.device), register (or, with a
+        state file, come back as the same device), open the edge."""
         grpc.channel_ready_future(self.cloud_channel).result(timeout=timeout_s)
         dest = self.model_dir / self.cfg.model
         head = self._fetch(distribution.request(self.cfg.model, "", 0, 0, self.cfg.max_message_bytes), dest)
         split_device = self.core.choose_split(head, self.cfg.split)
         manifest = self._fetch(distribution.request(self.cfg.model, head.version, 0, split_device, self.cfg.max_message_bytes), dest)
-        profile_path = Path(self.cfg.profile)
-        registration = DeviceRegistration(
-            device_name=self.cfg.name,
-            profile=profile_path.read_text() if profile_path.is_file() else self.cfg.profile,
-            radio=self.cfg.radio,
-            preferences=self.core.prefs,
-            model_id=manifest.model_id,
-            split_device=split_device,
-            encoding=self.core.encoding,
-            position=self.position,
-        )
-        reply = self.cloud.RegisterDevice(serde.registration_to_pb(registration), timeout=timeout_s)
-        assignment = serde.assignment_from_pb(reply)
+        assignment = self._come_back(manifest, split_device)
+        if assignment is None:
+            assignment = self._register(manifest, split_device)
+        if self.cfg.state:
+            Identity(assignment.device_id, assignment.token, self.cfg.cloud, manifest.model_id, manifest.version).write(self.cfg.state)
         self.core.registered(manifest, assignment)
         self.placement_version = assignment.placement_version
         self._offer(assignment)
@@ -172,6 +178,46 @@ class DeviceAgent:
         log.info("[DeviceAgent] %s registered as %s: split %d, edge %s", self.cfg.name, assignment.device_id,
                  assignment.split.device, assignment.edge_endpoint)
         return assignment
+
+    def _register(self, manifest: Manifest, split_device: int) -> Assignment:
+        profile_path = Path(self.cfg.profile)
+        registration = DeviceRegistration(
+            device_name=self.cfg.name,
+            profile=profile_path.read_text() if profile_path.is_file() else self.cfg.profile,
+            radio=self.cfg.radio,
+            preferences=self.core.prefs,
+            model_id=manifest.model_id,
+            split_device=split_device,
+            encoding=self.core.encoding,
+            position=self.position,
+        )
+        reply = self.cloud.RegisterDevice(serde.registration_to_pb(registration), timeout=self.cfg.call_timeout_s)
+        return serde.assignment_from_pb(reply)
+
+    def _come_back(self, manifest: Manifest, split_device: int) -> Assignment | None:
+        """The state file's device, with this run's weights and split; None when there is no state
+        file, it names another cloud or model version, or the cloud no longer knows the device."""
+        known = Identity.read(self.cfg.state) if self.cfg.state else None
+        if known is None:
+            return None
+        if (known.cloud, known.model_id, known.model_version) != (self.cfg.cloud, manifest.model_id, manifest.version):
+            log.info("[DeviceAgent] %s was registered for %s@%s at %s: registering again", known.device_id,
+                     known.model_id, known.model_version, known.cloud)
+            return None
+        update = PreferencesUpdate(known.device_id, known.token, self.core.prefs, split_device)
+        try:
+            reply = self.cloud.UpdatePreferences(serde.update_to_pb(update), timeout=self.cfg.call_timeout_s)
+        except grpc.RpcError as e:
+            if e.code() not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.NOT_FOUND):
+                raise
+            log.warning("[DeviceAgent] the cloud no longer knows device %s (%s): registering again", known.device_id, e.code().name)
+            return None
+        a = serde.assignment_from_pb(reply)
+        log.info("[DeviceAgent] %s is back as %s", self.cfg.name, a.device_id)
+        if self.position is not None:
+            a = serde.assignment_from_pb(self.cloud.ReportLocation(
+                serde.location_to_pb(LocationReport(a.device_id, a.token, self.position)), timeout=self.cfg.call_timeout_s))
+        return a
 
     # --- following the assignment ------------------------------------------------------------------
 
@@ -245,7 +291,7 @@ class DeviceAgent:
         """Tell the cloud where the device is; a move in the reply is followed like a watched one."""
         a = self.core.assignment
         reply = serde.assignment_from_pb(self.cloud.ReportLocation(
-            serde.location_to_pb(LocationReport(a.device_id, a.token, position)), timeout=30))
+            serde.location_to_pb(LocationReport(a.device_id, a.token, position)), timeout=self.cfg.call_timeout_s))
         self.position = position
         if self.cfg.follow:
             self._offer(reply)
@@ -265,108 +311,198 @@ class DeviceAgent:
 
     # --- streaming -----------------------------------------------------------------------------
 
-    def run(self, samples: Iterable[tuple[np.ndarray, int | None]]) -> list[FrameOutcome]:
-        """Stream every sample; one outcome per frame, in frame order.
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
+    def stop(self) -> None:
+        """Ask a running :meth:`run` to finish: no new frame is sent, the ones in flight get up to
+        ``drain_s`` to be answered (SIGTERM does this)."""
+        self._stopping.set()
+
+    def run(self, samples: Iterable[tuple[np.ndarray, int | None]], keep: bool = True) -> list[FrameOutcome]:
+        """Stream every sample (until :meth:`stop`); returns one outcome per frame in frame order
+        (or none, ``keep=False``: a long-running agent keeps only :attr:`tally`).
+
+        Every result reaches the application once: answers to frames already answered are dropped.
         Between frames the agent follows its assignment: when the cloud names another edge node, it
-        stops sending on the current stream, lets it answer what is in flight, and goes on at the new
-        edge. Frames left unanswered by a broken stream are resent on the next one (after waiting up
-        to ``failover_wait_s`` for the cloud to name a new edge; ``retries`` bounds the breaks on one
-        edge); duplicate answers are dropped.
+        stops sending on the current stream, lets it answer what is in flight, and goes on at the
+        new edge. When a stream breaks, the agent asks the cloud for its assignment (with backoff
+        and jitter) until an edge node answers again, and resends every unanswered frame there; it
+        gives up after ``failover_wait_s`` without any answer (the frames still unanswered are
+        counted as lost in the report).
         """
         assert self.edge_channel
         window = threading.Semaphore(self.cfg.max_in_flight)
-        sent: dict[int, tuple[object, float, int | None, int]] = {}  # frame id -> (pb frame, sent at, label, raw bytes)
-        done: dict[int, FrameOutcome] = {}
+        sent: dict[int, tuple[object, float, int | None, int]] = {}  # unanswered: frame id -> (pb frame, sent at, label, raw bytes)
+        self._unanswered = sent
+        outcomes: list[FrameOutcome] = []
         source = iter(samples)
         exhausted = threading.Event()
+        interval = 1.0 / self.cfg.fps if self.cfg.fps > 0 else 0.0
+        next_at = time.monotonic()
 
         def requests(resend: list) -> Iterator:
+            nonlocal next_at
             yield from resend
             while True:
-                window.acquire()
-                if self._move is not None:  # switch edges between frames
+                while not window.acquire(timeout=0.2):
+                    if self._stopping.is_set() or self._move is not None:
+                        return
+                if self._move is not None or self._stopping.is_set():  # switch edges, or stop, between frames
                     window.release()
                     return
+                if interval and self._stopping.wait(max(0.0, next_at - time.monotonic())):
+                    window.release()
+                    return
+                next_at = max(next_at + interval, time.monotonic() - interval)
                 try:
                     image, label = next(source)
                 except StopIteration:
                     window.release()
                     exhausted.set()
                     return
-                if self.trace and len(sent) % self.cfg.trace_every == 0 and len(sent):
-                    self.report_location(self.trace[(len(sent) // self.cfg.trace_every) % len(self.trace)])
+                n_sent = self.tally_sent
+                if self.trace and n_sent % self.cfg.trace_every == 0 and n_sent:
+                    self._report_trace_step(n_sent)
                 with self._lock:
                     task = self._tasks.popleft() if self._tasks else None
                 frame, t_sent = self.core.make_frame(image, task, self.sensor.read(task) if task else 0.0)
                 self.tasks_done += task is not None
                 msg = serde.frame_to_pb(frame)
                 sent[frame.frame_id] = (msg, t_sent, label, int(image.nbytes))
+                self.tally_sent += 1
                 self.metrics.hop_bytes.labels("device", "device_to_edge").inc(msg.ByteSize())
                 yield msg
 
-        attempts = 0
         resend: list = []
+        backoff_s = 0.2
+        last_answer = time.monotonic()
+        stop_deadline: float | None = None
         while True:
             stub = pb_grpc.EdgeNodeStub(self.edge_channel)
+            broke = False
             try:
                 for msg in stub.Stream(requests(resend)):
                     result = serde.result_from_pb(msg)
-                    if result.frame_id in done or result.frame_id not in sent:
+                    entry = sent.pop(result.frame_id, None)
+                    if entry is None:  # answered before (a resent frame answered twice), or never sent
                         self.core.duplicates += 1
                         continue
-                    _, t_sent, label, raw = sent[result.frame_id]
+                    _, t_sent, label, raw = entry
                     latency = time.perf_counter() - t_sent
-                    done[result.frame_id] = FrameOutcome(result.frame_id, label, raw, latency, result)
+                    outcome = FrameOutcome(result.frame_id, label, raw, latency, result)
+                    self.tally.add(outcome)
+                    if keep:
+                        outcomes.append(outcome)
                     self.metrics.frame(result.ok, None if result.ok else result.error.status)
                     self.metrics.stage_seconds.labels("device", "end_to_end").observe(latency)
                     window.release()
+                    last_answer = time.monotonic()
+                    backoff_s = 0.2
             except grpc.RpcError as e:
                 if e.code() not in RETRYABLE:
                     raise
-                unanswered = len(sent) - len(done)
-                log.warning("[DeviceAgent] edge stream broke (%s); %d frames unanswered", e.code().name, unanswered)
-                if not (self.cfg.follow and self._moved.wait(self.cfg.failover_wait_s)):
-                    attempts += 1
-                    if attempts > self.cfg.retries:
-                        raise
-            if exhausted.is_set() and len(done) == len(sent):
+                broke = True
+                log.warning("[DeviceAgent] edge stream broke (%s: %s); %d frames unanswered", e.code().name, e.details(), len(sent))
+            if not sent and (exhausted.is_set() or self._stopping.is_set()):
                 break
+            now = time.monotonic()
+            if self._stopping.is_set():
+                stop_deadline = stop_deadline or now + self.cfg.drain_s
+                if now > stop_deadline:
+                    log.warning("[DeviceAgent] stopping with %d frames unanswered after %.1f s", len(sent), self.cfg.drain_s)
+                    break
+            if now - last_answer > self.cfg.failover_wait_s:
+                raise UnavailableError(
+                    f"edge: no edge node answered for {self.cfg.failover_wait_s:g} s (failover_wait_s); {len(sent)} frames unanswered")
+            if broke and self._move is None:
+                # the cloud's word on a dead edge comes through the watch; ask as well, in case the
+                # watch is down too (the cloud restarting), then try whichever edge it names
+                if not self._moved.wait(backoff_s * random.uniform(0.5, 1.0)):
+                    self._ask_assignment()
+                backoff_s = min(backoff_s * 2, 5.0)
             if self._move is not None:
                 self._switch()
-                attempts = 0
-            resend = [sent[i][0] for i in sorted(sent) if i not in done]
+            resend = [sent[i][0] for i in sorted(sent)]
             if resend:
                 log.warning("[DeviceAgent] resending %d frames", len(resend))
-        missing = [i for i in sent if i not in done]
-        if missing:
-            raise EcdError(f"{len(missing)} frames got no result (first: {missing[:5]})")
-        return [done[i] for i in sorted(done)]
+        self.lost = len(sent)
+        if self.lost and not self._stopping.is_set():
+            raise EcdError(f"{self.lost} frames got no result (first: {sorted(sent)[:5]})")
+        outcomes.sort(key=lambda o: o.frame_id)
+        return outcomes
 
-    def report(self, outcomes: list[FrameOutcome]) -> RunReport:
-        report = self.core.report(outcomes)
+    def _report_trace_step(self, n_sent: int) -> None:
+        try:
+            self.report_location(self.trace[(n_sent // self.cfg.trace_every) % len(self.trace)])
+        except grpc.RpcError as e:  # the cloud may be restarting: the next step reports again
+            log.warning("[DeviceAgent] location report failed (%s)", e.code().name)
+
+    def _ask_assignment(self) -> None:
+        """Ask the cloud where this device should stream now; a new edge is taken like a watched move."""
+        a = self.core.assignment
+        try:
+            reply = self.cloud.GetAssignment(pb.GetAssignmentRequest(device_id=a.device_id, token=a.token),
+                                             timeout=self.cfg.call_timeout_s)
+        except grpc.RpcError as e:
+            log.warning("[DeviceAgent] cannot ask the cloud for the assignment (%s)", e.code().name)
+            return
+        self._offer(serde.assignment_from_pb(reply))
+
+    def report(self, outcomes: list[FrameOutcome] | None = None, exit: str = "completed") -> RunReport:
+        """The run's report: over ``outcomes`` when given, else over everything this agent answered."""
+        report = self.core.report(self.tally if outcomes is None else outcomes)
         report.moves = self.moves
+        if outcomes is None:
+            report.sent = self.tally_sent
+            report.lost = len(self._unanswered)
+        report.exit = exit
         return report
 
 
 def run_agent(cfg: AgentConfig, on_ready: Callable[[dict], None] | None = None) -> RunReport:
-    """The ``ecd device-agent`` job: register, stream ``cfg.frames`` samples from ``cfg.source``,
-    and return the report. ``on_ready`` gets the agent's identity and bound metrics port once it
-    has registered. A refusal or an unreachable peer is an :class:`~ecd.errors.EcdError` whose
-    message starts with the gRPC status name."""
+    """The ``ecd device-agent`` job: register (or come back as the state file's device), stream
+    ``cfg.frames`` samples from ``cfg.source`` (without end when 0, until SIGTERM), and return the
+    report — written to ``cfg.report`` on every exit, a failure's included. ``on_ready`` gets the
+    agent's identity and bound metrics port once it has registered. A refusal or an unreachable
+    peer is an :class:`~ecd.errors.EcdError` whose message starts with the gRPC status name."""
     agent = DeviceAgent(cfg)
+    restore = None
+    if threading.current_thread() is threading.main_thread():
+        restore = signal.signal(signal.SIGTERM, lambda *_: agent.stop())
+    exit_reason = "completed"
     try:
-        agent.connect()
+        agent.connect(cfg.call_timeout_s * 3)
         metrics_port = -1
         if cfg.metrics_port >= 0:
             metrics_port = start_metrics(agent.metrics.registry, cfg.metrics_host, cfg.metrics_port)
         if on_ready is not None:
             on_ready({"ready": "device-agent", "device_id": agent.assignment.device_id, "metrics_port": metrics_port})
         samples = open_source(cfg.source, cfg.model, agent.manifest.input, cfg.frames)
-        return agent.report(agent.run(samples))
+        agent.run(samples, keep=False)
+        exit_reason = "stopped" if agent.stopping else "completed"
+        return agent.report(exit=exit_reason)
     except grpc.RpcError as e:
-        raise EcdError(f"{e.code().name}: {e.details()}") from None
+        exit_reason = f"{e.code().name}: {e.details()}"
+        raise EcdError(exit_reason) from None
     except grpc.FutureTimeoutError:
+        exit_reason = f"UNAVAILABLE: no cloud server answers at {cfg.cloud}"
         raise UnavailableError(f"--cloud: no cloud server answers at {cfg.cloud}") from None
+    except BaseException as e:
+        exit_reason = str(e) or type(e).__name__
+        raise
     finally:
+        if restore is not None:
+            signal.signal(signal.SIGTERM, restore)
+        if cfg.report and agent.assignment is not None:
+            write_report(cfg.report, agent.report(exit=exit_reason))
         agent.close()
+
+
+def write_report(path: str, report: RunReport) -> None:
+    """The report as JSON, written whole (a reader never sees half a file)."""
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(report.to_dict(), indent=2))
+    os.replace(tmp, target)

@@ -1,9 +1,10 @@
 """Where a device's frames come from: the bundled held-out images, a folder of images, or a seeded
-synthetic generator. Each yields (raw uint8 image as the model expects it, label or None)."""
+synthetic generator. Each yields (raw uint8 image as the model expects it, label or None), ``frames``
+of them, or without end when ``frames`` is 0 (a long-running agent)."""
 
 from __future__ import annotations
 
-from itertools import cycle, islice
+from itertools import count, cycle, islice
 from pathlib import Path
 from typing import Iterator
 
@@ -22,13 +23,13 @@ def heldout(model: str, frames: int) -> Iterator[Sample]:
 
     held = load_heldout(zoo.load_manifest(model))
     pairs = list(zip(held.images, (int(v) for v in held.labels)))
-    return islice(cycle(pairs), frames)
+    return islice(cycle(pairs), frames or None)
 
 
 def synthetic(spec: InputSpec, frames: int, seed: int = 0) -> Iterator[Sample]:
     rng = np.random.default_rng(seed)
     c, h, w = spec.shape
-    for _ in range(frames):
+    for _ in (range(frames) if frames else count()):
         img = rng.integers(0, 256, (h, w) if c == 1 else (h, w, c), dtype=np.uint8)
         yield img, None
 
@@ -41,7 +42,7 @@ def folder(path: str, spec: InputSpec, frames: int) -> Iterator[Sample]:
         raise ConfigError(f"--source folder:{path}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
     c, h, w = spec.shape
     images = [_load(p, c, h, w) for p in files]
-    return ((img, None) for img in islice(cycle(images), frames))
+    return ((img, None) for img in islice(cycle(images), frames or None))
 
 
 def _load(path: Path, c: int, h: int, w: int) -> np.ndarray:
@@ -59,6 +60,8 @@ def _load(path: Path, c: int, h: int, w: int) -> np.ndarray:
 
 
 def open_source(source: str, model: str, spec: InputSpec, frames: int, seed: int = 0) -> Iterator[Sample]:
+    if frames < 0:
+        raise ConfigError(f"--frames: expected >= 0 (0 = until stopped), got {frames}")
     if source == "heldout":
         return heldout(model, frames)
     if source == "synthetic":

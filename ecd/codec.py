@@ -4,6 +4,8 @@
 touching the payload, and raises an error naming the field (:class:`~ecd.errors.RequestError`, or
 :class:`~ecd.errors.LimitError` over ``max_bytes``) — the receiver turns it into a per-frame error
 result.
+The float32 bytes a batch decodes to count against ``max_bytes`` too, and the batch size against
+``max_batch``: a small int8 payload must not be able to stand for gigabytes of activations.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import numpy as np
 
 from ecd.errors import LimitError, RequestError
 from ecd.types import Encoding, Tensor
+
+MAX_BATCH = 64  # images one frame may carry; the agent sends one
 
 _DTYPE = {Encoding.FLOAT32: np.dtype("<f4"), Encoding.FLOAT16: np.dtype("<f2"), Encoding.INT8: np.dtype("i1")}
 
@@ -35,18 +39,26 @@ def encode(x: np.ndarray, encoding: Encoding = Encoding.FLOAT32) -> Tensor:
     raise RequestError(f"encoding: unsupported value {encoding!r}")
 
 
-def decode(t: Tensor, expected_shape: tuple[int, ...], max_bytes: int, field: str = "tensor") -> np.ndarray:
-    """The float32 batch in ``t``, after checking it against ``[N, *expected_shape]``."""
+def decode(t: Tensor, expected_shape: tuple[int, ...], max_bytes: int, field: str = "tensor",
+           max_batch: int = MAX_BATCH) -> np.ndarray:
+    """The float32 batch in ``t``, after checking it against ``[N, *expected_shape]``.
+
+    Every limit is checked on the header, before a byte of the payload is touched: the batch size
+    (a few KiB of int8 can stand for thousands of images, each of which the next blocks expand many
+    times over), the wire bytes, and the bytes the batch takes once decoded to float32."""
     if not isinstance(t.encoding, Encoding):
         raise RequestError(f"{field}.encoding: expected one of FLOAT32, FLOAT16, INT8_AFFINE, got {t.encoding}")
     shape = tuple(t.shape)
     want = ("N", *expected_shape)
     if len(shape) != len(want) or shape[1:] != tuple(expected_shape) or shape[0] < 1:
         raise RequestError(f"{field}.shape: expected [{', '.join(map(str, want))}], got {list(shape)}")
+    if shape[0] > max_batch:
+        raise LimitError(f"{field}.shape[0]: a batch of {shape[0]} exceeds the limit of {max_batch} (max_batch)")
     n_bytes = math.prod(shape) * t.encoding.itemsize
-    if n_bytes > max_bytes:
+    decoded_bytes = math.prod(shape) * 4
+    if max(n_bytes, decoded_bytes) > max_bytes:
         raise LimitError(
-            f"{field}: {n_bytes} bytes for shape {list(shape)} exceed the limit of {max_bytes} bytes (max_tensor_bytes)"
+            f"{field}: {decoded_bytes} bytes as float32 for shape {list(shape)} exceed the limit of {max_bytes} bytes (max_tensor_bytes)"
         )
     if len(t.data) != n_bytes:
         raise RequestError(
@@ -56,8 +68,10 @@ def decode(t: Tensor, expected_shape: tuple[int, ...], max_bytes: int, field: st
     if t.encoding is Encoding.INT8:
         if not (math.isfinite(t.scale) and t.scale > 0):
             raise RequestError(f"{field}.scale: expected a finite value > 0, got {t.scale}")
-        return ((raw.astype(np.float32) - np.float32(t.zero_point)) * np.float32(t.scale)).astype(np.float32)
-    x = raw.astype(np.float32)
+        with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below
+            x = ((raw.astype(np.float32) - np.float32(t.zero_point)) * np.float32(t.scale)).astype(np.float32)
+    else:
+        x = raw.astype(np.float32)
     if not np.isfinite(x).all():
-        raise RequestError(f"{field}.data: holds NaN or infinite values")
+        raise RequestError(f"{field}.data: holds NaN or infinite values (after dequantising, for INT8_AFFINE)")
     return x

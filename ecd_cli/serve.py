@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 import logging
-from pathlib import Path
 
 from ecd.config import add_arguments, resolve
 from ecd.errors import ConfigError
@@ -60,10 +59,7 @@ def cmd_device_agent(args: argparse.Namespace) -> int:
 
     cfg = resolve(AgentConfig, args, "ECD_AGENT_")
     report = run_agent(cfg, on_ready=lambda ready: print(json.dumps(ready), flush=True))
-    d = report.to_dict()
-    if cfg.report:
-        Path(cfg.report).write_text(json.dumps(d, indent=2))
-    print(json.dumps(d))
+    print(json.dumps(report.to_dict()))
     return 0 if report.errors == 0 else EXIT_CHECK_FAILED
 
 

@@ -30,7 +30,7 @@ from ecd.manifest import Manifest
 from ecd.metrics import ServiceMetrics
 from ecd.partition import BlockRunner
 from ecd.split import check_split
-from ecd.errors import PreconditionError
+from ecd.errors import PreconditionError, RequestError, UnavailableError
 from ecd.types import Assignment, FileChunk, Frame, FrameError, PartitionRequest, Result, Split
 
 log = logging.getLogger("ecd.edge")
@@ -48,13 +48,19 @@ class CloudClient(Protocol):
     def fetch_partition(self, request: PartitionRequest) -> AsyncIterable[FileChunk]: ...
 
 
-@dataclass
+@dataclass(eq=False)  # sessions are kept in a set: identity, not value
 class DeviceSession:
-    """One device stream: where its results go, and when it is finished."""
+    """One device stream: where its results go, how many it may have outstanding, when it is done.
+
+    ``slots`` bounds the frames taken from the stream and not yet handed back to it, so a client
+    that stops reading its results stops being read from (flow control), instead of filling the
+    edge's memory with answers nobody collects."""
 
     out: asyncio.Queue
+    slots: asyncio.Semaphore
     in_flight: int = 0
     reading_done: bool = False
+    closed: bool = False
 
     def answered(self) -> None:
         self.in_flight -= 1
@@ -69,51 +75,77 @@ class DeviceSession:
 class CloudLink:
     """The frames bound for the cloud, with at-least-once delivery and exactly-once routing.
 
-    The transport drains :attr:`queue` onto the cloud stream, hands every answer to :meth:`route`,
-    and after a broken stream calls :meth:`requeue` to send every unanswered frame again.
+    :attr:`pending` holds every frame sent to the cloud and not yet answered, in submission order.
+    The transport drains :attr:`queue` onto the cloud stream (skipping frames already written on
+    it), hands every answer to :meth:`route`, and on a new stream first writes :meth:`unanswered`
+    — straight onto the stream, never back through the bounded queue, so any number of pending
+    frames is resent without waiting for room that only the writer itself could make.
     """
 
     max_queue: int
     metrics: ServiceMetrics
     queue: asyncio.Queue = field(init=False)
     pending: dict = field(default_factory=dict)  # (device_id, frame_id) -> (session, frame)
+    written: set = field(default_factory=set)  # keys written on the current cloud stream
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.max_queue)
 
     async def submit(self, frame: Frame, session: DeviceSession) -> bool:
-        """Queue ``frame`` for the cloud (waits while the queue is full). False for a duplicate."""
+        """Queue ``frame`` for the cloud (waits while the queue is full).
+
+        A frame already pending for a stream that has since closed (the device lost its stream and
+        resent on a new one) is handed over to the new stream, not sent twice; a frame id already
+        in flight on an open stream is refused (:class:`~ecd.errors.RequestError`)."""
         key = (frame.device_id, frame.frame_id)
         if key in self.pending:
+            owner, _ = self.pending[key]
+            if not owner.closed:
+                raise RequestError(f"frame_id: frame {frame.frame_id} of device {frame.device_id} is already in flight")
+            owner.in_flight -= 1
+            self.pending[key] = (session, frame)
+            session.in_flight += 1
             return False
         self.pending[key] = (session, frame)
         session.in_flight += 1
-        await self.queue.put(frame)
+        try:
+            await self.queue.put(frame)
+        except asyncio.CancelledError:  # the stream went away while waiting for room: not ours any more
+            if self.pending.get(key, (None,))[0] is session:
+                del self.pending[key]
+                session.in_flight -= 1
+            raise
         self.metrics.queue_depth.labels("edge").set(self.queue.qsize())
         return True
 
     async def next_frame(self) -> Frame:
-        frame = await self.queue.get()
-        self.metrics.queue_depth.labels("edge").set(self.queue.qsize())
-        return frame
+        """The next queued frame not yet written on this cloud stream and still unanswered."""
+        while True:
+            frame = await self.queue.get()
+            self.metrics.queue_depth.labels("edge").set(self.queue.qsize())
+            key = (frame.device_id, frame.frame_id)
+            if key in self.pending and key not in self.written:
+                self.written.add(key)
+                return frame
 
     def route(self, result: Result) -> bool:
         """Hand the cloud's answer to its device stream; False for a duplicate answer."""
-        entry = self.pending.pop((result.device_id, result.frame_id), None)
+        key = (result.device_id, result.frame_id)
+        entry = self.pending.pop(key, None)
+        self.written.discard(key)
         if entry is None:
             return False  # a duplicate answer to a resent frame
         session, _ = entry
-        session.out.put_nowait(result)
+        if not session.closed:
+            session.out.put_nowait(result)
         session.answered()
         return True
 
-    async def requeue(self) -> int:
-        """After a broken cloud stream: empty the queue and queue every unanswered frame again."""
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        for _, frame in list(self.pending.values()):
-            await self.queue.put(frame)
-        return len(self.pending)
+    def unanswered(self) -> list[Frame]:
+        """On a new cloud stream: every pending frame, to write first; each is marked written, so
+        the copy still in the queue is skipped."""
+        self.written = set(self.pending)
+        return [frame for _, frame in self.pending.values()]
 
 
 class EdgeCore:
@@ -125,16 +157,23 @@ class EdgeCore:
         max_tensor_bytes: int,
         metrics: ServiceMetrics,
         max_message_bytes: int,
+        max_batch: int = codec.MAX_BATCH,
+        max_stream_frames: int = 64,
     ):
         self.cloud = cloud
         self.model_dir = Path(model_dir)
         self.max_tensor_bytes = max_tensor_bytes
         self.max_message_bytes = max_message_bytes
+        self.max_batch = max_batch
+        self.max_stream_frames = max_stream_frames
         self.metrics = metrics
         self.link = CloudLink(max_queue, metrics)
         self._models: dict[tuple[str, str], tuple[Manifest, BlockRunner]] = {}
         self._assignments: dict[str, tuple[str, Assignment]] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._readers: set[asyncio.Task] = set()
+        self.sessions: set[DeviceSession] = set()
+        self.draining = False
         self.frames_seen = 0
         self.edge_id = ""  # set once the cloud has registered this node; stamped on every result
 
@@ -173,7 +212,7 @@ class EdgeCore:
         manifest, runner = await self.model(a.model_id, a.model_version)
         device_split = frame.split.device
         check_split(manifest, device_split, a.preferences.min_split)
-        x = codec.decode(frame.tensor, manifest.activation_shape(device_split), self.max_tensor_bytes)
+        x = codec.decode(frame.tensor, manifest.activation_shape(device_split), self.max_tensor_bytes, max_batch=self.max_batch)
         split = Split(device_split, max(a.split.edge, device_split))
         forwarded = dataclasses.replace(frame, split=split, uplink_bytes=frame.wire_bytes)
         if split.edge > split.device:
@@ -186,29 +225,56 @@ class EdgeCore:
         return forwarded
 
     async def serve_device(self, frames: AsyncIterable[Frame]) -> AsyncIterator[Result]:
-        """The device stream: yields one Result per frame received, errors included."""
-        session = DeviceSession(asyncio.Queue())
+        """The device stream: yields one Result per frame taken from it, errors included.
+
+        While the node drains (:meth:`drain`), no more frames are taken; once the ones taken are
+        answered the stream ends with :class:`~ecd.errors.UnavailableError`, so the device resends
+        what it still has outstanding to the edge node its assignment names next."""
+        if self.draining:
+            raise UnavailableError("edge: this edge node is shutting down; ask the cloud for your assignment")
+        session = DeviceSession(asyncio.Queue(), asyncio.Semaphore(self.max_stream_frames))
 
         async def read() -> None:
             try:
                 async for frame in frames:
+                    await session.slots.acquire()  # released once its result is handed back
                     self.frames_seen += 1
                     self.metrics.hop_bytes.labels("edge", "device_to_edge").inc(frame.wire_bytes)
                     try:
                         forwarded = await self.prepare(frame)
+                        await self.link.submit(forwarded, session)
+                    except asyncio.CancelledError:
+                        raise
                     except Exception as e:  # noqa: BLE001 — every frame gets a result
                         session.out.put_nowait(Result.refused(frame, FrameError.from_exception(e)))
-                        continue
-                    await self.link.submit(forwarded, session)
             finally:
                 session.reading_done = True
                 session.maybe_finish()
 
         reader = asyncio.create_task(read())
+        self._readers.add(reader)
+        self.sessions.add(session)
         try:
             while (item := await session.out.get()) is not _END:
                 self.metrics.frame(item.ok, None if item.ok else item.error.status)
                 item.edge_id = self.edge_id
                 yield item
+                session.slots.release()
+            if self.draining:
+                raise UnavailableError("edge: this edge node is shutting down; ask the cloud for your assignment and resend")
         finally:
+            session.closed = True
             reader.cancel()
+            self._readers.discard(reader)
+            self.sessions.discard(session)
+
+    async def drain(self, timeout_s: float) -> int:
+        """Stop taking frames from every device stream, and wait (up to ``timeout_s``) until each
+        frame taken has been answered and handed back. Returns the streams still open."""
+        self.draining = True
+        for reader in list(self._readers):
+            reader.cancel()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.sessions and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        return len(self.sessions)

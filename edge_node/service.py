@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +19,10 @@ from pathlib import Path
 import grpc
 
 from ecd.config import MiB, option
-from ecd.errors import AuthenticationError, UnavailableError
+from ecd.errors import AuthenticationError, EcdError, UnavailableError
 from ecd.metrics import ServiceMetrics, start_metrics
 from ecd.transport import serde
+from ecd.transport.catalog import to_status
 from ecd.transport.rpc import RunningServer, TransportConfig, grpc_options, start_server
 from ecd.types import Assignment, EdgeRegistration, PartitionRequest, Position
 from ecd.v1 import ecd_pb2 as pb
@@ -40,9 +42,11 @@ class EdgeConfig:
     capacity: float = option(100.0, "frames per second this node can sustain (operator's estimate)")
     model_dir: str = option("", "where fetched partitions are kept (default: a temporary folder)")
     max_queue: int = option(64, "frames waiting for the cloud before device streams are slowed")
-    max_tensor_bytes: int = option(16 * MiB, "largest tensor accepted in a frame, bytes")
+    max_tensor_bytes: int = option(16 * MiB, "largest tensor accepted in a frame, bytes (its float32 size counts)")
+    max_batch: int = option(64, "most images one frame may carry")
+    max_stream_frames: int = option(64, "frames one device stream may have outstanding (results not yet read)")
     max_message_bytes: int = option(64 * MiB, "gRPC max message size, bytes")
-    heartbeat_s: float = option(5.0, "seconds between heartbeats to the cloud")
+    heartbeat_s: float = option(1.0, "seconds between heartbeats to the cloud (its edge_timeout_s should be a few of these)")
     grace_s: float = option(5.0, "seconds in-flight calls get on SIGTERM")
     position: str = option("", "where this node stands, LAT,LON in degrees (placement uses it; empty = unknown)")
     activation_cost: float = option(0.0, "placement's cost of keeping this node active (0 = the cloud's default)")
@@ -82,22 +86,33 @@ class EdgeServicer(pb_grpc.EdgeNodeServicer):
             async for msg in request_iterator:
                 yield serde.frame_from_pb(msg)
 
-        async for result in self.core.serve_device(frames()):
-            yield serde.result_to_pb(result)
+        try:
+            async for result in self.core.serve_device(frames()):
+                yield serde.result_to_pb(result)
+        except EcdError as e:  # draining: the device resends elsewhere
+            await context.abort(*to_status(e))
 
 
 async def run_cloud_link(link: CloudLink, stub: pb_grpc.CloudServerStub, metrics: ServiceMetrics) -> None:
     """Carry the link's frames to the cloud on one stream; on a break, reconnect with backoff and
-    send every unanswered frame again."""
+    jitter, and write every unanswered frame first on the new stream."""
     backoff_s = 0.2
     while True:
         call = stub.Stream()
 
         async def write() -> None:
+            resend = link.unanswered()
+            if resend:
+                log.warning("[EdgeNode.CloudLink] resending %d unanswered frames", len(resend))
+            for frame in resend:
+                await send(frame)
             while True:
-                msg = serde.frame_to_pb(await link.next_frame())
-                await call.write(msg)
-                metrics.hop_bytes.labels("edge", "edge_to_cloud").inc(msg.ByteSize())
+                await send(await link.next_frame())
+
+        async def send(frame) -> None:
+            msg = serde.frame_to_pb(frame)
+            await call.write(msg)
+            metrics.hop_bytes.labels("edge", "edge_to_cloud").inc(msg.ByteSize())
 
         writer = asyncio.create_task(write())
         try:
@@ -105,12 +120,13 @@ async def run_cloud_link(link: CloudLink, stub: pb_grpc.CloudServerStub, metrics
                 if link.route(serde.result_from_pb(msg)):
                     backoff_s = 0.2
         except grpc.aio.AioRpcError as e:
-            log.warning("[EdgeNode.CloudLink] cloud stream broke (%s); resending %d frames", e.code().name, len(link.pending))
+            log.warning("[EdgeNode.CloudLink] cloud stream broke (%s); %d frames unanswered", e.code().name, len(link.pending))
         finally:
             writer.cancel()
-        await asyncio.sleep(backoff_s)
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, grpc.aio.UsageError):
+                await writer
+        await asyncio.sleep(backoff_s * random.uniform(0.5, 1.0))
         backoff_s = min(backoff_s * 2, 5.0)
-        await link.requeue()
 
 
 @dataclass
@@ -130,13 +146,17 @@ class RunningEdge:
         return self.server.port
 
     async def stop(self, grace: float | None = None, leave: bool = True) -> None:
-        """Stop serving. ``leave``: first tell the cloud this node leaves, so placement moves its
-        devices away while in-flight frames finish (best effort, bounded)."""
+        """Stop serving, losing no frame: tell the cloud this node leaves (placement moves its
+        devices away), stop taking frames, let the cloud answer every frame taken (up to ``grace``
+        seconds), end the device streams with UNAVAILABLE so devices resend the rest elsewhere."""
         if leave:
             self.tasks[-1].cancel()  # the heartbeat: a late one must not bring the node back to life
             with contextlib.suppress(grpc.aio.AioRpcError, asyncio.TimeoutError):
                 await pb_grpc.CloudServerStub(self.channel).DeregisterEdge(pb.DeregisterEdgeRequest(edge_id=self.edge_id), timeout=2.0)
-        await self.server.stop(grace)
+        left = await self.core.drain(grace if grace is not None else 5.0)
+        if left:
+            log.warning("[EdgeNode] %d device streams still open after the grace period", left)
+        await self.server.stop(0.5)
         for t in self.tasks:
             t.cancel()
         for t in self.tasks:
@@ -147,16 +167,29 @@ class RunningEdge:
             self.tmpdir.cleanup()
 
 
-async def _heartbeat(stub: pb_grpc.CloudServerStub, edge_id: str, core: EdgeCore, every_s: float) -> None:
+async def _heartbeat(stub: pb_grpc.CloudServerStub, registration: EdgeRegistration, running: RunningEdge, every_s: float) -> None:
+    """Tell the cloud this node is alive (and how loaded) every ``every_s``. A cloud that no longer
+    knows the node (its database was lost or the node was declared gone) gets a new registration."""
+    core = running.core
     last = core.frames_seen
     while True:
         await asyncio.sleep(every_s)
         load = (core.frames_seen - last) / every_s
         last = core.frames_seen
         try:
-            await stub.Heartbeat(pb.EdgeHeartbeat(edge_id=edge_id, load=load, queue_depth=core.link.queue.qsize()))
+            await stub.Heartbeat(pb.EdgeHeartbeat(edge_id=running.edge_id, load=load, queue_depth=core.link.queue.qsize()),
+                                 timeout=max(every_s, 1.0))
         except grpc.aio.AioRpcError as e:
-            log.warning("[EdgeNode.Heartbeat] %s", e.code().name)
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                log.warning("[EdgeNode.Heartbeat] %s", e.code().name)
+                continue
+            try:
+                reply = await stub.RegisterEdge(serde.edge_registration_to_pb(registration), timeout=max(every_s, 1.0))
+            except grpc.aio.AioRpcError as e2:
+                log.warning("[EdgeNode.Heartbeat] the cloud forgot this node; registering again failed (%s)", e2.code().name)
+                continue
+            log.warning("[EdgeNode.Heartbeat] the cloud forgot %s; registered again as %s", running.edge_id, reply.edge_id)
+            running.edge_id = core.edge_id = reply.edge_id
 
 
 async def start_edge(cfg: EdgeConfig) -> RunningEdge:
@@ -168,7 +201,8 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     model_dir = Path(cfg.model_dir or tmp.name)
     metrics = ServiceMetrics("edge")
     metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port) if cfg.metrics_port >= 0 else -1
-    core = EdgeCore(GrpcCloudClient(stub), model_dir, cfg.max_queue, cfg.max_tensor_bytes, metrics, cfg.max_message_bytes)
+    core = EdgeCore(GrpcCloudClient(stub), model_dir, cfg.max_queue, cfg.max_tensor_bytes, metrics, cfg.max_message_bytes,
+                    cfg.max_batch, cfg.max_stream_frames)
     server = await start_server(
         lambda s: pb_grpc.add_EdgeNodeServicer_to_server(EdgeServicer(core), s),
         [pb.DESCRIPTOR.services_by_name["EdgeNode"].full_name],
@@ -181,10 +215,10 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
         await server.stop(None)
         raise ConnectionError(f"cloud: no cloud server answers at {cfg.cloud} (--cloud)") from None
     registration = EdgeRegistration(endpoint, cfg.capacity, position, cfg.activation_cost)
-    reply = await stub.RegisterEdge(serde.edge_registration_to_pb(registration))
+    reply = await stub.RegisterEdge(serde.edge_registration_to_pb(registration), timeout=30)
     core.edge_id = reply.edge_id
     running = RunningEdge(server, core, reply.edge_id, endpoint, metrics, metrics_port, channel, tmpdir=tmp)
     running.tasks.append(asyncio.create_task(run_cloud_link(core.link, stub, metrics)))
-    running.tasks.append(asyncio.create_task(_heartbeat(stub, reply.edge_id, core, cfg.heartbeat_s)))
+    running.tasks.append(asyncio.create_task(_heartbeat(stub, registration, running, cfg.heartbeat_s)))
     log.info("[EdgeNode] %s serving on %s (pid %d), cloud %s", reply.edge_id, endpoint, os.getpid(), cfg.cloud)
     return running

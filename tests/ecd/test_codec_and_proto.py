@@ -29,9 +29,9 @@ def test_round_trip(encoding: Encoding, tol: float) -> None:
 
 
 def test_decode_checks_before_allocating() -> None:
-    t = Tensor(Encoding.FLOAT32, (10**9, 3, 4, 5), b"")
+    t = Tensor(Encoding.FLOAT32, (60, 3, 4, 5_000), b"")
     with pytest.raises(LimitError, match="max_tensor_bytes") as e:
-        codec.decode(t, (3, 4, 5), max_bytes=10**6)
+        codec.decode(t, (3, 4, 5_000), max_bytes=10**6)
     assert e.value.status == "RESOURCE_EXHAUSTED"
     nan = codec.encode(np.full((1, 2), np.nan, np.float32))
     with pytest.raises(RequestError, match="NaN"):
@@ -43,6 +43,29 @@ def test_decode_checks_before_allocating() -> None:
     unknown = Tensor(0, (1, 2), b"\0" * 8)  # type: ignore[arg-type] — an encoding number the wire may carry
     with pytest.raises(RequestError, match="tensor.encoding"):
         codec.decode(unknown, (2,), max_bytes=100)
+
+
+def test_decode_limits_the_batch_and_the_decoded_size_not_just_the_wire_bytes() -> None:
+    """A few KiB of int8 may stand for a batch the next blocks expand into gigabytes (the issue's
+    16 MiB frame of 16,384 images took the edge to 7.6 GB): both limits hold on the header alone."""
+    batch = Tensor(Encoding.INT8, (16_384, 1, 32, 32), b"", 1.0, 0)  # the payload is never looked at
+    with pytest.raises(LimitError, match=r"tensor.shape\[0\]: a batch of 16384 exceeds the limit of 64 \(max_batch\)"):
+        codec.decode(batch, (1, 32, 32), max_bytes=64 * 2**20)
+    int8 = codec.encode(np.ones((4, 100), np.float32), Encoding.INT8)  # 400 wire bytes, 1600 as float32
+    with pytest.raises(LimitError, match="1600 bytes as float32 .* limit of 1000"):
+        codec.decode(int8, (100,), max_bytes=1000)
+    assert codec.decode(int8, (100,), max_bytes=1600).shape == (4, 100)
+    assert codec.decode(int8, (100,), max_bytes=1600, max_batch=4).shape == (4, 100)
+    with pytest.raises(LimitError, match="max_batch"):
+        codec.decode(int8, (100,), max_bytes=1600, max_batch=3)
+
+
+def test_int8_that_dequantises_to_infinity_is_refused() -> None:
+    """A finite scale can still overflow float32 once multiplied out: checked after dequantising."""
+    t = codec.encode(np.array([[0.0, 1.0]], np.float32), Encoding.INT8)
+    t.scale = 3e38
+    with pytest.raises(RequestError, match="tensor.data: holds NaN or infinite values"):
+        codec.decode(t, (2,), max_bytes=100)
 
 
 def test_committed_stubs_match_the_proto(tmp_path: Path) -> None:

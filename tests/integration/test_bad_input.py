@@ -74,7 +74,7 @@ CASES: list[tuple[str, Callable[[pb.Frame], None], int, str]] = [
     ("unknown model", unknown_model, PRECONDITION, "model_id"),
     ("split out of range", split_out_of_range, INVALID, "split_device"),
     ("split below the floor", below_floor, PRECONDITION, "min_split"),
-    ("oversize tensor", oversize, EXHAUSTED, "max_tensor_bytes"),
+    ("oversize batch", oversize, EXHAUSTED, "max_batch"),
     ("unknown device token", unknown_token, UNAUTH, "token"),
 ]
 

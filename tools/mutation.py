@@ -1,0 +1,452 @@
+#!/usr/bin/env python3
+"""Mutation testing gate (issue 19): do the tests fail when an important behaviour breaks?
+
+Small deliberate bugs ("mutants") are put into the core modules, one at a time, by mutmut 3; a
+mutant that no test notices "survives". This script prints, per module, how many mutants there
+were, how many the tests killed, how many survived, how many are known to be equivalent (listed
+with a reason in ``tools/mutation_equivalent.toml``), and the score
+``killed / (mutants - equivalent)``; then every survivor with its file:line and the mutation. It
+exits 1 when a module scores below 85 % or all of them together below 90 %.
+
+Why mutmut 3 and not cosmic-ray 8: cosmic-ray writes each mutant to disk and starts a fresh test
+process for it, with many operators (every binary operator replaced by every other one): 2,393
+mutants for scheduling/allocation/tapp.py alone, some hours here. mutmut 3 compiles every mutant of
+a file into it at once, switches between them at run time, forks each run from a warm test process
+and runs only the mapped tests that reach the mutated function: about 8,000 mutants in all.
+
+How it keeps the checkout clean: each module group is tested in a fresh temporary copy of the tree
+(the files git tracks or would add), where mutmut writes its ``mutants/`` folder; the copy is removed
+when the group ends, on an error or an interrupt too. Nothing under the checkout is written.
+
+Each group runs only its own tests (``GROUPS`` below): a mutant is judged by the tests that are meant
+to pin its module, so a run stays within reasonable time. Test files named there that do not exist
+(yet) are left out, and said so.
+
+Logging calls (``log.info(...)`` and the like) are not mutated, as PIT does by default: what a log
+line says is no contract of the module.
+
+Usage: ``python tools/mutation.py [--module NAME]... [--jobs N] [--root PATH]`` or ``make mutation``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ALLOW_LIST = Path(__file__).with_name("mutation_equivalent.toml")
+
+MODULE_MIN = 0.85
+OVERALL_MIN = 0.90
+
+
+@dataclass(frozen=True)
+class Group:
+    """Source files mutated together, and the tests that must notice."""
+
+    files: tuple[str, ...]
+    tests: tuple[str, ...]
+    timeout_s: int = 120  # a test stuck (e.g. on a queue that never drains) fails after this
+
+
+GROUPS: dict[str, Group] = {
+    "codec": Group(("ecd/codec.py",), ("tests/ecd/test_codec_and_proto.py", "tests/ecd/transport/test_serde.py")),
+    "partition": Group(
+        ("ecd/partition.py", "ecd/manifest.py"),
+        ("tests/ecd/test_partition.py", "tests/ecd/test_manifest.py"),
+    ),
+    "distribution": Group(("ecd/distribution.py",), ("tests/ecd/test_distribution.py", "tests/edge_node/test_backpressure.py")),
+    "split": Group(("ecd/split.py",), ("tests/ecd/test_split.py",)),
+    "placement": Group(
+        (
+            "scheduling/placement/heuristics.py",
+            "scheduling/placement/baselines.py",
+            "scheduling/placement/exact.py",
+            "scheduling/placement/problem.py",
+        ),
+        ("tests/scheduling/test_placement.py", "tests/scheduling/test_placement_quality.py"),
+    ),
+    "allocation": Group(
+        ("scheduling/allocation/tapp.py", "scheduling/allocation/coverage.py"),
+        ("tests/scheduling/test_allocation.py", "tests/scheduling/test_allocation_values.py"),
+    ),
+    "quality": Group(
+        ("scheduling/quality/crowdpower.py",),
+        ("tests/scheduling/test_quality.py", "tests/scheduling/test_crowdpower_values.py"),
+    ),
+    # the services last: they change most often
+    "edge": Group(
+        ("edge_node/core.py",),
+        ("tests/edge_node", "tests/integration/test_bad_input.py"),
+        timeout_s=180,
+    ),
+    "cloud": Group(
+        ("cloud_server/core.py",),
+        (
+            "tests/cloud_server/test_core.py",
+            "tests/cloud_server/test_campaigns.py",
+            "tests/cloud_server/test_heads_and_registry.py",
+            "tests/cloud_server/test_placement_service.py",
+            "tests/integration/test_bad_input.py",
+        ),
+        timeout_s=180,
+    ),
+    "registry": Group(
+        ("cloud_server/registry.py",),
+        ("tests/cloud_server/test_registry_backends.py", "tests/cloud_server/test_heads_and_registry.py"),
+    ),
+}
+
+# the packages copied into mutmut's mutants/ folder (only the group's files are mutated there)
+PACKAGES = ("ecd", "ecd_cli", "device_agent", "edge_node", "cloud_server", "scheduling", "models", "research")
+# other folders the tests read
+ALSO_COPY = ("data", "proto", "deploy", "benchmarks", "docs")
+NOT_MUTATED_LINES = (r"^\s*(log|logger|logging)\.(debug|info|warning|error|exception|critical)\(",)
+
+# mutmut's exit codes per mutant (mutmut.stats.status_by_exit_code)
+KILLED_CODES = {1, 3, 36, -24, 24, 152, 255, -11, -9}  # a failing test, a timeout or a crash: noticed
+SURVIVED_CODES = {0}
+NO_TESTS_CODES = {5, 33}  # no mapped test reaches the function: survives as far as the gate goes
+
+
+@dataclass
+class Survivor:
+    name: str
+    file: str
+    line: int
+    function: str
+    before: str
+    after: str
+    why: str = "survived"  # or "no test reaches it"
+
+
+@dataclass
+class FileScore:
+    file: str
+    mutants: int = 0
+    killed: int = 0
+    survivors: list[Survivor] = field(default_factory=list)
+    equivalent: list[tuple[Survivor, str]] = field(default_factory=list)
+
+    @property
+    def survived(self) -> int:
+        return len(self.survivors)
+
+    @property
+    def score(self) -> float:
+        judged = self.mutants - len(self.equivalent)
+        return self.killed / judged if judged else 1.0
+
+
+class GroupError(RuntimeError):
+    pass
+
+
+# --- the copy --------------------------------------------------------------------------------
+
+
+def tree_files(root: Path) -> list[str]:
+    """The files of the working tree: tracked, and untracked but not ignored (new tests included)."""
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root, check=True, capture_output=True
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        skip = {".git", ".venv", "build", ".cache", "results", "__pycache__", ".hypothesis", ".pytest_cache"}
+        return [
+            str(p.relative_to(root)) for p in root.rglob("*")
+            if p.is_file() and not any(part in skip or part.startswith(".venv") for part in p.relative_to(root).parts)
+        ]
+    return [f for f in out.decode().split("\0") if f and (root / f).is_file()]
+
+
+def make_copy(root: Path, dest: Path) -> None:
+    for rel in tree_files(root):
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / rel, target)
+
+
+def mutmut_config(group: Group, tests: list[str]) -> str:
+    def block(key: str, values) -> str:
+        return f"{key} =\n" + "".join(f"    {v}\n" for v in values)
+
+    return (
+        "[mutmut]\n"
+        + block("source_paths", PACKAGES)
+        + block("only_mutate", group.files)
+        + block("also_copy", ALSO_COPY)
+        + block("pytest_add_cli_args_test_selection", tests)
+        + block("pytest_add_cli_args", ["-p", "no:cacheprovider", f"--timeout={group.timeout_s}"])
+        + block("do_not_mutate_patterns", NOT_MUTATED_LINES)
+        # grpc servers run in threads: fork workers from a clean server process, not the stats run
+        + "process_isolation = forkserver\n"
+        + "use_git_change_detection = false\n"
+    )
+
+
+# --- one group -------------------------------------------------------------------------------
+
+
+def run_group(name: str, group: Group, root: Path, jobs: int, verbose: bool) -> list[FileScore]:
+    tests = [t for t in group.tests if (root / t).exists()]
+    missing = [t for t in group.tests if t not in tests]
+    if missing:
+        print(f"[{name}] not in this tree, left out: {', '.join(missing)}", flush=True)
+    if not tests:
+        raise GroupError(f"{name}: none of its tests exist ({', '.join(group.tests)})")
+    work = Path(tempfile.mkdtemp(prefix=f"ecd-mutation-{name}-"))
+    try:
+        make_copy(root, work)
+        (work / "setup.cfg").write_text(mutmut_config(group, tests))
+        env = dict(os.environ)
+        # subprocesses the tests start import the mutated copy too, not the editable checkout
+        env["PYTHONPATH"] = os.pathsep.join([str(work / "mutants"), *filter(None, [env.get("PYTHONPATH")])])
+        env.pop("MUTANT_UNDER_TEST", None)
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        log_path = work / "mutmut.log"
+        t0 = time.monotonic()
+        with open(log_path, "w") as log:
+            proc = subprocess.run(
+                [sys.executable, "-m", "mutmut", "run", "--max-children", str(jobs)],
+                cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        text = log_path.read_text(errors="replace").replace("\r", "\n")
+        if verbose:
+            print(text)
+        if proc.returncode != 0 or "Failed to run clean test" in text or "failed to collect stats" in text:
+            tail = "\n".join(line for line in text.splitlines()[-40:] if "⠋" not in line)
+            raise GroupError(f"{name}: mutmut failed (exit {proc.returncode}); the tests may fail on the unmutated tree:\n{tail}")
+        scores = [score_file(work, f, name) for f in group.files]
+        print(f"[{name}] {sum(s.mutants for s in scores)} mutants in {time.monotonic() - t0:.0f} s", flush=True)
+        return scores
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def score_file(work: Path, rel: str, group: str) -> FileScore:
+    meta_path = work / "mutants" / (rel + ".meta")
+    if not meta_path.exists():
+        raise GroupError(f"{group}: mutmut left no results for {rel}")
+    codes: dict[str, int | None] = json.loads(meta_path.read_text())["exit_code_by_key"]
+    unchecked = [k for k, c in codes.items() if c is None]
+    if unchecked:
+        raise GroupError(f"{group}: {len(unchecked)} mutants of {rel} were not run (e.g. {unchecked[0]})")
+    score = FileScore(rel, mutants=len(codes))
+    left = {k: c for k, c in codes.items() if c not in KILLED_CODES}
+    score.killed = score.mutants - len(left)
+    strange = {k: c for k, c in left.items() if c not in SURVIVED_CODES | NO_TESTS_CODES}
+    if strange:
+        raise GroupError(f"{group}: mutants of {rel} with unexpected outcomes: {strange}")
+    diffs = mutant_diffs(work, sorted(left))
+    source = (work / rel).read_text()
+    for key in sorted(left, key=mutant_order):
+        s = describe(key, diffs[key], rel, source)
+        if left[key] in NO_TESTS_CODES:
+            s.why = "no test reaches it"
+        score.survivors.append(s)
+    return score
+
+
+def mutant_order(key: str) -> tuple[str, int]:
+    head, _, n = key.rpartition("__mutmut_")
+    return head, int(n) if n.isdigit() else 0
+
+
+def mutant_diffs(work: Path, keys: list[str]) -> dict[str, str]:
+    """Each mutant's unified diff against its function, as ``mutmut show`` prints it."""
+    if not keys:
+        return {}
+    code = (
+        "import json, sys\n"
+        "from mutmut.mutation.diff_apply import get_diff_for_mutant\n"
+        "print(json.dumps({k: get_diff_for_mutant(k) for k in json.load(sys.stdin)}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=work, input=json.dumps(keys), capture_output=True, text=True)
+    if proc.returncode == 0:
+        return json.loads(proc.stdout)
+    out = {}
+    for k in keys:  # the slow, public way
+        out[k] = subprocess.run([sys.executable, "-m", "mutmut", "show", k], cwd=work, capture_output=True, text=True).stdout
+    return out
+
+
+def function_of(key: str) -> str:
+    """``ecd.codec.x_decode__mutmut_8`` → ``decode``; ``…xǁCloudLinkǁsubmit__mutmut_3`` → ``CloudLink.submit``."""
+    mangled = key.rpartition(".")[2].rpartition("__mutmut_")[0]
+    if mangled.startswith("xǁ"):
+        _, cls, fn = mangled.split("ǁ", 2)
+        return f"{cls}.{fn}"
+    return mangled.removeprefix("x_")
+
+
+def function_start(source: str, qualname: str) -> int:
+    """The first line (decorators included) of ``qualname`` in ``source``; 0 if not found."""
+    tree = ast.parse(source)
+    parts = qualname.split(".")
+    nodes: list[ast.AST] = list(tree.body)
+    for i, part in enumerate(parts):
+        for node in nodes:
+            if getattr(node, "name", None) == part:
+                if i == len(parts) - 1:
+                    return min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
+                nodes = list(getattr(node, "body", []))
+                break
+        else:
+            return 0
+    return 0
+
+
+HUNK = re.compile(r"^@@ -(\d+)")
+
+
+def describe(key: str, diff: str, rel: str, source: str) -> Survivor:
+    fn = function_of(key)
+    start = function_start(source, fn)
+    line, before, after, old_line = 0, [], [], 0
+    for text in diff.splitlines():
+        if text.startswith(("---", "+++")):
+            continue
+        m = HUNK.match(text)
+        if m:
+            old_line = int(m.group(1))
+            continue
+        if text.startswith("-"):
+            before.append(text[1:].strip())
+            line = line or (start + old_line - 1 if start else 0)
+            old_line += 1
+        elif text.startswith("+"):
+            after.append(text[1:].strip())
+            line = line or (start + old_line - 1 if start else 0)
+        else:
+            old_line += 1
+    return Survivor(key, rel, line, fn, " / ".join(before), " / ".join(after))
+
+
+# --- the allow-list --------------------------------------------------------------------------
+
+
+def normalise(code: str) -> str:
+    return re.sub(r"\s+", " ", code).strip()
+
+
+def load_allow_list(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    entries = tomllib.loads(path.read_text()).get("equivalent", [])
+    for e in entries:
+        missing = {"file", "function", "before", "after", "reason"} - set(e)
+        if missing:
+            raise SystemExit(f"{path}: entry {e} lacks {', '.join(sorted(missing))}")
+    return entries
+
+
+def apply_allow_list(scores: list[FileScore], entries: list[dict]) -> list[dict]:
+    """Move survivors the allow-list explains to ``equivalent``; return entries nothing matched."""
+    used: set[int] = set()
+    for s in scores:
+        keep = []
+        for v in s.survivors:
+            for i, e in enumerate(entries):
+                if (e["file"], e["function"]) == (v.file, v.function) and normalise(e["before"]) == normalise(v.before) \
+                        and normalise(e["after"]) == normalise(v.after) and v.why == "survived":
+                    s.equivalent.append((v, e["reason"]))
+                    used.add(i)
+                    break
+            else:
+                keep.append(v)
+        s.survivors = keep
+    return [e for i, e in enumerate(entries) if i not in used]
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def report(scores: list[FileScore], stale: list[dict], checked_files: set[str]) -> bool:
+    rows = [("module", "mutants", "killed", "survived", "equivalent", "score")]
+    for s in scores:
+        rows.append((s.file, str(s.mutants), str(s.killed), str(s.survived), str(len(s.equivalent)), f"{100 * s.score:.1f} %"))
+    total = FileScore("overall", sum(s.mutants for s in scores), sum(s.killed for s in scores))
+    total.equivalent = [e for s in scores for e in s.equivalent]
+    total.survivors = [v for s in scores for v in s.survivors]
+    rows.append(("overall", str(total.mutants), str(total.killed), str(total.survived), str(len(total.equivalent)),
+                 f"{100 * total.score:.1f} %"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print()
+    for i, r in enumerate(rows):
+        if i == len(rows) - 1:
+            print("  ".join("-" * w for w in widths))
+        print("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
+    if total.survivors:
+        print("\nsurvivors (no test failed with this change):")
+        for v in total.survivors:
+            note = "" if v.why == "survived" else f"  [{v.why}]"
+            print(f"  {v.file}:{v.line} {v.function}: {v.before}  ->  {v.after}{note}")
+    stale = [e for e in stale if e["file"] in checked_files]
+    if stale:
+        print(f"\nallow-list entries that matched no survivor ({ALLOW_LIST.name}; remove or fix them):")
+        for e in stale:
+            print(f"  {e['file']} {e['function']}: {e['before']}  ->  {e['after']}")
+    low = [s for s in scores if s.score < MODULE_MIN]
+    ok = not low and total.score >= OVERALL_MIN
+    print()
+    for s in low:
+        print(f"FAIL {s.file}: {100 * s.score:.1f} % < {100 * MODULE_MIN:.0f} %")
+    if total.score < OVERALL_MIN:
+        print(f"FAIL overall: {100 * total.score:.1f} % < {100 * OVERALL_MIN:.0f} %")
+    if ok:
+        print(f"ok: every module >= {100 * MODULE_MIN:.0f} %, overall {100 * total.score:.1f} % >= {100 * OVERALL_MIN:.0f} %")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--module", action="append", default=[], metavar="NAME",
+                   help=f"a group ({', '.join(GROUPS)}) or one of its files; repeatable (default: all)")
+    p.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="mutants run at once (default: CPU count)")
+    p.add_argument("--root", type=Path, default=ROOT, help="the tree to copy and test (default: this checkout)")
+    p.add_argument("--verbose", action="store_true", help="print mutmut's own output")
+    args = p.parse_args(argv)
+
+    chosen: list[str] = []
+    for want in args.module or list(GROUPS):
+        hits = [g for g, grp in GROUPS.items() if want == g or want in grp.files]
+        if not hits:
+            p.error(f"--module {want!r}: expected one of {', '.join(GROUPS)} or one of their files")
+        chosen += [h for h in hits if h not in chosen]
+
+    # an interrupt or SIGTERM unwinds through run_group's finally, which removes the copy
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    root = args.root.resolve()
+    entries = load_allow_list(ALLOW_LIST)
+    scores: list[FileScore] = []
+    errors: list[str] = []
+    t0 = time.monotonic()
+    for name in chosen:
+        try:
+            scores += run_group(name, GROUPS[name], root, args.jobs, args.verbose)
+        except GroupError as e:
+            errors.append(str(e))
+            print(f"ERROR {e}", flush=True)
+    stale = apply_allow_list(scores, entries)
+    ok = report(scores, stale, {s.file for s in scores}) if scores else False
+    for e in errors:
+        print(f"ERROR {e.splitlines()[0]}")
+    print(f"\n{len(chosen)} group(s) in {time.monotonic() - t0:.0f} s")
+    return 0 if ok and not errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
