@@ -175,7 +175,7 @@ def read_proc(pid: int) -> tuple[float, int, int] | None:
         return None
     fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is the state (field 3 of proc(5))
     cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    kb = dict(re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", status, re.M))
+    kb = dict(re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", status, re.MULTILINE))
     return cpu, int(kb.get("VmRSS", 0)) * 1024, int(kb.get("VmHWM", 0)) * 1024
 
 
@@ -402,33 +402,36 @@ class Cluster:
         while not self._stop.wait(self.sample_s):
             self.sample()
 
-    def sample(self) -> None:
-        """Look at every live tier once: /proc, then its metrics. Wakes :meth:`wait_until`."""
+    def sample(self, tiers: Iterable[Tier] | None = None) -> None:
+        """Look at every live tier (or those given) once: /proc, then its metrics. Wakes :meth:`wait_until`."""
         with self._sample_lock:
-            for tier in list(self.tiers):
-                if not tier.alive:
-                    continue
-                usage = read_proc(tier.pid)
-                if usage is not None:
-                    tier.rss_peak_bytes = max(tier.rss_peak_bytes, usage[2], usage[1])
-                    if tier.alive:
-                        tier.cpu_s = max(tier.cpu_s, usage[0])
-                metrics = scrape(tier.metrics_port, self.scrape_timeout_s) if tier.metrics_port > 0 else None
-                if metrics is None and usage is None:
-                    continue
-                if metrics is not None:
-                    tier.metrics = metrics
-                    answered, made, pending = progress(tier.kind, metrics)
-                else:  # no metrics (yet, or no longer): keep the counters, note the usage
-                    last = tier.samples[-1] if tier.samples else Sample(0.0, 0)
-                    answered, made, pending = last.answered, last.made, last.pending
-                s = Sample(self.now(), answered, made, pending, usage[0] if usage else None, usage[1] if usage else None)
-                if metrics is not None or tier.samples:
-                    tier.samples.append(s)
-                for guard in self.guards:
-                    guard(tier, s)
+            for tier in list(self.tiers if tiers is None else tiers):
+                if tier.alive:
+                    self._sample_tier(tier)
         with self.cond:
             self.cond.notify_all()
+
+    def _sample_tier(self, tier: Tier) -> None:
+        with tier.lock:  # not reaped meanwhile: the pid is still this tier's
+            usage = read_proc(tier.pid) if tier.alive else None
+        if usage is not None:
+            tier.rss_peak_bytes = max(tier.rss_peak_bytes, usage[2], usage[1])
+            if tier.alive:
+                tier.cpu_s = max(tier.cpu_s, usage[0])
+        metrics = scrape(tier.metrics_port, self.scrape_timeout_s) if tier.metrics_port > 0 else None
+        if metrics is None and usage is None:
+            return
+        if metrics is not None:
+            tier.metrics = metrics
+            answered, made, pending = progress(tier.kind, metrics)
+        else:  # no metrics (yet, or no longer): keep the counters, note the usage
+            last = tier.samples[-1] if tier.samples else Sample(0.0, 0)
+            answered, made, pending = last.answered, last.made, last.pending
+        s = Sample(self.now(), answered, made, pending, usage[0] if usage else None, usage[1] if usage else None)
+        if metrics is not None or tier.samples:
+            tier.samples.append(s)
+        for guard in self.guards:
+            guard(tier, s)
 
     def wait_until(self, predicate: Callable[[], bool], deadline: Deadline, timeout_s: float | None = None) -> bool:
         """Until ``predicate`` holds, re-checked after every sample and every exit."""
@@ -485,23 +488,28 @@ class AgentFlags:
     until_sigterm: bool  # --frames 0 streams until SIGTERM
 
     @classmethod
-    def detect(cls, root: Path, python: str) -> AgentFlags:
-        text = subprocess.run([python, "-m", "ecd_cli", "device-agent", "--help"], cwd=root, capture_output=True,
-                              text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(root)}).stdout
+    def from_help(cls, text: str) -> AgentFlags:
         flat = " ".join(text.split())
         frames = re.search(r"--frames FRAMES (.*?)\(default", flat)
         return cls(fps="--fps" in flat, state="--state" in flat,
                    until_sigterm=bool(frames and re.search(r"\b0 =.*(SIGTERM|until|stop)", frames.group(1))))
+
+    @classmethod
+    def detect(cls, root: Path, python: str) -> AgentFlags:
+        text = subprocess.run([python, "-m", "ecd_cli", "device-agent", "--help"], cwd=root, capture_output=True,
+                              text=True, timeout=120, check=True, env={**os.environ, "PYTHONPATH": str(root)}).stdout
+        return cls.from_help(text)
 
 
 def code_under_test(root: Path, python: str) -> dict:
     """Which checkout the tiers import (``ecd.__file__`` as a tier sees it) and its commit."""
     env = {**os.environ, "PYTHONPATH": str(root)}
     ecd_file = subprocess.run([python, "-c", "import ecd; print(ecd.__file__)"], cwd=root, capture_output=True,
-                              text=True, timeout=60, env=env).stdout.strip()
-    head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                           text=True).stdout.splitlines()
+                              text=True, timeout=60, check=True, env=env).stdout.strip()
+    git = ["git", "-C", str(root)]
+    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
+    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                           check=False).stdout.splitlines()
     return {"root": str(root), "ecd_file": ecd_file, "commit": head, "modified_files": len(dirty)}
 
 
@@ -583,8 +591,10 @@ def agent_count(tier: Tier, asked: int, report_path: Path, stopped: bool = False
     """Count a finished agent from its report file, else its printed report, else its last sample."""
     report = read_report(report_path) or tier.last_json()
     message = ""
-    if tier.returncode not in (0, None):
-        lines = [line.split(" ", 1)[-1].strip() for line in tier.log_tail(3).splitlines()]
+    if tier.returncode is not None and tier.returncode < 0:
+        message = f"killed by {signal.Signals(-tier.returncode).name}"
+    elif tier.returncode not in (0, None):
+        lines = [re.sub(r"^\s*[\d.]+ ", "", line).strip() for line in tier.log_tail(3).splitlines()]
         message = lines[-1] if lines else ""
     return count_agent(tier.name, asked, tier.returncode, report, tier.samples[-1] if tier.samples else None,
                        stopped, message, str((tier.ready or {}).get("device_id", "")))

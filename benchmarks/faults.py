@@ -123,6 +123,7 @@ class ScenarioResult:
     recovery_all_s: float | None  # fault -> every agent streaming at the fault answered again
     affected: list[str]  # agents with no answer for more than the stall threshold after the fault
     not_recovered: list[str]
+    streaming_at_fault: int  # agents that had frames to send when the fault hit
     wedges: list[Wedge]
     deadline_hit: bool
     service_answered: dict[str, int]  # frames each server answered (resent frames included)
@@ -178,6 +179,7 @@ def start_cloud_again(run: Run) -> None:
 def restart_cloud(sig: signal.Signals) -> Callable[[Run], str]:
     def fault(run: Run) -> str:
         old = run.cloud
+        run.cluster.sample()
         run.cluster.signal(old, sig)
         if not run.cluster.wait_exit([old], run.deadline, timeout_s=30.0):
             run.notes.append(f"{old.name} still running 30 s after {sig.name}: killed")
@@ -230,7 +232,7 @@ def run_scenario(sc: Scenario, opts: argparse.Namespace, root: Path, flags: Agen
     scenario_dir.mkdir(parents=True, exist_ok=True)
     deadline = Deadline(opts.deadline_s)
     t_wall = time.perf_counter()
-    fault_at, target, baseline = None, "", {}
+    fault_at, target = None, ""
     alive_at_end: set[str] = set()
     end_s = 0.0
     with Cluster(root, opts.python, scenario_dir, opts.sample_s) as cluster:
@@ -248,10 +250,9 @@ def run_scenario(sc: Scenario, opts: argparse.Namespace, root: Path, flags: Agen
         if not streaming:
             run.notes.append("not every agent answered a first frame within 120 s; fault injected anyway")
         pace(opts.fault_after_s, deadline)
-        cluster.sample()
-        baseline = {a.name: a.answered for a in run.agents if a.alive}
-        fault_at = cluster.now()
-        target = sc.fault(run)
+        t_before = cluster.now()
+        target = sc.fault(run)  # each fault samples every tier just before its signal
+        fault_at = min((when for t in cluster.tiers for when, _ in t.signals if when >= t_before), default=None)
         cluster.wait_exit(run.agents, deadline)
         cluster.sample()
         end_s = cluster.now()
@@ -264,7 +265,7 @@ def run_scenario(sc: Scenario, opts: argparse.Namespace, root: Path, flags: Agen
             run.notes.append(f"{c.name} (SIGTERM): exit {c.exit_code}, "
                              f"{'wrote its report' if read_report(run.reports[c.name]) else 'wrote NO report'}")
     wedges = find_wedges(run, end_s, alive_at_end, opts.wedge_s)
-    recovery = recovery_times(run, fault_at, baseline, counts, stall_s=max(1.0, 3 * opts.sample_s))
+    recovery = recovery_times(run, fault_at, counts, stall_s=max(1.0, 3 * opts.sample_s), window_s=opts.stall_window_s)
     tot = totals(counts)
     result = ScenarioResult(
         name=sc.name, description=f"{sc.description} ({n_agents} agents x {frames} frames)", agents=counts, totals=tot,
@@ -304,29 +305,44 @@ def find_wedges(run: Run, end_s: float, alive_at_end: set[str], wedge_s: float) 
     return sorted(out, key=lambda w: w.start_s)
 
 
-def recovery_times(run: Run, fault_at: float | None, baseline: dict[str, int], counts: list[AgentCount],
-                   stall_s: float) -> dict:
-    """Per agent streaming at the fault (the stopped one aside): seconds until its next answer."""
+def recovery_times(run: Run, fault_at: float | None, counts: list[AgentCount], stall_s: float, window_s: float) -> dict:
+    """Per agent streaming at the fault (the stopped one aside): the first stall (no answer for more
+    than ``stall_s``) that began within ``window_s`` of the fault, and when it ended. An agent with no
+    such stall was not affected; its recovery is its first answer after the fault."""
     gaps: dict[str, float | None] = {}
+    affected: list[str] = []
     answered = {c.name: c.answered for c in counts}
     for a in run.agents:
-        if fault_at is None or a.name not in baseline or a.name in run.stopped:
+        if fault_at is None or a.name in run.stopped or a.t_start > fault_at:
+            continue
+        before = [s for s in a.samples if s.t <= fault_at]
+        if not before or (a.t_exit is not None and a.t_exit <= fault_at):
             continue
         asked = run.asked[a.name]
-        if asked and baseline[a.name] >= asked:
+        if asked and before[-1].answered >= asked:
             continue  # done before the fault
-        t = first_progress(a.samples, fault_at, baseline[a.name])
-        if t is None and a.t_exit is not None and answered[a.name] > baseline[a.name]:
+        after = [s for s in a.samples if s.t >= before[-1].t]
+        stalls = [r for r in flat_runs([(s.t, s.answered, True) for s in after], stall_s, a.t_exit)
+                  if r[0] <= fault_at + window_s]
+        if stalls:
+            affected.append(a.name)
+            _, end, _ = stalls[0]
+            flat = max(s.answered for s in after if s.t <= end)
+            t = first_progress(after, end, flat)
+        else:
+            flat = before[-1].answered
+            t = first_progress(after, fault_at, flat)
+        if t is None and a.t_exit is not None and answered[a.name] > flat:
             t = a.t_exit  # answered and exited between two samples
         gaps[a.name] = None if t is None else t - fault_at
-    affected = sorted(n for n, g in gaps.items() if g is None or g > stall_s)
     not_recovered = sorted(n for n, g in gaps.items() if g is None)
-    stalled = [g for n, g in gaps.items() if n in affected and g is not None]
+    stalled = [gaps[n] for n in affected if gaps[n] is not None]
     return {
         "recovery_first_s": round(min(stalled), 2) if stalled else None,
         "recovery_all_s": None if not_recovered or not gaps else round(max(g for g in gaps.values() if g is not None), 2),
-        "affected": affected,
+        "affected": sorted(affected),
         "not_recovered": not_recovered,
+        "streaming_at_fault": len(gaps),
     }
 
 
@@ -362,7 +378,7 @@ def verdict(r: ScenarioResult, sc: Scenario) -> list[str]:
     bad_exit = [c.name for c in r.agents if not c.stopped and c.exit_code != 0]
     if bad_exit:
         failures.append("agents failed: " + ", ".join(f"{c.name} exit {c.exit_code}" for c in r.agents if c.name in bad_exit))
-    if r.fault_at_s is not None and not r.affected and r.recovery_all_s is None:
+    if not r.streaming_at_fault:
         failures.append("no agent was streaming at the fault: nothing measured")
     elif sc.recovery_target_s is not None and (r.recovery_all_s is None or r.recovery_all_s >= sc.recovery_target_s):
         failures.append(f"recovery {'never' if r.recovery_all_s is None else f'{r.recovery_all_s:.1f} s'} "
@@ -404,13 +420,15 @@ def print_result(r: ScenarioResult) -> None:
 
 def print_summary(results: list[ScenarioResult]) -> None:
     print(f"\n{'scenario':<14} {'sent':>6} {'answered':>8} {'lost':>5} {'unsent':>6} {'dup':>4} {'no report':>9} "
-          f"{'recovery first/all s':>20} {'wedged':>7} {'runtime s':>9}  verdict")
+          f"{'recovery first/all s':>20} {'stalls':>6} {'wedged at end':>13} {'runtime s':>9}  verdict")
     for r in results:
         t = r.totals
         rec = f"{_n(r.recovery_first_s)}/{'never' if r.not_recovered else _n(r.recovery_all_s)}"
+        at_end = sorted({w.tier for w in r.wedges if w.open_at_end}) + (["deadline"] if r.deadline_hit else [])
         print(f"{r.name:<14} {t.sent:>6} {t.answered:>8} {t.lost:>5} {t.unsent:>6} {t.duplicated:>4} {t.without_report:>9} "
-              f"{rec:>20} {'yes' if r.wedges or r.deadline_hit else 'no':>7} {r.elapsed_s:>9.0f}  "
-              f"{'PASS' if r.passed else 'FAIL'}")
+              f"{rec:>20} {len(r.wedges):>6} {', '.join(at_end) or 'no':>13} {r.elapsed_s:>9.0f}  {'PASS' if r.passed else 'FAIL'}")
+    print("stalls: tiers alive with frames outstanding and no progress for --wedge-s seconds (each is a failure);"
+          " wedged at end: still so when the scenario ended")
 
 
 def main() -> int:
@@ -425,6 +443,8 @@ def main() -> int:
     parser.add_argument("--fault-after-s", type=float, default=3.0, help="seconds after every agent got a first answer")
     parser.add_argument("--down-s", type=float, default=1.0, help="seconds the cloud stays down before it is started again")
     parser.add_argument("--deadline-s", type=float, default=300.0, help="hard limit on one scenario, seconds")
+    parser.add_argument("--stall-window-s", type=float, default=15.0,
+                        help="a stall that begins this long after the fault is still the fault's")
     parser.add_argument("--wedge-s", type=float, default=10.0, help="no progress this long with frames outstanding = wedged")
     parser.add_argument("--sample-s", type=float, default=0.25, help="seconds between two samples of every tier")
     parser.add_argument("--root", type=Path, default=Path("."), help="the checkout whose tiers run (default: the current directory)")
@@ -442,17 +462,23 @@ def main() -> int:
     results = []
     t0 = time.perf_counter()
     by_name = {s.name: s for s in SCENARIOS}
+    errors: dict[str, str] = {}
     for name in opts.scenarios:
-        r = run_scenario(by_name[name], opts, root, flags)
+        try:
+            r = run_scenario(by_name[name], opts, root, flags)
+        except (StartError, TimeoutError) as e:  # a tier that never came up: the scenario measured nothing
+            errors[name] = str(e)
+            print(f"\n== {name}: could not run: {e}")
+            continue
         print_result(r)
         results.append(r)
     print_summary(results)
     out = {"code": code, "agent_flags": asdict(flags), "options": {k: str(v) for k, v in vars(opts).items()},
-           "runtime_s": round(time.perf_counter() - t0, 1), "scenarios": [asdict(r) for r in results]}
+           "runtime_s": round(time.perf_counter() - t0, 1), "scenarios": [asdict(r) for r in results], "errors": errors}
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     opts.out.write_text(json.dumps(clean_json(out), indent=2))
     print(f"\nwrote {opts.out} ({out['runtime_s']:.0f} s in all)")
-    return 0 if all(r.passed for r in results) else 1
+    return 0 if all(r.passed for r in results) and not errors else 1
 
 
 if __name__ == "__main__":

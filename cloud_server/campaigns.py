@@ -47,7 +47,13 @@ from scheduling.quality.crowdpower import B, C, F, W, X
 NEUTRAL_REPUTATION = W + (X - W) / (1 + math.exp(B * C)) ** (1 / F)  # Algorithm 2 at s = 0: 2.0361
 DEFAULT_REPUTATION_FLOOR = 1.8
 SENSOR_NOISE = 1.0  # the spread honest readings of one slot may have, in the readings' unit (ours; see slot_quality())
-METHODS = ("tapp", "baseline1", "baseline2", "tapp_plus")  # paper 002: TAPP and its baselines; tapp_plus is ours (scheduling.allocation.tapp)
+TAPP_METHODS = ("tapp", "baseline1", "baseline2", "tapp_plus")  # paper 002: TAPP and its baselines; tapp_plus is ours (scheduling.allocation.tapp)
+# paper 004: its Algorithms 1-2 ("coverage") and Benchmarks 1-3; coverage_exact is ours (scheduling.allocation.coverage)
+COVERAGE_METHODS = {"coverage": "proposed", "coverage_benchmark1": "benchmark1", "coverage_benchmark2": "benchmark2",
+                    "coverage_benchmark3": "benchmark3", "coverage_exact": "exact"}
+METHODS = TAPP_METHODS + tuple(COVERAGE_METHODS)
+DEFAULT_SUBBANDS = 4
+COVERAGE_SEED = 0  # the channel draw (shadowing, fading, powers, sensing rates) of a coverage campaign
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,10 @@ class Allocation:
     allocated: int
     utility: float
     seconds: float
+    coverage: int = 0  # coverage methods: cells covered, of ``cells``
+    cells: int = 0
+    objective: float = 0.0
+    latency_s: float = 0.0
 
 
 def check_spec(spec: CampaignSpec, limits: Limits = Limits()) -> CampaignSpec:
@@ -96,8 +106,13 @@ def check_spec(spec: CampaignSpec, limits: Limits = Limits()) -> CampaignSpec:
         raise RequestError(f"reporters, slots: {work} tasks exceed the limit of {limits.max_tasks}")
     if spec.method not in METHODS:
         raise RequestError(f"method: expected one of {', '.join(METHODS)}, got {spec.method!r}")
-    if not (math.isfinite(spec.theta) and spec.theta > 0):
+    if spec.method in TAPP_METHODS and not (math.isfinite(spec.theta) and spec.theta > 0):
         raise RequestError(f"theta: expected a finite value > 0, got {spec.theta}")
+    if spec.method in COVERAGE_METHODS:
+        if not (math.isfinite(spec.rho) and 0 <= spec.rho <= 1):
+            raise RequestError(f"rho: expected a value in [0, 1], got {spec.rho}")
+        if not 0 <= spec.subbands <= 1_000:
+            raise RequestError(f"subbands: expected 0..1000 (0 = {DEFAULT_SUBBANDS}), got {spec.subbands}")
     if spec.time_threshold < 0:
         raise RequestError(f"time_threshold: expected >= 0, got {spec.time_threshold}")
     if not math.isfinite(spec.reputation_floor):
@@ -182,6 +197,66 @@ def allocate(spec: CampaignSpec, traces: dict[str, list[tuple[float, float]]], r
         disclosure={ids[i]: float(result.disclosure[i]) for i in np.flatnonzero(allocated)},
         dangerous={ids[i] for i in np.flatnonzero(allocated & (result.disclosure > spec.theta))},
         requested=int(w.sum()), allocated=int(result.x.sum()), utility=float(result.utility), seconds=seconds,
+    )
+
+
+def distance_km(points: np.ndarray, to: Position) -> np.ndarray:
+    """Great-circle distance (km) of each (lat, lon) point to ``to``."""
+    lat1, lon1 = np.radians(points[:, 0]), np.radians(points[:, 1])
+    lat2, lon2 = math.radians(to.lat), math.radians(to.lon)
+    h = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * math.cos(lat2) * np.sin((lon2 - lon1) / 2) ** 2
+    return 2 * 6371.0 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+
+
+def coverage_instance(spec: CampaignSpec, positions: dict[str, tuple[float, float]], seed: int = COVERAGE_SEED):
+    """Paper 004's instance over the live system (our mapping): the users are the devices whose
+    latest position lies in the grid, the subareas are the grid's cells, the base station stands at
+    the grid's centre, and each device's channel is drawn (seeded) at its real distance from it with
+    the reconstructed model (path loss, shadowing, fading, transmit power, sensing rate); the task is
+    one report of 1 Mbit per slot. Returns the device ids and the instance."""
+    from scheduling.allocation import coverage
+
+    ids = sorted(d for d, p in positions.items() if cell_of(spec.grid, Position(*p)) >= 0)
+    g = spec.grid
+    centre = Position((g.south_west.lat + g.north_east.lat) / 2, (g.south_west.lon + g.north_east.lon) / 2)
+    n = spec.subbands or DEFAULT_SUBBANDS
+    if len(ids) <= n:
+        raise PreconditionError(f"subbands: paper 004 schedules N < K; {len(ids)} devices with a position in the grid "
+                                f"for {n} subbands (lower subbands, or wait for more devices)")
+    points = np.array([positions[d] for d in ids], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    rate = coverage.channel_rates(np.maximum(distance_km(points, centre), 0.05), n, rng)
+    return ids, coverage.CoverageInstance(
+        sensing_rate=rng.uniform(1e5, 1e6, len(ids)), rate=rate, subarea=cells_of(g, points), n_subareas=g.cells,
+        task_bits=1e6, rho=spec.rho,
+    )
+
+
+def allocate_coverage(spec: CampaignSpec, positions: dict[str, tuple[float, float]], reputations: dict[str, float],
+                      floor: float) -> Allocation:
+    """Coverage-aware scheduling (paper 004) of the devices above the reputation floor; each
+    scheduled device reports from its cell in every slot."""
+    import time
+
+    try:
+        from scheduling.allocation import coverage
+    except ImportError:
+        raise MissingExtraError("campaign: allocation needs scipy: pip install 'ecd-runtime[cloud]'") from None
+
+    inside = {d for d, p in positions.items() if cell_of(spec.grid, Position(*p)) >= 0}
+    excluded = sorted(d for d in inside if reputations.get(d, NEUTRAL_REPUTATION) < floor)
+    ids, inst = coverage_instance(spec, {d: p for d, p in positions.items() if d in inside and d not in excluded})
+    t0 = time.perf_counter()
+    result = coverage.allocate(inst, COVERAGE_METHODS[spec.method], seed=COVERAGE_SEED)
+    seconds = time.perf_counter() - t0
+    chosen = sorted(int(k) for k in result.scheduled)
+    tasks = [(n, ids[k], int(inst.subarea[k]), slot)
+             for n, (k, slot) in enumerate((k, slot) for k in chosen for slot in range(spec.slots))]
+    return Allocation(
+        participants=ids, excluded=excluded, tasks=tasks, disclosure={}, dangerous=set(),
+        requested=spec.grid.cells * spec.slots, allocated=len(tasks), utility=0.0,
+        seconds=seconds, coverage=int(result.coverage), cells=spec.grid.cells, objective=float(result.objective),
+        latency_s=float(result.latency),
     )
 
 

@@ -89,6 +89,7 @@ class CloudCore:
         max_tensor_bytes: int = 16 * MiB,
         edge_timeout_s: float = 3.0,
         max_batch: int = codec.MAX_BATCH,
+        device_lease_s: float = 600.0,
         placement_method: str = placement.DEFAULT_METHOD,
         placement_activation_cost: float = 5.0,
         on_change: Callable[[], None] | None = None,
@@ -99,6 +100,8 @@ class CloudCore:
         self.max_tensor_bytes = max_tensor_bytes
         self.edge_timeout_s = edge_timeout_s
         self.max_batch = max_batch
+        self.device_lease_s = device_lease_s
+        self._touched: dict[str, float] = {}  # device id -> when its lease was last written
         self.placement_method = placement.check_method(placement_method)
         if not (math.isfinite(placement_activation_cost) and placement_activation_cost >= 0):
             raise RequestError(f"placement_activation_cost: expected a finite value >= 0, got {placement_activation_cost}")
@@ -132,7 +135,21 @@ class CloudCore:
         record = self.registry.device(device_id) if device_id else None
         if record is None or not token or record.token != token:
             raise AuthenticationError(f"token: unknown device token for device_id {device_id!r}")
+        self._touch(device_id)
         return record
+
+    def _touch(self, device_id: str) -> None:
+        """Renew the device's lease: every authenticated call (its frames included) counts, written
+        at most every lease/4 so frames do not become database writes."""
+        now = time.time()
+        if now - self._touched.get(device_id, 0.0) >= self.device_lease_s / 4:
+            self._touched[device_id] = now
+            self.registry.touch_device(device_id, now)
+
+    def live_since(self) -> float:
+        """Devices heard from after this moment (unix seconds) hold a lease: placement places them
+        and the per-edge counts count them; the others are gone until they call again."""
+        return time.time() - self.device_lease_s
 
     def _split_edge(self, served: ServedModel, split_device: int) -> int:
         n = served.manifest.n_blocks
@@ -186,7 +203,7 @@ class CloudCore:
             chosen = placement.nearest_active(position, self._sites(edges), active)
             if chosen is not None:
                 return chosen
-        return self._least_loaded(edges, self.registry.devices_per_edge())
+        return self._least_loaded(edges, self.registry.devices_per_edge(self.live_since()))
 
     # --- control plane -------------------------------------------------------------------------
 
@@ -242,8 +259,20 @@ class CloudCore:
         return self._assignment(d, recommended)
 
     def get_assignment(self, device_id: str, token: str) -> Assignment:
-        d = self.authenticate(device_id, token)
+        d = self._on_live_edge(self.authenticate(device_id, token))
         return self._assignment(d, d.split_device)
+
+    def _on_live_edge(self, d: DeviceRecord) -> DeviceRecord:
+        """A device asking where to stream is never sent to a dead edge node: one that lost its
+        edge while away (its lease expired, placement left it) gets a live one now."""
+        alive = {e.edge_id: e for e in self.alive_edges()}
+        if d.edge_id in alive or not alive:
+            return d
+        position = Position(d.lat, d.lon) if d.lat is not None and d.lon is not None else None
+        edge = self._pick_edge(position)
+        self.registry.set_device_edges({d.device_id: edge})
+        self.on_change()
+        return self.registry.device(d.device_id)
 
     def register_edge(self, req: EdgeRegistration) -> str:
         if not req.endpoint or ":" not in req.endpoint:
@@ -297,7 +326,7 @@ class CloudCore:
             return "edge joined"
         if self._placed_alive - alive:
             return "edge lost"
-        if alive and self.placement is None and any(d.lat is not None for d in self.registry.devices()):
+        if alive and self.placement is None and any(d.lat is not None for d in self.registry.devices(self.live_since())):
             return "devices joined"
         return None
 
@@ -327,7 +356,7 @@ class CloudCore:
             raise PreconditionError(
                 f"edges: no edge node is alive (registered, with a heartbeat in the last {self.edge_timeout_s:g} s) to place devices on"
             )
-        devices = self.registry.devices()
+        devices = self.registry.devices(self.live_since())
         sites = self._sites(alive)
         users = [placement.User(d.device_id, Position(d.lat, d.lon), d.model_id) for d in devices if d.lat is not None]
         solution = placement.place(sites, users, method, seed) if sites and users else None
@@ -384,9 +413,15 @@ class CloudCore:
         chosen device sees its tasks in its assignment)."""
         campaigns.check_spec(spec, self.campaign_limits)
         floor = spec.reputation_floor if spec.reputation_floor >= 0 else campaigns.DEFAULT_REPUTATION_FLOOR
-        devices = {d.device_id: d for d in self.registry.devices()}
+        devices = {d.device_id: d for d in self.registry.devices(self.live_since())}
+        reputations = {k: d.reputation for k, d in devices.items()}
         try:
-            alloc = campaigns.allocate(spec, self.registry.locations(), {k: d.reputation for k, d in devices.items()}, floor)
+            if spec.method in campaigns.COVERAGE_METHODS:  # where each device is now
+                positions = {k: (d.lat, d.lon) for k, d in devices.items() if d.lat is not None and d.lon is not None}
+                alloc = campaigns.allocate_coverage(spec, positions, reputations, floor)
+            else:  # where each device has been (its trace)
+                traces = {k: v for k, v in self.registry.locations().items() if k in devices}
+                alloc = campaigns.allocate(spec, traces, reputations, floor)
         except Exception:
             if self.metrics:
                 self.metrics.run("allocation", spec.method, "error", 0.0)
@@ -401,7 +436,8 @@ class CloudCore:
             dangerous=len(alloc.dangerous), utility=alloc.utility, seconds=alloc.seconds,
             allocation=[DeviceTasks(d, devices[d].name, t, alloc.disclosure.get(d, 0.0), d in alloc.dangerous)
                         for d, t in sorted(by_device.items())],
-            excluded=alloc.excluded,
+            excluded=alloc.excluded, coverage=alloc.coverage, cells=alloc.cells, objective=alloc.objective,
+            latency_s=alloc.latency_s,
         )
         # the campaign first, then its tasks: a crash between them leaves a campaign with no tasks,
         # never tasks no campaign answers for

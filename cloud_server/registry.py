@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS devices (
     reputation DOUBLE PRECISION NOT NULL DEFAULT 2.0361,
     registered_unix DOUBLE PRECISION NOT NULL,
     lat DOUBLE PRECISION,
-    lon DOUBLE PRECISION
+    lon DOUBLE PRECISION,
+    last_seen_unix DOUBLE PRECISION NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS edges (
     edge_id TEXT PRIMARY KEY,
@@ -116,6 +117,7 @@ ADDED_COLUMNS = (
     ("edges", "lat", "DOUBLE PRECISION"),
     ("edges", "lon", "DOUBLE PRECISION"),
     ("edges", "activation_cost", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
+    ("devices", "last_seen_unix", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
 )
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -308,10 +310,15 @@ class Registry:
     def add_device(self, **fields) -> DeviceRecord:
         record = DeviceRecord(device_id=uuid.uuid4().hex[:12], token=secrets.token_hex(16), **fields)
         self._execute(
-            f"INSERT INTO devices ({', '.join(DEVICE_COLUMNS)}, registered_unix) VALUES ({', '.join('?' * (len(DEVICE_COLUMNS) + 1))})",
-            [getattr(record, c) for c in DEVICE_COLUMNS] + [time.time()],
+            f"INSERT INTO devices ({', '.join(DEVICE_COLUMNS)}, registered_unix, last_seen_unix) "
+            f"VALUES ({', '.join('?' * (len(DEVICE_COLUMNS) + 2))})",
+            [getattr(record, c) for c in DEVICE_COLUMNS] + [time.time()] * 2,
         )
         return record
+
+    def touch_device(self, device_id: str, unix: float) -> None:
+        """The device was heard from (its lease runs from here)."""
+        self._execute("UPDATE devices SET last_seen_unix = ? WHERE device_id = ?", (unix, device_id))
 
     def device(self, device_id: str) -> DeviceRecord | None:
         rows = self._rows(f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices WHERE device_id = ?", (device_id,))
@@ -363,8 +370,10 @@ class Registry:
         _, count = self._execute("UPDATE edges SET last_seen_unix = 0 WHERE edge_id = ?", (edge_id,))
         return count == 1
 
-    def devices(self) -> list[DeviceRecord]:
-        rows = self._rows(f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices ORDER BY registered_unix, device_id")
+    def devices(self, seen_since: float = 0.0) -> list[DeviceRecord]:
+        """Every device, or those heard from since ``seen_since`` (unix seconds): the live ones."""
+        rows = self._rows(f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices WHERE last_seen_unix >= ? "
+                          "ORDER BY registered_unix, device_id", (seen_since,))
         return [DeviceRecord(*r) for r in rows]
 
     def set_device_edges(self, mapping: dict[str, str]) -> None:
@@ -444,8 +453,9 @@ class Registry:
         rows = self._rows("SELECT report FROM placements ORDER BY version DESC LIMIT 1")
         return json.loads(rows[0][0]) if rows else None
 
-    def devices_per_edge(self) -> dict[str, int]:
-        return {r[0]: int(r[1]) for r in self._rows("SELECT edge_id, COUNT(*) FROM devices GROUP BY edge_id")}
+    def devices_per_edge(self, seen_since: float = 0.0) -> dict[str, int]:
+        rows = self._rows("SELECT edge_id, COUNT(*) FROM devices WHERE last_seen_unix >= ? GROUP BY edge_id", (seen_since,))
+        return {r[0]: int(r[1]) for r in rows}
 
     # --- task heads --------------------------------------------------------------------------
 

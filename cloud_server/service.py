@@ -38,6 +38,7 @@ class CloudConfig:
     max_tensor_bytes: int = option(16 * MiB, "largest tensor accepted in a frame, bytes (its float32 size counts)")
     max_batch: int = option(64, "most images one frame may carry")
     edge_timeout_s: float = option(3.0, "an edge node silent this long is dead: it gets no new devices and its devices move, seconds")
+    device_lease_s: float = option(600.0, "a device not heard from this long is gone: placement and the per-edge counts leave it out until it calls again, seconds")
     workers: int = option(4, "frames of one edge stream processed concurrently (results stay in order)")
     max_message_bytes: int = option(64 * MiB, "gRPC max message size, bytes")
     grace_s: float = option(5.0, "seconds in-flight calls get on SIGTERM")
@@ -325,6 +326,7 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
         edge_boundary=None if cfg.edge_boundary < 0 else cfg.edge_boundary,
         max_tensor_bytes=cfg.max_tensor_bytes,
         max_batch=cfg.max_batch,
+        device_lease_s=cfg.device_lease_s,
         edge_timeout_s=cfg.edge_timeout_s,
         placement_method=cfg.placement_method,
         placement_activation_cost=cfg.placement_activation_cost,

@@ -337,6 +337,8 @@ class CampaignSpec:
     theta: float = 0.5
     time_threshold: int = 0  # tasks one device may be given; 0 = the number of slots
     reputation_floor: float = -1.0  # < 0: the cloud's default
+    subbands: int = 0  # coverage methods: the base station's subbands N; 0 = 4
+    rho: float = 0.5  # coverage methods: weight of latency against coverage
 
 
 @dataclass
@@ -374,3 +376,7 @@ class CampaignReport:
     results: int = 0
     quality: list[DeviceQuality] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
+    coverage: int = 0  # coverage methods: cells covered, C(S), of ``cells`` (M)
+    cells: int = 0
+    objective: float = 0.0
+    latency_s: float = 0.0

@@ -80,10 +80,17 @@ def _show_campaign(report: CampaignReport, args: argparse.Namespace) -> int:
         print(json.dumps(dataclasses.asdict(report), indent=2))
         return 0
     s = report.spec
-    print(f"campaign {report.campaign_id} {s.name!r} by {s.method} (theta {s.theta:g}), {s.grid.rows}x{s.grid.cols} cells x "
-          f"{s.slots} slots: {report.allocated_work} of {report.requested_work} tasks to {report.chosen} of "
-          f"{report.participants} devices, {report.dangerous} dangerous (utility {report.utility:.3f}), allocated in "
-          f"{report.seconds:.3f} s; {report.status}, {report.results} answered")
+    if report.cells:  # a coverage-aware campaign (paper 004)
+        print(f"campaign {report.campaign_id} {s.name!r} by {s.method} (rho {s.rho:g}, {s.subbands or 4} subbands), "
+              f"{s.grid.rows}x{s.grid.cols} cells x {s.slots} slots: {report.chosen} of {report.participants} devices "
+              f"scheduled, covering {report.coverage} of {report.cells} cells, latency {report.latency_s:.3f} s, objective "
+              f"{report.objective:.4f}, {report.allocated_work} tasks, allocated in {report.seconds:.3f} s; "
+              f"{report.status}, {report.results} answered")
+    else:
+        print(f"campaign {report.campaign_id} {s.name!r} by {s.method} (theta {s.theta:g}), {s.grid.rows}x{s.grid.cols} cells x "
+              f"{s.slots} slots: {report.allocated_work} of {report.requested_work} tasks to {report.chosen} of "
+              f"{report.participants} devices, {report.dangerous} dangerous (utility {report.utility:.3f}), allocated in "
+              f"{report.seconds:.3f} s; {report.status}, {report.results} answered")
     if report.excluded:
         print(f"left out for their reputation: {', '.join(report.excluded)}")
     quality = {q.device_id: q for q in report.quality}
@@ -103,7 +110,7 @@ def cmd_campaign_create(args: argparse.Namespace) -> int:
     except ValueError:
         raise ConfigError(f"--reporters: expected whole numbers, one or one per cell, got {args.reporters!r}") from None
     spec = CampaignSpec(args.name, _grid(args), args.slots, reporters, args.method, args.theta, args.time_threshold,
-                        args.reputation_floor)
+                        args.reputation_floor, args.subbands, args.rho)
     client = _client(args)
     try:
         return _show_campaign(client.create_campaign(spec), args)
@@ -148,7 +155,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--export", help="write the placement instance (JSON, `ecd placement solve --instance` format) here")
         p.add_argument("--json", action="store_true")
         p.set_defaults(func=func)
-    camp = schsub.add_parser("campaign", help="sensing campaigns: TAPP allocation over the devices' traces")
+    camp = schsub.add_parser("campaign", help="sensing campaigns: TAPP over the devices' traces, or coverage-aware over their positions")
     campsub = camp.add_subparsers(dest="campaign_command", required=True)
     p = campsub.add_parser("create", help="allocate a campaign and hand its tasks to the chosen devices")
     p.add_argument("--cloud", required=True, help="the cloud server, HOST:PORT")
@@ -158,10 +165,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cols", type=int, default=3)
     p.add_argument("--slots", type=int, default=8, help="time slots (>= 8 for reputations to move, see docs)")
     p.add_argument("--reporters", default="2", help="reports per slot in each cell: one number, or one per cell (row-major)")
-    p.add_argument("--method", default="tapp", help="tapp, baseline1 or baseline2 (paper 002)")
+    p.add_argument("--method", default="tapp", help="tapp, baseline1, baseline2 (paper 002; tapp_plus is ours) or coverage, "
+                   "coverage_benchmark1|2|3 (paper 004; coverage_exact is ours)")
     p.add_argument("--theta", type=float, default=0.5, help="TAPP's privacy threshold (KL disclosure)")
     p.add_argument("--time-threshold", type=int, default=0, help="tasks one device may be given (0 = the number of slots)")
     p.add_argument("--reputation-floor", type=float, default=-1.0, help="devices below it are not chosen (< 0 = the cloud's default)")
+    p.add_argument("--subbands", type=int, default=0, help="coverage methods: the base station's subbands, fewer than the devices (0 = 4)")
+    p.add_argument("--rho", type=float, default=0.5, help="coverage methods: weight of latency against coverage, in [0, 1]")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_campaign_create)
     p = campsub.add_parser("show", help="a campaign's allocation, answers and (once done) CrowdPower scores")

@@ -140,6 +140,7 @@ class RunningEdge:
     channel: grpc.aio.Channel
     tasks: list[asyncio.Task] = field(default_factory=list)
     tmpdir: tempfile.TemporaryDirectory | None = None
+    stopped: bool = False
 
     @property
     def port(self) -> int:
@@ -148,7 +149,11 @@ class RunningEdge:
     async def stop(self, grace: float | None = None, leave: bool = True) -> None:
         """Stop serving, losing no frame: tell the cloud this node leaves (placement moves its
         devices away), stop taking frames, let the cloud answer every frame taken (up to ``grace``
-        seconds), end the device streams with UNAVAILABLE so devices resend the rest elsewhere."""
+        seconds), end the device streams with UNAVAILABLE so devices resend the rest elsewhere.
+        Stopping a stopped node does nothing."""
+        if self.stopped:
+            return
+        self.stopped = True
         if leave:
             self.tasks[-1].cancel()  # the heartbeat: a late one must not bring the node back to life
             with contextlib.suppress(grpc.aio.AioRpcError, asyncio.TimeoutError):

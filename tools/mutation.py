@@ -211,6 +211,9 @@ def run_group(name: str, group: Group, root: Path, jobs: int, verbose: bool) -> 
     try:
         make_copy(root, work)
         (work / "setup.cfg").write_text(mutmut_config(group, tests))
+        # it must exist before Python starts: a PYTHONPATH entry missing at start-up is cached as
+        # absent, and the tests would then import the checkout instead of the mutants
+        (work / "mutants").mkdir()
         env = dict(os.environ)
         # subprocesses the tests start import the mutated copy too, not the editable checkout
         env["PYTHONPATH"] = os.pathsep.join([str(work / "mutants"), *filter(None, [env.get("PYTHONPATH")])])
@@ -227,7 +230,8 @@ def run_group(name: str, group: Group, root: Path, jobs: int, verbose: bool) -> 
         if verbose:
             print(text)
         if proc.returncode != 0 or "Failed to run clean test" in text or "failed to collect stats" in text:
-            tail = "\n".join(line for line in text.splitlines()[-40:] if "⠋" not in line)
+            lines = [line for line in text.splitlines() if line.strip() and not SPINNER.match(line)]
+            tail = "\n".join(lines[-40:])
             raise GroupError(f"{name}: mutmut failed (exit {proc.returncode}); the tests may fail on the unmutated tree:\n{tail}")
         scores = [score_file(work, f, name) for f in group.files]
         print(f"[{name}] {sum(s.mutants for s in scores)} mutants in {time.monotonic() - t0:.0f} s", flush=True)
@@ -257,6 +261,7 @@ def score_file(work: Path, rel: str, group: str) -> FileScore:
         if left[key] in NO_TESTS_CODES:
             s.why = "no test reaches it"
         score.survivors.append(s)
+    score.survivors.sort(key=lambda v: v.line)
     return score
 
 
@@ -310,6 +315,7 @@ def function_start(source: str, qualname: str) -> int:
 
 
 HUNK = re.compile(r"^@@ -(\d+)")
+SPINNER = re.compile("^[\u2800-\u28ff]")  # mutmut's progress spinner
 
 
 def describe(key: str, diff: str, rel: str, source: str) -> Survivor:

@@ -291,12 +291,13 @@ def grid_from_pb(msg: pb.Grid) -> Grid:
 
 def campaign_spec_to_pb(c: CampaignSpec) -> pb.CampaignSpec:
     return pb.CampaignSpec(name=c.name, grid=grid_to_pb(c.grid), slots=c.slots, reporters=c.reporters, method=c.method,
-                           theta=c.theta, time_threshold=c.time_threshold, reputation_floor=c.reputation_floor)
+                           theta=c.theta, time_threshold=c.time_threshold, reputation_floor=c.reputation_floor,
+                           subbands=c.subbands, rho=c.rho)
 
 
 def campaign_spec_from_pb(msg: pb.CampaignSpec) -> CampaignSpec:
     return CampaignSpec(msg.name, grid_from_pb(msg.grid), msg.slots, list(msg.reporters), msg.method, msg.theta,
-                        msg.time_threshold, msg.reputation_floor)
+                        msg.time_threshold, msg.reputation_floor, msg.subbands, msg.rho if msg.HasField("rho") else 0.5)
 
 
 def device_quality_to_pb(q: DeviceQuality) -> pb.DeviceQuality:
@@ -316,6 +317,7 @@ def campaign_report_to_pb(r: CampaignReport) -> pb.CampaignReport:
         allocation=[pb.DeviceTasks(device_id=d.device_id, device_name=d.device_name, tasks=[task_to_pb(t) for t in d.tasks],
                                    disclosure=d.disclosure, dangerous=d.dangerous) for d in r.allocation],
         results=r.results, quality=[device_quality_to_pb(q) for q in r.quality], excluded=r.excluded,
+        coverage=r.coverage, cells=r.cells, objective=r.objective, latency_s=r.latency_s,
     )
 
 
@@ -327,4 +329,5 @@ def campaign_report_from_pb(msg: pb.CampaignReport) -> CampaignReport:
         allocation=[DeviceTasks(d.device_id, d.device_name, [task_from_pb(t) for t in d.tasks], d.disclosure, d.dangerous)
                     for d in msg.allocation],
         results=msg.results, quality=[device_quality_from_pb(q) for q in msg.quality], excluded=list(msg.excluded),
+        coverage=msg.coverage, cells=msg.cells, objective=msg.objective, latency_s=msg.latency_s,
     )

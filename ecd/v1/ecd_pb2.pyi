@@ -415,7 +415,7 @@ class Grid(_message.Message):
     def __init__(self, south_west: _Optional[_Union[Position, _Mapping]] = ..., north_east: _Optional[_Union[Position, _Mapping]] = ..., rows: _Optional[int] = ..., cols: _Optional[int] = ...) -> None: ...
 
 class CampaignSpec(_message.Message):
-    __slots__ = ("name", "grid", "slots", "reporters", "method", "theta", "time_threshold", "reputation_floor")
+    __slots__ = ("name", "grid", "slots", "reporters", "method", "theta", "time_threshold", "reputation_floor", "subbands", "rho")
     NAME_FIELD_NUMBER: _ClassVar[int]
     GRID_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
@@ -424,6 +424,8 @@ class CampaignSpec(_message.Message):
     THETA_FIELD_NUMBER: _ClassVar[int]
     TIME_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     REPUTATION_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    SUBBANDS_FIELD_NUMBER: _ClassVar[int]
+    RHO_FIELD_NUMBER: _ClassVar[int]
     name: str
     grid: Grid
     slots: int
@@ -432,7 +434,9 @@ class CampaignSpec(_message.Message):
     theta: float
     time_threshold: int
     reputation_floor: float
-    def __init__(self, name: _Optional[str] = ..., grid: _Optional[_Union[Grid, _Mapping]] = ..., slots: _Optional[int] = ..., reporters: _Optional[_Iterable[int]] = ..., method: _Optional[str] = ..., theta: _Optional[float] = ..., time_threshold: _Optional[int] = ..., reputation_floor: _Optional[float] = ...) -> None: ...
+    subbands: int
+    rho: float
+    def __init__(self, name: _Optional[str] = ..., grid: _Optional[_Union[Grid, _Mapping]] = ..., slots: _Optional[int] = ..., reporters: _Optional[_Iterable[int]] = ..., method: _Optional[str] = ..., theta: _Optional[float] = ..., time_threshold: _Optional[int] = ..., reputation_floor: _Optional[float] = ..., subbands: _Optional[int] = ..., rho: _Optional[float] = ...) -> None: ...
 
 class CampaignRequest(_message.Message):
     __slots__ = ("campaign_id",)
@@ -471,7 +475,7 @@ class DeviceQuality(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., device_name: _Optional[str] = ..., reports: _Optional[int] = ..., quality: _Optional[float] = ..., reputation: _Optional[float] = ..., outliers: _Optional[int] = ...) -> None: ...
 
 class CampaignReport(_message.Message):
-    __slots__ = ("campaign_id", "spec", "status", "requested_work", "allocated_work", "participants", "chosen", "dangerous", "utility", "seconds", "allocation", "results", "quality", "excluded")
+    __slots__ = ("campaign_id", "spec", "status", "requested_work", "allocated_work", "participants", "chosen", "dangerous", "utility", "seconds", "allocation", "results", "quality", "excluded", "coverage", "cells", "objective", "latency_s")
     CAMPAIGN_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -486,6 +490,10 @@ class CampaignReport(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FIELD_NUMBER: _ClassVar[int]
     EXCLUDED_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    CELLS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_S_FIELD_NUMBER: _ClassVar[int]
     campaign_id: str
     spec: CampaignSpec
     status: str
@@ -500,7 +508,11 @@ class CampaignReport(_message.Message):
     results: int
     quality: _containers.RepeatedCompositeFieldContainer[DeviceQuality]
     excluded: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, campaign_id: _Optional[str] = ..., spec: _Optional[_Union[CampaignSpec, _Mapping]] = ..., status: _Optional[str] = ..., requested_work: _Optional[int] = ..., allocated_work: _Optional[int] = ..., participants: _Optional[int] = ..., chosen: _Optional[int] = ..., dangerous: _Optional[int] = ..., utility: _Optional[float] = ..., seconds: _Optional[float] = ..., allocation: _Optional[_Iterable[_Union[DeviceTasks, _Mapping]]] = ..., results: _Optional[int] = ..., quality: _Optional[_Iterable[_Union[DeviceQuality, _Mapping]]] = ..., excluded: _Optional[_Iterable[str]] = ...) -> None: ...
+    coverage: int
+    cells: int
+    objective: float
+    latency_s: float
+    def __init__(self, campaign_id: _Optional[str] = ..., spec: _Optional[_Union[CampaignSpec, _Mapping]] = ..., status: _Optional[str] = ..., requested_work: _Optional[int] = ..., allocated_work: _Optional[int] = ..., participants: _Optional[int] = ..., chosen: _Optional[int] = ..., dangerous: _Optional[int] = ..., utility: _Optional[float] = ..., seconds: _Optional[float] = ..., allocation: _Optional[_Iterable[_Union[DeviceTasks, _Mapping]]] = ..., results: _Optional[int] = ..., quality: _Optional[_Iterable[_Union[DeviceQuality, _Mapping]]] = ..., excluded: _Optional[_Iterable[str]] = ..., coverage: _Optional[int] = ..., cells: _Optional[int] = ..., objective: _Optional[float] = ..., latency_s: _Optional[float] = ...) -> None: ...
 
 class ReputationsRequest(_message.Message):
     __slots__ = ()

@@ -61,6 +61,7 @@ __all__ = [
     "CoverageInstance",
     "CoverageAllocation",
     "random_instance",
+    "channel_rates",
     "lemma1_split",
     "match_subbands",
     "exact",
@@ -158,23 +159,29 @@ class CoverageAllocation:
 def random_instance(k: int, n: int, m: int, seed: int, rho: float = 0.5, eta: float = 1.0) -> CoverageInstance:
     """A channel draw with ALGORITHMS.md's defaults (see the module notes)."""
     rng = np.random.default_rng(seed)
-    bandwidth = 1e6
-    noise_w = 10 ** ((-174 + 10 * math.log10(bandwidth)) / 10) / 1000
-    d_km = rng.uniform(0.05, 0.5, k)
-    loss_db = 128.1 + 37.6 * np.log10(d_km) + rng.normal(0, 8, k)
-    fading = rng.exponential(1.0, (k, n))
-    gain = 10 ** (-loss_db / 10)[:, None] * fading
-    power_w = 10 ** (rng.uniform(10, 23, k) / 10) / 1000
-    rate = bandwidth * np.log2(1 + power_w[:, None] * gain / noise_w)
+    rate = channel_rates(rng.uniform(0.05, 0.5, k), n, rng)
     return CoverageInstance(
         sensing_rate=rng.uniform(1e5, 1e6, k),
-        rate=np.maximum(rate, 1e-3),
+        rate=rate,
         subarea=rng.integers(0, m, k),
         n_subareas=m,
         task_bits=rng.uniform(1e6, 1e7),
         rho=rho,
         eta=eta,
     )
+
+
+def channel_rates(d_km: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """r_kn (bit/s) of users at distances ``d_km`` from the base station on ``n`` subbands, with
+    ALGORITHMS.md's reconstructed defaults: path loss, 8 dB shadowing, Rayleigh fading, p_k ~ U[10, 23] dBm."""
+    k = len(d_km)
+    bandwidth = 1e6
+    noise_w = 10 ** ((-174 + 10 * math.log10(bandwidth)) / 10) / 1000
+    loss_db = 128.1 + 37.6 * np.log10(d_km) + rng.normal(0, 8, k)
+    fading = rng.exponential(1.0, (k, n))
+    gain = 10 ** (-loss_db / 10)[:, None] * fading
+    power_w = 10 ** (rng.uniform(10, 23, k) / 10) / 1000
+    return np.maximum(bandwidth * np.log2(1 + power_w[:, None] * gain / noise_w), 1e-3)
 
 
 def lemma1_split(weights: np.ndarray, task_bits: float) -> tuple[np.ndarray, float]:

@@ -22,7 +22,7 @@ from ecd.transport.rpc import LoopThread, wait_healthy
 from ecd.types import CampaignSpec, Grid, Position, Task
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 from edge_node.service import EdgeConfig, start_edge
-from scheduling.allocation import tapp
+from scheduling.allocation import coverage, tapp
 
 # One row of two cells side by side (west, east) in Manhattan.
 GRID = Grid(Position(40.70, -74.02), Position(40.72, -73.98), rows=1, cols=2)
@@ -139,6 +139,46 @@ def test_a_campaign_hands_out_tapps_allocation_and_crowdpower_catches_a_corrupt_
         again = client.create_campaign(spec(name="heat 2"))
         d2 = next(a.assignment.device_id for a in agents if a.cfg.name == "d2")
         assert d2 in again.excluded and d2 not in {d.device_id for d in again.allocation}
+    finally:
+        client.close()
+
+
+def test_a_coverage_campaign_schedules_papers_004_choice_and_the_chosen_devices_report_from_their_cells(town, tmp_path: Path) -> None:
+    """Paper 004 over the live devices: users are the devices with a position in the grid, the
+    subareas its cells; the API's choice equals the library's on the same instance."""
+    loop, cloud, target, agents = town
+    grid = Grid(Position(40.70, -74.02), Position(40.72, -73.98), rows=2, cols=2)
+    spots = [(40.705, -74.01), (40.705, -74.005), (40.715, -74.01), (40.715, -73.99), (40.705, -73.99), (40.706, -73.995)]
+    for k, (lat, lon) in enumerate(spots):
+        agent = DeviceAgent(AgentConfig(cloud=target, name=f"c{k}", split=3, sensor_seed=k, position=f"{lat},{lon}",
+                                        model_dir=str(tmp_path / f"c{k}")))
+        agents.append(agent)
+        agent.connect()
+    client = SchedulerClient(target)
+    try:
+        request = spec(grid=grid, slots=2, method="coverage", subbands=3, rho=0.3)
+        report = client.create_campaign(request)
+        positions = {d.device_id: (d.lat, d.lon) for d in cloud.registry.devices()}
+        ids, inst = campaigns.coverage_instance(request, positions)
+        expected = coverage.allocate(inst, "proposed", seed=campaigns.COVERAGE_SEED)
+        chosen = {ids[k] for k in expected.scheduled}
+        assert {d.device_id for d in report.allocation} == chosen and report.chosen == 3
+        assert (report.coverage, report.cells) == (expected.coverage, 4)
+        assert report.objective == pytest.approx(expected.objective) and report.latency_s == pytest.approx(expected.latency)
+        assert report.participants == 6 and report.allocated_work == 3 * 2
+        for d in report.allocation:  # one report per slot, from the device's own cell
+            cell = campaigns.cell_of(grid, Position(*positions[d.device_id]))
+            assert sorted((t.cell, t.slot) for t in d.tasks) == [(cell, 0), (cell, 1)]
+        for agent in agents:
+            mine = {t for d in report.allocation if d.device_id == agent.assignment.device_id for t in d.tasks}
+            assert agent.wait_for_tasks(len(mine))
+            agent.run(heldout("digits_cnn", 3))
+            assert agent.tasks_done == len(mine)
+        assert client.campaign(report.campaign_id).status == "done"
+        with pytest.raises(EcdError, match="FAILED_PRECONDITION: subbands: .* N < K"):
+            client.create_campaign(replace(request, subbands=6))
+        with pytest.raises(EcdError, match="INVALID_ARGUMENT: rho"):
+            client.create_campaign(replace(request, rho=1.5))
     finally:
         client.close()
 

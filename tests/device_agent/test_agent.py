@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from device_agent import service
 from device_agent.service import AgentConfig, DeviceAgent
 from device_agent.sources import folder, heldout, open_source, synthetic
 from ecd import zoo
 from ecd.errors import ConfigError, EcdError
 from ecd.profiles import load_device, load_radio
 from ecd.split import Preferences, decide_split
+from ecd.v1 import ecd_pb2 as pb
 from harness import Tiers
 
 
@@ -70,3 +78,62 @@ def test_folder_source(tmp_path: Path) -> None:
         open_source("camera", "digits_cnn", spec, 1)
     assert len(list(synthetic(spec, 3))) == 3
     assert len(list(heldout("digits_cnn", 400))) == 400  # cycles past the 360 held-out images
+
+
+def test_a_state_file_keeps_the_device_across_restarts(tiers: Tiers, tmp_path: Path) -> None:
+    state = tmp_path / "agent-state.json"
+    first, _ = run_agent(tiers, tmp_path, frames=5, state=str(state))
+    assert oct(state.stat().st_mode & 0o777) == "0o600"  # it holds the device's token
+    again, outcomes = run_agent(tiers, tmp_path, frames=5, state=str(state), privacy_weight=0.9)
+    assert again.assignment.device_id == first.assignment.device_id
+    assert all(o.result.ok for o in outcomes)
+    # this run's weights were sent to the cloud for the same device
+    reply = tiers.cloud_stub.GetAssignment(pb.GetAssignmentRequest(device_id=first.assignment.device_id,
+                                                                   token=first.assignment.token), timeout=10)
+    assert reply.preferences.w_privacy == pytest.approx(0.9)
+    state.write_text(state.read_text().replace(first.assignment.token, "forgotten"))
+    fresh, _ = run_agent(tiers, tmp_path, frames=2, state=str(state))  # the cloud does not know it: a new device
+    assert fresh.assignment.device_id != first.assignment.device_id
+    assert fresh.assignment.token in state.read_text()
+    state.write_text("{not json")
+    with pytest.raises(ConfigError, match="--state: .* is not an agent state file"):
+        run_agent(tiers, tmp_path, frames=1, state=str(state))
+
+
+def test_an_endless_agent_stops_on_sigterm_with_every_frame_answered_and_its_report_written(tiers: Tiers, tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    proc = subprocess.Popen([sys.executable, "-m", "ecd_cli", "device-agent", "--cloud", tiers.cloud_target, "--frames", "0",
+                             "--fps", "100", "--report", str(report), "--model-dir", str(tmp_path / "m")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        json.loads(proc.stdout.readline())  # READY: registered
+        deadline = time.monotonic() + 60
+        while _edge_answered(tiers) < 20:
+            assert time.monotonic() < deadline
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    r = json.loads(report.read_text())
+    assert r["exit"] == "stopped" and r["lost"] == 0 and r["errors"] == 0
+    assert r["sent"] == r["frames"] > 0
+
+
+def test_an_agent_that_gives_up_still_writes_its_report(tiers: Tiers, tmp_path: Path) -> None:
+    """Its only edge node is gone: after failover_wait_s with no answer it exits non-zero, and the
+    report counts what was sent, answered and lost."""
+    report = tmp_path / "report.json"
+    cfg = AgentConfig(cloud=tiers.cloud_target, model_dir=str(tmp_path / "m"), frames=0, failover_wait_s=1.0, report=str(report))
+    tiers.loop.run(tiers.edge.stop(0, leave=False))
+    with pytest.raises(EcdError, match="no edge node answered for 1 s"):
+        service.run_agent(cfg)
+    r = json.loads(report.read_text())
+    assert r["exit"].startswith("edge: no edge node answered") and r["frames"] == 0 and r["sent"] == r["lost"] > 0
+
+
+def _edge_answered(tiers: Tiers) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{tiers.edge.metrics_port}/metrics", timeout=10).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("ecd_frames_total{") and 'outcome="ok"' in line)
