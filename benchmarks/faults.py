@@ -374,10 +374,10 @@ def verdict(r: ScenarioResult, sc: Scenario) -> list[str]:
     if r.deadline_hit:
         failures.append("deadline hit")
     if r.wedges:
-        failures.append("wedged: " + ", ".join(sorted({w.tier for w in r.wedges})))
-    bad_exit = [c.name for c in r.agents if not c.stopped and c.exit_code != 0]
+        failures.append("wedged: " + ", ".join(short_names({w.tier for w in r.wedges}, r)))
+    bad_exit = [c for c in r.agents if not c.stopped and c.exit_code != 0 and not (r.deadline_hit and c.exit_reason.startswith("killed"))]
     if bad_exit:
-        failures.append("agents failed: " + ", ".join(f"{c.name} exit {c.exit_code}" for c in r.agents if c.name in bad_exit))
+        failures.append("agents failed: " + ", ".join(f"{c.name} exit {c.exit_code}" for c in bad_exit))
     if not r.streaming_at_fault:
         failures.append("no agent was streaming at the fault: nothing measured")
     elif sc.recovery_target_s is not None and (r.recovery_all_s is None or r.recovery_all_s >= sc.recovery_target_s):
@@ -418,13 +418,19 @@ def print_result(r: ScenarioResult) -> None:
     print(f"   {'PASS' if r.passed else 'FAIL: ' + '; '.join(r.failures)}  ({r.elapsed_s:.0f} s, logs {r.logs})")
 
 
+def short_names(names: set[str], r: ScenarioResult) -> list[str]:
+    """Tier names, the agents among them as a count."""
+    agents = {c.name for c in r.agents} & names
+    return ([f"{len(agents)} agents"] if agents else []) + sorted(names - agents)
+
+
 def print_summary(results: list[ScenarioResult]) -> None:
     print(f"\n{'scenario':<14} {'sent':>6} {'answered':>8} {'lost':>5} {'unsent':>6} {'dup':>4} {'no report':>9} "
           f"{'recovery first/all s':>20} {'stalls':>6} {'wedged at end':>13} {'runtime s':>9}  verdict")
     for r in results:
         t = r.totals
         rec = f"{_n(r.recovery_first_s)}/{'never' if r.not_recovered else _n(r.recovery_all_s)}"
-        at_end = sorted({w.tier for w in r.wedges if w.open_at_end}) + (["deadline"] if r.deadline_hit else [])
+        at_end = short_names({w.tier for w in r.wedges if w.open_at_end}, r) + (["deadline"] if r.deadline_hit else [])
         print(f"{r.name:<14} {t.sent:>6} {t.answered:>8} {t.lost:>5} {t.unsent:>6} {t.duplicated:>4} {t.without_report:>9} "
               f"{rec:>20} {len(r.wedges):>6} {', '.join(at_end) or 'no':>13} {r.elapsed_s:>9.0f}  {'PASS' if r.passed else 'FAIL'}")
     print("stalls: tiers alive with frames outstanding and no progress for --wedge-s seconds (each is a failure);"

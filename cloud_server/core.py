@@ -8,6 +8,7 @@ these methods; they take and return :mod:`ecd.types` records, never see gRPC or 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import threading
@@ -19,7 +20,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from cloud_server import campaigns, placement
+from cloud_server import campaigns, placement, sites
 from cloud_server.heads import BUILTIN_HEAD, LinearHead, builtin_head, head_from_spec, make_head
 from cloud_server.registry import DeviceRecord, EdgeRecord, Registry
 from ecd import codec
@@ -54,6 +55,8 @@ from ecd.types import (
     Position,
     PreferencesUpdate,
     Result,
+    SiteRequest,
+    SiteSelection,
 )
 
 log = logging.getLogger("ecd.cloud")
@@ -219,6 +222,7 @@ class CloudCore:
         if not isinstance(req.encoding, Encoding):
             raise RequestError(f"encoding: expected FLOAT32, FLOAT16 or INT8_AFFINE, got {req.encoding}")
         position = req.position.check("position") if req.position is not None else None
+        sensors = sites.check_sensors(req.sensors)
         record = self.registry.add_device(
             name=req.device_name or "device",
             profile=req.profile if req.profile in known_devices() else "measured:" + profile.name,
@@ -235,6 +239,7 @@ class CloudCore:
             edge_id=self._pick_edge(position),
             lat=position.lat if position else None,
             lon=position.lon if position else None,
+            sensors=json.dumps(sensors),
         )
         if position is not None:
             self.registry.record_location(record.device_id, position.lat, position.lon, int(time.time() * 1000))
@@ -473,6 +478,20 @@ class CloudCore:
             self.metrics.reputations(report.quality)
         log.info("[CloudServer.Campaign] %s done: %d reports scored", report.campaign_id, sum(q.reports for q in report.quality))
         return report
+
+    def select_site(self, req: SiteRequest) -> SiteSelection:
+        """CrowdPower's site selection (paper 001 §3.6) over the alive edge nodes and the live devices
+        placed on them (see :mod:`cloud_server.sites`)."""
+        t0 = time.perf_counter()
+        try:
+            selection = sites.select(req, self.alive_edges(), self.registry.devices(self.live_since()))
+        except Exception:
+            if self.metrics:
+                self.metrics.run("site_selection", "crowdpower", "error", time.perf_counter() - t0)
+            raise
+        if self.metrics:
+            self.metrics.run("site_selection", "crowdpower", "ok", time.perf_counter() - t0)
+        return selection
 
     def reputations(self) -> tuple[list[DeviceQuality], float]:
         """Every device's reputation (and the default floor the next campaign applies)."""

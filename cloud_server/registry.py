@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS devices (
     registered_unix DOUBLE PRECISION NOT NULL,
     lat DOUBLE PRECISION,
     lon DOUBLE PRECISION,
-    last_seen_unix DOUBLE PRECISION NOT NULL DEFAULT 0
+    last_seen_unix DOUBLE PRECISION NOT NULL DEFAULT 0,
+    sensors TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS edges (
     edge_id TEXT PRIMARY KEY,
@@ -118,6 +119,7 @@ ADDED_COLUMNS = (
     ("edges", "lon", "DOUBLE PRECISION"),
     ("edges", "activation_cost", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
     ("devices", "last_seen_unix", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
+    ("devices", "sensors", "TEXT NOT NULL DEFAULT '{}'"),
 )
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -144,6 +146,7 @@ class DeviceRecord:
     reputation: float = NEUTRAL_REPUTATION  # until a campaign scores the device (cloud_server.campaigns)
     lat: float | None = None  # the last reported position; None = unknown
     lon: float | None = None
+    sensors: str = "{}"  # JSON: sensor -> benchmark score 0..10, as the device registered them
 
     @property
     def split(self) -> Split:

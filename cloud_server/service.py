@@ -20,7 +20,7 @@ from ecd.transport import serde
 from ecd.transport.catalog import to_status
 from ecd.transport.rpc import RunningServer, TransportConfig, start_server
 from ecd.errors import ConfigError, EcdError, PermissionDeniedError
-from ecd.types import CampaignReport, CampaignSpec, DeviceQuality, PlacementReport, Result
+from ecd.types import CampaignReport, CampaignSpec, DeviceQuality, PlacementReport, Result, SiteRequest, SiteSelection
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
@@ -251,6 +251,11 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         devices, floor = await _unary(context, self.core.reputations)
         return pb.Reputations(devices=[serde.device_quality_to_pb(q) for q in devices], floor=floor)
 
+    async def SelectSite(self, request, context):
+        await _unary(context, self.check, context.peer())
+        selection = await _unary(context, lambda r: self.core.select_site(serde.site_request_from_pb(r)), request)
+        return serde.site_selection_to_pb(selection)
+
 
 class SchedulerClient:
     """What ``ecd schedule`` asks a running cloud (operator side)."""
@@ -278,6 +283,9 @@ class SchedulerClient:
 
     def campaign(self, campaign_id: str) -> CampaignReport:
         return serde.campaign_report_from_pb(self._call(self.stub.GetCampaign, pb.CampaignRequest(campaign_id=campaign_id)))
+
+    def select_site(self, request: SiteRequest) -> SiteSelection:
+        return serde.site_selection_from_pb(self._call(self.stub.SelectSite, serde.site_request_to_pb(request)))
 
     def reputations(self) -> tuple[list[DeviceQuality], float]:
         reply = self._call(self.stub.ListReputations, pb.ReputationsRequest())

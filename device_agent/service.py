@@ -78,6 +78,7 @@ class AgentConfig:
     failover_wait_s: float = option(60.0, "how long to go on without any edge node answering (asking the cloud for a new one, with backoff) before giving up, seconds")
     sensor_seed: int = option(0, "seed of the simulated sensor whose readings answer campaign tasks")
     corrupt_reports: bool = option(False, "misbehave: send biased, noisy readings (to see CrowdPower catch it)")
+    sensors: str = option("", "the phone's sensor benchmark scores for site selection, NAME=SCORE,... with scores 0..10 (e.g. temperature=7.5,camera=9)")
 
 
 def read_trace(path: str) -> list[Position]:
@@ -103,10 +104,25 @@ def read_trace(path: str) -> list[Position]:
     return out
 
 
+def parse_sensors(text: str) -> dict[str, float]:
+    """``temperature=7.5,camera=9`` as a dict (the cloud checks names and ranges)."""
+    out = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, sep, score = item.partition("=")
+        try:
+            out[name.strip()] = float(score)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ConfigError(f"--sensors: expected NAME=SCORE,..., got {item!r}")
+    return out
+
+
 class DeviceAgent:
     def __init__(self, cfg: AgentConfig):
         if cfg.trace_every < 1:
             raise ConfigError(f"--trace-every: expected >= 1, got {cfg.trace_every}")
+        parse_sensors(cfg.sensors)  # a bad option fails before anything starts
         self.trace = read_trace(cfg.trace) if cfg.trace else []
         self.position = Position.parse(cfg.position, "--position") or (self.trace[0] if self.trace else None)
         self.cfg = cfg
@@ -190,6 +206,7 @@ class DeviceAgent:
             split_device=split_device,
             encoding=self.core.encoding,
             position=self.position,
+            sensors=parse_sensors(self.cfg.sensors),
         )
         reply = self.cloud.RegisterDevice(serde.registration_to_pb(registration), timeout=self.cfg.call_timeout_s)
         return serde.assignment_from_pb(reply)

@@ -210,6 +210,7 @@ class DeviceRegistration:
     split_device: int  # the split the device chose with its utility
     encoding: Encoding
     position: Position | None = None  # None: unknown, so placement cannot use the device yet
+    sensors: dict[str, float] = field(default_factory=dict)  # sensor -> benchmark score 0..10 (site selection)
 
 
 @dataclass
@@ -348,6 +349,35 @@ class DeviceTasks:
     tasks: list[Task]
     disclosure: float = 0.0
     dangerous: bool = False
+
+
+@dataclass(frozen=True)
+class SiteRequest:
+    """An operator's question to CrowdPower's site selection: which edge node's area should sense
+    this event?"""
+
+    event: str
+    level: float  # phone quality wanted, 0..10
+    budget: float
+    position: Position | None  # where the event is; None only when the sender left it out (refused)
+
+
+@dataclass
+class SiteScore:
+    site: str  # edge id
+    eligible: bool
+    reason: str
+    quality: float
+    group: list[str]  # device ids
+    price: float
+    proximity_m: float
+    score: float
+
+
+@dataclass
+class SiteSelection:
+    chosen: str  # edge id; "" when no site qualifies
+    sites: list[SiteScore]
 
 
 @dataclass

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from ecd.errors import ConfigError
-from ecd.types import CampaignReport, CampaignSpec, Grid, PlacementReport, Position
+from ecd.types import CampaignReport, CampaignSpec, Grid, PlacementReport, Position, SiteRequest
 from ecd_cli.fmt import print_table
 
 
@@ -142,6 +142,23 @@ def cmd_reputation(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_site(args: argparse.Namespace) -> int:
+    request = SiteRequest(args.event, args.level, args.budget, Position.parse(args.position, "--position"))
+    client = _client(args)
+    try:
+        selection = client.select_site(request)
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(dataclasses.asdict(selection), indent=2))
+        return 0
+    print_table(["edge node", "eligible", "why not", "quality", "group", "price", "distance m", "score"],
+                [[s.site, "yes" if s.eligible else "no", s.reason, f"{s.quality:.2f}", len(s.group), f"{s.price:.2f}",
+                  f"{s.proximity_m:.0f}", f"{s.score:.1f}"] for s in selection.sites])
+    print(f"chosen: {selection.chosen or 'none qualifies'}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     sch = sub.add_parser("schedule", help="operate the schedulers of a running cloud server (placement, campaigns, reputation)")
     schsub = sch.add_subparsers(dest="schedule_command", required=True)
@@ -179,6 +196,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cloud", required=True, help="the cloud server, HOST:PORT")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_campaign_show)
+    p = schsub.add_parser("site", help="CrowdPower site selection: which edge node's area should sense an event")
+    p.add_argument("--cloud", required=True, help="the cloud server, HOST:PORT")
+    p.add_argument("--event", required=True, help="traffic_conditions, traffic_accident, fire, storm, heart_attack, volcanic_eruption")
+    p.add_argument("--level", type=float, default=5.0, help="phone quality wanted, 0..10")
+    p.add_argument("--budget", type=float, default=5.0, help="the most the chosen group may cost (each device costs 1)")
+    p.add_argument("--position", required=True, help="where the event is, LAT,LON in degrees")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_site)
     p = schsub.add_parser("reputation", help="every device's CrowdPower reputation and the floor")
     p.add_argument("--cloud", required=True, help="the cloud server, HOST:PORT")
     p.add_argument("--json", action="store_true")

@@ -19,6 +19,9 @@ from ecd.types import (
     CampaignSpec,
     DeviceQuality,
     DeviceTasks,
+    SiteRequest,
+    SiteScore,
+    SiteSelection,
     Grid,
     Task,
     DevicePlacement,
@@ -176,7 +179,7 @@ def registration_to_pb(r: DeviceRegistration) -> pb.RegisterDeviceRequest:
     return pb.RegisterDeviceRequest(
         device_name=r.device_name, profile=r.profile, radio=r.radio, preferences=preferences_to_pb(r.preferences),
         model_id=r.model_id, split_device=r.split_device, encoding=encoding_to_pb(r.encoding),
-        position=position_to_pb(r.position),
+        position=position_to_pb(r.position), sensors=r.sensors,
     )
 
 
@@ -185,7 +188,7 @@ def registration_from_pb(msg: pb.RegisterDeviceRequest) -> DeviceRegistration:
         device_name=msg.device_name, profile=msg.profile, radio=msg.radio,
         preferences=preferences_from_pb(msg.preferences), model_id=msg.model_id,
         split_device=msg.split_device, encoding=encoding_from_pb(msg.encoding),
-        position=position_from_pb(msg.position, msg.HasField("position")),
+        position=position_from_pb(msg.position, msg.HasField("position")), sensors=dict(msg.sensors),
     )
 
 
@@ -331,3 +334,22 @@ def campaign_report_from_pb(msg: pb.CampaignReport) -> CampaignReport:
         results=msg.results, quality=[device_quality_from_pb(q) for q in msg.quality], excluded=list(msg.excluded),
         coverage=msg.coverage, cells=msg.cells, objective=msg.objective, latency_s=msg.latency_s,
     )
+
+
+def site_request_to_pb(r: SiteRequest) -> pb.SiteRequest:
+    return pb.SiteRequest(event=r.event, level=r.level, budget=r.budget, position=position_to_pb(r.position))
+
+
+def site_request_from_pb(msg: pb.SiteRequest) -> SiteRequest:
+    return SiteRequest(msg.event, msg.level, msg.budget, position_from_pb(msg.position, msg.HasField("position")))
+
+
+def site_selection_to_pb(s: SiteSelection) -> pb.SiteSelection:
+    return pb.SiteSelection(chosen=s.chosen, sites=[
+        pb.SiteScore(site=x.site, eligible=x.eligible, reason=x.reason, quality=x.quality, group=x.group, price=x.price,
+                     proximity_m=x.proximity_m, score=x.score) for x in s.sites])
+
+
+def site_selection_from_pb(msg: pb.SiteSelection) -> SiteSelection:
+    return SiteSelection(msg.chosen, [SiteScore(x.site, x.eligible, x.reason, x.quality, list(x.group), x.price,
+                                                x.proximity_m, x.score) for x in msg.sites])

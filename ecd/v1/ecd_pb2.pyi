@@ -145,7 +145,14 @@ class Preferences(_message.Message):
     def __init__(self, w_energy: _Optional[float] = ..., w_privacy: _Optional[float] = ..., min_split: _Optional[int] = ...) -> None: ...
 
 class RegisterDeviceRequest(_message.Message):
-    __slots__ = ("device_name", "profile", "radio", "preferences", "model_id", "split_device", "encoding", "position")
+    __slots__ = ("device_name", "profile", "radio", "preferences", "model_id", "split_device", "encoding", "position", "sensors")
+    class SensorsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     DEVICE_NAME_FIELD_NUMBER: _ClassVar[int]
     PROFILE_FIELD_NUMBER: _ClassVar[int]
     RADIO_FIELD_NUMBER: _ClassVar[int]
@@ -154,6 +161,7 @@ class RegisterDeviceRequest(_message.Message):
     SPLIT_DEVICE_FIELD_NUMBER: _ClassVar[int]
     ENCODING_FIELD_NUMBER: _ClassVar[int]
     POSITION_FIELD_NUMBER: _ClassVar[int]
+    SENSORS_FIELD_NUMBER: _ClassVar[int]
     device_name: str
     profile: str
     radio: str
@@ -162,7 +170,8 @@ class RegisterDeviceRequest(_message.Message):
     split_device: int
     encoding: Encoding
     position: Position
-    def __init__(self, device_name: _Optional[str] = ..., profile: _Optional[str] = ..., radio: _Optional[str] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ..., model_id: _Optional[str] = ..., split_device: _Optional[int] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., position: _Optional[_Union[Position, _Mapping]] = ...) -> None: ...
+    sensors: _containers.ScalarMap[str, float]
+    def __init__(self, device_name: _Optional[str] = ..., profile: _Optional[str] = ..., radio: _Optional[str] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ..., model_id: _Optional[str] = ..., split_device: _Optional[int] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., position: _Optional[_Union[Position, _Mapping]] = ..., sensors: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Assignment(_message.Message):
     __slots__ = ("device_id", "token", "edge_endpoint", "model_id", "model_version", "split_device", "split_edge", "recommended_split", "preferences", "edge_id", "placement_version", "tasks")
@@ -517,6 +526,46 @@ class CampaignReport(_message.Message):
 class ReputationsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class SiteRequest(_message.Message):
+    __slots__ = ("event", "level", "budget", "position")
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    event: str
+    level: float
+    budget: float
+    position: Position
+    def __init__(self, event: _Optional[str] = ..., level: _Optional[float] = ..., budget: _Optional[float] = ..., position: _Optional[_Union[Position, _Mapping]] = ...) -> None: ...
+
+class SiteScore(_message.Message):
+    __slots__ = ("site", "eligible", "reason", "quality", "group", "price", "proximity_m", "score")
+    SITE_FIELD_NUMBER: _ClassVar[int]
+    ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    PROXIMITY_M_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    site: str
+    eligible: bool
+    reason: str
+    quality: float
+    group: _containers.RepeatedScalarFieldContainer[str]
+    price: float
+    proximity_m: float
+    score: float
+    def __init__(self, site: _Optional[str] = ..., eligible: _Optional[bool] = ..., reason: _Optional[str] = ..., quality: _Optional[float] = ..., group: _Optional[_Iterable[str]] = ..., price: _Optional[float] = ..., proximity_m: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
+
+class SiteSelection(_message.Message):
+    __slots__ = ("chosen", "sites")
+    CHOSEN_FIELD_NUMBER: _ClassVar[int]
+    SITES_FIELD_NUMBER: _ClassVar[int]
+    chosen: str
+    sites: _containers.RepeatedCompositeFieldContainer[SiteScore]
+    def __init__(self, chosen: _Optional[str] = ..., sites: _Optional[_Iterable[_Union[SiteScore, _Mapping]]] = ...) -> None: ...
 
 class Reputations(_message.Message):
     __slots__ = ("devices", "floor")
