@@ -149,6 +149,13 @@ def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
     return prev_bound
 
 
+def beyond_top(q: float, buckets: dict[float, float]) -> bool:
+    """Whether quantile ``q`` falls in the +Inf bucket (its value is then only "at least the top bound")."""
+    finite = [b for b in buckets if not math.isinf(b)]
+    total = max(buckets.values(), default=0.0)
+    return bool(finite) and total > 0 and buckets[max(finite)] < q * total
+
+
 def latency_buckets(metrics: list[Metric], service: str = "device", stage: str = "end_to_end") -> dict[float, float]:
     out: dict[float, float] = {}
     for name, labels, value in metrics:

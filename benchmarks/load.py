@@ -55,6 +55,7 @@ from _procs import (
     Tier,
     Totals,
     agent_count,
+    beyond_top,
     clean_json,
     code_under_test,
     histogram_quantile,
@@ -147,6 +148,7 @@ def latency_summary(agents: list[Tier], counts: list[AgentCount]) -> dict:
     q = {f"pooled_p{int(p * 100)}_s": histogram_quantile(p, pooled) for p in (0.5, 0.95, 0.99)}
     return {
         **{k: None if v is None else round(v, 4) for k, v in q.items()},
+        "pooled_beyond_top_bucket": [f"p{int(p * 100)}" for p in (0.5, 0.95, 0.99) if beyond_top(p, pooled)],
         "pooled_frames": int(seen),
         "pooled_coverage": round(seen / ok, 3) if ok else None,  # the last scrape misses the final frames
         "agent_p50_median_s": med([c.latency_p50_s for c in counts]),
@@ -225,14 +227,16 @@ def run_streams(opts: argparse.Namespace, root: Path, flags: AgentFlags) -> Load
 def print_streams(r: LoadResult) -> None:
     t, lat = r.totals, r.latency
 
-    def s(v: float | None) -> str:
-        return "-" if v is None else f"{v:.3f}"
+    def s(v: float | None, name: str = "") -> str:
+        at_least = ">=" if name in lat.get("pooled_beyond_top_bucket", []) else ""
+        return "-" if v is None else f"{at_least}{v:.3f}"
 
     print(f"\n== {r.streams} streams x {r.seconds:g} s x {r.fps:g} fps; {r.mode}")
     print(f"   answered {t.answered} of {r.expected} expected (sent {t.sent}, asked {t.asked or 'until stopped'}); "
           f"lost {t.lost}, never sent {t.unsent}, duplicated {t.duplicated}, errors {t.errors}; "
           f"{t.without_report} agents without a report")
-    print(f"   latency pooled p50/p95/p99 {s(lat['pooled_p50_s'])}/{s(lat['pooled_p95_s'])}/{s(lat['pooled_p99_s'])} s "
+    print(f"   latency pooled p50/p95/p99 {s(lat['pooled_p50_s'], 'p50')}/{s(lat['pooled_p95_s'], 'p95')}/"
+          f"{s(lat['pooled_p99_s'], 'p99')} s "
           f"(histograms, {lat['pooled_frames']} frames); per agent: median p50 {s(lat['agent_p50_median_s'])} s, "
           f"median p95 {s(lat['agent_p95_median_s'])} s, worst p95 {s(lat['agent_p95_max_s'])} s, worst p99 {s(lat['agent_p99_max_s'])} s")
     print(f"   throughput {r.throughput_fps} frames/s over {r.window_s} s (first READY to last exit), peak {r.peak_fps} frames/s; "

@@ -25,7 +25,8 @@ from cloud_server.heads import BUILTIN_HEAD, LinearHead, builtin_head, head_from
 from cloud_server.registry import DeviceRecord, EdgeRecord, Registry
 from ecd import codec
 from ecd.config import MiB
-from ecd.errors import AuthenticationError, NotFoundError, PreconditionError, RequestError, UnavailableError
+from ecd.errors import (AuthenticationError, NotFoundError, PermissionDeniedError, PreconditionError, RequestError,
+                        UnavailableError)
 from ecd.manifest import MANIFEST_FILENAME, Manifest, sha256_bytes
 from ecd.partition import BlockRunner
 from ecd.profiles import DeviceProfile, device_from_dict, known_devices, known_radios, load_device, load_radio
@@ -263,8 +264,14 @@ class CloudCore:
         recommended = self._recommend(served, profile, d.radio, prefs) if profile else d.split_device
         return self._assignment(d, recommended)
 
-    def get_assignment(self, device_id: str, token: str) -> Assignment:
+    def get_assignment(self, device_id: str, token: str, edge_owner: str | None = None) -> Assignment:
+        """The device's assignment. ``edge_owner``: the asker is the edge node holding that
+        certificate, checking a token it was shown — only for a device assigned to it."""
         d = self._on_live_edge(self.authenticate(device_id, token))
+        if edge_owner is not None:
+            edge = self.registry.edge(d.edge_id)
+            if edge is None or edge.owner != edge_owner:
+                raise PermissionDeniedError(f"device_id: device {device_id} is not assigned to this edge node")
         return self._assignment(d, d.split_device)
 
     def _on_live_edge(self, d: DeviceRecord) -> DeviceRecord:
@@ -279,7 +286,9 @@ class CloudCore:
         self.on_change()
         return self.registry.device(d.device_id)
 
-    def register_edge(self, req: EdgeRegistration) -> str:
+    def register_edge(self, req: EdgeRegistration, owner: str = "") -> str:
+        """Register (or re-register) the edge node at ``req.endpoint``. ``owner``: the name on the
+        caller's edge certificate; an endpoint another certificate registered is refused."""
         if not req.endpoint or ":" not in req.endpoint:
             raise RequestError(f"endpoint: expected host:port, got {req.endpoint!r}")
         if not (np.isfinite(req.capacity) and req.capacity > 0):
@@ -287,14 +296,25 @@ class CloudCore:
         if not (math.isfinite(req.activation_cost) and req.activation_cost >= 0):
             raise RequestError(f"activation_cost: expected a finite value >= 0, got {req.activation_cost}")
         position = req.position.check("position") if req.position is not None else None
-        return self.registry.add_edge(
+        record = self.registry.add_edge(
             req.endpoint, req.capacity, lat=position.lat if position else None, lon=position.lon if position else None,
-            activation_cost=req.activation_cost,
-        ).edge_id
+            activation_cost=req.activation_cost, owner=owner,
+        )
+        if record is None:
+            raise PermissionDeniedError(f"endpoint: {req.endpoint} is registered by another edge node")
+        return record.edge_id
 
-    def deregister_edge(self, edge_id: str) -> None:
+    def _own_edge(self, edge_id: str, owner: str) -> None:
+        edge = self.registry.edge(edge_id)
+        if edge is None:
+            raise NotFoundError(f"edge_id: {edge_id!r} is not registered")
+        if edge.owner != owner:
+            raise PermissionDeniedError(f"edge_id: {edge_id} belongs to another edge node")
+
+    def deregister_edge(self, edge_id: str, owner: str = "") -> None:
         """An edge node leaving (e.g. on SIGTERM): it gets no new devices, and the next placement moves
         its devices away."""
+        self._own_edge(edge_id, owner)
         if not self.registry.remove_edge(edge_id):
             raise NotFoundError(f"edge_id: {edge_id!r} is not registered")
 
@@ -315,7 +335,8 @@ class CloudCore:
         d = self.registry.device(d.device_id)
         return self._assignment(d, d.split_device)
 
-    def heartbeat(self, req: EdgeHeartbeat) -> None:
+    def heartbeat(self, req: EdgeHeartbeat, owner: str = "") -> None:
+        self._own_edge(req.edge_id, owner)
         if not self.registry.heartbeat(req.edge_id, req.load, req.queue_depth):
             raise NotFoundError(f"edge_id: {req.edge_id!r} is not registered")
 

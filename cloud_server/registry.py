@@ -70,7 +70,8 @@ CREATE TABLE IF NOT EXISTS edges (
     last_seen_unix DOUBLE PRECISION NOT NULL,
     lat DOUBLE PRECISION,
     lon DOUBLE PRECISION,
-    activation_cost DOUBLE PRECISION NOT NULL DEFAULT 0
+    activation_cost DOUBLE PRECISION NOT NULL DEFAULT 0,
+    owner TEXT NOT NULL DEFAULT ''
 );
 CREATE UNIQUE INDEX IF NOT EXISTS edges_endpoint ON edges (endpoint);
 CREATE TABLE IF NOT EXISTS heads (
@@ -120,11 +121,12 @@ ADDED_COLUMNS = (
     ("edges", "activation_cost", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
     ("devices", "last_seen_unix", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
     ("devices", "sensors", "TEXT NOT NULL DEFAULT '{}'"),
+    ("edges", "owner", "TEXT NOT NULL DEFAULT ''"),
 )
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 SCHEMA_LOCK = 0x3ECD  # PostgreSQL advisory lock: replicas starting together create the tables once
-EDGE_COLUMNS = "edge_id, endpoint, capacity, load, queue_depth, last_seen_unix, lat, lon, activation_cost"
+EDGE_COLUMNS = "edge_id, endpoint, capacity, load, queue_depth, last_seen_unix, lat, lon, activation_cost, owner"
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,7 @@ class EdgeRecord:
     lat: float | None = None  # None = no position registered
     lon: float | None = None
     activation_cost: float = 0.0  # 0 = the cloud's default
+    owner: str = ""  # the edge certificate's name that registered the endpoint ("" = plaintext, unbound)
 
 
 DEVICE_COLUMNS = tuple(DeviceRecord.__dataclass_fields__)
@@ -343,15 +346,20 @@ class Registry:
     # --- edge nodes --------------------------------------------------------------------------
 
     def add_edge(self, endpoint: str, capacity: float, lat: float | None = None, lon: float | None = None,
-                 activation_cost: float = 0.0) -> EdgeRecord:
-        """An edge re-registering from the same endpoint keeps its id (at any replica, even two at once)."""
-        self._execute(
-            f"INSERT INTO edges ({EDGE_COLUMNS}) VALUES (?, ?, ?, 0, 0, ?, ?, ?, ?) "
+                 activation_cost: float = 0.0, owner: str = "") -> EdgeRecord | None:
+        """An edge re-registering from the same endpoint keeps its id (at any replica, even two at
+        once). An endpoint bound to an owner (an edge certificate) is updated only by that owner:
+        None when another holds it."""
+        _, count = self._execute(
+            f"INSERT INTO edges ({EDGE_COLUMNS}) VALUES (?, ?, ?, 0, 0, ?, ?, ?, ?, ?) "
             "ON CONFLICT (endpoint) DO UPDATE SET capacity = excluded.capacity, load = 0, queue_depth = 0, "
             "last_seen_unix = excluded.last_seen_unix, lat = excluded.lat, lon = excluded.lon, "
-            "activation_cost = excluded.activation_cost",
-            (uuid.uuid4().hex[:12], endpoint, capacity, time.time(), lat, lon, activation_cost),
+            "activation_cost = excluded.activation_cost, owner = excluded.owner "
+            "WHERE edges.owner = excluded.owner OR edges.owner = ''",
+            (uuid.uuid4().hex[:12], endpoint, capacity, time.time(), lat, lon, activation_cost, owner),
         )
+        if count == 0:
+            return None
         return EdgeRecord(*self._rows(f"SELECT {EDGE_COLUMNS} FROM edges WHERE endpoint = ?", (endpoint,))[0])
 
     def edge(self, edge_id: str) -> EdgeRecord | None:

@@ -14,9 +14,11 @@ import grpc
 
 from cloud_server.core import CloudCore, load_models
 from cloud_server.registry import Registry
+from ecd import tls as tls_
 from ecd.config import MiB, option
 from ecd.metrics import SchedulerMetrics, ServiceMetrics, start_metrics
 from ecd.transport import serde
+from ecd.transport.auth import caller
 from ecd.transport.catalog import to_status
 from ecd.transport.rpc import RunningServer, TransportConfig, start_server
 from ecd.errors import ConfigError, EcdError, PermissionDeniedError
@@ -45,6 +47,10 @@ class CloudConfig:
     placement_method: str = option("otacs_ls", "placement method (paper 003): otacs_ls, otacs, ttacs, exact, lf, dis, random, ...")
     placement_activation_cost: float = option(5.0, "an edge node's default activation cost (AC_j), in km of device round trips")
     placement_check_s: float = option(1.0, "how often the cloud looks for edge nodes that joined or were lost, seconds")
+    tls_dir: str = option("", "folder written by `ecd certs init`: ca.pem and this holder's NAME.pem/NAME.key (empty = plaintext, loopback only)")
+    tls_name: str = option("cloud", "which certificate in tls_dir is this holder's (NAME.pem, NAME.key)")
+    allow_plaintext: bool = option(False, "force plaintext on a non-loopback address (anyone on the network can then read and forge traffic)")
+    reflection: bool = option(True, "serve gRPC server reflection (turn off in production)")
     operator_peers: tuple = option(("127.0.0.1", "::1"), "addresses the operator's Scheduler calls are taken from (they "
                                    "show every device's position); 'any' = from everywhere")
 
@@ -106,6 +112,12 @@ class PlacementMonitor:
                 log.warning("[CloudServer.Placement] %s: placement failed: %s", reason, e)
 
 
+def _edge_owner() -> str:
+    """The name on the calling edge node's certificate ("" on a plaintext server)."""
+    who = caller()
+    return who.name if who.role == "edge" else ""
+
+
 class CloudServicer(pb_grpc.CloudServerServicer):
     def __init__(self, core: CloudCore, metrics: ServiceMetrics, workers: int, changes: Changes, monitor: PlacementMonitor):
         self.core = core
@@ -150,16 +162,18 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         return serde.assignment_to_pb(a)
 
     async def GetAssignment(self, request, context):
-        a = await _unary(context, self.core.get_assignment, request.device_id, request.token)
+        who = caller()
+        a = await _unary(context, self.core.get_assignment, request.device_id, request.token,
+                         who.name if who.role == "edge" else None)
         return serde.assignment_to_pb(a)
 
     async def RegisterEdge(self, request, context):
-        edge_id = await _unary(context, lambda r: self.core.register_edge(serde.edge_registration_from_pb(r)), request)
+        edge_id = await _unary(context, lambda r: self.core.register_edge(serde.edge_registration_from_pb(r), _edge_owner()), request)
         self.monitor.kick()
         return pb.RegisterEdgeResponse(edge_id=edge_id)
 
     async def DeregisterEdge(self, request, context):
-        await _unary(context, self.core.deregister_edge, request.edge_id)
+        await _unary(context, self.core.deregister_edge, request.edge_id, _edge_owner())
         self.monitor.kick()
         return pb.HeartbeatAck()
 
@@ -181,7 +195,7 @@ class CloudServicer(pb_grpc.CloudServerServicer):
             await event.wait()
 
     async def Heartbeat(self, request, context):
-        await _unary(context, lambda r: self.core.heartbeat(serde.heartbeat_from_pb(r)), request)
+        await _unary(context, lambda r: self.core.heartbeat(serde.heartbeat_from_pb(r), _edge_owner()), request)
         return pb.HeartbeatAck()
 
     async def FetchPartition(self, request, context):
@@ -227,32 +241,38 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         self.core = core
         self.check = check
 
+    async def _operator(self, context) -> None:
+        """Under mutual TLS the policy already admitted only operators; in plaintext (loopback)
+        only ``operator_peers`` may ask."""
+        if caller().role != "operator":
+            await _unary(context, self.check, context.peer())
+
     async def Place(self, request, context):
-        await _unary(context, self.check, context.peer())
+        await self._operator(context)
         report = await _unary(context, self.core.place, request.method, request.seed, "operator", in_thread=True)
         return serde.placement_report_to_pb(report)
 
     async def GetPlacement(self, request, context):
-        await _unary(context, self.check, context.peer())
+        await self._operator(context)
         return serde.placement_report_to_pb(await _unary(context, self.core.placement_report))
 
     async def CreateCampaign(self, request, context):
-        await _unary(context, self.check, context.peer())
+        await self._operator(context)
         report = await _unary(context, lambda r: self.core.create_campaign(serde.campaign_spec_from_pb(r)), request,
                               in_thread=True)
         return serde.campaign_report_to_pb(report)
 
     async def GetCampaign(self, request, context):
-        await _unary(context, self.check, context.peer())
+        await self._operator(context)
         return serde.campaign_report_to_pb(await _unary(context, self.core.campaign_report, request.campaign_id))
 
     async def ListReputations(self, request, context):
-        await _unary(context, self.check, context.peer())
+        await self._operator(context)
         devices, floor = await _unary(context, self.core.reputations)
         return pb.Reputations(devices=[serde.device_quality_to_pb(q) for q in devices], floor=floor)
 
     async def SelectSite(self, request, context):
-        await _unary(context, self.check, context.peer())
+        await self._operator(context)
         selection = await _unary(context, lambda r: self.core.select_site(serde.site_request_from_pb(r)), request)
         return serde.site_selection_to_pb(selection)
 
@@ -260,8 +280,8 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
 class SchedulerClient:
     """What ``ecd schedule`` asks a running cloud (operator side)."""
 
-    def __init__(self, target: str, timeout_s: float = 60.0):
-        self.channel = grpc.insecure_channel(target)
+    def __init__(self, target: str, timeout_s: float = 60.0, tls: tls_.Tls | None = None):
+        self.channel = tls_.channel(target, tls, "cloud")
         self.stub = pb_grpc.SchedulerStub(self.channel)
         self.target = target
         self.timeout_s = timeout_s
@@ -358,7 +378,8 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
     server = await start_server(
         register,
         [pb.DESCRIPTOR.services_by_name["CloudServer"].full_name, pb.DESCRIPTOR.services_by_name["Scheduler"].full_name],
-        cfg.host, cfg.port, transport,
+        cfg.host, cfg.port, transport, tls=tls_.load(cfg.tls_dir, cfg.tls_name), allow_plaintext=cfg.allow_plaintext,
+        reflection_on=cfg.reflection,
     )
     log.info("[CloudServer] serving %s on %s:%d (metrics %d, db %s)", ", ".join(core.models), cfg.host, server.port, metrics_port, registry.path)
     running = RunningCloud(server, registry, core, metrics, metrics_port, servicer)

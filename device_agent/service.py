@@ -27,6 +27,7 @@ import numpy as np
 from device_agent.core import AgentCore, FrameOutcome, Identity, RunReport, SimulatedSensor, Tally
 from device_agent.sources import open_source
 from ecd import distribution
+from ecd import tls as tls_
 from ecd.config import MiB, option
 from ecd.errors import ConfigError, EcdError, UnavailableError
 from ecd.manifest import Manifest
@@ -78,6 +79,9 @@ class AgentConfig:
     failover_wait_s: float = option(60.0, "how long to go on without any edge node answering (asking the cloud for a new one, with backoff) before giving up, seconds")
     sensor_seed: int = option(0, "seed of the simulated sensor whose readings answer campaign tasks")
     corrupt_reports: bool = option(False, "misbehave: send biased, noisy readings (to see CrowdPower catch it)")
+    tls_dir: str = option("", "folder written by `ecd certs init`: ca.pem and this holder's NAME.pem/NAME.key (empty = plaintext, loopback only)")
+    tls_name: str = option("device-1", "which certificate in tls_dir is this holder's (NAME.pem, NAME.key)")
+    allow_plaintext: bool = option(False, "force plaintext on a non-loopback address (anyone on the network can then read and forge traffic)")
     sensors: str = option("", "the phone's sensor benchmark scores for site selection, NAME=SCORE,... with scores 0..10 (e.g. temperature=7.5,camera=9)")
 
 
@@ -134,7 +138,9 @@ class DeviceAgent:
         self._tmp = None if cfg.model_dir else tempfile.TemporaryDirectory(prefix="ecd-agent-")
         self.model_dir = Path(cfg.model_dir or self._tmp.name)
         self._options = grpc_options(TransportConfig(max_message_bytes=cfg.max_message_bytes))
-        self.cloud_channel = grpc.insecure_channel(cfg.cloud, options=self._options)
+        self.tls = tls_.load(cfg.tls_dir, cfg.tls_name)
+        tls_.check_plaintext(self.tls, tls_.host_of(cfg.cloud), cfg.allow_plaintext, "--cloud")
+        self.cloud_channel = tls_.channel(cfg.cloud, self.tls, "cloud", self._options)
         self.cloud = pb_grpc.CloudServerStub(self.cloud_channel)
         self.edge_channel: grpc.Channel | None = None
         self._move: Assignment | None = None  # a new edge the cloud named, not yet switched to
@@ -156,6 +162,12 @@ class DeviceAgent:
         self.lost = 0
         self._unanswered: dict = {}
         self._stopping = threading.Event()
+
+    def _edge_channel(self, endpoint: str) -> grpc.Channel:
+        """A channel to the edge node the cloud named; under TLS it must hold an *edge* certificate
+        of this deployment's CA (a node that merely registered an address gets no frame)."""
+        tls_.check_plaintext(self.tls, tls_.host_of(endpoint), self.cfg.allow_plaintext, "edge_endpoint")
+        return tls_.channel(endpoint, self.tls, "edge", self._options)
 
     @property
     def assignment(self) -> Assignment | None:
@@ -186,7 +198,7 @@ class DeviceAgent:
         self.core.registered(manifest, assignment)
         self.placement_version = assignment.placement_version
         self._offer(assignment)
-        self.edge_channel = grpc.insecure_channel(assignment.edge_endpoint, options=self._options)
+        self.edge_channel = self._edge_channel(assignment.edge_endpoint)
         self.edges_used.append(assignment.edge_id)
         if self.cfg.follow:
             self._watcher = threading.Thread(target=self._watch, name="ecd-agent-watch", daemon=True)
@@ -299,7 +311,7 @@ class DeviceAgent:
                                                    placement_version=a.placement_version)
         if self.edge_channel:
             self.edge_channel.close()
-        self.edge_channel = grpc.insecure_channel(a.edge_endpoint, options=self._options)
+        self.edge_channel = self._edge_channel(a.edge_endpoint)
         self.moves += 1
         self.edges_used.append(a.edge_id)
         log.info("[DeviceAgent] %s moves from edge %s to %s (%s)", old.device_id, old.edge_id, a.edge_id, a.edge_endpoint)

@@ -45,6 +45,14 @@ REGISTRY: dict[str, ModelEntry] = {
             input_size=32,
         ),
         ModelEntry(
+            "faces_cnn",
+            "Tiny 6-block CNN, face / not-face, trained here on scikit-image's LFW subset (25x25), "
+            "with noise-aware fine-tuning for the device-side defence; bundled",
+            "models.faces_cnn:build",
+            bundled=True,
+            input_size=25,
+        ),
+        ModelEntry(
             "mobilenet_v2",
             "torchvision MobileNetV2: stem, 17 inverted-residual blocks, 1x1 conv, classifier",
             "models.torchvision_zoo:build_mobilenet_v2",

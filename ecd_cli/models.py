@@ -15,7 +15,7 @@ EXIT_CHECK_FAILED = 1  # the run worked and found a mismatch
 
 def cmd_models_list(args: argparse.Namespace) -> int:
     from ecd import zoo
-    from models.registry import REGISTRY
+    from ecd.zoo import REGISTRY
 
     rows = []
     for name, entry in sorted(REGISTRY.items()):
@@ -70,6 +70,18 @@ def cmd_models_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _strengths(text: str) -> tuple[float, ...]:
+    import math
+
+    try:
+        values = tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--strengths: expected comma-separated numbers, got {text!r}") from None
+    if any(not math.isfinite(v) or v < 0 for v in values):
+        raise ConfigError(f"--strengths: every strength must be finite and >= 0, got {text!r}")
+    return values
+
+
 def cmd_models_privacy(args: argparse.Namespace) -> int:
     import time
     from dataclasses import replace
@@ -80,8 +92,8 @@ def cmd_models_privacy(args: argparse.Namespace) -> int:
     try:
         from tqdm import tqdm
 
-        from models.measure_privacy import measure_privacy, plot_reconstructions
-        from models.privacy import QUICK, AttackSettings
+        from models.measure_privacy import measure_privacy, plot_defence, plot_reconstructions
+        from models.privacy import DEFAULT_STRENGTHS, QUICK, QUICK_STRENGTHS, AttackSettings
     except ImportError as e:
         raise MissingExtraError(
             f"measuring privacy needs torch ({e.name} is not installed): pip install 'ecd-runtime[models]'"
@@ -91,29 +103,79 @@ def cmd_models_privacy(args: argparse.Namespace) -> int:
         if args.images < 1:
             raise ConfigError(f"--images: expected >= 1, got {args.images}")
         settings = replace(settings, n_images=args.images)
+    for flag, field in (("whitebox_iters", "whitebox_iters"), ("decoder_epochs", "decoder_epochs"),
+                        ("decoder_width", "decoder_width")):
+        value = getattr(args, flag)
+        if value is not None:
+            if value < 1:
+                raise ConfigError(f"--{flag.replace('_', '-')}: expected >= 1, got {value}")
+            settings = replace(settings, **{field: value})
     settings = replace(settings, seed=args.seed)
+    if args.no_defence:
+        strengths: tuple[float, ...] | None = None
+    elif args.strengths is not None:
+        strengths = _strengths(args.strengths)
+    else:
+        strengths = QUICK_STRENGTHS if args.quick else DEFAULT_STRENGTHS
+    cells = (len(set(strengths) | {0.0}) - (0 if args.keep_curve else 1)) * (manifest.n_blocks + 1) if strengths else 0
+    total = (0 if args.keep_curve else manifest.n_blocks + 1) + cells
     start = time.perf_counter()
-    with tqdm(total=manifest.n_blocks + 1, desc=f"attacks on {manifest.model_id}", unit="split") as bar:
-        updated, results, images = measure_privacy(manifest, settings, progress=lambda b: bar.update(1))
+    with tqdm(total=total, desc=f"attacks on {manifest.model_id}", unit="cell") as bar:
+        m = measure_privacy(
+            manifest, settings, progress=lambda b: bar.update(1), strengths=strengths,
+            keep_curve=args.keep_curve,
+            cell_progress=lambda st, b: bar.update(1) if (st > 0 or args.keep_curve) else None,
+        )
     elapsed = time.perf_counter() - start
-    rows = [
-        [r.split, f"{r.whitebox_ssim:.3f}", f"{r.decoder_ssim:.3f}", f"{r.p_priv:.3f}",
-         "-" if r.whitebox_psnr is None else f"{r.whitebox_psnr:.1f}",
-         "-" if r.decoder_psnr is None else f"{r.decoder_psnr:.1f}"]
-        for r in results
-    ]
-    print_table(["b", "white-box SSIM", "decoder SSIM", "P_priv", "white-box PSNR dB", "decoder PSNR dB"], rows)
-    baseline = updated.privacy.get("label_only_baseline_ssim")
-    if baseline is not None:
-        print(f"label-only baseline (SSIM of each image vs its class's mean attacker image): {baseline:.3f}")
-    below = updated.privacy["first_split_below_unrecognisable"]
-    print("falls below SSIM 0.3 (unrecognisable) at split "
+    updated, results, images = m.manifest, m.results, m.images
+    privacy = updated.privacy
+    leak = privacy.get("leakage")
+    if results:
+        rows = [
+            [r.split, f"{r.whitebox_ssim:.3f}", f"{r.decoder_ssim:.3f}", f"{r.p_priv:.3f}",
+             "-" if leak is None else f"{leak[r.split]:.3f}",
+             "-" if r.whitebox_psnr is None else f"{r.whitebox_psnr:.1f}",
+             "-" if r.decoder_psnr is None else f"{r.decoder_psnr:.1f}",
+             f"{r.whitebox_match:.3f}", f"{r.decoder_match:.3f}"]
+            for r in results
+        ]
+        print_table(["b", "white-box SSIM", "decoder SSIM", "S = max", "leakage L", "white-box PSNR dB",
+                     "decoder PSNR dB", "white-box match", "decoder match"], rows)
+    elif leak is not None:
+        print("kept the measured curve S(b): " + ", ".join(f"{v:.3f}" for v in privacy["curve"]))
+        print("leakage beyond the label L(b): " + ", ".join(f"{v:.3f}" for v in leak))
+    lo = privacy.get("label_only")
+    if lo is not None:
+        print(f"label-only attacker (mean attacker image of the output class): SSIM {lo['ssim']:.3f}, "
+              f"identity match {lo['identity_match']:.3f} (chance {1 / len(images.evaluation):.3f})")
+    d = privacy.get("defence")
+    if d is not None:
+        t = d["table"]
+        rows = []
+        for k, st in enumerate(d["strengths"]):
+            for b in range(updated.n_blocks + 1):
+                rows.append([f"{st:g}", b, f"{t['whitebox_ssim'][k][b]:.3f}", f"{t['decoder_ssim'][k][b]:.3f}",
+                             f"{t['leakage'][k][b]:.3f}",
+                             f"{t['whitebox_identity_match'][k][b]:.3f}", f"{t['decoder_identity_match'][k][b]:.3f}",
+                             "-" if t["decoder_psnr_db"][k][b] is None else f"{t['decoder_psnr_db'][k][b]:.1f}",
+                             f"{t['accuracy'][k][b]:.4f}"])
+        print(f"defence: Laplace noise, scale = strength x mean|z_b|; adaptive attacks; accuracy on "
+              f"{d['n_accuracy_images']} held-out images (undefended {d['baseline_accuracy']:.4f})")
+        print_table(["strength", "b", "white-box SSIM", "decoder SSIM", "leakage L", "white-box match",
+                     "decoder match", "decoder PSNR dB", "accuracy"], rows)
+    below = privacy.get("first_split_below_unrecognisable")
+    print("S falls below SSIM 0.3 (unrecognisable) at split "
           + (str(below) if below is not None else "— never, at any split"))
     print(f"{len(images.evaluation)} evaluation images; measured in {elapsed:.1f} s; written to "
           f"{updated.directory / 'manifest.json'}")
     if args.plot:
-        plot_reconstructions(results, images, Path(args.plot), updated.model_id)
-        print(f"picture: {args.plot}")
+        if results:
+            plot_reconstructions(results, images, Path(args.plot), updated.model_id)
+            print(f"picture: {args.plot}")
+        if d is not None:
+            defence_plot = Path(args.plot).with_name(Path(args.plot).stem + "_defence.png")
+            plot_defence(m, defence_plot)
+            print(f"defence picture: {defence_plot}")
     return 0
 
 
@@ -177,7 +239,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="small settings (for tests), not for the real curve")
     p.add_argument("--images", type=int, help="evaluation images (default 64; --quick 8)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--plot", help="write originals, reconstructions and the SSIM curve to this PNG")
+    p.add_argument("--plot", help="write originals, reconstructions and the SSIM curve to this PNG "
+                   "(and the defence table to NAME_defence.png)")
+    p.add_argument("--strengths", help="defence strengths to measure, comma-separated (default 0,0.5,1,2,4,8; "
+                   "--quick 0,2,8)")
+    p.add_argument("--no-defence", action="store_true", help="measure the undefended curve only")
+    p.add_argument("--keep-curve", action="store_true",
+                   help="keep the manifest's measured undefended curve; measure the label-only baseline, "
+                   "the leakage and the defence table only")
+    p.add_argument("--whitebox-iters", type=int, help="override the white-box iterations")
+    p.add_argument("--decoder-epochs", type=int, help="override the decoder's epochs")
+    p.add_argument("--decoder-width", type=int, help="override the decoder's width")
     p.set_defaults(func=cmd_models_privacy)
 
     p = msub.add_parser("check", help="per-block timing and the per-split identity check")

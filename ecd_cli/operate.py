@@ -23,7 +23,18 @@ from ecd_cli.fmt import print_table
 def _client(args: argparse.Namespace):
     from cloud_server.service import SchedulerClient
 
-    return SchedulerClient(args.cloud)
+    from ecd import tls
+
+    credentials = tls.load(args.tls_dir, args.tls_name)
+    tls.check_plaintext(credentials, tls.host_of(args.cloud), args.allow_plaintext, "--cloud")
+    return SchedulerClient(args.cloud, tls=credentials)
+
+
+def _cloud_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cloud", required=True, help="the cloud server, HOST:PORT")
+    p.add_argument("--tls-dir", default="", help="folder from `ecd certs init` holding ca.pem and the operator's certificate")
+    p.add_argument("--tls-name", default="operator", help="the operator's certificate in --tls-dir (NAME.pem, NAME.key)")
+    p.add_argument("--allow-plaintext", action="store_true", help="force plaintext to a non-loopback cloud")
 
 
 def _show(report: PlacementReport, args: argparse.Namespace) -> int:
@@ -165,7 +176,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, helptext, func in (("place", "compute and apply a new placement", cmd_place),
                                  ("placement", "show the placement in force", cmd_show)):
         p = schsub.add_parser(name, help=helptext)
-        p.add_argument("--cloud", required=True, help="the cloud server, HOST:PORT")
+        _cloud_arguments(p)
         if name == "place":
             p.add_argument("--method", default="", help="otacs_ls, otacs, ttacs, exact, lf, dis, random, ... (default: the cloud's)")
             p.add_argument("--seed", type=int, default=0)
@@ -175,7 +186,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     camp = schsub.add_parser("campaign", help="sensing campaigns: TAPP over the devices' traces, or coverage-aware over their positions")
     campsub = camp.add_subparsers(dest="campaign_command", required=True)
     p = campsub.add_parser("create", help="allocate a campaign and hand its tasks to the chosen devices")
-    p.add_argument("--cloud", required=True, help="the cloud server, HOST:PORT")
+    _cloud_arguments(p)
     p.add_argument("--name", default="campaign")
     p.add_argument("--grid", required=True, help="the area, SOUTH,WEST,NORTH,EAST in degrees")
     p.add_argument("--rows", type=int, default=3)
@@ -193,11 +204,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_campaign_create)
     p = campsub.add_parser("show", help="a campaign's allocation, answers and (once done) CrowdPower scores")
     p.add_argument("campaign_id")
-    p.add_argument("--cloud", required=True, help="the cloud server, HOST:PORT")
+    _cloud_arguments(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_campaign_show)
     p = schsub.add_parser("site", help="CrowdPower site selection: which edge node's area should sense an event")
-    p.add_argument("--cloud", required=True, help="the cloud server, HOST:PORT")
+    _cloud_arguments(p)
     p.add_argument("--event", required=True, help="traffic_conditions, traffic_accident, fire, storm, heart_attack, volcanic_eruption")
     p.add_argument("--level", type=float, default=5.0, help="phone quality wanted, 0..10")
     p.add_argument("--budget", type=float, default=5.0, help="the most the chosen group may cost (each device costs 1)")
@@ -205,6 +216,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_site)
     p = schsub.add_parser("reputation", help="every device's CrowdPower reputation and the floor")
-    p.add_argument("--cloud", required=True, help="the cloud server, HOST:PORT")
+    _cloud_arguments(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reputation)

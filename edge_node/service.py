@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 
+from ecd import tls as tls_
 from ecd.config import MiB, option
 from ecd.errors import AuthenticationError, EcdError, UnavailableError
 from ecd.metrics import ServiceMetrics, start_metrics
@@ -50,6 +51,10 @@ class EdgeConfig:
     grace_s: float = option(5.0, "seconds in-flight calls get on SIGTERM")
     position: str = option("", "where this node stands, LAT,LON in degrees (placement uses it; empty = unknown)")
     activation_cost: float = option(0.0, "placement's cost of keeping this node active (0 = the cloud's default)")
+    tls_dir: str = option("", "folder written by `ecd certs init`: ca.pem and this holder's NAME.pem/NAME.key (empty = plaintext, loopback only)")
+    tls_name: str = option("edge-1", "which certificate in tls_dir is this holder's (NAME.pem, NAME.key)")
+    allow_plaintext: bool = option(False, "force plaintext on a non-loopback address (anyone on the network can then read and forge traffic)")
+    reflection: bool = option(True, "serve gRPC server reflection (turn off in production)")
 
 
 class GrpcCloudClient:
@@ -200,7 +205,9 @@ async def _heartbeat(stub: pb_grpc.CloudServerStub, registration: EdgeRegistrati
 async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     position = Position.parse(cfg.position, "position")  # a bad option fails before anything starts
     transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, grace_s=cfg.grace_s)
-    channel = grpc.aio.insecure_channel(cfg.cloud, options=grpc_options(transport))
+    credentials = tls_.load(cfg.tls_dir, cfg.tls_name)
+    tls_.check_plaintext(credentials, tls_.host_of(cfg.cloud), cfg.allow_plaintext, "cloud")
+    channel = tls_.aio_channel(cfg.cloud, credentials, "cloud", grpc_options(transport))
     stub = pb_grpc.CloudServerStub(channel)
     tmp = None if cfg.model_dir else tempfile.TemporaryDirectory(prefix="ecd-edge-")
     model_dir = Path(cfg.model_dir or tmp.name)
@@ -211,7 +218,7 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     server = await start_server(
         lambda s: pb_grpc.add_EdgeNodeServicer_to_server(EdgeServicer(core), s),
         [pb.DESCRIPTOR.services_by_name["EdgeNode"].full_name],
-        cfg.host, cfg.port, transport,
+        cfg.host, cfg.port, transport, tls=credentials, allow_plaintext=cfg.allow_plaintext, reflection_on=cfg.reflection,
     )
     endpoint = cfg.advertise or f"{cfg.host}:{server.port}"
     try:

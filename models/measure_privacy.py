@@ -7,7 +7,7 @@ models, crops of scikit-image's bundled photos, with disjoint photos for evaluat
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +19,20 @@ from ecd.manifest import Manifest, sha256_bytes
 from ecd.partition import Partition
 from ecd.splitcheck import relative_max_abs_diff
 from models.definition import ModelDefinition, define_model
-from models.privacy import AttackImages, AttackSettings, SplitReconstruction, measure_curve, privacy_record
+from models.privacy import (
+    DEFAULT_STRENGTHS,
+    AttackImages,
+    AttackSettings,
+    SplitReconstruction,
+    attack_split,
+    calibrate,
+    defence_record,
+    defended_accuracy,
+    leakage,
+    measure_curve,
+    measure_label_only,
+    privacy_record,
+)
 
 EVALUATION_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 ATTACKER_PHOTOS = ("cat", "immunohistochemistry", "hubble_deep_field", "retina", "coins", "camera")
@@ -78,6 +91,17 @@ def attack_images(manifest: Manifest, n_images: int, seed: int) -> tuple[AttackI
             data.train_labels,
         )
         return images, source
+    if manifest.model_id == "faces_cnn":
+        from models.faces_cnn import load_faces_split
+
+        data = load_faces_split()
+        evaluation = data.test_images[:n_images].astype(np.float32)[:, None] / 255.0
+        attacker = data.train_images.astype(np.float32)[:, None] / 255.0
+        source = "lfw_subset held-out split, faces and non-faces (evaluation); training split (attacker)"
+        images = AttackImages(
+            torch.from_numpy(evaluation), torch.from_numpy(attacker), data.test_labels[:n_images], data.train_labels
+        )
+        return images, source
     else:
         rng = np.random.default_rng(seed)
         size = manifest.input.shape[-1]
@@ -89,19 +113,138 @@ def attack_images(manifest: Manifest, n_images: int, seed: int) -> tuple[AttackI
     return AttackImages(torch.from_numpy(evaluation), torch.from_numpy(attacker)), source
 
 
+FINE_TUNED = {
+    "faces_cnn": "yes: every block trained with the noise at a random split and strength (models/faces_cnn.py)",
+    "digits_cnn": "no: the bundled digits blocks are kept; the table shows what noise alone costs",
+}
+
+
+@dataclass
+class Measurement:
+    manifest: Manifest
+    results: list[SplitReconstruction]  # the undefended curve (empty when kept from the manifest)
+    images: AttackImages
+    cells: dict[tuple[float, int], SplitReconstruction]  # (strength, split) -> defended attack
+
+
 def measure_privacy(
     manifest: Manifest,
     settings: AttackSettings,
     progress: Callable[[int], None] | None = None,
-) -> tuple[Manifest, list[SplitReconstruction], AttackImages]:
-    """Measure the curve and write it into the manifest in place; returns the updated manifest."""
+    strengths: tuple[float, ...] | None = DEFAULT_STRENGTHS,
+    keep_curve: bool = False,
+    cell_progress: Callable[[float, int], None] | None = None,
+) -> Measurement:
+    """Measure and write into the manifest in place.
+
+    The undefended curve (both attacks at every split) unless ``keep_curve`` (then the manifest's
+    measured curve stays, and only the label-only baseline, the leakage and the defence table are
+    measured); the label-only baseline; with ``strengths``, the defence table — both adaptive
+    attacks and the task accuracy at every (strength, split).
+    """
     torch.set_num_threads(max(torch.get_num_threads(), 1))
     definition = torch_model_for(manifest)
+    blocks, spec = definition.blocks, manifest.input
     images, source = attack_images(manifest, settings.n_images, settings.seed)
-    results = measure_curve(definition.blocks, manifest.input, images, settings, progress)
-    updated = replace(manifest, privacy=privacy_record(results, settings, images, source))
+    label_only = measure_label_only(images, blocks, spec)
+    if keep_curve:
+        if not manifest.privacy or "curve" not in manifest.privacy:
+            raise EcdError(f"--keep-curve: model {manifest.model_id!r} has no measured curve to keep")
+        record = dict(manifest.privacy)
+        results: list[SplitReconstruction] = []
+        record["label_only"] = {
+            "attack": "learned decoder's MSE optimum from the one-hot task output: the attacker's mean "
+            "image of the class the model outputs",
+            "ssim": round(label_only.ssim, 4),
+            "psnr_db": None if label_only.psnr is None else round(label_only.psnr, 4),
+            "identity_match": round(label_only.match, 4),
+            "n_evaluation": int(len(images.evaluation)),
+        }
+        record["label_only_baseline_ssim"] = round(label_only.ssim, 4)
+        from models.privacy import LEAKAGE_DEFINITION
+
+        record["leakage_definition"] = LEAKAGE_DEFINITION
+        record["leakage"] = [round(leakage(v, label_only.ssim), 4) for v in record["curve"]]
+    else:
+        results = measure_curve(blocks, spec, images, settings, progress)
+        record = privacy_record(results, settings, images, source, label_only)
+    cells: dict[tuple[float, int], SplitReconstruction] = {}
+    if strengths:
+        if 0.0 not in strengths:
+            strengths = (0.0, *strengths)
+        strengths = tuple(sorted(set(float(v) for v in strengths)))
+        defence = calibrate(blocks, spec, images.attacker)
+        pixels, labels = _accuracy_set(manifest)
+        base_acc = defended_accuracy(blocks, spec, 0, 0.0, None, pixels, labels, settings.seed)
+        for st in strengths:
+            for b in range(manifest.n_blocks + 1):
+                if st == 0.0 and results:
+                    cell = results[b]
+                else:
+                    cell = attack_split(blocks, spec, b, images, settings, defence, st)
+                cell.accuracy = defended_accuracy(blocks, spec, b, st, defence, pixels, labels, settings.seed)
+                cells[(st, b)] = cell
+                if cell_progress:
+                    cell_progress(st, b)
+        record["defence"] = defence_record(
+            cells, strengths, manifest.n_blocks + 1, defence, settings, label_only, base_acc, len(labels),
+            FINE_TUNED.get(manifest.model_id, "no"),
+        )
+    else:
+        record.pop("defence", None)
+    updated = replace(manifest, privacy=record)
     updated.write(manifest.directory)
-    return updated, results, images
+    return Measurement(updated, results, images, cells)
+
+
+def _accuracy_set(manifest: Manifest) -> tuple[torch.Tensor, np.ndarray]:
+    """All the model's held-out images (pixels in [0, 1]) and labels, for task accuracy."""
+    from ecd.manifest import load_heldout
+
+    held = load_heldout(manifest)
+    images = held.images if held.images.ndim == 4 else held.images[..., None]
+    pixels = images.astype(np.float32).transpose(0, 3, 1, 2) * np.float32(manifest.input.pixel_scale)
+    return torch.from_numpy(np.ascontiguousarray(pixels)), held.labels
+
+
+def plot_defence(measurement: Measurement, path: Path) -> None:
+    """Leakage beyond the label and identity matching vs strength per split, and the frontier."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    d = measurement.manifest.privacy["defence"]
+    strengths, t = d["strengths"], d["table"]
+    n_split = len(t["leakage"][0])
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for b in range(n_split):
+        axes[0].plot(strengths, [t["leakage"][k][b] for k in range(len(strengths))], "o-", ms=3, label=f"b={b}")
+        best = [max(t["whitebox_identity_match"][k][b], t["decoder_identity_match"][k][b]) for k in range(len(strengths))]
+        axes[1].plot(strengths, best, "o-", ms=3, label=f"b={b}")
+    axes[0].set_xlabel("defence strength")
+    axes[0].set_ylabel("leakage beyond the label L")
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[0].legend(fontsize=7, ncol=2)
+    axes[1].axhline(d["identity_match_chance"], color="grey", ls=":", lw=0.8, label="chance")
+    axes[1].axhline(d["identity_match_chance"] + 0.1, color="red", ls=":", lw=0.8, label="chance + 10 pts")
+    axes[1].set_xlabel("defence strength")
+    axes[1].set_ylabel("identity match (best attack)")
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[1].legend(fontsize=7)
+    for k, st in enumerate(strengths):
+        sim = [max(t["whitebox_ssim"][k][b], t["decoder_ssim"][k][b]) for b in range(n_split)]
+        acc = [t["accuracy"][k][b] for b in range(n_split)]
+        axes[2].scatter(acc, sim, s=14, label=f"strength {st:g}")
+    axes[2].axhline(0.3, color="grey", ls=":", lw=0.8)
+    axes[2].axhline(d["label_only_ssim"], color="k", ls="--", lw=0.8, label="label-only")
+    axes[2].set_xlabel("task accuracy (held-out)")
+    axes[2].set_ylabel("max SSIM of both attacks")
+    axes[2].legend(fontsize=7)
+    fig.suptitle(f"{measurement.manifest.model_id}: Laplace-noise defence, adaptive attacks", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot_reconstructions(

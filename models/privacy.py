@@ -417,23 +417,68 @@ def first_split_below(curve: Sequence[float], line: float = UNRECOGNISABLE_SSIM)
     return next((b for b, v in enumerate(curve) if v < line), None)
 
 
-def privacy_record(results: Sequence[SplitReconstruction], s: AttackSettings, images: AttackImages, source: str) -> dict:
+@dataclass(frozen=True)
+class LabelOnly:
+    """The label-only attacker's scores (what the task output alone reveals)."""
+
+    ssim: float
+    psnr: float | None
+    match: float
+    reconstructions: np.ndarray
+
+
+def measure_label_only(images: AttackImages, blocks: Sequence[Block] | None = None,
+                       spec: InputSpec | None = None) -> LabelOnly | None:
+    recon = label_only_reconstructions(images, blocks, spec)
+    if recon is None:
+        return None
+    originals = images.evaluation.numpy()
+    value, p = _mean_scores(recon, originals)
+    return LabelOnly(value, p, identity_match(recon, originals), recon)
+
+
+def rnd(v: float | None, digits: int = 4) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), digits)
+
+
+def table_digest(table: dict) -> str:
+    """sha256 over the defence table's canonical JSON (ecd.split checks it)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(table, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+LEAKAGE_DEFINITION = (
+    "L(b) = clip((S(b) - S_label) / (1 - S_label), 0, 1): S(b) = max over both attacks of mean SSIM "
+    "(clipped to [0, 1]) between the evaluation images and their reconstructions from the activation "
+    "at split b; S_label = the same score for the label-only attacker (the attacker's mean image of "
+    "the class the model outputs)"
+)
+
+
+def privacy_record(
+    results: Sequence[SplitReconstruction],
+    s: AttackSettings,
+    images: AttackImages,
+    source: str,
+    label_only: LabelOnly | None = None,
+    defence: dict | None = None,
+) -> dict:
     """The manifest's ``privacy`` field."""
     curve = [round(r.p_priv, 4) for r in results]
-    baseline = label_only_baseline(images)
-
-    def rnd(v: float | None) -> float | None:
-        return None if v is None else round(v, 4)
-
-    return {
+    baseline = label_only.ssim if label_only is not None else label_only_baseline(images)
+    record = {
         "metric": "ssim",
-        "definition": "P_priv(b) = max over attacks of mean SSIM (clipped to [0, 1]) between the "
-        "evaluation images and their reconstructions from the activation at split b",
+        "definition": "curve: S(b) = max over attacks of mean SSIM (clipped to [0, 1]) between the "
+        "evaluation images and their reconstructions from the activation at split b; the split "
+        "decision uses the leakage beyond the label (see 'leakage')",
         "curve": curve,
         "attacks": {
             "whitebox_rmle": {
                 "ssim": [rnd(r.whitebox_ssim) for r in results],
                 "psnr_db": [rnd(r.whitebox_psnr) for r in results],
+                "identity_match": [rnd(r.whitebox_match) for r in results],
                 "settings": {
                     "iterations": s.whitebox_iters,
                     "learning_rate": s.whitebox_lr,
@@ -445,6 +490,7 @@ def privacy_record(results: Sequence[SplitReconstruction], s: AttackSettings, im
             "learned_decoder": {
                 "ssim": [rnd(r.decoder_ssim) for r in results],
                 "psnr_db": [rnd(r.decoder_psnr) for r in results],
+                "identity_match": [rnd(r.decoder_match) for r in results],
                 "settings": {
                     "epochs": s.decoder_epochs,
                     "learning_rate": s.decoder_lr,
@@ -460,7 +506,71 @@ def privacy_record(results: Sequence[SplitReconstruction], s: AttackSettings, im
         "label_only_baseline_ssim": None if baseline is None else round(baseline, 4),
         "unrecognisable_ssim": UNRECOGNISABLE_SSIM,
         "first_split_below_unrecognisable": first_split_below(curve),
+        "identity_match_chance": round(1.0 / len(images.evaluation), 4),
         "reference": "He, Zhang, Lee, Model inversion attacks against collaborative inference, ACSAC 2019",
+    }
+    if label_only is not None:
+        record["label_only"] = {
+            "attack": "learned decoder's MSE optimum from the one-hot task output: the attacker's "
+            "mean image of the class the model outputs",
+            "ssim": rnd(label_only.ssim),
+            "psnr_db": rnd(label_only.psnr),
+            "identity_match": rnd(label_only.match),
+        }
+        record["leakage_definition"] = LEAKAGE_DEFINITION
+        record["leakage"] = [round(leakage(v, label_only.ssim), 4) for v in curve]
+    if defence is not None:
+        record["defence"] = defence
+    return record
+
+
+def defence_record(
+    cells: dict[tuple[float, int], SplitReconstruction],
+    strengths: Sequence[float],
+    n_splits: int,
+    defence: Defence,
+    s: AttackSettings,
+    label_only: LabelOnly,
+    baseline_accuracy: float,
+    n_accuracy_images: int,
+    fine_tuned: str,
+) -> dict:
+    """The manifest's ``privacy.defence``: every (strength, split) cell, both adaptive attacks."""
+
+    def grid(get) -> list[list[float | None]]:
+        return [[rnd(get(cells[(st, b)])) for b in range(n_splits)] for st in strengths]
+
+    table = {
+        "whitebox_ssim": grid(lambda c: c.whitebox_ssim),
+        "decoder_ssim": grid(lambda c: c.decoder_ssim),
+        "whitebox_psnr_db": grid(lambda c: c.whitebox_psnr),
+        "decoder_psnr_db": grid(lambda c: c.decoder_psnr),
+        "whitebox_identity_match": grid(lambda c: c.whitebox_match),
+        "decoder_identity_match": grid(lambda c: c.decoder_match),
+        "leakage": grid(lambda c: leakage(c.p_priv, label_only.ssim)),
+        "accuracy": grid(lambda c: c.accuracy),
+    }
+    return {
+        "kind": "laplace_noise",
+        "reference": "Titcombe, Hall, Papadopoulos, Romanini, Practical defences against model "
+        "inversion attacks for split neural networks, 2021 (Laplacian noise on the intermediate "
+        "tensor, model trained with the noise)",
+        "noise": "Laplace(0, strength x scale[b]) added to every element of the activation at split b "
+        "on the device, before encoding; scale[b] = mean |activation| over the training images (ours)",
+        "fine_tuned": fine_tuned,
+        "strengths": [float(v) for v in strengths],
+        "scale": [float(v) for v in defence.scale],
+        "baseline_accuracy": round(baseline_accuracy, 4),
+        "n_accuracy_images": int(n_accuracy_images),
+        "accuracy_draws": 5,
+        "settings": asdict(s),
+        "attacker": "adaptive: the decoder trains on activations defended as the device does (fresh "
+        "noise every epoch); the white-box attack maximises the Laplace likelihood (L1 feature loss)",
+        "label_only_ssim": rnd(label_only.ssim),
+        "label_only_identity_match": rnd(label_only.match),
+        "identity_match_chance": round(1.0 / len(label_only.reconstructions), 4),
+        "table": table,
+        "table_sha256": table_digest(table),
     }
 
 

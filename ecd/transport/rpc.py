@@ -17,8 +17,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from ecd import tls as tls_
 from ecd.config import MiB
 from ecd.errors import ConfigError
+from ecd.tls import Tls
 
 log = logging.getLogger("ecd.transport.rpc")
 
@@ -74,18 +76,28 @@ async def start_server(
     host: str,
     port: int,
     cfg: TransportConfig,
+    tls: Tls | None = None,
+    allow_plaintext: bool = False,
+    reflection_on: bool = True,
 ) -> RunningServer:
-    """A grpc.aio server with the services ``register`` adds, health and reflection; returns
-    (server, bound port). ``port=0`` picks a free port."""
-    server = grpc.aio.server(options=grpc_options(cfg))
+    """A grpc.aio server with the services ``register`` adds, health and (``reflection_on``)
+    reflection, behind the authorization policy (:mod:`ecd.transport.auth`); mutual TLS with
+    ``tls``, else plaintext — refused beyond loopback unless ``allow_plaintext``. Returns the
+    running server and its bound port; ``port=0`` picks a free port."""
+    from ecd.transport.auth import Authorizer
+
+    tls_.check_plaintext(tls, host, allow_plaintext, "host")
+    server = grpc.aio.server(options=grpc_options(cfg), interceptors=[Authorizer(enforce=tls is not None)])
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    if reflection_on:
+        reflection.enable_server_reflection([*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     if port:
         _check_free(host, port)
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        address = f"{host}:{port}"
+        bound = server.add_secure_port(address, tls.server_credentials()) if tls else server.add_insecure_port(address)
     except RuntimeError:  # grpc raises this for an address it cannot parse or bind
         bound = 0
     if bound == 0:
@@ -96,10 +108,12 @@ async def start_server(
     return RunningServer(server, bound, health_servicer)
 
 
-def wait_healthy(target: str, timeout_s: float = 30.0, service: str = "") -> None:
-    """Block until ``target`` answers SERVING on the health service (no sleeps in callers)."""
+def wait_healthy(target: str, timeout_s: float = 30.0, service: str = "", tls: Tls | None = None,
+                 server_role: str = "") -> None:
+    """Block until ``target`` answers SERVING on the health service (no sleeps in callers); with
+    ``tls``, over mutual TLS to a server holding a ``server_role`` certificate."""
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(target) as channel:
+    with tls_.channel(target, tls, server_role) as channel:
         grpc.channel_ready_future(channel).result(timeout=timeout_s)
         stub = health_pb2_grpc.HealthStub(channel)
         while True:

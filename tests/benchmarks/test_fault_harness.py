@@ -45,6 +45,8 @@ def test_histogram_quantile_interpolates_like_prometheus() -> None:
     assert procs.histogram_quantile(0.99, buckets) == pytest.approx(0.9875)
     assert procs.histogram_quantile(0.95, {1.0: 90.0, math.inf: 100.0}) == 1.0  # in +Inf: the last finite bound
     assert procs.histogram_quantile(0.5, {}) is None
+    assert procs.beyond_top(0.95, {1.0: 90.0, math.inf: 100.0})
+    assert not procs.beyond_top(0.5, buckets)
 
 
 def test_flat_runs_find_stalls_only_while_work_is_outstanding() -> None:
