@@ -503,16 +503,18 @@ class AgentFlags:
 
     @classmethod
     def detect(cls, root: Path, python: str) -> AgentFlags:
-        text = subprocess.run([python, "-m", "ecd_cli", "device-agent", "--help"], cwd=root, capture_output=True,
-                              text=True, timeout=120, check=True, env={**os.environ, "PYTHONPATH": str(root)}).stdout
-        return cls.from_help(text)
+        done = subprocess.run([python, "-m", "ecd_cli", "device-agent", "--help"], cwd=root, capture_output=True,
+                              text=True, timeout=120, check=False, env={**os.environ, "PYTHONPATH": str(root)})
+        if done.returncode != 0:
+            raise SystemExit(f"`ecd device-agent --help` in {root} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+        return cls.from_help(done.stdout)
 
 
 def code_under_test(root: Path, python: str) -> dict:
     """Which checkout the tiers import (``ecd.__file__`` as a tier sees it) and its commit."""
     env = {**os.environ, "PYTHONPATH": str(root)}
     ecd_file = subprocess.run([python, "-c", "import ecd; print(ecd.__file__)"], cwd=root, capture_output=True,
-                              text=True, timeout=60, check=True, env=env).stdout.strip()
+                              text=True, timeout=60, check=False, env=env).stdout.strip()
     git = ["git", "-C", str(root)]
     head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
     dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,

@@ -84,6 +84,9 @@ def parse_profile(text: str) -> DeviceProfile:
     return device_from_dict(d, "in the request")
 
 
+MOVE_GRACE_S = 30.0  # an edge node may still serve a device this long after placement moved it away
+
+
 class CloudCore:
     def __init__(
         self,
@@ -106,6 +109,7 @@ class CloudCore:
         self.max_batch = max_batch
         self.device_lease_s = device_lease_s
         self._touched: dict[str, float] = {}  # device id -> when its lease was last written
+        self._moved_from: dict[str, dict[str, float]] = {}  # device id -> {edge id it left: when}
         self.placement_method = placement.check_method(placement_method)
         if not (math.isfinite(placement_activation_cost) and placement_activation_cost >= 0):
             raise RequestError(f"placement_activation_cost: expected a finite value >= 0, got {placement_activation_cost}")
@@ -268,10 +272,8 @@ class CloudCore:
         """The device's assignment. ``edge_owner``: the asker is the edge node holding that
         certificate, checking a token it was shown — only for a device assigned to it."""
         d = self._on_live_edge(self.authenticate(device_id, token))
-        if edge_owner is not None:
-            edge = self.registry.edge(d.edge_id)
-            if edge is None or edge.owner != edge_owner:
-                raise PermissionDeniedError(f"device_id: device {device_id} is not assigned to this edge node")
+        if edge_owner is not None and not self._serves(d, edge_owner):
+            raise PermissionDeniedError(f"device_id: device {device_id} is not assigned to this edge node")
         return self._assignment(d, d.split_device)
 
     def _on_live_edge(self, d: DeviceRecord) -> DeviceRecord:
@@ -282,7 +284,7 @@ class CloudCore:
             return d
         position = Position(d.lat, d.lon) if d.lat is not None and d.lon is not None else None
         edge = self._pick_edge(position)
-        self.registry.set_device_edges({d.device_id: edge})
+        self._move({d.device_id: edge}, {d.device_id: d.edge_id})
         self.on_change()
         return self.registry.device(d.device_id)
 
@@ -303,6 +305,23 @@ class CloudCore:
         if record is None:
             raise PermissionDeniedError(f"endpoint: {req.endpoint} is registered by another edge node")
         return record.edge_id
+
+    def _move(self, mapping: dict[str, str], previous: dict[str, str]) -> None:
+        """Apply device -> edge moves, remembering each device's previous edge for ``MOVE_GRACE_S``:
+        frames a device sent before it heard of the move are still served there."""
+        now = time.monotonic()
+        for device_id, edge_id in mapping.items():
+            old = previous.get(device_id)
+            if old and old != edge_id:
+                self._moved_from.setdefault(device_id, {})[old] = now
+        self.registry.set_device_edges(mapping)
+
+    def _serves(self, d: DeviceRecord, owner: str) -> bool:
+        """Whether the edge node holding certificate ``owner`` may serve device ``d``: its edge now,
+        or one it left less than ``MOVE_GRACE_S`` ago."""
+        edge_ids = [d.edge_id] + [e for e, t in self._moved_from.get(d.device_id, {}).items()
+                                  if time.monotonic() - t < MOVE_GRACE_S]
+        return any((e := self.registry.edge(edge_id)) is not None and e.owner == owner for edge_id in edge_ids)
 
     def _own_edge(self, edge_id: str, owner: str) -> None:
         edge = self.registry.edge(edge_id)
@@ -330,7 +349,7 @@ class CloudCore:
         self.registry.record_location(d.device_id, position.lat, position.lon, req.unix_ms or int(time.time() * 1000))
         edge = self._pick_edge(position) if self.alive_edges() else d.edge_id
         if edge != d.edge_id:
-            self.registry.set_device_edges({d.device_id: edge})
+            self._move({d.device_id: edge}, {d.device_id: d.edge_id})
             self.on_change()
         d = self.registry.device(d.device_id)
         return self._assignment(d, d.split_device)
@@ -396,7 +415,7 @@ class CloudCore:
                 mapping[d.device_id] = self._least_loaded(active_alive, counts) if alive else ""
                 if mapping[d.device_id]:
                     counts[mapping[d.device_id]] += 1
-        self.registry.set_device_edges(mapping)
+        self._move(mapping, {d.device_id: d.edge_id for d in devices})
         alive_ids = {e.edge_id for e in alive}
         active = set(solution.active) if solution else {e for e in mapping.values() if e}
         report = PlacementReport(

@@ -51,6 +51,7 @@ class CloudConfig:
     tls_name: str = option("cloud", "which certificate in tls_dir is this holder's (NAME.pem, NAME.key)")
     allow_plaintext: bool = option(False, "force plaintext on a non-loopback address (anyone on the network can then read and forge traffic)")
     reflection: bool = option(True, "serve gRPC server reflection (turn off in production)")
+    health_port: int = option(-1, "a plaintext port on host serving only gRPC health, for probes that cannot present a client certificate (-1 = off, 0 = any free port)")
     operator_peers: tuple = option(("127.0.0.1", "::1"), "addresses the operator's Scheduler calls are taken from (they "
                                    "show every device's position); 'any' = from everywhere")
 
@@ -379,7 +380,7 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
         register,
         [pb.DESCRIPTOR.services_by_name["CloudServer"].full_name, pb.DESCRIPTOR.services_by_name["Scheduler"].full_name],
         cfg.host, cfg.port, transport, tls=tls_.load(cfg.tls_dir, cfg.tls_name), allow_plaintext=cfg.allow_plaintext,
-        reflection_on=cfg.reflection,
+        reflection_on=cfg.reflection, health_port=cfg.health_port,
     )
     log.info("[CloudServer] serving %s on %s:%d (metrics %d, db %s)", ", ".join(core.models), cfg.host, server.port, metrics_port, registry.path)
     running = RunningCloud(server, registry, core, metrics, metrics_port, servicer)

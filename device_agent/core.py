@@ -24,7 +24,7 @@ from ecd.manifest import Manifest
 from ecd.metrics import ServiceMetrics
 from ecd.partition import Partition
 from ecd.profiles import DeviceProfile, RadioProfile
-from ecd.split import Preferences, SplitDecision, check_split, decide_split
+from ecd.split import Preferences, SplitDecision, check_split, decide_split, defence_table
 from ecd.types import Assignment, Encoding, Frame, Result, Split, Task
 
 
@@ -154,7 +154,8 @@ class AgentCore:
 
     def choose_split(self, manifest: Manifest, pinned: int = -1) -> int:
         """The utility's recommended ``split.device`` for this user, or ``pinned`` (>= 0) if it
-        respects the floor."""
+        respects the floor. The decision also fixes the defence strength at every split
+        (``SplitDecision.strength_at``), which ``make_frame`` applies to the split registered."""
         self.decision = decide_split(manifest, self.profile, self.radio, self.prefs)
         split_device = self.decision.recommended if pinned < 0 else pinned
         if not self.prefs.min_split <= split_device <= manifest.n_blocks:
@@ -184,6 +185,7 @@ class AgentCore:
         x = self.manifest.input.preprocess(image[None])
         t0 = time.perf_counter()
         activation = self.partition.run(x)
+        activation = self._defend(activation)
         compute = time.perf_counter() - t0
         frame = Frame(
             device_id=self.assignment.device_id,
@@ -201,6 +203,35 @@ class AgentCore:
         self._next_frame_id += 1
         self.metrics.stage_seconds.labels("device", "device_compute").observe(compute)
         return frame, time.perf_counter()
+
+    def defence_strength(self) -> float:
+        """The defence strength applied to this device's frames (0: none): the user's pinned one,
+        else the decision's for the registered split."""
+        assert self.manifest is not None and self.assignment is not None
+        split = self.assignment.split.device
+        if self.prefs.defence_strength is not None:
+            return float(self.prefs.defence_strength)
+        if self.decision is not None and self.decision.version == self.manifest.version:
+            return self.decision.strength_at(split)
+        return 0.0
+
+    def _defend(self, activation: np.ndarray) -> np.ndarray:
+        """Laplace noise of scale strength x scale[split] (the manifest's measured defence table) on
+        the activation, before it leaves the device. Fresh OS entropy: the noise is never replayed."""
+        assert self.manifest is not None and self.assignment is not None
+        strength = self.defence_strength()
+        if strength <= 0:
+            return activation
+        cached = getattr(self, "_defence_cache", None)
+        key = (self.manifest.version, self.assignment.split.device, strength)
+        if cached is None or cached[0] != key:
+            table = defence_table(self.manifest, required=True)
+            assert table is not None
+            table.check_strength(self.manifest.model_id, strength)
+            cached = (key, float(strength * table.scale[self.assignment.split.device]), np.random.default_rng())
+            self._defence_cache = cached
+        _, scale, rng = cached
+        return (activation + rng.laplace(0.0, scale, activation.shape)).astype(np.float32)
 
     def report(self, tally: Tally | list[FrameOutcome]) -> RunReport:
         if self.assignment is None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ecd import certs, tls
 from ecd.errors import EcdError
 from ecd.transport.rpc import wait_healthy
 
@@ -105,19 +106,25 @@ def run_demo(frames: int = 200, devices: Sequence[DemoDevice] = DEVICES) -> Demo
     with tempfile.TemporaryDirectory(prefix="ecd-demo-") as tmp:
         d = Path(tmp)
         try:
-            cloud, c = _start(_cli("cloud-server", "--port", "0", "--metrics-port", "0", "--db", str(d / "cloud.sqlite3")), d / "cloud.log")
+            folder = d / "tls"  # mutual TLS between every tier, as deployed
+            certs.init(folder, certs.default_holders(edges=1, devices=len(devices)))
+            operator = tls.load(str(folder), "operator")
+            cloud, c = _start(_cli("cloud-server", "--port", "0", "--metrics-port", "0", "--db", str(d / "cloud.sqlite3"),
+                                   "--tls-dir", str(folder)), d / "cloud.log")
             procs.append(("cloud-server", cloud))
             cloud_target = f"127.0.0.1:{c['port']}"
-            wait_healthy(cloud_target)
-            edge, e = _start(_cli("edge-node", "--cloud", cloud_target, "--port", "0", "--metrics-port", "0"), d / "edge.log")
+            wait_healthy(cloud_target, tls=operator, server_role="cloud")
+            edge, e = _start(_cli("edge-node", "--cloud", cloud_target, "--port", "0", "--metrics-port", "0",
+                                  "--tls-dir", str(folder), "--tls-name", "edge-1"), d / "edge.log")
             procs.append(("edge-node", edge))
-            wait_healthy(f"127.0.0.1:{e['port']}")
+            wait_healthy(f"127.0.0.1:{e['port']}", tls=operator, server_role="edge")
             agents = []
             for i, dev in enumerate(devices):
                 report = d / f"agent{i}.json"
                 args = _cli("device-agent", "--cloud", cloud_target, "--name", dev.name, "--profile", dev.profile,
                             "--radio", dev.radio, "--privacy-weight", str(dev.privacy_weight), "--encoding", dev.encoding,
-                            "--min-split", str(dev.min_split), "--frames", str(frames), "--report", str(report))
+                            "--min-split", str(dev.min_split), "--frames", str(frames), "--report", str(report),
+                            "--tls-dir", str(folder), "--tls-name", f"device-{i + 1}")
                 agents.append((dev, report, subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(d / f"agent{i}.log", "w"))))
             reports = []
             for i, (dev, report, proc) in enumerate(agents):

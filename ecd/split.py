@@ -9,13 +9,30 @@ fixes the terms:
 * ``E_comm(b) = 8·bytes(b) × J/bit + J/transfer`` of the device's radio, ``bytes(b)`` the encoded
   tensor sent at split b (the device always sends something: at b = n, the logits);
 * ``Ê(b) = E(b) / max over the candidate splits``, so both terms lie on [0, 1];
-* ``P_priv(b)``: the measured model-inversion curve from the manifest — never assumed.
+* ``P_priv(b)``: the measured model-inversion **leakage beyond the label** from the manifest — never
+  assumed (``models/privacy.py``: ``L(b)``, the part of the attacks' similarity and identity matching
+  above what a label-only attacker gets, rescaled to [0, 1]; the task's answer reaches the cloud
+  whatever the split, so the split is charged only for what it reveals beyond it). Older manifests
+  without ``privacy.leakage`` fall back to the similarity curve.
+* **Defence** (issue 17): where the manifest carries a measured defence table (``privacy.defence``:
+  Laplace noise of a given strength added on the device, Titcombe et al. 2021), the decision picks
+  a (split, strength) pair: ``U(b, s) = w_energy·Ê(b) + w_privacy·L(b, s)`` over the settings whose
+  measured task-accuracy loss is at most ``max_accuracy_loss`` (default 0.02; the undefended
+  setting is always allowed). Noise costs the device no measurable energy, so at each split the
+  best allowed strength is the one with the least leakage (ties: the weaker noise), and the split
+  is chosen on that envelope. ``defence_strength`` pins one measured strength (0 = none).
 
 Choices the paper leaves open (ours):
 
-* **P_priv is used as its running minimum** ``min_{b' ≤ b} P(b')``. The activation at b is a
-  function of the one at any b' < b, so (data-processing inequality) it cannot reveal more; a
-  measured rise is attack noise. This also makes the recommended split monotone in w_privacy.
+* **The undefended P_priv is used as its running minimum** ``min_{b' ≤ b} P(b')``. The activation
+  at b is a function of the one at any b' < b, so (data-processing inequality) it cannot reveal
+  more; a measured rise is attack noise. A noised activation at b is not a function of a noised one
+  at b' < b, so defended rows are used as measured; with them the recommended split need not be
+  monotone in w_privacy, but the chosen leakage never rises and the device energy never falls as
+  w_privacy rises (the argmin of a weighted sum; tested).
+* Where the manifest holds both a full-settings undefended leakage curve (``privacy.leakage``) and
+  the defence table's undefended row, the larger of the two is used (both measure the same
+  activation; the stronger attack counts).
 * Weights must be finite, ≥ 0 and not both 0; they are normalised to sum 1.
 * Candidates are ``min_split ≤ b ≤ max_split`` (the user's hard floor; by default the device may
   run every block). Ties in U go to less device energy, then to the deeper split.
@@ -26,18 +43,22 @@ Choices the paper leaves open (ours):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
-from ecd.errors import EcdError, PreconditionError, RequestError
+from ecd.errors import EcdError, ManifestError, PreconditionError, RequestError
 from ecd.manifest import Manifest
 from ecd.profiles import DeviceProfile, RadioProfile
 
 ENCODING_BYTES = {"float32": 4, "float16": 2, "int8": 1}
 INT8_PARAMS_BYTES = 8  # scale (float32) + zero point (int32)
+DEFAULT_MAX_ACCURACY_LOSS = 0.02  # accuracy a defence may cost (fraction of held-out images)
+DEFENCE_KINDS = ("laplace_noise",)
 
 
 class PreferenceError(RequestError):
@@ -50,6 +71,11 @@ class PrivacyNotMeasuredError(EcdError, ValueError):
     status = "FAILED_PRECONDITION"
 
 
+class DefenceTableError(ManifestError):
+    """A manifest's defence table that is missing where one is needed, malformed or edited after
+    it was measured; the message names the field."""
+
+
 @dataclass(frozen=True)
 class Preferences:
     """What a user sets. Normalised on construction."""
@@ -57,6 +83,8 @@ class Preferences:
     w_energy: float
     w_privacy: float
     min_split: int = 0
+    max_accuracy_loss: float = DEFAULT_MAX_ACCURACY_LOSS  # a defence may cost at most this accuracy
+    defence_strength: float | None = None  # pin one measured strength (0 = none); None: the utility picks
 
     def __post_init__(self) -> None:
         for name in ("w_energy", "w_privacy"):
@@ -72,6 +100,16 @@ class Preferences:
         object.__setattr__(self, "w_privacy", float(self.w_privacy) / total)
         if isinstance(self.min_split, bool) or not isinstance(self.min_split, (int, np.integer)) or self.min_split < 0:
             raise PreferenceError(f"min_split: expected an integer >= 0, got {self.min_split!r}")
+        loss = self.max_accuracy_loss
+        if isinstance(loss, bool) or not isinstance(loss, (int, float, np.floating, np.integer)) or not (
+            math.isfinite(loss) and 0.0 <= loss <= 1.0
+        ):
+            raise PreferenceError(f"max_accuracy_loss: expected a number in [0, 1], got {loss!r}")
+        st = self.defence_strength
+        if st is not None and (
+            isinstance(st, bool) or not isinstance(st, (int, float, np.floating, np.integer)) or not math.isfinite(st) or st < 0
+        ):
+            raise PreferenceError(f"defence_strength: expected a finite number >= 0, got {st!r}")
 
 
 def check_split(manifest: Manifest, split_device: int, min_split: int) -> None:
@@ -101,6 +139,151 @@ def privacy_curve(manifest: Manifest) -> np.ndarray:
             f"model {manifest.model_id!r}: privacy.curve must hold {manifest.n_blocks + 1} finite values"
         )
     return np.minimum.accumulate(np.clip(curve, 0.0, 1.0))
+
+
+def leakage_curve(manifest: Manifest) -> tuple[np.ndarray, str]:
+    """The undefended privacy term L(b), b = 0..n, as its running minimum, and where it came from:
+    ``privacy.leakage`` (beyond the label) or, for a manifest measured before it existed, the
+    similarity ``privacy.curve``."""
+    if manifest.privacy and "leakage" in manifest.privacy:
+        values = np.asarray(manifest.privacy["leakage"], dtype=np.float64)
+        if values.shape != (manifest.n_blocks + 1,) or not np.all(np.isfinite(values)):
+            raise PrivacyNotMeasuredError(
+                f"model {manifest.model_id!r}: privacy.leakage must hold {manifest.n_blocks + 1} finite values"
+            )
+        return np.minimum.accumulate(np.clip(values, 0.0, 1.0)), "leakage beyond the label"
+    return privacy_curve(manifest), "similarity"
+
+
+@dataclass(frozen=True)
+class DefenceTable:
+    """A manifest's measured defence table (``privacy.defence``), checked."""
+
+    kind: str
+    strengths: np.ndarray  # (S,): strengths[0] == 0, increasing
+    scale: np.ndarray  # (n+1,): the noise's scale at strength 1, per split
+    leakage: np.ndarray  # (S, n+1)
+    accuracy: np.ndarray  # (S, n+1)
+    baseline_accuracy: float
+
+    def check_strength(self, model_id: str, strength: float) -> int:
+        """Index of a measured strength; anything else is refused, naming the field."""
+        match = np.flatnonzero(np.isclose(self.strengths, strength, rtol=0, atol=1e-9))
+        if not match.size:
+            raise PreferenceError(
+                f"defence_strength: expected one of the measured strengths "
+                f"{[float(v) for v in self.strengths]} for {model_id}, got {strength}"
+            )
+        return int(match[0])
+
+
+def _defence_digest(record: dict) -> str:
+    body = {k: v for k, v in record.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def defence_table(manifest: Manifest, required: bool = False) -> DefenceTable | None:
+    """The manifest's ``privacy.defence``, validated; None where absent (an error if ``required``).
+
+    Refused, naming the field: a missing or malformed field, a table whose rows do not match the
+    strengths and splits, values outside [0, 1], or a table that does not match its sha256 (edited
+    after it was measured)."""
+    name = manifest.model_id
+    d = (manifest.privacy or {}).get("defence")
+    if d is None:
+        if required:
+            raise DefenceTableError(
+                f"privacy.defence: model {name!r} (version {manifest.version}) has no measured defence "
+                f"table; measure it with `ecd models privacy {name}`"
+            )
+        return None
+    if not isinstance(d, dict):
+        raise DefenceTableError(f"privacy.defence: expected an object in the manifest of {name!r}")
+    for key in ("kind", "strengths", "scale", "baseline_accuracy", "table", "sha256"):
+        if key not in d:
+            raise DefenceTableError(f"privacy.defence.{key}: missing in the manifest of {name!r}")
+    if _defence_digest(d) != d["sha256"]:
+        raise DefenceTableError(
+            f"privacy.defence.sha256: the defence table of {name!r} does not match its sha256 (edited after "
+            f"it was measured?); measure it again with `ecd models privacy {name}`"
+        )
+    if d["kind"] not in DEFENCE_KINDS:
+        raise DefenceTableError(f"privacy.defence.kind: expected one of {', '.join(DEFENCE_KINDS)}, got {d['kind']!r}")
+    table = d["table"]
+    if not isinstance(table, dict):
+        raise DefenceTableError(f"privacy.defence.table: expected an object in the manifest of {name!r}")
+    n1 = manifest.n_blocks + 1
+
+    def array(value: object, field_name: str, shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise DefenceTableError(f"{field_name}: expected numbers") from None
+        if arr.shape != shape:
+            raise DefenceTableError(f"{field_name}: expected shape {list(shape)}, got {list(arr.shape)}")
+        if not np.all(np.isfinite(arr)) or np.any(arr < low) or np.any(arr > high):
+            raise DefenceTableError(f"{field_name}: expected finite values in [{low}, {high}]")
+        return arr
+
+    strengths = np.asarray(d["strengths"], dtype=np.float64) if isinstance(d["strengths"], list) else None
+    if strengths is None or strengths.ndim != 1 or len(strengths) == 0 or not np.all(np.isfinite(strengths)):
+        raise DefenceTableError("privacy.defence.strengths: expected a non-empty list of finite numbers")
+    if strengths[0] != 0.0 or np.any(np.diff(strengths) <= 0):
+        raise DefenceTableError("privacy.defence.strengths: expected 0 first, then increasing")
+    shape = (len(strengths), n1)
+    for key in ("leakage", "accuracy"):
+        if key not in table:
+            raise DefenceTableError(f"privacy.defence.table.{key}: missing in the manifest of {name!r}")
+    return DefenceTable(
+        kind=str(d["kind"]),
+        strengths=strengths,
+        scale=array(d["scale"], "privacy.defence.scale", (n1,), 0.0, math.inf),
+        leakage=array(table["leakage"], "privacy.defence.table.leakage", shape, 0.0, 1.0),
+        accuracy=array(table["accuracy"], "privacy.defence.table.accuracy", shape, 0.0, 1.0),
+        baseline_accuracy=float(array(d["baseline_accuracy"], "privacy.defence.baseline_accuracy", (), 0.0, 1.0)),
+    )
+
+
+@dataclass(frozen=True)
+class PrivacyOptions:
+    """Every (strength, split) the user may choose and its privacy term (+inf where not allowed)."""
+
+    strengths: np.ndarray  # (S,)
+    leakage: np.ndarray  # (S, n+1), +inf outside the allowed settings
+    source: str
+
+    @property
+    def envelope(self) -> np.ndarray:
+        """P_priv(b): the least leakage over the allowed strengths at each split."""
+        return self.leakage.min(axis=0)
+
+    @property
+    def best_strength(self) -> np.ndarray:
+        """The strength that reaches the envelope at each split (ties: the weaker)."""
+        return self.strengths[np.argmin(self.leakage, axis=0)]
+
+
+def privacy_options(
+    manifest: Manifest,
+    max_accuracy_loss: float = DEFAULT_MAX_ACCURACY_LOSS,
+    defence_strength: float | None = None,
+) -> PrivacyOptions:
+    """The privacy term of every allowed (strength, split); see the module's docstring."""
+    table = defence_table(manifest, required=defence_strength is not None and defence_strength > 0)
+    undefended, source = leakage_curve(manifest)
+    if table is None:
+        if defence_strength not in (None, 0, 0.0):  # unreachable: required above
+            raise DefenceTableError(f"privacy.defence: missing in the manifest of {manifest.model_id!r}")
+        return PrivacyOptions(np.array([0.0]), undefended[None, :], source)
+    leak = table.leakage.copy()
+    leak[0] = np.minimum.accumulate(np.maximum(leak[0], undefended))
+    if defence_strength is not None:
+        allowed = np.zeros_like(leak, dtype=bool)
+        allowed[table.check_strength(manifest.model_id, defence_strength)] = True
+    else:
+        allowed = table.baseline_accuracy - table.accuracy <= max_accuracy_loss + 1e-9
+        allowed[0] = True
+    return PrivacyOptions(table.strengths, np.where(allowed, leak, np.inf), f"{source}, with the defence table")
 
 
 def encoded_bytes(manifest: Manifest, encoding: str = "float32") -> np.ndarray:
@@ -179,6 +362,17 @@ class SplitDecision:
     p_priv: np.ndarray  # running minimum of the measured curve
     utility: np.ndarray  # +inf outside the candidates
     recommended: int
+    strengths: np.ndarray = field(default_factory=lambda: np.array([0.0]))  # measured defence strengths
+    options: np.ndarray | None = None  # (S, n+1) leakage per allowed (strength, split), +inf elsewhere
+    strength_per_split: np.ndarray | None = None  # the best allowed strength at each split
+    recommended_strength: float = 0.0
+    privacy_source: str = "similarity"
+
+    def strength_at(self, split: int) -> float:
+        """The defence strength this decision uses if the device sends at ``split``."""
+        if self.strength_per_split is None:
+            return 0.0
+        return float(self.strength_per_split[split])
 
     def to_dict(self) -> dict:
         rows = []
@@ -190,6 +384,7 @@ class SplitDecision:
                 "e_comm_j": float(self.e_comm[b]),
                 "energy_norm": float(self.energy_norm[b]),
                 "p_priv": float(self.p_priv[b]),
+                "defence_strength": self.strength_at(b),
                 "utility": None if not np.isfinite(self.utility[b]) else float(self.utility[b]),
                 "candidate": bool(np.isfinite(self.utility[b])),
             })
@@ -205,6 +400,10 @@ class SplitDecision:
             "max_split": self.max_split,
             "compute_energy_from": self.compute_source,
             "recommended_split": self.recommended,
+            "recommended_defence_strength": self.recommended_strength,
+            "max_accuracy_loss": self.preferences.max_accuracy_loss,
+            "privacy_term": self.privacy_source,
+            "defence_strengths": [float(v) for v in self.strengths],
             "splits": rows,
         }
 
@@ -235,7 +434,8 @@ def decide_split(
 ) -> SplitDecision:
     """One user's recommended split and the whole curve."""
     hi = _check_max_split(manifest, prefs.min_split, max_split)
-    p = privacy_curve(manifest)
+    options = privacy_options(manifest, prefs.max_accuracy_loss, prefs.defence_strength)
+    p = options.envelope
     e_comp_blocks, source = block_energy(manifest, device)
     e_comp = np.concatenate([[0.0], np.cumsum(e_comp_blocks)])
     e_comm = comm_energy(manifest, radio, encoding)
@@ -261,6 +461,11 @@ def decide_split(
         p_priv=p,
         utility=utility[0],
         recommended=int(chosen[0]),
+        strengths=options.strengths,
+        options=options.leakage,
+        strength_per_split=options.best_strength,
+        recommended_strength=float(options.best_strength[int(chosen[0])]),
+        privacy_source=options.source,
     )
 
 
@@ -275,8 +480,11 @@ def decide_splits(
     min_split: np.ndarray,
     encoding: str = "float32",
     max_split: int | None = None,
-) -> np.ndarray:
-    """Recommended splits for many users at once (arrays of one entry per user)."""
+    max_accuracy_loss: float = DEFAULT_MAX_ACCURACY_LOSS,
+    return_strengths: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Recommended splits for many users at once (arrays of one entry per user); with
+    ``return_strengths``, also each user's defence strength."""
     hi = _max_split(manifest, max_split)
     w_e = np.asarray(w_energy, dtype=np.float64)
     w_p = np.asarray(w_privacy, dtype=np.float64)
@@ -296,9 +504,14 @@ def decide_splits(
         raise PreferenceError(f"device_index: expected 0..{len(devices) - 1}")
     if ((rad_idx < 0) | (rad_idx >= len(radios))).any():
         raise PreferenceError(f"radio_index: expected 0..{len(radios) - 1}")
-    p = privacy_curve(manifest)
+    if not (math.isfinite(max_accuracy_loss) and 0.0 <= max_accuracy_loss <= 1.0):
+        raise PreferenceError(f"max_accuracy_loss: expected a number in [0, 1], got {max_accuracy_loss!r}")
+    options = privacy_options(manifest, max_accuracy_loss)
+    p = options.envelope
     comp_table = np.stack([compute_energy(manifest, d) for d in devices])
     comm_table = np.stack([comm_energy(manifest, r, encoding) for r in radios])
     energy = comp_table[dev_idx] + comm_table[rad_idx]
     chosen, _ = choose_splits(energy, p, w_e / total, w_p / total, floor, hi)
+    if return_strengths:
+        return chosen, options.best_strength[chosen]
     return chosen

@@ -23,6 +23,7 @@ import numpy as np
 from cloud_server.service import CloudConfig, SchedulerClient, start_cloud
 from device_agent.service import AgentConfig, DeviceAgent, RunReport
 from device_agent.sources import heldout
+from ecd import certs, tls
 from ecd.errors import ConfigError, EcdError
 from ecd.transport.rpc import LoopThread, wait_healthy
 from ecd.types import CampaignReport, CampaignSpec, Grid, PlacementReport, Position
@@ -67,21 +68,24 @@ def run_city(checkins: str, frames: int = 40) -> CityRun:
     agents: list[DeviceAgent] = []
     with tempfile.TemporaryDirectory(prefix="ecd-city-") as tmp:
         d = Path(tmp)
+        folder = str(d / "tls")  # mutual TLS between every tier, as deployed
+        certs.init(folder, certs.default_holders(edges=len(lats), devices=len(people)))
         cloud = loop.run(start_cloud(replace(CloudConfig(), db=str(d / "cloud.sqlite3"), metrics_port=-1,
-                                             placement_check_s=0.5, placement_activation_cost=2.0)))
+                                             placement_check_s=0.5, placement_activation_cost=2.0, tls_dir=folder)))
         target = f"127.0.0.1:{cloud.port}"
         edges = [loop.run(start_edge(replace(EdgeConfig(), cloud=target, metrics_port=-1, model_dir=str(d / f"edge{k}"),
-                                             position=f"{lat:.5f},{lon:.5f}")))
+                                             position=f"{lat:.5f},{lon:.5f}", tls_dir=folder, tls_name=f"edge-{k + 1}")))
                  for k, lat in enumerate(lats)]
-        client = SchedulerClient(target)
+        operator = tls.load(folder, "operator")
+        client = SchedulerClient(target, tls=operator)
         try:
-            wait_healthy(target)
+            wait_healthy(target, tls=operator, server_role="cloud")
             for k, (tid, trace) in enumerate(people):
                 path = d / f"trace{k}.csv"
                 path.write_text("".join(f"{lat},{lon}\n" for lat, lon in trace))
                 agent = DeviceAgent(AgentConfig(cloud=target, name=f"fsq-{tid}", split=3, encoding="int8", trace=str(path),
                                                 trace_every=max(frames // len(trace), 1), sensor_seed=k,
-                                                model_dir=str(d / f"agent{k}")))
+                                                model_dir=str(d / f"agent{k}"), tls_dir=folder, tls_name=f"device-{k + 1}"))
                 agents.append(agent)
                 agent.connect()
                 for position in trace[1:]:  # the cloud learns the whole trace before the campaign

@@ -18,7 +18,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("== 1. the bundled model, split at every point in one process ==")
     if run_check(DEFAULT_MODEL, runs=20, samples=None) != 0:
         return EXIT_CHECK_FAILED
-    print("\n== 2. three tiers on loopback: cloud server, edge node, device agents ==", flush=True)
+    print("\n== 2. three tiers on loopback, mutual TLS: cloud server, edge node, device agents ==", flush=True)
     run = run_demo(frames=args.frames)
     print_run(run)
     if run.failed:
@@ -32,7 +32,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     logging.getLogger("ecd").setLevel(logging.WARNING)  # the services run in this process: keep their log out of the tables
 
-    print("\n== 3. the schedulers in the loop: 3 edge nodes, 6 devices on Foursquare NYC traces ==", flush=True)
+    print("\n== 3. the schedulers in the loop (mutual TLS): 3 edge nodes, 6 devices on Foursquare NYC traces ==", flush=True)
     city = run_city(args.checkins)
     print_city(city)
     return 0 if all(r.errors == 0 for r in city.reports) else 1

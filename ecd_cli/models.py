@@ -92,13 +92,13 @@ def cmd_models_privacy(args: argparse.Namespace) -> int:
     try:
         from tqdm import tqdm
 
-        from models.measure_privacy import measure_privacy, plot_defence, plot_reconstructions
+        from models.measure_privacy import DEFAULT_SETTINGS, measure_privacy, plot_defence, plot_reconstructions
         from models.privacy import DEFAULT_STRENGTHS, QUICK, QUICK_STRENGTHS, AttackSettings
     except ImportError as e:
         raise MissingExtraError(
             f"measuring privacy needs torch ({e.name} is not installed): pip install 'ecd-runtime[models]'"
         ) from None
-    settings = QUICK if args.quick else AttackSettings()
+    settings = QUICK if args.quick else DEFAULT_SETTINGS.get(manifest.model_id, AttackSettings())
     if args.images is not None:
         if args.images < 1:
             raise ConfigError(f"--images: expected >= 1, got {args.images}")

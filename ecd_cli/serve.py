@@ -26,7 +26,8 @@ async def _serve(start, service: str, grace_s: float) -> None:
     stop = asyncio.Event()
     install_signal_handlers(stop)
     running = await start
-    ready = {"ready": service, "port": running.port, "metrics_port": running.metrics_port}
+    ready = {"ready": service, "port": running.port, "metrics_port": running.metrics_port,
+             "health_port": running.server.health_port}
     if hasattr(running, "edge_id"):
         ready["edge_id"] = running.edge_id
     print(json.dumps(ready), flush=True)

@@ -55,25 +55,28 @@ def cmd_split(args: argparse.Namespace) -> int:
     device = load_device(args.profile)
     radio = load_radio(args.radio)
     w_e, w_p = _privacy_weights(args)
-    prefs = Preferences(w_energy=w_e, w_privacy=w_p, min_split=args.min_split)
+    prefs = Preferences(w_energy=w_e, w_privacy=w_p, min_split=args.min_split,
+                        max_accuracy_loss=args.max_accuracy_loss, defence_strength=args.defence_strength)
     decision = decide_split(manifest, device, radio, prefs, encoding=args.encoding, max_split=args.max_split)
     if args.json:
         print(json.dumps(decision.to_dict(), indent=2))
     else:
         print(f"{manifest.model_id}@{manifest.version} on {device.name} over {radio.name}, {args.encoding}; "
-              f"w_energy {prefs.w_energy:.3f}, w_privacy {prefs.w_privacy:.3f}, min_split {prefs.min_split}; "
-              f"E_comp from {decision.compute_source}")
+              f"w_energy {prefs.w_energy:.3f}, w_privacy {prefs.w_privacy:.3f}, min_split {prefs.min_split}, "
+              f"max_accuracy_loss {prefs.max_accuracy_loss:g}; E_comp from {decision.compute_source}; "
+              f"P_priv = {decision.privacy_source}")
         rows = []
         for b in range(manifest.n_blocks + 1):
             cand = np.isfinite(decision.utility[b])
             rows.append([
                 b, int(decision.bytes_sent[b]), f"{decision.e_comp[b]:.3e}", f"{decision.e_comm[b]:.3e}",
-                f"{decision.energy_norm[b]:.3f}", f"{decision.p_priv[b]:.3f}",
+                f"{decision.energy_norm[b]:.3f}", f"{decision.p_priv[b]:.3f}", f"{decision.strength_at(b):g}",
                 f"{decision.utility[b]:.4f}" if cand else "(floor)" if b < prefs.min_split else "(max)",
                 "<- recommended" if b == decision.recommended else "",
             ])
-        print_table(["b", "bytes", "E_comp J", "E_comm J", "E_hat", "P_priv", "U", ""], rows)
-        print(f"recommended split: {decision.recommended} (device runs blocks [0, {decision.recommended}))")
+        print_table(["b", "bytes", "E_comp J", "E_comm J", "E_hat", "P_priv", "strength", "U", ""], rows)
+        print(f"recommended split: {decision.recommended} (device runs blocks [0, {decision.recommended})), "
+              f"defence strength {decision.recommended_strength:g}")
     if args.plot:
         from research.plots import plot_split_curves
 
@@ -92,6 +95,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-split", type=int, default=0, help="hard floor: never send anything from below this block")
     p.add_argument("--max-split", type=int, help="the last split the device may run (default: all blocks)")
     p.add_argument("--encoding", default="float32", help="float32, float16 or int8 (bytes sent)")
+    p.add_argument("--max-accuracy-loss", type=float, default=0.02,
+                   help="the task accuracy a defence may cost, as a fraction (default 0.02)")
+    p.add_argument("--defence-strength", type=float,
+                   help="pin one measured defence strength (0 = none); default: the utility picks")
     p.add_argument("--json", action="store_true")
     p.add_argument("--plot", help="PNG of the curves for several privacy weights")
     p.set_defaults(func=cmd_split)

@@ -55,6 +55,7 @@ class EdgeConfig:
     tls_name: str = option("edge-1", "which certificate in tls_dir is this holder's (NAME.pem, NAME.key)")
     allow_plaintext: bool = option(False, "force plaintext on a non-loopback address (anyone on the network can then read and forge traffic)")
     reflection: bool = option(True, "serve gRPC server reflection (turn off in production)")
+    health_port: int = option(-1, "a plaintext port on host serving only gRPC health, for probes that cannot present a client certificate (-1 = off, 0 = any free port)")
 
 
 class GrpcCloudClient:
@@ -218,7 +219,7 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     server = await start_server(
         lambda s: pb_grpc.add_EdgeNodeServicer_to_server(EdgeServicer(core), s),
         [pb.DESCRIPTOR.services_by_name["EdgeNode"].full_name],
-        cfg.host, cfg.port, transport, tls=credentials, allow_plaintext=cfg.allow_plaintext, reflection_on=cfg.reflection,
+        cfg.host, cfg.port, transport, tls=credentials, allow_plaintext=cfg.allow_plaintext, reflection_on=cfg.reflection, health_port=cfg.health_port,
     )
     endpoint = cfg.advertise or f"{cfg.host}:{server.port}"
     try:

@@ -32,13 +32,17 @@ ENV PYTHONUNBUFFERED=1 \
     ECD_CLOUD_HOST=0.0.0.0 \
     ECD_CLOUD_PORT=50051 \
     ECD_CLOUD_METRICS_PORT=9100 \
-    ECD_CLOUD_DB=/var/lib/ecd/cloud.sqlite3
+    ECD_CLOUD_DB=/var/lib/ecd/cloud.sqlite3 \
+    ECD_CLOUD_TLS_DIR=/etc/ecd/tls \
+    ECD_CLOUD_HEALTH_PORT=50052 \
+    ECD_CLOUD_REFLECTION=false
 USER 10001:10001
 WORKDIR /var/lib/ecd
 VOLUME ["/var/lib/ecd"]
-# 50051: gRPC (devices register, edge nodes stream); 9100: Prometheus metrics.
-EXPOSE 50051 9100
+# 50051: gRPC over mutual TLS (devices register, edge nodes stream; certificates from `ecd certs init`,
+# mounted at /etc/ecd/tls); 50052: plaintext gRPC health only, for probes; 9100: Prometheus metrics.
+EXPOSE 50051 50052 9100
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "from ecd.transport.rpc import wait_healthy; wait_healthy('127.0.0.1:50051', 4)"]
+    CMD ["python", "-c", "from ecd.transport.rpc import wait_healthy; wait_healthy('127.0.0.1:50052', 4)"]
 ENTRYPOINT ["ecd"]
 CMD ["cloud-server"]

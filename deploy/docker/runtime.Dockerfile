@@ -31,13 +31,18 @@ RUN pip install --no-cache-dir --only-binary=:all: /tmp/wheels/*.whl \
     && rm -rf /tmp/wheels \
     && ecd --help > /dev/null
 ENV PYTHONUNBUFFERED=1 \
-    ECD_MODEL_DIR=/var/lib/ecd/models
+    ECD_MODEL_DIR=/var/lib/ecd/models \
+    ECD_EDGE_TLS_DIR=/etc/ecd/tls \
+    ECD_EDGE_HEALTH_PORT=50062 \
+    ECD_EDGE_REFLECTION=false \
+    ECD_AGENT_TLS_DIR=/etc/ecd/tls
 USER 10001:10001
 WORKDIR /var/lib/ecd
-# 50061: an edge node's gRPC port (devices stream here); 9101: its Prometheus metrics.
-EXPOSE 50061 9101
+# 50061: an edge node's gRPC port over mutual TLS (devices stream here); 50062: plaintext gRPC health
+# only, for probes; 9101: its Prometheus metrics.
+EXPOSE 50061 50062 9101
 # gRPC health of an edge node; a device agent has no server and runs with the check disabled.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import os; from ecd.transport.rpc import wait_healthy; wait_healthy('127.0.0.1:' + os.environ.get('ECD_EDGE_PORT', '50061'), 4)"]
+    CMD ["python", "-c", "import os; from ecd.transport.rpc import wait_healthy; wait_healthy('127.0.0.1:' + os.environ.get('ECD_EDGE_HEALTH_PORT', '50062'), 4)"]
 ENTRYPOINT ["ecd"]
 CMD ["edge-node", "--host", "0.0.0.0", "--port", "50061", "--metrics-port", "9101"]

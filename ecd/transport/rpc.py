@@ -64,10 +64,14 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     health: health.aio.HealthServicer
+    health_server: grpc.aio.Server | None = None
+    health_port: int = -1
 
     async def stop(self, grace: float | None) -> None:
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
 
 
 async def start_server(
@@ -79,6 +83,7 @@ async def start_server(
     tls: Tls | None = None,
     allow_plaintext: bool = False,
     reflection_on: bool = True,
+    health_port: int = -1,
 ) -> RunningServer:
     """A grpc.aio server with the services ``register`` adds, health and (``reflection_on``)
     reflection, behind the authorization policy (:mod:`ecd.transport.auth`); mutual TLS with
@@ -105,7 +110,18 @@ async def start_server(
     await server.start()
     for name in ("", *service_names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, bound, health_servicer)
+    running = RunningServer(server, bound, health_servicer)
+    if health_port >= 0:  # probes (Docker, Kubernetes) cannot present a client certificate
+        running.health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, running.health_server)
+        if health_port:
+            _check_free(host, health_port)
+        running.health_port = running.health_server.add_insecure_port(f"{host}:{health_port}")
+        if running.health_port == 0:
+            await server.stop(None)
+            raise ConfigError(f"health_port: cannot listen on {host}:{health_port}")
+        await running.health_server.start()
+    return running
 
 
 def wait_healthy(target: str, timeout_s: float = 30.0, service: str = "", tls: Tls | None = None,

@@ -188,13 +188,14 @@ def test_a_full_queue_stops_reading_the_device_stream(tmp_path: Path) -> None:
 
 
 def test_a_stalled_cloud_fills_the_edge_queue_and_slows_the_sender(tmp_path: Path) -> None:
-    """The cloud stops answering; the device keeps sending large frames. The edge's queue fills to
-    its bound and no further, the device's stream stops being read, and once the cloud resumes
-    every frame is answered in order, none lost."""
+    """The cloud stops answering; the device keeps sending large frames (a batch of 16 split-1
+    activations, 1 MiB each: more in all than the transport buffers between edge and cloud hold).
+    The edge's queue fills to its bound and no further, the device's stream stops being read, and
+    once the cloud resumes every frame is answered in order, none lost."""
     t = start_tiers(tmp_path, cloud_cfg=CloudConfig(workers=1), edge_cfg=EdgeConfig(max_queue=2))
     stalled, resume = threading.Event(), threading.Event()
     try:
-        t.cloud.core.edge_boundary = 1  # the edge runs nothing: 64 KiB activations cross both hops
+        t.cloud.core.edge_boundary = 1  # the edge runs nothing: the 1 MiB activations cross both hops
         process = t.cloud.core.process
 
         def stalling(frame: Frame) -> Result:
@@ -205,12 +206,13 @@ def test_a_stalled_cloud_fills_the_edge_queue_and_slows_the_sender(tmp_path: Pat
 
         t.cloud.core.process = stalling
         a = t.register(split=1)
-        frame = frame_for(a, M, X[:1], 1)
-        n = 400  # 26 MB: more than the transport buffers between edge and cloud
+        batch = M.input.preprocess(load_heldout(M).images[:16])
+        first = frame_for(a, M, batch, 1)
+        n = 40
         frames = []
         for i in range(1, n + 1):
             f = pb.Frame()
-            f.CopyFrom(frame)
+            f.CopyFrom(first)
             f.frame_id = i
             frames.append(f)
         out: list = []
@@ -218,17 +220,18 @@ def test_a_stalled_cloud_fills_the_edge_queue_and_slows_the_sender(tmp_path: Pat
         sender.start()
         link, core = t.edge.core.link, t.edge.core
         assert stalled.wait(60)
-        deadline = threading.Event()
+        tick = threading.Event()  # never set: its wait() paces the polling below
         highest = 0
-        for _ in range(6000):  # wait, on a condition, for the queue to fill (at most 60 s)
+        for _ in range(6000):  # wait, on a condition, for the queue to fill (at most about 60 s)
             highest = max(highest, link.queue.qsize())
             if link.queue.full():
                 break
-            deadline.wait(0.01)
+            tick.wait(0.01)
         assert link.queue.full() and highest <= 2, highest
-        seen = core.frames_seen
-        assert seen < n  # the edge stopped reading the device stream
-        assert link.queue.qsize() <= 2
+        for _ in range(20):  # while the cloud stalls the queue stays within its bound
+            tick.wait(0.01)
+            assert link.queue.qsize() <= 2
+        assert core.frames_seen < n, core.frames_seen  # and the edge has stopped reading the device stream
         resume.set()
         sender.join(180)
         assert not sender.is_alive()

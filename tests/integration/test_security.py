@@ -60,7 +60,8 @@ def secure(tmp_path_factory: pytest.TempPathFactory):
     certs.init(folder, certs.default_holders(edges=2, devices=2))
     tmp = folder.parent
     loop = LoopThread()
-    cloud = loop.run(start_cloud(replace(CloudConfig(), db=str(tmp / "cloud.sqlite3"), metrics_port=-1, tls_dir=str(folder))))
+    cloud = loop.run(start_cloud(replace(CloudConfig(), db=str(tmp / "cloud.sqlite3"), metrics_port=-1, tls_dir=str(folder),
+                                         health_port=0)))
     edge = loop.run(start_edge(replace(EdgeConfig(), cloud=f"127.0.0.1:{cloud.port}", metrics_port=-1, tls_dir=str(folder),
                                        tls_name="edge-1", model_dir=str(tmp / "edge-models"), heartbeat_s=0.3)))
     ca_only = tls.load(str(folder), "operator")
@@ -160,6 +161,12 @@ def test_handshakes_that_must_fail(secure: Secure, tmp_path: Path) -> None:
         assert check(ch) == grpc.StatusCode.UNAVAILABLE
     with secure.channel("operator", secure.cloud_target, "cloud") as ch:  # the same CA, in date: fine
         assert check(ch) == grpc.StatusCode.OK, health
+    # probes that cannot present a certificate get a plaintext port serving health and nothing else
+    with grpc.insecure_channel(f"127.0.0.1:{secure.cloud.server.health_port}") as ch:
+        assert check(ch) == grpc.StatusCode.OK
+        with pytest.raises(grpc.RpcError) as e:
+            pb_grpc.CloudServerStub(ch).ListHeads(pb.ListHeadsRequest(model_id="digits_cnn"), timeout=5)
+        assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_plaintext_beyond_loopback_is_refused_unless_forced(tmp_path: Path) -> None:
