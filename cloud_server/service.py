@@ -14,7 +14,7 @@ import grpc
 
 from cloud_server.core import CloudCore, load_models
 from cloud_server.registry import Registry
-from ecd import tls as tls_
+from ecd.transport import tls as tls_
 from ecd.config import MiB, option
 from ecd.metrics import SchedulerMetrics, ServiceMetrics, start_metrics
 from ecd.transport import serde

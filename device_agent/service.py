@@ -27,7 +27,7 @@ import numpy as np
 from device_agent.core import AgentCore, FrameOutcome, Identity, RunReport, SimulatedSensor, Tally
 from device_agent.sources import open_source
 from ecd import distribution
-from ecd import tls as tls_
+from ecd.transport import tls as tls_
 from ecd.config import MiB, option
 from ecd.errors import ConfigError, EcdError, UnavailableError
 from ecd.manifest import Manifest

@@ -5,7 +5,7 @@ Each certificate names its holder ``ROLE:NAME`` in its common name (role: cloud,
 operator) and carries the DNS name ``ROLE.ecd`` beside any host names given: a client checks the
 server's certificate against the role it expects (``grpc.ssl_target_name_override``), so a device
 only streams to an *edge* certificate signed by this CA, wherever the edge stands, and a server reads
-the caller's role from the client certificate (:mod:`ecd.tls`).
+the caller's role from the client certificate (:mod:`ecd.transport.tls`).
 
 Built with the ``cryptography`` package (the ``cloud`` extra: the operator creates certificates on
 an operator's machine; devices and edge nodes only read the PEM files, which gRPC does itself).

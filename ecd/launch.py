@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from ecd import certs, tls
+from ecd import certs
+from ecd.transport import tls
 from ecd.errors import EcdError
 from ecd.transport.rpc import wait_healthy
 

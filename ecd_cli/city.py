@@ -23,7 +23,8 @@ import numpy as np
 from cloud_server.service import CloudConfig, SchedulerClient, start_cloud
 from device_agent.service import AgentConfig, DeviceAgent, RunReport
 from device_agent.sources import heldout
-from ecd import certs, tls
+from ecd import certs
+from ecd.transport import tls
 from ecd.errors import ConfigError, EcdError
 from ecd.transport.rpc import LoopThread, wait_healthy
 from ecd.types import CampaignReport, CampaignSpec, Grid, PlacementReport, Position

@@ -23,7 +23,7 @@ from ecd_cli.fmt import print_table
 def _client(args: argparse.Namespace):
     from cloud_server.service import SchedulerClient
 
-    from ecd import tls
+    from ecd.transport import tls
 
     credentials = tls.load(args.tls_dir, args.tls_name)
     tls.check_plaintext(credentials, tls.host_of(args.cloud), args.allow_plaintext, "--cloud")

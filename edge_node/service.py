@@ -18,7 +18,7 @@ from pathlib import Path
 
 import grpc
 
-from ecd import tls as tls_
+from ecd.transport import tls as tls_
 from ecd.config import MiB, option
 from ecd.errors import AuthenticationError, EcdError, UnavailableError
 from ecd.metrics import ServiceMetrics, start_metrics

@@ -1,13 +1,13 @@
 """Who may call what: one policy table and one server interceptor that applies it to every RPC.
 
-Roles come from the caller's client certificate (:mod:`ecd.tls`): ``device``, ``edge``,
+Roles come from the caller's client certificate (:mod:`ecd.transport.tls`): ``device``, ``edge``,
 ``operator`` (and ``cloud``, which calls nothing). On a mutual-TLS server a call whose role is not
 in the method's row is refused ``PERMISSION_DENIED`` before the handler runs; a method missing from
 the table is refused too (deny by default). Finer checks stay in the handlers, which get the caller
 from :func:`caller`: a device acts only on itself (its token), an edge node only on its own
 registration and on devices assigned to it (``cloud_server.core``).
 
-A plaintext server (loopback only, see :func:`ecd.tls.check_plaintext`) cannot know roles: it lets
+A plaintext server (loopback only, see :func:`ecd.transport.tls.check_plaintext`) cannot know roles: it lets
 every call through to the handlers' own checks, as before TLS — and the cloud still takes operator
 calls only from ``--operator-peers``.
 """
@@ -20,7 +20,7 @@ from typing import Mapping
 
 import grpc
 
-from ecd.tls import ANONYMOUS, Identity, peer_identity
+from ecd.transport.tls import ANONYMOUS, Identity, peer_identity
 
 ANY = frozenset({"device", "edge", "operator", "cloud"})
 

@@ -17,10 +17,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ecd import tls as tls_
+from ecd.transport import tls as tls_
 from ecd.config import MiB
 from ecd.errors import ConfigError
-from ecd.tls import Tls
+from ecd.transport.tls import Tls
 
 log = logging.getLogger("ecd.transport.rpc")
 

@@ -17,7 +17,8 @@ from cloud_server.heads import parity_head_weights
 from cloud_server.service import CloudConfig, start_cloud
 from device_agent.service import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
-from ecd import certs, codec, tls, zoo
+from ecd import certs, codec, zoo
+from ecd.transport import tls
 from ecd.errors import ConfigError
 from ecd.manifest import load_heldout
 from ecd.partition import Partition

@@ -55,20 +55,21 @@ def test_label_only_attacker_draws_the_class_mean(bundled_copy: Path) -> None:
 
 @dataclass(frozen=True)
 class PlantedOffset(Defence):
-    """A weak 'defence': a large, fixed pattern added to the activation. It swamps the signal's norm
-    and fools an attacker who ignores it, but carries no randomness, so an attacker who knows the
-    defence learns to subtract it."""
+    """A weak 'defence': a large offset per channel plus a little noise. It swamps the signal's
+    norm and fools an attacker who ignores it, but the offset carries no randomness and the noise is
+    small, so an attacker who knows the defence (the measurement's adaptive decoder) removes it."""
 
     def apply(self, z, split, strength, gen):  # noqa: ANN001
-        pattern = torch.randn(z.shape[1:], generator=torch.Generator().manual_seed(123))
-        return z + strength * self.scale[split] * pattern
+        shape = (z.shape[1],) + (1,) * (z.ndim - 2)
+        offset = torch.randn(shape, generator=torch.Generator().manual_seed(123))
+        return z + strength * self.scale[split] * offset + 0.05 * self.scale[split] * torch.randn(z.shape, generator=gen)
 
 
 def test_measurement_sees_through_a_planted_weak_defence(bundled_copy: Path) -> None:
     manifest = Manifest.load(bundled_copy)
     blocks = torch_model_for(manifest).blocks
     images, _ = attack_images(manifest, 16, seed=0)
-    images = AttackImages(images.evaluation, images.attacker[:600])
+    images = AttackImages(images.evaluation, images.attacker[:500])
     s = replace(QUICK, n_images=16, decoder_epochs=3, decoder_width=8, whitebox_iters=5)
     split, strength = 2, 20.0
     calibrated = calibrate(blocks, manifest.input, images.attacker)
