@@ -426,17 +426,15 @@ class Cluster:
             if tier.alive:
                 tier.cpu_s = max(tier.cpu_s, usage[0])
         metrics = scrape(tier.metrics_port, self.scrape_timeout_s) if tier.metrics_port > 0 else None
-        if metrics is None and usage is None:
+        if metrics is None:  # no metrics (yet, or no longer): no progress sample, only the guards see the usage
+            if usage is not None:
+                for guard in self.guards:
+                    guard(tier, Sample(self.now(), tier.answered, None, 0, usage[0], usage[1]))
             return
-        if metrics is not None:
-            tier.metrics = metrics
-            answered, made, pending = progress(tier.kind, metrics)
-        else:  # no metrics (yet, or no longer): keep the counters, note the usage
-            last = tier.samples[-1] if tier.samples else Sample(0.0, 0)
-            answered, made, pending = last.answered, last.made, last.pending
+        tier.metrics = metrics
+        answered, made, pending = progress(tier.kind, metrics)
         s = Sample(self.now(), answered, made, pending, usage[0] if usage else None, usage[1] if usage else None)
-        if metrics is not None or tier.samples:
-            tier.samples.append(s)
+        tier.samples.append(s)
         for guard in self.guards:
             guard(tier, s)
 

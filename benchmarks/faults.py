@@ -322,7 +322,7 @@ def recovery_times(run: Run, fault_at: float | None, counts: list[AgentCount], s
         if asked and before[-1].answered >= asked:
             continue  # done before the fault
         after = [s for s in a.samples if s.t >= before[-1].t]
-        stalls = [r for r in flat_runs([(s.t, s.answered, True) for s in after], stall_s, a.t_exit)
+        stalls = [r for r in flat_runs([(s.t, s.answered, not asked or s.answered < asked) for s in after], stall_s, a.t_exit)
                   if r[0] <= fault_at + window_s]
         if stalls:
             affected.append(a.name)

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ecd.errors import MissingExtraError, PreconditionError, RequestError
+from ecd.limits import check_name
 from ecd.types import CampaignSpec, DeviceQuality, Grid, Position
 from scheduling.quality import crowdpower
 from scheduling.quality.crowdpower import B, C, F, W, X
@@ -86,6 +87,7 @@ class Allocation:
 
 def check_spec(spec: CampaignSpec, limits: Limits = Limits()) -> CampaignSpec:
     """The spec, or a :class:`~ecd.errors.RequestError` naming the first bad field."""
+    check_name(spec.name, "name")
     g = spec.grid
     g.south_west.check("grid.south_west")
     g.north_east.check("grid.north_east")

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import math
+import secrets
 import threading
 import time
 import tomllib
@@ -22,10 +23,12 @@ import numpy as np
 
 from cloud_server import campaigns, placement, sites
 from cloud_server.heads import BUILTIN_HEAD, LinearHead, builtin_head, head_from_spec, make_head
-from cloud_server.registry import DeviceRecord, EdgeRecord, Registry
+from cloud_server.registry import DeviceRecord, EdgeRecord, Registry, hash_token, token_matches
 from ecd import codec
 from ecd.config import MiB
-from ecd.errors import (AuthenticationError, NotFoundError, PermissionDeniedError, PreconditionError, RequestError,
+from ecd.limits import (MAX_ENDPOINT_CHARS, MAX_HEAD_LABELS, MAX_HEADS_PER_MODEL, MAX_PROFILE_BYTES, MIN_CHUNK_BYTES,
+                        check_name, check_size, printable)
+from ecd.errors import (AuthenticationError, LimitError, NotFoundError, PermissionDeniedError, PreconditionError, RequestError,
                         UnavailableError)
 from ecd.manifest import MANIFEST_FILENAME, Manifest, sha256_bytes
 from ecd.partition import BlockRunner
@@ -84,6 +87,7 @@ def parse_profile(text: str) -> DeviceProfile:
     return device_from_dict(d, "in the request")
 
 
+REVOKED_NOTICE_S = 60.0  # heartbeats name the devices revoked this recently
 MOVE_GRACE_S = 30.0  # an edge node may still serve a device this long after placement moved it away
 
 
@@ -141,8 +145,8 @@ class CloudCore:
 
     def authenticate(self, device_id: str, token: str) -> DeviceRecord:
         record = self.registry.device(device_id) if device_id else None
-        if record is None or not token or record.token != token:
-            raise AuthenticationError(f"token: unknown device token for device_id {device_id!r}")
+        if record is None or not token or not token_matches(record.token, token):
+            raise AuthenticationError(f"token: unknown device token for device_id {printable(device_id)!r}")
         self._touch(device_id)
         return record
 
@@ -164,11 +168,13 @@ class CloudCore:
         boundary = n - 1 if self.edge_boundary is None else min(self.edge_boundary, n)
         return max(split_device, boundary)
 
-    def _assignment(self, d: DeviceRecord, recommended: int) -> Assignment:
+    def _assignment(self, d: DeviceRecord, recommended: int, token: str) -> Assignment:
+        """The device's assignment, carrying ``token``: the one the device presented (the registry
+        keeps only its hash)."""
         edge = self.registry.edge(d.edge_id)
         return Assignment(
             device_id=d.device_id,
-            token=d.token,
+            token=token,
             edge_endpoint=edge.endpoint if edge else "",
             model_id=d.model_id,
             model_version=d.model_version,
@@ -216,9 +222,10 @@ class CloudCore:
     # --- control plane -------------------------------------------------------------------------
 
     def register_device(self, req: DeviceRegistration) -> Assignment:
+        check_size(req.profile, "profile", MAX_PROFILE_BYTES)
         served = self._model(req.model_id)
         if req.radio not in known_radios():
-            raise RequestError(f"radio: {req.radio!r} is not one of {', '.join(known_radios())}")
+            raise RequestError(f"radio: {printable(req.radio)!r} is not one of {', '.join(known_radios())}")
         profile = parse_profile(req.profile)
         prefs = req.preferences
         if prefs.min_split > served.manifest.n_blocks:
@@ -228,8 +235,10 @@ class CloudCore:
             raise RequestError(f"encoding: expected FLOAT32, FLOAT16 or INT8_AFFINE, got {req.encoding}")
         position = req.position.check("position") if req.position is not None else None
         sensors = sites.check_sensors(req.sensors)
+        token = secrets.token_hex(16)
         record = self.registry.add_device(
-            name=req.device_name or "device",
+            token=hash_token(token),
+            name=check_name(req.device_name or "device", "device_name"),
             profile=req.profile if req.profile in known_devices() else "measured:" + profile.name,
             radio=req.radio,
             w_energy=prefs.w_energy,
@@ -249,7 +258,7 @@ class CloudCore:
         if position is not None:
             self.registry.record_location(record.device_id, position.lat, position.lon, int(time.time() * 1000))
         log.info("[CloudServer.RegisterDevice] %s (%s) split %d on edge %s", record.device_id, record.name, record.split_device, record.edge_id)
-        return self._assignment(record, self._recommend(served, profile, req.radio, prefs))
+        return self._assignment(record, self._recommend(served, profile, req.radio, prefs), token)
 
     def update_preferences(self, req: PreferencesUpdate) -> Assignment:
         d = self.authenticate(req.device_id, req.token)
@@ -266,7 +275,7 @@ class CloudCore:
         )
         profile = load_device(d.profile) if d.profile in known_devices() else None
         recommended = self._recommend(served, profile, d.radio, prefs) if profile else d.split_device
-        return self._assignment(d, recommended)
+        return self._assignment(d, recommended, req.token)
 
     def get_assignment(self, device_id: str, token: str, edge_owner: str | None = None) -> Assignment:
         """The device's assignment. ``edge_owner``: the asker is the edge node holding that
@@ -274,7 +283,7 @@ class CloudCore:
         d = self._on_live_edge(self.authenticate(device_id, token))
         if edge_owner is not None and not self._serves(d, edge_owner):
             raise PermissionDeniedError(f"device_id: device {device_id} is not assigned to this edge node")
-        return self._assignment(d, d.split_device)
+        return self._assignment(d, d.split_device, token)
 
     def _on_live_edge(self, d: DeviceRecord) -> DeviceRecord:
         """A device asking where to stream is never sent to a dead edge node: one that lost its
@@ -291,8 +300,9 @@ class CloudCore:
     def register_edge(self, req: EdgeRegistration, owner: str = "") -> str:
         """Register (or re-register) the edge node at ``req.endpoint``. ``owner``: the name on the
         caller's edge certificate; an endpoint another certificate registered is refused."""
-        if not req.endpoint or ":" not in req.endpoint:
-            raise RequestError(f"endpoint: expected host:port, got {req.endpoint!r}")
+        check_name(req.endpoint, "endpoint", MAX_ENDPOINT_CHARS)
+        if ":" not in req.endpoint:
+            raise RequestError(f"endpoint: expected host:port, got {printable(req.endpoint)!r}")
         if not (np.isfinite(req.capacity) and req.capacity > 0):
             raise RequestError(f"capacity: expected a finite value > 0, got {req.capacity}")
         if not (math.isfinite(req.activation_cost) and req.activation_cost >= 0):
@@ -352,12 +362,22 @@ class CloudCore:
             self._move({d.device_id: edge}, {d.device_id: d.edge_id})
             self.on_change()
         d = self.registry.device(d.device_id)
-        return self._assignment(d, d.split_device)
+        return self._assignment(d, d.split_device, req.token)
 
-    def heartbeat(self, req: EdgeHeartbeat, owner: str = "") -> None:
+    def heartbeat(self, req: EdgeHeartbeat, owner: str = "") -> list[str]:
+        """Note the edge alive; returns the devices revoked lately (the edge drops their cached
+        assignments, so a revoked token is refused there within a heartbeat)."""
         self._own_edge(req.edge_id, owner)
         if not self.registry.heartbeat(req.edge_id, req.load, req.queue_depth):
             raise NotFoundError(f"edge_id: {req.edge_id!r} is not registered")
+        return self.registry.revoked_since(time.time() - REVOKED_NOTICE_S)
+
+    def revoke_device(self, device_id: str) -> None:
+        """Revoke a device's token (a stolen phone): the cloud refuses it at once, edge nodes from
+        their next heartbeat on."""
+        if not self.registry.revoke_device(device_id):
+            raise NotFoundError(f"device_id: {printable(device_id)!r} is not registered")
+        log.warning("[CloudServer.RevokeDevice] %s revoked", device_id)
 
     # --- placement (paper 003, see cloud_server.placement) -----------------------------------------
 
@@ -552,6 +572,8 @@ class CloudCore:
         m = served.manifest
         if not req.start <= req.stop <= m.n_blocks:
             raise RequestError(f"start, stop: expected 0 <= start <= stop <= {m.n_blocks}, got [{req.start}, {req.stop})")
+        if 0 < req.max_chunk_bytes < MIN_CHUNK_BYTES:
+            raise RequestError(f"max_chunk_bytes: expected 0 (the server's default) or >= {MIN_CHUNK_BYTES}, got {req.max_chunk_bytes}")
         step = min(req.max_chunk_bytes or CHUNK_BYTES, CHUNK_BYTES)
         paths = [m.directory / MANIFEST_FILENAME] + [m.block_path(b) for b in m.blocks[req.start : req.stop]]
         for path in paths:
@@ -562,6 +584,12 @@ class CloudCore:
 
     def add_head(self, spec: HeadSpec) -> int:
         served = self._model(spec.model_id)
+        if len(spec.labels) > MAX_HEAD_LABELS:
+            raise LimitError(f"labels: at most {MAX_HEAD_LABELS} per head, got {len(spec.labels)}")
+        for k, label in enumerate(spec.labels):
+            check_name(label, f"labels[{k}]")
+        if spec.name not in served.heads and len(served.heads) >= MAX_HEADS_PER_MODEL:
+            raise LimitError(f"name: {spec.model_id} already has {len(served.heads)} heads (the limit); replace one instead")
         head = make_head(spec.name, spec.labels, spec.weight, spec.bias, spec.input, len(served.manifest.labels))
         self.registry.put_head(spec.model_id, head.name, head.to_spec())
         served.heads[head.name] = head

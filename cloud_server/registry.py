@@ -21,7 +21,10 @@ path nor a postgresql URL, the driver missing, the server out of reach) raises
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import os
 import re
 import secrets
 import sqlite3
@@ -59,7 +62,8 @@ CREATE TABLE IF NOT EXISTS devices (
     lat DOUBLE PRECISION,
     lon DOUBLE PRECISION,
     last_seen_unix DOUBLE PRECISION NOT NULL DEFAULT 0,
-    sensors TEXT NOT NULL DEFAULT '{}'
+    sensors TEXT NOT NULL DEFAULT '{}',
+    revoked_unix DOUBLE PRECISION NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS edges (
     edge_id TEXT PRIMARY KEY,
@@ -122,11 +126,42 @@ ADDED_COLUMNS = (
     ("devices", "last_seen_unix", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
     ("devices", "sensors", "TEXT NOT NULL DEFAULT '{}'"),
     ("edges", "owner", "TEXT NOT NULL DEFAULT ''"),
+    ("devices", "revoked_unix", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
 )
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 SCHEMA_LOCK = 0x3ECD  # PostgreSQL advisory lock: replicas starting together create the tables once
 EDGE_COLUMNS = "edge_id, endpoint, capacity, load, queue_depth, last_seen_unix, lat, lon, activation_cost, owner"
+
+
+REVOKED = "revoked"  # a stored token no presented token matches
+
+
+def hash_token(token: str) -> str:
+    """What the registry stores of a device token: its SHA-256 (tokens are 128 random bits, so a
+    plain hash suffices; a stolen database gives no usable token)."""
+    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+
+
+def token_matches(stored: str, presented: str) -> bool:
+    """Constant-time comparison of a presented token with the stored hash (or, for a registry
+    written before tokens were hashed, with the stored token)."""
+    if stored == REVOKED:
+        return False
+    if stored.startswith("sha256:"):
+        return hmac.compare_digest(stored, hash_token(presented))
+    return hmac.compare_digest(stored.encode(), presented.encode())
+
+
+def _private_file(path: str) -> None:
+    """Create the SQLite file readable by its owner only (SQLite gives its -wal and -shm files the
+    database file's mode); an existing file is left as its owner set it."""
+    if path == ":memory:" or path.startswith("file:") or os.path.exists(path):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    except OSError:
+        pass  # SQLite's own open names the problem (ConfigError below)
 
 
 @dataclass(frozen=True)
@@ -241,6 +276,7 @@ class Registry:
             raise ConfigError(f"db: expected a SQLite file or a postgresql:// URL, got {redact(db)!r}")
         self.path = db
         try:
+            _private_file(db)
             self._db = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             for table, column, kind in ADDED_COLUMNS:  # before the schema: its indexes may use them
@@ -313,14 +349,26 @@ class Registry:
 
     # --- devices -----------------------------------------------------------------------------
 
-    def add_device(self, **fields) -> DeviceRecord:
-        record = DeviceRecord(device_id=uuid.uuid4().hex[:12], token=secrets.token_hex(16), **fields)
+    def add_device(self, token: str = "", **fields) -> DeviceRecord:
+        """A new device; ``token`` is what to store (the cloud passes :func:`hash_token` of the
+        device's token; empty = a random one)."""
+        record = DeviceRecord(device_id=uuid.uuid4().hex[:12], token=token or secrets.token_hex(16), **fields)
         self._execute(
             f"INSERT INTO devices ({', '.join(DEVICE_COLUMNS)}, registered_unix, last_seen_unix) "
             f"VALUES ({', '.join('?' * (len(DEVICE_COLUMNS) + 2))})",
             [getattr(record, c) for c in DEVICE_COLUMNS] + [time.time()] * 2,
         )
         return record
+
+    def revoke_device(self, device_id: str) -> bool:
+        """Revoke the device's token: no token matches a revoked record. False for an unknown device."""
+        _, count = self._execute("UPDATE devices SET token = ?, revoked_unix = ? WHERE device_id = ?",
+                                 (REVOKED, time.time(), device_id))
+        return count == 1
+
+    def revoked_since(self, unix: float) -> list[str]:
+        """Devices revoked after ``unix`` (edge nodes learn of them with their heartbeat's answer)."""
+        return [r[0] for r in self._rows("SELECT device_id FROM devices WHERE revoked_unix > ? ORDER BY device_id", (unix,))]
 
     def touch_device(self, device_id: str, unix: float) -> None:
         """The device was heard from (its lease runs from here)."""

@@ -16,6 +16,7 @@ from cloud_server.core import CloudCore, load_models
 from cloud_server.registry import Registry
 from ecd.transport import tls as tls_
 from ecd.config import MiB, option
+from ecd.limits import RateLimiter
 from ecd.metrics import SchedulerMetrics, ServiceMetrics, start_metrics
 from ecd.transport import serde
 from ecd.transport.auth import caller
@@ -52,6 +53,7 @@ class CloudConfig:
     allow_plaintext: bool = option(False, "force plaintext on a non-loopback address (anyone on the network can then read and forge traffic)")
     reflection: bool = option(True, "serve gRPC server reflection (turn off in production)")
     health_port: int = option(-1, "a plaintext port on host serving only gRPC health, for probes that cannot present a client certificate (-1 = off, 0 = any free port)")
+    registrations_per_s: float = option(10.0, "device and edge registrations one caller may make per second (burst: five times as many)")
     operator_peers: tuple = option(("127.0.0.1", "::1"), "addresses the operator's Scheduler calls are taken from (they "
                                    "show every device's position); 'any' = from everywhere")
 
@@ -113,6 +115,21 @@ class PlacementMonitor:
                 log.warning("[CloudServer.Placement] %s: placement failed: %s", reason, e)
 
 
+@dataclass
+class RateLimits:
+    """Calls a caller may make per second (token buckets, :class:`ecd.limits.RateLimiter`)."""
+
+    registrations: RateLimiter = field(default_factory=lambda: RateLimiter(10.0, 50.0, "registrations"))
+    locations: RateLimiter = field(default_factory=lambda: RateLimiter(5.0, 20.0, "ReportLocation"))
+    watches: RateLimiter = field(default_factory=lambda: RateLimiter(5.0, 20.0, "WatchAssignment"))
+
+
+def _caller_key(context: grpc.aio.ServicerContext) -> str:
+    """Whom a rate limit counts: the certificate's holder under TLS, else the peer's host."""
+    who = caller()
+    return str(who) if who.role else peer_host(context.peer())
+
+
 def _edge_owner() -> str:
     """The name on the calling edge node's certificate ("" on a plaintext server)."""
     who = caller()
@@ -120,12 +137,14 @@ def _edge_owner() -> str:
 
 
 class CloudServicer(pb_grpc.CloudServerServicer):
-    def __init__(self, core: CloudCore, metrics: ServiceMetrics, workers: int, changes: Changes, monitor: PlacementMonitor):
+    def __init__(self, core: CloudCore, metrics: ServiceMetrics, workers: int, changes: Changes, monitor: PlacementMonitor,
+                 limits: RateLimits | None = None):
         self.core = core
         self.metrics = metrics
         self.workers = workers
         self.changes = changes
         self.monitor = monitor
+        self.limits = limits or RateLimits()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloud-infer")
 
     async def Stream(self, request_iterator: AsyncIterator[pb.Frame], context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Result]:
@@ -155,7 +174,9 @@ class CloudServicer(pb_grpc.CloudServerServicer):
             reader.cancel()
 
     async def RegisterDevice(self, request, context):
-        a = await _unary(context, lambda r: self.core.register_device(serde.registration_from_pb(r)), request)
+        await _unary(context, self.limits.registrations.take, _caller_key(context))
+        # parsing a profile and deciding the split take a while: off the event loop
+        a = await _unary(context, lambda r: self.core.register_device(serde.registration_from_pb(r)), request, in_thread=True)
         return serde.assignment_to_pb(a)
 
     async def UpdatePreferences(self, request, context):
@@ -169,6 +190,7 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         return serde.assignment_to_pb(a)
 
     async def RegisterEdge(self, request, context):
+        await _unary(context, self.limits.registrations.take, _caller_key(context))
         edge_id = await _unary(context, lambda r: self.core.register_edge(serde.edge_registration_from_pb(r), _edge_owner()), request)
         self.monitor.kick()
         return pb.RegisterEdgeResponse(edge_id=edge_id)
@@ -179,12 +201,14 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         return pb.HeartbeatAck()
 
     async def ReportLocation(self, request, context):
+        await _unary(context, self.limits.locations.take, request.device_id)
         a = await _unary(context, lambda r: self.core.report_location(serde.location_from_pb(r)), request)
         return serde.assignment_to_pb(a)
 
     async def WatchAssignment(self, request, context):
         """The device's assignment now, then each time it changes (a new placement included, so a
         device knows which placement it follows)."""
+        await _unary(context, self.limits.watches.take, _caller_key(context))
         last = None
         while True:
             event = self.changes.event
@@ -196,16 +220,17 @@ class CloudServicer(pb_grpc.CloudServerServicer):
             await event.wait()
 
     async def Heartbeat(self, request, context):
-        await _unary(context, lambda r: self.core.heartbeat(serde.heartbeat_from_pb(r), _edge_owner()), request)
-        return pb.HeartbeatAck()
+        revoked = await _unary(context, lambda r: self.core.heartbeat(serde.heartbeat_from_pb(r), _edge_owner()), request)
+        return pb.HeartbeatAck(revoked=revoked)
 
     async def FetchPartition(self, request, context):
-        chunks = await _unary(context, lambda r: list(self.core.partition_chunks(serde.partition_request_from_pb(r))), request)
+        chunks = await _unary(context, lambda r: list(self.core.partition_chunks(serde.partition_request_from_pb(r))), request,
+                              in_thread=True)
         for chunk in chunks:
             yield serde.chunk_to_pb(chunk)
 
     async def AddHead(self, request, context):
-        heads = await _unary(context, lambda r: self.core.add_head(serde.head_spec_from_pb(r)), request)
+        heads = await _unary(context, lambda r: self.core.add_head(serde.head_spec_from_pb(r)), request, in_thread=True)
         return pb.AddHeadResponse(heads=heads)
 
     async def ListHeads(self, request, context):
@@ -267,6 +292,11 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         await self._operator(context)
         return serde.campaign_report_to_pb(await _unary(context, self.core.campaign_report, request.campaign_id))
 
+    async def RevokeDevice(self, request, context):
+        await self._operator(context)
+        await _unary(context, self.core.revoke_device, request.device_id)
+        return pb.RevokeResponse()
+
     async def ListReputations(self, request, context):
         await self._operator(context)
         devices, floor = await _unary(context, self.core.reputations)
@@ -307,6 +337,9 @@ class SchedulerClient:
 
     def select_site(self, request: SiteRequest) -> SiteSelection:
         return serde.site_selection_from_pb(self._call(self.stub.SelectSite, serde.site_request_to_pb(request)))
+
+    def revoke(self, device_id: str) -> None:
+        self._call(self.stub.RevokeDevice, pb.RevokeRequest(device_id=device_id))
 
     def reputations(self) -> tuple[list[DeviceQuality], float]:
         reply = self._call(self.stub.ListReputations, pb.ReputationsRequest())
@@ -369,7 +402,8 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
     changes = Changes(asyncio.get_running_loop())
     core.on_change = changes.notify
     monitor = PlacementMonitor(core, cfg.placement_check_s)
-    servicer = CloudServicer(core, metrics, cfg.workers, changes, monitor)
+    limits = RateLimits(registrations=RateLimiter(cfg.registrations_per_s, 5 * cfg.registrations_per_s, "registrations"))
+    servicer = CloudServicer(core, metrics, cfg.workers, changes, monitor, limits)
     transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, grace_s=cfg.grace_s)
 
     def register(s: grpc.aio.Server) -> None:

@@ -96,6 +96,8 @@ class Preferences:
         total = self.w_energy + self.w_privacy
         if total == 0:
             raise PreferenceError("w_energy, w_privacy: must not both be 0")
+        if not math.isfinite(total):  # 1e308 + 1e308 would normalise to 0/0
+            raise PreferenceError(f"w_energy, w_privacy: their sum must be finite, got {self.w_energy} + {self.w_privacy}")
         object.__setattr__(self, "w_energy", float(self.w_energy) / total)
         object.__setattr__(self, "w_privacy", float(self.w_privacy) / total)
         if isinstance(self.min_split, bool) or not isinstance(self.min_split, (int, np.integer)) or self.min_split < 0:

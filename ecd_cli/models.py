@@ -63,7 +63,13 @@ def cmd_models_inspect(args: argparse.Namespace) -> int:
         print("training: " + ", ".join(f"{k}={v}" for k, v in manifest.training.items()))
     if manifest.privacy:
         curve = ", ".join(f"{v:.3f}" for v in manifest.privacy["curve"])
-        print(f"privacy P_priv(b), b = 0..{manifest.n_blocks}: {curve}")
+        print(f"privacy: attack similarity S(b), b = 0..{manifest.n_blocks}: {curve}")
+        if "leakage" in manifest.privacy:
+            leak = ", ".join(f"{v:.3f}" for v in manifest.privacy["leakage"])
+            print(f"privacy: leakage beyond the label L(b) (the utility's P_priv): {leak}")
+        if "defence" in manifest.privacy:
+            d = manifest.privacy["defence"]
+            print(f"defence: {d.get('kind')} at strengths {d.get('strengths')} (ecd models inspect --json for the table)")
     else:
         print("privacy: not measured (ecd models privacy NAME)")
     block_table(manifest)
@@ -241,7 +247,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", help="write originals, reconstructions and the SSIM curve to this PNG "
                    "(and the defence table to NAME_defence.png)")
-    p.add_argument("--strengths", help="defence strengths to measure, comma-separated (default 0,0.5,1,2,4,8; "
+    p.add_argument("--strengths", help="defence strengths to measure, comma-separated (default 0,1,2,4,8; "
                    "--quick 0,2,8)")
     p.add_argument("--no-defence", action="store_true", help="measure the undefended curve only")
     p.add_argument("--keep-curve", action="store_true",

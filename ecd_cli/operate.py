@@ -170,6 +170,16 @@ def cmd_site(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_revoke(args: argparse.Namespace) -> int:
+    client = _client(args)
+    try:
+        client.revoke(args.device_id)
+    finally:
+        client.close()
+    print(f"{args.device_id}: token revoked (refused by the cloud now, by edge nodes from their next heartbeat)")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     sch = sub.add_parser("schedule", help="operate the schedulers of a running cloud server (placement, campaigns, reputation)")
     schsub = sch.add_subparsers(dest="schedule_command", required=True)
@@ -215,6 +225,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--position", required=True, help="where the event is, LAT,LON in degrees")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_site)
+    p = schsub.add_parser("revoke", help="revoke a device's token (a lost or stolen device)")
+    p.add_argument("device_id")
+    _cloud_arguments(p)
+    p.set_defaults(func=cmd_revoke)
     p = schsub.add_parser("reputation", help="every device's CrowdPower reputation and the floor")
     _cloud_arguments(p)
     p.add_argument("--json", action="store_true")

@@ -185,6 +185,12 @@ class EdgeCore:
         self._assignments[device_id] = (token, a)
         return a
 
+    def forget(self, device_ids) -> None:
+        """Drop what is cached of these devices (their tokens were revoked): their next frame is
+        checked with the cloud again."""
+        for device_id in device_ids:
+            self._assignments.pop(device_id, None)
+
     async def model(self, model_id: str, version: str) -> tuple[Manifest, BlockRunner]:
         key = (model_id, version)
         if key in self._models:

@@ -188,8 +188,9 @@ async def _heartbeat(stub: pb_grpc.CloudServerStub, registration: EdgeRegistrati
         load = (core.frames_seen - last) / every_s
         last = core.frames_seen
         try:
-            await stub.Heartbeat(pb.EdgeHeartbeat(edge_id=running.edge_id, load=load, queue_depth=core.link.queue.qsize()),
-                                 timeout=max(every_s, 1.0))
+            ack = await stub.Heartbeat(pb.EdgeHeartbeat(edge_id=running.edge_id, load=load, queue_depth=core.link.queue.qsize()),
+                                       timeout=max(every_s, 1.0))
+            core.forget(ack.revoked)
         except grpc.aio.AioRpcError as e:
             if e.code() != grpc.StatusCode.NOT_FOUND:
                 log.warning("[EdgeNode.Heartbeat] %s", e.code().name)

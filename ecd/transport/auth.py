@@ -44,6 +44,7 @@ POLICY: Mapping[str, frozenset[str]] = {
     "/ecd.v1.Scheduler/GetCampaign": frozenset({"operator"}),
     "/ecd.v1.Scheduler/ListReputations": frozenset({"operator"}),
     "/ecd.v1.Scheduler/SelectSite": frozenset({"operator"}),
+    "/ecd.v1.Scheduler/RevokeDevice": frozenset({"operator"}),
     "/ecd.v1.EdgeNode/Stream": frozenset({"device"}),
     "/grpc.health.v1.Health/Check": ANY,
     "/grpc.health.v1.Health/Watch": ANY,

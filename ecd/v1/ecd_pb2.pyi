@@ -268,8 +268,10 @@ class EdgeHeartbeat(_message.Message):
     def __init__(self, edge_id: _Optional[str] = ..., load: _Optional[float] = ..., queue_depth: _Optional[int] = ...) -> None: ...
 
 class HeartbeatAck(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("revoked",)
+    REVOKED_FIELD_NUMBER: _ClassVar[int]
+    revoked: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, revoked: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PlaceRequest(_message.Message):
     __slots__ = ("method", "seed")
@@ -524,6 +526,16 @@ class CampaignReport(_message.Message):
     def __init__(self, campaign_id: _Optional[str] = ..., spec: _Optional[_Union[CampaignSpec, _Mapping]] = ..., status: _Optional[str] = ..., requested_work: _Optional[int] = ..., allocated_work: _Optional[int] = ..., participants: _Optional[int] = ..., chosen: _Optional[int] = ..., dangerous: _Optional[int] = ..., utility: _Optional[float] = ..., seconds: _Optional[float] = ..., allocation: _Optional[_Iterable[_Union[DeviceTasks, _Mapping]]] = ..., results: _Optional[int] = ..., quality: _Optional[_Iterable[_Union[DeviceQuality, _Mapping]]] = ..., excluded: _Optional[_Iterable[str]] = ..., coverage: _Optional[int] = ..., cells: _Optional[int] = ..., objective: _Optional[float] = ..., latency_s: _Optional[float] = ...) -> None: ...
 
 class ReputationsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RevokeRequest(_message.Message):
+    __slots__ = ("device_id",)
+    DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
+    device_id: str
+    def __init__(self, device_id: _Optional[str] = ...) -> None: ...
+
+class RevokeResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 

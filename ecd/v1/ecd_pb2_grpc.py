@@ -693,6 +693,11 @@ class SchedulerStub:
                 request_serializer=ecd_dot_v1_dot_ecd__pb2.SiteRequest.SerializeToString,
                 response_deserializer=ecd_dot_v1_dot_ecd__pb2.SiteSelection.FromString,
                 _registered_method=True)
+        self.RevokeDevice = channel.unary_unary(
+                '/ecd.v1.Scheduler/RevokeDevice',
+                request_serializer=ecd_dot_v1_dot_ecd__pb2.RevokeRequest.SerializeToString,
+                response_deserializer=ecd_dot_v1_dot_ecd__pb2.RevokeResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -736,6 +741,12 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevokeDevice(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -768,6 +779,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.SelectSite,
                     request_deserializer=ecd_dot_v1_dot_ecd__pb2.SiteRequest.FromString,
                     response_serializer=ecd_dot_v1_dot_ecd__pb2.SiteSelection.SerializeToString,
+            ),
+            'RevokeDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeDevice,
+                    request_deserializer=ecd_dot_v1_dot_ecd__pb2.RevokeRequest.FromString,
+                    response_serializer=ecd_dot_v1_dot_ecd__pb2.RevokeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -934,6 +950,33 @@ class Scheduler:
             '/ecd.v1.Scheduler/SelectSite',
             ecd_dot_v1_dot_ecd__pb2.SiteRequest.SerializeToString,
             ecd_dot_v1_dot_ecd__pb2.SiteSelection.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecd.v1.Scheduler/RevokeDevice',
+            ecd_dot_v1_dot_ecd__pb2.RevokeRequest.SerializeToString,
+            ecd_dot_v1_dot_ecd__pb2.RevokeResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,17 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ecd import zoo
 from ecd.manifest import Manifest
 from ecd.profiles import UnknownProfileError, known_devices, known_radios, load_device, load_radio
 from ecd.split import (
+    DefenceTableError,
     Preferences,
     PreferenceError,
     PrivacyNotMeasuredError,
     comm_energy,
     decide_split,
     decide_splits,
+    defence_table,
     encoded_bytes,
     privacy_curve,
+    privacy_options,
 )
 
 PI4 = load_device("pi4")
@@ -33,17 +37,155 @@ def ecd(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_recommended_split_never_gets_shallower_as_privacy_weight_rises(bundled: Manifest) -> None:
+    """Undefended (strength pinned to 0), the running-minimum curve makes the split monotone."""
     for floor in range(bundled.n_blocks + 1):
         splits = [
-            decide_split(bundled, PI4, WIFI, Preferences(1 - w, w, min_split=floor)).recommended
+            decide_split(bundled, PI4, WIFI, Preferences(1 - w, w, min_split=floor, defence_strength=0)).recommended
             for w in np.linspace(0, 1, 101)
         ]
         assert all(a <= b for a, b in zip(splits, splits[1:])), (floor, splits)
         assert min(splits) >= floor
     # the weights matter: an energy-only user and a privacy-only user get different splits
-    energy_only = decide_split(bundled, PI4, WIFI, Preferences(1, 0)).recommended
-    privacy_only = decide_split(bundled, PI4, WIFI, Preferences(0, 1)).recommended
+    energy_only = decide_split(bundled, PI4, WIFI, Preferences(1, 0, defence_strength=0)).recommended
+    privacy_only = decide_split(bundled, PI4, WIFI, Preferences(0, 1, defence_strength=0)).recommended
     assert privacy_only > energy_only
+
+
+@pytest.mark.parametrize("model", ["digits_cnn", "faces_cnn"])
+def test_with_the_defence_leakage_never_rises_and_energy_never_falls_with_privacy_weight(model: str) -> None:
+    m = zoo.load_manifest(model)
+    for radio in (WIFI, load_radio("lte")):
+        for floor in range(m.n_blocks + 1):
+            picks = []
+            for w in np.linspace(0, 1, 51):
+                d = decide_split(m, PI4, radio, Preferences(1 - w, w, min_split=floor))
+                b = d.recommended
+                picks.append((d.p_priv[b], d.e_comp[b] + d.e_comm[b]))
+                assert b >= floor
+            for (p0, e0), (p1, e1) in zip(picks, picks[1:]):
+                assert p1 <= p0 + 1e-12 and e1 >= e0 - 1e-12, (model, floor, picks)
+
+
+@pytest.mark.parametrize("model", ["digits_cnn", "faces_cnn"])
+def test_privacy_weight_one_picks_the_least_leakage_the_floor_and_accuracy_allow(model: str) -> None:
+    m = zoo.load_manifest(model)
+    table = defence_table(m, required=True)
+    options = privacy_options(m)
+    defended_picked = 0
+    for floor in range(m.n_blocks + 1):
+        d = decide_split(m, PI4, WIFI, Preferences(0, 1, min_split=floor))
+        b, st = d.recommended, d.recommended_strength
+        k = table.check_strength(m.model_id, st)
+        least = options.leakage[:, floor:].min()
+        assert options.leakage[k, b] == least
+        assert b >= floor
+        # the chosen setting keeps the task: at most 2 points of accuracy lost (or undefended)
+        assert st == 0 or table.baseline_accuracy - table.accuracy[k, b] <= 0.02 + 1e-9
+        undefended_least = options.leakage[0, floor:].min()
+        if least < undefended_least:
+            assert st > 0
+            defended_picked += 1
+    if model == "faces_cnn":
+        assert defended_picked > 0  # the defence is what the privacy-first user gets here
+
+
+def test_batch_decision_returns_the_same_strengths(bundled: Manifest) -> None:
+    rng = np.random.default_rng(2)
+    users = 60
+    w_e, w_p = rng.random(users), rng.random(users)
+    floor = rng.integers(0, bundled.n_blocks + 1, users)
+    zeros = np.zeros(users, int)
+    splits, strengths = decide_splits(bundled, [PI4], [WIFI], zeros, zeros, w_e, w_p, floor, return_strengths=True)
+    for u in range(users):
+        one = decide_split(bundled, PI4, WIFI, Preferences(w_e[u], w_p[u], int(floor[u])))
+        assert (splits[u], strengths[u]) == (one.recommended, one.recommended_strength)
+
+
+def test_defence_strength_out_of_range_names_the_field() -> None:
+    faces = zoo.load_manifest("faces_cnn")
+    for bad in (-1.0, float("nan"), float("inf"), "strong"):
+        with pytest.raises(PreferenceError, match="^defence_strength"):
+            Preferences(0.5, 0.5, defence_strength=bad)
+    with pytest.raises(PreferenceError, match="defence_strength: expected one of the measured strengths"):
+        decide_split(faces, PI4, WIFI, Preferences(0.5, 0.5, defence_strength=3.0))
+    for bad in (-0.1, 1.5, float("nan")):
+        with pytest.raises(PreferenceError, match="^max_accuracy_loss"):
+            Preferences(0.5, 0.5, max_accuracy_loss=bad)
+    pinned = decide_split(faces, PI4, WIFI, Preferences(0.5, 0.5, defence_strength=2.0))
+    assert pinned.recommended_strength == 2.0
+    assert all(pinned.strength_at(b) == 2.0 for b in range(faces.n_blocks + 1))
+
+
+def _resealed(defence: dict) -> dict:
+    import hashlib
+
+    body = {k: v for k, v in defence.items() if k != "sha256"}
+    return {**body, "sha256": hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()}
+
+
+def test_missing_or_tampered_defence_table_names_the_field() -> None:
+    import copy
+
+    faces = zoo.load_manifest("faces_cnn")
+    bare = replace(faces, privacy={k: v for k, v in faces.privacy.items() if k != "defence"})
+    with pytest.raises(DefenceTableError, match="privacy.defence: model 'faces_cnn'.*no measured defence table"):
+        decide_split(bare, PI4, WIFI, Preferences(0.5, 0.5, defence_strength=2.0))
+    assert decide_split(bare, PI4, WIFI, Preferences(0.5, 0.5)).recommended_strength == 0.0  # none to use
+
+    def with_defence(defence: dict) -> Manifest:
+        return replace(faces, privacy={**faces.privacy, "defence": defence})
+
+    edited = copy.deepcopy(faces.privacy["defence"])
+    edited["table"]["leakage"][3][4] = 0.0  # a lower leakage than was measured
+    with pytest.raises(DefenceTableError, match="privacy.defence.sha256"):
+        decide_split(with_defence(edited), PI4, WIFI, Preferences(0, 1))
+    edited = copy.deepcopy(faces.privacy["defence"])
+    edited["strengths"][1] = 0.1
+    with pytest.raises(DefenceTableError, match="privacy.defence.sha256"):
+        decide_split(with_defence(edited), PI4, WIFI, Preferences(0, 1))
+    for key in ("scale", "table", "sha256"):
+        gone = {k: v for k, v in faces.privacy["defence"].items() if k != key}
+        with pytest.raises(DefenceTableError, match=f"privacy.defence.{key}: missing"):
+            decide_split(with_defence(gone), PI4, WIFI, Preferences(0, 1))
+    short = copy.deepcopy(faces.privacy["defence"])
+    short["table"]["accuracy"] = short["table"]["accuracy"][:-1]
+    with pytest.raises(DefenceTableError, match=r"privacy.defence.table.accuracy: expected shape"):
+        decide_split(with_defence(_resealed(short)), PI4, WIFI, Preferences(0, 1))
+    above = copy.deepcopy(faces.privacy["defence"])
+    above["table"]["leakage"][1][1] = 1.5
+    with pytest.raises(DefenceTableError, match=r"privacy.defence.table.leakage: expected finite values in \[0.0, 1.0\]"):
+        decide_split(with_defence(_resealed(above)), PI4, WIFI, Preferences(0, 1))
+    unsorted = copy.deepcopy(faces.privacy["defence"])
+    unsorted["strengths"] = unsorted["strengths"][::-1]
+    with pytest.raises(DefenceTableError, match="privacy.defence.strengths"):
+        decide_split(with_defence(_resealed(unsorted)), PI4, WIFI, Preferences(0, 1))
+
+
+def test_device_applies_the_chosen_defence_before_sending() -> None:
+    from device_agent.core import AgentCore
+    from ecd import codec
+    from ecd.manifest import load_heldout
+    from ecd.metrics import ServiceMetrics
+    from ecd.partition import Partition
+    from ecd.types import Assignment, Encoding, Split
+
+    faces = zoo.load_manifest("faces_cnn")
+    image = load_heldout(faces).images[0]
+    for strength in (0.0, 4.0):
+        core = AgentCore("t", Preferences(0, 1, min_split=2, defence_strength=strength), Encoding.FLOAT32, PI4, WIFI,
+                         ServiceMetrics("device"))
+        split = core.choose_split(faces)
+        core.registered(faces, Assignment("d", "tok", "e:1", faces.model_id, faces.version, Split(split, faces.n_blocks),
+                                          split, core.prefs))
+        clean = Partition(faces, 0, split).run(faces.input.preprocess(image[None]))
+        sent = [codec.decode(core.make_frame(image)[0].tensor, clean.shape[1:], 1 << 24) for _ in range(2)]
+        if strength == 0:
+            assert np.array_equal(sent[0], clean) and np.array_equal(sent[1], clean)
+        else:
+            noise = sent[0] - clean
+            scale = strength * defence_table(faces).scale[split]
+            assert np.mean(np.abs(noise)) == pytest.approx(scale, rel=0.5)  # E|Laplace(0, s)| = s
+            assert not np.array_equal(sent[0], sent[1])  # fresh noise per frame
 
 
 def test_min_split_is_respected_for_every_profile_and_radio(bundled: Manifest) -> None:
@@ -56,7 +198,7 @@ def test_min_split_is_respected_for_every_profile_and_radio(bundled: Manifest) -
 
 
 def test_utility_terms(bundled: Manifest) -> None:
-    d = decide_split(bundled, PI4, WIFI, Preferences(3, 1))
+    d = decide_split(bundled, PI4, WIFI, Preferences(3, 1, defence_strength=0))
     assert d.preferences.w_energy == pytest.approx(0.75)
     assert d.e_comp[0] == 0.0
     assert np.all(np.diff(d.e_comp) >= 0)
@@ -204,6 +346,9 @@ def test_split_cli_table_json_and_plot(tmp_path: Path) -> None:
         (["--privacy-weight", "0.5", "--min-split", "9"], "min_split"),
         (["--privacy-weight", "0.5", "--profile", "pi9"], "pi9"),
         (["--privacy-weight", "0.5", "--radio", "lora"], "lora"),
+        (["--privacy-weight", "0.5", "--model", "faces_cnn", "--defence-strength", "3"], "defence_strength"),
+        (["--privacy-weight", "0.5", "--defence-strength", "-1"], "defence_strength"),
+        (["--privacy-weight", "0.5", "--max-accuracy-loss", "2"], "max_accuracy_loss"),
     ],
 )
 def test_split_cli_bad_input(args: list[str], needle: str) -> None:

@@ -112,7 +112,7 @@ def test_committed_defence_tables_are_complete_and_valid(name: str) -> None:
     table = defence_table(m, required=True)
     assert table is not None
     d = m.privacy["defence"]
-    assert len(table.strengths) >= 4 and table.strengths[0] == 0
+    assert len(table.strengths) >= 4 and table.strengths[0] == 0  # 0 and at least three noise levels
     for key in ("whitebox_ssim", "decoder_ssim", "whitebox_identity_match", "decoder_identity_match",
                 "whitebox_psnr_db", "decoder_psnr_db", "leakage", "accuracy"):
         assert np.shape(d["table"][key]) == (len(table.strengths), m.n_blocks + 1), key

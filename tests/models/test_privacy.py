@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 from ecd.errors import IntegrityError  # noqa: E402
 from ecd.manifest import Manifest  # noqa: E402
+from ecd.split import defence_table  # noqa: E402
 from models.measure_privacy import attack_images, torch_model_for  # noqa: E402
 from models.privacy import QUICK, attack_split, non_monotone_excess, psnr, ssim  # noqa: E402
 
@@ -73,7 +74,18 @@ def test_quick_cli_writes_a_curve_and_a_picture(bundled_copy: Path, tmp_path: Pa
         assert attacks[name]["settings"]["seed"] == 0
     assert curve == [max(a, b) for a, b in zip(attacks["whitebox_rmle"]["ssim"], attacks["learned_decoder"]["ssim"])]
     assert picture.stat().st_size > 10_000
-    assert "P_priv" in proc.stdout
+    # issue 17: the label-only baseline, the leakage beyond it, and the defence table
+    lo = after.privacy["label_only"]
+    assert 0.0 < lo["ssim"] < 1.0 and 0.0 <= lo["identity_match"] <= 1.0
+    leak = after.privacy["leakage"]
+    assert len(leak) == len(curve) and leak[0] == 1.0 and all(0.0 <= v <= 1.0 for v in leak)
+    for name in ("whitebox_rmle", "learned_decoder"):
+        assert attacks[name]["identity_match"][0] == 1.0
+    table = defence_table(after, required=True)
+    assert table.strengths.tolist() == [0.0, 2.0, 8.0]
+    assert table.leakage[0].tolist() == leak
+    assert (tmp_path / "privacy_defence.png").stat().st_size > 10_000
+    assert "leakage L" in proc.stdout and "strength" in proc.stdout
 
 
 def test_tampered_weights_are_refused(bundled_copy: Path) -> None:
