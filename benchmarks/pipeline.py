@@ -8,6 +8,8 @@
 
 Prints ratios measured side by side in this one run and writes JSON (``--out``).
 
+3. The same pipeline over mutual TLS on every hop against plaintext, side by side.
+
     python benchmarks/pipeline.py [--frames 300] [--out results/pipeline.json]
 """
 
@@ -45,9 +47,11 @@ def single_process(model: str, frames: int) -> dict:
     return {"p50_s": float(np.median(lat)), "throughput_fps": frames / (time.perf_counter() - t_all)}
 
 
-def pipeline(cloud_target: str, tmp: Path, model: str, split: int, encoding: str, frames: int, in_flight: int) -> dict:
+def pipeline(cloud_target: str, tmp: Path, model: str, split: int, encoding: str, frames: int, in_flight: int,
+             tls_dir: str = "") -> dict:
     agent = DeviceAgent(AgentConfig(cloud=cloud_target, model=model, split=split, encoding=encoding,
-                                    max_in_flight=in_flight, model_dir=str(tmp / f"agent-{split}-{encoding}-{in_flight}")))
+                                    max_in_flight=in_flight, tls_dir=tls_dir,
+                                    model_dir=str(tmp / f"agent-{split}-{encoding}-{in_flight}-{bool(tls_dir)}")))
     try:
         agent.connect()
         t0 = time.perf_counter()
@@ -63,6 +67,29 @@ def pipeline(cloud_target: str, tmp: Path, model: str, split: int, encoding: str
         "throughput_fps": frames / elapsed,
         "uplink_bytes_per_frame": float(np.mean([o.result.uplink_bytes for o in outcomes])),
     }
+
+
+def tls_cost(model: str, frames: int, tmp: Path) -> list[dict]:
+    """The same pipeline in plaintext and over mutual TLS (every hop), side by side."""
+    from ecd import certs
+
+    folder = tmp / "tls"
+    certs.init(folder, certs.default_holders(edges=1, devices=1))
+    rows = []
+    for tls_dir in ("", str(folder)):
+        loop = LoopThread()
+        cloud = loop.run(start_cloud(CloudConfig(db=str(tmp / f"tls-{bool(tls_dir)}.sqlite3"), metrics_port=-1, tls_dir=tls_dir)))
+        edge = loop.run(start_edge(EdgeConfig(cloud=f"127.0.0.1:{cloud.port}", metrics_port=-1, tls_dir=tls_dir,
+                                              model_dir=str(tmp / f"e-tls-{bool(tls_dir)}"))))
+        try:
+            for in_flight in (1, 16):
+                r = pipeline(f"127.0.0.1:{cloud.port}", tmp, model, 3, "float32", frames, in_flight, tls_dir)
+                rows.append({"tls": bool(tls_dir), "in_flight": in_flight, **r})
+        finally:
+            loop.run(edge.stop(0))
+            loop.run(cloud.stop(0))
+            loop.close()
+    return rows
 
 
 def hop_overhead(sizes: list[int], repeats: int) -> list[dict]:
@@ -156,6 +183,14 @@ def main() -> None:
             loop.run(edge.stop(0))
             loop.run(cloud.stop(0))
             loop.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = tls_cost(args.model, args.frames, Path(tmp))
+    results["tls"] = rows
+    print("\nmutual TLS on every hop vs plaintext (split 3, float32)")
+    print(f"{'in flight':>9} | {'plain p50 ms':>12} {'TLS p50 ms':>10} {'ratio':>6} | {'plain fps':>9} {'TLS fps':>8} {'TLS / plain':>11}")
+    for plain, tls in zip(rows[:2], rows[2:]):
+        print(f"{plain['in_flight']:>9} | {plain['p50_s'] * 1e3:12.3f} {tls['p50_s'] * 1e3:10.3f} {tls['p50_s'] / plain['p50_s']:6.2f} | "
+              f"{plain['throughput_fps']:9.0f} {tls['throughput_fps']:8.0f} {tls['throughput_fps'] / plain['throughput_fps']:11.2f}")
     print("\nper-hop transport overhead (loopback gRPC bidi stream, median of 200 round trips)")
     print(f"{'payload':>10} | {'one hop us':>10} {'MB/s':>8} | {'memcpy us':>9} {'hop / memcpy':>12}")
     for row in hop_overhead([2**10, 2**12, 2**14, 2**16, 2**18, 2**20], repeats=200):

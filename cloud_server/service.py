@@ -146,6 +146,18 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         self.monitor = monitor
         self.limits = limits or RateLimits()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloud-infer")
+        self.readers: set[asyncio.Task] = set()  # one per open data-plane stream
+        self.streams = 0
+
+    async def drain(self, timeout_s: float) -> int:
+        """Stop reading every edge's stream, answer what was read, end the streams (the edges send
+        what is left to the next cloud); waits up to ``timeout_s``. Returns the streams still open."""
+        for reader in list(self.readers):
+            reader.cancel()
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self.streams and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        return self.streams
 
     async def Stream(self, request_iterator: AsyncIterator[pb.Frame], context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Result]:
         loop = asyncio.get_running_loop()
@@ -162,6 +174,8 @@ class CloudServicer(pb_grpc.CloudServerServicer):
                 await pending.put(None)
 
         reader = asyncio.create_task(read())
+        self.readers.add(reader)
+        self.streams += 1
         try:
             while (job := await pending.get()) is not None:
                 result = await job
@@ -172,6 +186,8 @@ class CloudServicer(pb_grpc.CloudServerServicer):
                 yield serde.result_to_pb(result)
         finally:
             reader.cancel()
+            self.readers.discard(reader)
+            self.streams -= 1
 
     async def RegisterDevice(self, request, context):
         await _unary(context, self.limits.registrations.take, _caller_key(context))
@@ -364,12 +380,15 @@ class RunningCloud:
         return self.server.port
 
     async def stop(self, grace: float | None = None) -> None:
+        """Drain the edges' streams (every frame read is answered; the rest the edges resend to the
+        next cloud), then stop serving."""
         for t in self.tasks:
             t.cancel()
         for t in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        await self.server.stop(grace)
+        await self.servicer.drain(grace if grace is not None else 5.0)
+        await self.server.stop(min(grace, 0.5) if grace is not None else 0.5)
         self.servicer.pool.shutdown(wait=False, cancel_futures=True)
         self.registry.close()
 

@@ -65,7 +65,7 @@ GROUPS: dict[str, Group] = {
     "codec": Group(("ecd/codec.py",), ("tests/ecd/test_codec.py", "tests/ecd/test_codec_and_proto.py", "tests/ecd/transport/test_serde.py")),
     "partition": Group(
         ("ecd/partition.py", "ecd/manifest.py"),
-        ("tests/ecd/test_partition.py", "tests/ecd/test_manifest.py"),
+        ("tests/ecd/test_partition.py", "tests/ecd/test_manifest.py", "tests/ecd/test_block_runner.py"),
     ),
     "distribution": Group(("ecd/distribution.py",), ("tests/ecd/test_distribution.py", "tests/edge_node/test_backpressure.py")),
     "split": Group(("ecd/split.py",), ("tests/ecd/test_split.py",)),

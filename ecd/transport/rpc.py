@@ -43,6 +43,9 @@ def grpc_options(cfg: TransportConfig) -> list[tuple[str, int]]:
         ("grpc.http2.max_pings_without_data", 0),
         # servers must accept the clients' keepalive pings instead of answering GOAWAY
         ("grpc.http2.min_recv_ping_interval_without_data_ms", int(cfg.keepalive_time_s * 1000) // 2),
+        # and never answer a client's pings with GOAWAY "too_many_pings" (seen under load, cutting
+        # idle assignment watches and edge streams)
+        ("grpc.http2.max_ping_strikes", 0),
     ]
 
 

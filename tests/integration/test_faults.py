@@ -136,16 +136,22 @@ def test_kill_9_of_an_edge_with_a_second_one_up_moves_the_agent_and_loses_nothin
     assert {o.result.edge_id for o in outcomes} == {cluster.ready["edge-a"]["edge_id"], cluster.ready["edge-b"]["edge_id"]}
 
 
-def test_a_cloud_restarted_with_more_frames_pending_than_the_edge_queue_holds_does_not_wedge(cluster: Cluster) -> None:
-    """Three agents keep 24 frames in flight against an edge queue of 4: when the cloud dies, the
-    edge holds more unanswered frames than its queue, and must resend them all to the new cloud."""
+@pytest.mark.parametrize("stop", ["kill -9", "SIGTERM"])
+def test_a_cloud_restarted_with_more_frames_pending_than_the_edge_queue_holds_does_not_wedge(cluster: Cluster, stop: str) -> None:
+    """Three agents keep 24 frames in flight against an edge queue of 4: when the cloud dies (or
+    drains on SIGTERM), the edge holds more unanswered frames than its queue, and must resend them
+    all to the new cloud."""
     cluster.start_cloud()
     cluster.start_edge("edge", max_queue=4)
     port = cluster.ready["cloud"]["port"]
     runs = [Streaming(agent(cluster, f"d{i}", max_in_flight=8), 300).start() for i in range(3)]
     for s in runs:
         s.wait_answered(30)
-    cluster.kill("cloud")
+    if stop == "kill -9":
+        cluster.kill("cloud")
+    else:
+        cluster.procs["cloud"].send_signal(signal.SIGTERM)
+        assert cluster.procs["cloud"].wait(DEADLINE_S) == 0
     cluster.start_cloud(port=port)  # same port, same database
     for s in runs:
         answered_exactly_once(s.finish(), 300)

@@ -25,12 +25,14 @@ def test_every_rpc_survives_drawn_requests() -> None:
     cluster, tmp = new_cluster()
     tally = Tally()
     templates = cluster.templates()
+    drawn: set[str] = set()
 
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(data=st.data())
     def one_call(data) -> None:
         method = data.draw(st.sampled_from(METHODS))
+        drawn.add(method.path)
         strategy = request_strategy(method, templates)
         n = data.draw(st.integers(1, 3)) if method.client_streaming else 1
         check_case(cluster, tally, method, [data.draw(strategy) for _ in range(n)])
@@ -38,6 +40,7 @@ def test_every_rpc_survives_drawn_requests() -> None:
     try:
         one_call()
         assert tally.cases >= EXAMPLES and not tally.failures, tally.failures
+        assert drawn == {m.path for m in METHODS}
         assert cluster.alive() and cluster.canary()
         assert all(v < 500 for v in cluster.rss_mb().values())
     finally:

@@ -135,7 +135,7 @@ def test_committed_faces_model_is_tiny_and_accurate() -> None:
 def test_digits_leakage_falls_with_depth_and_strength() -> None:
     """The committed digits table: within the attacks' noise, the beyond-label leakage does not rise
     with depth (undefended) and does not rise with the defence's strength (every split)."""
-    bound = 0.1
+    bound = 0.15  # 24 evaluation images: identity matching moves in steps of 1/24
     m = _committed("digits_cnn")
     leak = np.asarray(m.privacy["defence"]["table"]["leakage"])
     assert leak[0, 0] == 1.0

@@ -357,3 +357,92 @@ def test_random_sites_draws_what_its_docstring_says() -> None:
     assert share["temperature"] == pytest.approx(0.5, abs=0.03) and share["relative_humidity"] == pytest.approx(0.25, abs=0.03)
     again = cp.random_sites(9, 3000, 0.1, seed=5, side_m=30.0)
     assert again == sites  # seeded
+
+
+# --- edges the first pass of the mutation gate found unpinned ---------------------------------------
+
+
+def test_data_quality_fills_as_asked() -> None:
+    data = np.array([[1.0, np.nan, 9.0], [1.0, 2.0, 3.0], [1.5, 2.5, 3.5]])
+    q_mean, _ = cp.data_quality(data)
+    q_ffill, _ = cp.data_quality(data, fill="ffill")
+    assert np.array_equal(q_ffill[:, 1], cp.slot_quality(np.array([1.0, 2.0, 2.5]))[0])  # 1 carried forward
+    assert np.array_equal(q_mean[:, 1], cp.slot_quality(np.array([5.0, 2.0, 2.5]))[0])  # the row's mean, 5
+    assert not np.allclose(q_mean[:, 1], q_ffill[:, 1])
+
+
+def test_outliers_mad_edges() -> None:
+    assert cp.outliers_mad(np.array([5.0])).tolist() == [False]  # one reading: nothing to compare with
+    assert cp.outliers_mad(np.array([5.0, 5.0, 5.0, 5.5])).tolist() == [False, False, False, True]  # MAD 0, off by ½
+    with pytest.raises(cp.CrowdPowerError, match="^values: expected a non-empty vector of finite readings$"):
+        cp.outliers_mad(np.ones((2, 2)))
+    with pytest.raises(cp.CrowdPowerError, match="^values: expected a non-empty vector of finite readings$"):
+        cp.outliers_mad(np.array([]))
+
+
+def test_time_continuity_takes_the_smaller_ratio_both_ways() -> None:
+    # Δ̄_bench = 2 s, Δ̄_init = 1 s: ratio = min(2, ½) = ½; the clock is perfectly even (jitter floored)
+    s = cp.sensor_score("gyroscope", np.array([0.0, 2.0, 4.0]), np.array([0.0, 1.0, 0.0]), np.array([0.0, 1.0]))
+    assert s["time_continuity"] == pytest.approx(0.5 * 4000)
+    # an initialisation clock that stands still: no ratio, no score
+    s = cp.sensor_score("gyroscope", np.array([0.0, 2.0, 4.0]), np.array([0.0, 1.0, 0.0]), np.array([1.0, 1.0]))
+    assert s["time_continuity"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "ts,values,init",
+    [
+        (np.zeros((3, 1)), np.ones(3), np.array([0.0, 1.0])),
+        (np.arange(3.0), np.ones(3), np.zeros((2, 1))),
+        (np.arange(3.0), np.ones((3, 1, 1)), np.array([0.0, 1.0])),
+    ],
+    ids=["2-D timestamps", "2-D init", "3-D values"],
+)
+def test_sensor_score_refuses_the_wrong_dimensions(ts: np.ndarray, values: np.ndarray, init: np.ndarray) -> None:
+    with pytest.raises(cp.CrowdPowerError, match=r"^timestamps, values: need >= 3 events with one row of values each \(and >= 2 initialisation timestamps\)$"):
+        cp.sensor_score("light", ts, values, init)
+
+
+def test_ineligible_sites_score_nothing() -> None:
+    empty = cp.score_site(cp.Site("E", (3.0, 4.0), []), "fire", 5.0, 10.0, (0.0, 0.0))
+    assert empty == cp.SiteScore("E", False, "no participants", 0.0, [], 0.0, 5.0, 0.0)
+    bad = cp.Site("B", (3.0, 4.0), [cp.Participant({"camera": 9.0}, malicious=True)])
+    assert cp.score_site(bad, "fire", 5.0, 10.0, (0.0, 0.0)) == cp.SiteScore("B", False, "malicious participant", 0.0, [], 0.0, 5.0, 0.0)
+    dear = cp.Site("D", (0.0, 0.0), [cp.Participant({"camera": 9.0, "pulse": 9.0}, price=3.0)])
+    assert cp.score_site(dear, "heart_attack", 5.0, 2.0, (0.0, 0.0)) == cp.SiteScore("D", False, "price 3.00 > budget 2", 9.0, [0], 3.0, 0.0, 0.0)
+    weak = cp.Site("W", (0.0, 0.0), [cp.Participant({"camera": 2.0, "pulse": 2.0}, price=1.0)])
+    assert cp.score_site(weak, "heart_attack", 5.0, 2.0, (0.0, 0.0)) == cp.SiteScore("W", False, "quality 2.00 < level 5", 2.0, [0], 1.0, 0.0, 0.0)
+
+
+def test_the_group_stops_at_the_first_phone_that_reaches_the_level() -> None:
+    site = cp.Site("S", (0.0, 0.0), [cp.Participant({"camera": 6.0, "pulse": 6.0}), cp.Participant({"camera": 2.0, "pulse": 2.0})])
+    s = cp.score_site(site, "heart_attack", 6.0, 10.0, (0.0, 0.0))
+    assert s.group == [0] and s.eligible and s.quality == 6.0
+
+
+def test_site_selection_to_dict() -> None:
+    site = cp.Site("A", (0.0, 0.0), [cp.Participant({"gps": 8.0})])
+    best, scores = cp.select_site([site], "traffic_conditions", 5.0, 5.0, (0.0, 0.0))
+    d = cp.SiteSelection(best, scores).to_dict()
+    assert d["chosen"] == "A" and d["sites"][0]["site"] == "A" and set(d) == {"chosen", "sites"}
+    assert cp.SiteSelection(None, scores).to_dict()["chosen"] is None
+
+
+def test_select_site_messages() -> None:
+    with pytest.raises(cp.CrowdPowerError, match=rf"^event: expected one of {', '.join(cp.EVENTS)}, got 'quake'$"):
+        cp.select_site([cp.Site("A", (0.0, 0.0))], "quake", 5, 10, (0, 0))
+    with pytest.raises(cp.CrowdPowerError, match="^sites: the area of interest has no sites$"):
+        cp.select_site([], "fire", 5, 10, (0, 0))
+
+
+def test_random_sites_sensor_shares_and_default_side() -> None:
+    sites = cp.random_sites(4, 4000, 0.0, seed=8)
+    assert [s.position for s in sites] == [(5.0, 5.0), (15.0, 5.0), (5.0, 15.0), (15.0, 15.0)]  # a 20 m square
+    people = [p for s in sites for p in s.participants]
+    assert not any(p.malicious for p in people)
+    want = {"gps": 0.95, "camera": 0.95, "light": 0.9, "proximity": 0.9, "temperature": 0.5,
+            "ambient_temperature": 0.3, "relative_humidity": 0.25, "pulse": 0.3}
+    for sensor, share in want.items():
+        assert np.mean([sensor in p.sensor_quality for p in people]) == pytest.approx(share, abs=0.025), sensor
+    batteries = [p.battery for p in people]
+    assert 0.2 <= min(batteries) < 0.21 and 0.99 < max(batteries) <= 1.0
