@@ -68,7 +68,7 @@ GROUPS: dict[str, Group] = {
         ("tests/ecd/test_partition.py", "tests/ecd/test_manifest.py", "tests/ecd/test_block_runner.py"),
     ),
     "distribution": Group(("ecd/distribution.py",), ("tests/ecd/test_distribution.py", "tests/edge_node/test_backpressure.py")),
-    "split": Group(("ecd/split.py",), ("tests/ecd/test_split.py",)),
+    "split": Group(("ecd/split.py",), ("tests/ecd/test_split.py", "tests/ecd/test_split_checks.py")),
     "placement": Group(
         (
             "scheduling/placement/heuristics.py",

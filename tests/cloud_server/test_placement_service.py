@@ -30,7 +30,7 @@ def city(tmp_path: Path):
     """A cloud and three edge nodes at positions, real servers on loopback."""
     loop = LoopThread()
     cloud = loop.run(start_cloud(replace(CloudConfig(), db=str(tmp_path / "cloud.sqlite3"), metrics_port=0,
-                                         edge_timeout_s=1.5, placement_check_s=0.2, placement_activation_cost=1.0)))
+                                         edge_timeout_s=3.0, placement_check_s=0.2, placement_activation_cost=1.0)))
     target = f"127.0.0.1:{cloud.port}"
     edges = [
         loop.run(start_edge(replace(EdgeConfig(), cloud=target, metrics_port=-1, heartbeat_s=0.3,

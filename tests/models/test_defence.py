@@ -70,7 +70,7 @@ def test_measurement_sees_through_a_planted_weak_defence(bundled_copy: Path) -> 
     blocks = torch_model_for(manifest).blocks
     images, _ = attack_images(manifest, 16, seed=0)
     images = AttackImages(images.evaluation, images.attacker[:500])
-    s = replace(QUICK, n_images=16, decoder_epochs=3, decoder_width=8, whitebox_iters=5)
+    s = replace(QUICK, n_images=16, decoder_epochs=10, decoder_width=8, whitebox_iters=5)
     split, strength = 2, 20.0
     calibrated = calibrate(blocks, manifest.input, images.attacker)
     planted = PlantedOffset(calibrated.scale)
