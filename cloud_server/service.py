@@ -54,6 +54,7 @@ class CloudConfig:
     reflection: bool = option(True, "serve gRPC server reflection (turn off in production)")
     health_port: int = option(-1, "a plaintext port on host serving only gRPC health, for probes that cannot present a client certificate (-1 = off, 0 = any free port)")
     registrations_per_s: float = option(10.0, "device and edge registrations one caller may make per second (burst: five times as many)")
+    locations_per_s: float = option(20.0, "location reports one device may send per second (burst: ten times as many, for a trace uploaded at once)")
     operator_peers: tuple = option(("127.0.0.1", "::1"), "addresses the operator's Scheduler calls are taken from (they "
                                    "show every device's position); 'any' = from everywhere")
 
@@ -120,7 +121,7 @@ class RateLimits:
     """Calls a caller may make per second (token buckets, :class:`ecd.limits.RateLimiter`)."""
 
     registrations: RateLimiter = field(default_factory=lambda: RateLimiter(10.0, 50.0, "registrations"))
-    locations: RateLimiter = field(default_factory=lambda: RateLimiter(5.0, 20.0, "ReportLocation"))
+    locations: RateLimiter = field(default_factory=lambda: RateLimiter(20.0, 200.0, "ReportLocation"))
     watches: RateLimiter = field(default_factory=lambda: RateLimiter(5.0, 20.0, "WatchAssignment"))
 
 
@@ -421,7 +422,8 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
     changes = Changes(asyncio.get_running_loop())
     core.on_change = changes.notify
     monitor = PlacementMonitor(core, cfg.placement_check_s)
-    limits = RateLimits(registrations=RateLimiter(cfg.registrations_per_s, 5 * cfg.registrations_per_s, "registrations"))
+    limits = RateLimits(registrations=RateLimiter(cfg.registrations_per_s, 5 * cfg.registrations_per_s, "registrations"),
+                        locations=RateLimiter(cfg.locations_per_s, 10 * cfg.locations_per_s, "ReportLocation"))
     servicer = CloudServicer(core, metrics, cfg.workers, changes, monitor, limits)
     transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, grace_s=cfg.grace_s)
 
