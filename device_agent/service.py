@@ -159,7 +159,6 @@ class DeviceAgent:
         self.tasks_done = 0
         self.tally = Tally()
         self.tally_sent = 0
-        self.lost = 0
         self._unanswered: dict = {}
         self._stopping = threading.Event()
 
@@ -456,9 +455,8 @@ class DeviceAgent:
             resend = [sent[i][0] for i in sorted(sent)]
             if resend:
                 log.warning("[DeviceAgent] resending %d frames", len(resend))
-        self.lost = len(sent)
-        if self.lost and not self._stopping.is_set():
-            raise EcdError(f"{self.lost} frames got no result (first: {sorted(sent)[:5]})")
+        if sent and not self._stopping.is_set():
+            raise EcdError(f"{len(sent)} frames got no result (first: {sorted(sent)[:5]})")
         outcomes.sort(key=lambda o: o.frame_id)
         return outcomes
 

@@ -28,7 +28,7 @@ from torch import nn
 from ecd.errors import ConfigError
 from ecd.manifest import InputSpec
 from models.definition import ModelDefinition, load_weights
-from models.export import Block
+from models.export import FourConvCNN, conv_block
 
 IMAGE_SIZE = 32
 TEST_FRACTION = 0.2
@@ -60,41 +60,15 @@ def load_digits_split() -> DigitsData:
     return DigitsData(tr_x, tr_y, te_x, te_y)
 
 
-class DigitsCNN(nn.Module):
+class DigitsCNN(FourConvCNN):
     def __init__(self) -> None:
         super().__init__()
-
-        def conv(cin: int, cout: int, pool: bool) -> nn.Sequential:
-            layers: list[nn.Module] = [
-                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-            ]
-            if pool:
-                layers.append(nn.MaxPool2d(2))
-            return nn.Sequential(*layers)
-
-        self.conv1 = conv(1, 16, pool=False)
-        self.conv2 = conv(16, 32, pool=True)
-        self.conv3 = conv(32, 64, pool=True)
-        self.conv4 = conv(64, 64, pool=True)
+        self.conv1 = conv_block(1, 16, pool=False)
+        self.conv2 = conv_block(16, 32, pool=True)
+        self.conv3 = conv_block(32, 64, pool=True)
+        self.conv4 = conv_block(64, 64, pool=True)
         self.fc = nn.Sequential(nn.Flatten(1), nn.Linear(64 * 4 * 4, 128), nn.ReLU(inplace=True), nn.Dropout(0.3))
         self.classifier = nn.Linear(128, 10)
-
-    def blocks(self) -> list[Block]:
-        return [
-            Block("conv1", "conv", self.conv1),
-            Block("conv2", "conv", self.conv2),
-            Block("conv3", "conv", self.conv3),
-            Block("conv4", "conv", self.conv4),
-            Block("fc", "fully_connected", self.fc),
-            Block("classifier", "classifier", self.classifier),
-        ]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks():
-            x = block.module(x)
-        return x
 
 
 def _shift_augment(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:

@@ -44,6 +44,41 @@ class Block:
     module: nn.Module
 
 
+def conv_block(cin: int, cout: int, pool: bool) -> nn.Sequential:
+    """3x3 conv (no bias), batch norm, ReLU, and a 2x2 max pool when ``pool``."""
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class FourConvCNN(nn.Module):
+    """The bundled models' shape: four conv blocks, a fully connected block, a classifier — six
+    blocks, so six split points past the input. Subclasses set the six modules."""
+
+    conv1: nn.Module
+    conv2: nn.Module
+    conv3: nn.Module
+    conv4: nn.Module
+    fc: nn.Module
+    classifier: nn.Module
+
+    def blocks(self) -> list[Block]:
+        return [
+            Block("conv1", "conv", self.conv1),
+            Block("conv2", "conv", self.conv2),
+            Block("conv3", "conv", self.conv3),
+            Block("conv4", "conv", self.conv4),
+            Block("fc", "fully_connected", self.fc),
+            Block("classifier", "classifier", self.classifier),
+        ]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks():
+            x = block.module(x)
+        return x
+
+
 class Chain(nn.Module):
     """The blocks run one after another — the block decomposition as a torch module."""
 

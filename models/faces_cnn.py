@@ -36,7 +36,7 @@ from torch import nn
 from ecd.errors import ConfigError
 from ecd.manifest import InputSpec
 from models.definition import ModelDefinition, load_weights
-from models.export import Block
+from models.export import FourConvCNN, conv_block
 
 IMAGE_SIZE = 25
 TEST_FRACTION = 0.3
@@ -65,37 +65,15 @@ def load_faces_split() -> FacesData:
     return FacesData(tr_x, tr_y, te_x, te_y)
 
 
-def _conv(cin: int, cout: int, pool: bool) -> nn.Sequential:
-    layers: list[nn.Module] = [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
-    if pool:
-        layers.append(nn.MaxPool2d(2))
-    return nn.Sequential(*layers)
-
-
-class FacesCNN(nn.Module):
+class FacesCNN(FourConvCNN):
     def __init__(self) -> None:
         super().__init__()
-        self.conv1 = _conv(1, 8, pool=False)
-        self.conv2 = _conv(8, 16, pool=True)
-        self.conv3 = _conv(16, 16, pool=True)
-        self.conv4 = _conv(16, 16, pool=True)
+        self.conv1 = conv_block(1, 8, pool=False)
+        self.conv2 = conv_block(8, 16, pool=True)
+        self.conv3 = conv_block(16, 16, pool=True)
+        self.conv4 = conv_block(16, 16, pool=True)
         self.fc = nn.Sequential(nn.Flatten(1), nn.Linear(16 * 3 * 3, 16), nn.ReLU(inplace=True))
         self.classifier = nn.Linear(16, 2)
-
-    def blocks(self) -> list[Block]:
-        return [
-            Block("conv1", "conv", self.conv1),
-            Block("conv2", "conv", self.conv2),
-            Block("conv3", "conv", self.conv3),
-            Block("conv4", "conv", self.conv4),
-            Block("fc", "fully_connected", self.fc),
-            Block("classifier", "classifier", self.classifier),
-        ]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks():
-            x = block.module(x)
-        return x
 
 
 def _augment(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:

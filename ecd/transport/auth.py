@@ -91,50 +91,31 @@ class Authorizer(grpc.aio.ServerInterceptor):
                 await context.abort(*why)
             return who
 
-        if handler.unary_unary:
-            inner_uu = handler.unary_unary
+        for kind, make in (("unary_unary", grpc.unary_unary_rpc_method_handler),
+                           ("unary_stream", grpc.unary_stream_rpc_method_handler),
+                           ("stream_unary", grpc.stream_unary_rpc_method_handler),
+                           ("stream_stream", grpc.stream_stream_rpc_method_handler)):
+            inner = getattr(handler, kind)
+            if inner:
+                return make(_guarded(inner, admit), handler.request_deserializer, handler.response_serializer)
+        return handler
 
-            async def unary_unary(request, context):
-                token = _CALLER.set(await admit(context))
-                try:
-                    return await inner_uu(request, context)
-                finally:
-                    _CALLER.reset(token)
 
-            return grpc.unary_unary_rpc_method_handler(unary_unary, handler.request_deserializer, handler.response_serializer)
-        if handler.unary_stream:
-            inner_us = handler.unary_stream
-            if inspect.isasyncgenfunction(inner_us):
-                async def unary_stream(request, context):
-                    _CALLER.set(await admit(context))  # this generator runs in its own task's context
-                    async for item in inner_us(request, context):
-                        yield item
-            else:  # a handler that writes with context.write (the health service's Watch)
-                async def unary_stream(request, context):
-                    _CALLER.set(await admit(context))
-                    return await inner_us(request, context)
+def _guarded(inner, admit):
+    """``inner`` (any of the four call shapes) run after ``admit``, with the caller set for it."""
+    if inspect.isasyncgenfunction(inner):
+        async def streaming(request, context):
+            _CALLER.set(await admit(context))  # this generator runs in its own task's context
+            async for item in inner(request, context):
+                yield item
 
-            return grpc.unary_stream_rpc_method_handler(unary_stream, handler.request_deserializer, handler.response_serializer)
-        if handler.stream_unary:
-            inner_su = handler.stream_unary
+        return streaming
 
-            async def stream_unary(requests, context):
-                token = _CALLER.set(await admit(context))
-                try:
-                    return await inner_su(requests, context)
-                finally:
-                    _CALLER.reset(token)
+    async def returning(request, context):  # a reply, or a stream written with context.write
+        token = _CALLER.set(await admit(context))
+        try:
+            return await inner(request, context)
+        finally:
+            _CALLER.reset(token)
 
-            return grpc.stream_unary_rpc_method_handler(stream_unary, handler.request_deserializer, handler.response_serializer)
-        inner_ss = handler.stream_stream
-        if inspect.isasyncgenfunction(inner_ss):
-            async def stream_stream(requests, context):
-                _CALLER.set(await admit(context))
-                async for item in inner_ss(requests, context):
-                    yield item
-        else:
-            async def stream_stream(requests, context):
-                _CALLER.set(await admit(context))
-                return await inner_ss(requests, context)
-
-        return grpc.stream_stream_rpc_method_handler(stream_stream, handler.request_deserializer, handler.response_serializer)
+    return returning
