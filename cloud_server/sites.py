@@ -24,6 +24,7 @@ import math
 from cloud_server.campaigns import DEFAULT_REPUTATION_FLOOR
 from cloud_server.registry import DeviceRecord, EdgeRecord
 from ecd.errors import PreconditionError, RequestError
+from ecd.limits import printable
 from ecd.types import Position, SiteRequest, SiteScore, SiteSelection
 from scheduling.quality import crowdpower
 
@@ -68,6 +69,8 @@ def sites(edges: list[EdgeRecord], devices: list[DeviceRecord], floor: float) ->
 def select(req: SiteRequest, edges: list[EdgeRecord], devices: list[DeviceRecord],
            floor: float = DEFAULT_REPUTATION_FLOOR) -> SiteSelection:
     """Score every site for the event and choose the best eligible one."""
+    if req.event not in crowdpower.EVENTS:  # checked here too: the caller's text is echoed bounded
+        raise RequestError(f"event: expected one of {', '.join(crowdpower.EVENTS)}, got {printable(req.event)!r}")
     if req.position is None:
         raise RequestError("position: required (where the event is)")
     event_at = req.position.check("position")

@@ -66,6 +66,7 @@ def test_the_site_chosen_is_crowdpowers_choice_over_the_edge_nodes_and_their_dev
 
 @pytest.mark.parametrize("request_,field", [
     (SiteRequest("meteor", 5.0, 5.0, EVENT), "event"),
+    (SiteRequest("m" * 10**6, 5.0, 5.0, EVENT), "event: expected one of [a-z_, ]+, got 'm{64}…'$"),
     (SiteRequest("fire", 11.0, 5.0, EVENT), "level"),
     (SiteRequest("fire", 5.0, float("nan"), EVENT), "budget"),
     (SiteRequest("fire", 5.0, 5.0, None), "position"),

@@ -137,3 +137,10 @@ def _edge_answered(tiers: Tiers) -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{tiers.edge.metrics_port}/metrics", timeout=10).read().decode()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("ecd_frames_total{") and 'outcome="ok"' in line)
+
+
+def test_bad_sensor_scores_fail_before_anything_starts() -> None:
+    assert service.parse_sensors("temperature=7.5, camera=9") == {"temperature": 7.5, "camera": 9.0}
+    for bad in ("temperature", "camera=high"):
+        with pytest.raises(ConfigError, match="--sensors: expected NAME=SCORE"):
+            DeviceAgent(AgentConfig(sensors=bad))
