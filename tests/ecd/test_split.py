@@ -186,9 +186,12 @@ def test_device_applies_the_chosen_defence_before_sending() -> None:
         if strength == 0:
             assert np.array_equal(sent[0], clean) and np.array_equal(sent[1], clean)
         else:
-            noise = sent[0] - clean
+            # E|Laplace(0, s)| = s; averaged over enough frames that a split with few values
+            # (the logits) still gives a stable estimate (fresh, unseeded noise on every frame)
+            noise = np.concatenate([(codec.decode(core.make_frame(image)[0].tensor, clean.shape[1:], 1 << 24) - clean).ravel()
+                                    for _ in range(400)])
             scale = strength * defence_table(faces).scale[split]
-            assert np.mean(np.abs(noise)) == pytest.approx(scale, rel=0.5)  # E|Laplace(0, s)| = s
+            assert np.mean(np.abs(noise)) == pytest.approx(scale, rel=0.25)
             assert not np.array_equal(sent[0], sent[1])  # fresh noise per frame
 
 
