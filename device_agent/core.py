@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -59,6 +60,7 @@ class RunReport:
     moves: int = 0  # times the device followed its assignment to another edge node
     edges: list[str] = field(default_factory=list)  # the edge nodes that served its frames
     latency_p99_s: float = float("nan")
+    resplits: int = 0  # times the user's new preferences moved the split of a running stream
     sent: int = 0  # distinct frames sent (a resent frame counts once)
     lost: int = 0  # frames sent and never answered: 0 unless the run ended on a failure
     exit: str = "completed"  # completed, stopped (SIGTERM) or the failure's message
@@ -108,14 +110,22 @@ class Tally:
     percentiles."""
 
     def __init__(self, window: int = 10_000):
+        self._lock = threading.Lock()  # the control panel reads while the stream adds
         self.frames = self.errors = self.uplink_bytes = self.raw_image_bytes = 0
         self.labelled = self.correct = 0
         self.latencies: deque[float] = deque(maxlen=window)
         self.error_messages: set[str] = set()
         self.edges: set[str] = set()
+        self.per_split: dict[int, int] = {}  # answered frames by the split they were sent at
 
     def add(self, o: FrameOutcome) -> None:
+        with self._lock:
+            self._add(o)
+
+    def _add(self, o: FrameOutcome) -> None:
         self.frames += 1
+        split = o.result.split.device
+        self.per_split[split] = self.per_split.get(split, 0) + 1
         if o.result.edge_id:
             self.edges.add(o.result.edge_id)
         if not o.result.ok:
@@ -131,7 +141,15 @@ class Tally:
             self.correct += o.result.head("class").index == o.label
 
     def percentile(self, q: float) -> float:
-        return float(np.percentile(np.array(self.latencies), q)) if self.latencies else float("nan")
+        with self._lock:
+            latencies = np.array(self.latencies)
+        return float(np.percentile(latencies, q)) if len(latencies) else float("nan")
+
+    def snapshot(self) -> dict:
+        """The counts so far, read consistently while frames are being answered."""
+        with self._lock:
+            return {"answered": self.frames, "errors": self.errors, "uplink_bytes": self.uplink_bytes,
+                    "per_split": dict(self.per_split), "accuracy": self.correct / self.labelled if self.labelled else None}
 
 
 class AgentCore:

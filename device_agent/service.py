@@ -29,11 +29,11 @@ from device_agent.sources import open_source
 from ecd import distribution
 from ecd.transport import tls as tls_
 from ecd.config import MiB, option
-from ecd.errors import ConfigError, EcdError, UnavailableError
+from ecd.errors import ConfigError, EcdError, PeerError, PreconditionError, RequestError, UnavailableError
 from ecd.manifest import Manifest
 from ecd.metrics import ServiceMetrics, start_metrics
 from ecd.profiles import load_device, load_radio
-from ecd.split import Preferences
+from ecd.split import Preferences, SplitDecision, decide_split
 from ecd.transport import serde
 from ecd.transport.rpc import TransportConfig, grpc_options
 from ecd.types import (Assignment, DeviceRegistration, Encoding, LocationReport, PartitionRequest, Position,
@@ -82,6 +82,8 @@ class AgentConfig:
     tls_dir: str = option("", "folder written by `ecd certs init`: ca.pem and this holder's NAME.pem/NAME.key (empty = plaintext, loopback only)")
     tls_name: str = option("device-1", "which certificate in tls_dir is this holder's (NAME.pem, NAME.key)")
     allow_plaintext: bool = option(False, "force plaintext on a non-loopback address (anyone on the network can then read and forge traffic)")
+    panel_port: int = option(-1, "the control panel's HTTP port: the user's energy/privacy curve and a privacy slider that re-splits the running device (-1 = off, 0 = any free port)")
+    panel_host: str = option("127.0.0.1", "address the control panel listens on (loopback: only this device's user; another address needs --allow-plaintext, as the panel has no TLS)")
     sensors: str = option("", "the phone's sensor benchmark scores for site selection, NAME=SCORE,... with scores 0..10 (e.g. temperature=7.5,camera=9)")
 
 
@@ -127,6 +129,9 @@ class DeviceAgent:
         if cfg.trace_every < 1:
             raise ConfigError(f"--trace-every: expected >= 1, got {cfg.trace_every}")
         parse_sensors(cfg.sensors)  # a bad option fails before anything starts
+        if cfg.panel_port >= 0 and not tls_.is_loopback(cfg.panel_host) and not cfg.allow_plaintext:
+            raise ConfigError(f"--panel-host: {cfg.panel_host} is not a loopback address; the panel is plain HTTP and steers "
+                              "this device's privacy: keep it on loopback, or force it with --allow-plaintext")
         self.trace = read_trace(cfg.trace) if cfg.trace else []
         self.position = Position.parse(cfg.position, "--position") or (self.trace[0] if self.trace else None)
         self.cfg = cfg
@@ -161,6 +166,11 @@ class DeviceAgent:
         self.tally_sent = 0
         self._unanswered: dict = {}
         self._stopping = threading.Event()
+        self.streaming = False
+        self._prefs_lock = threading.Lock()  # one preferences change at a time (the panel's threads)
+        self._resplit: tuple[Preferences, SplitDecision, int] | None = None  # applied between two streams
+        self.resplits = 0
+        self.preferences_error = ""  # why the last preferences change was not applied (shown on the panel)
 
     def _edge_channel(self, endpoint: str) -> grpc.Channel:
         """A channel to the edge node the cloud named; under TLS it must hold an *edge* certificate
@@ -337,6 +347,92 @@ class DeviceAgent:
         if self._tmp:
             self._tmp.cleanup()
 
+    # --- the user's preferences, changed while the device streams (the control panel) ------------
+
+    def check_preferences(self, w_privacy: float | None = None, min_split: int | None = None) -> Preferences:
+        """The preferences a user asks for, checked against this device: ``w_privacy`` in [0, 1]
+        (``w_energy`` becomes 1 - w_privacy), ``min_split`` within the model's blocks, never below
+        the current floor while a stream runs (a floor is a promise to the user: it is not lowered
+        behind a running stream), never above a split pinned with ``--split``."""
+        current = self.core.prefs
+        n = self.core.manifest.n_blocks if self.core.manifest else None
+        if w_privacy is not None and (isinstance(w_privacy, bool) or not isinstance(w_privacy, (int, float))
+                                      or not 0.0 <= w_privacy <= 1.0):  # NaN fails the comparison too
+            raise RequestError(f"w_privacy: expected a number in [0, 1], got {w_privacy!r}")
+        if min_split is not None:
+            if isinstance(min_split, bool) or not isinstance(min_split, int) or min_split < 0 or (n is not None and min_split > n):
+                raise RequestError(f"min_split: expected an integer in 0..{n} (the model's blocks), got {min_split!r}")
+            if self.streaming and min_split < current.min_split:
+                raise PreconditionError(f"min_split: the floor can only be raised while the device streams (it is {current.min_split}, "
+                                        f"asked {min_split}); stop the agent to lower it")
+            if self.cfg.split >= 0 and min_split > self.cfg.split:
+                raise PreconditionError(f"min_split: {min_split} is above the split pinned with --split ({self.cfg.split})")
+        w = current.w_privacy if w_privacy is None else float(w_privacy)
+        return dataclasses.replace(current, w_energy=1.0 - w, w_privacy=w,
+                                   min_split=current.min_split if min_split is None else min_split)
+
+    def decide(self, prefs: Preferences) -> tuple[SplitDecision, int]:
+        """The utility's curve for ``prefs`` on this device, and the split it would send at (the
+        recommended one, or the one pinned with ``--split``)."""
+        assert self.core.manifest is not None
+        decision = decide_split(self.core.manifest, self.core.profile, self.core.radio, prefs)
+        return decision, decision.recommended if self.cfg.split < 0 else self.cfg.split
+
+    def change_preferences(self, w_privacy: float | None = None, min_split: int | None = None) -> int:
+        """Take the user's new weight and floor; returns the split the device sends at from now on.
+
+        The cloud is told (``UpdatePreferences``). When the split changes while a stream runs, the
+        change is applied between two streams: no new frame is sent, the ones in flight are
+        answered at the old split, then the device fetches the blocks it lacks, tells the cloud and
+        goes on at the new split — no frame is lost, resent or sent twice (:meth:`run`)."""
+        with self._prefs_lock:
+            prefs = self.check_preferences(w_privacy, min_split)
+            decision, split = self.decide(prefs)
+            current = self.core.assignment.split.device
+            if self.streaming and (split != current or self._resplit is not None):
+                self._resplit = (prefs, decision, split)  # run() picks it up between two frames
+                return split
+            try:
+                self._apply_preferences(prefs, decision, split)
+            except grpc.RpcError as e:
+                raise PeerError(e.code().name, f"cloud: {e.code().name}: {e.details()}") from None
+            return split
+
+    def _apply_preferences(self, prefs: Preferences, decision: SplitDecision, split: int) -> None:
+        """Fetch blocks [0, split) if they are not here, tell the cloud, load the new partition."""
+        manifest, a = self.core.manifest, self.core.assignment
+        assert manifest is not None and a is not None and self.core.partition is not None
+        if split > self.core.partition.stop:
+            manifest = self._fetch(distribution.request(manifest.model_id, manifest.version, 0, split, self.cfg.max_message_bytes),
+                                   self.model_dir / self.cfg.model)
+        reply = serde.assignment_from_pb(self.cloud.UpdatePreferences(
+            serde.update_to_pb(PreferencesUpdate(a.device_id, a.token, prefs, split)), timeout=self.cfg.call_timeout_s))
+        self.core.prefs, self.core.decision = prefs, decision
+        self.core.registered(manifest, dataclasses.replace(a, split=reply.split, recommended_split=reply.recommended_split,
+                                                           preferences=reply.preferences))
+        self.preferences_error = ""
+        log.info("[DeviceAgent] %s: w_privacy %.2f, min_split %d: split %d", a.device_id, prefs.w_privacy, prefs.min_split, split)
+
+    def _resplit_now(self) -> None:
+        """Apply a pending split change (no frame in flight). If the cloud cannot be told, the device
+        goes on at the old split and the panel says why."""
+        with self._prefs_lock:
+            pending, self._resplit = self._resplit, None
+            if pending is None:
+                return
+            old = self.core.assignment.split.device
+            try:
+                self._apply_preferences(*pending)
+            except grpc.RpcError as e:
+                self.preferences_error = f"{e.code().name}: {e.details()}"
+                log.warning("[DeviceAgent] preferences not applied (%s); staying at split %d", self.preferences_error, old)
+                return
+            except EcdError as e:
+                self.preferences_error = str(e)
+                log.warning("[DeviceAgent] preferences not applied (%s); staying at split %d", e, old)
+                return
+            self.resplits += self.core.assignment.split.device != old
+
     # --- streaming -----------------------------------------------------------------------------
 
     @property
@@ -358,9 +454,19 @@ class DeviceAgent:
         new edge. When a stream breaks, the agent asks the cloud for its assignment (with backoff
         and jitter) until an edge node answers again, and resends every unanswered frame there; it
         gives up after ``failover_wait_s`` without any answer (the frames still unanswered are
-        counted as lost in the report).
+        counted as lost in the report). A split change the user asks for (:meth:`change_preferences`)
+        is applied the same way: between two streams, with nothing in flight.
         """
         assert self.edge_channel
+        self.streaming = True
+        try:
+            return self._stream(samples, keep)
+        finally:
+            self.streaming = False
+            if self._resplit is not None:  # asked for as the stream ended: nothing is in flight
+                self._resplit_now()
+
+    def _stream(self, samples: Iterable[tuple[np.ndarray, int | None]], keep: bool) -> list[FrameOutcome]:
         window = threading.Semaphore(self.cfg.max_in_flight)
         sent: dict[int, tuple[object, float, int | None, int]] = {}  # unanswered: frame id -> (pb frame, sent at, label, raw bytes)
         self._unanswered = sent
@@ -375,10 +481,10 @@ class DeviceAgent:
             yield from resend
             while True:
                 while not window.acquire(timeout=0.2):
-                    if self._stopping.is_set() or self._move is not None:
+                    if self._stopping.is_set() or self._move is not None or self._resplit is not None:
                         return
-                if self._move is not None or self._stopping.is_set():  # switch edges, or stop, between frames
-                    window.release()
+                if self._move is not None or self._resplit is not None or self._stopping.is_set():
+                    window.release()  # switch edges, re-split, or stop: between frames
                     return
                 if interval and self._stopping.wait(max(0.0, next_at - time.monotonic())):
                     window.release()
@@ -452,6 +558,8 @@ class DeviceAgent:
                 backoff_s = min(backoff_s * 2, 5.0)
             if self._move is not None:
                 self._switch()
+            if self._resplit is not None and not sent:
+                self._resplit_now()
             resend = [sent[i][0] for i in sorted(sent)]
             if resend:
                 log.warning("[DeviceAgent] resending %d frames", len(resend))
@@ -481,6 +589,7 @@ class DeviceAgent:
         """The run's report: over ``outcomes`` when given, else over everything this agent answered."""
         report = self.core.report(self.tally if outcomes is None else outcomes)
         report.moves = self.moves
+        report.resplits = self.resplits
         if outcomes is None:
             report.sent = self.tally_sent
             report.lost = len(self._unanswered)
@@ -499,13 +608,17 @@ def run_agent(cfg: AgentConfig, on_ready: Callable[[dict], None] | None = None) 
     if threading.current_thread() is threading.main_thread():
         restore = signal.signal(signal.SIGTERM, lambda *_: agent.stop())
     exit_reason = "completed"
+    panel = None
     try:
         agent.connect(cfg.call_timeout_s * 3)
         metrics_port = -1
         if cfg.metrics_port >= 0:
             metrics_port = start_metrics(agent.metrics.registry, cfg.metrics_host, cfg.metrics_port)
+        if cfg.panel_port >= 0:
+            panel = start_panel(agent, cfg)
         if on_ready is not None:
-            on_ready({"ready": "device-agent", "device_id": agent.assignment.device_id, "metrics_port": metrics_port})
+            on_ready({"ready": "device-agent", "device_id": agent.assignment.device_id, "metrics_port": metrics_port,
+                      "panel_url": panel.url if panel else ""})
         samples = open_source(cfg.source, cfg.model, agent.manifest.input, cfg.frames)
         agent.run(samples, keep=False)
         exit_reason = "stopped" if agent.stopping else "completed"
@@ -524,7 +637,18 @@ def run_agent(cfg: AgentConfig, on_ready: Callable[[dict], None] | None = None) 
             signal.signal(signal.SIGTERM, restore)
         if cfg.report and agent.assignment is not None:
             write_report(cfg.report, agent.report(exit=exit_reason))
+        if panel is not None:
+            panel.close()
         agent.close()
+
+
+def start_panel(agent: DeviceAgent, cfg: AgentConfig):
+    """The control panel (``device_agent.panel``, imported only when asked for), in its own thread."""
+    from device_agent.panel import start_panel as start
+
+    panel = start(agent, cfg.panel_host, cfg.panel_port)
+    log.info("[DeviceAgent] control panel at %s", panel.url)
+    return panel
 
 
 def write_report(path: str, report: RunReport) -> None:

@@ -106,6 +106,15 @@ class ConfigError(EcdError, ValueError):
     """A flag, setting or option with a value the runtime cannot use."""
 
 
+class PeerError(EcdError):
+    """Another service refused or could not take a call made on the caller's behalf; ``status`` is
+    the status it answered with (the message starts with the peer: ``cloud: UNAVAILABLE: ...``)."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status  # type: ignore[misc]  # the peer's, per instance
+
+
 def describe(exc: BaseException) -> tuple[str, str]:
     """(status name, message safe to show the caller) for any exception.
 

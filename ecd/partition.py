@@ -24,11 +24,17 @@ class SessionConfig:
 
     intra_op_threads: int = 0  # 0 = onnxruntime's default (one per physical core)
     graph_optimization: str = "all"  # "disable" | "basic" | "extended" | "all"
+    # onnxruntime's pool threads spin on a core after every run, waiting for the next: with one
+    # session per block, an agent at 20 frames/s burnt a whole core doing nothing (benchmarks/panel_cost.py)
+    # — a phone's battery is what the ECD utility is trying to save. Off by default.
+    spin: bool = False
 
     def session_options(self) -> ort.SessionOptions:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.intra_op_threads
         opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "1" if self.spin else "0")
         opts.graph_optimization_level = {
             "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
             "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,

@@ -76,3 +76,60 @@ def frame_for(a: pb.Assignment, m: Manifest, x: np.ndarray, frame_id: int, encod
         model_version=a.model_version, split_device=a.split_device,
         tensor=serde.tensor_to_pb(codec.encode(activation, serde.ENCODING_FROM_PB[encoding])),
     )
+
+
+class StreamingAgent:
+    """A device agent streaming held-out images without end in a thread, for tests that change it
+    while it runs. ``stop()`` ends the stream (the frames in flight are answered) and returns the
+    outcomes, one per frame."""
+
+    def __init__(self, tiers: Tiers, tmp: Path, fps: float = 150.0, panel: bool = False, **cfg):
+        import threading
+
+        from device_agent.service import AgentConfig, DeviceAgent
+        from device_agent.sources import open_source
+
+        self.agent = DeviceAgent(AgentConfig(cloud=tiers.cloud_target, model_dir=str(tmp / "agent-models"), fps=fps,
+                                             frames=0, **cfg))
+        self.agent.connect()
+        self.panel = None
+        if panel:
+            from device_agent.service import start_panel
+
+            self.panel = start_panel(self.agent, replace(self.agent.cfg, panel_port=0))
+        self.outcomes: list = []
+        self.error: BaseException | None = None
+        samples = open_source("heldout", "digits_cnn", self.agent.manifest.input, 0)
+
+        def stream() -> None:
+            try:
+                self.outcomes = self.agent.run(samples)
+            except BaseException as e:  # noqa: BLE001 — re-raised by stop()
+                self.error = e
+
+        self.thread = threading.Thread(target=stream, name="test-agent", daemon=True)
+        self.thread.start()
+
+    def wait_for(self, predicate, timeout_s: float = 60.0) -> None:
+        """Block until ``predicate(agent)`` holds (polling the agent's own counters)."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while not predicate(self.agent):
+            if self.error is not None:
+                raise self.error
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout_s} s waiting for the agent; tally {self.agent.tally.snapshot()}")
+            time.sleep(0.02)
+
+    def stop(self) -> list:
+        self.agent.stop()
+        self.thread.join(60)
+        if self.panel is not None:
+            self.panel.close()
+            self.panel = None
+        self.agent.close()
+        if self.error is not None:
+            raise self.error
+        assert not self.thread.is_alive(), "the agent did not stop"
+        return self.outcomes

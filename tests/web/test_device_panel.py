@@ -1,0 +1,80 @@
+"""The device's control panel in a real headless Chromium, against a running agent streaming real
+frames through real tiers: the slider re-splits the device, the cloud's registry and the next
+frames follow, no frame is lost or answered twice; bad input shows an error and the stream goes on.
+
+``ECD_WRITE_SCREENSHOTS=1`` saves the page to ``docs/device_panel.png`` (the README shows it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+from harness import StreamingAgent, Tiers
+from web.conftest import page_errors
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+def text(driver, element_id: str) -> str:
+    return driver.find_element(By.ID, element_id).text
+
+
+def test_slider_resplits_the_running_agent(browser, tiers: Tiers, tmp_path: Path) -> None:
+    s = StreamingAgent(tiers, tmp_path, privacy_weight=0.0, panel=True)
+    wait = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,))  # the page redraws each second
+    try:
+        browser.get(s.panel.url)
+        device_id = s.agent.assignment.device_id
+        wait.until(lambda d: text(d, "device_id") == device_id and text(d, "split") == "0")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#splits tbody tr")) == 7)
+        wait.until(lambda d: int(text(d, "answered")) > 0)
+        assert browser.execute_script("return Chart.getChart('curve').data.datasets.length") == 4
+        rec = browser.find_element(By.CSS_SELECTOR, "#splits tbody tr.rec")
+        assert rec.get_attribute("data-split") == "0"
+
+        # the user moves the slider from 0 (energy saving) to 1 (privacy protection)
+        slider = browser.find_element(By.ID, "w_privacy")
+        slider.send_keys(Keys.END)
+        wait.until(lambda d: text(d, "split") == "6")
+        s.wait_for(lambda a: a.tally.snapshot()["per_split"].get(6, 0) >= 10)
+        device = tiers.cloud.registry.device(device_id)
+        assert (device.split_device, device.w_privacy) == (6, 1.0)
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#splits tbody tr.rec").get_attribute("data-split") == "6")
+        assert text(browser, "resplits") == "1" and text(browser, "error") == ""
+
+        # bad input from the page: lowering the floor mid-stream, a floor above the model's blocks
+        for value, expected in (("99", "min_split: expected an integer in 0..6"), ("", "min_split: expected an integer")):
+            box = browser.find_element(By.ID, "min_split")
+            box.clear()
+            box.send_keys(value)
+            browser.find_element(By.ID, "set_floor").click()
+            wait.until(lambda d: expected in text(d, "error"))
+        box = browser.find_element(By.ID, "min_split")
+        box.clear()
+        box.send_keys("3")
+        browser.find_element(By.ID, "set_floor").click()
+        wait.until(lambda d: text(d, "floor") == "3" and text(d, "error") == "")
+        box = browser.find_element(By.ID, "min_split")
+        box.clear()
+        box.send_keys("1")
+        browser.find_element(By.ID, "set_floor").click()
+        wait.until(lambda d: "min_split: the floor can only be raised" in text(d, "error"))
+        assert s.agent.core.prefs.min_split == 3 and tiers.cloud.registry.device(device_id).min_split == 3
+        answered = s.agent.tally.frames
+        s.wait_for(lambda a: a.tally.frames >= answered + 10)  # the agent kept streaming
+        assert page_errors(browser) == []
+        if os.environ.get("ECD_WRITE_SCREENSHOTS") == "1":
+            browser.execute_script("document.getElementById('error').textContent = ''")
+            browser.save_screenshot(str(DOCS / "device_panel.png"))
+    finally:
+        outcomes = s.stop()
+    assert [o.frame_id for o in outcomes] == list(range(1, s.agent.tally_sent + 1)), "a frame was lost"
+    assert s.agent.core.duplicates == 0 and all(o.result.ok for o in outcomes)
+    splits = [o.result.split.device for o in outcomes]
+    first = splits.index(6)
+    assert set(splits[:first]) == {0} and set(splits[first:]) == {6}
