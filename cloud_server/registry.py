@@ -435,6 +435,16 @@ class Registry:
                           "ORDER BY registered_unix, device_id", (seen_since,))
         return [DeviceRecord(*r) for r in rows]
 
+    def device_activity(self, limit: int, device_id: str | None = None) -> list[tuple[DeviceRecord, float, float, float]]:
+        """(record, registered, last seen, revoked — unix seconds, 0 = never) of at most ``limit``
+        devices, oldest registered first, or of ``device_id`` alone: what the operator view shows,
+        bounded by the database rather than after reading every row."""
+        where, params = ("WHERE device_id = ? ", [device_id]) if device_id is not None else ("", [])
+        rows = self._rows(f"SELECT {', '.join(DEVICE_COLUMNS)}, registered_unix, last_seen_unix, revoked_unix FROM devices "
+                          f"{where}ORDER BY registered_unix, device_id LIMIT ?", [*params, max(0, int(limit))])
+        n = len(DEVICE_COLUMNS)
+        return [(DeviceRecord(*r[:n]), float(r[n]), float(r[n + 1]), float(r[n + 2])) for r in rows]
+
     def set_device_edges(self, mapping: dict[str, str]) -> None:
         """Move devices to edges (device id -> edge id), as one placement decided."""
         self._execute_many("UPDATE devices SET edge_id = ? WHERE device_id = ?",
@@ -455,6 +465,14 @@ class Registry:
     def campaign(self, campaign_id: str) -> dict | None:
         rows = self._rows("SELECT report FROM campaigns WHERE campaign_id = ?", (campaign_id,))
         return json.loads(rows[0][0]) if rows else None
+
+    def campaigns(self, limit: int) -> list[dict]:
+        """The stored reports of at most ``limit`` campaigns, newest first (the operator view)."""
+        rows = self._rows("SELECT report FROM campaigns ORDER BY created_unix DESC, campaign_id LIMIT ?", (max(0, int(limit)),))
+        return [json.loads(r[0]) for r in rows]
+
+    def campaign_count(self) -> int:
+        return int(self._rows("SELECT COUNT(*) FROM campaigns")[0][0])
 
     def add_tasks(self, campaign_id: str, tasks: list[tuple[int, str, int, int]]) -> None:
         """(task id, device id, cell, slot) for each task of a new campaign."""

@@ -57,6 +57,11 @@ class CloudConfig:
     locations_per_s: float = option(20.0, "location reports one device may send per second (burst: ten times as many, for a trace uploaded at once)")
     operator_peers: tuple = option(("127.0.0.1", "::1"), "addresses the operator's Scheduler calls are taken from (they "
                                    "show every device's position); 'any' = from everywhere")
+    panel_port: int = option(-1, "operator view HTTP port: devices, edges, placement, campaigns (-1 = off, 0 = any free port)")
+    panel_host: str = option("127.0.0.1", "address the operator view listens on (plain HTTP: beyond loopback only with "
+                             "--allow-plaintext); it answers only operator_peers")
+    panel_token_file: str = option("", "a file holding the operator token that unlocks the view's actions (revoking a "
+                                   "device); empty = the view is read-only")
 
 
 async def _unary(context: grpc.aio.ServicerContext, fn: Callable[..., Any], *args: Any, in_thread: bool = False) -> Any:
@@ -375,14 +380,22 @@ class RunningCloud:
     metrics_port: int
     servicer: CloudServicer = field(repr=False)
     tasks: list[asyncio.Task] = field(default_factory=list, repr=False)
+    panel: Any = field(default=None, repr=False)  # ecd.web.WebServer serving the operator view, or None
 
     @property
     def port(self) -> int:
         return self.server.port
 
+    @property
+    def panel_port(self) -> int:
+        """The operator view's bound HTTP port; -1 when it is off."""
+        return self.panel.port if self.panel is not None else -1
+
     async def stop(self, grace: float | None = None) -> None:
         """Drain the edges' streams (every frame read is answered; the rest the edges resend to the
         next cloud), then stop serving."""
+        if self.panel is not None:
+            await self.panel.aclose()
         for t in self.tasks:
             t.cancel()
         for t in self.tasks:
@@ -401,6 +414,7 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
         raise ConfigError(f"placement_method: expected one of {', '.join(METHODS)}, got {cfg.placement_method!r}")
     if not cfg.placement_check_s > 0:
         raise ConfigError(f"placement_check_s: expected > 0 seconds, got {cfg.placement_check_s}")
+    panel_token = _panel_token(cfg)
     registry = Registry(cfg.db)
     core = CloudCore(
         registry,
@@ -427,17 +441,57 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
     servicer = CloudServicer(core, metrics, cfg.workers, changes, monitor, limits)
     transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, grace_s=cfg.grace_s)
 
+    check = operator_check(tuple(cfg.operator_peers))
+
     def register(s: grpc.aio.Server) -> None:
         pb_grpc.add_CloudServerServicer_to_server(servicer, s)
-        pb_grpc.add_SchedulerServicer_to_server(SchedulerServicer(core, operator_check(tuple(cfg.operator_peers))), s)
+        pb_grpc.add_SchedulerServicer_to_server(SchedulerServicer(core, check), s)
 
-    server = await start_server(
-        register,
-        [pb.DESCRIPTOR.services_by_name["CloudServer"].full_name, pb.DESCRIPTOR.services_by_name["Scheduler"].full_name],
-        cfg.host, cfg.port, transport, tls=tls_.load(cfg.tls_dir, cfg.tls_name), allow_plaintext=cfg.allow_plaintext,
-        reflection_on=cfg.reflection, health_port=cfg.health_port,
-    )
+    panel = _panel(cfg, core, metrics_port, check, panel_token)
+    try:
+        server = await start_server(
+            register,
+            [pb.DESCRIPTOR.services_by_name["CloudServer"].full_name, pb.DESCRIPTOR.services_by_name["Scheduler"].full_name],
+            cfg.host, cfg.port, transport, tls=tls_.load(cfg.tls_dir, cfg.tls_name), allow_plaintext=cfg.allow_plaintext,
+            reflection_on=cfg.reflection, health_port=cfg.health_port,
+        )
+    except BaseException:
+        if panel is not None:
+            panel.sock.close()
+        raise
     log.info("[CloudServer] serving %s on %s:%d (metrics %d, db %s)", ", ".join(core.models), cfg.host, server.port, metrics_port, registry.path)
-    running = RunningCloud(server, registry, core, metrics, metrics_port, servicer)
+    running = RunningCloud(server, registry, core, metrics, metrics_port, servicer, panel=panel)
     running.tasks.append(asyncio.create_task(monitor.run()))
+    if panel is not None:
+        panel.serve()
+        log.info("[CloudServer] operator view on %s (%s)", panel.url, "actions unlocked by the operator token"
+                 if cfg.panel_token_file else "read-only")
     return running
+
+
+def _panel_token(cfg: CloudConfig) -> str:
+    """The operator view's options checked before anything starts; the operator token ("" = a
+    read-only view). The view is plain HTTP: loopback only unless plaintext is forced."""
+    if cfg.panel_port < 0:
+        return ""
+    if not cfg.allow_plaintext and not tls_.is_loopback(cfg.panel_host):
+        raise ConfigError(f"panel_host: {cfg.panel_host} is not a loopback address and the operator view is plain HTTP; "
+                          "keep it on loopback (reach it over an SSH tunnel) or force it with --allow-plaintext")
+    from cloud_server.panel import read_token
+
+    return read_token(cfg.panel_token_file)
+
+
+def _panel(cfg: CloudConfig, core: CloudCore, metrics_port: int, check: Callable[[str], None], token: str) -> Any:
+    """The operator view's web server, bound (not yet serving), or None when ``panel_port`` < 0.
+    Its reads pass the operator calls' own peer check (``operator_peers``)."""
+    if cfg.panel_port < 0:
+        return None
+    from cloud_server.panel import OperatorView, operator_app
+    from ecd.web import WebServer
+
+    def check_host(host: str) -> None:
+        check(f"ipv6:[{host}]:0" if ":" in host else f"ipv4:{host}:0" if host != "unix" else "unix:")
+
+    app = operator_app(OperatorView(core, metrics_port), check_host, token, hosts=(cfg.panel_host,))
+    return WebServer(app, cfg.panel_host, cfg.panel_port)

@@ -19,7 +19,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ecd import certs
 from ecd.transport import tls
@@ -101,17 +101,32 @@ class DemoRun:
         return bool(sum(r["errors"] for _, r in self.reports)) or any(self.exit_codes.values())
 
 
-def run_demo(frames: int = 200, devices: Sequence[DemoDevice] = DEVICES) -> DemoRun:
+@dataclass(frozen=True)
+class Serving:
+    """What ``ecd demo --serve`` leaves up for a person to open: the pages and the metrics."""
+
+    device_panel: str  # a device agent streaming without end, its control panel
+    operator_view: str  # the cloud's operator view
+    cloud_metrics: str
+    edge_metrics: str
+    reports: list  # (DemoDevice, report) of the agents that ran before
+
+
+def run_demo(frames: int = 200, devices: Sequence[DemoDevice] = DEVICES,
+             serve: Callable[[Serving], None] | None = None) -> DemoRun:
+    """Run the demo. ``serve``: after the agents' runs, start one more agent streaming without end
+    with its control panel, and call ``serve`` with the pages' addresses; the system stays up
+    until it returns (the CLI waits for Ctrl-C)."""
     t0 = time.perf_counter()
     procs: list[tuple[str, subprocess.Popen]] = []
     with tempfile.TemporaryDirectory(prefix="ecd-demo-") as tmp:
         d = Path(tmp)
         try:
             folder = d / "tls"  # mutual TLS between every tier, as deployed
-            certs.init(folder, certs.default_holders(edges=1, devices=len(devices)))
+            certs.init(folder, certs.default_holders(edges=1, devices=len(devices) + 1))  # one more for --serve
             operator = tls.load(str(folder), "operator")
             cloud, c = _start(_cli("cloud-server", "--port", "0", "--metrics-port", "0", "--db", str(d / "cloud.sqlite3"),
-                                   "--tls-dir", str(folder)), d / "cloud.log")
+                                   "--tls-dir", str(folder), "--panel-port", "0"), d / "cloud.log")
             procs.append(("cloud-server", cloud))
             cloud_target = f"127.0.0.1:{c['port']}"
             wait_healthy(cloud_target, tls=operator, server_role="cloud")
@@ -133,6 +148,14 @@ def run_demo(frames: int = 200, devices: Sequence[DemoDevice] = DEVICES) -> Demo
                     raise EcdError(f"agent {dev.name} failed:\n{(d / f'agent{i}.log').read_text()[-2000:]}")
                 reports.append((dev, json.loads(report.read_text())))
             edge_metrics, cloud_metrics = _scrape(e["metrics_port"]), _scrape(c["metrics_port"])
+            if serve is not None:
+                holder = f"device-{len(devices) + 1}"
+                agent, a = _start(_cli("device-agent", "--cloud", cloud_target, "--name", "you", "--privacy-weight", "0.5",
+                                       "--frames", "0", "--fps", "10", "--panel-port", "0", "--tls-dir", str(folder),
+                                       "--tls-name", holder), d / "agent-you.log")
+                procs.append(("device-agent", agent))
+                serve(Serving(a["panel_url"], f"http://127.0.0.1:{c['panel_port']}/",
+                              f"http://127.0.0.1:{c['metrics_port']}/metrics", f"http://127.0.0.1:{e['metrics_port']}/metrics", reports))
         finally:
             codes = {name: _stop(proc, name) for name, proc in reversed(procs)}
     ok_edge = edge_metrics.get('ecd_frames_total{outcome="ok",service="edge"}', 0)

@@ -97,11 +97,20 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def _server(app: Any, sock: socket.socket):
+    import contextlib
+
     import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn without its signal handlers: the service it runs in owns SIGTERM (the cloud drains
+        its streams on it; the agent answers what is in flight) and stops the pages itself."""
+
+        def capture_signals(self):
+            return contextlib.nullcontext()
 
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
                             limit_concurrency=32, timeout_keep_alive=5)
-    return uvicorn.Server(config)
+    return Server(config)
 
 
 class WebServer:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ecd.errors import ConfigError
-from ecd.launch import DemoDevice, DemoRun, run_demo
+from ecd.launch import DemoDevice, DemoRun, Serving, run_demo
 from ecd.zoo import DEFAULT_MODEL
 from ecd_cli.fmt import print_table
 from ecd_cli.models import EXIT_CHECK_FAILED, run_check
@@ -19,10 +19,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if run_check(DEFAULT_MODEL, runs=20, samples=None) != 0:
         return EXIT_CHECK_FAILED
     print("\n== 2. three tiers on loopback, mutual TLS: cloud server, edge node, device agents ==", flush=True)
-    run = run_demo(frames=args.frames)
-    print_run(run)
+    run = run_demo(frames=args.frames, serve=serve_until_stopped if args.serve else None)
+    print_run(run, table=not args.serve)  # --serve printed the table before serving
     if run.failed:
         return 1
+    if args.serve:
+        return 0
     if not args.checkins:
         print("\n(part 3, the schedulers on real check-in traces, runs with --checkins FILE: see the README)")
         return 0
@@ -36,6 +38,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     city = run_city(args.checkins)
     print_city(city)
     return 0 if all(r.errors == 0 for r in city.reports) else 1
+
+
+def serve_until_stopped(pages: Serving) -> None:
+    """Print the pages' addresses and keep the system up until Ctrl-C or SIGTERM."""
+    import signal
+    import threading
+
+    _print_table(pages.reports, sys.stdout)
+    print("\nthe system stays up (--serve); open in a browser on this machine:", flush=True)
+    print(f"  device control panel: {pages.device_panel}  (a device agent streaming held-out images at 10 frames/s)")
+    print(f"  operator view:        {pages.operator_view}")
+    print(f"  metrics:              {pages.cloud_metrics} (cloud), {pages.edge_metrics} (edge)")
+    print("Ctrl-C stops it.", flush=True)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    print("stopping", flush=True)
 
 
 def print_city(city, out=sys.stdout) -> None:
@@ -70,10 +94,11 @@ def print_city(city, out=sys.stdout) -> None:
                   ", ".join(edges.get(e, e) for e in r.edges), r.moves] for r in city.reports], out)
 
 
-def print_run(run: DemoRun, out=sys.stdout) -> None:
+def print_run(run: DemoRun, out=sys.stdout, table: bool = True) -> None:
     print(f"cloud server :{run.cloud_port} (metrics :{run.cloud_metrics_port}), edge node :{run.edge_port} "
           f"(metrics :{run.edge_metrics_port}); {len(run.reports)} device agents x {run.frames} held-out images", file=out)
-    _print_table(run.reports, out)
+    if table:
+        _print_table(run.reports, out)
     print(f"\nmetrics scraped: edge answered {run.edge_ok:.0f} frames ok, cloud {run.cloud_ok:.0f}; "
           f"shutdown on SIGTERM: {', '.join(f'{n} exit {c}' for n, c in run.exit_codes.items())}; "
           f"{run.elapsed_s:.1f} s in all", file=out)
@@ -100,5 +125,8 @@ def _print_table(reports: list[tuple[DemoDevice, dict]], out) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     demo = sub.add_parser("demo", help="cloud server, edge node and three device agents on loopback (the main job)")
     demo.add_argument("--frames", type=int, default=200, help="held-out images each device streams (default 200)")
+    demo.add_argument("--serve", action="store_true",
+                      help="after part 2, keep the system up with one more device agent and print the control panel's and "
+                           "the operator view's addresses, until Ctrl-C (part 3 is not run)")
     demo.add_argument("--checkins", help="Foursquare NYC check-in CSV for part 3, the schedulers on real traces (see the README)")
     demo.set_defaults(func=cmd_demo)

@@ -30,6 +30,8 @@ async def _serve(start, service: str, grace_s: float) -> None:
              "health_port": running.server.health_port}
     if hasattr(running, "edge_id"):
         ready["edge_id"] = running.edge_id
+    if hasattr(running, "panel_port"):  # the cloud's operator view (-1 = off)
+        ready["panel_port"] = running.panel_port
     print(json.dumps(ready), flush=True)
     await stop.wait()
     log.info("[%s] SIGTERM: stopping (grace %.1f s)", service, grace_s)

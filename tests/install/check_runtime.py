@@ -31,17 +31,27 @@ def main() -> int:
                                            model_dir=str(Path(tmp) / "edge"))))
         try:
             wait_healthy(f"127.0.0.1:{edge.port}")
-            report = run_agent(AgentConfig(cloud=f"127.0.0.1:{cloud.port}", frames=30, split=2, model_dir=str(Path(tmp) / "agent")))
+            pages: dict[str, int] = {}
+
+            def open_panel(ready: dict) -> None:  # the control panel, as packaged (page, Chart.js, state)
+                import urllib.request
+
+                for path in ("", "static/chart.umd.min.js", "api/state"):
+                    with urllib.request.urlopen(ready["panel_url"] + path, timeout=10) as r:
+                        pages[path or "/"] = len(r.read())
+
+            report = run_agent(AgentConfig(cloud=f"127.0.0.1:{cloud.port}", frames=30, split=2, model_dir=str(Path(tmp) / "agent"),
+                                           panel_port=0), on_ready=open_panel)
         finally:
             loop.run(edge.stop(0))
             loop.run(cloud.stop(0))
             loop.close()
     heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "scipy", "matplotlib"))
-    if report.errors or report.frames != 30 or heavy:
-        print(f"runtime install check: {report.frames} frames, {report.errors} errors, imported {heavy}")
+    if report.errors or report.frames != 30 or heavy or len(pages) != 3 or pages["static/chart.umd.min.js"] < 100_000:
+        print(f"runtime install check: {report.frames} frames, {report.errors} errors, imported {heavy}, panel served {pages}")
         return 1
     print(f"runtime install: no torch, no scipy; device agent -> edge node -> cloud: {report.frames} frames, "
-          f"0 errors, accuracy {report.accuracy:.3f} at split {report.split_device}/{report.split_edge}")
+          f"0 errors, accuracy {report.accuracy:.3f} at split {report.split_device}/{report.split_edge}; control panel served")
     return 0
 
 

@@ -72,3 +72,37 @@ def test_metrics_pass_promtool_lint(tiers: Tiers) -> None:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
         proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=60)
         assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
+
+
+def test_demo_serve_keeps_the_pages_up_until_ctrl_c() -> None:
+    """``make demo SERVE=1``: the addresses printed answer — a device agent streaming behind its
+    control panel, the operator view listing every device — and Ctrl-C stops everything cleanly."""
+    import json
+    import re
+    import signal
+
+    proc = subprocess.Popen([sys.executable, "-m", "ecd_cli", "demo", "--frames", "10", "--serve"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        out = []
+        for line in proc.stdout:  # blocks until the demo prints; ends if it exits
+            out.append(line)
+            if line.startswith("Ctrl-C stops it."):
+                break
+        text = "".join(out)
+        panel = re.search(r"device control panel: (http://127\.0\.0\.1:\d+/)", text)
+        operator = re.search(r"operator view: +(http://127\.0\.0\.1:\d+/)", text)
+        assert panel and operator, text + proc.stderr.read() if proc.poll() is not None else text
+        state = json.loads(urllib.request.urlopen(panel.group(1) + "api/state", timeout=10).read())
+        assert state["name"] == "you" and state["streaming"] is True
+        overview = json.loads(urllib.request.urlopen(operator.group(1) + "api/overview", timeout=10).read())
+        assert {d["name"] for d in overview["devices"]} == {"pi4-wifi", "phone-lte", "zero-5g", "you"}
+        assert "pi4-wifi" in text  # part 2's table came before the addresses
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, rest + err
+    assert "device-agent exit 0, edge-node exit 0, cloud-server exit 0" in rest
