@@ -31,6 +31,7 @@ from ecd.limits import (MAX_ENDPOINT_CHARS, MAX_HEAD_LABELS, MAX_HEADS_PER_MODEL
 from ecd.errors import (AuthenticationError, LimitError, NotFoundError, PermissionDeniedError, PreconditionError, RequestError,
                         UnavailableError)
 from ecd.manifest import MANIFEST_FILENAME, Manifest, sha256_bytes
+from ecd.batching import BatchingConfig, DynamicBatcher
 from ecd.partition import BlockRunner
 from ecd.profiles import DeviceProfile, device_from_dict, known_devices, known_radios, load_device, load_radio
 from ecd.split import Preferences, check_split, decide_split
@@ -74,6 +75,10 @@ class ServedModel:
     manifest: Manifest
     runner: BlockRunner
     heads: dict[str, LinearHead] = field(default_factory=dict)
+    batcher: DynamicBatcher | None = None  # frames of every edge stream, batched per block range
+
+    def run(self, x: np.ndarray, start: int, stop: int) -> np.ndarray:
+        return (self.batcher.run if self.batcher is not None else self.runner.run)(x, start, stop)
 
 
 def parse_profile(text: str) -> DeviceProfile:
@@ -104,6 +109,7 @@ class CloudCore:
         placement_method: str = placement.DEFAULT_METHOD,
         placement_activation_cost: float = 5.0,
         on_change: Callable[[], None] | None = None,
+        batching: BatchingConfig | None = None,
     ):
         self.registry = registry
         self.models: dict[str, ServedModel] = {}
@@ -126,7 +132,8 @@ class CloudCore:
         self._placed_alive: set[str] = {e.edge_id for e in self.placement.edges if e.alive} if self.placement else set()
         self.campaign_limits = campaigns.Limits()
         for m in models:
-            served = ServedModel(m, BlockRunner(m), {BUILTIN_HEAD: builtin_head(m.labels)})
+            runner = BlockRunner(m)
+            served = ServedModel(m, runner, {BUILTIN_HEAD: builtin_head(m.labels)}, DynamicBatcher(runner.run, batching))
             for spec in registry.heads(m.model_id):
                 served.heads[spec["name"]] = head_from_spec(spec, len(m.labels))
             self.models[m.model_id] = served
@@ -620,9 +627,9 @@ class CloudCore:
             check_split(served.manifest, split.device, device.min_split)
             if not split.device <= split.edge <= n:
                 raise RequestError(f"split_edge: expected {split.device}..{n}, got {split.edge}")
-            x = codec.decode(frame.tensor, served.manifest.activation_shape(split.edge), self.max_tensor_bytes, max_batch=self.max_batch)
+            x = codec.decode_at(frame.tensor, served.manifest, split.edge, self.max_tensor_bytes, max_batch=self.max_batch)
             t0 = time.perf_counter()
-            output = served.runner.run(x, split.edge, n)
+            output = served.run(x, split.edge, n)
             for head in list(served.heads.values()):
                 scores = head.scores(output)
                 k = int(np.argmax(scores[0]))

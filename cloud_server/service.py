@@ -15,6 +15,7 @@ import grpc
 from cloud_server.core import CloudCore, load_models
 from cloud_server.registry import Registry
 from ecd.transport import tls as tls_
+from ecd.batching import BatchingConfig
 from ecd.config import MiB, option
 from ecd.limits import RateLimiter
 from ecd.metrics import SchedulerMetrics, ServiceMetrics, start_metrics
@@ -42,7 +43,9 @@ class CloudConfig:
     max_batch: int = option(64, "most images one frame may carry")
     edge_timeout_s: float = option(3.0, "an edge node silent this long is dead: it gets no new devices and its devices move, seconds")
     device_lease_s: float = option(600.0, "a device not heard from this long is gone: placement and the per-edge counts leave it out until it calls again, seconds")
-    workers: int = option(4, "frames of one edge stream processed concurrently (results stay in order)")
+    workers: int = option(8, "frames of one edge stream processed concurrently (results stay in order)")
+    batch_max_frames: int = option(32, "dynamic batching: most images run as one batch (frames of every edge stream needing the same blocks)")
+    batch_max_delay_ms: float = option(0.0, "dynamic batching: how long a batch waits for more frames (0 = it runs at once; frames that arrive meanwhile form the next batch)")
     max_message_bytes: int = option(64 * MiB, "gRPC max message size, bytes")
     grace_s: float = option(5.0, "seconds in-flight calls get on SIGTERM")
     placement_method: str = option("otacs_ls", "placement method (paper 003): otacs_ls, otacs, ttacs, exact, lf, dis, random, ...")
@@ -426,6 +429,7 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
         edge_timeout_s=cfg.edge_timeout_s,
         placement_method=cfg.placement_method,
         placement_activation_cost=cfg.placement_activation_cost,
+        batching=BatchingConfig(cfg.batch_max_frames, cfg.batch_max_delay_ms / 1e3),
     )
     metrics = ServiceMetrics("cloud")
     core.metrics = SchedulerMetrics(metrics.registry)

@@ -200,11 +200,17 @@ class AgentCore:
         if self.manifest is None or self.partition is None or self.assignment is None:
             raise RuntimeError("make_frame before registration")
         captured = time.time_ns()
-        x = self.manifest.input.preprocess(image[None])
-        t0 = time.perf_counter()
-        activation = self.partition.run(x)
-        activation = self._defend(activation)
-        compute = time.perf_counter() - t0
+        if self.sends_image():
+            t0 = time.perf_counter()
+            tensor = codec.encode_image(image[None])  # the receiver normalises; a quarter of float32
+            compute = time.perf_counter() - t0
+        else:
+            x = self.manifest.input.preprocess(image[None])
+            t0 = time.perf_counter()
+            activation = self.partition.run(x)
+            activation = self._defend(activation)
+            tensor = codec.encode(activation, self.encoding)
+            compute = time.perf_counter() - t0
         frame = Frame(
             device_id=self.assignment.device_id,
             frame_id=self._next_frame_id,
@@ -212,7 +218,7 @@ class AgentCore:
             model_id=self.manifest.model_id,
             model_version=self.manifest.version,
             split=Split(self.assignment.split.device, 0),
-            tensor=codec.encode(activation, self.encoding),
+            tensor=tensor,
             captured_unix_ns=captured,
             device_compute_s=compute,
             task=task,
@@ -221,6 +227,16 @@ class AgentCore:
         self._next_frame_id += 1
         self.metrics.stage_seconds.labels("device", "device_compute").observe(compute)
         return frame, time.perf_counter()
+
+    def sends_image(self) -> bool:
+        """At split 0 with no defence noise the device sends the image as captured (UINT8): exact,
+        and a quarter of the normalised float32 (or half of float16)."""
+        assert self.assignment is not None
+        return self.assignment.split.device == 0 and self.defence_strength() <= 0
+
+    def wire_encoding(self) -> Encoding:
+        """The encoding this device's frames go out in now."""
+        return Encoding.UINT8 if self.sends_image() else self.encoding
 
     def defence_strength(self) -> float:
         """The defence strength applied to this device's frames (0: none): the user's pinned one,
@@ -266,7 +282,7 @@ class AgentCore:
             min_split=self.prefs.min_split,
             split_device=self.assignment.split.device,
             split_edge=self.assignment.split.edge,
-            encoding=self.encoding.value,
+            encoding=self.wire_encoding().value,
             frames=tally.frames,
             errors=tally.errors,
             uplink_bytes=tally.uplink_bytes,

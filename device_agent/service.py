@@ -36,8 +36,8 @@ from ecd.profiles import load_device, load_radio
 from ecd.split import Preferences, SplitDecision, decide_split
 from ecd.transport import serde
 from ecd.transport.rpc import TransportConfig, grpc_options
-from ecd.types import (Assignment, DeviceRegistration, Encoding, LocationReport, PartitionRequest, Position,
-                       PreferencesUpdate, Task)
+from ecd.types import (PROTOCOL_REVISION, Assignment, DeviceRegistration, Encoding, LocationReport, PartitionRequest,
+                       Position, PreferencesUpdate, Task)
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
@@ -129,6 +129,9 @@ class DeviceAgent:
         if cfg.trace_every < 1:
             raise ConfigError(f"--trace-every: expected >= 1, got {cfg.trace_every}")
         parse_sensors(cfg.sensors)  # a bad option fails before anything starts
+        if Encoding.parse(cfg.encoding, "--encoding") is Encoding.UINT8:
+            raise ConfigError("--encoding: uint8 is the raw image, sent by itself at split 0; choose the activations' "
+                              "encoding: float32, float16 or int8")
         if cfg.panel_port >= 0 and not tls_.is_loopback(cfg.panel_host) and not cfg.allow_plaintext:
             raise ConfigError(f"--panel-host: {cfg.panel_host} is not a loopback address; the panel is plain HTTP and steers "
                               "this device's privacy: keep it on loopback, or force it with --allow-plaintext")
@@ -354,7 +357,8 @@ class DeviceAgent:
         (``w_energy`` becomes 1 - w_privacy), ``min_split`` within the model's blocks, never below
         the current floor while a stream runs (a floor is a promise to the user: it is not lowered
         behind a running stream), never above a split pinned with ``--split``."""
-        current = self.core.prefs
+        pending = self._resplit
+        current = pending[0] if pending is not None else self.core.prefs  # a change not yet applied counts
         n = self.core.manifest.n_blocks if self.core.manifest else None
         if w_privacy is not None and (isinstance(w_privacy, bool) or not isinstance(w_privacy, (int, float))
                                       or not 0.0 <= w_privacy <= 1.0):  # NaN fails the comparison too
@@ -476,9 +480,20 @@ class DeviceAgent:
         interval = 1.0 / self.cfg.fps if self.cfg.fps > 0 else 0.0
         next_at = time.monotonic()
 
+        first = [True]  # per stream: its first frame is complete and binds the rest (compact frames)
+
+        def wire(msg: pb.Frame) -> pb.Frame:
+            if first[0]:
+                first[0] = False
+                msg.protocol_revision = PROTOCOL_REVISION
+                return msg
+            return serde.compact_frame_to_pb(msg)
+
         def requests(resend: list) -> Iterator:
             nonlocal next_at
-            yield from resend
+            first[0] = True
+            for msg in resend:
+                yield wire(msg)
             while True:
                 while not window.acquire(timeout=0.2):
                     if self._stopping.is_set() or self._move is not None or self._resplit is not None:
@@ -506,8 +521,9 @@ class DeviceAgent:
                 msg = serde.frame_to_pb(frame)
                 sent[frame.frame_id] = (msg, t_sent, label, int(image.nbytes))
                 self.tally_sent += 1
-                self.metrics.hop_bytes.labels("device", "device_to_edge").inc(msg.ByteSize())
-                yield msg
+                out = wire(msg)
+                self.metrics.hop_bytes.labels("device", "device_to_edge").inc(out.ByteSize())
+                yield out
 
         resend: list = []
         backoff_s = 0.2

@@ -1,4 +1,5 @@
-"""Tensor encoding on the wire: float32, float16, or int8 affine (scale / zero point).
+"""Tensor encoding on the wire: float32, float16, int8 affine (scale / zero point), or at split 0
+the raw uint8 image.
 
 ``decode`` checks encoding, shape and byte count against what the receiver expects *before*
 touching the payload, and raises an error naming the field (:class:`~ecd.errors.RequestError`, or
@@ -19,7 +20,30 @@ from ecd.types import Encoding, Tensor
 
 MAX_BATCH = 64  # images one frame may carry; the agent sends one
 
-_DTYPE = {Encoding.FLOAT32: np.dtype("<f4"), Encoding.FLOAT16: np.dtype("<f2"), Encoding.INT8: np.dtype("i1")}
+_DTYPE = {Encoding.FLOAT32: np.dtype("<f4"), Encoding.FLOAT16: np.dtype("<f2"), Encoding.INT8: np.dtype("i1"),
+          Encoding.UINT8: np.dtype("u1")}
+
+
+def encode_image(images: np.ndarray) -> Tensor:
+    """Raw uint8 images ``[N, H, W]`` (grey) or ``[N, H, W, C]`` as sent at split 0: exactly as
+    captured, a quarter of their normalised float32 (the receiver normalises, :func:`decode_at`)."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise RequestError(f"images: expected uint8 pixels, got {images.dtype}")
+    if images.ndim == 3:
+        images = images[..., None]
+    return Tensor(Encoding.UINT8, tuple(int(d) for d in images.shape), np.ascontiguousarray(images).tobytes())
+
+
+def decode_at(t: Tensor, manifest, split: int, max_bytes: int, field: str = "tensor", max_batch: int = MAX_BATCH) -> np.ndarray:
+    """The float32 activation at ``split`` of ``manifest``'s model carried by ``t``: a UINT8 image
+    (split 0 only) is normalised with the manifest's input spec, anything else decoded as is."""
+    if t.encoding is Encoding.UINT8:
+        if split != 0:
+            raise RequestError(f"{field}.encoding: UINT8_IMAGE is the raw image, for split 0 only; got split {split}")
+        c, h, w = manifest.input.shape
+        return manifest.input.preprocess(decode(t, (h, w, c), max_bytes, field, max_batch))
+    return decode(t, manifest.activation_shape(split), max_bytes, field, max_batch)
 
 
 def encode(x: np.ndarray, encoding: Encoding = Encoding.FLOAT32) -> Tensor:
@@ -41,13 +65,14 @@ def encode(x: np.ndarray, encoding: Encoding = Encoding.FLOAT32) -> Tensor:
 
 def decode(t: Tensor, expected_shape: tuple[int, ...], max_bytes: int, field: str = "tensor",
            max_batch: int = MAX_BATCH) -> np.ndarray:
-    """The float32 batch in ``t``, after checking it against ``[N, *expected_shape]``.
+    """The float32 batch in ``t``, after checking it against ``[N, *expected_shape]`` (a UINT8
+    image comes back as its uint8 pixels, for :func:`decode_at` to normalise).
 
     Every limit is checked on the header, before a byte of the payload is touched: the batch size
     (a few KiB of int8 can stand for thousands of images, each of which the next blocks expand many
     times over), the wire bytes, and the bytes the batch takes once decoded to float32."""
     if not isinstance(t.encoding, Encoding):
-        raise RequestError(f"{field}.encoding: expected one of FLOAT32, FLOAT16, INT8_AFFINE, got {t.encoding}")
+        raise RequestError(f"{field}.encoding: expected one of FLOAT32, FLOAT16, INT8_AFFINE, UINT8_IMAGE, got {t.encoding}")
     shape = tuple(t.shape)
     want = ("N", *expected_shape)
     if len(shape) != len(want) or shape[1:] != tuple(expected_shape) or shape[0] < 1:
@@ -65,6 +90,8 @@ def decode(t: Tensor, expected_shape: tuple[int, ...], max_bytes: int, field: st
             f"{field}.data: expected {n_bytes} bytes for shape {list(shape)} {t.encoding.value}, got {len(t.data)}"
         )
     raw = np.frombuffer(t.data, dtype=_DTYPE[t.encoding]).reshape(shape)
+    if t.encoding is Encoding.UINT8:
+        return raw
     if t.encoding is Encoding.INT8:
         if not (math.isfinite(t.scale) and t.scale > 0):
             raise RequestError(f"{field}.scale: expected a finite value > 0, got {t.scale}")

@@ -2,13 +2,19 @@
 
 Torch-free: this is what a device agent on a Raspberry Pi and an edge node import.
 
-Each block is its own ONNX file and its own ``InferenceSession``; a partition chains them. Chaining
-costs one numpy hand-off per block boundary (measured in ``benchmarks/partition_overhead.py``);
-fusing a partition's blocks into one graph is the later optimisation if that overhead matters.
+Each block is its own ONNX file. A tier whose block range is fixed runs **one fused session** for
+``[start, stop)``: the block files (each sha256-checked against the manifest) merged into one graph
+with ``onnx.compose`` — chaining one session per block cost 1.5x on digits_cnn and 3x on
+MobileNetV2 (``benchmarks/partition_overhead.py``). The fused graph is cached under
+``$ECD_MODEL_DIR/fused/`` (keyed by the digests of the blocks it came from), so a restart loads it
+without merging again. ``SessionConfig(fused=False)`` keeps one session per block, where per-block timing
+is what is measured (``ecd models check``).
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +34,7 @@ class SessionConfig:
     # session per block, an agent at 20 frames/s burnt a whole core doing nothing (benchmarks/panel_cost.py)
     # — a phone's battery is what the ECD utility is trying to save. Off by default.
     spin: bool = False
+    fused: bool = True  # one merged graph per block range (False: a session per block, for per-block timing)
 
     def session_options(self) -> ort.SessionOptions:
         opts = ort.SessionOptions()
@@ -44,10 +51,8 @@ class SessionConfig:
         return opts
 
 
-def load_block_session(
-    manifest: Manifest, index: int, opts: ort.SessionOptions
-) -> tuple[str, str, ort.InferenceSession]:
-    """(input name, output name, session) of block ``index``, after checking the file's sha256."""
+def read_block(manifest: Manifest, index: int) -> bytes:
+    """Block ``index``'s ONNX bytes, after checking them against the manifest's sha256."""
     block = manifest.blocks[index]
     path = manifest.block_path(block)
     try:
@@ -60,8 +65,65 @@ def load_block_session(
             f"block file {path} has sha256 {digest[:16]}…, manifest expects "
             f"{block.sha256[:16]}… (corrupt or from another model version)"
         )
+    return data
+
+
+def _session(data: bytes, opts: ort.SessionOptions) -> tuple[str, str, ort.InferenceSession]:
     sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
     return sess.get_inputs()[0].name, sess.get_outputs()[0].name, sess
+
+
+def load_block_session(
+    manifest: Manifest, index: int, opts: ort.SessionOptions
+) -> tuple[str, str, ort.InferenceSession]:
+    """(input name, output name, session) of block ``index``, after checking the file's sha256."""
+    return _session(read_block(manifest, index), opts)
+
+
+def fused_graph(manifest: Manifest, start: int, stop: int) -> bytes:
+    """One ONNX graph for blocks ``[start, stop)``: each block (sha256-checked) merged after the
+    previous one, its output feeding the next block's input, every name prefixed by its block
+    (``b3_…``) so that none collide. Cached under ``$ECD_MODEL_DIR/fused/MODEL/``, keyed by the
+    blocks' digests, beside the digest of the cached file itself: one that does not match is rebuilt."""
+    blocks = [read_block(manifest, i) for i in range(start, stop)]
+    key = sha256_bytes("".join(manifest.blocks[i].sha256 for i in range(start, stop)).encode())
+    from ecd.zoo import user_model_dir
+
+    cache = user_model_dir() / "fused" / manifest.model_id / f"{start}-{stop}-{key[:32]}.onnx"
+    try:
+        cached = cache.read_bytes()
+        stamp = cache.with_suffix(".sha256").read_text().strip()
+        if sha256_bytes(cached) == stamp:
+            return cached
+    except OSError:
+        pass
+    import onnx
+    from onnx import compose
+
+    merged = None
+    for i, data in zip(range(start, stop), blocks):
+        proto = compose.add_prefix(onnx.load_from_string(data), prefix=f"b{i}_")
+        merged = proto if merged is None else compose.merge_models(
+            merged, proto, io_map=[(merged.graph.output[0].name, proto.graph.input[0].name)])
+    out = merged.SerializeToString()
+    try:  # best effort: where the cache cannot be written, the range is merged again next time
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(out)
+        cache.with_suffix(".sha256").write_text(sha256_bytes(out))
+        tmp.replace(cache)
+    except OSError:
+        pass
+    return out
+
+
+def load_sessions(manifest: Manifest, start: int, stop: int, config: SessionConfig) -> list[tuple[str, str, ort.InferenceSession]]:
+    """The sessions that run blocks ``[start, stop)``: one fused session (or none for an empty
+    range), or one per block with ``config.fused`` off."""
+    opts = config.session_options()
+    if stop - start <= 1 or not config.fused:
+        return [load_block_session(manifest, i, opts) for i in range(start, stop)]
+    return [_session(fused_graph(manifest, start, stop), opts)]
 
 
 class BlockRunner:
@@ -73,16 +135,25 @@ class BlockRunner:
 
     def __init__(self, manifest: Manifest, config: SessionConfig | None = None):
         self.manifest = manifest
-        self._opts = (config or SessionConfig()).session_options()
-        self._sessions: dict[int, tuple[str, str, ort.InferenceSession]] = {}
+        self.config = config or SessionConfig()
+        self._ranges: dict[tuple[int, int], list[tuple[str, str, ort.InferenceSession]]] = {}
+        self._lock = threading.Lock()
+
+    def sessions(self, start: int, stop: int) -> list[tuple[str, str, ort.InferenceSession]]:
+        """The sessions of one range, built once (fused, see :func:`load_sessions`), on first use."""
+        key = (start, stop)
+        found = self._ranges.get(key)
+        if found is None:
+            with self._lock:  # worker threads: one build per range
+                found = self._ranges.get(key)
+                if found is None:
+                    found = self._ranges[key] = load_sessions(self.manifest, start, stop, self.config)
+        return found
 
     def run(self, x: np.ndarray, start: int, stop: int) -> np.ndarray:
         if not (0 <= start <= stop <= self.manifest.n_blocks):
             raise SplitRangeError(f"block range [start, stop): got [{start}, {stop}) of {self.manifest.n_blocks}")
-        for i in range(start, stop):
-            if i not in self._sessions:
-                self._sessions[i] = load_block_session(self.manifest, i, self._opts)
-            in_name, out_name, sess = self._sessions[i]
+        for in_name, out_name, sess in self.sessions(start, stop):
             x = sess.run([out_name], {in_name: x})[0]
         return x
 
@@ -109,8 +180,7 @@ class Partition:
         self.manifest = manifest
         self.start = start
         self.stop = stop
-        opts = (config or SessionConfig()).session_options()
-        self._sessions = [load_block_session(manifest, i, opts) for i in range(start, stop)]
+        self._sessions = load_sessions(manifest, start, stop, config or SessionConfig())
 
     @property
     def input_shape(self) -> tuple[int, ...]:

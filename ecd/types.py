@@ -19,7 +19,7 @@ import enum
 import math
 from dataclasses import dataclass, field
 
-from ecd.errors import RequestError, describe
+from ecd.errors import PreconditionError, RequestError, describe
 from ecd.split import Preferences
 
 __all__ = [
@@ -36,10 +36,16 @@ class Encoding(enum.Enum):
     FLOAT32 = "float32"  # little-endian IEEE single precision
     FLOAT16 = "float16"  # little-endian IEEE half precision
     INT8 = "int8"  # int8 q with x = scale * (q - zero_point), per tensor
+    UINT8 = "uint8"  # split 0 only: the image as captured, [N, H, W, C]; the receiver normalises it
 
     @property
     def itemsize(self) -> int:
-        return {"float32": 4, "float16": 2, "int8": 1}[self.value]
+        return {"float32": 4, "float16": 2, "int8": 1, "uint8": 1}[self.value]
+
+    @classmethod
+    def for_activations(cls) -> tuple[Encoding, ...]:
+        """The encodings of an activation (what a user chooses); UINT8 is only the raw image."""
+        return (cls.FLOAT32, cls.FLOAT16, cls.INT8)
 
     @classmethod
     def parse(cls, name: str, field_name: str = "encoding") -> Encoding:
@@ -126,6 +132,64 @@ class Frame:
     wire_bytes: int = 0  # this frame's size as received on the last hop (not sent; set by the seam)
     task: Task | None = None  # set when the frame answers a campaign's sensing task
     reading: float = 0.0  # the device's sensor reading for that task
+    protocol_revision: int = 0  # set on a stream's first frame (PROTOCOL_REVISION); 0 = revision 1
+
+
+PROTOCOL_REVISION = 2  # of ecd.v1: 2 = compact frames (StreamHeader) and the UINT8 image encoding
+KNOWN_REVISIONS = (0, 1, 2)  # 0: a sender that does not say (revision 1, every frame complete)
+
+
+@dataclass(frozen=True)
+class StreamHeader:
+    """What a device stream's first frame binds for every later frame of that stream (compact
+    frames): who sends, with which token, for which model, from which split, in which encoding. A
+    later frame leaves these unset (empty strings, 0, ENCODING_UNSPECIFIED) and is read as if it
+    carried the bound values; one that sets a field must repeat the bound value. A device that
+    changes split or encoding opens a new stream."""
+
+    device_id: str
+    token: str
+    model_id: str
+    model_version: str
+    split_device: int
+    encoding: Encoding | int
+    compact: bool  # revision 2: later frames may leave the bound fields unset; revision 1: every frame complete
+
+    @classmethod
+    def of(cls, first: Frame) -> StreamHeader:
+        if first.protocol_revision not in KNOWN_REVISIONS:
+            raise PreconditionError(f"protocol_revision: this node speaks revisions 1..{PROTOCOL_REVISION} of ecd.v1, "
+                                    f"got {first.protocol_revision}")
+        return cls(first.device_id, first.token, first.model_id, first.model_version, first.split.device, first.tensor.encoding,
+                   first.protocol_revision >= 2)
+
+    def complete(self, frame: Frame) -> Frame:
+        """``frame`` with the bound fields filled in; a field set to another value is refused,
+        naming it (the frame's own id and tensor are kept for the error result). On a revision-1
+        stream every frame stands alone, as it always did."""
+        if not self.compact:
+            return frame
+        for name, bound, got, unset in (
+            ("device_id", self.device_id, frame.device_id, ""),
+            ("token", self.token, frame.token, ""),
+            ("model_id", self.model_id, frame.model_id, ""),
+            ("model_version", self.model_version, frame.model_version, ""),
+            ("split_device", self.split_device, frame.split.device, 0),
+        ):
+            if got != unset and got != bound:
+                shown = "" if name == "token" else f": bound to {bound!r}, got {got!r}"
+                frame.device_id = frame.device_id or self.device_id
+                raise RequestError(f"{name}: differs from the stream's first frame{shown}; open a new stream to change it")
+        encoding = frame.tensor.encoding
+        if encoding not in (0, self.encoding):
+            frame.device_id = frame.device_id or self.device_id
+            raise RequestError(f"tensor.encoding: differs from the stream's first frame ({self.encoding}); open a new stream to change it")
+        frame.device_id, frame.token = self.device_id, self.token
+        frame.model_id, frame.model_version = self.model_id, self.model_version
+        frame.split = Split(self.split_device, frame.split.edge)
+        if encoding == 0:
+            frame.tensor = Tensor(self.encoding, frame.tensor.shape, frame.tensor.data, frame.tensor.scale, frame.tensor.zero_point)
+        return frame
 
 
 @dataclass

@@ -28,10 +28,11 @@ import numpy as np
 from ecd import codec, distribution
 from ecd.manifest import Manifest
 from ecd.metrics import ServiceMetrics
+from ecd.batching import BatchingConfig, DynamicBatcher
 from ecd.partition import BlockRunner
 from ecd.split import check_split
 from ecd.errors import PreconditionError, RequestError, UnavailableError
-from ecd.types import Assignment, FileChunk, Frame, FrameError, PartitionRequest, Result, Split
+from ecd.types import Assignment, Encoding, FileChunk, Frame, FrameError, PartitionRequest, Result, Split, StreamHeader
 
 log = logging.getLogger("ecd.edge")
 
@@ -159,6 +160,7 @@ class EdgeCore:
         max_message_bytes: int,
         max_batch: int = codec.MAX_BATCH,
         max_stream_frames: int = 64,
+        batching: BatchingConfig | None = None,
     ):
         self.cloud = cloud
         self.model_dir = Path(model_dir)
@@ -169,6 +171,9 @@ class EdgeCore:
         self.metrics = metrics
         self.link = CloudLink(max_queue, metrics)
         self._models: dict[tuple[str, str], tuple[Manifest, BlockRunner]] = {}
+        self.batching = batching or BatchingConfig()
+        self.batching.check()
+        self._batchers: dict[tuple[str, str], DynamicBatcher] = {}  # frames of every device stream, per model
         self._assignments: dict[str, tuple[str, Assignment]] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._readers: set[asyncio.Task] = set()
@@ -204,7 +209,9 @@ class EdgeCore:
                 manifest = await distribution.fetch_async(
                     self.cloud.fetch_partition(distribution.request(model_id, version, 0, head.n_blocks, self.max_message_bytes)), dest
                 )
-                self._models[key] = (manifest, BlockRunner(manifest))
+                runner = BlockRunner(manifest)
+                self._batchers[key] = DynamicBatcher(runner.run, self.batching)
+                self._models[key] = (manifest, runner)
                 log.info("[EdgeNode] fetched %s@%s (%d blocks)", model_id, version, manifest.n_blocks)
         return self._models[key]
 
@@ -218,15 +225,18 @@ class EdgeCore:
         manifest, runner = await self.model(a.model_id, a.model_version)
         device_split = frame.split.device
         check_split(manifest, device_split, a.preferences.min_split)
-        x = codec.decode(frame.tensor, manifest.activation_shape(device_split), self.max_tensor_bytes, max_batch=self.max_batch)
+        x = codec.decode_at(frame.tensor, manifest, device_split, self.max_tensor_bytes, max_batch=self.max_batch)
         split = Split(device_split, max(a.split.edge, device_split))
         forwarded = dataclasses.replace(frame, split=split, uplink_bytes=frame.wire_bytes)
         if split.edge > split.device:
             loop = asyncio.get_running_loop()
             t0 = time.perf_counter()
-            y = await loop.run_in_executor(None, runner.run, x, split.device, split.edge)
+            batcher = self._batchers[(a.model_id, a.model_version)]
+            y = await loop.run_in_executor(None, batcher.run, x, split.device, split.edge)
             forwarded.edge_compute_s = time.perf_counter() - t0
-            forwarded.tensor = codec.encode(np.asarray(y), frame.tensor.encoding)
+            # an activation goes on in the device's encoding; past a raw UINT8 image, in float32
+            encoding = Encoding.FLOAT32 if frame.tensor.encoding is Encoding.UINT8 else frame.tensor.encoding
+            forwarded.tensor = codec.encode(np.asarray(y), encoding)
             self.metrics.stage_seconds.labels("edge", "edge_compute").observe(forwarded.edge_compute_s)
         return forwarded
 
@@ -241,13 +251,16 @@ class EdgeCore:
         session = DeviceSession(asyncio.Queue(), asyncio.Semaphore(self.max_stream_frames))
 
         async def read() -> None:
+            header: StreamHeader | None = None  # bound by the stream's first frame (compact frames)
             try:
                 async for frame in frames:
                     await session.slots.acquire()  # released once its result is handed back
                     self.frames_seen += 1
                     self.metrics.hop_bytes.labels("edge", "device_to_edge").inc(frame.wire_bytes)
                     try:
-                        forwarded = await self.prepare(frame)
+                        if header is None:
+                            header = StreamHeader.of(frame)
+                        forwarded = await self.prepare(header.complete(frame))
                         await self.link.submit(forwarded, session)
                     except asyncio.CancelledError:
                         raise

@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 
 from ecd.transport import tls as tls_
+from ecd.batching import BatchingConfig
 from ecd.config import MiB, option
 from ecd.errors import AuthenticationError, EcdError, UnavailableError
 from ecd.metrics import ServiceMetrics, start_metrics
@@ -45,6 +46,8 @@ class EdgeConfig:
     max_queue: int = option(64, "frames waiting for the cloud before device streams are slowed")
     max_tensor_bytes: int = option(16 * MiB, "largest tensor accepted in a frame, bytes (its float32 size counts)")
     max_batch: int = option(64, "most images one frame may carry")
+    batch_max_frames: int = option(32, "dynamic batching: most images run as one batch (frames of every device stream needing the same blocks)")
+    batch_max_delay_ms: float = option(0.0, "dynamic batching: how long a batch waits for more frames (0 = it runs at once; frames that arrive meanwhile form the next batch)")
     max_stream_frames: int = option(64, "frames one device stream may have outstanding (results not yet read)")
     max_message_bytes: int = option(64 * MiB, "gRPC max message size, bytes")
     heartbeat_s: float = option(1.0, "seconds between heartbeats to the cloud (its edge_timeout_s should be a few of these)")
@@ -216,7 +219,7 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     metrics = ServiceMetrics("edge")
     metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port) if cfg.metrics_port >= 0 else -1
     core = EdgeCore(GrpcCloudClient(stub), model_dir, cfg.max_queue, cfg.max_tensor_bytes, metrics, cfg.max_message_bytes,
-                    cfg.max_batch, cfg.max_stream_frames)
+                    cfg.max_batch, cfg.max_stream_frames, BatchingConfig(cfg.batch_max_frames, cfg.batch_max_delay_ms / 1e3))
     server = await start_server(
         lambda s: pb_grpc.add_EdgeNodeServicer_to_server(EdgeServicer(core), s),
         [pb.DESCRIPTOR.services_by_name["EdgeNode"].full_name],

@@ -69,13 +69,25 @@ def stop_tiers(t: Tiers) -> None:
 
 
 def frame_for(a: pb.Assignment, m: Manifest, x: np.ndarray, frame_id: int, encoding: int = pb.FLOAT32) -> pb.Frame:
-    """A device's frame: blocks [0, b_d) of ``x`` run here, then encoded."""
-    activation = Partition(m, 0, a.split_device).run(x)
+    """A device's frame: blocks [0, b_d) of ``x`` run here, then encoded. With ``UINT8_IMAGE``,
+    ``x`` is the raw uint8 image batch, sent as it is (split 0)."""
+    if encoding == pb.UINT8_IMAGE:
+        tensor = codec.encode_image(x)
+    else:
+        tensor = codec.encode(Partition(m, 0, a.split_device).run(x), serde.ENCODING_FROM_PB[encoding])
     return pb.Frame(
         device_id=a.device_id, frame_id=frame_id, token=a.token, model_id=a.model_id,
-        model_version=a.model_version, split_device=a.split_device,
-        tensor=serde.tensor_to_pb(codec.encode(activation, serde.ENCODING_FROM_PB[encoding])),
+        model_version=a.model_version, split_device=a.split_device, tensor=serde.tensor_to_pb(tensor),
     )
+
+
+def compact(frames: list[pb.Frame]) -> list[pb.Frame]:
+    """One device stream as a revision-2 agent sends it: the first frame complete (it binds the
+    stream), the others with only what changes."""
+    first = pb.Frame()
+    first.CopyFrom(frames[0])
+    first.protocol_revision = 2
+    return [first, *(serde.compact_frame_to_pb(f) for f in frames[1:])]
 
 
 class StreamingAgent:

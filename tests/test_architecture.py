@@ -109,6 +109,7 @@ def test_the_runtime_never_imports_torch_scipy_or_plotting() -> None:
         if module.split(".")[0] in RUNTIME or module.startswith("cloud_server") or module.startswith("scheduling")
         for name in names
         if _matches(name, HEAVY) and not (module.startswith(("cloud_server", "scheduling")) and _matches(name, ("scipy",)))
+        and not (module == "ecd.partition" and _matches(name, ("onnx",)))  # onnx.compose fuses a tier's blocks
     )
     assert not offenders, offenders
 

@@ -46,7 +46,8 @@ from ecd.types import (
 )
 from ecd.v1 import ecd_pb2 as pb
 
-ENCODING_TO_PB = {Encoding.FLOAT32: pb.FLOAT32, Encoding.FLOAT16: pb.FLOAT16, Encoding.INT8: pb.INT8_AFFINE}
+ENCODING_TO_PB = {Encoding.FLOAT32: pb.FLOAT32, Encoding.FLOAT16: pb.FLOAT16, Encoding.INT8: pb.INT8_AFFINE,
+                  Encoding.UINT8: pb.UINT8_IMAGE}
 ENCODING_FROM_PB = {v: k for k, v in ENCODING_TO_PB.items()}
 HEAD_INPUT_TO_PB = {"logits": pb.HeadSpec.LOGITS, "probabilities": pb.HeadSpec.PROBABILITIES}
 HEAD_INPUT_FROM_PB = {v: k for k, v in HEAD_INPUT_TO_PB.items()}
@@ -87,8 +88,20 @@ def frame_to_pb(f: Frame) -> pb.Frame:
         model_version=f.model_version, split_device=f.split.device, split_edge=f.split.edge,
         tensor=tensor_to_pb(f.tensor), captured_unix_ns=f.captured_unix_ns,
         device_compute_s=f.device_compute_s, edge_compute_s=f.edge_compute_s, uplink_bytes=f.uplink_bytes,
-        task=task_to_pb(f.task), reading=f.reading,
+        task=task_to_pb(f.task), reading=f.reading, protocol_revision=f.protocol_revision,
     )
+
+
+def compact_frame_to_pb(full: pb.Frame) -> pb.Frame:
+    """A later frame of a device stream (revision 2): only what changes from frame to frame; the
+    rest is bound by the stream's first frame (:class:`~ecd.types.StreamHeader`)."""
+    msg = pb.Frame(frame_id=full.frame_id, captured_unix_ns=full.captured_unix_ns, device_compute_s=full.device_compute_s,
+                   reading=full.reading)
+    msg.tensor.CopyFrom(full.tensor)
+    msg.tensor.encoding = pb.ENCODING_UNSPECIFIED
+    if full.HasField("task"):
+        msg.task.CopyFrom(full.task)
+    return msg
 
 
 def frame_from_pb(msg: pb.Frame) -> Frame:
@@ -100,6 +113,7 @@ def frame_from_pb(msg: pb.Frame) -> Frame:
         device_compute_s=msg.device_compute_s, edge_compute_s=msg.edge_compute_s,
         uplink_bytes=msg.uplink_bytes, wire_bytes=msg.ByteSize(),
         task=task_from_pb(msg.task) if msg.HasField("task") else None, reading=msg.reading,
+        protocol_revision=msg.protocol_revision,
     )
 
 

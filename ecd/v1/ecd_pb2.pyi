@@ -13,10 +13,12 @@ class Encoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     FLOAT32: _ClassVar[Encoding]
     FLOAT16: _ClassVar[Encoding]
     INT8_AFFINE: _ClassVar[Encoding]
+    UINT8_IMAGE: _ClassVar[Encoding]
 ENCODING_UNSPECIFIED: Encoding
 FLOAT32: Encoding
 FLOAT16: Encoding
 INT8_AFFINE: Encoding
+UINT8_IMAGE: Encoding
 
 class Tensor(_message.Message):
     __slots__ = ("encoding", "shape", "data", "scale", "zero_point")
@@ -33,7 +35,7 @@ class Tensor(_message.Message):
     def __init__(self, encoding: _Optional[_Union[Encoding, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ..., scale: _Optional[float] = ..., zero_point: _Optional[int] = ...) -> None: ...
 
 class Frame(_message.Message):
-    __slots__ = ("device_id", "frame_id", "token", "model_id", "model_version", "split_device", "split_edge", "tensor", "captured_unix_ns", "device_compute_s", "edge_compute_s", "uplink_bytes", "task", "reading")
+    __slots__ = ("device_id", "frame_id", "token", "model_id", "model_version", "split_device", "split_edge", "tensor", "captured_unix_ns", "device_compute_s", "edge_compute_s", "uplink_bytes", "task", "reading", "protocol_revision")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     FRAME_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +50,7 @@ class Frame(_message.Message):
     UPLINK_BYTES_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     READING_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_REVISION_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     frame_id: int
     token: str
@@ -62,7 +65,8 @@ class Frame(_message.Message):
     uplink_bytes: int
     task: Task
     reading: float
-    def __init__(self, device_id: _Optional[str] = ..., frame_id: _Optional[int] = ..., token: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., split_device: _Optional[int] = ..., split_edge: _Optional[int] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., captured_unix_ns: _Optional[int] = ..., device_compute_s: _Optional[float] = ..., edge_compute_s: _Optional[float] = ..., uplink_bytes: _Optional[int] = ..., task: _Optional[_Union[Task, _Mapping]] = ..., reading: _Optional[float] = ...) -> None: ...
+    protocol_revision: int
+    def __init__(self, device_id: _Optional[str] = ..., frame_id: _Optional[int] = ..., token: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., split_device: _Optional[int] = ..., split_edge: _Optional[int] = ..., tensor: _Optional[_Union[Tensor, _Mapping]] = ..., captured_unix_ns: _Optional[int] = ..., device_compute_s: _Optional[float] = ..., edge_compute_s: _Optional[float] = ..., uplink_bytes: _Optional[int] = ..., task: _Optional[_Union[Task, _Mapping]] = ..., reading: _Optional[float] = ..., protocol_revision: _Optional[int] = ...) -> None: ...
 
 class HeadOutput(_message.Message):
     __slots__ = ("head", "label", "index", "scores")

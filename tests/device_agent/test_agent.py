@@ -144,3 +144,16 @@ def test_bad_sensor_scores_fail_before_anything_starts() -> None:
     for bad in ("temperature", "camera=high"):
         with pytest.raises(ConfigError, match="--sensors: expected NAME=SCORE"):
             DeviceAgent(AgentConfig(sensors=bad))
+
+
+@pytest.mark.parametrize("split,encoding,most", [(6, "int8", 0.1), (0, "float32", 1.05)])
+def test_uplink_bytes_per_frame_against_the_raw_image(tiers: Tiers, tmp_path: Path, split: int, encoding: str, most: float) -> None:
+    """Compact frames (the stream's first frame binds who, what model, which split) and the raw
+    uint8 image at split 0: at split 6 the int8 logits cost at most a tenth of the image, and the
+    image itself little more than its pixels."""
+    agent, outcomes = run_agent(tiers, tmp_path, frames=40, split=split, encoding=encoding)
+    report = agent.report(outcomes)
+    assert report.errors == 0 and report.accuracy >= 0.95
+    assert report.uplink_bytes / report.frames <= most * report.raw_image_bytes / report.frames
+    assert report.encoding == ("uint8" if split == 0 else encoding)
+    assert all(o.result.uplink_bytes < 1.2 * o.raw_bytes * most for o in outcomes[1:])  # every later frame, not just the mean

@@ -123,3 +123,19 @@ def test_a_cloud_that_refuses_the_change_is_reported_and_nothing_changes(tiers: 
         assert agent.core.prefs.w_privacy == 0.0 and agent.assignment.split.device == 0
     finally:
         agent.close()
+
+
+def test_a_floor_raised_but_not_yet_applied_cannot_be_lowered(tiers: Tiers, tmp_path: Path) -> None:
+    """The floor a user asked for counts from the moment it is asked, not from when the stream
+    gets to apply it."""
+    s = StreamingAgent(tiers, tmp_path, privacy_weight=0.0, fps=5)
+    try:
+        s.wait_for(lambda a: a.tally.frames >= 1)
+        with s.agent._prefs_lock:  # hold the change pending, as a busy stream would
+            s.agent._resplit = (s.agent.check_preferences(min_split=4), *s.agent.decide(s.agent.check_preferences(min_split=4)))
+        with pytest.raises(PreconditionError, match="^min_split: the floor can only be raised"):
+            s.agent.change_preferences(min_split=2)
+        s.wait_for(lambda a: a.core.prefs.min_split == 4)
+    finally:
+        outcomes = s.stop()
+    check_every_frame_once(outcomes, s.agent.tally_sent)

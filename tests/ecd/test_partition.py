@@ -143,3 +143,38 @@ def test_unbuilt_model_says_how_to_build_it() -> None:
 def test_preprocess_checks_image_shape(bundled: Manifest) -> None:
     with pytest.raises(ManifestError, match=r"expected C x H x W = \[1, 32, 32\], got \[3, 32, 32\]"):
         bundled.input.preprocess(np.zeros((2, 32, 32, 3), dtype=np.uint8))
+
+
+def test_a_fused_session_equals_the_chained_blocks_for_every_range(bundled, isolated_model_dir) -> None:
+    """One merged graph per range (what a tier runs) against one session per block."""
+    from ecd.partition import SessionConfig
+
+    n = bundled.n_blocks
+    rng = np.random.default_rng(0)
+    for start in range(n):
+        x = rng.standard_normal((3, *bundled.activation_shape(start))).astype(np.float32)
+        for stop in range(start + 2, n + 1):
+            fused = Partition(bundled, start, stop)
+            assert len(fused._sessions) == 1, (start, stop)
+            chained = Partition(bundled, start, stop, SessionConfig(fused=False))
+            assert len(chained._sessions) == stop - start
+            np.testing.assert_allclose(fused.run(x), chained.run(x), rtol=1e-5, atol=1e-5, err_msg=f"[{start}, {stop})")
+    cached = sorted((isolated_model_dir / "fused" / bundled.model_id).glob("*.onnx"))
+    assert len(cached) == n * (n - 1) // 2  # every range of two blocks or more, once
+
+
+def test_a_tampered_fused_cache_is_rebuilt_and_a_tampered_block_refused(bundled_copy, isolated_model_dir) -> None:
+    from ecd.errors import IntegrityError
+    from ecd.manifest import Manifest
+
+    m = Manifest.load(bundled_copy)
+    x = np.random.default_rng(1).standard_normal((1, *m.activation_shape(0))).astype(np.float32)
+    want = Partition(m, 0, m.n_blocks).run(x)
+    (cached,) = (isolated_model_dir / "fused" / m.model_id).glob("*.onnx")
+    cached.write_bytes(b"not onnx")  # its recorded digest no longer matches: merged again, not loaded
+    np.testing.assert_array_equal(Partition(m, 0, m.n_blocks).run(x), want)
+    assert cached.read_bytes() != b"not onnx"
+    block = m.block_path(m.blocks[2])
+    block.write_bytes(block.read_bytes()[:-1] + b"\0")
+    with pytest.raises(IntegrityError, match="sha256"):
+        Partition(m, 0, m.n_blocks)  # the blocks are checked even when a fused graph is cached

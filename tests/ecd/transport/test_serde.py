@@ -50,9 +50,11 @@ times = st.floats(0, 1e3)
 def frames(draw) -> Frame:
     encoding = draw(st.sampled_from(list(Encoding)))
     x = np.asarray(draw(st.lists(f32, min_size=1, max_size=16)), np.float32)[None]
+    pixels = np.abs(x).astype(np.uint8).reshape(1, 1, -1, 1)
     return Frame(
         device_id=draw(ids), frame_id=draw(st.integers(0, 2**64 - 1)), token=draw(ids), model_id=draw(ids),
-        model_version=draw(ids), split=Split(draw(u32), draw(u32)), tensor=codec.encode(x, encoding),
+        model_version=draw(ids), split=Split(draw(u32), draw(u32)),
+        tensor=codec.encode_image(pixels) if encoding is Encoding.UINT8 else codec.encode(x, encoding),
         captured_unix_ns=draw(st.integers(0, 2**62)), device_compute_s=draw(times), edge_compute_s=draw(times),
         uplink_bytes=draw(st.integers(0, 2**40)),
     )
