@@ -36,7 +36,9 @@ class ServiceMetrics:
             "ecd_estimated_device_energy_joules", "Estimated device energy per frame at the chosen split", ["service"], registry=self.registry
         )
         self.privacy = Gauge(
-            "ecd_privacy_similarity", "Measured reconstruction similarity (SSIM) at the chosen split", ["service"], registry=self.registry
+            "ecd_privacy_leakage", "Privacy leakage the split decision uses at the chosen split: the measured attack's "
+            "similarity above what the task's answer alone reveals (0 = nothing beyond the label, 1 = the input)", ["service"],
+            registry=self.registry
         )
         # every series exists from the start at 0, so increase() sees a service's first refusal too
         for outcome in ("ok", "error"):

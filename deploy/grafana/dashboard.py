@@ -95,7 +95,7 @@ LAYOUT: list[list[dict]] = [
     [
         _timeseries("Split per device", [(f"ecd_chosen_split{{{DEVICE}}}", "{{device}}")], "none",
                     "split.device: the device runs blocks [0, split) and sends the activation after them.", drawStyle="line", lineInterpolation="stepAfter"),
-        _timeseries("Privacy per device (reconstruction SSIM)", [(f"ecd_privacy_similarity{{{DEVICE}}}", "{{device}}")], "percentunit",
+        _timeseries("Privacy per device (leakage beyond the label)", [(f"ecd_privacy_leakage{{{DEVICE}}}", "{{device}}")], "percentunit",
                     "Measured similarity of a model-inversion reconstruction at the device's split (lower is more private)."),
         _timeseries("Estimated device energy per frame", [(f"ecd_estimated_device_energy_joules{{{DEVICE}}}", "{{device}}")], "joule",
                     "The split decision's estimate (compute + radio) at the chosen split."),
