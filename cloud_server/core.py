@@ -28,7 +28,7 @@ from ecd import codec
 from ecd.config import MiB
 from ecd.limits import (MAX_ENDPOINT_CHARS, MAX_HEAD_LABELS, MAX_HEADS_PER_MODEL, MAX_PROFILE_BYTES, MIN_CHUNK_BYTES,
                         check_name, check_size, printable)
-from ecd.errors import (AuthenticationError, LimitError, NotFoundError, PermissionDeniedError, PreconditionError, RequestError,
+from ecd.errors import (AuthenticationError, EcdError, LimitError, NotFoundError, PermissionDeniedError, PreconditionError, RequestError,
                         UnavailableError)
 from ecd.manifest import MANIFEST_FILENAME, Manifest, sha256_bytes
 from ecd.batching import BatchingConfig, DynamicBatcher
@@ -89,7 +89,10 @@ def parse_profile(text: str) -> DeviceProfile:
         d = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
         raise RequestError(f"profile: neither a known profile ({', '.join(known_devices())}) nor profile TOML") from None
-    return device_from_dict(d, "in the request")
+    try:
+        return device_from_dict(d, "in the request")
+    except EcdError as e:  # every refusal names its field (found by benchmarks/fuzz_atheris.py)
+        raise RequestError(f"profile: {e}") from None
 
 
 REVOKED_NOTICE_S = 60.0  # heartbeats name the devices revoked this recently

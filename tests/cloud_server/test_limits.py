@@ -143,3 +143,12 @@ def test_weights_whose_sum_overflows_are_refused(limited: Tiers) -> None:
     got, details, _ = _code(lambda: limited.cloud_stub.RegisterDevice(
         _registration(preferences=pb.Preferences(w_energy=1e308, w_privacy=1e308)), timeout=10))
     assert got == grpc.StatusCode.INVALID_ARGUMENT and "their sum must be finite" in details
+
+
+def test_a_profile_toml_missing_a_field_is_refused_naming_profile() -> None:
+    """Found by benchmarks/fuzz_atheris.py: the refusal did not start with the field it is about."""
+    from cloud_server.core import parse_profile
+    from ecd.errors import RequestError
+
+    with pytest.raises(RequestError, match="^profile: device profile in the request: missing field 'name'"):
+        parse_profile("")
