@@ -39,27 +39,11 @@ DeviceAgent = Any  # a connected device_agent.service.DeviceAgent (not imported:
 PAGE = Path(__file__).with_name("panel.html")
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
-
-
 def curve(decision: SplitDecision) -> list[dict[str, Any]]:
-    """One row per split: the device's estimated energy per frame (compute + radio), the privacy
-    term the utility uses (measured reconstruction leakage), the utility (None where the split is
-    not a candidate: below the floor or beyond the model)."""
-    rows = []
-    for b in range(len(decision.utility)):
-        rows.append({
-            "split": b,
-            "bytes": int(decision.bytes_sent[b]),
-            "e_comp_j": float(decision.e_comp[b]),
-            "e_comm_j": float(decision.e_comm[b]),
-            "energy_j": float(decision.e_comp[b] + decision.e_comm[b]),
-            "privacy": float(decision.p_priv[b]),
-            "utility": _finite(decision.utility[b]),
-            "defence_strength": decision.strength_at(b),
-        })
-    return rows
+    """The decision's rows (``SplitDecision.to_dict``: bytes, compute and radio energy, the privacy
+    term ``p_priv``, the utility — None where the split is not a candidate) with the device's
+    estimated energy per frame, compute + radio, that the page draws."""
+    return [{**row, "energy_j": row["e_comp_j"] + row["e_comm_j"]} for row in decision.to_dict()["splits"]]
 
 
 def _ms(seconds: float) -> float | None:

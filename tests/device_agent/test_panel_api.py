@@ -35,7 +35,7 @@ def test_state_shows_the_curve_the_choice_and_live_figures(panel) -> None:
     decision = s.agent.core.decision
     for r in rows:
         assert r["energy_j"] == pytest.approx(decision.e_comp[r["split"]] + decision.e_comm[r["split"]])
-        assert r["privacy"] == pytest.approx(decision.p_priv[r["split"]])
+        assert r["p_priv"] == pytest.approx(decision.p_priv[r["split"]])
     assert min((r for r in rows if r["utility"] is not None), key=lambda r: r["utility"])["split"] == state["recommended"]
     live = state["live"]
     assert live["answered"] >= 5 and live["errors"] == 0 and live["per_split"].keys() == {"0"}
