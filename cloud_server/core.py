@@ -194,6 +194,7 @@ class CloudCore:
             edge_id=d.edge_id if edge else "",
             placement_version=self.placement.version if self.placement else 0,
             tasks=[Task(*t) for t in self.registry.pending_tasks(d.device_id)],
+            encoding=Encoding(d.encoding) if d.encoding in Encoding._value2member_map_ else Encoding.FLOAT32,
         )
 
     def _recommend(self, served: ServedModel, profile: DeviceProfile, radio: str, prefs: Preferences) -> int:

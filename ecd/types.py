@@ -260,6 +260,7 @@ class Assignment:
     edge_id: str = ""  # the edge node placement chose
     placement_version: int = 0  # bumps whenever a placement is applied
     tasks: list[Task] = field(default_factory=list)  # sensing tasks allocated and not yet answered
+    encoding: Encoding | int = Encoding.FLOAT32  # the activations' encoding the device registered
 
 
 @dataclass

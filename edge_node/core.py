@@ -234,8 +234,10 @@ class EdgeCore:
             batcher = self._batchers[(a.model_id, a.model_version)]
             y = await loop.run_in_executor(None, batcher.run, x, split.device, split.edge)
             forwarded.edge_compute_s = time.perf_counter() - t0
-            # an activation goes on in the device's encoding; past a raw UINT8 image, in float32
-            encoding = Encoding.FLOAT32 if frame.tensor.encoding is Encoding.UINT8 else frame.tensor.encoding
+            # an activation goes on in the device's encoding; past a raw UINT8 image, in the one it registered
+            encoding = frame.tensor.encoding
+            if encoding is Encoding.UINT8:
+                encoding = a.encoding if a.encoding in Encoding.for_activations() else Encoding.FLOAT32
             forwarded.tensor = codec.encode(np.asarray(y), encoding)
             self.metrics.stage_seconds.labels("edge", "edge_compute").observe(forwarded.edge_compute_s)
         return forwarded

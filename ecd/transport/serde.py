@@ -177,6 +177,7 @@ def assignment_to_pb(a: Assignment) -> pb.Assignment:
         model_version=a.model_version, split_device=a.split.device, split_edge=a.split.edge,
         recommended_split=a.recommended_split, preferences=preferences_to_pb(a.preferences),
         edge_id=a.edge_id, placement_version=a.placement_version, tasks=[task_to_pb(t) for t in a.tasks],
+        encoding=encoding_to_pb(a.encoding),
     )
 
 
@@ -186,6 +187,7 @@ def assignment_from_pb(msg: pb.Assignment) -> Assignment:
         model_version=msg.model_version, split=Split(msg.split_device, msg.split_edge),
         recommended_split=msg.recommended_split, preferences=preferences_from_pb(msg.preferences),
         edge_id=msg.edge_id, placement_version=msg.placement_version, tasks=[task_from_pb(t) for t in msg.tasks],
+        encoding=encoding_from_pb(msg.encoding),
     )
 
 

@@ -178,7 +178,7 @@ class RegisterDeviceRequest(_message.Message):
     def __init__(self, device_name: _Optional[str] = ..., profile: _Optional[str] = ..., radio: _Optional[str] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ..., model_id: _Optional[str] = ..., split_device: _Optional[int] = ..., encoding: _Optional[_Union[Encoding, str]] = ..., position: _Optional[_Union[Position, _Mapping]] = ..., sensors: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Assignment(_message.Message):
-    __slots__ = ("device_id", "token", "edge_endpoint", "model_id", "model_version", "split_device", "split_edge", "recommended_split", "preferences", "edge_id", "placement_version", "tasks")
+    __slots__ = ("device_id", "token", "edge_endpoint", "model_id", "model_version", "split_device", "split_edge", "recommended_split", "preferences", "edge_id", "placement_version", "tasks", "encoding")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     EDGE_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +191,7 @@ class Assignment(_message.Message):
     EDGE_ID_FIELD_NUMBER: _ClassVar[int]
     PLACEMENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     token: str
     edge_endpoint: str
@@ -203,7 +204,8 @@ class Assignment(_message.Message):
     edge_id: str
     placement_version: int
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
-    def __init__(self, device_id: _Optional[str] = ..., token: _Optional[str] = ..., edge_endpoint: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., split_device: _Optional[int] = ..., split_edge: _Optional[int] = ..., recommended_split: _Optional[int] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ..., edge_id: _Optional[str] = ..., placement_version: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...
+    encoding: Encoding
+    def __init__(self, device_id: _Optional[str] = ..., token: _Optional[str] = ..., edge_endpoint: _Optional[str] = ..., model_id: _Optional[str] = ..., model_version: _Optional[str] = ..., split_device: _Optional[int] = ..., split_edge: _Optional[int] = ..., recommended_split: _Optional[int] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ..., edge_id: _Optional[str] = ..., placement_version: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., encoding: _Optional[_Union[Encoding, str]] = ...) -> None: ...
 
 class UpdatePreferencesRequest(_message.Message):
     __slots__ = ("device_id", "token", "preferences", "split_device")

@@ -164,3 +164,20 @@ def test_streams_are_batched_and_a_malformed_frame_fails_alone(tmp_path, digits)
         assert edge_batches.frames == 4 * 22 and cloud_batches.frames == 4 * 22
     finally:
         stop_tiers(t)
+
+
+def test_past_a_raw_image_the_edge_forwards_in_the_devices_encoding(tiers: Tiers, digits) -> None:
+    """A device registered for int8 sends its image as UINT8 at split 0; the edge runs blocks
+    [0, 5) and sends the activation on in int8, not float32 (less than half the edge -> cloud bytes here)."""
+    m, _, reference, _, images = digits
+    sizes = {}
+    for enc in (pb.FLOAT32, pb.INT8_AFFINE):
+        a = tiers.register(split=0, encoding=enc)
+        assert a.encoding == enc
+        frames = compact([frame_for(a, m, images[i : i + 1], i + 1, pb.UINT8_IMAGE) for i in range(3)])
+        results = list(tiers.edge_stub.Stream(iter(frames), timeout=30))
+        assert all(not r.HasField("error") for r in results)
+        sizes[enc] = results[-1].edge_to_cloud_bytes
+        head = next(h for h in results[0].heads if h.head == "class")
+        assert head.index == int(reference[0].argmax())
+    assert sizes[pb.INT8_AFFINE] < 0.5 * sizes[pb.FLOAT32], sizes  # the frame's metadata is the rest
