@@ -65,10 +65,15 @@ GROUPS: dict[str, Group] = {
     "codec": Group(("ecd/codec.py",), ("tests/ecd/test_codec.py", "tests/ecd/test_codec_and_proto.py", "tests/ecd/transport/test_serde.py")),
     "partition": Group(
         ("ecd/partition.py", "ecd/manifest.py"),
-        ("tests/ecd/test_partition.py", "tests/ecd/test_manifest.py", "tests/ecd/test_block_runner.py"),
+        (
+            "tests/ecd/test_partition.py",
+            "tests/ecd/test_manifest.py",
+            "tests/ecd/test_block_runner.py",
+            "tests/ecd/test_partition_sessions.py",
+        ),
     ),
     "distribution": Group(("ecd/distribution.py",), ("tests/ecd/test_distribution.py", "tests/edge_node/test_backpressure.py")),
-    "split": Group(("ecd/split.py",), ("tests/ecd/test_split.py", "tests/ecd/test_split_checks.py")),
+    "split": Group(("ecd/split.py",), ("tests/ecd/test_split.py", "tests/ecd/test_split_checks.py", "tests/ecd/test_split_values.py")),
     "placement": Group(
         (
             "scheduling/placement/heuristics.py",
@@ -116,7 +121,9 @@ ALSO_COPY = ("data", "proto", "deploy", "benchmarks", "docs")
 NOT_MUTATED_LINES = (r"^\s*(log|logger|logging)\.(debug|info|warning|error|exception|critical)\(",)
 
 # mutmut's exit codes per mutant (mutmut.stats.status_by_exit_code)
-KILLED_CODES = {1, 3, 36, -24, 24, 152, 255, -11, -9}  # a failing test, a timeout or a crash: noticed
+# a failing test, a timeout or a crash (-11 SIGSEGV, -9 SIGKILL, -6 SIGABRT: onnxruntime aborts the
+# process on a setting it rejects, e.g. a mutated session config value): noticed
+KILLED_CODES = {1, 3, 36, -24, 24, 152, 255, -11, -9, -6}
 SURVIVED_CODES = {0}
 NO_TESTS_CODES = {5, 33}  # no mapped test reaches the function: survives as far as the gate goes
 

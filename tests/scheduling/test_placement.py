@@ -21,6 +21,18 @@ OPTIMA = {
     "cap101": 796648.437, "cap102": 854704.200, "cap103": 893782.112, "cap104": 928941.750,
     "cap131": 793439.562, "cap132": 851495.325, "cap133": 893076.712, "cap134": 928941.750,
 }
+
+
+def orlib_file(name: str) -> Path:
+    """The shipped OR-Library instance ``name``; a missing file FAILS the test (never a skip): CI must
+    not go green on the exact solver's anchors because the data was not checked out."""
+    path = ORLIB / f"{name}.txt"
+    if not path.is_file():
+        pytest.fail(f"OR-Library data missing: {path} (shipped in data/orlib, see data/orlib/README.md); "
+                    "the exact-optimum tests cannot run without it", pytrace=False)
+    return path
+
+
 HEURISTICS = ["otacs", "ttacs", "otacs_ls", "lf", "dis", "random", "apx2_standin", "cmsa_standin", "bbo_pso"]
 
 
@@ -38,19 +50,48 @@ def random_problem(rng: np.random.Generator, m: int, n: int, k: int, coordinates
 
 @pytest.mark.parametrize("name", sorted(OPTIMA))
 def test_exact_reproduces_orlib_optimum(name: str) -> None:
-    placement = solve(read_orlib(ORLIB / f"{name}.txt"), "exact")
+    placement = solve(read_orlib(orlib_file(name)), "exact")
     assert abs(placement.total_cost - OPTIMA[name]) / OPTIMA[name] <= 1e-6
 
 
 def test_orlib_files_ship_with_the_repository() -> None:
+    assert ORLIB.is_dir(), f"OR-Library data missing: {ORLIB} (shipped with the repository, see data/orlib/README.md)"
     assert sorted(p.stem for p in ORLIB.glob("cap*.txt")) == sorted(OPTIMA)
     readme = (ORLIB / "README.md").read_text()
     assert "Beasley" in readme and all(f"{v:.3f}" in readme for v in OPTIMA.values())
 
 
+def test_missing_orlib_data_fails_the_test_not_skips_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "ORLIB", tmp_path / "orlib")  # a checkout without data/orlib
+    outcome: BaseException | None = None
+    try:
+        orlib_file("cap71")
+    except BaseException as e:  # a skip (pytest.skip.Exception) must not escape: it would mark this test skipped
+        outcome = e
+    assert type(outcome) is pytest.fail.Exception, f"expected a failure, got {outcome!r}"
+    assert "OR-Library data missing" in str(outcome) and str(tmp_path / "orlib" / "cap71.txt") in str(outcome)
+
+
+def test_orlib_tests_fail_in_a_checkout_without_the_data(tmp_path: Path) -> None:
+    """This very file, run where data/orlib does not exist: its OR-Library tests fail, none skips."""
+    copy = tmp_path / "tests" / "scheduling" / "test_placement.py"  # ORLIB = parents[2] / "data" / "orlib"
+    copy.parent.mkdir(parents=True)
+    copy.write_text(Path(__file__).read_text())
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfs", "-k", "exact_reproduces_orlib or shipped_orlib or capa_format_file or ship_with",
+         "-o", "addopts=", str(copy)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    summary = proc.stdout.strip().splitlines()[-1]
+    n = len(OPTIMA)
+    assert proc.returncode == 1, proc.stdout[-2000:]
+    assert re.fullmatch(rf"{2 * n + 3 + 1} failed, \d+ deselected in .*", summary), proc.stdout[-2000:]  # no skip, no pass
+    assert "OR-Library data missing" in proc.stdout
+
+
 @pytest.mark.parametrize("name", sorted(OPTIMA))
 def test_cli_reproduces_every_shipped_orlib_optimum(name: str) -> None:
-    proc = cli("--orlib", str(ORLIB / f"{name}.txt"), "--method", "exact", "--json")
+    proc = cli("--orlib", str(orlib_file(name)), "--method", "exact", "--json")
     assert proc.returncode == 0, proc.stderr
     assert abs(json.loads(proc.stdout)["total_cost"] - OPTIMA[name]) / OPTIMA[name] <= 1e-6
 
@@ -73,12 +114,12 @@ def capa_format(source: Path, target: Path) -> Path:
 
 @pytest.mark.parametrize("name", ["cap71", "cap101", "cap134"])
 def test_cli_reproduces_the_optimum_from_a_capa_format_file(tmp_path: Path, name: str) -> None:
-    path = capa_format(ORLIB / f"{name}.txt", tmp_path / f"{name}_capa.txt")
+    path = capa_format(orlib_file(name), tmp_path / f"{name}_capa.txt")
     assert "capacity" in path.read_text()
     proc = cli("--orlib", str(path), "--method", "exact", "--json")
     assert proc.returncode == 0, proc.stderr
     assert abs(json.loads(proc.stdout)["total_cost"] - OPTIMA[name]) / OPTIMA[name] <= 1e-6
-    a, b = read_orlib(path), read_orlib(ORLIB / f"{name}.txt")
+    a, b = read_orlib(path), read_orlib(orlib_file(name))
     assert np.array_equal(a.activation_cost, b.activation_cost) and np.array_equal(a.service_cost, b.service_cost)
 
 
