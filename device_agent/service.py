@@ -480,27 +480,29 @@ class DeviceAgent:
         interval = 1.0 / self.cfg.fps if self.cfg.fps > 0 else 0.0
         next_at = time.monotonic()
 
-        first = [True]  # per stream: its first frame is complete and binds the rest (compact frames)
-
-        def wire(msg: pb.Frame) -> pb.Frame:
-            if first[0]:
-                first[0] = False
+        def wire(msg: pb.Frame, stream: dict) -> pb.Frame:
+            """A stream's first frame complete (it binds the rest), the others compact. The flag is
+            the stream's own: a broken stream's request iterator can still be pulled once by its
+            sender thread after the next stream has started."""
+            if stream["first"]:
+                stream["first"] = False
                 msg.protocol_revision = PROTOCOL_REVISION
                 return msg
             return serde.compact_frame_to_pb(msg)
 
-        def requests(resend: list) -> Iterator:
+        current: list[dict] = [{}]  # the stream now open; an older one's iterator makes no more frames
+
+        def requests(resend: list, stream: dict) -> Iterator:
             nonlocal next_at
-            first[0] = True
             for msg in resend:
-                yield wire(msg)
+                yield wire(msg, stream)
             while True:
                 while not window.acquire(timeout=0.2):
-                    if self._stopping.is_set() or self._move is not None or self._resplit is not None:
+                    if self._stopping.is_set() or self._move is not None or self._resplit is not None or stream is not current[0]:
                         return
-                if self._move is not None or self._resplit is not None or self._stopping.is_set():
-                    window.release()  # switch edges, re-split, or stop: between frames
-                    return
+                if self._move is not None or self._resplit is not None or self._stopping.is_set() or stream is not current[0]:
+                    window.release()  # switch edges, re-split, or stop: between frames (a frame made for
+                    return            # a stream that has ended would go nowhere until the next break)
                 if interval and self._stopping.wait(max(0.0, next_at - time.monotonic())):
                     window.release()
                     return
@@ -521,7 +523,7 @@ class DeviceAgent:
                 msg = serde.frame_to_pb(frame)
                 sent[frame.frame_id] = (msg, t_sent, label, int(image.nbytes))
                 self.tally_sent += 1
-                out = wire(msg)
+                out = wire(msg, stream)
                 self.metrics.hop_bytes.labels("device", "device_to_edge").inc(out.ByteSize())
                 yield out
 
@@ -533,7 +535,8 @@ class DeviceAgent:
             stub = pb_grpc.EdgeNodeStub(self.edge_channel)
             broke = False
             try:
-                for msg in stub.Stream(requests(resend)):
+                current[0] = stream = {"first": True}
+                for msg in stub.Stream(requests(resend, stream)):
                     result = serde.result_from_pb(msg)
                     entry = sent.pop(result.frame_id, None)
                     if entry is None:  # answered before (a resent frame answered twice), or never sent

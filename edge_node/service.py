@@ -130,9 +130,14 @@ async def run_cloud_link(link: CloudLink, stub: pb_grpc.CloudServerStub, metrics
                     backoff_s = 0.2
         except grpc.aio.AioRpcError as e:
             log.warning("[EdgeNode.CloudLink] cloud stream broke (%s); %d frames unanswered", e.code().name, len(link.pending))
+        except Exception as e:  # noqa: BLE001 — whatever broke this stream, the link must go on with a new one
+            log.warning("[EdgeNode.CloudLink] cloud stream failed (%s); %d frames unanswered", type(e).__name__, len(link.pending))
         finally:
             writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, grpc.aio.UsageError):
+            # the writer may have failed with the call already (a write on a broken stream raises
+            # cygrpc's ExecuteBatchError, not AioRpcError): that must not end the link — it did,
+            # and the edge never reconnected to a restarted cloud
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await writer
         await asyncio.sleep(backoff_s * random.uniform(0.5, 1.0))
         backoff_s = min(backoff_s * 2, 2.0)  # a restarted cloud is found within ~2 s

@@ -20,26 +20,31 @@ EXAMPLES = 150
 
 
 def test_every_rpc_survives_drawn_requests() -> None:
-    """150 drawn calls (every method drawn), each checked against the invariants; then a canary
-    frame is answered and the services' memory is bounded."""
+    """About 150 drawn calls, an equal share for every method, each checked against the invariants;
+    then a canary frame is answered and the services' memory is bounded."""
     cluster, tmp = new_cluster()
     tally = Tally()
     templates = cluster.templates()
     drawn: set[str] = set()
+    per_method = -(-EXAMPLES // len(METHODS))  # every method gets its share (drawing the method left some out by chance)
 
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(data=st.data())
-    def one_call(data) -> None:
-        method = data.draw(st.sampled_from(METHODS))
-        drawn.add(method.path)
-        strategy = request_strategy(method, templates)
-        n = data.draw(st.integers(1, 3)) if method.client_streaming else 1
-        check_case(cluster, tally, method, [data.draw(strategy) for _ in range(n)])
+    def calls_of(method):
+        @settings(max_examples=per_method, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @given(data=st.data())
+        def one_call(data) -> None:
+            drawn.add(method.path)
+            strategy = request_strategy(method, templates)
+            n = data.draw(st.integers(1, 3)) if method.client_streaming else 1
+            check_case(cluster, tally, method, [data.draw(strategy) for _ in range(n)])
+
+        return one_call
 
     try:
-        one_call()
-        assert tally.cases >= EXAMPLES and not tally.failures, tally.failures
+        for method in METHODS:
+            calls_of(method)()
+        # hypothesis stops a method early once its request space is exhausted (a few have tiny ones)
+        assert tally.cases >= 0.9 * EXAMPLES and not tally.failures, tally.failures
         assert drawn == {m.path for m in METHODS}
         assert cluster.alive() and cluster.canary()
         assert all(v < 500 for v in cluster.rss_mb().values())
