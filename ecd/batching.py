@@ -47,7 +47,6 @@ class _Call:
     done: bool = False
     result: np.ndarray | None = None
     error: BaseException | None = None
-    batch: int = 0  # frames in the batch that answered it
 
 
 @dataclass
@@ -143,6 +142,5 @@ class DynamicBatcher:
                 except Exception as e:  # noqa: BLE001 — handed to that frame's caller
                     call.error = e
             call.result = out
-            call.batch = len(batch)
             call.done = True
             call.wake.set()

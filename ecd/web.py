@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import socket
 import threading
 from pathlib import Path
@@ -68,17 +67,6 @@ async def json_body(request: Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RequestError(f"body: expected a JSON object, got {type(data).__name__}")
     return data
-
-
-def number(data: dict[str, Any], name: str, lo: float, hi: float) -> float | None:
-    """``data[name]`` as a finite number in [lo, hi]; None when absent. Booleans and strings are
-    refused (JSON's ``true`` is no weight)."""
-    if name not in data or data[name] is None:
-        return None
-    v = data[name]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
-        raise RequestError(f"{name}: expected a number in [{lo:g}, {hi:g}], got {v!r}")
-    return float(v)
 
 
 def bind(host: str, port: int) -> socket.socket:
