@@ -106,6 +106,14 @@ def _int(value: Any, name: str) -> int | None:
     return int(value)
 
 
+def _float(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(f"{name}: expected a number in [0, 1], got {value!r}")
+    return float(value)
+
+
 def _query_number(request: Request, name: str, cast: type) -> Any:
     raw = request.query_params.get(name)
     if raw is None or raw == "":
@@ -150,7 +158,7 @@ def create_app(agent: DeviceAgent, allowed_hosts: list[str]) -> Starlette:
             if device_id is not None and device_id != agent.core.assignment.device_id:
                 raise PreconditionError(f"device_id: this agent is device {agent.core.assignment.device_id}, not {str(device_id)[:64]!r}"
                                         " (reload the page)")
-            w_privacy, min_split = body.get("w_privacy"), _int(body.get("min_split"), "min_split")  # checked by the agent
+            w_privacy, min_split = _float(body.get("w_privacy"), "w_privacy"), _int(body.get("min_split"), "min_split")
             await run_in_threadpool(agent.change_preferences, w_privacy, min_split)
         except EcdError as e:  # a cloud that refuses the change too (PeerError: 502)
             return error_response(e)
