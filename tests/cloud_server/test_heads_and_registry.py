@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import grpc
@@ -81,3 +82,16 @@ def test_update_preferences_moves_the_split(tiers: Tiers) -> None:
             timeout=10,
         )
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "min_split" in e.value.details()
+
+
+def test_builtin_head_scores_are_the_softmax_without_the_identity_product() -> None:
+    import numpy as np
+
+    from cloud_server.heads import builtin_head, softmax
+
+    head = builtin_head(tuple(str(d) for d in range(10)))
+    logits = np.random.default_rng(0).standard_normal((3, 10)).astype(np.float32)
+    general = dataclasses.replace(head, identity=False)  # the W · p + b path, W = I
+    np.testing.assert_allclose(head.scores(logits), softmax(logits), rtol=0, atol=0)
+    np.testing.assert_allclose(head.scores(logits), general.scores(logits), atol=1e-7)
+    assert head.to_spec()["weight"] == np.eye(10).ravel().tolist()  # ListHeads still shows W = I
