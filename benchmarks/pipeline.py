@@ -35,7 +35,14 @@
 2. **Extras** (``--extras``, on by default, off with ``--quick``): the same pipeline over mutual TLS on
    every hop against plaintext (tiers as processes, split 3, float32), and the per-hop cost of a bare
    loopback gRPC bidi stream echoing 1 KiB .. 1 MiB against an in-memory copy (in this process: it
-   measures grpc, not the code under test).
+   measures grpc, not the code under test), and **the transport alone** (``_transport_floor.py``):
+   the three-process chain with nothing in it but grpc.aio relaying 1 KiB payloads — the most
+   frames/s, and the least CPU and latency per frame, any tiers written this way can reach here.
+
+3. **Where the time goes** (``--profile``, needs py-spy from the dev extra): every tier is sampled
+   during the first one-agent throughput window of each configuration, and its CPU per frame is
+   split into model, gRPC + asyncio, codec, pb <-> core, registry, metrics and our own code
+   (``_profile.py``).
 
 ``--root PATH`` measures another checkout (e.g. ``git worktree add /tmp/ecd-before ce0472c``); flags
 that checkout's CLI lacks are not passed (read from its ``--help``). Every wait is bounded (a
@@ -62,7 +69,9 @@ import threading
 import time
 from pathlib import Path
 
+import _profile
 import numpy as np
+from _transport_floor import transport_floor
 from _procs import (
     Cluster,
     Deadline,
@@ -541,12 +550,18 @@ def run_agents(c: Cluster, co: Checkout, cloud: Tier, edge: Tier, run: dict, opt
         if not warmed:
             raise RuntimeError(f"{tag}: {answered()} of {warm} warm-up frames answered in time; logs {logdir}")
         a = snapshot(groups)
+        spies = {}
+        if timed and opts.profile and n == 1 and k == opts.in_flight[0]:  # one profiled run per configuration
+            spies = {name: (_profile.start(t.pid, opts.window_s, logdir / f"{tag}-{name}.pyspy"), logdir / f"{tag}-{name}.pyspy")
+                     for name, t in (("agents", agents[0]), ("edge", edge), ("cloud", cloud))}
         if timed:
             time.sleep(deadline.left(opts.window_s))
         else:  # one frame in flight: --frames frames after the warm-up
             wait_answered(agent_counts(a)[0] + opts.frames, deadline.remaining())
         b = snapshot(groups)
         out.update(window_figures(a, b, opts.cores))
+        if spies:
+            out["profile"] = read_profiles(spies, out.get("cpu_per_frame_s") or {}, deadline)
         for t in agents:
             c.signal(t, signal.SIGTERM)
         c.wait_exit(agents, deadline)
@@ -571,6 +586,22 @@ def run_agents(c: Cluster, co: Checkout, cloud: Tier, edge: Tier, run: dict, opt
         out["split_edge"] = ok[0].get("split_edge")
     if any(code not in (0,) for code in out["exit_codes"]) or out["errors"]:
         out["problem"] = f"exit codes {out['exit_codes']}, {out['errors']} errors; logs {logdir}"
+    return out
+
+
+def read_profiles(spies: dict, cpu: dict, deadline: Deadline) -> dict:
+    """Each tier's py-spy samples in buckets: shares, and ms per frame from the tier's measured CPU."""
+    out = {}
+    for name, (proc, path) in spies.items():
+        try:
+            proc.wait(timeout=deadline.left(30))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        shares, samples = _profile.buckets(path.read_text()) if path.exists() else ({}, 0)
+        per_frame = cpu.get(name)
+        out[name] = {"samples": samples, "share": shares,
+                     "ms_per_frame": {k: v * per_frame * 1e3 for k, v in shares.items()} if per_frame else None}
     return out
 
 
@@ -734,6 +765,11 @@ def print_row(row: dict) -> None:
               f"{_f(r.get('uplink_bytes_per_frame'), '11.0f')} {_f(r.get('edge_to_cloud_bytes_per_frame'), '6.0f')} "
               f"{_f(r.get('raw_image_bytes_per_frame'), '5.0f')} | {'' if lat else r.get('bottleneck', '')}"
               f"{'  !' + r['problem'][:100] if r.get('problem') else ''}", flush=True)
+    for r in row["runs"].values():
+        for tier, prof in (r.get("profile") or {}).items():
+            ms = prof.get("ms_per_frame") or {}
+            print(f"{'':>5} {'':>7} {'profile':>10} | {tier} CPU ms/frame by part ({prof['samples']} py-spy samples, "
+                  f"{r['in_flight']} in flight): " + ", ".join(f"{k} {v:.2f}" for k, v in ms.items()), flush=True)
     stages = (row["runs"].get("latency-1x1") or {}).get("stage_mean_ms") or {}
     if stages:
         print(f"{'':>5} {'':>7} {'stages':>10} | one frame in flight, mean ms as the tiers time them: "
@@ -851,6 +887,20 @@ def print_extras(tls: list[dict], hops: list[dict]) -> None:
                   f"{row['memory_copy_s'] * 1e6:9.1f} {row['one_hop_s'] / row['memory_copy_s']:12.0f}")
 
 
+def print_floor(rows: list[dict], models: list[dict]) -> None:
+    """The bare three-process gRPC chain (``_transport_floor.py``) against each model's single process."""
+    print("\ntransport alone: client -> relay -> echo as three processes, grpc.aio, 1 KiB opaque payloads, no model, "
+          "no parsing (an upper bound on the pipeline's frames/s and a lower bound on its CPU and latency)")
+    single = {m["model"]: (m.get("baseline_reference") or {}).get(m.get("baseline_impl", "fused"), {}) for m in models}
+    print(f"{'in flight':>9} | {'frames/s':>8} {'p50 ms':>7} | {'CPU ms/frame: client':>20} {'relay':>6} {'echo':>6} {'all':>6} | "
+          + " ".join(f"{'/ ' + k + ' single':>22}" for k in single))
+    for r in rows:
+        cpu = r["cpu_per_frame_s"]
+        caps = " ".join(_f(r["frames_per_s"] / b["throughput_fps"] if b.get("throughput_fps") else None, "22.2f") for b in single.values())
+        print(f"{r['in_flight']:>9} | {r['frames_per_s']:8.0f} {_f(r['p50_s'], '7.3f', 1e3)} | {cpu['client'] * 1e3:20.2f} "
+              f"{cpu['relay'] * 1e3:6.2f} {cpu['echo'] * 1e3:6.2f} {cpu['all'] * 1e3:6.2f} | {caps}")
+
+
 # --- main ----------------------------------------------------------------------------------------------
 
 
@@ -870,6 +920,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--baseline", choices=["fused", "chained"], default="fused",
                    help="single process: one fused ONNX session (default) or one session per block")
     p.add_argument("--extras", action=argparse.BooleanOptionalAction, default=True, help="TLS cost and the bare gRPC hop")
+    p.add_argument("--profile", action="store_true",
+                   help="sample every tier with py-spy during the first one-agent throughput window of each "
+                        "configuration and print where its CPU goes (dev extra)")
     p.add_argument("--quick", action="store_true", help="smoke run: digits_cnn, split mid, float32 and int8, 16 in flight, short windows, no extras")
     for tier in ("cloud", "edge", "agent"):
         p.add_argument(f"--{tier}-args", default="", help=f"more flags for every {tier} process, one string (e.g. "
@@ -887,6 +940,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         opts.in_flight, opts.agents, opts.extras = [16], [], False
         opts.frames, opts.window_s = min(opts.frames, 100), min(opts.window_s, 1.5)
     opts.cores = os.cpu_count() or 1
+    if opts.profile and not _profile.available():
+        p.error("--profile: py-spy is not installed (pip install -e '.[dev]')")
     return opts
 
 
@@ -927,7 +982,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\nTLS cost: failed ({type(e).__name__}: {e}); logs {logdir}")
                 results["tls"] = [{"problem": f"{type(e).__name__}: {e}"}]
             results["hops"] = hop_overhead([2**10, 2**12, 2**14, 2**16, 2**18, 2**20], repeats=200)
+            results["transport_floor"] = transport_floor(opts.python, [1, *opts.in_flight], 1024, opts.window_s)
             print_extras(results["tls"], results["hops"])
+            print_floor(results["transport_floor"], results["models"])
     finally:
         results["flags_not_passed"] = sorted(co.dropped)
         results["loadavg_end"] = os.getloadavg()

@@ -95,3 +95,41 @@ def test_medians_over_repeats_keep_the_shape():
 def test_quick_is_a_small_subset():
     opts = pipeline.parse(["--quick"])
     assert opts.models == ["digits_cnn"] and opts.in_flight == [16] and not opts.extras and opts.frames <= 100
+
+
+def test_profile_buckets_take_the_innermost_known_frame_and_skip_waiting_threads():
+    import _profile
+
+    raw = "\n".join([
+        "Thread.run (threading.py:982);_worker (concurrent/futures/thread.py:83);run (ecd/partition.py:157);"
+        "Session.run (onnxruntime/capi/onnxruntime_inference_collection.py:406) 6",
+        "run_forever (asyncio/base_events.py:607);Handle._run (asyncio/events.py:80) 3",
+        "Handle._run (asyncio/events.py:80);process (cloud_server/core.py:627);device (cloud_server/registry.py:378);"
+        "_execute (cloud_server/registry.py:309) 1",
+        "Handle._run (asyncio/events.py:80);read (cloud_server/service.py:180);decode (ecd/codec.py:99);"
+        "_wrapfunc (numpy/_core/fromnumeric.py:54) 2",
+        "Thread._bootstrap (threading.py:1002);_worker (concurrent/futures/thread.py:81) 50",  # a pool worker waiting
+        "serve_forever (socketserver.py:233);select (selectors.py:415) 40",
+        "garbage without a count",
+    ])
+    shares, samples = _profile.buckets(raw)
+    assert samples == 12
+    assert shares == pytest.approx({"model": 0.5, "grpc+asyncio": 0.25, "registry": 1 / 12, "codec": 2 / 12})
+    assert _profile.buckets("")[0] == {}
+
+
+def test_transport_floor_runs_the_bare_chain_and_reaps_it():
+    import psutil
+
+    from _transport_floor import transport_floor
+
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    rows = transport_floor(sys.executable, [1, 4], 256, window_s=0.4, warmup_s=0.2, timeout_s=60)
+    assert [r["in_flight"] for r in rows] == [1, 4]
+    assert rows[0]["p50_s"] > 0 and rows[1]["p50_s"] is None
+    for r in rows:
+        assert r["frames_per_s"] > 0
+        cpu = r["cpu_per_frame_s"]
+        assert cpu["all"] == pytest.approx(cpu["client"] + cpu["relay"] + cpu["echo"])
+        assert cpu["relay"] > 0 and cpu["echo"] > 0
+    assert {p.pid for p in psutil.Process().children(recursive=True)} <= before

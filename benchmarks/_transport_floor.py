@@ -1,0 +1,170 @@
+"""The transport's own ceiling, for ``benchmarks/pipeline.py``: the pipeline's three processes with
+nothing in them but gRPC.
+
+A client process streams opaque payloads to a relay process, which forwards each one on its own
+bidi stream to an echo process and relays the echo back — the device agent -> edge node -> cloud
+server topology, the same grpc.aio servers and channel options, but no protobuf parsing, no
+validation, no model, no metrics. Whatever the real tiers do per frame costs at least this much, so
+``frames/s`` here bounds the pipeline's throughput on this machine from above, and ``CPU ms/frame``
+bounds its cost from below. Started as processes from this file (``--serve echo|relay``,
+``--client``), ended and reaped by :func:`transport_floor` whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SERVICE, METHOD = "bench.Relay", "Stream"
+PATH = f"/{SERVICE}/{METHOD}"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _options() -> list[tuple[str, int]]:
+    from ecd.transport.rpc import TransportConfig, grpc_options
+
+    return grpc_options(TransportConfig())
+
+
+async def _serve(mode: str, upstream: str | None) -> None:
+    import grpc
+
+    server = grpc.aio.server(options=_options())
+    if mode == "echo":
+        async def handler(requests, context):
+            async for payload in requests:
+                yield payload
+    else:
+        channel = grpc.aio.insecure_channel(upstream, options=_options())
+        stream = channel.stream_stream(PATH)
+
+        async def handler(requests, context):
+            async for payload in stream(requests):
+                yield payload
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+        SERVICE, {METHOD: grpc.stream_stream_rpc_method_handler(handler)})])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(json.dumps({"port": port}), flush=True)
+    await server.wait_for_termination()
+
+
+async def _client(target: str, in_flight: int, payload_bytes: int, warmup_s: float, window_s: float) -> dict:
+    """Keep ``in_flight`` payloads outstanding; count answers over a window after a warm-up."""
+    import grpc
+
+    payload = os.urandom(payload_bytes)
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def requests():
+        while (item := await queue.get()) is not None:
+            yield item
+
+    for _ in range(in_flight):
+        queue.put_nowait(payload)
+    async with grpc.aio.insecure_channel(target, options=_options()) as channel:
+        call = channel.stream_stream(PATH)(requests())
+        t_start = time.perf_counter()
+        window_start = window_end = None
+        answered = in_window = 0
+        rtts: list[float] = []
+        sent_at = time.perf_counter()
+        async for _reply in call:
+            now = time.perf_counter()
+            answered += 1
+            if in_flight == 1:
+                rtts.append(now - sent_at)
+            if window_start is None and now - t_start >= warmup_s:
+                window_start, cpu0, rtts = now, time.process_time(), []
+            elif window_start is not None:
+                in_window += 1
+                if now - window_start >= window_s:
+                    window_end, cpu1 = now, time.process_time()
+                    break
+            sent_at = time.perf_counter()
+            queue.put_nowait(payload)
+        queue.put_nowait(None)
+        call.cancel()
+    assert window_start is not None and window_end is not None
+    elapsed = window_end - window_start
+    rtts.sort()
+    return {"frames_per_s": in_window / elapsed, "frames": in_window, "client_cpu_s": cpu1 - cpu0,
+            "window_start_unix": time.time() - (time.perf_counter() - window_start),
+            "p50_s": rtts[len(rtts) // 2] if rtts else None}
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def transport_floor(python: str, in_flights: list[int], payload_bytes: int, window_s: float,
+                    warmup_s: float = 1.0, timeout_s: float = 120.0) -> list[dict]:
+    """One row per in-flight depth: the bare chain's frames/s, p50 (1 in flight) and CPU per frame."""
+    here = str(Path(__file__).resolve())
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
+    procs: list[subprocess.Popen] = []
+
+    def start(*args: str) -> tuple[subprocess.Popen, int]:
+        p = subprocess.Popen([python, here, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             stdin=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
+        procs.append(p)
+        line = p.stdout.readline()  # the READY line; a crash ends the pipe (''), which json refuses
+        return p, int(json.loads(line)["port"])
+
+    rows = []
+    try:
+        echo, echo_port = start("--serve", "echo")
+        relay, relay_port = start("--serve", "relay", "--upstream", f"127.0.0.1:{echo_port}")
+        for k in in_flights:
+            before = {"relay": _cpu_s(relay.pid), "echo": _cpu_s(echo.pid)}
+            t0 = time.perf_counter()
+            done = subprocess.run([python, here, "--client", f"127.0.0.1:{relay_port}", "--in-flight", str(k),
+                                   "--payload-bytes", str(payload_bytes), "--warmup-s", str(warmup_s),
+                                   "--window-s", str(window_s)],
+                                  capture_output=True, text=True, env=env, timeout=timeout_s, check=True)
+            wall = time.perf_counter() - t0
+            got = json.loads(done.stdout.strip().splitlines()[-1])
+            # the servers' CPU over the client's whole run (warm-up included), per frame it answered
+            # at the window's rate: a slight overestimate, taken the same way for every depth
+            frames_total = got["frames_per_s"] * wall
+            cpu = {name: (_cpu_s(p.pid) - before[name]) / frames_total for name, p in (("relay", relay), ("echo", echo))}
+            cpu["client"] = got["client_cpu_s"] / max(got["frames"], 1)
+            rows.append({"in_flight": k, "payload_bytes": payload_bytes, "frames_per_s": got["frames_per_s"],
+                         "p50_s": got["p50_s"], "cpu_per_frame_s": {**cpu, "all": sum(cpu.values())}})
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait(10)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--serve", choices=["echo", "relay"])
+    p.add_argument("--upstream")
+    p.add_argument("--client")
+    p.add_argument("--in-flight", type=int, default=16)
+    p.add_argument("--payload-bytes", type=int, default=1024)
+    p.add_argument("--warmup-s", type=float, default=1.0)
+    p.add_argument("--window-s", type=float, default=3.0)
+    args = p.parse_args(argv)
+    if args.serve:
+        asyncio.run(_serve(args.serve, args.upstream))
+    elif args.client:
+        print(json.dumps(asyncio.run(_client(args.client, args.in_flight, args.payload_bytes, args.warmup_s, args.window_s))))
+    else:
+        for row in transport_floor(sys.executable, [1, 16, 64], args.payload_bytes, args.window_s):
+            print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
