@@ -35,7 +35,11 @@ Choices the paper leaves open (ours):
   activation; the stronger attack counts).
 * Weights must be finite, ≥ 0 and not both 0; they are normalised to sum 1.
 * Candidates are ``min_split ≤ b ≤ max_split`` (the user's hard floor; by default the device may
-  run every block). Ties in U go to less device energy, then to the deeper split.
+  run every block). Ties in U go to the lower reconstruction similarity (the larger of both
+  attacks' mean SSIM at the setting), then to less device energy, then to the deeper split. Why
+  similarity first: L is 0 for every setting whose attacks do no better than the label-only
+  attacker, so at w_privacy = 1 many settings tie, and a user who weighs only privacy wants the
+  least recognisable of them, not the cheapest.
 * The paper's §V.B prose swaps the roles of λ1 and λ2 relative to eq. (1) ("when λ2 is set with a
   large weight value, the ECD model shows an obvious orientation on the cost saving"); we follow
   eq. (1): ``w_energy`` weighs energy.
@@ -167,6 +171,7 @@ class DefenceTable:
     leakage: np.ndarray  # (S, n+1)
     accuracy: np.ndarray  # (S, n+1)
     baseline_accuracy: float
+    similarity: np.ndarray  # (S, n+1): the larger of both attacks' mean SSIM
 
     def check_strength(self, model_id: str, strength: float) -> int:
         """Index of a measured strength; anything else is refused, naming the field."""
@@ -233,7 +238,7 @@ def defence_table(manifest: Manifest, required: bool = False) -> DefenceTable | 
     if strengths[0] != 0.0 or np.any(np.diff(strengths) <= 0):
         raise DefenceTableError("privacy.defence.strengths: expected 0 first, then increasing")
     shape = (len(strengths), n1)
-    for key in ("leakage", "accuracy"):
+    for key in ("leakage", "accuracy", "whitebox_ssim", "decoder_ssim"):
         if key not in table:
             raise DefenceTableError(f"privacy.defence.table.{key}: missing in the manifest of {name!r}")
     return DefenceTable(
@@ -243,6 +248,8 @@ def defence_table(manifest: Manifest, required: bool = False) -> DefenceTable | 
         leakage=array(table["leakage"], "privacy.defence.table.leakage", shape, 0.0, 1.0),
         accuracy=array(table["accuracy"], "privacy.defence.table.accuracy", shape, 0.0, 1.0),
         baseline_accuracy=float(array(d["baseline_accuracy"], "privacy.defence.baseline_accuracy", (), 0.0, 1.0)),
+        similarity=np.maximum(array(table["whitebox_ssim"], "privacy.defence.table.whitebox_ssim", shape, -1.0, 1.0),
+                              array(table["decoder_ssim"], "privacy.defence.table.decoder_ssim", shape, -1.0, 1.0)),
     )
 
 
@@ -253,6 +260,12 @@ class PrivacyOptions:
     strengths: np.ndarray  # (S,)
     leakage: np.ndarray  # (S, n+1), +inf outside the allowed settings
     source: str
+    similarity: np.ndarray  # (S, n+1): the attacks' similarity, to break ties in U
+
+    @property
+    def similarity_at_best(self) -> np.ndarray:
+        """The similarity of the setting each split would use (its ``best_strength``)."""
+        return self.similarity[np.argmin(self.leakage, axis=0), np.arange(self.leakage.shape[1])]
 
     @property
     def envelope(self) -> np.ndarray:
@@ -273,28 +286,40 @@ def privacy_options(
     """The privacy term of every allowed (strength, split); see the module's docstring."""
     table = defence_table(manifest, required=defence_strength is not None and defence_strength > 0)
     undefended, source = leakage_curve(manifest)
+    # the tie-break's similarity is used as measured (no running minimum: it only orders ties)
+    curve = (np.clip(np.asarray(manifest.privacy["curve"], dtype=np.float64), 0.0, 1.0)
+             if manifest.privacy and "curve" in manifest.privacy else undefended)
     if table is None:
         if defence_strength not in (None, 0, 0.0):  # unreachable: required above
             raise DefenceTableError(f"privacy.defence: missing in the manifest of {manifest.model_id!r}")
-        return PrivacyOptions(np.array([0.0]), undefended[None, :], source)
+        return PrivacyOptions(np.array([0.0]), undefended[None, :], source, curve[None, :])
     leak = table.leakage.copy()
     leak[0] = np.minimum.accumulate(np.maximum(leak[0], undefended))
+    similarity = table.similarity.copy()
+    similarity[0] = np.maximum(similarity[0], curve)
     if defence_strength is not None:
         allowed = np.zeros_like(leak, dtype=bool)
         allowed[table.check_strength(manifest.model_id, defence_strength)] = True
     else:
         allowed = table.baseline_accuracy - table.accuracy <= max_accuracy_loss + 1e-9
         allowed[0] = True
-    return PrivacyOptions(table.strengths, np.where(allowed, leak, np.inf), f"{source}, with the defence table")
+    return PrivacyOptions(table.strengths, np.where(allowed, leak, np.inf), f"{source}, with the defence table", similarity)
 
 
-def encoded_bytes(manifest: Manifest, encoding: str = "float32") -> np.ndarray:
-    """Bytes per sample sent at each split 0..n under ``encoding``."""
+def encoded_bytes(manifest: Manifest, encoding: str = "float32", raw_image: bool = False) -> np.ndarray:
+    """Bytes per sample sent at each split 0..n under ``encoding``.
+
+    ``raw_image``: at split 0 the device sends the image as captured, one byte per pixel value
+    (UINT8_IMAGE), not the normalised input in ``encoding`` — what the agent does unless a defence
+    noises the input."""
     if encoding not in ENCODING_BYTES:
         raise PreferenceError(f"encoding: expected one of {', '.join(ENCODING_BYTES)}, got {encoding!r}")
     elements = np.array([np.prod(manifest.activation_shape(b)) for b in range(manifest.n_blocks + 1)], dtype=np.float64)
     extra = INT8_PARAMS_BYTES if encoding == "int8" else 0
-    return elements * ENCODING_BYTES[encoding] + extra
+    sent = elements * ENCODING_BYTES[encoding] + extra
+    if raw_image:
+        sent[0] = elements[0]
+    return sent
 
 
 def block_energy(manifest: Manifest, device: DeviceProfile) -> tuple[np.ndarray, str]:
@@ -311,9 +336,9 @@ def compute_energy(manifest: Manifest, device: DeviceProfile) -> np.ndarray:
     return np.concatenate([[0.0], np.cumsum(e)])
 
 
-def comm_energy(manifest: Manifest, radio: RadioProfile, encoding: str = "float32") -> np.ndarray:
-    """E_comm(b), b = 0..n."""
-    return encoded_bytes(manifest, encoding) * 8 * radio.joules_per_bit + radio.joules_per_transfer
+def comm_energy(manifest: Manifest, radio: RadioProfile, encoding: str = "float32", raw_image: bool = False) -> np.ndarray:
+    """E_comm(b), b = 0..n (``raw_image``: as in ``encoded_bytes``)."""
+    return encoded_bytes(manifest, encoding, raw_image) * 8 * radio.joules_per_bit + radio.joules_per_transfer
 
 
 def choose_splits(
@@ -323,12 +348,13 @@ def choose_splits(
     w_privacy: np.ndarray,
     min_split: np.ndarray,
     max_split: int,
+    similarity: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The vectorised core: one row per user.
 
     ``energy``: users × (n+1) device joules per split; ``p_priv``: (n+1,); weights and floors: (users,),
-    weights already normalised. Returns (chosen split per user, utility matrix with +inf outside
-    each user's candidates).
+    weights already normalised; ``similarity`` (n+1,): the first tie-break. Returns (chosen split
+    per user, utility matrix with +inf outside each user's candidates).
     """
     users, n_plus_1 = energy.shape
     b = np.arange(n_plus_1)
@@ -339,6 +365,9 @@ def choose_splits(
     utility = np.where(allowed, utility, np.inf)
     best = utility.min(axis=1, keepdims=True)
     ties = utility == best
+    if similarity is not None:
+        tie_similarity = np.where(ties, similarity[None, :], np.inf)
+        ties &= similarity[None, :] == tie_similarity.min(axis=1, keepdims=True)
     tie_energy = np.where(ties, energy, np.inf)
     ties &= energy == tie_energy.min(axis=1, keepdims=True)
     deepest = n_plus_1 - 1 - np.argmax(ties[:, ::-1], axis=1)
@@ -440,10 +469,12 @@ def decide_split(
     p = options.envelope
     e_comp_blocks, source = block_energy(manifest, device)
     e_comp = np.concatenate([[0.0], np.cumsum(e_comp_blocks)])
-    e_comm = comm_energy(manifest, radio, encoding)
+    raw_image = bool(options.best_strength[0] <= 0)  # the agent sends the captured image at split 0
+    e_comm = comm_energy(manifest, radio, encoding, raw_image)
     energy = (e_comp + e_comm)[None, :]
     chosen, utility = choose_splits(
-        energy, p, np.array([prefs.w_energy]), np.array([prefs.w_privacy]), np.array([prefs.min_split]), hi
+        energy, p, np.array([prefs.w_energy]), np.array([prefs.w_privacy]), np.array([prefs.min_split]), hi,
+        options.similarity_at_best,
     )
     allowed = np.isfinite(utility[0])
     e_max = energy[0][allowed].max()
@@ -456,7 +487,7 @@ def decide_split(
         preferences=prefs,
         max_split=hi,
         compute_source=source,
-        bytes_sent=encoded_bytes(manifest, encoding),
+        bytes_sent=encoded_bytes(manifest, encoding, raw_image),
         e_comp=e_comp,
         e_comm=e_comm,
         energy_norm=energy[0] / (e_max if e_max > 0 else 1.0),
@@ -511,9 +542,10 @@ def decide_splits(
     options = privacy_options(manifest, max_accuracy_loss)
     p = options.envelope
     comp_table = np.stack([compute_energy(manifest, d) for d in devices])
-    comm_table = np.stack([comm_energy(manifest, r, encoding) for r in radios])
+    raw_image = bool(options.best_strength[0] <= 0)  # as in decide_split
+    comm_table = np.stack([comm_energy(manifest, r, encoding, raw_image) for r in radios])
     energy = comp_table[dev_idx] + comm_table[rad_idx]
-    chosen, _ = choose_splits(energy, p, w_e / total, w_p / total, floor, hi)
+    chosen, _ = choose_splits(energy, p, w_e / total, w_p / total, floor, hi, options.similarity_at_best)
     if return_strengths:
         return chosen, options.best_strength[chosen]
     return chosen

@@ -247,7 +247,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", help="write originals, reconstructions and the SSIM curve to this PNG "
                    "(and the defence table to NAME_defence.png)")
-    p.add_argument("--strengths", help="defence strengths to measure, comma-separated (default 0,1,2,4,8; "
+    p.add_argument("--strengths", help="defence strengths to measure, comma-separated (default 0,0.5,1,2,4,8; "
                    "--quick 0,2,8)")
     p.add_argument("--no-defence", action="store_true", help="measure the undefended curve only")
     p.add_argument("--keep-curve", action="store_true",

@@ -17,11 +17,14 @@ Six tiny blocks (ONNX files of 0.6 to 10 KB)::
 
 Training (seeded): Adam with flips and +-2 px shifts, then **noise-aware fine-tuning** for the
 device-side defence (Titcombe et al. 2021: Laplacian noise on the intermediate tensor, model
-trained with the noise): every batch picks a split b in 0..n-1 and a strength in [0, 8] and adds
+trained with the noise): every batch picks a split b in 3..n-1 and a strength in [0, 2] and adds
 Laplace noise of scale ``strength x mean|z_b|`` (the batch's mean absolute activation, detached) to
 the activation at b; BatchNorm statistics stay frozen. One set of blocks thus serves every
 (split, strength) setting, so the cloud needs to know nothing about the defence (our choice:
-Titcombe et al. fine-tune for one split).
+Titcombe et al. fine-tune for one split). Why 3..n-1 and [0, 2] (our choice, measured): fine-tuned
+over every split and [0, 8], noise at splits 0-2 still cost 7-43 points of accuracy at every
+strength >= 1, and those batches took the fine-tuning away from the deep splits where the defence
+can be afforded (the manifest's defence table holds the measured result).
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from models.export import FourConvCNN, conv_block
 IMAGE_SIZE = 25
 TEST_FRACTION = 0.3
 SPLIT_SEED = 0
-MAX_TRAIN_STRENGTH = 8.0
+MAX_TRAIN_STRENGTH = 2.0
+FIRST_NOISY_SPLIT = 3  # noise-aware fine-tuning draws its split from FIRST_NOISY_SPLIT..n-1
 
 
 @dataclass(frozen=True)
@@ -110,7 +114,7 @@ def train(model: FacesCNN, x: torch.Tensor, y: torch.Tensor, *, seed: int, epoch
         for start in range(0, len(x), batch_size):
             idx = order[start : start + batch_size]
             h = _augment(x[idx], gen)
-            split = int(torch.randint(0, len(blocks), (1,), generator=gen)) if noisy else -1
+            split = int(torch.randint(FIRST_NOISY_SPLIT, len(blocks), (1,), generator=gen)) if noisy else -1
             strength = float(torch.rand(1, generator=gen)) * MAX_TRAIN_STRENGTH if noisy else 0.0
             for b, block in enumerate(blocks):
                 if b == split and strength > 0:
@@ -158,7 +162,7 @@ def build(*, weights: Path | None, seed: int, input_size: int, epochs: int = 60,
             "epochs": epochs,
             "optimizer": "Adam, one-cycle lr 3e-3, weight decay 1e-4, batch 32, flips and +-2 px shifts",
             "noise_aware_fine_tuning": f"{noise_epochs} epochs, lr 1e-3, Laplace noise at a random split "
-            f"(0..n-1) with strength U[0, {MAX_TRAIN_STRENGTH:g}] x the batch's mean |activation|, BatchNorm frozen",
+            f"({FIRST_NOISY_SPLIT}..n-1) with strength U[0, {MAX_TRAIN_STRENGTH:g}] x the batch's mean |activation|, BatchNorm frozen",
             "heldout_accuracy_before_fine_tuning": round(clean_accuracy, 4),
         }
     training["heldout_accuracy"] = round(accuracy(), 4)

@@ -79,7 +79,7 @@ class AttackSettings:
 
 
 QUICK = AttackSettings(n_images=8, whitebox_iters=30, decoder_epochs=1, decoder_width=8)
-DEFAULT_STRENGTHS = (0.0, 1.0, 2.0, 4.0, 8.0)
+DEFAULT_STRENGTHS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 QUICK_STRENGTHS = (0.0, 2.0, 8.0)
 
 

@@ -145,3 +145,13 @@ class StreamingAgent:
             raise self.error
         assert not self.thread.is_alive(), "the agent did not stop"
         return self.outcomes
+
+
+def recommended(w_privacy: float, min_split: int = 0, model: str = "digits_cnn") -> int:
+    """The split the decision recommends for a Pi 4 on WiFi (the agents' defaults in these tests)."""
+    from ecd import zoo
+    from ecd.profiles import load_device, load_radio
+    from ecd.split import Preferences, decide_split
+
+    m = zoo.load_manifest(model)
+    return decide_split(m, load_device("pi4"), load_radio("wifi"), Preferences(1 - w_privacy, w_privacy, min_split)).recommended
