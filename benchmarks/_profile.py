@@ -4,9 +4,12 @@ each sample is put in one bucket by the innermost frame of its stack that belong
 
 Samples whose innermost frame is a thread waiting (a pool worker waiting for work, the event loop
 in ``select``, a ``threading`` wait) are not counted; neither is grpc's C core on its own threads,
-which py-spy does not see (the servers' Python-side gRPC work, in the event loop, is counted). The
-shares are of the counted samples; ``ms/frame`` multiplies them by the tier's CPU per frame measured
-from ``/proc`` over the same window.
+which py-spy does not see (the servers' Python-side gRPC work, in the event loop, is counted), nor
+onnxruntime's own worker threads. ``ms/frame`` apportions the tier's CPU per frame from ``/proc``
+(over the same window) by the shares of the counted samples. It is an approximation: a sample is
+a thread seen running Python or native code under Python, not CPU time (a thread waiting for the
+GIL is counted; onnxruntime's worker threads are not, which understates the model's part).
+Protobuf parsing inside grpc's deserialiser counts as gRPC.
 """
 
 from __future__ import annotations
@@ -36,7 +39,10 @@ def available() -> str | None:
     return shutil.which("py-spy") or (str(p) if (p := Path(__file__).resolve().parents[1] / ".venv/bin/py-spy").exists() else None)
 
 
-def start(pid: int, seconds: float, out: Path, rate: int = 50) -> subprocess.Popen:
+RATE = 50  # samples per second per thread
+
+
+def start(pid: int, seconds: float, out: Path, rate: int = RATE) -> subprocess.Popen:
     exe = available()
     assert exe, "py-spy is not installed (pip install -e '.[dev]')"
     return subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", str(rate), "--duration", str(max(1, round(seconds))),

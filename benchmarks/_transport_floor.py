@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -82,6 +83,7 @@ async def _client(target: str, in_flight: int, payload_bytes: int, warmup_s: flo
                 rtts.append(now - sent_at)
             if window_start is None and now - t_start >= warmup_s:
                 window_start, cpu0, rtts = now, time.process_time(), []
+                print("window", flush=True)  # the harness samples the servers' CPU now and at the end
             elif window_start is not None:
                 in_window += 1
                 if now - window_start >= window_s:
@@ -95,7 +97,6 @@ async def _client(target: str, in_flight: int, payload_bytes: int, warmup_s: flo
     elapsed = window_end - window_start
     rtts.sort()
     return {"frames_per_s": in_window / elapsed, "frames": in_window, "client_cpu_s": cpu1 - cpu0,
-            "window_start_unix": time.time() - (time.perf_counter() - window_start),
             "p50_s": rtts[len(rtts) // 2] if rtts else None}
 
 
@@ -104,45 +105,69 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def _die_with_parent() -> None:  # in the child, before exec: SIGKILL when the benchmark dies
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG = SIGKILL
+
+
+def _readline(p: subprocess.Popen, timeout_s: float) -> str:
+    """One line of the child's stdout within ``timeout_s``; '' if it ends or stays silent."""
+    ready, _, _ = select.select([p.stdout], [], [], timeout_s)
+    return p.stdout.readline() if ready else ""
+
+
 def transport_floor(python: str, in_flights: list[int], payload_bytes: int, window_s: float,
                     warmup_s: float = 1.0, timeout_s: float = 120.0) -> list[dict]:
-    """One row per in-flight depth: the bare chain's frames/s, p50 (1 in flight) and CPU per frame."""
+    """One row per in-flight depth: the bare chain's frames/s, p50 (1 in flight) and CPU per frame,
+    every process's CPU taken over the same window (the client says when it opens)."""
     here = str(Path(__file__).resolve())
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
     procs: list[subprocess.Popen] = []
 
-    def start(*args: str) -> tuple[subprocess.Popen, int]:
+    def spawn(*args: str) -> subprocess.Popen:
         p = subprocess.Popen([python, here, *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             stdin=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
+                             stdin=subprocess.DEVNULL, text=True, env=env, preexec_fn=_die_with_parent)
         procs.append(p)
-        line = p.stdout.readline()  # the READY line; a crash ends the pipe (''), which json refuses
+        return p
+
+    def server(*args: str) -> tuple[subprocess.Popen, int]:
+        p = spawn(*args)
+        line = _readline(p, timeout_s)
+        if not line:
+            raise RuntimeError(f"transport floor: {' '.join(args)} did not start within {timeout_s:g} s")
         return p, int(json.loads(line)["port"])
 
     rows = []
     try:
-        echo, echo_port = start("--serve", "echo")
-        relay, relay_port = start("--serve", "relay", "--upstream", f"127.0.0.1:{echo_port}")
+        echo, echo_port = server("--serve", "echo")
+        relay, relay_port = server("--serve", "relay", "--upstream", f"127.0.0.1:{echo_port}")
         for k in in_flights:
+            client = spawn("--client", f"127.0.0.1:{relay_port}", "--in-flight", str(k), "--payload-bytes",
+                           str(payload_bytes), "--warmup-s", str(warmup_s), "--window-s", str(window_s))
+            if _readline(client, timeout_s).strip() != "window":
+                raise RuntimeError(f"transport floor: the client at {k} in flight opened no window")
             before = {"relay": _cpu_s(relay.pid), "echo": _cpu_s(echo.pid)}
-            t0 = time.perf_counter()
-            done = subprocess.run([python, here, "--client", f"127.0.0.1:{relay_port}", "--in-flight", str(k),
-                                   "--payload-bytes", str(payload_bytes), "--warmup-s", str(warmup_s),
-                                   "--window-s", str(window_s)],
-                                  capture_output=True, text=True, env=env, timeout=timeout_s, check=True)
-            wall = time.perf_counter() - t0
-            got = json.loads(done.stdout.strip().splitlines()[-1])
-            # the servers' CPU over the client's whole run (warm-up included), per frame it answered
-            # at the window's rate: a slight overestimate, taken the same way for every depth
-            frames_total = got["frames_per_s"] * wall
-            cpu = {name: (_cpu_s(p.pid) - before[name]) / frames_total for name, p in (("relay", relay), ("echo", echo))}
-            cpu["client"] = got["client_cpu_s"] / max(got["frames"], 1)
+            line = _readline(client, timeout_s + window_s)
+            after = {"relay": _cpu_s(relay.pid), "echo": _cpu_s(echo.pid)}
+            if not line:
+                raise RuntimeError(f"transport floor: the client at {k} in flight gave no result")
+            got = json.loads(line)
+            client.wait(timeout_s)
+            frames = max(got["frames"], 1)
+            cpu = {name: (after[name] - before[name]) / frames for name in ("relay", "echo")}
+            cpu["client"] = got["client_cpu_s"] / frames
             rows.append({"in_flight": k, "payload_bytes": payload_bytes, "frames_per_s": got["frames_per_s"],
                          "p50_s": got["p50_s"], "cpu_per_frame_s": {**cpu, "all": sum(cpu.values())}})
     finally:
         for p in procs:
             p.kill()
-            p.wait(10)
+        for p in procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
     return rows
 
 

@@ -554,14 +554,20 @@ def run_agents(c: Cluster, co: Checkout, cloud: Tier, edge: Tier, run: dict, opt
         if timed and opts.profile and n == 1 and k == opts.in_flight[0]:  # one profiled run per configuration
             spies = {name: (_profile.start(t.pid, opts.window_s, logdir / f"{tag}-{name}.pyspy"), logdir / f"{tag}-{name}.pyspy")
                      for name, t in (("agents", agents[0]), ("edge", edge), ("cloud", cloud))}
-        if timed:
-            time.sleep(deadline.left(opts.window_s))
-        else:  # one frame in flight: --frames frames after the warm-up
-            wait_answered(agent_counts(a)[0] + opts.frames, deadline.remaining())
-        b = snapshot(groups)
-        out.update(window_figures(a, b, opts.cores))
-        if spies:
-            out["profile"] = read_profiles(spies, out.get("cpu_per_frame_s") or {}, deadline)
+        try:
+            if timed:
+                time.sleep(deadline.left(opts.window_s))
+            else:  # one frame in flight: --frames frames after the warm-up
+                wait_answered(agent_counts(a)[0] + opts.frames, deadline.remaining())
+            b = snapshot(groups)
+            out.update(window_figures(a, b, opts.cores))
+            if spies:
+                out["profile"] = read_profiles(spies, out.get("cpu_per_frame_s") or {}, deadline)
+        finally:
+            for proc, _path in spies.values():
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(5)
         for t in agents:
             c.signal(t, signal.SIGTERM)
         c.wait_exit(agents, deadline)
@@ -590,7 +596,8 @@ def run_agents(c: Cluster, co: Checkout, cloud: Tier, edge: Tier, run: dict, opt
 
 
 def read_profiles(spies: dict, cpu: dict, deadline: Deadline) -> dict:
-    """Each tier's py-spy samples in buckets: shares, and ms per frame from the tier's measured CPU."""
+    """Each tier's py-spy samples in parts: the shares of its counted samples, and the tier's CPU per
+    frame from /proc apportioned by those shares (see ``_profile.py`` for what is not counted)."""
     out = {}
     for name, (proc, path) in spies.items():
         try:
@@ -895,6 +902,9 @@ def print_floor(rows: list[dict], models: list[dict]) -> None:
     print(f"{'in flight':>9} | {'frames/s':>8} {'p50 ms':>7} | {'CPU ms/frame: client':>20} {'relay':>6} {'echo':>6} {'all':>6} | "
           + " ".join(f"{'/ ' + k + ' single':>22}" for k in single))
     for r in rows:
+        if "problem" in r:
+            print(f"  failed: {r['problem'][:200]}")
+            continue
         cpu = r["cpu_per_frame_s"]
         caps = " ".join(_f(r["frames_per_s"] / b["throughput_fps"] if b.get("throughput_fps") else None, "22.2f") for b in single.values())
         print(f"{r['in_flight']:>9} | {r['frames_per_s']:8.0f} {_f(r['p50_s'], '7.3f', 1e3)} | {cpu['client'] * 1e3:20.2f} "
@@ -982,7 +992,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"\nTLS cost: failed ({type(e).__name__}: {e}); logs {logdir}")
                 results["tls"] = [{"problem": f"{type(e).__name__}: {e}"}]
             results["hops"] = hop_overhead([2**10, 2**12, 2**14, 2**16, 2**18, 2**20], repeats=200)
-            results["transport_floor"] = transport_floor(opts.python, [1, *opts.in_flight], 1024, opts.window_s)
+            try:
+                results["transport_floor"] = transport_floor(opts.python, [1, *opts.in_flight], 1024, opts.window_s,
+                                                             timeout_s=max(10.0, total.left(120)))
+            except Exception as e:  # noqa: BLE001 - the extras never cost the main table
+                results["transport_floor"] = [{"problem": f"{type(e).__name__}: {e}"}]
             print_extras(results["tls"], results["hops"])
             print_floor(results["transport_floor"], results["models"])
     finally:

@@ -19,8 +19,8 @@ fixes the terms:
   a (split, strength) pair: ``U(b, s) = w_energy·Ê(b) + w_privacy·L(b, s)`` over the settings whose
   measured task-accuracy loss is at most ``max_accuracy_loss`` (default 0.02; the undefended
   setting is always allowed). Noise costs the device no measurable energy, so at each split the
-  best allowed strength is the one with the least leakage (ties: the weaker noise), and the split
-  is chosen on that envelope. ``defence_strength`` pins one measured strength (0 = none).
+  best allowed strength is the one with the least leakage (ties: the lower measured similarity,
+  then the weaker noise), and the split is chosen on that envelope. ``defence_strength`` pins one measured strength (0 = none).
 
 Choices the paper leaves open (ours):
 
@@ -133,6 +133,11 @@ def check_split(manifest: Manifest, split_device: int, min_split: int) -> None:
 
 def privacy_curve(manifest: Manifest) -> np.ndarray:
     """The measured P_priv(b), b = 0..n, as its running minimum; refuses a manifest without one."""
+    return np.minimum.accumulate(measured_curve(manifest))
+
+
+def measured_curve(manifest: Manifest) -> np.ndarray:
+    """The measured similarity S(b), b = 0..n, as measured (clipped to [0, 1]), checked."""
     if not manifest.privacy or "curve" not in manifest.privacy:
         raise PrivacyNotMeasuredError(
             f"model {manifest.model_id!r} (version {manifest.version}) has no measured privacy curve; "
@@ -144,7 +149,7 @@ def privacy_curve(manifest: Manifest) -> np.ndarray:
         raise PrivacyNotMeasuredError(
             f"model {manifest.model_id!r}: privacy.curve must hold {manifest.n_blocks + 1} finite values"
         )
-    return np.minimum.accumulate(np.clip(curve, 0.0, 1.0))
+    return np.clip(curve, 0.0, 1.0)
 
 
 def leakage_curve(manifest: Manifest) -> tuple[np.ndarray, str]:
@@ -263,9 +268,17 @@ class PrivacyOptions:
     similarity: np.ndarray  # (S, n+1): the attacks' similarity, to break ties in U
 
     @property
+    def best_index(self) -> np.ndarray:
+        """Per split, the row of the setting it uses: the least leakage; ties: the lower measured
+        similarity, then the weaker noise."""
+        at_envelope = self.leakage == self.envelope[None, :]
+        similarity = np.where(at_envelope, self.similarity, np.inf)
+        return np.argmax(at_envelope & (similarity == similarity.min(axis=0)[None, :]), axis=0)
+
+    @property
     def similarity_at_best(self) -> np.ndarray:
         """The similarity of the setting each split would use (its ``best_strength``)."""
-        return self.similarity[np.argmin(self.leakage, axis=0), np.arange(self.leakage.shape[1])]
+        return self.similarity[self.best_index, np.arange(self.leakage.shape[1])]
 
     @property
     def envelope(self) -> np.ndarray:
@@ -274,8 +287,8 @@ class PrivacyOptions:
 
     @property
     def best_strength(self) -> np.ndarray:
-        """The strength that reaches the envelope at each split (ties: the weaker)."""
-        return self.strengths[np.argmin(self.leakage, axis=0)]
+        """The strength that reaches the envelope at each split (``best_index``)."""
+        return self.strengths[self.best_index]
 
 
 def privacy_options(
@@ -286,9 +299,9 @@ def privacy_options(
     """The privacy term of every allowed (strength, split); see the module's docstring."""
     table = defence_table(manifest, required=defence_strength is not None and defence_strength > 0)
     undefended, source = leakage_curve(manifest)
-    # the tie-break's similarity is used as measured (no running minimum: it only orders ties)
-    curve = (np.clip(np.asarray(manifest.privacy["curve"], dtype=np.float64), 0.0, 1.0)
-             if manifest.privacy and "curve" in manifest.privacy else undefended)
+    # the tie-break's similarity is used as measured (no running minimum: it only orders ties); a
+    # manifest older than the curve has only its leakage, which then orders the ties as well
+    curve = measured_curve(manifest) if manifest.privacy and "curve" in manifest.privacy else undefended
     if table is None:
         if defence_strength not in (None, 0, 0.0):  # unreachable: required above
             raise DefenceTableError(f"privacy.defence: missing in the manifest of {manifest.model_id!r}")

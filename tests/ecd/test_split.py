@@ -241,6 +241,16 @@ def test_split_0_counts_the_captured_image_unless_a_defence_noises_it() -> None:
         assert noised.strength_at(0) == 2.0
         assert noised.bytes_sent[0] == encoded_bytes(faces, encoding)[0] > pixels
         assert noised.e_comm[0] > plain.e_comm[0]
+        # unpinned: with any accuracy loss allowed, the least-leaking setting at split 0 is noised
+        free = decide_split(faces, PI4, WIFI, Preferences(0.5, 0.5, max_accuracy_loss=1.0), encoding=encoding)
+        assert free.strength_at(0) > 0 and free.bytes_sent[0] == encoded_bytes(faces, encoding)[0]
+
+
+def test_a_nan_in_the_similarity_curve_is_refused_even_beside_a_leakage_curve(bundled: Manifest) -> None:
+    curve = list(bundled.privacy["curve"])
+    curve[6] = float("nan")
+    with pytest.raises(PrivacyNotMeasuredError, match="privacy.curve must hold 7 finite values"):
+        decide_split(replace(bundled, privacy={**bundled.privacy, "curve": curve}), PI4, WIFI, Preferences(0, 1), max_split=3)
 
 
 def test_ties_go_to_less_device_energy(bundled: Manifest) -> None:

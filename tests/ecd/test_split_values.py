@@ -7,13 +7,14 @@ for every argument (issue 19: the mutation gate found arguments the batch path c
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import numpy as np
 import pytest
 
 from ecd import zoo
 from ecd.manifest import Manifest
-from ecd.profiles import load_device, load_radio
+from ecd.profiles import known_radios, load_device, load_radio
 from ecd.split import (
     DefenceTable,
     DefenceTableError,
@@ -62,6 +63,17 @@ def test_ties_in_u_go_to_the_lower_similarity_before_less_energy() -> None:
     assert choose_splits(np.array([[1.0, 2.0, 5.0, 2.0]]), p, *args, np.array([0.9, 0.3, 0.4, 0.3]))[0].tolist() == [3]
 
 
+def test_ties_are_broken_over_every_strength_and_split_together(m: Manifest) -> None:
+    """With any accuracy loss allowed, privacy weight 1 takes the least similar of all the settings
+    whose leakage is the least, whatever strength or split it is at."""
+    options = privacy_options(m, max_accuracy_loss=1.0)
+    least = options.leakage == options.leakage.min()
+    d = decide_split(m, PI4, WIFI, Preferences(0, 1, max_accuracy_loss=1.0))
+    k = int(np.flatnonzero(options.strengths == d.recommended_strength)[0])
+    assert least[k, d.recommended]
+    assert options.similarity[k, d.recommended] == options.similarity[least].min()
+
+
 def test_faces_privacy_weight_one_meets_issue_17s_targets() -> None:
     """The committed faces table: what privacy weight 1 picks (floor 0) is unrecognisable to both
     adaptive attacks (SSIM < 0.3), not matched to its person (<= chance + 10 points), and costs at
@@ -69,8 +81,8 @@ def test_faces_privacy_weight_one_meets_issue_17s_targets() -> None:
     faces = zoo.load_manifest("faces_cnn")
     d = faces.privacy["defence"]
     t, k = d["table"], d["strengths"]
-    for radio in (WIFI, LTE):
-        got = decide_split(faces, PI4, radio, Preferences(0, 1))
+    for radio, floor in itertools.product([load_radio(r) for r in known_radios()], range(faces.n_blocks)):
+        got = decide_split(faces, PI4, radio, Preferences(0, 1, min_split=floor))
         i, b = k.index(got.recommended_strength), got.recommended
         assert max(t["whitebox_ssim"][i][b], t["decoder_ssim"][i][b]) < 0.3
         assert max(t["whitebox_identity_match"][i][b], t["decoder_identity_match"][i][b]) <= d["identity_match_chance"] + 0.1
@@ -149,15 +161,15 @@ def test_to_dict_names_every_field(m: Manifest) -> None:
         "privacy_term", "defence_strengths", "splits",
     }
     # measured: with any accuracy loss allowed, several settings leak nothing beyond the label, and the
-    # least similar of them (the tie-break) is noise of strength 4
-    assert out["recommended_defence_strength"] == d.recommended_strength == 4.0
+    # least similar of them over every (strength, split) (the tie-break) is noise of strength 8
+    assert out["recommended_defence_strength"] == d.recommended_strength == 8.0
     assert out["max_accuracy_loss"] == 1.0
     assert out["privacy_term"] == "leakage beyond the label, with the defence table"
     assert out["defence_strengths"] == [0.0, 1.0, 4.0, 8.0]
     rows = out["splits"]
     assert set(rows[0]) == {"split", "bytes", "e_comp_j", "e_comm_j", "energy_norm", "p_priv", "defence_strength",
                             "utility", "candidate"}
-    assert rows[d.recommended]["defence_strength"] == 4.0
+    assert rows[d.recommended]["defence_strength"] == 8.0
 
 
 # --- the batch decision equals the one-user decision for every argument -----------------------------
