@@ -110,7 +110,8 @@ GROUPS: dict[str, Group] = {
     ),
     "registry": Group(
         ("cloud_server/registry.py",),
-        ("tests/cloud_server/test_registry_backends.py", "tests/cloud_server/test_heads_and_registry.py"),
+        ("tests/cloud_server/test_registry_backends.py", "tests/cloud_server/test_heads_and_registry.py",
+         "tests/cloud_server/test_registry_values.py"),
     ),
 }
 
