@@ -22,9 +22,10 @@ import sys
 import time
 from pathlib import Path
 
+from _procs import read_proc
+
 SERVICE, METHOD = "bench.Relay", "Stream"
 PATH = f"/{SERVICE}/{METHOD}"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def _options() -> list[tuple[str, int]]:
@@ -101,8 +102,10 @@ async def _client(target: str, in_flight: int, payload_bytes: int, warmup_s: flo
 
 
 def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    got = read_proc(pid)
+    if got is None:
+        raise RuntimeError(f"transport floor: process {pid} exited")
+    return got[0]
 
 
 def _die_with_parent() -> None:  # in the child, before exec: SIGKILL when the benchmark dies

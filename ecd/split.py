@@ -20,7 +20,8 @@ fixes the terms:
   measured task-accuracy loss is at most ``max_accuracy_loss`` (default 0.02; the undefended
   setting is always allowed). Noise costs the device no measurable energy, so at each split the
   best allowed strength is the one with the least leakage (ties: the lower measured similarity,
-  then the weaker noise), and the split is chosen on that envelope. ``defence_strength`` pins one measured strength (0 = none).
+  then the weaker noise), and the split is chosen on that envelope. ``defence_strength`` pins one
+  measured strength (0 = none).
 
 Choices the paper leaves open (ours):
 
