@@ -111,7 +111,7 @@ GROUPS: dict[str, Group] = {
     "registry": Group(
         ("cloud_server/registry.py",),
         ("tests/cloud_server/test_registry_backends.py", "tests/cloud_server/test_heads_and_registry.py",
-         "tests/cloud_server/test_registry_values.py"),
+         "tests/cloud_server/test_registry_values.py", "tests/cloud_server/test_registry_tables.py"),
     ),
 }
 
@@ -380,15 +380,52 @@ def normalise(code: str) -> str:
     return re.sub(r"\s+", " ", code).strip()
 
 
+# SQL text whose letter case a mutant may change: keywords and unquoted names
+SQL_TEXT = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|PRAGMA|BEGIN|COMMIT|ROLLBACK|WHERE|ORDER BY|EXCLUDED)\b", re.I)
+STRING = re.compile(r"\"((?:[^\"\\]|\\.)*)\"|'((?:[^'\\]|\\.)*)'")
+
+
+def sql_case_only(before: str, after: str) -> bool:
+    """The mutant changed only the letter case of SQL statements (``"SELECT … FROM devices"`` to
+    ``"select … from devices"``): every string literal it changed is SQL, holds no quoted text of
+    its own, and differs only in case."""
+    olds, news = STRING.findall(before), STRING.findall(after)
+    if before == after or len(olds) != len(news) or STRING.sub('""', before) != STRING.sub('""', after):
+        return False
+    changed = [("".join(o), "".join(n)) for o, n in zip(olds, news) if o != n]
+    return bool(changed) and all(
+        o.lower() == n.lower() and SQL_TEXT.search(o) and not re.search(r"'[^']*[A-Za-z]", o) for o, n in changed
+    )
+
+
+# rules an allow-list entry may name instead of one mutant (``[[equivalent_rule]]``)
+RULES = {"sql-case": sql_case_only}
+
+
 def load_allow_list(path: Path) -> list[dict]:
+    """The allow-list's entries: one mutant each (``[[equivalent]]``), or a rule (``[[equivalent_rule]]``)."""
     if not path.exists():
         return []
-    entries = tomllib.loads(path.read_text()).get("equivalent", [])
+    data = tomllib.loads(path.read_text())
+    entries = data.get("equivalent", [])
     for e in entries:
         missing = {"file", "function", "before", "after", "reason"} - set(e)
         if missing:
             raise SystemExit(f"{path}: entry {e} lacks {', '.join(sorted(missing))}")
-    return entries
+    rules = data.get("equivalent_rule", [])
+    for r in rules:
+        if set(r) != {"rule", "reason"} or r["rule"] not in RULES:
+            raise SystemExit(f"{path}: rule {r} needs exactly rule (one of {', '.join(RULES)}) and reason")
+    return entries + rules
+
+
+def explains(entry: dict, v: Survivor) -> bool:
+    if v.why != "survived":  # a mutant no test reaches is never equivalent
+        return False
+    if "rule" in entry:
+        return RULES[entry["rule"]](v.before, v.after)
+    return (entry["file"], entry["function"]) == (v.file, v.function) and normalise(entry["before"]) == normalise(v.before) \
+        and normalise(entry["after"]) == normalise(v.after)
 
 
 def apply_allow_list(scores: list[FileScore], entries: list[dict]) -> list[dict]:
@@ -398,8 +435,7 @@ def apply_allow_list(scores: list[FileScore], entries: list[dict]) -> list[dict]
         keep = []
         for v in s.survivors:
             for i, e in enumerate(entries):
-                if (e["file"], e["function"]) == (v.file, v.function) and normalise(e["before"]) == normalise(v.before) \
-                        and normalise(e["after"]) == normalise(v.after) and v.why == "survived":
+                if explains(e, v):
                     s.equivalent.append((v, e["reason"]))
                     used.add(i)
                     break
@@ -411,8 +447,8 @@ def apply_allow_list(scores: list[FileScore], entries: list[dict]) -> list[dict]
 
 def unmatched(scores: list[FileScore], entries: list[dict]) -> list[dict]:
     """Allow-list entries that explained no survivor of the files checked."""
-    used = {(v.file, v.function, normalise(v.before), normalise(v.after)) for s in scores for v, _ in s.equivalent}
-    return [e for e in entries if (e["file"], e["function"], normalise(e["before"]), normalise(e["after"])) not in used]
+    used = [v for s in scores for v, _ in s.equivalent]
+    return [e for e in entries if "rule" not in e and not any(explains(e, v) for v in used)]
 
 
 # --- report ----------------------------------------------------------------------------------

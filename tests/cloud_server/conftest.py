@@ -23,6 +23,8 @@ from typing import Iterator
 
 import pytest
 
+from cloud_server.registry import Registry
+
 
 @dataclass(frozen=True)
 class PostgresServer:
@@ -98,3 +100,18 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     yield postgres_server.url(name)
     with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
         admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The registry's database: a SQLite file, then a fresh PostgreSQL database (the same tests run on both)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "registry.sqlite3")
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def registry(db: str) -> Iterator[Registry]:
+    r = Registry(db)
+    yield r
+    r.close()

@@ -42,7 +42,7 @@ def test_a_new_sqlite_file_is_private_and_an_existing_one_is_left_alone(tmp_path
     _private_file(str(shared))
     assert stat.S_IMODE(shared.stat().st_mode) == 0o644
     before = set(os.listdir(tmp_path))
-    for special in (":memory:", f"file:{tmp_path / 'uri.sqlite3'}?mode=rwc"):
+    for special in (":memory:", f"file:{tmp_path / 'uri.sqlite3'}?mode=rwc", "file:relative.sqlite3"):
         _private_file(special)
     assert set(os.listdir(tmp_path)) == before  # neither is a path to create
     r = Registry(str(tmp_path / "through-registry.sqlite3"))

@@ -9,6 +9,7 @@ are checked as invariants, and TAPP's excess of dangerous participants over the 
 
 from __future__ import annotations
 
+import itertools
 import math
 from functools import lru_cache
 
@@ -181,6 +182,14 @@ def test_baseline2_fills_the_largest_time_thresholds_first() -> None:
     # order by time threshold (3, 3, 2), ties by index: 1, 2, 0. Subregion 0: 1 takes 3, 2 takes 1;
     # subregion 1: 1 has no rest time, 2 is inactive there, 0 takes 2
     assert tapp.allocate(inst, "baseline2").x.tolist() == [[0, 2], [3, 0], [1, 0]]
+
+
+def test_exhaustive_enumerates_each_regions_splits_in_order_and_counts_them_first() -> None:
+    for total in range(6):
+        for parts in range(5):
+            expected = [s for s in itertools.product(range(total + 1), repeat=parts) if sum(s) == total]
+            assert list(tapp._compositions(total, parts)) == expected, (total, parts)
+            assert tapp._n_compositions(total, parts) == len(expected), (total, parts)
 
 
 def test_exhaustive_refuses_too_large_instances() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
@@ -152,6 +153,20 @@ def test_milp_equals_exhaustive_on_tiny_star_instances(seed: int) -> None:
     assert solve(problem, "exact").total_cost == pytest.approx(solve(problem, "exhaustive").total_cost, rel=1e-9)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_milp_with_coordinates_and_one_type_is_the_round_trip_optimum(seed: int) -> None:
+    problem = random_problem(np.random.default_rng(50 + seed), m=4, n=6, k=1, coordinates=True)
+    exact, exhaustive = solve(problem, "exact"), solve(problem, "exhaustive")
+    assert exact.total_cost == pytest.approx(exhaustive.total_cost, rel=1e-9)
+    assert exact.method == "exact" and exact.assignment.tolist() == exhaustive.assignment.tolist()
+
+
+def test_milp_refuses_tours_through_several_types() -> None:
+    problem = random_problem(np.random.default_rng(1), m=3, n=4, k=2, coordinates=True)
+    with pytest.raises(PlacementError, match=r"^method=exact: the MILP needs star service costs .* use method='exhaustive'"):
+        solve(problem, "exact")
+
+
 @pytest.mark.parametrize("coordinates", [False, True])
 @pytest.mark.parametrize("seed", range(6))
 def test_heuristics_are_feasible_and_never_beat_exhaustive(seed: int, coordinates: bool) -> None:
@@ -187,6 +202,51 @@ def test_tour_and_metrics_by_hand() -> None:
     p = evaluate(problem, np.array([[True], [True]]))
     assert p.total_cost == pytest.approx(10 + 20 + 1 + 2 + 6)
     assert (p.names, p.avg_lbsu, p.avg_lbsd) == (2, 0.5, 0.5)  # (2 - 1) / 2 users, items
+
+
+def brute_force_tour(points: np.ndarray) -> float:
+    d = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    tours = ((0, *perm, 0) for perm in itertools.permutations(range(1, len(points))))
+    return min(sum(d[a, b] for a, b in zip(order, order[1:])) for order in tours)
+
+
+def nearest_neighbour_tour(points: np.ndarray) -> float:
+    d = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    order, left = [0], set(range(1, len(points)))
+    while left:
+        order.append(min(left, key=lambda j: d[order[-1], j]))
+        left.remove(order[-1])
+    return sum(d[a, b] for a, b in zip(order, order[1:] + [0]))
+
+
+def test_tours_of_none_one_and_two_servers() -> None:
+    assert _tour_length(np.array([[3.0, 4.0]])) == 0.0  # the user alone
+    assert _tour_length(np.array([[0.0, 0.0], [3.0, 4.0]])) == 10.0  # there and back
+    assert _tour_length(np.array([[0.0, 0.0], [3.0, 0.0], [3.0, 4.0]])) == pytest.approx(12.0)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_tours_of_up_to_four_servers_are_the_optimum(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for k in (2, 3, 4):
+        points = rng.uniform(0, 10, (k + 1, 2))
+        assert _tour_length(points) == pytest.approx(brute_force_tour(points), rel=1e-12)
+
+
+def test_longer_tours_are_untangled_by_two_opt() -> None:
+    """Points in convex position: a tour without crossings is the optimum (the hull's perimeter), and
+    2-opt removes every crossing; nearest neighbour alone is longer on some of these instances."""
+    nn_was_longer = 0
+    for seed in range(30):
+        rng = np.random.default_rng(seed)
+        k = int(rng.integers(5, 9))
+        angles = np.sort(rng.uniform(0, 2 * np.pi, k + 1))
+        hull = np.c_[np.cos(angles), np.sin(angles)] * rng.uniform(1, 10)
+        perimeter = float(np.linalg.norm(hull - np.roll(hull, 1, axis=0), axis=1).sum())
+        points = hull[rng.permutation(k + 1)]
+        assert _tour_length(points) == pytest.approx(perimeter, rel=1e-12), seed
+        nn_was_longer += nearest_neighbour_tour(points) > perimeter * (1 + 1e-9)
+    assert nn_was_longer >= 5  # the 2-opt phase was exercised
 
 
 def test_bad_input_names_the_problem(tmp_path: Path) -> None:

@@ -213,6 +213,20 @@ def test_evaluate_closes_unused_pairs_and_counts_load() -> None:
     assert p.activated.tolist() == [0, 1] and p.names == 2
     assert p.facility_cost == pytest.approx(10 + 1 + 20 + 2) and p.service_cost == pytest.approx(1 + 2 + 3)
     assert p.avg_lbsu == pytest.approx((2 - 1) / 2) and p.avg_lbsd == pytest.approx((5 - 2) / 2)
+    assert p.to_dict(problem) == {
+        "method": "", "total_cost": 39.0, "facility_cost": 33.0, "service_cost": 6.0, "activated_servers": [0, 1],
+        "types_per_server": {0: ["0"], 1: ["0"]}, "assignment": [[0], [0], [1]],
+        "metrics": {"NAMES": 2, "TC": 39.0, "avgLBSU": 0.5, "avgLBSD": 1.5},
+    }
+
+
+def test_a_placement_names_its_types_and_leaves_unused_types_out() -> None:
+    problem = PlacementProblem(
+        np.array([1.0, 2.0]), np.array([[1.0, 1.0, 1.0], [1.0, np.inf, 1.0]]),
+        np.array([[True, True, False], [True, False, True]]), service_cost=np.array([[0.0, 5.0], [5.0, 0.0]]),
+        type_names=("noise", "air"),  # the third type has no name: shown by its index
+    )
+    p = evaluate(problem, np.array([[True, True, False], [True, False, True]]), method="by-hand")
     d = p.to_dict(problem)
-    assert d["activated_servers"] == [0, 1] and d["types_per_server"] == {0: ["0"], 1: ["0"]}
-    assert d["metrics"] == {"NAMES": 2, "TC": p.total_cost, "avgLBSU": 0.5, "avgLBSD": 1.5}
+    assert d["method"] == "by-hand" and d["assignment"] == [[0, 0, -1], [1, -1, 1]]
+    assert d["types_per_server"] == {0: ["noise", "air"], 1: ["noise", "2"]}

@@ -1,0 +1,54 @@
+"""The mutation gate's allow-list rules (tools/mutation.py): a rule stands for many survivors at once,
+so it must match only what it says: a change of letter case in SQL text, nothing else."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+PATH = Path(__file__).resolve().parents[2] / "tools" / "mutation.py"
+spec = importlib.util.spec_from_file_location("mutation_tool", PATH)
+mutation = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = mutation  # its dataclasses look their module up
+spec.loader.exec_module(mutation)
+
+
+@pytest.mark.parametrize("before, after", [
+    ('self._db.execute("PRAGMA journal_mode=WAL")', 'self._db.execute("pragma journal_mode=wal")'),
+    ('"WHERE edges.owner = excluded.owner OR edges.owner = \'\'",', '"where edges.owner = excluded.owner or edges.owner = \'\'",'),
+    ('n = self._execute("UPDATE edges SET x = 0 WHERE edge_id = ?", (e,))', 'n = self._execute("UPDATE EDGES SET X = 0 WHERE EDGE_ID = ?", (e,))'),
+])
+def test_sql_case_matches_a_case_change_of_sql(before: str, after: str) -> None:
+    assert mutation.sql_case_only(before, after)
+
+
+@pytest.mark.parametrize("before, after", [
+    ('self._params.get("password")', 'self._params.get("PASSWORD")'),  # not SQL: a key
+    ('x("SELECT a FROM t", "password")', 'x("select a from t", "PASSWORD")'),  # SQL, and a key beside it
+    ('x("SELECT a FROM t WHERE b = \'Yes\'")', 'x("select a from t where b = \'yes\'")'),  # quoted text
+    ('self._db.execute("ROLLBACK")', 'self._db.execute("XXROLLBACKXX")'),  # not only case
+    ('self._db.execute("ROLLBACK")', 'self._db.execute(None)'),
+    ('x("SELECT a FROM t", b)', 'x("select a from t", c)'),  # code beside it changed too
+    ('x("SELECT a")', 'x("SELECT a")'),
+])
+def test_sql_case_matches_nothing_else(before: str, after: str) -> None:
+    assert not mutation.sql_case_only(before, after)
+
+
+def test_a_rule_never_explains_a_mutant_no_test_reaches() -> None:
+    rule = {"rule": "sql-case", "reason": "r"}
+    v = mutation.Survivor("m", "f.py", 1, "g", 'x("SELECT a")', 'x("select a")')
+    assert mutation.explains(rule, v)
+    v.why = "no test reaches it"
+    assert not mutation.explains(rule, v)
+
+
+def test_the_allow_list_loads_and_names_only_known_rules(tmp_path: Path) -> None:
+    assert any(e.get("rule") == "sql-case" for e in mutation.load_allow_list(mutation.ALLOW_LIST))
+    bad = tmp_path / "allow.toml"
+    bad.write_text('[[equivalent_rule]]\nrule = "anything-goes"\nreason = "no"\n')
+    with pytest.raises(SystemExit, match="anything-goes"):
+        mutation.load_allow_list(bad)
