@@ -64,16 +64,18 @@ def test_revoking_marks_the_token_and_the_time_and_is_listed_after_that_time(reg
 
 def test_seen_since_bounds_the_live_devices_and_their_count_per_edge(registry: Registry, clock) -> None:
     a = add(registry, "e1")
+    quiet = add(registry, "e3")  # registered at 0.5 s, never heard from since
     clock.t = 2.0
     b = add(registry, "e2")
     c = add(registry, "e1")
     registry.touch_device(a.device_id, 7.0)
     registry.touch_device("nope", 9.0)
-    assert [d.device_id for d in registry.devices()] == [a.device_id] + sorted([b.device_id, c.device_id])  # ties by id
+    assert [d.device_id for d in registry.devices()] == sorted([a.device_id, quiet.device_id]) + sorted(
+        [b.device_id, c.device_id])  # by registration time, ties by id
     assert [d.device_id for d in registry.devices(7.0)] == [a.device_id]  # at the bound counts
     assert [d.device_id for d in registry.devices(2.0)] == [a.device_id] + sorted([b.device_id, c.device_id])
     assert registry.devices(7.5) == []
-    assert registry.devices_per_edge() == {"e1": 2, "e2": 1}
+    assert registry.devices_per_edge() == {"e1": 2, "e2": 1, "e3": 1}
     assert registry.devices_per_edge(7.0) == {"e1": 1}
     assert registry.devices_per_edge(2.0) == {"e1": 2, "e2": 1}
 
@@ -186,14 +188,15 @@ def test_tasks_are_listed_answered_once_and_only_by_their_device(registry: Regis
     assert all(type(v) is int for row in registry.pending_tasks("dev") for v in row[1:])
     assert registry.unanswered("c1") == 4
     assert registry.answer_task("c1", 5, "dev", 21.5, "hot") == "new"
+    assert registry.answer_task("c1", 6, "dev", 0.0, "") == "new"  # a zero reading is an answer too
     assert registry.answer_task("c1", 5, "dev", 99.0, "cold") == "again"  # the first answer stays
     assert registry.answer_task("c1", 7, "dev", 1.0, "x") == "not yours"  # another device's task
     assert registry.answer_task("c1", 99, "dev", 1.0, "x") == "not yours"
     assert registry.answer_task("c2", 5, "dev", 1.0, "x") == "not yours"
-    assert registry.pending_tasks("dev") == [("c1", 6, 4, 0), ("c1", 8, 9, 2), ("c2", 0, 7, 1)]
-    assert registry.unanswered("c1") == 3 and registry.unanswered("c2") == 1 and registry.unanswered("zz") == 0
+    assert registry.pending_tasks("dev") == [("c1", 8, 9, 2), ("c2", 0, 7, 1)]
+    assert registry.unanswered("c1") == 2 and registry.unanswered("c2") == 1 and registry.unanswered("zz") == 0
     assert registry.tasks("c1") == [
-        (5, "dev", 3, 2, True, 21.5, "hot"), (6, "dev", 4, 0, False, None, None),
+        (5, "dev", 3, 2, True, 21.5, "hot"), (6, "dev", 4, 0, True, 0.0, ""),
         (7, "other", 8, 0, False, None, None), (8, "dev", 9, 2, False, None, None),
     ]
     assert [type(v) for v in registry.tasks("c1")[0]] == [int, str, int, int, bool, float, str]
@@ -300,15 +303,17 @@ def test_a_broken_postgresql_connection_is_reported_then_reopened(postgres_url: 
             other._execute("SELECT pg_terminate_backend(?)", (pid,))
 
         drop()
-        with pytest.raises(UnavailableError, match=r"^db: postgresql://"):
+        with pytest.raises(UnavailableError, match=r"^db: postgresql://\S+: .*terminat"):  # the server's reason
             r.add_edge("h:1", 1.0)
         e = r.add_edge("h:1", 1.0)
         assert other.edge(e.edge_id) == e  # committed: seen by another connection
         drop()
-        with pytest.raises(UnavailableError, match=r"^db: postgresql://"):
+        with pytest.raises(UnavailableError, match=r"^db: postgresql://\S+: .*terminat"):
             r.add_tasks("c", [(1, "dev", 2, 3)])
         r.add_tasks("c", [(1, "dev", 2, 3), (2, "dev", 4, 5)])
         assert other.tasks("c") == [(1, "dev", 2, 3, False, None, None), (2, "dev", 4, 5, False, None, None)]
+        e2 = r.add_edge("h:2", 1.0)  # single statements on the reopened connection commit too
+        assert other.edge(e2.edge_id) == e2
     finally:
         r.close()
         other.close()

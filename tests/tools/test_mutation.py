@@ -20,6 +20,8 @@ spec.loader.exec_module(mutation)
     ('self._db.execute("PRAGMA journal_mode=WAL")', 'self._db.execute("pragma journal_mode=wal")'),
     ('"WHERE edges.owner = excluded.owner OR edges.owner = \'\'",', '"where edges.owner = excluded.owner or edges.owner = \'\'",'),
     ('n = self._execute("UPDATE edges SET x = 0 WHERE edge_id = ?", (e,))', 'n = self._execute("UPDATE EDGES SET X = 0 WHERE EDGE_ID = ?", (e,))'),
+    ('"AND device_id = ? AND answered = 0",', '"and device_id = ? and answered = 0",'),
+    ('"last_seen_unix = excluded.last_seen_unix, "', '"LAST_SEEN_UNIX = EXCLUDED.LAST_SEEN_UNIX, "'),
 ])
 def test_sql_case_matches_a_case_change_of_sql(before: str, after: str) -> None:
     assert mutation.sql_case_only(before, after)
@@ -33,6 +35,7 @@ def test_sql_case_matches_a_case_change_of_sql(before: str, after: str) -> None:
     ('self._db.execute("ROLLBACK")', 'self._db.execute(None)'),
     ('x("SELECT a FROM t", b)', 'x("select a from t", c)'),  # code beside it changed too
     ('x("SELECT a")', 'x("SELECT a")'),
+    ('raise E("select a device and a split from the list")', 'raise E("SELECT A DEVICE AND A SPLIT FROM THE LIST")'),  # English
 ])
 def test_sql_case_matches_nothing_else(before: str, after: str) -> None:
     assert not mutation.sql_case_only(before, after)
