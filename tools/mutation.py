@@ -85,7 +85,8 @@ GROUPS: dict[str, Group] = {
     ),
     "allocation": Group(
         ("scheduling/allocation/tapp.py", "scheduling/allocation/coverage.py"),
-        ("tests/scheduling/test_allocation.py", "tests/scheduling/test_allocation_values.py"),
+        ("tests/scheduling/test_allocation.py", "tests/scheduling/test_allocation_values.py",
+         "tests/scheduling/test_coverage_values.py"),
     ),
     "quality": Group(
         ("scheduling/quality/crowdpower.py",),

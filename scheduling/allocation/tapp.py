@@ -535,9 +535,6 @@ class _State:
         self.load = self.x.sum(axis=1)
         self.kl = _disclosures(self.x, self.c)
 
-    def safe_row(self, row: np.ndarray, i: int) -> bool:
-        return row.sum() == 0 or kl_disclosure(row, self.c) <= self.inst.theta[i] + 1e-12
-
     def dangerous(self) -> np.ndarray:
         return (self.load > 0) & (self.kl > self.inst.theta + 1e-12)
 

@@ -205,3 +205,57 @@ def test_infeasible_instances_name_the_constraint() -> None:
         tapp.allocate(TappInstance(p, np.array([1, 1]), np.array([2, 1]), 0.5), "tapp")
     with pytest.raises(TappInfeasible, match=r"^workload: subregion 1 needs 3 unit tasks but its active participants have 2 units of time$"):
         tapp.allocate(TappInstance(np.array([[1.0, 0.0], [0.5, 0.5], [0.5, 0.5]]), np.array([5, 1, 1]), np.array([0, 3]), 0.5), "baseline2")
+
+
+# --- ours: the exact MILP, on values (issue 19's mutation gate) -----------------------------------
+
+
+def test_exact_takes_a_row_shaped_like_the_community_at_theta_zero() -> None:
+    """A row in the community's own proportions discloses nothing (KL = 0): safe even at θ = 0."""
+    inst = TappInstance(np.array([[0.5, 0.5], [0.5, 0.5]]), np.array([2, 2]), np.array([1, 1]), 0.0)
+    got = tapp.allocate(inst, "exact")
+    assert got.x.tolist() == [[1, 1], [0, 0]] and (got.dangerous, got.allocated) == (0, 1)
+
+
+def test_exact_finds_a_joint_shortage_the_capacity_check_misses() -> None:
+    # every subregion, and the whole, has enough time; but A is needed in 0 and B in 2, so 1 has nobody
+    profiles = np.array([[0.5, 0.5, 0.0, 0.0], [0.0, 0.5, 0.5, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    inst = TappInstance(profiles, np.array([1, 1, 1]), np.array([1, 1, 1, 0]), 0.5)
+    with pytest.raises(TappInfeasible, match=r"^time_threshold: no allocation meets every workload within the participants' time thresholds$"):
+        tapp.allocate(inst, "exact")
+
+
+def test_exact_refuses_a_group_with_too_many_rows_to_enumerate() -> None:
+    inst = TappInstance(np.full((1, 6), 1 / 6), np.array([30]), np.full(6, 5), 0.5)
+    with pytest.raises(TappError, match=r"^method=exact: participants active in 6 subregions with time threshold 30 "
+                                        r"have more than 200000 possible rows to enumerate$"):
+        tapp.allocate(inst, "exact")
+
+
+def test_exact_out_of_time_after_the_first_stage_proves_only_the_fewest_dangerous(monkeypatch: pytest.MonkeyPatch) -> None:
+    inst = TappInstance(np.array([[0.5, 0.5], [1.0, 0.0], [0.2, 0.8]]), np.array([3, 3, 3]), np.array([3, 3]), 0.4)
+    best = tapp.allocate(inst, "exact")
+    assert best.proven == ("dangerous", "allocated")
+    clock = iter([0.0, 1e9])  # the deadline is set, then stage 1 has taken all the time
+    monkeypatch.setattr(tapp, "time", type("Clock", (), {"monotonic": staticmethod(lambda: next(clock))}))
+    hurried = tapp.exact(inst)
+    assert hurried.proven == ("dangerous",) and hurried.to_dict()["proven_optimal"] == ["dangerous"]
+    assert hurried.dangerous == best.dangerous
+
+
+def test_allocations_as_dicts() -> None:
+    inst = TappInstance(np.array([[0.5, 0.5], [0.5, 0.5]]), np.array([2, 2]), np.array([1, 1]), 0.0)
+    got = tapp.allocate(inst, "exact")
+    assert got.to_dict() == {
+        "method": "exact", "allocation": [[1, 1], [0, 0]], "disclosure": got.disclosure.tolist(), "dangerous": 0,
+        "allocated": 1, "utility": got.utility, "proven_optimal": ["dangerous", "allocated"],
+    }
+    b = tapp.allocate(inst, "baseline2")
+    assert b.to_dict() == {"method": "baseline2", "allocation": b.x.tolist(), "disclosure": b.disclosure.tolist(),
+                           "dangerous": b.dangerous, "allocated": b.allocated, "utility": b.utility}
+
+
+def test_exact_without_time_to_prove_anything_says_so() -> None:
+    inst = TappInstance(np.array([[0.5, 0.5], [1.0, 0.0], [0.2, 0.8]]), np.array([3, 3, 3]), np.array([3, 3]), 0.4)
+    with pytest.raises(TappError, match=r"^method=exact: no proof of the fewest dangerous participants within 0 s \(.*Time limit"):
+        tapp.exact(inst, time_limit_s=0.0)
