@@ -84,3 +84,26 @@ def test_an_allocation_as_a_dict() -> None:
         "method": "benchmark3", "scheduled": [1, 2], "subband": [0, 1], "bits": a.bits.tolist(),
         "latency_s": a.latency, "coverage": 1, "objective": a.objective,
     }
+
+
+def test_brute_force_takes_twelve_users_and_refuses_thirteen() -> None:
+    rng = np.random.default_rng(3)
+    for k in (12, 13):
+        inst = CoverageInstance(rng.uniform(1, 2, k), rng.uniform(1, 9, (k, 2)), rng.integers(0, 3, k), 3, 5.0)
+        if k == 12:
+            assert coverage.brute_force(inst).method == "brute_force"
+        else:
+            with pytest.raises(coverage.CoverageError, match=r"^method=brute_force: K = 13 users; at most 12$"):
+                coverage.brute_force(inst)
+
+
+def test_brute_force_keeps_the_first_of_equal_sets() -> None:
+    """Users 0 and 1 are the same in every respect: the set with the lower ids comes first and stays."""
+    inst = CoverageInstance(np.array([2.0, 2.0, 1.0]), np.array([[3.0], [3.0], [1.0]]), np.array([0, 0, 0]), 1, 4.0)
+    assert coverage.brute_force(inst).scheduled.tolist() == [0]
+
+
+def test_exact_without_time_to_prove_a_level_says_so() -> None:
+    inst = coverage.random_instance(8, 3, 3, seed=1)
+    with pytest.raises(coverage.CoverageError, match=r"^method=exact: HiGHS did not prove coverage level 1 optimal \(.*Time limit"):
+        coverage.exact(inst, time_limit_s=0.0)
