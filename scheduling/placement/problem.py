@@ -150,19 +150,6 @@ class PlacementProblem:
             object.__setattr__(self, "_dist_us", d)
         return 2.0 * self._dist_us
 
-    def subproblem(self, users: np.ndarray, servers: np.ndarray) -> "PlacementProblem":
-        """The instance restricted to some users and servers (used per cluster)."""
-        return PlacementProblem(
-            activation_cost=self.activation_cost[servers],
-            processing_cost=self.processing_cost[servers],
-            user_types=self.user_types[users],
-            server_pos=None if not self.has_coordinates else self.server_pos[servers],
-            user_pos=None if not self.has_coordinates else self.user_pos[users],
-            service_cost=None if self.has_coordinates else self.service_cost[np.ix_(users, servers)],
-            user_items=self.user_items[users],
-            type_names=self.type_names,
-        )
-
 
 @dataclass(frozen=True)
 class Placement:

@@ -14,6 +14,7 @@ import pytest
 
 from scheduling.placement import InfeasibleError, PlacementError, PlacementProblem, evaluate, read_orlib, solve
 from scheduling.placement.io import instance_from_dict
+from scheduling.placement.exact import solve_milp
 from scheduling.placement.problem import _tour_length
 
 ORLIB = Path(__file__).resolve().parents[2] / "data" / "orlib"  # shipped with the repository (see its README.md)
@@ -150,7 +151,9 @@ def test_malformed_orlib_files_name_the_line(tmp_path: Path, text: str, needle: 
 @pytest.mark.parametrize("seed", range(12))
 def test_milp_equals_exhaustive_on_tiny_star_instances(seed: int) -> None:
     problem = random_problem(np.random.default_rng(seed), m=3, n=6, k=2, coordinates=False)
-    assert solve(problem, "exact").total_cost == pytest.approx(solve(problem, "exhaustive").total_cost, rel=1e-9)
+    exact, exhaustive = solve(problem, "exact"), solve(problem, "exhaustive")
+    assert exact.total_cost == pytest.approx(exhaustive.total_cost, rel=1e-9)
+    assert exact.assignment.tolist() == exhaustive.assignment.tolist()  # -1 where a user lacks a type
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -161,9 +164,25 @@ def test_milp_with_coordinates_and_one_type_is_the_round_trip_optimum(seed: int)
     assert exact.method == "exact" and exact.assignment.tolist() == exhaustive.assignment.tolist()
 
 
+def test_milp_keeps_a_users_types_on_a_server_it_already_pays_for() -> None:
+    """User 0 carries a and b; sending b to server 0 too (which it reaches anyway) costs 1 of processing
+    where server 1 would add 3 of service: the optimum, 11, has both of its types on server 0."""
+    problem = PlacementProblem(np.array([1.0, 1.0]), np.array([[1.0, 1.0], [np.inf, 1.0]]),
+                               np.array([[True, True], [False, True]]), service_cost=np.array([[5.0, 3.0], [10.0, 1.0]]))
+    p = solve(problem, "exact")
+    assert p.total_cost == 11.0 and p.assignment.tolist() == [[0, 0], [-1, 1]]
+    assert p.open_.tolist() == [[True, True], [False, True]]
+    assert solve(problem, "exhaustive").total_cost == 11.0
+
+
+def test_milp_out_of_time_is_an_error_not_a_placement() -> None:
+    with pytest.raises(InfeasibleError, match=r"^method=exact: HiGHS found no solution \(.*[Tt]ime limit"):
+        solve_milp(random_problem(np.random.default_rng(2), m=4, n=6, k=2, coordinates=False), time_limit_s=0.0)
+
+
 def test_milp_refuses_tours_through_several_types() -> None:
     problem = random_problem(np.random.default_rng(1), m=3, n=4, k=2, coordinates=True)
-    with pytest.raises(PlacementError, match=r"^method=exact: the MILP needs star service costs .* use method='exhaustive'"):
+    with pytest.raises(PlacementError, match=r"^method=exact: the MILP needs star service costs .*; tour costs with several types are not linear — use method='exhaustive' on a tiny instance$"):
         solve(problem, "exact")
 
 
@@ -210,13 +229,24 @@ def brute_force_tour(points: np.ndarray) -> float:
     return min(sum(d[a, b] for a, b in zip(order, order[1:])) for order in tours)
 
 
-def nearest_neighbour_tour(points: np.ndarray) -> float:
+def nearest_neighbour_tour(points: np.ndarray, two_opt: bool = False) -> float:
+    """The heuristic the module documents beyond four servers: nearest neighbour, then (``two_opt``)
+    first-improvement 2-opt until no move shortens the tour."""
     d = np.linalg.norm(points[:, None] - points[None], axis=-1)
     order, left = [0], set(range(1, len(points)))
     while left:
         order.append(min(left, key=lambda j: d[order[-1], j]))
         left.remove(order[-1])
-    return sum(d[a, b] for a, b in zip(order, order[1:] + [0]))
+    order.append(0)
+    improved = two_opt
+    while improved:
+        improved = False
+        for a in range(1, len(order) - 2):
+            for b in range(a + 1, len(order) - 1):
+                if d[order[a - 1], order[b]] + d[order[a], order[b + 1]] - d[order[a - 1], order[a]] - d[order[b], order[b + 1]] < -1e-12:
+                    order[a : b + 1] = order[a : b + 1][::-1]
+                    improved = True
+    return sum(d[a, b] for a, b in zip(order, order[1:]))
 
 
 def test_tours_of_none_one_and_two_servers() -> None:
@@ -231,6 +261,24 @@ def test_tours_of_up_to_four_servers_are_the_optimum(seed: int) -> None:
     for k in (2, 3, 4):
         points = rng.uniform(0, 10, (k + 1, 2))
         assert _tour_length(points) == pytest.approx(brute_force_tour(points), rel=1e-12)
+
+
+def test_four_servers_are_enumerated_five_or_more_take_the_heuristic() -> None:
+    """The boundary is where the module says: at four servers the optimum even where 2-opt falls
+    short; from five, 2-opt's tour even where it is not the optimum (enumeration would be slow)."""
+    short_at_4 = short_at_5 = 0
+    for seed in range(400):
+        rng = np.random.default_rng(seed)
+        for k in (4, 5, 6):
+            points = rng.uniform(0, 10, (k + 1, 2))
+            heuristic = nearest_neighbour_tour(points, two_opt=True)
+            if k == 4:
+                assert _tour_length(points) == pytest.approx(brute_force_tour(points), rel=1e-12)
+                short_at_4 += heuristic > brute_force_tour(points) + 1e-9
+            else:
+                assert _tour_length(points) == pytest.approx(heuristic, rel=1e-12)
+                short_at_5 += k == 5 and heuristic > brute_force_tour(points) + 1e-9
+    assert short_at_4 >= 1 and short_at_5 >= 1  # both boundaries were put to the test
 
 
 def test_longer_tours_are_untangled_by_two_opt() -> None:
