@@ -230,3 +230,34 @@ def test_a_placement_names_its_types_and_leaves_unused_types_out() -> None:
     d = p.to_dict(problem)
     assert d["method"] == "by-hand" and d["assignment"] == [[0, 0, -1], [1, -1, 1]]
     assert d["types_per_server"] == {0: ["noise", "air"], 1: ["noise", "2"]}
+
+
+# --- every method pinned on seeded instances ------------------------------------------------------------
+# Total cost summed over three instances (8 servers, 30 users, 2 types; instance seeds 500..502, method seed
+# = instance index), measured and pinned: the ant colonies, the local searches and the baselines are
+# stochastic or greedy, and the quality bounds above pass for many of their variants; these catch any
+# change of behaviour (a change on purpose updates them).
+PINNED_TOTALS = {
+    ("otacs", False): 475.2293402153406, ("ttacs", False): 479.59595969252985, ("otacs_ls", False): 475.2293402153406,
+    ("lf", False): 1133.0434450182142, ("dis", False): 825.655297250031, ("random", False): 1131.8665047871987,
+    ("apx2_standin", False): 478.2060096800432, ("cmsa_standin", False): 448.0820197937665, ("bbo_pso", False): 642.9629498932635,
+    ("otacs", True): 681.8558502968235, ("ttacs", True): 621.0886101097293, ("otacs_ls", True): 681.8558502968235,
+    ("lf", True): 1250.913181422613, ("dis", True): 921.3568119965253, ("random", True): 1255.6820001872188,
+    ("apx2_standin", True): 606.4530322172101, ("cmsa_standin", True): 606.4530322172101, ("bbo_pso", True): 833.1084372958323,
+}
+
+
+@pytest.mark.parametrize("method, coordinates", sorted(PINNED_TOTALS))
+def test_every_method_is_pinned_on_seeded_instances(method: str, coordinates: bool) -> None:
+    total = sum(solve(random_problem(np.random.default_rng(500 + s), m=8, n=30, k=2, coordinates=coordinates), method, seed=s).total_cost
+                for s in range(3))
+    assert total == pytest.approx(PINNED_TOTALS[method, coordinates], rel=1e-9)
+
+
+@pytest.mark.parametrize("coordinates, otacs_total, otacs_ls_total", [
+    (False, 172.72820310479838, 153.70808554745), (True, 242.84233360061876, 233.15025678423845)])
+def test_otacs_ls_improves_on_otacs_where_ws_is_small(coordinates: bool, otacs_total: float, otacs_ls_total: float) -> None:
+    """One type, 15 servers: OTACS's WS holds few servers, and our local search over all of them gains."""
+    problem = random_problem(np.random.default_rng(7), m=15, n=40, k=1, coordinates=coordinates)
+    assert solve(problem, "otacs", seed=0).total_cost == pytest.approx(otacs_total, rel=1e-9)
+    assert solve(problem, "otacs_ls", seed=0).total_cost == pytest.approx(otacs_ls_total, rel=1e-9)
