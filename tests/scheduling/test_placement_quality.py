@@ -249,9 +249,25 @@ PINNED_TOTALS = {
 
 @pytest.mark.parametrize("method, coordinates", sorted(PINNED_TOTALS))
 def test_every_method_is_pinned_on_seeded_instances(method: str, coordinates: bool) -> None:
-    total = sum(solve(random_problem(np.random.default_rng(500 + s), m=8, n=30, k=2, coordinates=coordinates), method, seed=s).total_cost
-                for s in range(3))
-    assert total == pytest.approx(PINNED_TOTALS[method, coordinates], rel=1e-9)
+    placements = [solve(random_problem(np.random.default_rng(500 + s), m=8, n=30, k=2, coordinates=coordinates), method, seed=s)
+                  for s in range(3)]
+    assert sum(p.total_cost for p in placements) == pytest.approx(PINNED_TOTALS[method, coordinates], rel=1e-9)
+    assert {p.method for p in placements} == {method}  # what reports and metrics call it
+
+
+def test_apx2_opens_the_largest_lp_share_of_a_type_no_server_holds_half_of(monkeypatch: pytest.MonkeyPatch) -> None:
+    """APX2's rounding: every (server, type) with q >= 1/2 opens; a carried type below 1/2 everywhere
+    opens at its largest q. (The LP is replaced so that the second rule is reached.)"""
+    from scheduling.placement import baselines
+
+    problem = random_problem(np.random.default_rng(3), m=3, n=6, k=2, coordinates=False)
+    q = np.array([[0.6, 0.2], [0.1, 0.45], [0.5, 0.35]])
+    monkeypatch.setattr(baselines, "lp_relaxation", lambda _: q)
+    p = baselines.apx2_standin(problem)
+    assert p.method == "apx2_standin"
+    used = p.open_  # evaluate then closes pairs nobody uses; what was opened is a superset
+    assert not used[1, 0] and not used[0, 1] and not used[2, 1]  # never opened: below 1/2, not the largest
+    assert used[:, 1].tolist() == [False, True, False]  # type 1 opens at its largest q, 0.45
 
 
 @pytest.mark.parametrize("coordinates, otacs_total, otacs_ls_total", [
