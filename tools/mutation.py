@@ -406,8 +406,37 @@ def sql_case_only(before: str, after: str) -> bool:
     )
 
 
+def _function_node(source: str, qualname: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    nodes: list[ast.AST] = list(ast.parse(source).body)
+    parts = qualname.split(".")
+    for i, part in enumerate(parts):
+        node = next((n for n in nodes if getattr(n, "name", None) == part), None)
+        if node is None:
+            return None
+        if i == len(parts) - 1:
+            return node if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
+        nodes = list(getattr(node, "body", []))
+    return None
+
+
+def unread_default(v: Survivor, root: Path = ROOT) -> bool:
+    """The mutant changed only the default value of a parameter that the function's body never reads
+    (``seed: int = 0`` to ``= 1`` in a deterministic method that takes ``seed`` for a common signature)."""
+    path = root / v.file
+    node = _function_node(path.read_text(), v.function) if path.exists() else None
+    if node is None or v.before == v.after:
+        return False
+    read = {n.id for stmt in node.body for n in ast.walk(stmt) if isinstance(n, ast.Name)}
+    params = [a.arg for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)]
+    for name in (p for p in params if p not in read):
+        default = re.compile(rf"\b{name}(\s*:\s*[^=,()]+)?\s*=\s*[^,()]+")
+        if default.sub(name, v.before) == default.sub(name, v.after):
+            return True
+    return False
+
+
 # rules an allow-list entry may name instead of one mutant (``[[equivalent_rule]]``)
-RULES = {"sql-case": sql_case_only}
+RULES = {"sql-case": lambda v: sql_case_only(v.before, v.after), "unread-default": unread_default}
 
 
 def load_allow_list(path: Path) -> list[dict]:
@@ -431,7 +460,7 @@ def explains(entry: dict, v: Survivor) -> bool:
     if v.why != "survived":  # a mutant no test reaches is never equivalent
         return False
     if "rule" in entry:
-        return RULES[entry["rule"]](v.before, v.after)
+        return RULES[entry["rule"]](v)
     return (entry["file"], entry["function"]) == (v.file, v.function) and normalise(entry["before"]) == normalise(v.before) \
         and normalise(entry["after"]) == normalise(v.after)
 

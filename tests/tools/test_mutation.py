@@ -55,3 +55,23 @@ def test_the_allow_list_loads_and_names_only_known_rules(tmp_path: Path) -> None
     bad.write_text('[[equivalent_rule]]\nrule = "anything-goes"\nreason = "no"\n')
     with pytest.raises(SystemExit, match="anything-goes"):
         mutation.load_allow_list(bad)
+
+
+def test_unread_default_matches_only_a_default_the_body_never_reads(tmp_path: Path) -> None:
+    (tmp_path / "m.py").write_text(
+        "def exact(inst, seed: int = 0, limit: float = 60.0):\n"
+        "    return inst * limit\n\n\n"
+        "class C:\n"
+        "    def run(self, seed=0):\n"
+        "        return seed\n"
+    )
+
+    def survivor(function: str, before: str, after: str) -> object:
+        return mutation.Survivor("k", "m.py", 1, function, before, after)
+
+    head = "def exact(inst, seed: int = 0, limit: float = 60.0):"
+    assert mutation.unread_default(survivor("exact", head, head.replace("seed: int = 0", "seed: int = 1")), tmp_path)
+    assert not mutation.unread_default(survivor("exact", head, head.replace("60.0", "61.0")), tmp_path)  # limit is read
+    assert not mutation.unread_default(survivor("exact", head, head.replace("seed: int = 0", "seed: int = 1").replace("60.0", "61.0")), tmp_path)
+    assert not mutation.unread_default(survivor("C.run", "def run(self, seed=0):", "def run(self, seed=1):"), tmp_path)  # read
+    assert not mutation.unread_default(survivor("missing", head, head.replace("= 0", "= 1")), tmp_path)
