@@ -133,6 +133,8 @@ def _best_user_assignment(problem: PlacementProblem, open_: np.ndarray) -> np.nd
     assignment = np.full(problem.user_types.shape, -1, dtype=np.int64)
     for i in range(problem.n_users):
         types = np.flatnonzero(problem.user_types[i])
+        if len(types) == 0:
+            continue  # a user who carries nothing uploads nothing (np.unique of no choice is a float array)
         options = [np.flatnonzero(open_[:, b]) for b in types]
         best, best_choice = np.inf, None
         for choice in itertools.product(*options):

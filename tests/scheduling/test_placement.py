@@ -175,6 +175,27 @@ def test_milp_keeps_a_users_types_on_a_server_it_already_pays_for() -> None:
     assert solve(problem, "exhaustive").total_cost == 11.0
 
 
+def test_milp_is_integral_where_the_lp_relaxation_is_not() -> None:
+    """The classic facility-location gap: three users each near two of three servers. The LP opens
+    every server by half (15); a placement must open two (20)."""
+    far = 100.0
+    cost = np.array([[0.0, 0.0, far], [far, 0.0, 0.0], [0.0, far, 0.0]])
+    problem = PlacementProblem(np.full(3, 10.0), np.zeros((3, 1)), np.ones((3, 1), bool), service_cost=cost)
+    assert solve(problem, "exact").total_cost == 20.0 == solve(problem, "exhaustive").total_cost
+
+
+def test_milp_with_a_user_who_carries_nothing() -> None:
+    problem = PlacementProblem(np.array([2.0, 3.0]), np.array([[1.0, 1.0], [1.0, 1.0]]),
+                               np.array([[True, False], [True, True], [False, False]]),
+                               service_cost=np.array([[1.0, 4.0], [2.0, 1.0], [1.0, 1.0]]))
+    p = solve(problem, "exact")
+    assert p.assignment.tolist()[2] == [-1, -1]
+    assert p.total_cost == pytest.approx(solve(problem, "exhaustive").total_cost)  # exhaustive crashed on such a user
+    toured = PlacementProblem(problem.activation_cost, problem.processing_cost, problem.user_types,
+                              server_pos=np.array([[0.0, 0.0], [3.0, 4.0]]), user_pos=np.zeros((3, 2)))
+    assert solve(toured, "exhaustive").assignment.tolist()[2] == [-1, -1]
+
+
 def test_milp_out_of_time_is_an_error_not_a_placement() -> None:
     with pytest.raises(InfeasibleError, match=r"^method=exact: HiGHS found no solution \(.*[Tt]ime limit"):
         solve_milp(random_problem(np.random.default_rng(2), m=4, n=6, k=2, coordinates=False), time_limit_s=0.0)
