@@ -420,3 +420,14 @@ def test_cli_json_and_errors(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "users[0]: no location" in proc.stderr
     proc = cli("--orlib", str(tmp_path / "missing.txt"))
     assert proc.returncode != 0 and "no such file" in proc.stderr
+
+
+def test_exact_methods_without_scipy_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ecd.errors import MissingExtraError
+
+    monkeypatch.setitem(sys.modules, "scipy", None)  # import scipy now raises ImportError
+    problem = random_problem(np.random.default_rng(0), m=3, n=4, k=1, coordinates=False)
+    for method in ("exact", "apx2_standin"):
+        with pytest.raises(MissingExtraError, match=r"^method: the exact and LP-based placement methods need scipy: "
+                                                    r"pip install 'ecd-runtime\[cloud\]'$"):
+            solve(problem, method)
