@@ -402,7 +402,9 @@ def sql_case_only(before: str, after: str) -> bool:
         return False
     changed = [("".join(o), "".join(n)) for o, n in zip(olds, news) if o != n]
     return bool(changed) and all(
-        o.lower() == n.lower() and SQL_TEXT.search(o) and not re.search(r"'[^']*[A-Za-z]", o) for o, n in changed
+        o.lower() == n.lower() and SQL_TEXT.search(o) and not re.search(r"'[^']*[A-Za-z]", o)
+        and not re.search(r"%|:\w|\$\$|\{", o)  # placeholders (%s, :name), dollar quotes, f-string fields
+        for o, n in changed
     )
 
 
@@ -422,11 +424,15 @@ def _function_node(source: str, qualname: str) -> ast.FunctionDef | ast.AsyncFun
 def unread_default(v: Survivor, root: Path = ROOT) -> bool:
     """The mutant changed only the default value of a parameter that the function's body never reads
     (``seed: int = 0`` to ``= 1`` in a deterministic method that takes ``seed`` for a common signature)."""
+    if v.before == v.after or not v.before.lstrip().startswith(("def ", "async def ")):
+        return False  # only the signature line: a keyword argument or assignment in the body is behaviour
     path = root / v.file
     node = _function_node(path.read_text(), v.function) if path.exists() else None
-    if node is None or v.before == v.after:
+    if node is None:
         return False
     read = {n.id for stmt in node.body for n in ast.walk(stmt) if isinstance(n, ast.Name)}
+    if read & {"locals", "vars", "inspect", "sys"}:
+        return False  # the frame's variables may be read without naming them
     params = [a.arg for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)]
     for name in (p for p in params if p not in read):
         default = re.compile(rf"\b{name}(\s*:\s*[^=,()]+)?\s*=\s*[^,()]+")
@@ -451,16 +457,17 @@ def load_allow_list(path: Path) -> list[dict]:
             raise SystemExit(f"{path}: entry {e} lacks {', '.join(sorted(missing))}")
     rules = data.get("equivalent_rule", [])
     for r in rules:
-        if set(r) != {"rule", "reason"} or r["rule"] not in RULES:
-            raise SystemExit(f"{path}: rule {r} needs exactly rule (one of {', '.join(RULES)}) and reason")
+        if not {"rule", "reason"} <= set(r) <= {"rule", "reason", "files"} or r["rule"] not in RULES:
+            raise SystemExit(f"{path}: rule {r} needs rule (one of {', '.join(RULES)}), reason and optionally files")
     return entries + rules
 
 
 def explains(entry: dict, v: Survivor) -> bool:
+    """Whether an allow-list entry (one mutant, or a rule over the files it names) accounts for ``v``."""
     if v.why != "survived":  # a mutant no test reaches is never equivalent
         return False
     if "rule" in entry:
-        return RULES[entry["rule"]](v)
+        return v.file in entry.get("files", [v.file]) and RULES[entry["rule"]](v)
     return (entry["file"], entry["function"]) == (v.file, v.function) and normalise(entry["before"]) == normalise(v.before) \
         and normalise(entry["after"]) == normalise(v.after)
 

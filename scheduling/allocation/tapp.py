@@ -58,6 +58,7 @@ import itertools
 import math
 import time
 from dataclasses import dataclass, replace
+from typing import Iterator
 
 import numpy as np
 from scipy import sparse
@@ -359,7 +360,7 @@ def baseline2(inst: TappInstance, seed: int = 0) -> TappAllocation:
 EXHAUSTIVE_MAX = 200_000
 
 
-def _compositions(total: int, parts: int):
+def _compositions(total: int, parts: int) -> Iterator[tuple[int, ...]]:
     """Every way to write ``total`` as an ordered sum of ``parts`` non-negative integers, in
     lexicographic order (made directly: filtering all (total + 1)^parts tuples took minutes at 8 parts)."""
     if parts <= 1:

@@ -51,6 +51,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stop_orphans(bin_dir: Path, run_as: str | None) -> None:
+    """Stop the servers of test sessions that were killed before their teardown ran (a mutation-gate
+    run kills a test process that overruns its time): each server's directory names the pid of the
+    session that started it; a server whose session is gone is stopped and its directory removed."""
+    for root in glob.glob(os.path.join(tempfile.gettempdir(), "ecd-pg-*")):
+        try:
+            owner = int((Path(root) / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue  # not ours, or still starting
+        if _alive(owner):
+            continue
+        subprocess.run([str(bin_dir / "pg_ctl"), "stop", "-D", os.path.join(root, "data"), "-m", "immediate", "-w"],
+                       user=run_as, capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     bin_dir = _bin_dir()
@@ -63,7 +89,9 @@ def postgres_server() -> Iterator[PostgresServer]:
         except KeyError:
             pytest.skip("running as root and there is no postgres user to run the PostgreSQL server as")
         run_as = "postgres"
+    _stop_orphans(bin_dir, run_as)
     root = Path(tempfile.mkdtemp(prefix="ecd-pg-"))
+    (root / "owner.pid").write_text(str(os.getpid()))
     if run_as:
         os.chown(root, owner.pw_uid, owner.pw_gid)
     data, log = root / "data", root / "server.log"

@@ -49,7 +49,7 @@ def test_a_new_device_gets_a_12_hex_id_and_a_32_hex_token_or_the_one_given(regis
     assert registry.device(d.device_id) == d and registry.device_count() == 2
 
 
-def test_revoking_marks_the_token_and_the_time_and_is_listed_after_that_time(registry: Registry, clock) -> None:
+def test_revoking_marks_the_token_and_the_time_and_is_listed_after_that_time(registry: Registry, clock: SimpleNamespace) -> None:
     a, b, c = add(registry), add(registry), add(registry)
     clock.t = 10.0
     assert registry.revoke_device(b.device_id) and registry.revoke_device(a.device_id)
@@ -62,7 +62,7 @@ def test_revoking_marks_the_token_and_the_time_and_is_listed_after_that_time(reg
     assert revoked == 10.0
 
 
-def test_seen_since_bounds_the_live_devices_and_their_count_per_edge(registry: Registry, clock) -> None:
+def test_seen_since_bounds_the_live_devices_and_their_count_per_edge(registry: Registry, clock: SimpleNamespace) -> None:
     a = add(registry, "e1")
     quiet = add(registry, "e3")  # registered at 0.5 s, never heard from since
     clock.t = 2.0
@@ -80,7 +80,7 @@ def test_seen_since_bounds_the_live_devices_and_their_count_per_edge(registry: R
     assert registry.devices_per_edge(2.0) == {"e1": 2, "e2": 1}
 
 
-def test_device_activity_is_bounded_and_ordered_by_registration(registry: Registry, clock) -> None:
+def test_device_activity_is_bounded_and_ordered_by_registration(registry: Registry, clock: SimpleNamespace) -> None:
     clock.t = 3.0
     a = add(registry)
     clock.t = 1.0
@@ -132,7 +132,7 @@ def test_locations_are_kept_as_a_trace_and_the_last_as_the_current_position(regi
 # --- edges --------------------------------------------------------------------------------------
 
 
-def test_an_edge_gets_a_12_hex_id_and_defaults_to_no_cost_and_no_owner(registry: Registry, clock) -> None:
+def test_an_edge_gets_a_12_hex_id_and_defaults_to_no_cost_and_no_owner(registry: Registry, clock: SimpleNamespace) -> None:
     clock.t = 4.0
     e = registry.add_edge("10.0.0.1:1", 2.5)
     assert e == EdgeRecord(e.edge_id, "10.0.0.1:1", 2.5, 0.0, 0, 4.0, None, None, 0.0, "")
@@ -141,7 +141,7 @@ def test_an_edge_gets_a_12_hex_id_and_defaults_to_no_cost_and_no_owner(registry:
     assert (placed.lat, placed.lon, placed.activation_cost, placed.owner) == (45.0, 7.5, 3.0, "edge-a")
 
 
-def test_an_owned_endpoint_is_updated_only_by_its_owner(registry: Registry, clock) -> None:
+def test_an_owned_endpoint_is_updated_only_by_its_owner(registry: Registry, clock: SimpleNamespace) -> None:
     e = registry.add_edge("h:1", 1.0, owner="edge-a")
     clock.t = 6.0
     assert registry.add_edge("h:1", 9.0, owner="edge-b") is None
@@ -154,7 +154,7 @@ def test_an_owned_endpoint_is_updated_only_by_its_owner(registry: Registry, cloc
     assert (claimed.edge_id, claimed.owner) == (free.edge_id, "edge-c")
 
 
-def test_heartbeat_and_leaving(registry: Registry, clock) -> None:
+def test_heartbeat_and_leaving(registry: Registry, clock: SimpleNamespace) -> None:
     e = registry.add_edge("h:1", 1.0)
     clock.t = 8.0
     assert registry.heartbeat(e.edge_id, 0.5, 3)
@@ -167,7 +167,7 @@ def test_heartbeat_and_leaving(registry: Registry, clock) -> None:
 # --- campaigns and tasks ------------------------------------------------------------------------
 
 
-def test_campaigns_newest_first_bounded_and_replaced_in_place(registry: Registry, clock) -> None:
+def test_campaigns_newest_first_bounded_and_replaced_in_place(registry: Registry, clock: SimpleNamespace) -> None:
     for t, cid in ((1.0, "b"), (2.0, "c"), (2.0, "a"), (3.0, "d")):
         clock.t = t
         registry.put_campaign(cid, {"id": cid, "t": t})
@@ -226,7 +226,7 @@ def test_the_latest_placement_is_the_highest_version_and_a_version_is_replaced(r
     assert registry.latest_placement()["version"] == 10
 
 
-def test_heads_added_at_one_time_are_ordered_by_name(registry: Registry, clock) -> None:
+def test_heads_added_at_one_time_are_ordered_by_name(registry: Registry, clock: SimpleNamespace) -> None:
     registry.put_head("m", "zeta", {"name": "zeta"})
     registry.put_head("m", "alpha", {"name": "alpha"})
     clock.t = 0.25
@@ -300,7 +300,7 @@ def test_a_broken_postgresql_connection_is_reported_then_reopened(postgres_url: 
     try:
         def drop() -> None:
             pid = r._db.info.backend_pid
-            other._execute("SELECT pg_terminate_backend(?)", (pid,))
+            other._execute("SELECT pg_terminate_backend(?, 5000)", (pid,))  # returns once it is gone
 
         drop()
         with pytest.raises(UnavailableError, match=r"^db: postgresql://\S+: .*terminat"):  # the server's reason
@@ -325,8 +325,9 @@ def test_a_role_that_may_not_create_tables_is_a_config_error_naming_db(postgres_
     role = f"reader_{postgres_url.rsplit('_', 1)[1]}"
     with psycopg.connect(postgres_url, autocommit=True) as admin:
         admin.execute(f"CREATE ROLE {role} LOGIN")
-        admin.execute(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC, {role}")
     try:
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            admin.execute(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC, {role}")
         with pytest.raises(ConfigError) as e:
             Registry(postgres_url.replace("//postgres@", f"//{role}@"))
         assert str(e.value).startswith(f"db: cannot create the registry's tables in postgresql://{role}@")

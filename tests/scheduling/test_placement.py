@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from scheduling.placement import InfeasibleError, PlacementError, PlacementProblem, evaluate, read_orlib, solve
-from scheduling.placement.io import instance_from_dict
 from scheduling.placement.exact import solve_milp
+from scheduling.placement.io import instance_from_dict
 from scheduling.placement.problem import _tour_length
 
 ORLIB = Path(__file__).resolve().parents[2] / "data" / "orlib"  # shipped with the repository (see its README.md)

@@ -1,5 +1,6 @@
 """The mutation gate's allow-list rules (tools/mutation.py): a rule stands for many survivors at once,
-so it must match only what it says: a change of letter case in SQL text, nothing else."""
+so it must match only what it says (a change of letter case in SQL text; a changed default of a
+parameter the function never reads), nothing else: a false "equivalent" hides a real bug."""
 
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def test_sql_case_matches_a_case_change_of_sql(before: str, after: str) -> None:
     ('x("SELECT a FROM t", b)', 'x("select a from t", c)'),  # code beside it changed too
     ('x("SELECT a")', 'x("SELECT a")'),
     ('raise E("select a device and a split from the list")', 'raise E("SELECT A DEVICE AND A SPLIT FROM THE LIST")'),  # English
+    ('x("SELECT pg_advisory_xact_lock(%s)")', 'x("SELECT PG_ADVISORY_XACT_LOCK(%S)")'),  # a placeholder
+    ('x("SELECT a FROM t WHERE id = :deviceId")', 'x("select a from t where id = :deviceid")'),  # a named parameter
 ])
 def test_sql_case_matches_nothing_else(before: str, after: str) -> None:
     assert not mutation.sql_case_only(before, after)
@@ -75,3 +78,16 @@ def test_unread_default_matches_only_a_default_the_body_never_reads(tmp_path: Pa
     assert not mutation.unread_default(survivor("exact", head, head.replace("seed: int = 0", "seed: int = 1").replace("60.0", "61.0")), tmp_path)
     assert not mutation.unread_default(survivor("C.run", "def run(self, seed=0):", "def run(self, seed=1):"), tmp_path)  # read
     assert not mutation.unread_default(survivor("missing", head, head.replace("= 0", "= 1")), tmp_path)
+    # the body's own `seed=0` is behaviour (a method that ignores its seed and hard-codes one), not a default
+    body = "    rng = np.random.default_rng(seed=0)"
+    assert not mutation.unread_default(survivor("exact", body, body.replace("seed=0", "seed=1")), tmp_path)
+    (tmp_path / "f.py").write_text("def f(a, seed=0):\n    return locals()['seed'] + a\n")
+    reads_frame = mutation.Survivor("k", "f.py", 1, "f", "def f(a, seed=0):", "def f(a, seed=1):")
+    assert not mutation.unread_default(reads_frame, tmp_path)
+
+
+def test_a_rule_applies_only_to_the_files_it_names() -> None:
+    rule = {"rule": "sql-case", "reason": "r", "files": ["cloud_server/registry.py"]}
+    inside = mutation.Survivor("m", "cloud_server/registry.py", 1, "g", 'x("SELECT a")', 'x("select a")')
+    elsewhere = mutation.Survivor("m", "cloud_server/panel.py", 1, "g", 'x("SELECT a")', 'x("select a")')
+    assert mutation.explains(rule, inside) and not mutation.explains(rule, elsewhere)
