@@ -156,3 +156,51 @@ def test_decode_returns_float32_of_the_payload() -> None:
     t = Tensor(Encoding.FLOAT16, (1, 2), np.array([0.5, -4.0], "<f2").tobytes())
     x = codec.decode(t, (2,), 1 << 20)
     assert x.dtype == np.float32 and x.tolist() == [[0.5, -4.0]]
+
+
+# --- the raw image at split 0, and decoding at a split (issue 19: reached only by the tiers' tests) -------
+
+
+def test_grey_images_gain_a_channel_and_keep_their_bytes() -> None:
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    t = codec.encode_image(images)
+    assert (t.encoding, t.shape, t.data) == (Encoding.UINT8, (2, 3, 4, 1), images.tobytes())
+    colour = np.arange(2 * 3 * 4 * 3, dtype=np.uint8).reshape(2, 3, 4, 3)
+    assert codec.encode_image(colour).shape == (2, 3, 4, 3)  # already [N, H, W, C]
+    assert codec.encode_image(colour[:, ::2]).data == np.ascontiguousarray(colour[:, ::2]).tobytes()  # a strided view
+
+
+def test_encode_image_refuses_anything_but_uint8_pixels() -> None:
+    with pytest.raises(RequestError, match=r"^images: expected uint8 pixels, got float32$"):
+        codec.encode_image(np.zeros((1, 8, 8), np.float32))
+
+
+def test_decode_at_split_0_normalises_the_raw_image_with_the_manifests_input_spec() -> None:
+    from ecd import zoo
+
+    manifest = zoo.load_manifest(zoo.DEFAULT_MODEL)
+    c, h, w = manifest.input.shape
+    assert c == 1  # the bundled digits are grey
+    images = np.random.default_rng(0).integers(0, 256, (2, h, w), dtype=np.uint8)
+    x = codec.decode_at(codec.encode_image(images), manifest, 0, max_bytes=1 << 20)
+    assert x.dtype == np.float32 and x.shape == (2, 1, h, w)
+    np.testing.assert_array_equal(x, manifest.input.preprocess(images))
+    with pytest.raises(RequestError, match=r"^frame.encoding: UINT8_IMAGE is the raw image, for split 0 only; got split 2$"):
+        codec.decode_at(codec.encode_image(images), manifest, 2, max_bytes=1 << 20, field="frame")
+    with pytest.raises(LimitError, match="frame"):
+        codec.decode_at(codec.encode_image(images), manifest, 0, max_bytes=10, field="frame")
+
+
+def test_decode_at_a_split_takes_that_splits_activation_shape() -> None:
+    from ecd import zoo
+
+    manifest = zoo.load_manifest(zoo.DEFAULT_MODEL)
+    shape = manifest.activation_shape(3)
+    x = np.random.default_rng(1).standard_normal((1, *shape)).astype(np.float32)  # shape: one sample's
+    np.testing.assert_array_equal(codec.decode_at(codec.encode(x), manifest, 3, max_bytes=1 << 20), x)
+    with pytest.raises(RequestError):
+        codec.decode_at(codec.encode(x), manifest, 4, max_bytes=1 << 20)  # another split's shape
+    many = np.repeat(x, 3, axis=0)
+    with pytest.raises(LimitError):
+        codec.decode_at(codec.encode(many), manifest, 3, max_bytes=1 << 20, max_batch=2)
+    assert codec.decode_at(codec.encode(many), manifest, 3, max_bytes=1 << 20, max_batch=3).shape[0] == 3
