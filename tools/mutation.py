@@ -335,21 +335,23 @@ def function_of(key: str) -> str:
     return mangled.removeprefix("x_")
 
 
+def _function_node(source: str, qualname: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    nodes: list[ast.AST] = list(ast.parse(source).body)
+    parts = qualname.split(".")
+    for i, part in enumerate(parts):
+        node = next((n for n in nodes if getattr(n, "name", None) == part), None)
+        if node is None:
+            return None
+        if i == len(parts) - 1:
+            return node if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
+        nodes = list(getattr(node, "body", []))
+    return None
+
+
 def function_start(source: str, qualname: str) -> int:
     """The first line (decorators included) of ``qualname`` in ``source``; 0 if not found."""
-    tree = ast.parse(source)
-    parts = qualname.split(".")
-    nodes: list[ast.AST] = list(tree.body)
-    for i, part in enumerate(parts):
-        for node in nodes:
-            if getattr(node, "name", None) == part:
-                if i == len(parts) - 1:
-                    return min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])
-                nodes = list(getattr(node, "body", []))
-                break
-        else:
-            return 0
-    return 0
+    node = _function_node(source, qualname)
+    return min([node.lineno, *(d.lineno for d in node.decorator_list)]) if node else 0
 
 
 HUNK = re.compile(r"^@@ -(\d+)")
@@ -406,19 +408,6 @@ def sql_case_only(before: str, after: str) -> bool:
         and not re.search(r"%|:\w|\$\$|\{", o)  # placeholders (%s, :name), dollar quotes, f-string fields
         for o, n in changed
     )
-
-
-def _function_node(source: str, qualname: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
-    nodes: list[ast.AST] = list(ast.parse(source).body)
-    parts = qualname.split(".")
-    for i, part in enumerate(parts):
-        node = next((n for n in nodes if getattr(n, "name", None) == part), None)
-        if node is None:
-            return None
-        if i == len(parts) - 1:
-            return node if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
-        nodes = list(getattr(node, "body", []))
-    return None
 
 
 def unread_default(v: Survivor, root: Path = ROOT) -> bool:

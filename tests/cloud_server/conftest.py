@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import psutil
 import pytest
 
 from cloud_server.registry import Registry
@@ -51,16 +52,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _stop_orphans(bin_dir: Path, run_as: str | None) -> None:
     """Stop the servers of test sessions that were killed before their teardown ran (a mutation-gate
     run kills a test process that overruns its time): each server's directory names the pid of the
@@ -70,7 +61,7 @@ def _stop_orphans(bin_dir: Path, run_as: str | None) -> None:
             owner = int((Path(root) / "owner.pid").read_text())
         except (OSError, ValueError):
             continue  # not ours, or still starting
-        if _alive(owner):
+        if psutil.pid_exists(owner):
             continue
         subprocess.run([str(bin_dir / "pg_ctl"), "stop", "-D", os.path.join(root, "data"), "-m", "immediate", "-w"],
                        user=run_as, capture_output=True, timeout=60)
