@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import AsyncIterator
 
 import grpc
 import numpy as np
 
 from cloud_server.service import CloudConfig, RunningCloud, start_cloud
 from ecd import codec
-from ecd.transport import serde
-from ecd.manifest import Manifest
+from ecd.manifest import MANIFEST_FILENAME, Manifest, sha256_bytes
 from ecd.partition import Partition
+from ecd.transport import serde
 from ecd.transport.rpc import LoopThread, wait_healthy
+from ecd.types import Assignment, FileChunk, PartitionRequest
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 from edge_node.service import EdgeConfig, RunningEdge, start_edge
@@ -155,3 +158,26 @@ def recommended(w_privacy: float, min_split: int = 0, model: str = "digits_cnn")
 
     m = zoo.load_manifest(model)
     return decide_split(m, load_device("pi4"), load_radio("wifi"), Preferences(1 - w_privacy, w_privacy, min_split)).recommended
+
+
+class LocalCloud:
+    """The edge's CloudClient without a network: one assignment, the bundled model's files."""
+
+    def __init__(self, manifest: Manifest, assignment: Assignment) -> None:
+        self.manifest = manifest
+        self.assignment = assignment
+
+    async def get_assignment(self, device_id: str, token: str) -> Assignment:
+        return self.assignment
+
+    async def fetch_partition(self, request: PartitionRequest) -> AsyncIterator[FileChunk]:
+        m = self.manifest
+        for path in [m.directory / MANIFEST_FILENAME] + [m.block_path(b) for b in m.blocks[request.start : request.stop]]:
+            data = path.read_bytes()
+            yield FileChunk(path.name, sha256_bytes(data), len(data), 0, data)
+
+
+async def settle() -> None:
+    """Let every ready task run until each waits on something (no timers: the loop is idle)."""
+    for _ in range(100):
+        await asyncio.sleep(0)

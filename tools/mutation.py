@@ -25,7 +25,14 @@ to pin its module, so a run stays within reasonable time. Test files named there
 Logging calls (``log.info(...)`` and the like) are not mutated, as PIT does by default: what a log
 line says is no contract of the module.
 
-Usage: ``python tools/mutation.py [--module NAME]... [--jobs N] [--root PATH]`` or ``make mutation``.
+A full run of every group takes hours on two cores. ``--keep DIR`` keeps each group's copy, and
+``--recheck DIR`` then reruns only that run's survivors against the tests as they are now: minutes
+instead of an hour for a group whose tests were extended. It refuses when a mutated file changed or a
+test file was removed since; a killed mutant keeps its verdict, so a test weakened in place is not
+noticed: the figure that counts is a full run's.
+
+Usage: ``python tools/mutation.py [--module NAME]... [--jobs N] [--root PATH] [--keep DIR | --recheck DIR]``
+or ``make mutation``.
 """
 
 from __future__ import annotations
@@ -214,20 +221,34 @@ def mutmut_config(group: Group, tests: list[str]) -> str:
 # --- one group -------------------------------------------------------------------------------
 
 
-def run_group(name: str, group: Group, root: Path, jobs: int, verbose: bool) -> list[FileScore]:
+def run_group(name: str, group: Group, root: Path, jobs: int, verbose: bool,
+              keep: Path | None = None, recheck: Path | None = None) -> list[FileScore]:
+    """Mutate the group's files in a fresh copy and run their tests; the copy is removed after, unless
+    ``keep`` names a folder for it. ``recheck`` names such a folder instead: its survivors are run again
+    against the tests as they are now, and its killed mutants keep their verdicts."""
     tests = [t for t in group.tests if (root / t).exists()]
     missing = [t for t in group.tests if t not in tests]
     if missing:
         print(f"[{name}] not in this tree, left out: {', '.join(missing)}", flush=True)
     if not tests:
         raise GroupError(f"{name}: none of its tests exist ({', '.join(group.tests)})")
-    work = Path(tempfile.mkdtemp(prefix=f"ecd-mutation-{name}-"))
+    if recheck is not None:
+        work = recheck / name
+        refresh_tests(root, work, group, name)
+        print(f"[{name}] rechecking {reset_survivors(work, group)} survivors of the kept run against the tests as they are now",
+              flush=True)
+    else:
+        work = Path(tempfile.mkdtemp(prefix=f"ecd-mutation-{name}-")) if keep is None else keep / name
+        if keep is not None:
+            remove(work)
+            work.mkdir(parents=True)
     try:
-        make_copy(root, work)
-        (work / "setup.cfg").write_text(mutmut_config(group, tests))
-        # it must exist before Python starts: a PYTHONPATH entry missing at start-up is cached as
-        # absent, and the tests would then import the checkout instead of the mutants
-        (work / "mutants").mkdir()
+        if recheck is None:
+            make_copy(root, work)
+            (work / "setup.cfg").write_text(mutmut_config(group, tests))
+            # it must exist before Python starts: a PYTHONPATH entry missing at start-up is cached as
+            # absent, and the tests would then import the checkout instead of the mutants
+            (work / "mutants").mkdir()
         env = dict(os.environ)
         # subprocesses the tests start import the mutated copy too, not the editable checkout
         env["PYTHONPATH"] = os.pathsep.join([str(work / "mutants"), *filter(None, [env.get("PYTHONPATH")])])
@@ -256,7 +277,47 @@ def run_group(name: str, group: Group, root: Path, jobs: int, verbose: bool) -> 
         print(f"[{name}] {sum(s.mutants for s in scores)} mutants in {time.monotonic() - t0:.0f} s", flush=True)
         return scores
     finally:
-        remove(work)
+        if keep is None and recheck is None:
+            remove(work)
+        else:
+            print(f"[{name}] the copy is kept in {work}", flush=True)
+
+
+def refresh_tests(root: Path, work: Path, group: Group, name: str) -> None:
+    """Bring a kept copy's tests up to date, refusing where its verdicts would no longer hold: a
+    mutated file that changed (its mutants are not the file's any more), or a test file removed (it
+    may be what killed some). Tests added or extended only kill more; a test weakened in place is not
+    caught here, which is why a recheck never replaces the full run before a release."""
+    if not (work / "mutants").is_dir():
+        raise GroupError(f"{name}: no kept copy in {work} (run the group with --keep first)")
+    for rel in group.files:
+        if (root / rel).read_bytes() != (work / rel).read_bytes():
+            raise GroupError(f"{name}: {rel} changed since the kept run; its mutants are stale: run the group in full")
+    now = {rel for rel in tree_files(root) if rel.startswith("tests/")}
+    before = {str(p.relative_to(work)) for p in (work / "tests").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    gone = sorted(before - now)
+    if gone:
+        raise GroupError(f"{name}: test files removed since the kept run ({', '.join(gone[:3])}); run the group in full")
+    for rel in sorted(now):
+        target = work / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.unlink(missing_ok=True)  # a fresh file, never one shared with another copy
+        shutil.copy2(root / rel, target)
+
+
+def reset_survivors(work: Path, group: Group) -> int:
+    """Mark the kept run's survivors (and mutants no test reached) as not yet run; return how many."""
+    count = 0
+    for rel in group.files:
+        meta_path = work / "mutants" / (rel + ".meta")
+        meta = json.loads(meta_path.read_text())
+        codes = meta["exit_code_by_key"]
+        for key, code in codes.items():
+            if code in SURVIVED_CODES | NO_TESTS_CODES:
+                codes[key] = None
+                count += 1
+        meta_path.write_text(json.dumps(meta, indent=4))
+    return count
 
 
 def end_session(proc: subprocess.Popen) -> None:
@@ -531,6 +592,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="mutants run at once (default: CPU count)")
     p.add_argument("--root", type=Path, default=ROOT, help="the tree to copy and test (default: this checkout)")
     p.add_argument("--verbose", action="store_true", help="print mutmut's own output")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--keep", type=Path, metavar="DIR", help="keep each group's copy (mutants, verdicts) in DIR/GROUP")
+    how.add_argument("--recheck", type=Path, metavar="DIR",
+                     help="rerun only the survivors of a run kept with --keep DIR against the current tests "
+                          "(refused where a mutated file changed or a test file went)")
     args = p.parse_args(argv)
 
     chosen: list[str] = []
@@ -549,7 +615,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     for name in chosen:
         try:
-            got = run_group(name, GROUPS[name], root, args.jobs, args.verbose)
+            got = run_group(name, GROUPS[name], root, args.jobs, args.verbose,
+                            args.keep and args.keep.resolve(), args.recheck and args.recheck.resolve())
             apply_allow_list(got, entries)
             for s in got:  # as it goes: a full run takes a while
                 print(f"[{name}] {s.file}: {s.killed}/{s.mutants - len(s.equivalent)} killed, {100 * s.score:.1f} %", flush=True)

@@ -17,17 +17,17 @@ from typing import AsyncIterator
 import grpc
 import numpy as np
 import pytest
+from harness import LocalCloud, Tiers, frame_for, settle, start_tiers, stop_tiers
 
 from cloud_server.service import CloudConfig
 from ecd import codec, zoo
-from ecd.manifest import MANIFEST_FILENAME, Manifest, load_heldout, sha256_bytes
+from ecd.manifest import load_heldout
 from ecd.metrics import ServiceMetrics
 from ecd.split import Preferences
-from ecd.types import Assignment, FileChunk, Frame, PartitionRequest, Result, Split
+from ecd.types import Assignment, Frame, Result, Split
 from ecd.v1 import ecd_pb2 as pb
 from edge_node.core import EdgeCore
 from edge_node.service import EdgeConfig
-from harness import Tiers, frame_for, start_tiers, stop_tiers
 
 M = zoo.load_manifest("digits_cnn")
 X = M.input.preprocess(load_heldout(M).images[:4])
@@ -118,29 +118,6 @@ def test_a_long_stream_is_answered_frame_for_frame(tiers: Tiers) -> None:
 
 
 # --- backpressure, deterministically, on the core ------------------------------------------------
-
-
-class LocalCloud:
-    """The edge's CloudClient without a network: one assignment, the bundled model's files."""
-
-    def __init__(self, manifest: Manifest, assignment: Assignment) -> None:
-        self.manifest = manifest
-        self.assignment = assignment
-
-    async def get_assignment(self, device_id: str, token: str) -> Assignment:
-        return self.assignment
-
-    async def fetch_partition(self, request: PartitionRequest) -> AsyncIterator[FileChunk]:
-        m = self.manifest
-        for path in [m.directory / MANIFEST_FILENAME] + [m.block_path(b) for b in m.blocks[request.start : request.stop]]:
-            data = path.read_bytes()
-            yield FileChunk(path.name, sha256_bytes(data), len(data), 0, data)
-
-
-async def settle() -> None:
-    """Let every ready task run until each waits on something (no timers: the loop is idle)."""
-    for _ in range(100):
-        await asyncio.sleep(0)
 
 
 def test_a_full_queue_stops_reading_the_device_stream(tmp_path: Path) -> None:

@@ -299,3 +299,39 @@ def test_tapp_plus_on_medium_instances_is_pinned_and_near_the_optimum(theta: flo
         at_optimum += (got.dangerous, got.allocated) == (best.dangerous, best.allocated)
     assert (best_d, best_a) == OPTIMUM[theta]
     assert (d, a, at_optimum) == TAPP_PLUS_PINNED[theta]
+
+
+def test_exact_asks_highs_for_a_proven_integer_optimum_within_its_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What makes it exact: integer columns, a zero MIP gap, and the caller's time limit on each
+    stage. The solver's own result still decides; the calls are only recorded."""
+    calls = []
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    real = tapp.milp
+    monkeypatch.setattr(tapp, "milp", recording)
+    inst = TappInstance(np.array([[0.5, 0.5], [1.0, 0.0], [0.2, 0.8]]), np.array([3, 3, 3]), np.array([3, 3]), 0.4)
+    tapp.exact(inst)
+    assert len(calls) == 2 and calls[0]["options"] == {"time_limit": tapp.EXACT_TIME_LIMIT_S, "mip_rel_gap": 0.0}
+    assert calls[1]["options"]["mip_rel_gap"] == 0.0 and 0 < calls[1]["options"]["time_limit"] <= tapp.EXACT_TIME_LIMIT_S
+    assert all(np.array_equal(c["integrality"], np.ones(len(c["integrality"]))) for c in calls)
+    calls.clear()
+    tapp.exact(inst, time_limit_s=7.5)
+    assert calls[0]["options"]["time_limit"] == 7.5
+
+
+def test_exact_refuses_a_first_stage_answer_highs_did_not_prove(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HiGHS out of time with an incumbent (status 1, x set) is no proof of the fewest dangerous."""
+    real = tapp.milp
+
+    def unproven(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.status, res.message = 1, "Time limit reached. (HiGHS Status 13: message: Time limit reached)"
+        return res
+
+    monkeypatch.setattr(tapp, "milp", unproven)
+    inst = TappInstance(np.array([[0.5, 0.5], [1.0, 0.0], [0.2, 0.8]]), np.array([3, 3, 3]), np.array([3, 3]), 0.4)
+    with pytest.raises(TappError, match=r"^method=exact: no proof of the fewest dangerous participants within 60 s \(Time limit"):
+        tapp.exact(inst)

@@ -107,3 +107,99 @@ def test_exact_without_time_to_prove_a_level_says_so() -> None:
     inst = coverage.random_instance(8, 3, 3, seed=1)
     with pytest.raises(coverage.CoverageError, match=r"^method=exact: HiGHS did not prove coverage level 1 optimal \(.*Time limit"):
         coverage.exact(inst, time_limit_s=0.0)
+
+
+# --- the proposed swapping (Algorithm 2) on values -----------------------------------------------
+
+
+def test_objective_by_hand_with_a_latency_scale() -> None:
+    inst = instance(rho=0.25, eta=2.0)
+    # users 1 and 2 cover subarea 1 only: 1 of 3 subareas
+    assert inst.objective(np.array([1, 2]), 3.0) == pytest.approx(0.25 * (1 - np.exp(-3.0 / 2.0)) + 0.75 * 2 / 3)
+    assert inst.objective(np.array([0, 3]), 3.0, rho=1.0) == pytest.approx(1 - np.exp(-1.5))
+
+
+@pytest.mark.parametrize(("rho", "eta"), [(0.5, 1.0), (0.3, 2.5), (1.0, 0.4), (0.0, 1.0)])
+def test_swap_scores_are_the_objectives_after_each_swap(rho: float, eta: float) -> None:
+    """The vectorised scores screen which swaps are re-scored exactly; they are the exact objectives
+    (module notes), so a score too low would make every swap a candidate and the search the slow loop."""
+    inst = coverage.random_instance(9, 3, 4, seed=7, rho=rho, eta=eta)
+    scheduled = np.array([4, 0, 7])
+    outside = np.setdiff1d(np.arange(9), scheduled)
+    scores = coverage._swap_objectives(inst, scheduled, outside, rho)
+    assert scores.shape == (3, 6)
+    for i in range(3):
+        for u, user in enumerate(outside):
+            trial = scheduled.copy()
+            trial[i] = user
+            assert scores[i, u] == pytest.approx(coverage._optimal(inst, trial, "x").objective, rel=1e-9, abs=1e-12), (i, user)
+
+
+def test_proposed_reports_its_allocation_with_lemma1_split() -> None:
+    inst = instance(rho=0.4)
+    a = coverage.proposed(inst)
+    assert a.method == "proposed" and len(a.scheduled) == 2
+    bits, latency, covered = expected_lemma1(inst, a.scheduled.tolist(), a.subband.tolist())
+    assert a.bits.tolist() == pytest.approx(bits) and a.latency == pytest.approx(latency) and a.coverage == covered
+    assert a.objective == pytest.approx(inst.objective(a.scheduled, latency))
+    assert a.objective == pytest.approx(coverage.brute_force(inst).objective)  # four users: the swaps reach the optimum
+
+
+def expected_lemma1(inst: CoverageInstance, scheduled: list[int], subband: list[int]) -> tuple[list[float], float, int]:
+    """Lemma 1: l_k = L w_k / Σ w, every user finishing at T = L / Σ w."""
+    w = np.array([inst.weight[k, n] for k, n in zip(scheduled, subband)])
+    return (10.0 * w / w.sum()).tolist(), 10.0 / w.sum(), len(set(inst.subarea[scheduled].tolist()))
+
+
+def test_a_start_that_no_swap_improves_is_returned_under_the_methods_name() -> None:
+    # users 0 and 1 are best on both subbands and cover both subareas; user 2 is worse in every respect
+    inst = CoverageInstance(np.array([3.0, 3.0, 1.0]), np.array([[8.0, 6.0], [6.0, 8.0], [1.0, 1.0]]), np.array([0, 1, 1]), 2, 10.0)
+    for method in ("proposed", "benchmark1"):
+        a = coverage.allocate(inst, method)
+        assert a.method == method and a.scheduled.tolist() == [0, 1] and a.subband.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize(("method", "size"), [("proposed", (12, 4, 4)), ("benchmark1", (60, 2, 3))])
+def test_proposed_and_benchmark1_are_seed_zero_by_default(method: str, size: tuple[int, int, int]) -> None:
+    """The seed orders the swaps tried; on these instances it changes the local optimum reached."""
+    inst = coverage.random_instance(*size, seed=0)
+    runs = {s: coverage.allocate(inst, method, s).scheduled.tolist() for s in range(4)}
+    assert len({tuple(v) for v in runs.values()}) > 1
+    assert coverage.allocate(inst, method).scheduled.tolist() == runs[0]
+    assert coverage.METHODS[method](inst).scheduled.tolist() == runs[0]
+    assert coverage.allocate(inst).method == "proposed"
+
+
+def test_exact_asks_highs_for_a_proven_integer_optimum_within_its_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What makes it exact: integer columns in [0, 1], a zero MIP gap and the caller's time limit on
+    every coverage level's MILP (60 s unless told). The calls are only recorded."""
+    calls = []
+    real = coverage.milp
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(coverage, "milp", recording)
+    inst = coverage.random_instance(8, 3, 3, seed=1)
+    coverage.exact(inst)
+    assert len(calls) == 3  # levels 1..min(N, subareas present)
+    for c in calls:
+        assert c["options"] == {"time_limit": 60.0, "mip_rel_gap": 0.0}
+        assert np.array_equal(c["integrality"], np.ones(len(c["integrality"])))
+    calls.clear()
+    coverage.exact(inst, time_limit_s=4.0)
+    assert {c["options"]["time_limit"] for c in calls} == {4.0}
+
+
+def test_exact_refuses_a_level_highs_did_not_prove(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = coverage.milp
+
+    def unproven(*args, **kwargs):
+        res = real(*args, **kwargs)
+        res.status, res.message = 1, "Time limit reached."
+        return res
+
+    monkeypatch.setattr(coverage, "milp", unproven)
+    with pytest.raises(coverage.CoverageError, match=r"^method=exact: HiGHS did not prove coverage level 1 optimal \(Time limit reached.\)$"):
+        coverage.exact(coverage.random_instance(8, 3, 3, seed=1))

@@ -5,6 +5,7 @@ parameter the function never reads), nothing else: a false "equivalent" hides a 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -91,3 +92,42 @@ def test_a_rule_applies_only_to_the_files_it_names() -> None:
     inside = mutation.Survivor("m", "cloud_server/registry.py", 1, "g", 'x("SELECT a")', 'x("select a")')
     elsewhere = mutation.Survivor("m", "cloud_server/panel.py", 1, "g", 'x("SELECT a")', 'x("select a")')
     assert mutation.explains(rule, inside) and not mutation.explains(rule, elsewhere)
+
+
+def kept_copy(tmp_path: Path) -> tuple[Path, Path, "mutation.Group"]:
+    """A checkout (no git: every file counts) and a kept copy of one group's run with three verdicts."""
+    root, work = tmp_path / "root", tmp_path / "kept" / "g"
+    for base in (root, work):
+        (base / "pkg").mkdir(parents=True)
+        (base / "pkg" / "m.py").write_text("def f():\n    return 1\n")
+        (base / "tests").mkdir()
+        (base / "tests" / "test_m.py").write_text("def test_f():\n    assert True\n")
+    (work / "mutants" / "pkg").mkdir(parents=True)
+    codes = {"pkg.m.x_f__mutmut_1": 1, "pkg.m.x_f__mutmut_2": 0, "pkg.m.x_f__mutmut_3": 33}
+    (work / "mutants" / "pkg" / "m.py.meta").write_text(json.dumps({"exit_code_by_key": codes}))
+    return root, work, mutation.Group(("pkg/m.py",), ("tests/test_m.py",))
+
+
+def test_a_recheck_reruns_only_the_survivors_with_the_tests_as_they_are_now(tmp_path: Path) -> None:
+    root, work, group = kept_copy(tmp_path)
+    (root / "tests" / "test_new.py").write_text("def test_more():\n    assert 1 == 1\n")
+    (root / "tests" / "test_m.py").write_text("def test_f():\n    assert 1\n")
+    mutation.refresh_tests(root, work, group, "g")
+    assert (work / "tests" / "test_new.py").read_text() == (root / "tests" / "test_new.py").read_text()
+    assert (work / "tests" / "test_m.py").read_text() == "def test_f():\n    assert 1\n"
+    assert mutation.reset_survivors(work, group) == 2
+    codes = json.loads((work / "mutants" / "pkg" / "m.py.meta").read_text())["exit_code_by_key"]
+    assert codes == {"pkg.m.x_f__mutmut_1": 1, "pkg.m.x_f__mutmut_2": None, "pkg.m.x_f__mutmut_3": None}
+
+
+def test_a_recheck_is_refused_where_its_verdicts_no_longer_hold(tmp_path: Path) -> None:
+    root, work, group = kept_copy(tmp_path)
+    (root / "tests" / "test_m.py").unlink()
+    with pytest.raises(mutation.GroupError, match=r"^g: test files removed since the kept run \(tests/test_m.py\)"):
+        mutation.refresh_tests(root, work, group, "g")
+    root, work, group = kept_copy(tmp_path / "again")
+    (root / "pkg" / "m.py").write_text("def f():\n    return 2\n")
+    with pytest.raises(mutation.GroupError, match=r"^g: pkg/m.py changed since the kept run"):
+        mutation.refresh_tests(root, work, group, "g")
+    with pytest.raises(mutation.GroupError, match=r"^g: no kept copy in .*nowhere"):
+        mutation.refresh_tests(root, tmp_path / "nowhere", group, "g")

@@ -1,0 +1,150 @@
+"""The edge core without a network: its per-device assignment cache and its drain (issue 19: the
+mutation gate found both unchecked by the edge's own tests)."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+from typing import AsyncIterator
+
+import numpy as np
+import pytest
+
+from ecd import codec, zoo
+from ecd.errors import UnavailableError
+from ecd.metrics import ServiceMetrics
+from ecd.split import Preferences
+from ecd.types import Assignment, FileChunk, Frame, PartitionRequest, Result, Split
+from edge_node.core import EdgeCore
+from harness import LocalCloud, settle
+
+M = zoo.load_manifest("digits_cnn")
+N = M.n_blocks
+
+
+class CountingCloud(LocalCloud):
+    """Counts the assignments asked of the cloud (the real lookup still answers)."""
+
+    def __init__(self, assignment: Assignment) -> None:
+        super().__init__(M, assignment)
+        self.asked: list[tuple[str, str]] = []
+
+    async def get_assignment(self, device_id: str, token: str) -> Assignment:
+        self.asked.append((device_id, token))
+        return self.assignment
+
+
+def assignment(split_device: int = N - 1, token: str = "tok") -> Assignment:
+    return Assignment("d", token, "", M.model_id, M.version, Split(split_device, N - 1), N - 1, Preferences(1.0, 0.0, 0))
+
+
+def core_for(cloud: LocalCloud, tmp_path: Path) -> EdgeCore:
+    return EdgeCore(cloud, tmp_path, max_queue=4, max_tensor_bytes=1 << 20, metrics=ServiceMetrics("edge"), max_message_bytes=1 << 24)
+
+
+def test_an_assignment_is_asked_of_the_cloud_once_until_token_split_or_revocation_changes(tmp_path: Path) -> None:
+    cloud = CountingCloud(assignment())
+    core = core_for(cloud, tmp_path)
+
+    async def scenario() -> None:
+        for _ in range(3):
+            assert (await core.assignment("d", "tok", N - 1)).token == "tok"
+        assert cloud.asked == [("d", "tok")]  # cached per device
+        await core.assignment("e", "tok", N - 1)
+        assert cloud.asked[-1] == ("e", "tok")  # another device has its own entry
+        await core.assignment("d", "other", N - 1)
+        assert cloud.asked[-1] == ("d", "other")  # a different token is checked with the cloud
+        cloud.assignment = assignment(token="other")
+        await core.assignment("d", "other", N - 1)
+        n = len(cloud.asked)
+        await core.assignment("d", "other", N - 1)
+        assert len(cloud.asked) == n  # cached again
+        cloud.assignment = replace(assignment(token="other"), split=Split(N - 2, N - 1))
+        await core.assignment("d", "other", N - 2)
+        assert len(cloud.asked) == n + 1  # the device moved its split: the cached assignment is stale
+        core.forget(["d"])  # its token was revoked
+        await core.assignment("d", "other", N - 2)
+        assert len(cloud.asked) == n + 2
+        core.forget(["nobody"])  # a device never seen: nothing to drop, no error
+        await core.assignment("e", "tok", N - 1)
+        assert len(cloud.asked) == n + 2  # e's entry survived both
+
+    asyncio.run(scenario())
+
+
+def stuck_frames(count: int) -> AsyncIterator[Frame]:
+    tensor = codec.encode(np.zeros((1, *M.activation_shape(N - 1)), dtype=np.float32))
+
+    async def frames() -> AsyncIterator[Frame]:
+        for i in range(1, count + 1):
+            yield Frame("d", i, "tok", M.model_id, M.version, Split(N - 1, 0), tensor)
+
+    return frames()
+
+
+def test_drain_with_no_stream_open_returns_at_once_and_refuses_new_streams(tmp_path: Path) -> None:
+    core = core_for(LocalCloud(M, assignment()), tmp_path)
+
+    async def scenario() -> None:
+        assert await asyncio.wait_for(core.drain(60.0), 10) == 0  # nothing to wait for: not the 60 s
+        assert core.draining
+        with pytest.raises(UnavailableError, match="shutting down"):
+            await core.serve_device(stuck_frames(1)).__anext__()
+
+    asyncio.run(scenario())
+
+
+def test_drain_waits_for_the_frames_taken_and_says_how_many_streams_are_still_open(tmp_path: Path) -> None:
+    """Two frames wait on a cloud that does not answer: the drain waits its whole time and reports
+    the stream open; once the cloud answers, the stream hands both back and ends, and the next drain
+    finds nothing open."""
+    core = core_for(LocalCloud(M, assignment()), tmp_path)
+
+    async def scenario() -> None:
+        results = core.serve_device(stuck_frames(2))
+        first = asyncio.ensure_future(results.__anext__())
+        await settle()
+        assert len(core.link.pending) == 2 and not first.done()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        assert await core.drain(0.3) == 1
+        assert loop.time() - start >= 0.3  # it waited the time it was given
+        for _ in range(2):  # the cloud answers
+            f = await core.link.next_frame()
+            core.link.route(Result(device_id=f.device_id, frame_id=f.frame_id, split=f.split))
+        assert (await first).frame_id == 1 and (await results.__anext__()).frame_id == 2
+        with pytest.raises(UnavailableError, match="resend"):  # the stream ends: the device moves on
+            await results.__anext__()
+        assert await asyncio.wait_for(core.drain(60.0), 10) == 0
+
+    asyncio.run(scenario())
+
+
+class RecordingCloud(LocalCloud):
+    """Records the partition requests the edge makes (the bundled files still answer them)."""
+
+    def __init__(self, assignment: Assignment) -> None:
+        super().__init__(M, assignment)
+        self.requests: list[tuple] = []
+
+    async def fetch_partition(self, request: PartitionRequest) -> AsyncIterator[FileChunk]:
+        self.requests.append((request.model_id, request.model_version, request.start, request.stop))
+        async for chunk in super().fetch_partition(request):
+            await asyncio.sleep(0)  # as a network would: other frames' tasks run meanwhile
+            yield chunk
+
+
+def test_a_model_is_fetched_once_head_first_however_many_frames_ask_for_it(tmp_path: Path) -> None:
+    cloud = RecordingCloud(assignment())
+    core = core_for(cloud, tmp_path)
+
+    async def scenario() -> None:
+        got = await asyncio.gather(*(core.model(M.model_id, M.version) for _ in range(3)))
+        assert len({id(g[0]) for g in got}) == 1  # one manifest, one runner for all
+        assert got[0][0].n_blocks == N and (tmp_path / M.model_id / M.version).is_dir()
+        await core.model(M.model_id, M.version)
+
+    asyncio.run(scenario())
+    # the manifest alone (no blocks) first, to learn how many blocks there are; then every block
+    assert cloud.requests == [(M.model_id, M.version, 0, 0), (M.model_id, M.version, 0, N)]
