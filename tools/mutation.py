@@ -235,6 +235,7 @@ def run_group(name: str, group: Group, root: Path, jobs: int, verbose: bool,
     if recheck is not None:
         work = recheck / name
         refresh_tests(root, work, group, name)
+        (work / "setup.cfg").write_text(mutmut_config(group, tests))  # a changed test list makes mutmut rerun all
         print(f"[{name}] rechecking {reset_survivors(work, group)} survivors of the kept run against the tests as they are now",
               flush=True)
     else:

@@ -4,20 +4,31 @@ mutation gate found both unchecked by the edge's own tests)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import AsyncIterator
 
 import numpy as np
 import pytest
+from harness import LocalCloud, settle
 
 from ecd import codec, zoo
-from ecd.errors import UnavailableError
+from ecd.errors import LimitError, UnavailableError
+from ecd.manifest import load_heldout
 from ecd.metrics import ServiceMetrics
+from ecd.partition import BlockRunner
 from ecd.split import Preferences
-from ecd.types import Assignment, FileChunk, Frame, PartitionRequest, Result, Split
+from ecd.types import (
+    Assignment,
+    Encoding,
+    FileChunk,
+    Frame,
+    PartitionRequest,
+    Result,
+    Split,
+)
 from edge_node.core import EdgeCore
-from harness import LocalCloud, settle
 
 M = zoo.load_manifest("digits_cnn")
 N = M.n_blocks
@@ -148,3 +159,52 @@ def test_a_model_is_fetched_once_head_first_however_many_frames_ask_for_it(tmp_p
     asyncio.run(scenario())
     # the manifest alone (no blocks) first, to learn how many blocks there are; then every block
     assert cloud.requests == [(M.model_id, M.version, 0, 0), (M.model_id, M.version, 0, N)]
+
+
+# --- prepare: what the edge forwards ---------------------------------------------------------------
+
+
+def frame(split_device: int, tensor, frame_id: int = 1) -> Frame:
+    return Frame("d", frame_id, "tok", M.model_id, M.version, Split(split_device, 0), tensor)
+
+
+def images(n: int) -> np.ndarray:
+    return load_heldout(M).images[:n]
+
+
+def test_the_edge_runs_its_blocks_and_forwards_in_the_devices_encoding(tmp_path: Path) -> None:
+    a = replace(assignment(), split=Split(1, 2), encoding=Encoding.FLOAT32)
+    cloud = CountingCloud(a)
+    core = core_for(cloud, tmp_path)
+    x1 = BlockRunner(M).run(M.input.preprocess(images(2)), 0, 1)
+
+    async def scenario() -> None:
+        out = []
+        for i, enc in enumerate((Encoding.FLOAT16, Encoding.INT8, Encoding.FLOAT32), start=1):
+            t0 = time.perf_counter()
+            out.append(await core.prepare(frame(1, codec.encode(x1, enc), i)))
+            assert 0 < out[-1].edge_compute_s <= time.perf_counter() - t0  # the blocks' own time
+        assert [f.tensor.encoding for f in out] == [Encoding.FLOAT16, Encoding.INT8, Encoding.FLOAT32]
+        assert all(f.split == Split(1, 2) for f in out)
+        expected = BlockRunner(M).run(x1, 1, 2)
+        np.testing.assert_allclose(codec.decode(out[2].tensor, M.activation_shape(2), 1 << 24), expected, rtol=1e-5, atol=1e-5)
+        assert cloud.asked == [("d", "tok")]  # three frames, one look-up: the split matches the cached one
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("registered", "forwarded"), [(Encoding.INT8, Encoding.INT8), (Encoding.FLOAT16, Encoding.FLOAT16),
+                                                       (Encoding.UINT8, Encoding.FLOAT32)])
+def test_past_a_raw_image_the_edge_forwards_in_the_encoding_the_device_registered(tmp_path: Path, registered: Encoding,
+                                                                                   forwarded: Encoding) -> None:
+    core = core_for(LocalCloud(M, replace(assignment(), split=Split(0, 2), encoding=registered)), tmp_path)
+    out = asyncio.run(core.prepare(frame(0, codec.encode_image(images(2)))))
+    assert out.tensor.encoding is forwarded and out.tensor.shape[0] == 2
+
+
+def test_the_edge_refuses_a_batch_over_its_own_limit(tmp_path: Path) -> None:
+    core = EdgeCore(LocalCloud(M, replace(assignment(), split=Split(0, 2))), tmp_path, max_queue=4, max_tensor_bytes=1 << 24,
+                    metrics=ServiceMetrics("edge"), max_message_bytes=1 << 24, max_batch=2)
+    assert asyncio.run(core.prepare(frame(0, codec.encode_image(images(2))))).tensor.shape[0] == 2
+    with pytest.raises(LimitError, match=r"a batch of 3 exceeds the limit of 2 \(max_batch\)"):
+        asyncio.run(core.prepare(frame(0, codec.encode_image(images(3)))))
