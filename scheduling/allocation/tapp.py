@@ -471,6 +471,8 @@ def exact(inst: TappInstance, seed: int = 0, time_limit_s: float = EXACT_TIME_LI
         cap_rows.append((list(range(first, dump + 1)), [1.0] * (dump + 1 - first), float(size)))  # one role per member
         cap_rows.append(([dump] + list(range(dump_work, n_cols)), [-float(t)] + [1.0] * len(cells), 0.0))  # dumps' time
         layout.append((members, cells, t, safe, dump, dump_work))
+    if n_cols == 0:  # nobody has time (so, past the capacity check, there is no work): nothing to solve
+        return replace(_result(inst, np.zeros((n, m), dtype=np.int64), "exact"), proven=("dangerous", "allocated"))
     r_idx = [j for j, _, _ in work_entries]
     c_idx = [k for _, k, _ in work_entries]
     vals = [v for _, _, v in work_entries]

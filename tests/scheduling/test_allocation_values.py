@@ -500,3 +500,12 @@ def test_tapp_plus_allocations_on_varied_instances_are_pinned() -> None:
         digest.update(got.x.astype(np.int64).tobytes())
     assert (feasible, dangerous, allocated) == (91, 194, 452)
     assert digest.hexdigest()[:16] == "889b0f60d55496d5"
+
+
+def test_every_method_allocates_nothing_when_nobody_has_time_and_there_is_no_work() -> None:
+    """exact used to hand HiGHS a problem with no columns, and fail with scipy's own error."""
+    inst = TappInstance(np.array([[0.5, 0.5], [1.0, 0.0]]), np.array([0, 0]), np.array([0, 0]), 0.5)
+    for method in tapp.METHODS:
+        got = tapp.allocate(inst, method)
+        assert got.x.tolist() == [[0, 0], [0, 0]] and (got.dangerous, got.allocated) == (0, 0), method
+    assert tapp.allocate(inst, "exact").proven == ("dangerous", "allocated")
