@@ -26,10 +26,11 @@ Logging calls (``log.info(...)`` and the like) are not mutated, as PIT does by d
 line says is no contract of the module.
 
 A full run of every group takes hours on two cores. ``--keep DIR`` keeps each group's copy, and
-``--recheck DIR`` then reruns only that run's survivors against the tests as they are now: minutes
-instead of an hour for a group whose tests were extended. It refuses when a mutated file changed or a
-test file was removed since; a killed mutant keeps its verdict, so a test weakened in place is not
-noticed: the figure that counts is a full run's.
+``--recheck DIR`` then brings that copy up to date with the checkout and reruns only its survivors:
+minutes instead of an hour for a group whose tests were extended. It refuses when a mutated file
+changed or a test file was removed since; a killed mutant keeps its verdict, so a test weakened in
+place is not noticed, and mutmut maps only new test functions (extend by adding them): the figure that
+counts is a full run's, and a recheck's report says it is one.
 
 Usage: ``python tools/mutation.py [--module NAME]... [--jobs N] [--root PATH] [--keep DIR | --recheck DIR]``
 or ``make mutation``.
@@ -234,9 +235,9 @@ def run_group(name: str, group: Group, root: Path, jobs: int, verbose: bool,
         raise GroupError(f"{name}: none of its tests exist ({', '.join(group.tests)})")
     if recheck is not None:
         work = recheck / name
-        refresh_tests(root, work, group, name)
+        refresh_tree(root, work, group, name)
         (work / "setup.cfg").write_text(mutmut_config(group, tests))  # a changed test list makes mutmut rerun all
-        print(f"[{name}] rechecking {reset_survivors(work, group)} survivors of the kept run against the tests as they are now",
+        print(f"[{name}] rechecking {reset_survivors(work, group, name)} survivors of the kept run against the tests as they are now",
               flush=True)
     else:
         work = Path(tempfile.mkdtemp(prefix=f"ecd-mutation-{name}-")) if keep is None else keep / name
@@ -284,33 +285,45 @@ def run_group(name: str, group: Group, root: Path, jobs: int, verbose: bool,
             print(f"[{name}] the copy is kept in {work}", flush=True)
 
 
-def refresh_tests(root: Path, work: Path, group: Group, name: str) -> None:
-    """Bring a kept copy's tests up to date, refusing where its verdicts would no longer hold: a
-    mutated file that changed (its mutants are not the file's any more), or a test file removed (it
-    may be what killed some). Tests added or extended only kill more; a test weakened in place is not
-    caught here, which is why a recheck never replaces the full run before a release."""
+def refresh_tree(root: Path, work: Path, group: Group, name: str) -> None:
+    """Bring a kept copy up to date with the checkout (tests, the other modules, data), refusing
+    where its verdicts would no longer hold: a mutated file that changed (its mutants are not the
+    file's any more), or a test file removed (it may be what killed some). Tests added only kill
+    more. Not caught: a test weakened in place, or a test function extended in place (mutmut maps
+    only new test names to the functions they reach, so extend by adding test functions); that is
+    why a recheck never replaces the full run before a release."""
     if not (work / "mutants").is_dir():
         raise GroupError(f"{name}: no kept copy in {work} (run the group with --keep first)")
     for rel in group.files:
         if (root / rel).read_bytes() != (work / rel).read_bytes():
             raise GroupError(f"{name}: {rel} changed since the kept run; its mutants are stale: run the group in full")
-    now = {rel for rel in tree_files(root) if rel.startswith("tests/")}
-    before = {str(p.relative_to(work)) for p in (work / "tests").rglob("*") if p.is_file() and "__pycache__" not in p.parts}
-    gone = sorted(before - now)
+    now = set(tree_files(root))
+    kept = {str(p.relative_to(work)) for p in work.rglob("*")
+            if p.is_file() and p.relative_to(work).parts[0] != "mutants" and "__pycache__" not in p.parts}
+    gone = sorted(rel for rel in kept - now if rel.startswith("tests/"))
     if gone:
         raise GroupError(f"{name}: test files removed since the kept run ({', '.join(gone[:3])}); run the group in full")
-    for rel in sorted(now):
-        target = work / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.unlink(missing_ok=True)  # a fresh file, never one shared with another copy
-        shutil.copy2(root / rel, target)
+    in_mutants = PACKAGES + ALSO_COPY + ("tests",)
+    for rel in sorted(kept - now):  # other files gone: gone from the copy too
+        for base in (work, work / "mutants"):
+            (base / rel).unlink(missing_ok=True)
+    for rel in sorted(now - set(group.files)):
+        targets = [work / rel] + ([work / "mutants" / rel] if rel.split("/", 1)[0] in in_mutants else [])
+        for target in targets:
+            if target.exists() and target.read_bytes() == (root / rel).read_bytes():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.unlink(missing_ok=True)  # a fresh file, never one shared with another copy
+            shutil.copy2(root / rel, target)
 
 
-def reset_survivors(work: Path, group: Group) -> int:
+def reset_survivors(work: Path, group: Group, name: str) -> int:
     """Mark the kept run's survivors (and mutants no test reached) as not yet run; return how many."""
     count = 0
     for rel in group.files:
         meta_path = work / "mutants" / (rel + ".meta")
+        if not meta_path.exists():
+            raise GroupError(f"{name}: the kept run has no results for {rel}; run the group in full")
         meta = json.loads(meta_path.read_text())
         codes = meta["exit_code_by_key"]
         for key, code in codes.items():
@@ -630,6 +643,9 @@ def main(argv: list[str] | None = None) -> int:
     for e in errors:
         print(f"ERROR {e.splitlines()[0]}")
     print(f"\n{len(chosen)} group(s) in {time.monotonic() - t0:.0f} s")
+    if args.recheck:
+        print(f"a recheck of {args.recheck}: the kept run's killed verdicts were carried over, not rerun; "
+              "the figure that counts is a full run's")
     return 0 if ok and not errors else 1
 
 

@@ -35,7 +35,7 @@ N = M.n_blocks
 
 
 class CountingCloud(LocalCloud):
-    """Counts the assignments asked of the cloud (the real lookup still answers)."""
+    """Counts the assignments asked of the cloud (each answered with the one assignment it holds)."""
 
     def __init__(self, assignment: Assignment) -> None:
         super().__init__(M, assignment)

@@ -187,12 +187,15 @@ def test_exact_asks_highs_for_a_proven_integer_optimum_within_its_time(monkeypat
     for c in calls:
         assert c["options"] == {"time_limit": 60.0, "mip_rel_gap": 0.0}
         assert np.array_equal(c["integrality"], np.ones(len(c["integrality"])))
+        assert (c["bounds"].lb, c["bounds"].ub) == (0, 1)
     calls.clear()
     coverage.exact(inst, time_limit_s=4.0)
     assert {c["options"]["time_limit"] for c in calls} == {4.0}
 
 
 def test_exact_refuses_a_level_highs_did_not_prove(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HiGHS's answer is doctored to "out of time, with an incumbent" (status 1, x set): a real
+    time-limited run on an instance this small has no incumbent yet, and no proof is no proof."""
     real = coverage.milp
 
     def unproven(*args, **kwargs):

@@ -100,22 +100,32 @@ def kept_copy(tmp_path: Path) -> tuple[Path, Path, "mutation.Group"]:
     for base in (root, work):
         (base / "pkg").mkdir(parents=True)
         (base / "pkg" / "m.py").write_text("def f():\n    return 1\n")
+        (base / "ecd").mkdir()
+        (base / "ecd" / "other.py").write_text("X = 1\n")
         (base / "tests").mkdir()
         (base / "tests" / "test_m.py").write_text("def test_f():\n    assert True\n")
     (work / "mutants" / "pkg").mkdir(parents=True)
+    (work / "mutants" / "ecd").mkdir()
+    (work / "mutants" / "ecd" / "other.py").write_text("X = 1\n")
     codes = {"pkg.m.x_f__mutmut_1": 1, "pkg.m.x_f__mutmut_2": 0, "pkg.m.x_f__mutmut_3": 33}
     (work / "mutants" / "pkg" / "m.py.meta").write_text(json.dumps({"exit_code_by_key": codes}))
     return root, work, mutation.Group(("pkg/m.py",), ("tests/test_m.py",))
 
 
-def test_a_recheck_reruns_only_the_survivors_with_the_tests_as_they_are_now(tmp_path: Path) -> None:
+def test_a_recheck_reruns_only_the_survivors_with_the_tree_as_it_is_now(tmp_path: Path) -> None:
     root, work, group = kept_copy(tmp_path)
+    (root / "ecd" / "other.py").write_text("X = 2\n")  # a module the mutated one uses: the tests run today's
+    (work / "ecd" / "gone.py").write_text("")
+    (work / "mutants" / "ecd" / "gone.py").write_text("")
     (root / "tests" / "test_new.py").write_text("def test_more():\n    assert 1 == 1\n")
     (root / "tests" / "test_m.py").write_text("def test_f():\n    assert 1\n")
-    mutation.refresh_tests(root, work, group, "g")
+    mutation.refresh_tree(root, work, group, "g")
     assert (work / "tests" / "test_new.py").read_text() == (root / "tests" / "test_new.py").read_text()
     assert (work / "tests" / "test_m.py").read_text() == "def test_f():\n    assert 1\n"
-    assert mutation.reset_survivors(work, group) == 2
+    assert (work / "mutants" / "tests" / "test_new.py").exists()
+    assert (work / "ecd" / "other.py").read_text() == (work / "mutants" / "ecd" / "other.py").read_text() == "X = 2\n"
+    assert not (work / "ecd" / "gone.py").exists() and not (work / "mutants" / "ecd" / "gone.py").exists()
+    assert mutation.reset_survivors(work, group, "g") == 2
     codes = json.loads((work / "mutants" / "pkg" / "m.py.meta").read_text())["exit_code_by_key"]
     assert codes == {"pkg.m.x_f__mutmut_1": 1, "pkg.m.x_f__mutmut_2": None, "pkg.m.x_f__mutmut_3": None}
 
@@ -124,10 +134,13 @@ def test_a_recheck_is_refused_where_its_verdicts_no_longer_hold(tmp_path: Path) 
     root, work, group = kept_copy(tmp_path)
     (root / "tests" / "test_m.py").unlink()
     with pytest.raises(mutation.GroupError, match=r"^g: test files removed since the kept run \(tests/test_m.py\)"):
-        mutation.refresh_tests(root, work, group, "g")
+        mutation.refresh_tree(root, work, group, "g")
     root, work, group = kept_copy(tmp_path / "again")
     (root / "pkg" / "m.py").write_text("def f():\n    return 2\n")
     with pytest.raises(mutation.GroupError, match=r"^g: pkg/m.py changed since the kept run"):
-        mutation.refresh_tests(root, work, group, "g")
+        mutation.refresh_tree(root, work, group, "g")
     with pytest.raises(mutation.GroupError, match=r"^g: no kept copy in .*nowhere"):
-        mutation.refresh_tests(root, tmp_path / "nowhere", group, "g")
+        mutation.refresh_tree(root, tmp_path / "nowhere", group, "g")
+    (work / "mutants" / "pkg" / "m.py.meta").unlink()
+    with pytest.raises(mutation.GroupError, match=r"^g: the kept run has no results for pkg/m.py"):
+        mutation.reset_survivors(work, group, "g")
