@@ -100,7 +100,7 @@ def test_drain_with_no_stream_open_returns_at_once_and_refuses_new_streams(tmp_p
     async def scenario() -> None:
         assert await asyncio.wait_for(core.drain(60.0), 10) == 0  # nothing to wait for: not the 60 s
         assert core.draining
-        with pytest.raises(UnavailableError, match="shutting down"):
+        with pytest.raises(UnavailableError, match=r"^edge: this edge node is shutting down; ask the cloud for your assignment$"):
             await core.serve_device(stuck_frames(1)).__anext__()
 
     asyncio.run(scenario())
@@ -125,7 +125,8 @@ def test_drain_waits_for_the_frames_taken_and_says_how_many_streams_are_still_op
             f = await core.link.next_frame()
             core.link.route(Result(device_id=f.device_id, frame_id=f.frame_id, split=f.split))
         assert (await first).frame_id == 1 and (await results.__anext__()).frame_id == 2
-        with pytest.raises(UnavailableError, match="resend"):  # the stream ends: the device moves on
+        with pytest.raises(UnavailableError, match=r"^edge: this edge node is shutting down; ask the cloud for your assignment "
+                                                   r"and resend$"):  # the stream ends: the device moves on
             await results.__anext__()
         assert await asyncio.wait_for(core.drain(60.0), 10) == 0
 
@@ -208,3 +209,66 @@ def test_the_edge_refuses_a_batch_over_its_own_limit(tmp_path: Path) -> None:
     assert asyncio.run(core.prepare(frame(0, codec.encode_image(images(2))))).tensor.shape[0] == 2
     with pytest.raises(LimitError, match=r"a batch of 3 exceeds the limit of 2 \(max_batch\)"):
         asyncio.run(core.prepare(frame(0, codec.encode_image(images(3)))))
+
+
+# --- serve_device: every frame counted, stamped, answered once ------------------------------------------
+
+
+def sample(core: EdgeCore, name: str, **labels: str) -> float:
+    return core.metrics.registry.get_sample_value(name, {"service": "edge", **labels}) or 0.0
+
+
+def test_a_stream_is_counted_stamped_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    core = core_for(LocalCloud(M, assignment()), tmp_path)
+    core.edge_id = "edge-7"
+    tensor = codec.encode(np.zeros((1, *M.activation_shape(N - 1)), dtype=np.float32))
+    sent = [replace(frame(N - 1, tensor, i), wire_bytes=1000 + i) for i in (1, 2, 3)]  # as the transport measured them
+    sent[1] = replace(sent[1], model_version="v-other")  # refused at the edge: not the registered version
+
+    async def frames() -> AsyncIterator[Frame]:
+        for f in sent:
+            yield f
+
+    async def scenario() -> list[Result]:
+        results = core.serve_device(frames())
+        out = [await results.__anext__()]  # the refusal comes back at once
+        for _ in range(2):  # the cloud answers the two forwarded
+            f = await core.link.next_frame()
+            core.link.route(Result(device_id=f.device_id, frame_id=f.frame_id, split=f.split))
+        out += [r async for r in results]
+        return out
+
+    out = asyncio.run(scenario())
+    assert sorted(r.frame_id for r in out) == [1, 2, 3] and {r.edge_id for r in out} == {"edge-7"}
+    assert [r.frame_id for r in out if not r.ok] == [2] and "model_version" in out[0].error.message
+    assert core.frames_seen == 3
+    assert sample(core, "ecd_hop_bytes_total", hop="device_to_edge") == sum(f.wire_bytes for f in sent) > 0
+    assert (sample(core, "ecd_frames_total", outcome="ok"), sample(core, "ecd_frames_total", outcome="error")) == (2, 1)
+    assert sample(core, "ecd_frame_errors_total", code="FAILED_PRECONDITION") == 1
+    assert core.sessions == set() and core._readers == set() and core.link.pending == {}
+
+
+def test_a_frame_resent_on_a_new_stream_is_handed_over_not_refused(tmp_path: Path) -> None:
+    """The device lost its stream with frame 1 pending at the cloud and resends it on a new one:
+    the answer goes to the new stream, once."""
+    core = core_for(LocalCloud(M, assignment()), tmp_path)
+
+    async def scenario() -> Result:
+        first = core.serve_device(stuck_frames(1))
+        waiting = asyncio.ensure_future(first.__anext__())
+        await settle()
+        assert list(core.link.pending) == [("d", 1)]
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        await first.aclose()  # the stream is gone, its frame still pending
+        second = core.serve_device(stuck_frames(1))
+        answer = asyncio.ensure_future(second.__anext__())
+        await settle()
+        f = await core.link.next_frame()
+        core.link.route(Result(device_id=f.device_id, frame_id=f.frame_id, split=f.split))
+        got = await answer
+        await second.aclose()
+        return got
+
+    got = asyncio.run(scenario())
+    assert got.ok and got.frame_id == 1

@@ -509,3 +509,10 @@ def test_every_method_allocates_nothing_when_nobody_has_time_and_there_is_no_wor
         got = tapp.allocate(inst, method)
         assert got.x.tolist() == [[0, 0], [0, 0]] and (got.dangerous, got.allocated) == (0, 0), method
     assert tapp.allocate(inst, "exact").proven == ("dangerous", "allocated")
+
+
+def test_exhaustive_names_a_joint_shortage_the_capacity_check_misses() -> None:
+    profiles = np.array([[0.5, 0.5, 0.0, 0.0], [0.0, 0.5, 0.5, 0.0], [0.0, 0.0, 0.0, 1.0]])
+    inst = TappInstance(profiles, np.array([1, 1, 1]), np.array([1, 1, 1, 0]), 0.5)
+    with pytest.raises(TappInfeasible, match=r"^time_threshold: no allocation meets every participant's time threshold$"):
+        tapp.allocate(inst, "exhaustive")
