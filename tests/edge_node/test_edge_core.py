@@ -28,7 +28,7 @@ from ecd.types import (
     Result,
     Split,
 )
-from edge_node.core import EdgeCore
+from edge_node.core import CloudLink, DeviceSession, EdgeCore
 
 M = zoo.load_manifest("digits_cnn")
 N = M.n_blocks
@@ -267,8 +267,61 @@ def test_a_frame_resent_on_a_new_stream_is_handed_over_not_refused(tmp_path: Pat
         f = await core.link.next_frame()
         core.link.route(Result(device_id=f.device_id, frame_id=f.frame_id, split=f.split))
         got = await answer
-        await second.aclose()
+        with pytest.raises(StopAsyncIteration):  # its one frame answered, the new stream ends
+            await asyncio.wait_for(second.__anext__(), 10)
         return got
 
     got = asyncio.run(scenario())
     assert got.ok and got.frame_id == 1
+
+
+# --- the edge → cloud link ----------------------------------------------------------------------------
+
+
+def session() -> DeviceSession:
+    return DeviceSession(asyncio.Queue(), asyncio.Semaphore(8))
+
+
+def test_a_frame_id_answered_may_come_again_and_is_sent_again(tmp_path: Path) -> None:
+    """Once frame 1 is answered, a later frame 1 (a device that restarted its numbering) is new work."""
+    link = CloudLink(4, ServiceMetrics("edge"))
+    f = frame(N - 1, codec.encode(np.zeros((1, *M.activation_shape(N - 1)), dtype=np.float32)))
+
+    async def scenario() -> None:
+        s = session()
+        for _ in range(2):
+            assert await link.submit(f, s)
+            assert link.metrics.registry.get_sample_value("ecd_queue_depth", {"service": "edge"}) == 1
+            sent = await asyncio.wait_for(link.next_frame(), 10)
+            assert sent.frame_id == 1 and link.route(Result(device_id="d", frame_id=1, split=sent.split))
+        assert link.pending == {} and link.written == set()
+
+    asyncio.run(scenario())
+
+
+def test_a_drain_while_a_frame_waits_for_room_lets_the_stream_end(tmp_path: Path) -> None:
+    """The queue is full and frame 3 waits for room when the node drains: frame 3 is given back
+    untaken (the device resends it elsewhere), the two taken are answered, and the stream ends."""
+    core = EdgeCore(LocalCloud(M, assignment()), tmp_path, max_queue=1, max_tensor_bytes=1 << 20,
+                    metrics=ServiceMetrics("edge"), max_message_bytes=1 << 24)
+
+    async def scenario() -> list[int]:
+        results = core.serve_device(stuck_frames(3))
+        first = asyncio.ensure_future(results.__anext__())
+        await settle()
+        f1 = await core.link.next_frame()  # frame 1 taken by the cloud, frame 2 queued, frame 3 waits
+        await settle()
+        assert sorted(k[1] for k in core.link.pending) == [1, 2, 3]
+        draining = asyncio.ensure_future(core.drain(60.0))
+        await settle()
+        assert sorted(k[1] for k in core.link.pending) == [1, 2]  # frame 3 is no longer the edge's
+        core.link.route(Result(device_id="d", frame_id=f1.frame_id, split=f1.split))
+        f2 = await core.link.next_frame()
+        core.link.route(Result(device_id="d", frame_id=f2.frame_id, split=f2.split))
+        answered = [(await asyncio.wait_for(first, 10)).frame_id, (await asyncio.wait_for(results.__anext__(), 10)).frame_id]
+        with pytest.raises(UnavailableError):  # ends: nothing of it is in flight any more
+            await asyncio.wait_for(results.__anext__(), 10)
+        assert await asyncio.wait_for(draining, 10) == 0
+        return answered
+
+    assert asyncio.run(scenario()) == [1, 2]
