@@ -14,6 +14,7 @@ import pytest
 from harness import LocalCloud, settle
 
 from ecd import codec, zoo
+from ecd.batching import BatchingConfig
 from ecd.errors import LimitError, UnavailableError
 from ecd.manifest import load_heldout
 from ecd.metrics import ServiceMetrics
@@ -325,3 +326,12 @@ def test_a_drain_while_a_frame_waits_for_room_lets_the_stream_end(tmp_path: Path
         return answered
 
     assert asyncio.run(scenario()) == [1, 2]
+
+
+def test_a_new_core_has_seen_nothing_and_batches_as_configured(tmp_path: Path) -> None:
+    batching = BatchingConfig(max_frames=3, max_delay_s=0.0)
+    core = EdgeCore(LocalCloud(M, assignment()), tmp_path, max_queue=4, max_tensor_bytes=1 << 20,
+                    metrics=ServiceMetrics("edge"), max_message_bytes=1 << 24, batching=batching)
+    assert (core.edge_id, core.frames_seen, core.draining, core.sessions) == ("", 0, False, set())
+    asyncio.run(core.model(M.model_id, M.version))
+    assert core._batchers[(M.model_id, M.version)].config is batching
