@@ -32,7 +32,9 @@ changed or a test file was removed since; a killed mutant keeps its verdict, so 
 place is not noticed, and mutmut maps only new test functions (extend by adding them): the figure that
 counts is a full run's, and a recheck's report says it is one.
 
-Usage: ``python tools/mutation.py [--module NAME]... [--jobs N] [--root PATH] [--keep DIR | --recheck DIR]``
+``--report DIR`` prints a kept run's scores against the current allow-list without running anything.
+
+Usage: ``python tools/mutation.py [--module NAME]... [--jobs N] [--root PATH] [--keep DIR | --recheck DIR | --report DIR]``
 or ``make mutation``.
 """
 
@@ -608,6 +610,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--verbose", action="store_true", help="print mutmut's own output")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--keep", type=Path, metavar="DIR", help="keep each group's copy (mutants, verdicts) in DIR/GROUP")
+    how.add_argument("--report", type=Path, metavar="DIR",
+                     help="print the scores of a run kept with --keep DIR against the current allow-list; runs nothing")
     how.add_argument("--recheck", type=Path, metavar="DIR",
                      help="rerun only the survivors of a run kept with --keep DIR against the current tests "
                           "(refused where a mutated file changed or a test file went)")
@@ -629,8 +633,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     for name in chosen:
         try:
-            got = run_group(name, GROUPS[name], root, args.jobs, args.verbose,
-                            args.keep and args.keep.resolve(), args.recheck and args.recheck.resolve())
+            if args.report:
+                work = args.report.resolve() / name
+                if not (work / "mutants").is_dir():
+                    raise GroupError(f"{name}: no kept copy in {work} (run the group with --keep first)")
+                got = [score_file(work, f, name) for f in GROUPS[name].files]
+                print(f"[{name}] the kept run in {work}", flush=True)
+            else:
+                got = run_group(name, GROUPS[name], root, args.jobs, args.verbose,
+                                args.keep and args.keep.resolve(), args.recheck and args.recheck.resolve())
             apply_allow_list(got, entries)
             for s in got:  # as it goes: a full run takes a while
                 print(f"[{name}] {s.file}: {s.killed}/{s.mutants - len(s.equivalent)} killed, {100 * s.score:.1f} %", flush=True)

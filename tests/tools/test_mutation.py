@@ -144,3 +144,19 @@ def test_a_recheck_is_refused_where_its_verdicts_no_longer_hold(tmp_path: Path) 
     (work / "mutants" / "pkg" / "m.py.meta").unlink()
     with pytest.raises(mutation.GroupError, match=r"^g: the kept run has no results for pkg/m.py"):
         mutation.reset_survivors(work, group, "g")
+
+
+def test_a_report_scores_a_kept_run_without_running_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work = tmp_path / "codec"
+    (work / "mutants" / "ecd").mkdir(parents=True)
+    (work / "ecd").mkdir()
+    (work / "ecd" / "codec.py").write_text("def f():\n    return 1\n")
+    codes = {f"ecd.codec.x_f__mutmut_{i}": 1 for i in range(1, 5)}
+    (work / "mutants" / "ecd" / "codec.py.meta").write_text(json.dumps({"exit_code_by_key": codes}))
+    assert mutation.main(["--module", "codec", "--report", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "[codec] ecd/codec.py: 4/4 killed, 100.0 %" in out and "ok: every module >= 85 %" in out
+    with pytest.raises(SystemExit):  # a report, a recheck and a kept run exclude each other
+        mutation.main(["--module", "codec", "--report", str(tmp_path), "--keep", str(tmp_path)])
+    assert mutation.main(["--module", "edge", "--report", str(tmp_path)]) == 1  # nothing kept for it
+    assert "ERROR edge: no kept copy in" in capsys.readouterr().out
