@@ -206,3 +206,36 @@ def test_exact_refuses_a_level_highs_did_not_prove(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(coverage, "milp", unproven)
     with pytest.raises(coverage.CoverageError, match=r"^method=exact: HiGHS did not prove coverage level 1 optimal \(Time limit reached.\)$"):
         coverage.exact(coverage.random_instance(8, 3, 3, seed=1))
+
+
+# --- the instances themselves ---------------------------------------------------------------------
+
+
+def test_channel_rates_and_random_instances_are_pinned() -> None:
+    """The reconstructed channel (path loss 128.1 + 37.6 log10 d, 8 dB shadowing, Rayleigh fading,
+    10-23 dBm, 1 MHz, -174 dBm/Hz; module notes) and the draws of random_instance, measured from this
+    implementation for numpy 2.4's Generator stream, pinned so that a changed constant shows."""
+    r = coverage.channel_rates(np.array([0.05, 0.5]), 2, np.random.default_rng(0))
+    assert r.ravel().tolist() == pytest.approx([11516708.350871207, 8394858.850199904, 5081084.496447234, 6618991.593104143], rel=1e-12)
+    inst = coverage.random_instance(3, 2, 2, seed=0)
+    assert inst.sensing_rate.tolist() == pytest.approx([258090.0585423031, 876861.0301148979, 587315.0982241826], rel=1e-12)
+    assert inst.task_bits == pytest.approx(1254877.0403091668, rel=1e-12) and (inst.rho, inst.eta) == (0.5, 1.0)
+    assert coverage.random_instance(3, 2, 2, seed=0, rho=0.2, eta=3.0).eta == 3.0
+
+
+def test_an_instance_keeps_float_arrays_of_what_it_was_given() -> None:
+    inst = CoverageInstance([1, 3, 2], [[2, 1], [8, 6], [4, 5]], [0, 1, 1], 2, 10.0)
+    for name in ("sensing_rate", "rate"):
+        v = getattr(inst, name)
+        assert isinstance(v, np.ndarray) and v.dtype == np.float64, name
+    assert isinstance(inst.subarea, np.ndarray) and inst.subarea.tolist() == [0, 1, 1]
+
+
+@pytest.mark.parametrize(("f", "r", "message"), [
+    ([], np.ones((0, 1)), "sensing_rate: the user set is empty"),
+    ([1.0, 0.0, 2.0], np.ones((3, 1)), "sensing_rate: rates must be finite and > 0"),
+    ([1.0, 1.0, 2.0], [[1.0], [np.inf], [1.0]], "rate: rates must be finite and > 0"),
+])
+def test_a_bad_instance_is_refused_naming_the_field(f, r, message: str) -> None:
+    with pytest.raises(coverage.CoverageError, match=f"^{message}$"):
+        CoverageInstance(f, r, [0] * len(f), 1, 10.0)
