@@ -16,6 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
+from solver_spy import record_milp, unproven_milp
 
 from scheduling.allocation import tapp
 from scheduling.allocation.tapp import (
@@ -311,14 +312,7 @@ def test_tapp_plus_on_medium_instances_is_pinned_and_near_the_optimum(theta: flo
 def test_exact_asks_highs_for_a_proven_integer_optimum_within_its_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """What makes it exact: integer columns, a zero MIP gap, and the caller's time limit on each
     stage. The solver's own result still decides; the calls are only recorded."""
-    calls = []
-
-    def recording(*args, **kwargs):
-        calls.append(kwargs)
-        return real(*args, **kwargs)
-
-    real = tapp.milp
-    monkeypatch.setattr(tapp, "milp", recording)
+    calls = record_milp(monkeypatch, tapp)
     inst = TappInstance(np.array([[0.5, 0.5], [1.0, 0.0], [0.2, 0.8]]), np.array([3, 3, 3]), np.array([3, 3]), 0.4)
     tapp.exact(inst)
     assert len(calls) == 2 and calls[0]["options"] == {"time_limit": tapp.EXACT_TIME_LIMIT_S, "mip_rel_gap": 0.0}
@@ -330,26 +324,22 @@ def test_exact_asks_highs_for_a_proven_integer_optimum_within_its_time(monkeypat
 
 
 def test_exact_refuses_a_first_stage_answer_highs_did_not_prove(monkeypatch: pytest.MonkeyPatch) -> None:
-    """HiGHS out of time with an incumbent (status 1, x set) is no proof of the fewest dangerous."""
-    real = tapp.milp
-
-    def unproven(*args, **kwargs):
-        res = real(*args, **kwargs)
-        res.status, res.message = 1, "Time limit reached. (HiGHS Status 13: message: Time limit reached)"
-        return res
-
-    monkeypatch.setattr(tapp, "milp", unproven)
+    """HiGHS out of time with an incumbent (status 1, x set; doctored) is no proof of the fewest dangerous."""
+    unproven_milp(monkeypatch, tapp, "Time limit reached. (HiGHS Status 13: message: Time limit reached)")
     inst = TappInstance(np.array([[0.5, 0.5], [1.0, 0.0], [0.2, 0.8]]), np.array([3, 3, 3]), np.array([3, 3]), 0.4)
     with pytest.raises(TappError, match=r"^method=exact: no proof of the fewest dangerous participants within 60 s \(Time limit"):
         tapp.exact(inst)
 
 
 def test_exact_uses_what_is_left_of_its_time_for_the_second_stage(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Half a second left after stage 1 is time enough for stage 2 on a small instance."""
+    """Half a second left after stage 1: stage 2 runs, with that half second as its limit (recorded;
+    whether HiGHS proves it in that time is not asked, so a loaded machine cannot fail this)."""
     inst = TappInstance(np.array([[0.5, 0.5], [1.0, 0.0], [0.2, 0.8]]), np.array([3, 3, 3]), np.array([3, 3]), 0.4)
     clock = itertools.chain([0.0], itertools.repeat(59.5))  # the deadline is set at 0; stage 1 ends at 59.5 s
     monkeypatch.setattr(tapp, "time", type("Clock", (), {"monotonic": staticmethod(lambda: next(clock))}))
-    assert tapp.exact(inst).proven == ("dangerous", "allocated")
+    calls = record_milp(monkeypatch, tapp)
+    tapp.exact(inst)
+    assert [c["options"]["time_limit"] for c in calls] == [tapp.EXACT_TIME_LIMIT_S, 0.5]
 
 
 # --- ours: tapp_plus's local-search steps, each against a loop that says what its vectorised form must
@@ -483,23 +473,33 @@ def varied_instances(count: int = 150):
 
 
 def test_tapp_plus_allocations_on_varied_instances_are_pinned() -> None:
-    """Totals can stay the same while the local search moves different units; a digest of every
-    allocation cannot. Measured from this implementation (numpy's Generator stream for these seeds;
-    no solver involved), and pinned so that any change to a step shows: a change meant to be made is
-    checked against the optimum (test_allocation_values) and re-pinned on purpose."""
-    digest = hashlib.sha256()
-    feasible = dangerous = allocated = 0
+    """Totals can stay the same while the local search moves different units; the allocations cannot.
+    Measured from this implementation (numpy 2.4's Generator stream for these seeds; no solver
+    involved; ties are broken exactly, so a numpy build whose logarithms differ in the last bit could
+    move one), and pinned so that any change to a step shows: a change meant to be made is checked
+    against the optimum (above) and re-pinned on purpose. Per instance, the first 4 hex digits of the
+    allocation's sha256 ("-" for an infeasible draw)."""
+    got = []
     for inst in varied_instances():
         try:
-            got = tapp.allocate(inst, "tapp_plus")
+            a = tapp.allocate(inst, "tapp_plus")
         except tapp.TappInfeasible:
-            digest.update(b"infeasible")
+            got.append("-")
             continue
-        assert (got.x.sum(axis=0) == inst.workload).all() and (got.x.sum(axis=1) <= inst.time_threshold).all()
-        feasible, dangerous, allocated = feasible + 1, dangerous + got.dangerous, allocated + got.allocated
-        digest.update(got.x.astype(np.int64).tobytes())
-    assert (feasible, dangerous, allocated) == (91, 194, 452)
-    assert digest.hexdigest()[:16] == "889b0f60d55496d5"
+        assert (a.x.sum(axis=0) == inst.workload).all() and (a.x.sum(axis=1) <= inst.time_threshold).all()
+        got.append(hashlib.sha256(a.x.astype(np.int64).tobytes()).hexdigest()[:4])
+    pinned = TAPP_PLUS_DIGESTS.split()
+    first = next((i for i, (g, p) in enumerate(zip(got, pinned)) if g != p), None)
+    assert len(got) == len(pinned) and first is None, f"the allocation of instance {first} (counting from 0) moved"
+    assert sum(d != "-" for d in got) == 91
+
+
+TAPP_PLUS_DIGESTS = """
+7ddd a572 57e2 cff0 aeb1 316e 2ae0 df06 2fdc 58cb 39f4 1cf9 d73e 80d5 0b65 - c431 18da 1b22 fe0f ad6d 535e 6383 ad21 5dfc
+0785 a148 fbce e2d5 4d8d f451 f44e c42a 770f 7751 ee83 3668 7622 b9f0 15e2 d412 2aa7 4ea5 6297 c129 480e c345 b2a4 4857 7bfb
+045e bb1b 15ea beab 1def 2296 ac77 f467 c41b 1241 4bb7 e6b6 bc3b e555 ad28 086f 68d5 edba 26e9 1981 cdbe bb1e 3cbe - ceac
+2783 9951 b0fa b450 d47e 1a04 1cf8 84b3 9fd5 a8a6 3d62 7a6c a9a4 c46b d5ec 7ac1 20cc 83d0
+"""
 
 
 def test_every_method_allocates_nothing_when_nobody_has_time_and_there_is_no_work() -> None:

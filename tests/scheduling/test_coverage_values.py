@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from solver_spy import record_milp, unproven_milp
 
 from scheduling.allocation import coverage
 from scheduling.allocation.coverage import CoverageInstance
@@ -173,14 +174,7 @@ def test_proposed_and_benchmark1_are_seed_zero_by_default(method: str, size: tup
 def test_exact_asks_highs_for_a_proven_integer_optimum_within_its_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """What makes it exact: integer columns in [0, 1], a zero MIP gap and the caller's time limit on
     every coverage level's MILP (60 s unless told). The calls are only recorded."""
-    calls = []
-    real = coverage.milp
-
-    def recording(*args, **kwargs):
-        calls.append(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(coverage, "milp", recording)
+    calls = record_milp(monkeypatch, coverage)
     inst = coverage.random_instance(8, 3, 3, seed=1)
     coverage.exact(inst)
     assert len(calls) == 3  # levels 1..min(N, subareas present)
@@ -196,14 +190,7 @@ def test_exact_asks_highs_for_a_proven_integer_optimum_within_its_time(monkeypat
 def test_exact_refuses_a_level_highs_did_not_prove(monkeypatch: pytest.MonkeyPatch) -> None:
     """HiGHS's answer is doctored to "out of time, with an incumbent" (status 1, x set): a real
     time-limited run on an instance this small has no incumbent yet, and no proof is no proof."""
-    real = coverage.milp
-
-    def unproven(*args, **kwargs):
-        res = real(*args, **kwargs)
-        res.status, res.message = 1, "Time limit reached."
-        return res
-
-    monkeypatch.setattr(coverage, "milp", unproven)
+    unproven_milp(monkeypatch, coverage, "Time limit reached.")
     with pytest.raises(coverage.CoverageError, match=r"^method=exact: HiGHS did not prove coverage level 1 optimal \(Time limit reached.\)$"):
         coverage.exact(coverage.random_instance(8, 3, 3, seed=1))
 
