@@ -236,7 +236,7 @@ def run_group(name: str, group: Group, root: Path, jobs: int, verbose: bool,
     if not tests:
         raise GroupError(f"{name}: none of its tests exist ({', '.join(group.tests)})")
     if recheck is not None:
-        work = recheck / name
+        work = kept_copy(recheck, name)
         refresh_tree(root, work, group, name)
         (work / "setup.cfg").write_text(mutmut_config(group, tests))  # a changed test list makes mutmut rerun all
         print(f"[{name}] rechecking {reset_survivors(work, group, name)} survivors of the kept run against the tests as they are now",
@@ -287,6 +287,14 @@ def run_group(name: str, group: Group, root: Path, jobs: int, verbose: bool,
             print(f"[{name}] the copy is kept in {work}", flush=True)
 
 
+def kept_copy(kept: Path, name: str) -> Path:
+    """Group ``name``'s copy that ``--keep`` left under ``kept``; refused where there is none."""
+    work = kept / name
+    if not (work / "mutants").is_dir():
+        raise GroupError(f"{name}: no kept copy in {work} (run the group with --keep first)")
+    return work
+
+
 def refresh_tree(root: Path, work: Path, group: Group, name: str) -> None:
     """Bring a kept copy up to date with the checkout (tests, the other modules, data), refusing
     where its verdicts would no longer hold: a mutated file that changed (its mutants are not the
@@ -294,8 +302,6 @@ def refresh_tree(root: Path, work: Path, group: Group, name: str) -> None:
     more. Not caught: a test weakened in place, or a test function extended in place (mutmut maps
     only new test names to the functions they reach, so extend by adding test functions); that is
     why a recheck never replaces the full run before a release."""
-    if not (work / "mutants").is_dir():
-        raise GroupError(f"{name}: no kept copy in {work} (run the group with --keep first)")
     for rel in group.files:
         if (root / rel).read_bytes() != (work / rel).read_bytes():
             raise GroupError(f"{name}: {rel} changed since the kept run; its mutants are stale: run the group in full")
@@ -634,9 +640,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in chosen:
         try:
             if args.report:
-                work = args.report.resolve() / name
-                if not (work / "mutants").is_dir():
-                    raise GroupError(f"{name}: no kept copy in {work} (run the group with --keep first)")
+                work = kept_copy(args.report.resolve(), name)
                 got = [score_file(work, f, name) for f in GROUPS[name].files]
                 print(f"[{name}] the kept run in {work}", flush=True)
             else:

@@ -139,8 +139,9 @@ def test_a_recheck_is_refused_where_its_verdicts_no_longer_hold(tmp_path: Path) 
     (root / "pkg" / "m.py").write_text("def f():\n    return 2\n")
     with pytest.raises(mutation.GroupError, match=r"^g: pkg/m.py changed since the kept run"):
         mutation.refresh_tree(root, work, group, "g")
-    with pytest.raises(mutation.GroupError, match=r"^g: no kept copy in .*nowhere"):
-        mutation.refresh_tree(root, tmp_path / "nowhere", group, "g")
+    with pytest.raises(mutation.GroupError, match=r"^g: no kept copy in .*nowhere/g \(run the group with --keep first\)$"):
+        mutation.kept_copy(tmp_path / "nowhere", "g")
+    assert mutation.kept_copy(work.parent, work.name) == work
     (work / "mutants" / "pkg" / "m.py.meta").unlink()
     with pytest.raises(mutation.GroupError, match=r"^g: the kept run has no results for pkg/m.py"):
         mutation.reset_survivors(work, group, "g")
