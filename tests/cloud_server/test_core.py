@@ -22,6 +22,7 @@ from cloud_server import core as core_module
 from cloud_server import registry as registry_module
 from cloud_server.core import (
     CHUNK_BYTES,
+    MAX_READING,
     MOVE_GRACE_S,
     REVOKED_NOTICE_S,
     CloudCore,
@@ -579,6 +580,27 @@ def test_a_device_whose_edge_died_is_moved_to_a_live_one_when_it_asks(cloud: Clo
     assert cloud.core.registry.device(d.device_id).edge_id == b and cloud.core._moved_from == {d.device_id: {a: t0 + 10}}
 
 
+def test_a_device_whose_edge_died_goes_to_the_nearest_active_edge_not_the_least_loaded(cloud: Cloud) -> None:
+    cloud.core.placement_activation_cost = 0.0  # every site with a device near it stays active
+    far = Position(40.90, -74.00)
+    a = cloud.edge(1, A_POS)
+    b = cloud.edge(2, B_POS, capacity=1000.0)  # by load alone, b takes every device
+    c = cloud.edge(3, far)
+    for p in (NEAR_A, NEAR_B, Position(40.901, -74.00)):
+        cloud.register(position=p)
+    cloud.core.place()
+    assert {e.edge_id for e in cloud.core.placement.edges if e.active} == {a, b, c}
+    d = cloud.register(position=Position(40.899, -74.00))
+    assert d.edge_id == c
+    cloud.core.registry.set_device_edges({d.device_id: a})
+    cloud.clock.now += 5
+    for e in (b, c):
+        cloud.core.heartbeat(EdgeHeartbeat(e, 0.0, 0))
+    got = cloud.core.get_assignment(d.device_id, d.token)
+    assert got == Assignment(d.device_id, d.token, "127.0.0.1:3", M.model_id, M.version, d.split, d.split.device, d.preferences, c, 1, [],
+                             Encoding.FLOAT32)
+
+
 def test_a_location_report_is_stored_and_moves_the_device_to_the_cheaper_active_edge(tmp_path: Path, monkeypatch) -> None:
     clock = Clock()
     monkeypatch.setattr(core_module, "time", clock)
@@ -597,7 +619,7 @@ def test_a_location_report_is_stored_and_moves_the_device_to_the_cheaper_active_
     assert got.edge_id == a and len(changes) == n and core._moved_from == moved
     clock.now += 1
     got = core.report_location(LocationReport(d.device_id, d.token, NEAR_B))
-    assert (got.edge_id, got.edge_endpoint, got.split, got.token) == (b, "127.0.0.1:2", Split(3, N - 1), d.token)
+    assert (got.edge_id, got.edge_endpoint, got.split, got.token, got.recommended_split) == (b, "127.0.0.1:2", Split(3, N - 1), d.token, 3)
     assert len(changes) == n + 1 and core._moved_from[d.device_id] == {**moved.get(d.device_id, {}), a: clock.now}
     assert core.get_assignment(d.device_id, d.token, "cert-a").edge_id == b  # a may still finish its frames
     rows = core.registry._rows("SELECT unix_ms, lat, lon FROM locations WHERE device_id = ? ORDER BY unix_ms", (d.device_id,))
@@ -681,6 +703,22 @@ def test_placement_applies_the_solvers_choice_and_reports_it(cloud: Cloud) -> No
     again = cloud.core.place("otacs")
     assert (again.version, again.method, again.trigger) == (2, "otacs", "operator")
     assert cloud.runs("placement", "otacs", "ok") == 1.0
+
+
+def test_placement_hands_the_solver_its_method_and_seed(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: list[tuple[str, int]] = []
+    solve = placement.place
+
+    def recording(sites, users, method, seed):  # the real solver, its arguments recorded
+        asked.append((method, seed))
+        return solve(sites, users, method, seed)
+
+    monkeypatch.setattr(core_module.placement, "place", recording)
+    cloud.edge(1, A_POS)
+    cloud.register(position=NEAR_A)
+    cloud.core.place()
+    cloud.core.place("otacs", seed=7)
+    assert asked == [(placement.DEFAULT_METHOD, 0), ("otacs", 7)]
 
 
 def test_placement_without_positions_spreads_devices_by_load(cloud: Cloud) -> None:
@@ -826,6 +864,7 @@ def test_a_coverage_campaign_schedules_from_where_devices_are_now(cloud: Cloud) 
                                        campaigns.DEFAULT_REPUTATION_FLOOR)
     assert (report.coverage, report.cells, report.objective, report.latency_s) == (want.coverage, want.cells, want.objective, want.latency_s)
     assert [t[:4] for t in cloud.core.registry.tasks(report.campaign_id)] == want.tasks
+    assert report.allocation and all(a.disclosure == 0.0 and not a.dangerous for a in report.allocation)  # no privacy model here
 
 
 def answer(cloud: Cloud, a: Assignment, task: Task, reading: float, frame_id: int):
@@ -849,7 +888,9 @@ def test_the_last_answer_scores_the_campaign_and_publishes_the_reputations(cloud
     again = answer(cloud, *tasks[0], 99.0, 50)  # a resent frame: stored once
     assert again.ok and cloud.core.campaign_report(report.campaign_id).results == 7
     assert cloud.core.campaign_report(report.campaign_id).status == "running"
-    label = answer(cloud, *tasks[-1], 0.3, 99).head(BUILTIN_HEAD).label
+    last = answer(cloud, *tasks[-1], 0.3, 99)
+    assert last.cloud_compute_s == 0.0  # the clock stood still while the blocks ran
+    label = last.head(BUILTIN_HEAD).label
     stored = cloud.core.registry.campaign(report.campaign_id)  # scored by the last answer, not by asking
     assert stored["status"] == "done"
     rows = cloud.core.registry.tasks(report.campaign_id)
@@ -870,6 +911,19 @@ def test_the_last_answer_scores_the_campaign_and_publishes_the_reputations(cloud
     assert floor == campaigns.DEFAULT_REPUTATION_FLOOR
     assert quality == [DeviceQuality(d.device_id, d.name, 0, 0.0, d.reputation, 0) for d in cloud.core.registry.devices()]
     assert {q.device_id for q in quality} == {w.device_id for w in ws}
+
+
+def test_a_reading_is_taken_up_to_its_bound_exactly(cloud: Cloud) -> None:
+    ws = walkers(cloud)
+    report = cloud.core.create_campaign(campaign_spec())
+    owner = next(w for w in ws if w.device_id == report.allocation[0].device_id)
+    first, second = report.allocation[0].tasks[:2]
+    for k, reading in enumerate((MAX_READING * 1.0000001, float("nan"), -float("inf"))):
+        r = answer(cloud, owner, first, reading, k + 1)
+        assert r.error.status == "INVALID_ARGUMENT" and r.heads == []
+        assert r.error.message == f"reading: expected a finite number within ±{MAX_READING:g}, got {reading}"
+    assert answer(cloud, owner, first, MAX_READING, 10).ok and answer(cloud, owner, second, -MAX_READING, 11).ok
+    assert [r[5] for r in cloud.core.registry.tasks(report.campaign_id) if r[0] in (first.task_id, second.task_id)] == [MAX_READING, -MAX_READING]
 
 
 def test_a_task_of_another_device_is_refused(cloud: Cloud) -> None:
