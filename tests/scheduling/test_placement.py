@@ -12,8 +12,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scheduling.placement import InfeasibleError, PlacementError, PlacementProblem, evaluate, read_orlib, solve
+from scheduling.placement import (
+    METHODS,
+    InfeasibleError,
+    PlacementError,
+    PlacementProblem,
+    evaluate,
+    exact,
+    read_orlib,
+    solve,
+)
 from scheduling.placement.exact import solve_milp
+from scheduling.placement.heuristics import _load_imbalance
 from scheduling.placement.io import instance_from_dict
 from scheduling.placement.problem import _tour_length
 
@@ -431,3 +441,78 @@ def test_exact_methods_without_scipy_name_the_extra(monkeypatch: pytest.MonkeyPa
         with pytest.raises(MissingExtraError, match=r"^method: the exact and LP-based placement methods need scipy: "
                                                     r"pip install 'ecd-runtime\[cloud\]'$"):
             solve(problem, method)
+
+
+# --- seeds, names, limits and units --------------------------------------------------------------------
+
+
+SEEDED = ["otacs", "ttacs", "otacs_ls", "random", "cmsa_standin", "bbo_pso"]
+
+
+def test_a_method_called_without_a_seed_uses_seed_0() -> None:
+    """Each seeded method's own default seed is 0, as ``solve``'s is; on this instance seed 1 gives
+    another placement, so a different default would show."""
+    problem = random_problem(np.random.default_rng(500), m=8, n=30, k=2, coordinates=False)
+    for name in SEEDED:
+        own, zero, one = METHODS[name](problem), solve(problem, name, seed=0), solve(problem, name, seed=1)
+        assert own.total_cost == zero.total_cost != one.total_cost, name
+        assert own.open_.tolist() == zero.open_.tolist(), name
+
+
+@pytest.mark.parametrize("method", SEEDED + ["lf", "dis"])
+def test_a_placement_does_not_depend_on_the_unit_of_cost(method: str) -> None:
+    """Every cost divided by 1024 (exact in binary floating point): the same placement at 1/1024 of
+    the cost. The ant colonies' deposit Q/f and the annealing temperature are relative to the costs
+    met, so no constant of the algorithms may assume a unit (a local search that ignores gains under
+    1 would stop early here)."""
+    problem = random_problem(np.random.default_rng(500), m=8, n=30, k=2, coordinates=False)
+    s = 2.0 ** -10
+    scaled = PlacementProblem(problem.activation_cost * s, problem.processing_cost * s, problem.user_types,
+                              service_cost=problem.service_cost * s)
+    a, b = solve(problem, method, seed=2), solve(scaled, method, seed=2)
+    assert b.total_cost == a.total_cost * s and b.open_.tolist() == a.open_.tolist()
+
+
+def test_exhaustive_names_itself_and_searches_up_to_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    problem = random_problem(np.random.default_rng(100), m=3, n=7, k=2, coordinates=False)
+    pairs = int(np.isfinite(problem.processing_cost).sum())
+    monkeypatch.setattr(exact, "EXHAUSTIVE_MAX_PAIRS", pairs)
+    p = solve(problem, "exhaustive")
+    assert p.method == "exhaustive" and p.total_cost == solve(problem, "exact").total_cost
+    monkeypatch.setattr(exact, "EXHAUSTIVE_MAX_PAIRS", pairs - 1)
+    with pytest.raises(PlacementError, match=rf"^method=exhaustive: {pairs} \(server, type\) pairs; at most {pairs - 1} are searched$"):
+        solve(problem, "exhaustive")
+
+
+def test_a_user_who_carries_nothing_does_not_stop_the_others_assignment() -> None:
+    problem = PlacementProblem(np.array([2.0, 3.0]), np.array([[1.0, 1.0], [1.0, 1.0]]),
+                               np.array([[False, False], [True, False], [True, True]]),
+                               service_cost=np.array([[1.0, 1.0], [1.0, 4.0], [2.0, 1.0]]))
+    for method in ("exhaustive", "exact"):
+        p = solve(problem, method)
+        assert p.assignment.tolist()[0] == [-1, -1] and (p.assignment[1:][problem.user_types[1:]] >= 0).all(), method
+
+
+def test_milp_asks_highs_for_a_proven_optimum_within_five_minutes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # imported here, not at the top: the no-data test below copies this file alone
+    import scipy.optimize
+    from solver_spy import record_milp
+
+    calls = record_milp(monkeypatch, scipy.optimize)  # exact.py imports milp from scipy.optimize when it runs
+    solve(random_problem(np.random.default_rng(3), m=3, n=6, k=2, coordinates=False), "exact")
+    assert [c["options"] for c in calls] == [{"time_limit": 300.0, "mip_rel_gap": 1e-9}]
+
+
+def test_ttacs_load_imbalance_by_hand() -> None:
+    """Two servers open for both types. Type 0: users 0 and 1 go to server 0, user 2 to server 1;
+    type 1: user 0 to server 0. Users per server, counted per type: 2 and 1; items per server: what
+    they upload there. The imbalance is (u_max − u_min)/N + (d_max − d_min)/Σ items; with one server
+    active it is 0."""
+    types = np.array([[True, True], [True, False], [True, False]])
+    problem = PlacementProblem(np.ones(2), np.ones((2, 2)), types, service_cost=np.array([[1.0, 5.0], [1.0, 5.0], [5.0, 1.0]]))
+    items, cost_us = problem.user_items, problem.user_server_cost()
+    users_per = np.array([2.0, 1.0])
+    items_per = np.array([items[0, 0] + items[1, 0] + items[0, 1], items[2, 0]])
+    want = (users_per.max() - users_per.min()) / 3 + (items_per.max() - items_per.min()) / items.sum()
+    assert want > 0 and _load_imbalance(problem, np.ones((2, 2), dtype=bool), cost_us) == pytest.approx(want)
+    assert _load_imbalance(problem, np.array([[True, True], [False, False]]), cost_us) == 0.0
