@@ -20,7 +20,7 @@ clusters on the users' cost vectors, so WS holds at most two servers while the o
 the paper's OTACS cannot get close there, and this variant is how far a local search takes it.
 
 Choices the paper leaves open (ours): the ACO parameters (ants 8, iterations 25, α 1, β 2, ρ 0.1,
-Q = the first ant's cost), λ = 0.5, the number of servers per cluster (servers nearer to the
+Q = the first ant's cost; a choice of cost 0 deposits as one of cost Q·1e-9), λ = 0.5, the number of servers per cluster (servers nearer to the
 cluster's centroid than to any other), and the fitness inside the colonies uses star service costs
 (Σ of round trips; the tour is never longer), while the reported total cost uses the tours.
 """
@@ -180,9 +180,9 @@ def _colony(
                 best, best_f = open_, f
         for t in tau:
             t *= 1 - p.rho  # Eq. 8
-        for f, picks in solutions:  # Eq. 7
+        for f, picks in solutions:  # Eq. 7; a choice that costs nothing deposits as one costing Q·1e-9 (not Q/0)
             for t, k in zip(tau, picks):
-                t[k] += q / f
+                t[k] += q / max(f, q * 1e-9)
     assert best is not None
     return best
 

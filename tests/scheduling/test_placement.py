@@ -494,7 +494,7 @@ def test_a_user_who_carries_nothing_does_not_stop_the_others_assignment() -> Non
 
 
 def test_milp_asks_highs_for_a_proven_optimum_within_five_minutes(monkeypatch: pytest.MonkeyPatch) -> None:
-    # imported here, not at the top: the no-data test below copies this file alone
+    # imported here, not at the top: test_orlib_tests_fail_in_a_checkout_without_the_data copies this file alone
     import scipy.optimize
     from solver_spy import record_milp
 
@@ -516,3 +516,13 @@ def test_ttacs_load_imbalance_by_hand() -> None:
     want = (users_per.max() - users_per.min()) / 3 + (items_per.max() - items_per.min()) / items.sum()
     assert want > 0 and _load_imbalance(problem, np.ones((2, 2), dtype=bool), cost_us) == pytest.approx(want)
     assert _load_imbalance(problem, np.array([[True, True], [False, False]]), cost_us) == 0.0
+
+
+@pytest.mark.parametrize("method", ["otacs", "otacs_ls", "ttacs"])
+def test_a_placement_that_costs_nothing_is_found_not_a_division_by_zero(method: str) -> None:
+    """No activation, processing or service cost: every ant's choice costs 0, and the pheromone
+    deposit Q/f divided by it (found by the cloud core's tests, where an operator may set the
+    activation cost to 0 and a device may stand at its edge node)."""
+    problem = PlacementProblem(np.zeros(2), np.zeros((2, 1)), np.ones((2, 1), bool), service_cost=np.zeros((2, 2)))
+    p = solve(problem, method)
+    assert p.total_cost == 0.0 and p.method == method
