@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,13 @@ from ecd.limits import (
 from ecd.manifest import MANIFEST_FILENAME, load_heldout
 from ecd.metrics import SchedulerMetrics
 from ecd.partition import BlockRunner, Partition
-from ecd.profiles import device_to_toml, load_device, load_radio
+from ecd.profiles import (
+    device_to_toml,
+    known_devices,
+    known_radios,
+    load_device,
+    load_radio,
+)
 from ecd.split import Preferences, decide_split
 from ecd.types import (
     Assignment,
@@ -343,8 +350,8 @@ def test_preferences_update_stores_them_and_recommends_with_the_profile(cloud: C
 @pytest.mark.parametrize("change,error,message", [
     ({"profile": "x" * (MAX_PROFILE_BYTES + 1)}, LimitError, rf"profile: {MAX_PROFILE_BYTES + 1} bytes exceed the limit of {MAX_PROFILE_BYTES} bytes"),
     ({"model_id": "lenet"}, PreconditionError, r"model_id: model 'lenet' is not served here \(serving: digits_cnn\)"),
-    ({"radio": "lora"}, RequestError, r"radio: 'lora' is not one of "),
-    ({"profile": "name = ["}, RequestError, r"profile: neither a known profile \(.*pi4.*\) nor profile TOML"),
+    ({"radio": "lora"}, RequestError, re.escape(f"radio: 'lora' is not one of {', '.join(known_radios())}") + "$"),
+    ({"profile": "name = ["}, RequestError, re.escape(f"profile: neither a known profile ({', '.join(known_devices())}) nor profile TOML") + "$"),
     ({"profile": 'name = "x"'}, RequestError, r"profile: "),
     ({"preferences": Preferences(0.5, 0.5, N + 1)}, RequestError, rf"preferences.min_split: expected 0..{N}, got {N + 1}"),
     ({"split_device": N + 1}, RequestError, rf"split_device: expected 0..{N} for digits_cnn, got {N + 1}"),
@@ -1027,7 +1034,7 @@ def test_profiles_are_a_shipped_name_or_measured_toml() -> None:
     assert parse_profile("pi4") == load_device("pi4")
     measured = dataclasses.replace(load_device("pi4"), name="mine")
     assert parse_profile(device_to_toml(measured)) == measured
-    with pytest.raises(RequestError, match=r"^profile: neither a known profile \(.*\) nor profile TOML$"):
+    with pytest.raises(RequestError, match="^" + re.escape(f"profile: neither a known profile ({', '.join(known_devices())}) nor profile TOML") + "$"):
         parse_profile("= =")
     with pytest.raises(RequestError, match=r"^profile: device profile in the request: missing field 'ram_mb'$"):
         parse_profile(device_to_toml(measured).replace("ram_mb = ", "ram = "))
