@@ -20,9 +20,10 @@ clusters on the users' cost vectors, so WS holds at most two servers while the o
 the paper's OTACS cannot get close there, and this variant is how far a local search takes it.
 
 Choices the paper leaves open (ours): the ACO parameters (ants 8, iterations 25, α 1, β 2, ρ 0.1,
-Q = the first ant's cost; a choice of cost 0 deposits as one of cost Q·1e-9), λ = 0.5, the number of servers per cluster (servers nearer to the
-cluster's centroid than to any other), and the fitness inside the colonies uses star service costs
-(Σ of round trips; the tour is never longer), while the reported total cost uses the tours.
+Q = the first ant's cost; a choice of cost 0 deposits as one of cost Q·1e-9), λ = 0.5, the number
+of servers per cluster (servers nearer to the cluster's centroid than to any other), and the fitness
+inside the colonies uses star service costs (Σ of round trips; the tour is never longer), while the
+reported total cost uses the tours.
 """
 
 from __future__ import annotations

@@ -608,17 +608,13 @@ def test_a_device_whose_edge_died_goes_to_the_nearest_active_edge_not_the_least_
                              Encoding.FLOAT32)
 
 
-def test_a_location_report_is_stored_and_moves_the_device_to_the_cheaper_active_edge(tmp_path: Path, monkeypatch) -> None:
-    clock = Clock()
-    monkeypatch.setattr(core_module, "time", clock)
-    monkeypatch.setattr(registry_module, "time", clock)
-    changes: list[int] = []
-    core = CloudCore(Registry(str(tmp_path / "r.sqlite3")), [M], placement_activation_cost=0.0, on_change=lambda: changes.append(1))
-    a = core.register_edge(EdgeRegistration("127.0.0.1:1", 10.0, A_POS), "cert-a")
-    b = core.register_edge(EdgeRegistration("127.0.0.1:2", 10.0, B_POS), "cert-b")
-    reg = DeviceRegistration("d", "pi4", "wifi", Preferences(0.5, 0.5, 0), M.model_id, 3, Encoding.FLOAT32)
-    d = core.register_device(dataclasses.replace(reg, position=NEAR_A))
-    core.register_device(dataclasses.replace(reg, device_name="e", position=NEAR_B))
+def test_a_location_report_is_stored_and_moves_the_device_to_the_cheaper_active_edge(cloud: Cloud) -> None:
+    core, clock, changes = cloud.core, cloud.clock, cloud.changes
+    core.placement_activation_cost = 0.0  # both sites stay active
+    a = cloud.edge(1, A_POS, owner="cert-a")
+    b = cloud.edge(2, B_POS, owner="cert-b")
+    d = cloud.register(split=3, position=NEAR_A, prefs=Preferences(0.5, 0.5, 0))
+    cloud.register("e", split=3, position=NEAR_B, prefs=Preferences(0.5, 0.5, 0))
     core.place()
     assert core.registry.device(d.device_id).edge_id == a
     n, moved = len(changes), dict(core._moved_from)  # what placement's own moves left
