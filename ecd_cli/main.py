@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from ecd.errors import EcdError
-from ecd_cli import certs, demo, experiment, models, operate, schedule, serve, split
+from ecd_cli import allocate, certs, demo, experiment, models, placement, schedule, serve, split
 
 EXIT_ERROR = 2  # bad input or environment
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ecd", description="ECD Runtime: split inference for crowdsensing")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (demo, models, split, schedule, operate, experiment, serve, certs):
+    for group in (demo, models, split, placement, allocate, schedule, experiment, serve, certs):
         group.register(sub)
     return parser
 
