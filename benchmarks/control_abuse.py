@@ -29,7 +29,7 @@ from pathlib import Path
 
 import grpc
 
-from device_agent.service import AgentConfig, DeviceAgent
+from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.launch import _cli, _start, _stop
 from ecd.transport.rpc import wait_healthy

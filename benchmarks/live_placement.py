@@ -26,7 +26,7 @@ import numpy as np
 from cloud_server.core import CloudCore, load_models
 from cloud_server.registry import Registry
 from cloud_server.service import CloudConfig, start_cloud
-from device_agent.service import AgentConfig, DeviceAgent
+from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.transport.rpc import LoopThread, wait_healthy
 from ecd.types import CampaignSpec, Grid, Position

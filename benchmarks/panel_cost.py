@@ -50,7 +50,7 @@ def one_run(c: Cluster, cloud: str, name: str, panel: bool, opts: argparse.Names
     steady state (after ``--warmup-s``: start-up, model download and the first sessions are no
     per-frame cost), then it is stopped with SIGTERM and its report read."""
     args = ["device-agent", "--cloud", cloud, "--name", name, "--frames", "0", "--fps", str(opts.fps),
-            "--privacy-weight", "0.5", "--metrics-port", "0"]
+            "--w-privacy", "0.5", "--metrics-port", "0"]
     if panel:
         args += ["--panel-port", "0"]
     tier = c.spawn("agent", name, args)

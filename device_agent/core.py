@@ -1,4 +1,4 @@
-"""The device agent's core: choose the split, turn an image into a frame, and sum up a run.
+"""The device agent's core: decide the split, turn an image into a frame, and sum up a run.
 
 Transport-free: the gRPC face (``device_agent.service``) fetches the model, registers, streams the
 frames this core makes and hands back the results. The user's weights and floor decide the split
@@ -9,6 +9,7 @@ the cloud.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -70,9 +71,9 @@ class RunReport:
 
 
 @dataclass(frozen=True)
-class Identity:
-    """Who this device is to the cloud, kept in the agent's state file so a restarted agent is the
-    same device (its history, reputation and campaign tasks stay its own)."""
+class SavedIdentity:
+    """Who this device is to the cloud, kept in the agent's state file (``--state``) so a restarted
+    agent is the same device (its history, reputation and campaign tasks stay its own)."""
 
     device_id: str
     token: str
@@ -81,7 +82,7 @@ class Identity:
     model_version: str
 
     @classmethod
-    def read(cls, path: str) -> Identity | None:
+    def read(cls, path: str) -> SavedIdentity | None:
         """The identity in ``path``; None if there is no such file yet."""
         try:
             data = json.loads(Path(path).read_text())
@@ -153,7 +154,8 @@ class Tally:
 
 
 class AgentCore:
-    """One device's state between registration and the end of its run."""
+    """One device's state between registration and the end of its run: the single writer of its
+    preferences, split decision, partition and assignment (others call the commands below)."""
 
     def __init__(self, name: str, prefs: Preferences, encoding: Encoding, profile: DeviceProfile, radio: RadioProfile,
                  metrics: ServiceMetrics):
@@ -168,9 +170,8 @@ class AgentCore:
         self.partition: Partition | None = None
         self.assignment: Assignment | None = None
         self._next_frame_id = 1
-        self.duplicates = 0  # answers dropped because their frame was already answered
 
-    def choose_split(self, manifest: Manifest, pinned: int = -1) -> int:
+    def decide(self, manifest: Manifest, pinned: int = -1) -> int:
         """The utility's recommended ``split.device`` for this user, or ``pinned`` (>= 0) if it
         respects the floor. The decision also fixes the defence strength at every split
         (``SplitDecision.strength_at``), which ``make_frame`` applies to the split registered."""
@@ -193,6 +194,24 @@ class AgentCore:
             e = self.decision.e_comp[split_device] + self.decision.e_comm[split_device]
             self.metrics.device_energy.labels("device").set(float(e))
             self.metrics.privacy.labels("device").set(float(self.decision.p_priv[split_device]))
+
+    def preferences_applied(self, prefs: Preferences, decision: SplitDecision, manifest: Manifest, assignment: Assignment) -> None:
+        """The cloud took the user's new preferences: the new split, decision and partition."""
+        self.prefs, self.decision = prefs, decision
+        self.registered(manifest, assignment)
+
+    def moved_to(self, a: Assignment) -> Assignment:
+        """The device now streams to the edge ``a`` names (a move); returns the assignment left."""
+        old = self.assignment
+        assert old is not None
+        self.assignment = dataclasses.replace(old, edge_endpoint=a.edge_endpoint, edge_id=a.edge_id,
+                                              placement_version=a.placement_version)
+        return old
+
+    def placement_seen(self, version: int) -> None:
+        """The same edge under a newer placement."""
+        assert self.assignment is not None
+        self.assignment = dataclasses.replace(self.assignment, placement_version=version)
 
     def make_frame(self, image: np.ndarray, task: Task | None = None, reading: float = 0.0) -> tuple[Frame, float]:
         """Preprocess, run blocks [0, split.device), encode (tagged with the campaign task it answers,
@@ -267,7 +286,7 @@ class AgentCore:
         _, scale, rng = cached
         return (activation + rng.laplace(0.0, scale, activation.shape)).astype(np.float32)
 
-    def report(self, tally: Tally | list[FrameOutcome]) -> RunReport:
+    def report(self, tally: Tally | list[FrameOutcome], duplicates: int = 0) -> RunReport:
         if self.assignment is None:
             raise RuntimeError("report before registration")
         if not isinstance(tally, Tally):
@@ -291,7 +310,7 @@ class AgentCore:
             latency_p95_s=tally.percentile(95),
             latency_p99_s=tally.percentile(99),
             accuracy=tally.correct / tally.labelled if tally.labelled else None,
-            duplicates_dropped=self.duplicates,
+            duplicates_dropped=duplicates,
             error_messages=sorted(tally.error_messages),
             edges=sorted(tally.edges),
             sent=tally.frames,

@@ -1,8 +1,8 @@
 """The device's control panel (paper 000, Fig. 2): the user's energy/privacy curve, a privacy slider
 and a floor that re-split the running device, and live figures of the stream.
 
-A Starlette app over a running :class:`~device_agent.service.DeviceAgent`; it only reads figures
-the agent keeps anyway and calls :meth:`~device_agent.service.DeviceAgent.change_preferences`, so
+A Starlette app over a running :class:`~device_agent.agent.DeviceAgent`; it only reads figures
+the agent keeps anyway and calls :meth:`~device_agent.agent.DeviceAgent.change_preferences`, so
 it is never on a frame's path, and it is off unless ``--panel-port`` asks for it. It listens on
 loopback by default: whoever reaches it steers this device's privacy.
 
@@ -34,7 +34,7 @@ from ecd.errors import EcdError, PermissionDeniedError, PreconditionError, Reque
 from ecd.split import Preferences, SplitDecision
 from ecd.web import error_response, json_body, static_mount
 
-DeviceAgent = Any  # a connected device_agent.service.DeviceAgent (not imported: the service imports this module)
+DeviceAgent = Any  # a connected device_agent.agent.DeviceAgent (not imported: the agent imports this module)
 
 PAGE = Path(__file__).with_name("panel.html")
 
@@ -59,13 +59,14 @@ def state(agent: DeviceAgent) -> dict[str, Any]:
         decision, _ = agent.decide(core.prefs)
     split = a.split.device
     energy = [float(decision.e_comp[b] + decision.e_comm[b]) for b in range(len(decision.utility))]
+    status = agent.status()
     live = agent.tally.snapshot()
     ok = live["answered"] - live["errors"]
     live.update(
-        sent=agent.tally_sent,
-        in_flight=len(agent._unanswered),
-        duplicates_dropped=core.duplicates,
-        resplits=agent.resplits,
+        sent=status.sent,
+        in_flight=status.in_flight,
+        duplicates_dropped=status.duplicates_dropped,
+        resplits=status.resplits,
         latency_p50_ms=_ms(agent.tally.percentile(50)),
         latency_p95_ms=_ms(agent.tally.percentile(95)),
         bytes_per_frame=live["uplink_bytes"] / ok if ok else None,
@@ -90,9 +91,10 @@ def state(agent: DeviceAgent) -> dict[str, Any]:
         "w_privacy": core.prefs.w_privacy,
         "min_split": core.prefs.min_split,
         "privacy_term": decision.privacy_source,
-        "streaming": agent.streaming,
-        "resplitting": agent._resplit is not None,
-        "preferences_error": agent.preferences_error,
+        "streaming": status.streaming,
+        "state": status.state,
+        "resplitting": status.pending_split is not None,
+        "preferences_error": status.preferences_error,
         "curve": curve(decision),
         "live": live,
     }

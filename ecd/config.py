@@ -20,24 +20,32 @@ T = TypeVar("T")
 MiB = 2**20
 
 
-def option(default: Any, help: str) -> Any:  # noqa: A002 — mirrors argparse
+def option(default: Any, help: str, was: tuple[str, ...] = ()) -> Any:  # noqa: A002 — mirrors argparse
+    """A field of a service's config; ``was``: its former names, still taken as flags, environment
+    variables and file keys so that deployments written before a rename keep working."""
+    metadata = {"help": help, "was": tuple(was)}
     if isinstance(default, (list, tuple)):
-        return dataclasses.field(default=tuple(default), metadata={"help": help})
-    return dataclasses.field(default=default, metadata={"help": help})
+        return dataclasses.field(default=tuple(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def _names(f: dataclasses.Field) -> tuple[str, ...]:
+    """The field's name, then its former names."""
+    return (f.name, *f.metadata.get("was", ()))
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     parser.add_argument("--config", help="TOML file with any of the options below (flat keys)")
     for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + name.replace("_", "-") for name in _names(f)]
         kind = type(f.default)
         helptext = f"{f.metadata.get('help', '')} (default {f.default!r})"
         if kind is bool:
-            parser.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=helptext)
+            parser.add_argument(*flags, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=helptext)
         elif kind is tuple:
-            parser.add_argument(flag, dest=f.name, default=None, nargs="+", help=helptext)
+            parser.add_argument(*flags, dest=f.name, default=None, nargs="+", help=helptext)
         else:
-            parser.add_argument(flag, dest=f.name, default=None, type=kind, help=helptext)
+            parser.add_argument(*flags, dest=f.name, default=None, type=kind, help=helptext)
 
 
 def _convert(cls_name: str, f: dataclasses.Field, value: Any, where: str) -> Any:
@@ -61,6 +69,7 @@ def _convert(cls_name: str, f: dataclasses.Field, value: Any, where: str) -> Any
 def resolve(cls: type[T], args: argparse.Namespace, env_prefix: str) -> T:
     values: dict[str, Any] = {}
     names = {f.name: f for f in dataclasses.fields(cls)}
+    former = {old: f.name for f in dataclasses.fields(cls) for old in _names(f)[1:]}
     path = getattr(args, "config", None)
     if path:
         try:
@@ -70,13 +79,15 @@ def resolve(cls: type[T], args: argparse.Namespace, env_prefix: str) -> T:
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"--config: {path} is not valid TOML: {e}") from None
         for key, value in data.items():
-            if key not in names:
+            name = former.get(key, key)
+            if name not in names:
                 raise ConfigError(f"{key} (in {path}): unknown option; known: {', '.join(names)}")
-            values[key] = _convert(cls.__name__, names[key], value, path)
+            values[name] = _convert(cls.__name__, names[name], value, path)
     for name, f in names.items():
-        env = os.environ.get(f"{env_prefix}{name.upper()}")
-        if env is not None:
-            values[name] = _convert(cls.__name__, f, env, f"env {env_prefix}{name.upper()}")
+        for env_name in (f"{env_prefix}{n.upper()}" for n in reversed(_names(f))):  # the current name wins
+            env = os.environ.get(env_name)
+            if env is not None:
+                values[name] = _convert(cls.__name__, f, env, f"env {env_name}")
     for name, f in names.items():
         value = getattr(args, name, None)
         if value is not None:

@@ -32,7 +32,7 @@ class DemoDevice:
     name: str
     profile: str
     radio: str
-    privacy_weight: float
+    w_privacy: float
     encoding: str
     min_split: int = 0
 
@@ -138,7 +138,7 @@ def run_demo(frames: int = 200, devices: Sequence[DemoDevice] = DEVICES,
             for i, dev in enumerate(devices):
                 report = d / f"agent{i}.json"
                 args = _cli("device-agent", "--cloud", cloud_target, "--name", dev.name, "--profile", dev.profile,
-                            "--radio", dev.radio, "--privacy-weight", str(dev.privacy_weight), "--encoding", dev.encoding,
+                            "--radio", dev.radio, "--w-privacy", str(dev.w_privacy), "--encoding", dev.encoding,
                             "--min-split", str(dev.min_split), "--frames", str(frames), "--report", str(report),
                             "--tls-dir", str(folder), "--tls-name", f"device-{i + 1}")
                 agents.append((dev, report, subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(d / f"agent{i}.log", "w"))))
@@ -150,7 +150,7 @@ def run_demo(frames: int = 200, devices: Sequence[DemoDevice] = DEVICES,
             edge_metrics, cloud_metrics = _scrape(e["metrics_port"]), _scrape(c["metrics_port"])
             if serve is not None:
                 holder = f"device-{len(devices) + 1}"
-                agent, a = _start(_cli("device-agent", "--cloud", cloud_target, "--name", "you", "--privacy-weight", "0.5",
+                agent, a = _start(_cli("device-agent", "--cloud", cloud_target, "--name", "you", "--w-privacy", "0.5",
                                        "--frames", "0", "--fps", "10", "--panel-port", "0", "--tls-dir", str(folder),
                                        "--tls-name", holder), d / "agent-you.log")
                 procs.append(("device-agent", agent))

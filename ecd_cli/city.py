@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cloud_server.service import CloudConfig, SchedulerClient, start_cloud
-from device_agent.service import AgentConfig, DeviceAgent, RunReport
+from device_agent.agent import AgentConfig, DeviceAgent, RunReport
 from device_agent.sources import heldout
 from ecd import certs
 from ecd.transport import tls

@@ -58,7 +58,7 @@ def cmd_edge_node(args: argparse.Namespace) -> int:
 
 
 def cmd_device_agent(args: argparse.Namespace) -> int:
-    from device_agent.service import AgentConfig, run_agent
+    from device_agent.agent import AgentConfig, run_agent
 
     cfg = resolve(AgentConfig, args, "ECD_AGENT_")
     report = run_agent(cfg, on_ready=lambda ready: print(json.dumps(ready), flush=True))
@@ -68,7 +68,7 @@ def cmd_device_agent(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from cloud_server.service import CloudConfig
-    from device_agent.service import AgentConfig
+    from device_agent.agent import AgentConfig
     from edge_node.service import EdgeConfig
 
     p = sub.add_parser("cloud-server", help="run the cloud server (env: ECD_CLOUD_<OPTION>)")

@@ -38,11 +38,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _privacy_weights(args: argparse.Namespace) -> tuple[float, float]:
-    w_p = args.privacy_weight
-    if args.energy_weight is not None:
-        return args.energy_weight, w_p
+    w_p = args.w_privacy
+    if args.w_energy is not None:
+        return args.w_energy, w_p
     if not (0.0 <= w_p <= 1.0):
-        raise ConfigError(f"--privacy-weight: without --energy-weight it must lie in [0, 1], got {w_p}")
+        raise ConfigError(f"--w-privacy: without --w-energy it must lie in [0, 1], got {w_p}")
     return 1.0 - w_p, w_p
 
 
@@ -90,8 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default="digits_cnn", help="zoo name or path (default digits_cnn)")
     p.add_argument("--profile", required=True, help="device profile name or file (ecd profile writes one)")
     p.add_argument("--radio", required=True, help="wifi, lte or 5g")
-    p.add_argument("--privacy-weight", type=float, required=True, help="w_privacy (lambda2); with no --energy-weight, w_energy = 1 - w_privacy")
-    p.add_argument("--energy-weight", type=float, help="w_energy (lambda1); weights are normalised to sum 1")
+    p.add_argument("--w-privacy", "--privacy-weight", dest="w_privacy", type=float, required=True, help="w_privacy (lambda2); with no --energy-weight, w_energy = 1 - w_privacy")
+    p.add_argument("--w-energy", "--energy-weight", dest="w_energy", type=float, help="w_energy (lambda1); weights are normalised to sum 1")
     p.add_argument("--min-split", type=int, default=0, help="hard floor: never send anything from below this block")
     p.add_argument("--max-split", type=int, help="the last split the device may run (default: all blocks)")
     p.add_argument("--encoding", default="float32", help="float32, float16 or int8 (bytes sent)")

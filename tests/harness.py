@@ -101,7 +101,7 @@ class StreamingAgent:
     def __init__(self, tiers: Tiers, tmp: Path, fps: float = 150.0, panel: bool = False, **cfg):
         import threading
 
-        from device_agent.service import AgentConfig, DeviceAgent
+        from device_agent.agent import AgentConfig, DeviceAgent
         from device_agent.sources import open_source
 
         self.agent = DeviceAgent(AgentConfig(cloud=tiers.cloud_target, model_dir=str(tmp / "agent-models"), fps=fps,
@@ -109,7 +109,7 @@ class StreamingAgent:
         self.agent.connect()
         self.panel = None
         if panel:
-            from device_agent.service import start_panel
+            from device_agent.agent import start_panel
 
             self.panel = start_panel(self.agent, replace(self.agent.cfg, panel_port=0))
         self.outcomes: list = []

@@ -14,7 +14,7 @@ import pytest
 
 from cloud_server import campaigns
 from cloud_server.service import CloudConfig, SchedulerClient, start_cloud
-from device_agent.service import AgentConfig, DeviceAgent
+from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.errors import EcdError, RequestError
 from ecd.transport import serde
@@ -120,9 +120,9 @@ def test_a_campaign_hands_out_tapps_allocation_and_crowdpower_catches_a_corrupt_
         for agent in agents:
             mine = allocated.get(agent.assignment.device_id, set())
             assert agent.wait_for_tasks(len(mine))
-            assert set(agent._tasks_seen) == mine
+            assert agent.follower.tasks_seen == mine
             agent.run(heldout("digits_cnn", 18))
-            assert agent.tasks_done == len(mine)
+            assert agent.status().tasks_done == len(mine)
         done = client.campaign(report.campaign_id)
         assert done.status == "done" and done.results == 96
         stored = cloud.registry.tasks(report.campaign_id)
@@ -173,7 +173,7 @@ def test_a_coverage_campaign_schedules_papers_004_choice_and_the_chosen_devices_
             mine = {t for d in report.allocation if d.device_id == agent.assignment.device_id for t in d.tasks}
             assert agent.wait_for_tasks(len(mine))
             agent.run(heldout("digits_cnn", 3))
-            assert agent.tasks_done == len(mine)
+            assert agent.status().tasks_done == len(mine)
         assert client.campaign(report.campaign_id).status == "done"
         with pytest.raises(EcdError, match="FAILED_PRECONDITION: subbands: .* N < K"):
             client.create_campaign(replace(request, subbands=6))

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from cloud_server.heads import parity_head_weights
-from device_agent.service import AgentConfig, DeviceAgent
+from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.v1 import ecd_pb2 as pb
 from harness import Tiers, start_tiers, stop_tiers
@@ -21,7 +21,7 @@ def parity_spec() -> pb.HeadSpec:
 
 
 def test_head_added_at_run_time_answers_the_next_frames(tiers: Tiers, tmp_path: Path) -> None:
-    agent = DeviceAgent(AgentConfig(cloud=tiers.cloud_target, privacy_weight=0.8, model_dir=str(tmp_path / "agent")))
+    agent = DeviceAgent(AgentConfig(cloud=tiers.cloud_target, w_privacy=0.8, model_dir=str(tmp_path / "agent")))
     try:
         agent.connect()
         before = agent.run(heldout("digits_cnn", 10))

@@ -13,7 +13,7 @@ import pytest
 
 from cloud_server.registry import Registry, hash_token, token_matches
 from cloud_server.service import CloudConfig, SchedulerClient
-from device_agent.service import AgentConfig, DeviceAgent
+from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.errors import LimitError, RequestError
 from ecd.limits import RateLimiter, check_name, printable

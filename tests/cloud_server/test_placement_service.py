@@ -13,7 +13,7 @@ import grpc
 import pytest
 
 from cloud_server.service import CloudConfig, SchedulerClient, start_cloud
-from device_agent.service import AgentConfig, DeviceAgent
+from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.transport.rpc import LoopThread, wait_healthy
 from ecd.v1 import ecd_pb2 as pb
@@ -115,7 +115,7 @@ def test_a_lost_edge_nodes_devices_move_without_restarting_the_agents(city, tmp_
         assert len(moved) == 4
         moves_before = {id(a): a.moves for a in agents}
         for agent in moved:
-            assert agent._moved.wait(30), "the cloud never named a new edge"
+            assert agent.follower.wait_for_move(30), "the cloud never named a new edge"
         second = client.placement()
     finally:
         client.close()

@@ -80,7 +80,7 @@ def option_names(cls: type) -> set[str]:
 CONFIGS = {  # env prefix -> (module, class)
     "ECD_CLOUD_": ("cloud_server.service", "CloudConfig"),
     "ECD_EDGE_": ("edge_node.service", "EdgeConfig"),
-    "ECD_AGENT_": ("device_agent.service", "AgentConfig"),
+    "ECD_AGENT_": ("device_agent.config", "AgentConfig"),
 }
 
 

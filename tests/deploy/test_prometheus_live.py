@@ -107,7 +107,7 @@ def test_prometheus_stores_what_the_services_count(tiers, prometheus_server, tmp
     import grpc
     from harness import frame_for
 
-    from device_agent.service import AgentConfig, DeviceAgent
+    from device_agent.agent import AgentConfig, DeviceAgent
     from device_agent.sources import open_source
     from ecd import codec, zoo
     from ecd.manifest import load_heldout

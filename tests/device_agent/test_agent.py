@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_agent import service
-from device_agent.service import AgentConfig, DeviceAgent
+from device_agent import agent as agent_module, config as agent_config
+from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import folder, heldout, open_source, synthetic
 from ecd import zoo
 from ecd.errors import ConfigError, EcdError
@@ -36,7 +36,7 @@ def run_agent(tiers: Tiers, tmp_path: Path, frames: int = 40, **kw) -> tuple[Dev
 
 @pytest.mark.parametrize("w_privacy,encoding", [(0.0, "float32"), (0.9, "float16"), (0.5, "int8")])
 def test_agent_chooses_the_utilitys_split_and_reports(tiers: Tiers, tmp_path: Path, w_privacy: float, encoding: str) -> None:
-    agent, outcomes = run_agent(tiers, tmp_path, privacy_weight=w_privacy, encoding=encoding)
+    agent, outcomes = run_agent(tiers, tmp_path, w_privacy=w_privacy, encoding=encoding)
     m = zoo.load_manifest("digits_cnn")
     expected = decide_split(m, load_device("pi4"), load_radio("wifi"), Preferences(1 - w_privacy, w_privacy)).recommended
     assert agent.assignment.split.device == expected
@@ -49,7 +49,7 @@ def test_agent_chooses_the_utilitys_split_and_reports(tiers: Tiers, tmp_path: Pa
 
 
 def test_agent_never_sends_below_its_floor(tiers: Tiers, tmp_path: Path) -> None:
-    agent, outcomes = run_agent(tiers, tmp_path, frames=10, privacy_weight=0.0, min_split=4)
+    agent, outcomes = run_agent(tiers, tmp_path, frames=10, w_privacy=0.0, min_split=4)
     assert agent.assignment.split.device >= 4
     assert all(o.result.split.device >= 4 for o in outcomes)
     with pytest.raises(EcdError, match="split"):
@@ -84,7 +84,7 @@ def test_a_state_file_keeps_the_device_across_restarts(tiers: Tiers, tmp_path: P
     state = tmp_path / "agent-state.json"
     first, _ = run_agent(tiers, tmp_path, frames=5, state=str(state))
     assert oct(state.stat().st_mode & 0o777) == "0o600"  # it holds the device's token
-    again, outcomes = run_agent(tiers, tmp_path, frames=5, state=str(state), privacy_weight=0.9)
+    again, outcomes = run_agent(tiers, tmp_path, frames=5, state=str(state), w_privacy=0.9)
     assert again.assignment.device_id == first.assignment.device_id
     assert all(o.result.ok for o in outcomes)
     # this run's weights were sent to the cloud for the same device
@@ -128,7 +128,7 @@ def test_an_agent_that_gives_up_still_writes_its_report(tiers: Tiers, tmp_path: 
     cfg = AgentConfig(cloud=tiers.cloud_target, model_dir=str(tmp_path / "m"), frames=0, failover_wait_s=1.0, report=str(report))
     tiers.loop.run(tiers.edge.stop(0, leave=False))
     with pytest.raises(EcdError, match="no edge node answered for 1 s"):
-        service.run_agent(cfg)
+        agent_module.run_agent(cfg)
     r = json.loads(report.read_text())
     assert r["exit"].startswith("edge: no edge node answered") and r["frames"] == 0 and r["sent"] == r["lost"] > 0
 
@@ -140,7 +140,7 @@ def _edge_answered(tiers: Tiers) -> float:
 
 
 def test_bad_sensor_scores_fail_before_anything_starts() -> None:
-    assert service.parse_sensors("temperature=7.5, camera=9") == {"temperature": 7.5, "camera": 9.0}
+    assert agent_config.parse_sensors("temperature=7.5, camera=9") == {"temperature": 7.5, "camera": 9.0}
     for bad in ("temperature", "camera=high"):
         with pytest.raises(ConfigError, match="--sensors: expected NAME=SCORE"):
             DeviceAgent(AgentConfig(sensors=bad))

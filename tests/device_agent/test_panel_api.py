@@ -14,7 +14,7 @@ from harness import StreamingAgent, Tiers, recommended
 
 @pytest.fixture
 def panel(tiers: Tiers, tmp_path: Path):
-    s = StreamingAgent(tiers, tmp_path, privacy_weight=0.0, panel=True)
+    s = StreamingAgent(tiers, tmp_path, w_privacy=0.0, panel=True)
     client = httpx.Client(base_url=s.panel.url, timeout=30)
     try:
         s.wait_for(lambda a: a.tally.frames >= 5)
@@ -22,7 +22,7 @@ def panel(tiers: Tiers, tmp_path: Path):
     finally:
         client.close()
         outcomes = s.stop()
-        assert [o.frame_id for o in outcomes] == list(range(1, s.agent.tally_sent + 1))
+        assert [o.frame_id for o in outcomes] == list(range(1, s.agent.status().sent + 1))
 
 
 def test_state_shows_the_curve_the_choice_and_live_figures(panel) -> None:

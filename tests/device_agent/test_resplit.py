@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from device_agent.preferences import PendingResplit
 from ecd.errors import PreconditionError, RequestError
 from harness import StreamingAgent, Tiers, recommended
 
@@ -21,7 +22,7 @@ def check_every_frame_once(outcomes: list, sent: int) -> None:
 def test_weight_from_0_to_1_resplits_the_running_agent_without_losing_a_frame(tiers: Tiers, tmp_path: Path) -> None:
     low, high = recommended(0.0), recommended(1.0)
     assert low != high  # the bundled model's curve makes the slider matter: 0 -> 5 (noised) or 6
-    s = StreamingAgent(tiers, tmp_path, privacy_weight=0.0)
+    s = StreamingAgent(tiers, tmp_path, w_privacy=0.0)
     try:
         assert s.agent.assignment.split.device == low
         s.wait_for(lambda a: a.tally.frames >= 30)
@@ -32,7 +33,7 @@ def test_weight_from_0_to_1_resplits_the_running_agent_without_losing_a_frame(ti
     finally:
         outcomes = s.stop()
     report = s.agent.report(outcomes)
-    check_every_frame_once(outcomes, s.agent.tally_sent)
+    check_every_frame_once(outcomes, s.agent.status().sent)
     assert report.duplicates_dropped == 0 and report.resplits == 1
     splits = [o.result.split.device for o in outcomes]
     first_high = splits.index(high)
@@ -43,7 +44,7 @@ def test_weight_from_0_to_1_resplits_the_running_agent_without_losing_a_frame(ti
 
 
 def test_raising_the_floor_above_the_split_moves_the_stream_up(tiers: Tiers, tmp_path: Path) -> None:
-    s = StreamingAgent(tiers, tmp_path, privacy_weight=0.0)
+    s = StreamingAgent(tiers, tmp_path, w_privacy=0.0)
     try:
         assert s.agent.assignment.split.device == 0
         s.wait_for(lambda a: a.tally.frames >= 10)
@@ -57,7 +58,7 @@ def test_raising_the_floor_above_the_split_moves_the_stream_up(tiers: Tiers, tmp
         assert s.agent.core.prefs.min_split == 4
     finally:
         outcomes = s.stop()
-    check_every_frame_once(outcomes, s.agent.tally_sent)
+    check_every_frame_once(outcomes, s.agent.status().sent)
     splits = [o.result.split.device for o in outcomes]
     assert splits == sorted(splits) and splits[-1] == new
 
@@ -73,7 +74,7 @@ def test_raising_the_floor_above_the_split_moves_the_stream_up(tiers: Tiers, tmp
     ({"min_split": 2.5}, "min_split"),
 ])
 def test_bad_preferences_are_refused_naming_the_field_and_the_stream_goes_on(tiers: Tiers, tmp_path: Path, kwargs, field) -> None:
-    s = StreamingAgent(tiers, tmp_path, privacy_weight=0.5)
+    s = StreamingAgent(tiers, tmp_path, w_privacy=0.5)
     try:
         before = s.agent.core.prefs
         s.wait_for(lambda a: a.tally.frames >= 5)
@@ -84,11 +85,11 @@ def test_bad_preferences_are_refused_naming_the_field_and_the_stream_goes_on(tie
         s.wait_for(lambda a: a.tally.frames >= answered + 10)
     finally:
         outcomes = s.stop()
-    check_every_frame_once(outcomes, s.agent.tally_sent)
+    check_every_frame_once(outcomes, s.agent.status().sent)
 
 
 def test_a_pinned_split_stays_and_bounds_the_floor(tiers: Tiers, tmp_path: Path) -> None:
-    s = StreamingAgent(tiers, tmp_path, privacy_weight=0.0, split=3)
+    s = StreamingAgent(tiers, tmp_path, w_privacy=0.0, split=3)
     try:
         s.wait_for(lambda a: a.tally.frames >= 5)
         assert s.agent.change_preferences(w_privacy=1.0) == 3
@@ -97,15 +98,15 @@ def test_a_pinned_split_stays_and_bounds_the_floor(tiers: Tiers, tmp_path: Path)
             s.agent.change_preferences(min_split=4)
     finally:
         outcomes = s.stop()
-    check_every_frame_once(outcomes, s.agent.tally_sent)
-    assert {o.result.split.device for o in outcomes} == {3} and s.agent.resplits == 0
+    check_every_frame_once(outcomes, s.agent.status().sent)
+    assert {o.result.split.device for o in outcomes} == {3} and s.agent.status().resplits == 0
 
 
 def test_a_cloud_that_refuses_the_change_is_reported_and_nothing_changes(tiers: Tiers, tmp_path: Path) -> None:
-    from device_agent.service import AgentConfig, DeviceAgent
+    from device_agent.agent import AgentConfig, DeviceAgent
     from ecd.errors import PeerError
 
-    agent = DeviceAgent(AgentConfig(cloud=tiers.cloud_target, model_dir=str(tmp_path / "a"), privacy_weight=0.0))
+    agent = DeviceAgent(AgentConfig(cloud=tiers.cloud_target, model_dir=str(tmp_path / "a"), w_privacy=0.0))
     try:
         agent.connect()
         tiers.cloud.core.revoke_device(agent.assignment.device_id)
@@ -120,14 +121,16 @@ def test_a_cloud_that_refuses_the_change_is_reported_and_nothing_changes(tiers: 
 def test_a_floor_raised_but_not_yet_applied_cannot_be_lowered(tiers: Tiers, tmp_path: Path) -> None:
     """The floor a user asked for counts from the moment it is asked, not from when the stream
     gets to apply it."""
-    s = StreamingAgent(tiers, tmp_path, privacy_weight=0.0, fps=5)
+    s = StreamingAgent(tiers, tmp_path, w_privacy=0.0, fps=5)
     try:
         s.wait_for(lambda a: a.tally.frames >= 1)
-        with s.agent._prefs_lock:  # hold the change pending, as a busy stream would
-            s.agent._resplit = (s.agent.check_preferences(min_split=4), *s.agent.decide(s.agent.check_preferences(min_split=4)))
+        control = s.agent.preferences
+        with control.lock:  # hold the change pending, as a busy stream would
+            prefs = control.check(min_split=4)
+            control.pending = PendingResplit(prefs, *control.decide(prefs))
         with pytest.raises(PreconditionError, match="^min_split: the floor can only be raised"):
             s.agent.change_preferences(min_split=2)
         s.wait_for(lambda a: a.core.prefs.min_split == 4)
     finally:
         outcomes = s.stop()
-    check_every_frame_once(outcomes, s.agent.tally_sent)
+    check_every_frame_once(outcomes, s.agent.status().sent)

@@ -101,3 +101,24 @@ def test_config_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("ECD_T_PORT", "eighty")
     with pytest.raises(ConfigError, match="port"):
         resolve(Demo, parser.parse_args([]), "ECD_T_")
+
+
+@dataclasses.dataclass(frozen=True)
+class Renamed:
+    w_privacy: float = option(0.5, "weight", was=("privacy_weight",))
+
+
+def test_a_renamed_option_is_still_taken_under_its_former_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deployments written before a rename (flags, ECD_* variables, config files) keep working;
+    where both names are given, the current one wins."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Renamed)
+    assert resolve(Renamed, parser.parse_args(["--privacy-weight", "0.1"]), "ECD_T_") == Renamed(0.1)
+    assert resolve(Renamed, parser.parse_args(["--w-privacy", "0.2"]), "ECD_T_") == Renamed(0.2)
+    file = tmp_path / "c.toml"
+    file.write_text("privacy_weight = 0.3\n")
+    assert resolve(Renamed, parser.parse_args(["--config", str(file)]), "ECD_T_") == Renamed(0.3)
+    monkeypatch.setenv("ECD_T_PRIVACY_WEIGHT", "0.4")
+    assert resolve(Renamed, parser.parse_args([]), "ECD_T_") == Renamed(0.4)
+    monkeypatch.setenv("ECD_T_W_PRIVACY", "0.6")
+    assert resolve(Renamed, parser.parse_args([]), "ECD_T_") == Renamed(0.6)

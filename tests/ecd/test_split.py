@@ -179,7 +179,7 @@ def test_device_applies_the_chosen_defence_before_sending() -> None:
     for strength in (0.0, 4.0):
         core = AgentCore("t", Preferences(0, 1, min_split=2, defence_strength=strength), Encoding.FLOAT32, PI4, WIFI,
                          ServiceMetrics("device"))
-        split = core.choose_split(faces)
+        split = core.decide(faces)
         core.registered(faces, Assignment("d", "tok", "e:1", faces.model_id, faces.version, Split(split, faces.n_blocks),
                                           split, core.prefs))
         clean = Partition(faces, 0, split).run(faces.input.preprocess(image[None]))
@@ -357,7 +357,7 @@ def test_stale_measurement_falls_back_to_macs(bundled: Manifest, tmp_path: Path)
 
 
 def test_split_cli_table_json_and_plot(tmp_path: Path) -> None:
-    proc = ecd("split", "--profile", "pi4", "--radio", "wifi", "--privacy-weight", "0.8", "--min-split", "2")
+    proc = ecd("split", "--profile", "pi4", "--radio", "wifi", "--w-privacy", "0.8", "--min-split", "2")
     assert proc.returncode == 0, proc.stderr
     assert "recommended split" in proc.stdout and "(floor)" in proc.stdout
     plot = tmp_path / "split.png"
@@ -372,9 +372,9 @@ def test_split_cli_table_json_and_plot(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args,needle",
     [
-        (["--privacy-weight", "nan"], "--privacy-weight"),
+        (["--privacy-weight", "nan"], "--w-privacy"),
         (["--privacy-weight", "nan", "--energy-weight", "1"], "w_privacy"),
-        (["--privacy-weight", "-0.5"], "--privacy-weight"),
+        (["--w-privacy", "-0.5"], "--w-privacy"),
         (["--privacy-weight", "0", "--energy-weight", "0"], "not both be 0"),
         (["--privacy-weight", "0.5", "--energy-weight", "-1"], "w_energy"),
         (["--privacy-weight", "0.5", "--min-split", "9"], "min_split"),

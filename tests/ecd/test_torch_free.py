@@ -83,7 +83,7 @@ def test_device_agent_and_edge_node_run_without_torch_or_scipy(tmp_path) -> None
         f"""
         from dataclasses import replace
         from cloud_server.service import CloudConfig, start_cloud
-        from device_agent.service import AgentConfig, run_agent
+        from device_agent.agent import AgentConfig, run_agent
         from ecd.transport.rpc import LoopThread, wait_healthy
         from edge_node.service import EdgeConfig, start_edge
 

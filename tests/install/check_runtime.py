@@ -20,7 +20,7 @@ def main() -> int:
         print(f"runtime install check: {', '.join(present)} should not be installed in a runtime-only install")
         return 1
     from cloud_server.service import CloudConfig, start_cloud
-    from device_agent.service import AgentConfig, run_agent
+    from device_agent.agent import AgentConfig, run_agent
     from ecd.transport.rpc import LoopThread, wait_healthy
     from edge_node.service import EdgeConfig, start_edge
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from device_agent.service import AgentConfig, DeviceAgent
+from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.launch import _cli, _start, _stop
 from ecd.transport.rpc import wait_healthy
@@ -192,4 +192,4 @@ def test_sigterm_of_an_edge_drains_it_and_its_device_moves_on_losing_nothing(clu
     assert cluster.procs[first].wait(DEADLINE_S) == 0
     outcomes = s.finish()
     answered_exactly_once(outcomes, 500)
-    assert s.agent.moves >= 1 and s.agent.core.duplicates == 0
+    assert s.agent.moves >= 1 and s.agent.status().duplicates_dropped == 0

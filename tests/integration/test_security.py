@@ -15,7 +15,7 @@ import pytest
 
 from cloud_server.heads import parity_head_weights
 from cloud_server.service import CloudConfig, start_cloud
-from device_agent.service import AgentConfig, DeviceAgent
+from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd import certs, codec, zoo
 from ecd.transport import tls

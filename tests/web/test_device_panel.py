@@ -40,7 +40,7 @@ def set_floor(driver, value: str) -> None:
 
 
 def test_slider_resplits_the_running_agent(browser, tiers: Tiers, tmp_path: Path) -> None:
-    s = StreamingAgent(tiers, tmp_path, privacy_weight=0.0, panel=True)
+    s = StreamingAgent(tiers, tmp_path, w_privacy=0.0, panel=True)
     wait = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,))  # the page redraws each second
     try:
         browser.get(s.panel.url)
@@ -80,8 +80,8 @@ def test_slider_resplits_the_running_agent(browser, tiers: Tiers, tmp_path: Path
             browser.save_screenshot(str(DOCS / "device_panel.png"))
     finally:
         outcomes = s.stop()
-    assert [o.frame_id for o in outcomes] == list(range(1, s.agent.tally_sent + 1)), "a frame was lost"
-    assert s.agent.core.duplicates == 0 and all(o.result.ok for o in outcomes)
+    assert [o.frame_id for o in outcomes] == list(range(1, s.agent.status().sent + 1)), "a frame was lost"
+    assert s.agent.status().duplicates_dropped == 0 and all(o.result.ok for o in outcomes)
     splits = [o.result.split.device for o in outcomes]
     high = recommended(1.0)
     first = splits.index(high)

@@ -1,0 +1,87 @@
+"""The device agent's options (flags, ``ECD_AGENT_*`` variables or a TOML file: ``ecd.config``), and
+the two option values that need parsing: a walked trace and the sensor benchmark scores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ecd.config import MiB, option
+from ecd.errors import ConfigError
+from ecd.types import Position
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    cloud: str = option("127.0.0.1:50051", "cloud server host:port (registration, model download)")
+    name: str = option("device", "a name operators see")
+    profile: str = option("pi4", "device profile: shipped name or a file written by `ecd profile`")
+    radio: str = option("wifi", "uplink radio: wifi, lte or 5g")
+    w_privacy: float = option(0.5, "the privacy weight (paper 000's lambda2)", was=("privacy_weight",))
+    w_energy: float = option(-1.0, "the energy weight (lambda1); -1 = 1 - w_privacy", was=("energy_weight",))
+    min_split: int = option(0, "hard floor: never send anything from below this block")
+    split: int = option(-1, "run exactly this split instead of the utility's choice (-1 = the utility's); must be >= min_split")
+    model: str = option("digits_cnn", "model id served by the cloud")
+    encoding: str = option("float32", "tensor encoding on the uplink: float32, float16 or int8")
+    source: str = option("heldout", "frames: heldout, synthetic or folder:PATH")
+    frames: int = option(200, "how many frames to stream (0 = until SIGTERM: a long-running agent)")
+    fps: float = option(0.0, "frames per second to send (0 = as fast as max_in_flight allows)")
+    state: str = option("", "a file keeping this device's identity (id and token) across restarts, created 0600 (empty = a new device each run)")
+    max_in_flight: int = option(8, "frames sent but not yet answered")
+    model_dir: str = option("", "where fetched partitions are kept (default: a temporary folder)")
+    metrics_port: int = option(-1, "Prometheus port (-1 = off, 0 = any free port)")
+    metrics_host: str = option("127.0.0.1", "address the Prometheus endpoint listens on")
+    report: str = option("", "write the run's report as JSON to this file")
+    max_message_bytes: int = option(64 * MiB, "gRPC max message size, bytes")
+    call_timeout_s: float = option(10.0, "deadline of each call to the cloud (registration, assignment, location), seconds")
+    drain_s: float = option(10.0, "on SIGTERM, how long to wait for the answers to frames in flight, seconds")
+    position: str = option("", "where the device is, LAT,LON in degrees (placement uses it; empty = unknown)")
+    trace: str = option("", "a CSV of positions (lat,lon per line) the device walks through, one step per --trace-every frames")
+    trace_every: int = option(20, "frames between two location reports when replaying --trace")
+    follow: bool = option(True, "watch the assignment and move to the edge node placement names")
+    failover_wait_s: float = option(60.0, "how long to go on without any edge node answering (asking the cloud for a new one, with backoff) before giving up, seconds")
+    sensor_seed: int = option(0, "seed of the simulated sensor whose readings answer campaign tasks")
+    corrupt_reports: bool = option(False, "misbehave: send biased, noisy readings (to see CrowdPower catch it)")
+    tls_dir: str = option("", "folder written by `ecd certs init`: ca.pem and this holder's NAME.pem/NAME.key (empty = plaintext, loopback only)")
+    tls_name: str = option("device-1", "which certificate in tls_dir is this holder's (NAME.pem, NAME.key)")
+    allow_plaintext: bool = option(False, "force plaintext on a non-loopback address (anyone on the network can then read and forge traffic)")
+    panel_port: int = option(-1, "the control panel's HTTP port: the user's energy/privacy curve and a privacy slider that re-splits the running device (-1 = off, 0 = any free port)")
+    panel_host: str = option("127.0.0.1", "address the control panel listens on (loopback: only this device's user; another address needs --allow-plaintext, as the panel has no TLS)")
+    sensors: str = option("", "the phone's sensor benchmark scores for site selection, NAME=SCORE,... with scores 0..10 (e.g. temperature=7.5,camera=9)")
+
+
+def read_trace(path: str) -> list[Position]:
+    """Positions from a CSV file: ``lat,lon`` per line (a header line and extra columns are ignored)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise ConfigError(f"--trace: cannot read {path} ({e.strerror})") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) < 2 or not cells[0]:
+            continue
+        try:
+            lat, lon = float(cells[0]), float(cells[1])
+        except ValueError:
+            if n == 1:
+                continue  # a header
+            raise ConfigError(f"--trace: {path}, line {n}: expected lat,lon, got {line!r}") from None
+        out.append(Position(lat, lon).check(f"--trace line {n}"))
+    if not out:
+        raise ConfigError(f"--trace: {path} holds no positions")
+    return out
+
+
+def parse_sensors(text: str) -> dict[str, float]:
+    """``temperature=7.5,camera=9`` as a dict (the cloud checks names and ranges)."""
+    out = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        name, sep, score = item.partition("=")
+        try:
+            out[name.strip()] = float(score)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ConfigError(f"--sensors: expected NAME=SCORE,..., got {item!r}")
+    return out

@@ -1,0 +1,340 @@
+"""The agent's stream of frames to its edge node, as a state machine with named states.
+
+One :class:`StreamLoop` runs one :meth:`~device_agent.service.DeviceAgent.run`. It opens a stream on
+the current edge, sends frames (resent ones first) while a window of ``max_in_flight`` allows, and
+takes the results. Between two frames it may close the stream on purpose — to follow a move, to
+apply the user's new split, because it was asked to stop, or because the input ran out — and then
+lets the edge answer what is in flight (``DRAINING``). A stream that breaks sends it to
+``FAILING_OVER``: it asks the cloud where to go (backoff with jitter) and resends every unanswered
+frame on the next stream. The transitions are checked against :data:`TRANSITIONS`; every one is
+logged with its reason, and :class:`~device_agent.status.AgentStatus` shows the state.
+
+Threads: the loop runs in the caller's thread and reads the results; gRPC pulls the frames from
+:meth:`StreamLoop._frames` in a thread of its own. Both write the state through :meth:`_enter`
+(under one lock). Requests from other threads — a move named by the cloud's watch, a re-split from
+the control panel, a stop from SIGTERM — are never acted on in their own thread: they are read by
+the loop between two frames.
+
+Exactly-once delivery to the application: :class:`InFlight` holds every frame sent and not yet
+answered; an answer to a frame no longer there (a resent frame answered twice) is dropped and
+counted.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import random
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Protocol
+
+import numpy as np
+
+from device_agent.core import FrameOutcome, Tally
+from device_agent.peers import EdgePeer, PeerDown
+from ecd.errors import UnavailableError
+from ecd.metrics import ServiceMetrics
+from ecd.types import Frame, Result
+
+log = logging.getLogger("ecd.agent")
+
+__all__ = ["InFlight", "StreamLoop", "StreamState", "Why", "TRANSITIONS"]
+
+
+class StreamState(enum.Enum):
+    IDLE = "idle"  # registered; no run under way
+    STREAMING = "streaming"  # frames go out on an open edge stream
+    DRAINING = "draining"  # this stream sends no new frame; the edge answers those in flight
+    FAILING_OVER = "failing_over"  # the stream broke: asking the cloud for an edge before resending
+    MOVING = "moving"  # switching to the edge node the cloud named
+    RESPLITTING = "resplitting"  # nothing in flight: the user's new split is applied before the next stream
+    DONE = "done"  # every frame answered (or the stop's drain time spent)
+    FAILED = "failed"  # no edge node answered for failover_wait_s, or a peer refused the stream
+
+
+class Why(enum.Enum):
+    """Why a stream stopped sending (the reason :data:`StreamState.DRAINING` is entered with)."""
+
+    END_OF_INPUT = "end of input"
+    STOP = "stop asked"
+    MOVE = "move to another edge"
+    RESPLIT = "re-split"
+    SUPERSEDED = "a newer stream is open"
+
+
+S = StreamState
+AFTER_A_STREAM = frozenset({S.STREAMING, S.FAILING_OVER, S.MOVING, S.RESPLITTING, S.DONE, S.FAILED})
+TRANSITIONS: dict[StreamState, frozenset[StreamState]] = {
+    S.IDLE: frozenset({S.STREAMING}),
+    S.STREAMING: AFTER_A_STREAM | {S.DRAINING},
+    S.DRAINING: AFTER_A_STREAM,
+    S.FAILING_OVER: AFTER_A_STREAM - {S.FAILING_OVER},
+    S.MOVING: frozenset({S.STREAMING, S.RESPLITTING, S.DONE, S.FAILED}),
+    S.RESPLITTING: frozenset({S.STREAMING, S.DONE, S.FAILED}),
+    S.DONE: frozenset({S.IDLE}),
+    S.FAILED: frozenset({S.IDLE}),
+}
+
+
+@dataclass(frozen=True)
+class Sent:
+    frame: Frame
+    sent_at: float  # perf_counter when the frame was made, for its end-to-end latency
+    label: int | None
+    raw_bytes: int
+
+
+class InFlight:
+    """Frames sent and not yet answered, by frame id (one run's; the one writer of that fact)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sent: dict[int, Sent] = {}
+
+    def add(self, sent: Sent) -> None:
+        with self._lock:
+            self._sent[sent.frame.frame_id] = sent
+
+    def answer(self, result: Result) -> Sent | None:
+        """The frame ``result`` answers, now answered; None if it was answered before, or never sent."""
+        with self._lock:
+            return self._sent.pop(result.frame_id, None)
+
+    def unanswered(self) -> list[Frame]:
+        """Every frame still waiting for its answer, oldest first (to resend on a new stream)."""
+        with self._lock:
+            return [self._sent[i].frame for i in sorted(self._sent)]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sent)
+
+
+class Requests(Protocol):
+    """What the loop reads between two frames: the requests other threads made of it."""
+
+    def stop_asked(self) -> bool: ...
+
+    def wait_for_stop(self, timeout_s: float) -> bool: ...
+
+    def move_pending(self) -> bool: ...
+
+    def resplit_pending(self) -> bool: ...
+
+    def wait_for_move(self, timeout_s: float) -> bool: ...
+
+    def ask_cloud(self) -> None: ...
+
+    def move(self) -> EdgePeer: ...
+
+    def resplit(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    max_in_flight: int = 8
+    fps: float = 0.0
+    drain_s: float = 10.0
+    failover_wait_s: float = 60.0
+    backoff_start_s: float = 0.2
+    backoff_max_s: float = 5.0
+
+
+class _Stream:
+    """One edge stream's own bookkeeping: a broken stream's frame iterator can still be pulled
+    once by gRPC's sender thread after the next stream has opened, and must then make no frame."""
+
+    def __init__(self, resend: list[Frame]) -> None:
+        self.resend = resend
+        self.closed = False
+
+
+class StreamLoop:
+    """Streams ``samples`` through an :class:`EdgePeer` until they run out or a stop is asked for.
+
+    ``make_frame(image)`` turns a sample into a frame (the device partition runs there);
+    ``requests`` answers, between two frames, whether to move, re-split or stop, and carries them out.
+    """
+
+    def __init__(self, cfg: LoopConfig, edge: EdgePeer, requests: Requests, make_frame: Callable[[np.ndarray], Frame],
+                 metrics: ServiceMetrics, tally: Tally, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.edge = edge
+        self.requests = requests
+        self.make_frame = make_frame
+        self.metrics = metrics
+        self.tally = tally
+        self.clock = clock
+        self._lock = threading.Lock()
+        self.state = StreamState.IDLE
+        self.why = ""  # the reason of the last transition, as logged
+        self.history: deque[tuple[StreamState, str]] = deque(maxlen=64)  # the latest transitions, oldest first
+        self.in_flight = InFlight()  # the current run's
+        self.sent = 0  # distinct frames sent (a resent frame counts once), every run
+        self.duplicates = 0  # answers dropped because their frame was already answered, every run
+        self._window = threading.Semaphore(cfg.max_in_flight)
+        self._current: _Stream | None = None
+        self._exhausted = False
+        self._next_at = 0.0
+
+    # --- the state ----------------------------------------------------------------------------
+
+    def _enter(self, new: StreamState, why: str = "", only_from: StreamState | None = None) -> None:
+        """The one way the state changes; ``only_from``: do nothing unless the state is that one
+        (checked under the same lock: the other thread may have moved it meanwhile)."""
+        with self._lock:
+            if only_from is not None and self.state is not only_from:
+                return
+            if new not in TRANSITIONS[self.state]:
+                raise RuntimeError(f"agent stream: no transition from {self.state.value} to {new.value} ({why})")
+            old, self.state, self.why = self.state, new, why
+            self.history.append((new, why))
+        if old is not new:
+            log.debug("[DeviceAgent] stream %s -> %s%s", old.value, new.value, f" ({why})" if why else "")
+
+    def _stop_sending(self, stream: _Stream, why: Why) -> None:
+        """This stream sends no more frames; the loop (thread of the results) goes on reading."""
+        stream.closed = True
+        if stream is self._current:
+            self._enter(StreamState.DRAINING, why.value, only_from=StreamState.STREAMING)
+
+    def _why_close(self, stream: _Stream) -> Why | None:
+        if stream is not self._current or stream.closed:
+            return Why.SUPERSEDED
+        if self.requests.stop_asked():
+            return Why.STOP
+        if self.requests.move_pending():
+            return Why.MOVE
+        if self.requests.resplit_pending():
+            return Why.RESPLIT
+        return None
+
+    # --- sending (gRPC's sender thread) ---------------------------------------------------------
+
+    def _frames(self, stream: _Stream, samples: Iterator[tuple[np.ndarray, int | None]]) -> Iterator[Frame]:
+        yield from stream.resend
+        while True:
+            while not self._window.acquire(timeout=0.2):
+                if (why := self._why_close(stream)) is not None:
+                    self._stop_sending(stream, why)
+                    return
+            if (why := self._why_close(stream)) is not None:
+                self._window.release()  # between two frames: a frame made for a stream that has
+                self._stop_sending(stream, why)  # ended would go nowhere until the next break
+                return
+            if not self._paced(stream):
+                self._window.release()
+                return
+            try:
+                image, label = next(samples)
+            except StopIteration:
+                self._window.release()
+                self._exhausted = True
+                self._stop_sending(stream, Why.END_OF_INPUT)
+                return
+            frame = self.make_frame(image)
+            self.in_flight.add(Sent(frame, time.perf_counter(), label, int(image.nbytes)))
+            self.sent += 1
+            yield frame
+
+    def _paced(self, stream: _Stream) -> bool:
+        """Wait for this frame's turn at ``fps``; False when a stop came meanwhile."""
+        if self.cfg.fps <= 0:
+            return True
+        interval = 1.0 / self.cfg.fps
+        wait = self._next_at - self.clock()
+        if wait > 0 and self.requests.wait_for_stop(wait):
+            self._stop_sending(stream, Why.STOP)
+            return False
+        self._next_at = max(self._next_at + interval, self.clock() - interval)
+        return True
+
+    # --- the loop (the caller's thread) ---------------------------------------------------------
+
+    def run(self, samples: Iterable[tuple[np.ndarray, int | None]], keep: bool) -> list[FrameOutcome]:
+        """Stream until the samples run out (every frame answered) or a stop has drained; returns
+        the outcomes in frame order when ``keep``. Raises :class:`~ecd.errors.UnavailableError`
+        after ``failover_wait_s`` with no answer, and a peer's refusal as it came."""
+        if self.state in (StreamState.DONE, StreamState.FAILED):
+            self._enter(StreamState.IDLE, "run again")
+        source = iter(samples)
+        outcomes: list[FrameOutcome] = []
+        self.in_flight = InFlight()
+        self._window = threading.Semaphore(self.cfg.max_in_flight)
+        self._exhausted = False
+        self._next_at = self.clock()
+        backoff_s = self.cfg.backoff_start_s
+        last_answer = self.clock()
+        stop_deadline: float | None = None
+        resend: list[Frame] = []
+        try:
+            while True:
+                stream = self._current = _Stream(resend)
+                self._enter(StreamState.STREAMING, f"edge {self.edge.edge_id}")
+                broke = False
+                try:
+                    for result in self.edge.stream(self._frames(stream, source)):
+                        if self._take(result, outcomes if keep else None):
+                            last_answer = self.clock()
+                            backoff_s = self.cfg.backoff_start_s
+                except PeerDown as e:
+                    broke = True
+                    log.warning("[DeviceAgent] edge stream broke (%s); %d frames unanswered", e, len(self.in_flight))
+                finally:
+                    stream.closed = True
+                left = len(self.in_flight)
+                if not left and (self._exhausted or self.requests.stop_asked()):
+                    self._enter(StreamState.DONE, "every frame answered")
+                    break
+                now = self.clock()
+                if self.requests.stop_asked():
+                    stop_deadline = stop_deadline or now + self.cfg.drain_s
+                    if now > stop_deadline:
+                        log.warning("[DeviceAgent] stopping with %d frames unanswered after %.1f s", left, self.cfg.drain_s)
+                        self._enter(StreamState.DONE, f"stopped with {left} unanswered")
+                        break
+                if now - last_answer > self.cfg.failover_wait_s:
+                    raise UnavailableError(f"edge: no edge node answered for {self.cfg.failover_wait_s:g} s (failover_wait_s); "
+                                           f"{left} frames unanswered")
+                if broke and not self.requests.move_pending():
+                    self._enter(StreamState.FAILING_OVER, "the stream broke")
+                    # the cloud's word on a dead edge comes through the watch; ask as well, in case the
+                    # watch is down too (the cloud restarting), then try whichever edge it names
+                    if not self.requests.wait_for_move(backoff_s * random.uniform(0.5, 1.0)):
+                        self.requests.ask_cloud()
+                    backoff_s = min(backoff_s * 2, self.cfg.backoff_max_s)
+                if self.requests.move_pending():
+                    self._enter(StreamState.MOVING, "the cloud named another edge")
+                    self.edge = self.requests.move()
+                if self.requests.resplit_pending() and not len(self.in_flight):
+                    self._enter(StreamState.RESPLITTING, "the user's preferences changed")
+                    self.requests.resplit()
+                resend = self.in_flight.unanswered()
+                if resend:
+                    log.warning("[DeviceAgent] resending %d frames", len(resend))
+        except BaseException as e:
+            self._enter(StreamState.FAILED, str(e) or type(e).__name__)
+            raise
+        finally:
+            self._current = None
+        outcomes.sort(key=lambda o: o.frame_id)
+        return outcomes
+
+    def _take(self, result: Result, outcomes: list[FrameOutcome] | None) -> bool:
+        """Deliver one result once; False for a duplicate (dropped)."""
+        sent = self.in_flight.answer(result)
+        if sent is None:  # answered before (a resent frame answered twice), or never sent
+            self.duplicates += 1
+            return False
+        latency = time.perf_counter() - sent.sent_at
+        outcome = FrameOutcome(result.frame_id, sent.label, sent.raw_bytes, latency, result)
+        self.tally.add(outcome)
+        if outcomes is not None:
+            outcomes.append(outcome)
+        self.metrics.frame(result.ok, None if result.ok else result.error.status)
+        self.metrics.stage_seconds.labels("device", "end_to_end").observe(latency)
+        self._window.release()
+        return True

@@ -1,0 +1,276 @@
+"""The agent's stream state machine in process: fake edge nodes that answer twice, break, close
+early or never answer, fake requests (moves, re-splits, stops) and a clock the test moves. No gRPC,
+no sleeping: each test runs in milliseconds and names the state it checks."""
+
+from __future__ import annotations
+
+import threading
+from typing import Iterator
+
+import numpy as np
+import pytest
+
+from device_agent.core import Tally
+from device_agent.peers import PeerDown
+from device_agent.stream import TRANSITIONS, LoopConfig, StreamLoop, StreamState
+from ecd.errors import PeerError, UnavailableError
+from ecd.metrics import ServiceMetrics
+from ecd.types import Encoding, Frame, Result, Split, Tensor
+
+S = StreamState
+pytestmark = pytest.mark.timeout(30)  # a broken loop tends to spin or wait for ever: fail it fast
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class FakeEdge:
+    """Answers every frame ``copies`` times, ``batch`` frames at a time (so several are in flight);
+    ``break_after`` results into its first stream it breaks (``PeerDown``); ``answer=False``: it
+    takes frames and never answers, ending the stream when the agent half-closes it."""
+
+    def __init__(self, edge_id: str = "e1", copies: int = 1, batch: int = 1, break_after: int | None = None,
+                 answer: bool = True, clock: Clock | None = None, step_s: float = 0.0) -> None:
+        self.edge_id, self.endpoint = edge_id, f"{edge_id}:1"
+        self.copies, self.batch, self.break_after, self.answer = copies, batch, break_after, answer
+        self.clock, self.step_s = clock, step_s
+        self.streams: list[list[int]] = []  # frame ids each stream carried, in order
+        self.closed = False
+
+    def stream(self, frames: Iterator[Frame]) -> Iterator[Result]:
+        got: list[int] = []
+        self.streams.append(got)
+        if self.clock is not None:
+            self.clock.t += self.step_s
+        answered, pending = 0, []
+        for frame in frames:
+            got.append(frame.frame_id)
+            pending.append(frame)
+            if not self.answer or len(pending) < self.batch:
+                continue
+            for f in pending:
+                if self.break_after is not None and len(self.streams) == 1 and answered >= self.break_after:
+                    raise PeerDown("UNAVAILABLE: the edge went away")
+                answered += 1
+                yield from [Result(f.device_id, f.frame_id, f.split)] * self.copies
+            pending = []
+        if self.answer:
+            for f in pending:
+                yield from [Result(f.device_id, f.frame_id, f.split)] * self.copies
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeRequests:
+    """What other threads would ask: a move after ``move_after`` frames sent, a re-split after
+    ``resplit_after``, a stop after ``stop_after``; records the state at each call the loop makes."""
+
+    def __init__(self, next_edge: FakeEdge | None = None, move_after: int | None = None, resplit_after: int | None = None,
+                 stop_after: int | None = None, clock: Clock | None = None, wait_s: float = 1.0) -> None:
+        self.next_edge, self.move_after, self.resplit_after, self.stop_after = next_edge, move_after, resplit_after, stop_after
+        self.clock, self.wait_s = clock, wait_s
+        self.loop: StreamLoop | None = None
+        self.moved = self.resplit_done = False
+        self.calls: list[tuple[str, StreamState, int]] = []  # (call, state then, frames in flight then)
+
+    def _sent(self) -> int:
+        return self.loop.sent if self.loop else 0
+
+    def stop_asked(self) -> bool:
+        return self.stop_after is not None and self._sent() >= self.stop_after
+
+    def wait_for_stop(self, timeout_s: float) -> bool:
+        return self.stop_asked()
+
+    def move_pending(self) -> bool:
+        return not self.moved and self.move_after is not None and self._sent() >= self.move_after
+
+    def resplit_pending(self) -> bool:
+        return not self.resplit_done and self.resplit_after is not None and self._sent() >= self.resplit_after
+
+    def _note(self, call: str) -> None:
+        assert self.loop is not None
+        self.calls.append((call, self.loop.state, len(self.loop.in_flight)))
+
+    def wait_for_move(self, timeout_s: float) -> bool:
+        self._note("wait_for_move")
+        if self.clock is not None:
+            self.clock.t += self.wait_s
+        return False
+
+    def ask_cloud(self) -> None:
+        self._note("ask_cloud")
+
+    def move(self) -> FakeEdge:
+        self._note("move")
+        self.moved = True
+        assert self.next_edge is not None
+        return self.next_edge
+
+    def resplit(self) -> None:
+        self._note("resplit")
+        self.resplit_done = True
+
+
+def make_loop(edge: FakeEdge, requests: FakeRequests, clock: Clock | None = None, **cfg) -> StreamLoop:
+    ids = iter(range(1, 10**6))
+
+    def make_frame(image: np.ndarray) -> Frame:
+        return Frame("dev", next(ids), "tok", "m", "v", Split(2, 0), Tensor(Encoding.FLOAT32, (1,), b"\0" * 4))
+
+    loop = StreamLoop(LoopConfig(**{"max_in_flight": 8, **cfg}), edge, requests, make_frame, ServiceMetrics("device"), Tally(),
+                      clock=clock or Clock())
+    requests.loop = loop
+    return loop
+
+
+def samples(n: int) -> Iterator[tuple[np.ndarray, int | None]]:
+    return ((np.zeros((2, 2), np.uint8), None) for _ in range(n))
+
+
+def states(loop: StreamLoop) -> list[StreamState]:
+    return [s for s, _ in loop.history]
+
+
+def test_an_answer_given_twice_reaches_the_application_once_and_is_counted() -> None:
+    edge = FakeEdge(copies=2, batch=3)
+    loop = make_loop(edge, FakeRequests())
+    outcomes = loop.run(samples(20), keep=True)
+    assert [o.frame_id for o in outcomes] == list(range(1, 21))
+    assert loop.tally.frames == 20 and loop.duplicates == 20 and len(loop.in_flight) == 0
+    assert states(loop) == [S.STREAMING, S.DRAINING, S.DONE]
+
+
+def test_a_broken_stream_fails_over_and_resends_only_what_was_unanswered() -> None:
+    clock = Clock()
+    edge = FakeEdge(batch=4, break_after=5)
+    requests = FakeRequests(clock=clock)
+    loop = make_loop(edge, requests, clock)
+    outcomes = loop.run(samples(12), keep=True)
+    assert [o.frame_id for o in outcomes] == list(range(1, 13)) and loop.duplicates == 0
+    first, second = edge.streams[0], edge.streams[1]
+    assert first == [1, 2, 3, 4, 5, 6, 7, 8]  # 5 answered, then it broke with 6, 7, 8 in flight
+    assert second[:3] == [6, 7, 8] and second[3:] == list(range(9, 13))  # resent first, oldest first
+    assert [c for c, state, _ in requests.calls] == ["wait_for_move", "ask_cloud"]
+    assert all(state is S.FAILING_OVER for _, state, _ in requests.calls)
+    assert states(loop)[:3] == [S.STREAMING, S.FAILING_OVER, S.STREAMING]
+    assert loop.sent == 12  # a resent frame counts once
+
+
+def test_a_move_waits_for_the_frames_in_flight_then_goes_on_at_the_new_edge() -> None:
+    old, new = FakeEdge("e1", batch=3), FakeEdge("e2", batch=3)
+    requests = FakeRequests(next_edge=new, move_after=4)
+    loop = make_loop(old, requests)
+    outcomes = loop.run(samples(10), keep=True)
+    assert [o.frame_id for o in outcomes] == list(range(1, 11))
+    assert old.streams == [[1, 2, 3, 4]] and new.streams == [list(range(5, 11))]  # nothing resent, nothing lost
+    assert requests.calls == [("move", S.MOVING, 0)] and loop.edge is new
+    assert [(s, w) for s, w in loop.history][1] == (S.DRAINING, "move to another edge")
+
+
+def test_a_resplit_is_applied_between_two_streams_with_nothing_in_flight() -> None:
+    edge = FakeEdge(batch=3)
+    requests = FakeRequests(resplit_after=5)
+    loop = make_loop(edge, requests)
+    outcomes = loop.run(samples(9), keep=True)
+    assert [o.frame_id for o in outcomes] == list(range(1, 10))
+    assert requests.calls == [("resplit", S.RESPLITTING, 0)]
+    assert edge.streams == [[1, 2, 3, 4, 5], [6, 7, 8, 9]]
+    assert states(loop) == [S.STREAMING, S.DRAINING, S.RESPLITTING, S.STREAMING, S.DRAINING, S.DONE]
+
+
+def test_a_resplit_waits_for_frames_resent_after_a_break_to_be_answered() -> None:
+    """A stream that breaks while a re-split is pending leaves frames unanswered: they are resent
+    and answered at the old split first; the split changes only with nothing in flight."""
+    edge = FakeEdge(batch=4, break_after=3)
+    requests = FakeRequests(resplit_after=4)
+    loop = make_loop(edge, requests)
+    outcomes = loop.run(samples(8), keep=True)
+    assert [o.frame_id for o in outcomes] == list(range(1, 9))
+    assert edge.streams[0] == [1, 2, 3, 4] and edge.streams[1] == [4]  # frame 4 resent alone, at the old split
+    assert edge.streams[2] == [5, 6, 7, 8]
+    assert requests.calls[-1] == ("resplit", S.RESPLITTING, 0) and [c for c, _, _ in requests.calls].count("resplit") == 1
+
+
+def test_a_stop_gives_the_frames_in_flight_drain_s_then_ends_with_them_unanswered() -> None:
+    clock = Clock()
+    edge = FakeEdge(answer=False, clock=clock, step_s=1.0)
+    loop = make_loop(edge, FakeRequests(stop_after=3), clock, drain_s=5.0)
+    outcomes = loop.run(samples(100), keep=True)
+    assert outcomes == [] and len(loop.in_flight) == 3 and loop.sent == 3
+    assert loop.state is S.DONE and loop.why == "stopped with 3 unanswered"
+    assert 6 <= len(edge.streams) <= 8  # resent on new streams for about drain_s of the clock, no longer
+    assert all(s == [1, 2, 3] for s in edge.streams)
+
+
+def test_it_gives_up_after_failover_wait_s_without_an_answer() -> None:
+    clock = Clock()
+    edge = FakeEdge(batch=1, break_after=0)
+    edge.break_after = 0
+    requests = FakeRequests(clock=clock, wait_s=4.0)
+
+    class AlwaysBroken(FakeEdge):
+        def stream(self, frames):
+            self.streams.append([next(frames).frame_id])
+            raise PeerDown("UNAVAILABLE: down")
+            yield  # a generator
+
+    loop = make_loop(AlwaysBroken(), requests, clock, failover_wait_s=10.0)
+    with pytest.raises(UnavailableError, match=r"no edge node answered for 10 s \(failover_wait_s\); 1 frames unanswered"):
+        loop.run(samples(5), keep=True)
+    assert loop.state is S.FAILED
+    assert S.FAILING_OVER in states(loop) and sum(c == "ask_cloud" for c, _, _ in requests.calls) == 3
+
+
+def test_a_refusal_by_the_edge_fails_the_run_with_the_peers_status() -> None:
+    class Refusing(FakeEdge):
+        def stream(self, frames):
+            next(frames)
+            raise PeerError("PERMISSION_DENIED", "PERMISSION_DENIED: not your edge")
+            yield
+
+    loop = make_loop(Refusing(), FakeRequests())
+    with pytest.raises(PeerError, match="^PERMISSION_DENIED: not your edge$"):
+        loop.run(samples(3), keep=True)
+    assert loop.state is S.FAILED and loop.why == "PERMISSION_DENIED: not your edge"
+
+
+def test_a_second_run_starts_from_idle_and_counts_on() -> None:
+    edge = FakeEdge()
+    loop = make_loop(edge, FakeRequests())
+    loop.run(samples(3), keep=False)
+    assert loop.run(samples(2), keep=True)[0].frame_id == 4 and loop.sent == 5
+    assert states(loop).count(S.IDLE) == 1
+
+
+def test_only_the_transitions_in_the_table_are_taken() -> None:
+    loop = make_loop(FakeEdge(), FakeRequests())
+    with pytest.raises(RuntimeError, match="no transition from idle to moving"):
+        loop._enter(S.MOVING, "test")
+    assert all(S.FAILED in TRANSITIONS[s] or s in (S.IDLE, S.DONE, S.FAILED) for s in S)
+    assert TRANSITIONS[S.DONE] == {S.IDLE} and TRANSITIONS[S.FAILED] == {S.IDLE}
+
+
+def test_draining_is_entered_once_even_when_both_threads_close_the_stream() -> None:
+    """The sender thread enters DRAINING only from STREAMING, checked under the state's lock: a
+    loop that has moved on meanwhile is left where it is."""
+    loop = make_loop(FakeEdge(), FakeRequests())
+    loop._enter(S.STREAMING)
+    loop._enter(S.FAILING_OVER, "broke")
+    barrier = threading.Barrier(2)
+
+    def close() -> None:
+        barrier.wait()
+        loop._enter(S.DRAINING, "late", only_from=S.STREAMING)
+
+    t = threading.Thread(target=close)
+    t.start()
+    barrier.wait()
+    t.join()
+    assert loop.state is S.FAILING_OVER
