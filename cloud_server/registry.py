@@ -122,7 +122,7 @@ class Registry:
                 with self._engine.begin() as conn:
                     yield conn
             except OperationalError as e:
-                if self._secret is None and self._engine.dialect.name == "sqlite":
+                if self._engine.dialect.name == "sqlite":  # a file has no connection to lose: a real error
                     raise
                 raise UnavailableError(f"db: {self.path}: {self._reason(e)}") from None
 

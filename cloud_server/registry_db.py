@@ -2,7 +2,8 @@
 
 Everything that depends on which database it is lives here (the rest of the registry writes Core
 expressions): how the URL is read, how a connection is made, and how a driver's error becomes one
-line naming ``db`` with the password hidden.
+line naming ``db`` with the password hidden. Both engines hide statement parameters in their
+errors (``hide_parameters``): a failed write must not carry a device's token into a log.
 
 psycopg 3 stays the PostgreSQL driver (``postgresql+psycopg``): the maintained adapter, with binary
 wheels for every platform a cloud server runs on. Users keep passing the libpq URLs they pass today
@@ -75,7 +76,7 @@ def postgres_engine(params: dict[str, Any]) -> Engine:
     import psycopg
 
     return create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(**params),
-                         pool_size=1, max_overflow=0)
+                         pool_size=1, max_overflow=0, hide_parameters=True)
 
 
 def sqlite_engine(path: str) -> Engine:
@@ -85,7 +86,7 @@ def sqlite_engine(path: str) -> Engine:
         raise ConfigError(f"db: expected a SQLite file or a postgresql:// URL, got {redact(path)!r}")
     _private_file(path)
     engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(path, check_same_thread=False),
-                           poolclass=StaticPool)
+                           poolclass=StaticPool, hide_parameters=True)
 
     @event.listens_for(engine, "connect")
     def _wal(dbapi_connection, _record) -> None:  # a file's journal mode, set once per connection
