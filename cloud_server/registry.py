@@ -45,13 +45,15 @@ from cloud_server.registry_db import (  # noqa: F401 (re-exported: the registry'
     sqlite_engine,
 )
 from cloud_server.registry_records import (  # noqa: F401 (re-exported: callers import them from here)
-    DEVICE_COLUMNS, EDGE_COLUMNS, REVOKED, Answer, DeviceActivity, DeviceRecord, EdgeRecord, PendingTask, Point, TaskRow,
+    DEVICE_COLUMNS, EDGE_COLUMNS, REVOKED, Answer, DeviceActivity, DeviceRecord, EdgeRecord, PendingTask, TracePoint, TaskRow,
     hash_token, token_matches,
 )
 from cloud_server.registry_schema import NewerSchemaError
 from ecd.errors import ConfigError, UnavailableError
 
+
 def _wall_clock() -> float:
+    """The default clock: the wall clock, read at each write (the only read of ``time`` here)."""
     return time.time()
 
 
@@ -242,13 +244,13 @@ class Registry:
             conn.execute(schema.locations.insert().values(device_id=device_id, unix_ms=unix_ms, lat=lat, lon=lon))
             conn.execute(d.update().where(d.c.device_id == device_id).values(lat=lat, lon=lon))
 
-    def locations(self) -> dict[str, list[Point]]:
+    def locations(self) -> dict[str, list[TracePoint]]:
         """Every device's trace as (lat, lon) points, oldest first."""
         loc = schema.locations
-        out: dict[str, list[Point]] = {}
+        out: dict[str, list[TracePoint]] = {}
         for device_id, lat, lon in self._rows(select(loc.c.device_id, loc.c.lat, loc.c.lon)
                                               .order_by(loc.c.device_id, loc.c.unix_ms)):
-            out.setdefault(device_id, []).append(Point(float(lat), float(lon)))
+            out.setdefault(device_id, []).append(TracePoint(float(lat), float(lon)))
         return out
 
     # --- edge nodes --------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The registry's records: what its methods return, typed, and the device-token rules.
 
 Kept apart from :mod:`cloud_server.registry` so that the scheduler-side modules that only read
-records (sites, panel) need not know about storage. NamedTuples stand where callers unpack a row
+records need not know about storage (they import them from :mod:`cloud_server.registry` today). NamedTuples stand where callers unpack a row
 like the tuple it used to be; frozen dataclasses where they read fields by name.
 """
 
@@ -15,7 +15,6 @@ from typing import NamedTuple
 
 from cloud_server.campaigns import NEUTRAL_REPUTATION
 from ecd.types import Split
-
 
 REVOKED = "revoked"  # a stored token no presented token matches
 
@@ -105,7 +104,8 @@ class TaskRow(NamedTuple):
     label: str | None
 
 
-class Point(NamedTuple):
+class TracePoint(NamedTuple):
+    """One position of a device's location trace (an :class:`ecd.types.Position`'s degrees, as a tuple)."""
     lat: float
     lon: float
 
