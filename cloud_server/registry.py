@@ -45,8 +45,8 @@ from cloud_server.registry_db import (  # noqa: F401 (re-exported: the registry'
     sqlite_engine,
 )
 from cloud_server.registry_records import (  # noqa: F401 (re-exported: callers import them from here)
-    DEVICE_COLUMNS, EDGE_COLUMNS, REVOKED, Answer, DeviceActivity, DeviceRecord, EdgeRecord, PendingTask, TracePoint, TaskRow,
-    hash_token, token_matches,
+    DEVICE_COLUMNS, EDGE_COLUMNS, REVOKED, Answer, DeviceActivity, DeviceRecord, EdgeRecord, PendingTask, TaskRow,
+    TracePoint, hash_token, token_matches,
 )
 from cloud_server.registry_schema import NewerSchemaError
 from ecd.errors import ConfigError, UnavailableError

@@ -1,7 +1,8 @@
 """The registry's records: what its methods return, typed, and the device-token rules.
 
 Kept apart from :mod:`cloud_server.registry` so that the scheduler-side modules that only read
-records need not know about storage (they import them from :mod:`cloud_server.registry` today). NamedTuples stand where callers unpack a row
+records
+need not know about storage (today they import them through :mod:`cloud_server.registry`). NamedTuples stand where callers unpack a row
 like the tuple it used to be; frozen dataclasses where they read fields by name.
 """
 

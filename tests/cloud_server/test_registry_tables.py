@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy.exc
 from sqlalchemy import func, select
 
-from cloud_server.registry import REVOKED, DeviceRecord, EdgeRecord, Registry, _one_line, _postgres_params
+from cloud_server.registry import REVOKED, Answer, DeviceRecord, EdgeRecord, Registry, _one_line, _postgres_params
 from ecd.errors import ConfigError, UnavailableError
 
 FIELDS = dict(
@@ -209,6 +209,21 @@ def test_tasks_are_listed_answered_once_and_only_by_their_device(registry: Regis
     ]
     assert [type(v) for v in registry.tasks("c1")[0]] == [int, str, int, int, bool, float, str]
     assert registry.tasks("zz") == []
+
+
+def test_rows_are_typed_records_that_still_unpack_like_the_tuples_they_replace(registry: Registry) -> None:
+    d = add(registry)
+    registry.add_tasks("c", [(1, d.device_id, 4, 6)])
+    [pending] = registry.pending_tasks(d.device_id)
+    assert (pending.campaign_id, pending.task_id, pending.cell, pending.slot) == ("c", 1, 4, 6)
+    assert registry.answer_task("c", 1, d.device_id, 2.5, "x") is Answer.NEW
+    [task] = registry.tasks("c")
+    assert (task.answered, task.reading, task.label) == (True, 2.5, "x")
+    [activity] = registry.device_activity(1)
+    assert activity.record == d and activity.revoked_unix == 0.0
+    registry.record_location(d.device_id, 1.5, 2.5, 7)
+    [point] = registry.locations()[d.device_id]
+    assert (point.lat, point.lon) == (1.5, 2.5)
 
 
 def test_a_batch_that_fails_writes_nothing(registry: Registry) -> None:
