@@ -6,6 +6,7 @@ naming both versions, and left as it was."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import psycopg
@@ -91,3 +92,28 @@ def test_a_database_from_a_newer_release_is_refused_naming_both_versions(db: str
 
 def test_every_step_has_a_place_and_the_version_counts_them() -> None:
     assert registry_schema.VERSION == len(registry_schema.STEPS) >= 1
+
+
+def test_replicas_opening_one_new_postgresql_database_together_migrate_it_once(postgres_url: str) -> None:
+    """Four cloud replicas starting at once: every one opens (the migration holds an advisory lock),
+    and the database has one version row."""
+    start = threading.Barrier(4)
+    opened: list[Registry] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        start.wait(timeout=30)
+        try:
+            opened.append(Registry(postgres_url))
+        except BaseException as e:  # noqa: BLE001 — reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for r in opened:
+        r.close()
+    assert errors == [] and len(opened) == 4
+    assert run_sql(postgres_url, ["SELECT version FROM schema_version"]) == [(registry_schema.VERSION,)]
