@@ -14,338 +14,145 @@ What holds on both, for every replica on the same database:
   unique index, so an edge re-registering (at any replica, even at two at once) keeps its id;
 * device ids and tokens are random (uuid4, ``secrets``), so replicas never hand out the same one.
 
+One storage layer for both: SQLAlchemy Core expressions over the tables of
+:mod:`cloud_server.registry_schema` (which also migrates a database on open), on the engine
+:mod:`cloud_server.registry_db` opens. Rows come back as typed records (NamedTuples where a caller
+unpacks them like the tuples they replace). Time is read from the injected ``clock`` only.
+
 Transport-free: the servicer calls these methods; tests call them directly. A bad ``db`` (not a
-path nor a postgresql URL, the driver missing, the server out of reach) raises
-:class:`~ecd.errors.ConfigError` naming ``db``; a password in the URL is never shown.
+path nor a postgresql URL, the driver missing, the server out of reach, a database from a newer
+release) raises :class:`~ecd.errors.ConfigError` naming ``db``; a password in the URL is never shown.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import os
 import re
 import secrets
-import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-from ecd.errors import ConfigError, UnavailableError
-from cloud_server.campaigns import NEUTRAL_REPUTATION
-from ecd.types import Split
+from sqlalchemy import Connection, Insert, Table, and_, bindparam, func, or_, select, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-# One schema for both dialects: DOUBLE PRECISION is an 8-byte float in PostgreSQL (its REAL is only
-# 4 bytes, too coarse for a unix time) and has REAL affinity in SQLite, as the columns always had.
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS devices (
-    device_id TEXT PRIMARY KEY,
-    token TEXT NOT NULL,
-    name TEXT NOT NULL,
-    profile TEXT NOT NULL,
-    radio TEXT NOT NULL,
-    w_energy DOUBLE PRECISION NOT NULL,
-    w_privacy DOUBLE PRECISION NOT NULL,
-    min_split INTEGER NOT NULL,
-    model_id TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    split_device INTEGER NOT NULL,
-    split_edge INTEGER NOT NULL,
-    encoding TEXT NOT NULL,
-    edge_id TEXT NOT NULL,
-    reputation DOUBLE PRECISION NOT NULL DEFAULT 2.0361,
-    registered_unix DOUBLE PRECISION NOT NULL,
-    lat DOUBLE PRECISION,
-    lon DOUBLE PRECISION,
-    last_seen_unix DOUBLE PRECISION NOT NULL DEFAULT 0,
-    sensors TEXT NOT NULL DEFAULT '{}',
-    revoked_unix DOUBLE PRECISION NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS edges (
-    edge_id TEXT PRIMARY KEY,
-    endpoint TEXT NOT NULL,
-    capacity DOUBLE PRECISION NOT NULL,
-    load DOUBLE PRECISION NOT NULL DEFAULT 0,
-    queue_depth INTEGER NOT NULL DEFAULT 0,
-    last_seen_unix DOUBLE PRECISION NOT NULL,
-    lat DOUBLE PRECISION,
-    lon DOUBLE PRECISION,
-    activation_cost DOUBLE PRECISION NOT NULL DEFAULT 0,
-    owner TEXT NOT NULL DEFAULT ''
-);
-CREATE UNIQUE INDEX IF NOT EXISTS edges_endpoint ON edges (endpoint);
-CREATE TABLE IF NOT EXISTS heads (
-    model_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    spec TEXT NOT NULL,
-    added_unix DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (model_id, name)
-);
-CREATE TABLE IF NOT EXISTS locations (
-    device_id TEXT NOT NULL,
-    unix_ms BIGINT NOT NULL,
-    lat DOUBLE PRECISION NOT NULL,
-    lon DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS locations_device ON locations (device_id, unix_ms);
-CREATE TABLE IF NOT EXISTS campaigns (
-    campaign_id TEXT PRIMARY KEY,
-    report TEXT NOT NULL,
-    created_unix DOUBLE PRECISION NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tasks (
-    campaign_id TEXT NOT NULL,
-    task_id INTEGER NOT NULL,
-    device_id TEXT NOT NULL,
-    cell INTEGER NOT NULL,
-    slot INTEGER NOT NULL,
-    answered INTEGER NOT NULL DEFAULT 0,
-    reading DOUBLE PRECISION,
-    label TEXT,
-    PRIMARY KEY (campaign_id, task_id)
-);
-CREATE INDEX IF NOT EXISTS tasks_device ON tasks (device_id, answered);
-CREATE TABLE IF NOT EXISTS placements (
-    version INTEGER PRIMARY KEY,
-    report TEXT NOT NULL,
-    computed_unix DOUBLE PRECISION NOT NULL
-);
-"""
-
-# Columns added after the first release: (table, column, type); an older file gains them on open.
-ADDED_COLUMNS = (
-    ("devices", "lat", "DOUBLE PRECISION"),
-    ("devices", "lon", "DOUBLE PRECISION"),
-    ("edges", "lat", "DOUBLE PRECISION"),
-    ("edges", "lon", "DOUBLE PRECISION"),
-    ("edges", "activation_cost", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
-    ("devices", "last_seen_unix", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
-    ("devices", "sensors", "TEXT NOT NULL DEFAULT '{}'"),
-    ("edges", "owner", "TEXT NOT NULL DEFAULT ''"),
-    ("devices", "revoked_unix", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
+from cloud_server import registry_schema as schema
+from cloud_server.registry_db import (  # noqa: F401 (re-exported: the registry's public helpers)
+    POSTGRES_SCHEMES, _one_line, _postgres_params, _private_file, is_postgres_url, postgres_engine, redact,
+    sqlite_engine,
 )
-
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-SCHEMA_LOCK = 0x3ECD  # PostgreSQL advisory lock: replicas starting together create the tables once
-EDGE_COLUMNS = "edge_id, endpoint, capacity, load, queue_depth, last_seen_unix, lat, lon, activation_cost, owner"
-
-
-REVOKED = "revoked"  # a stored token no presented token matches
-
-
-def hash_token(token: str) -> str:
-    """What the registry stores of a device token: its SHA-256 (tokens are 128 random bits, so a
-    plain hash suffices; a stolen database gives no usable token)."""
-    return "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+from cloud_server.registry_records import (  # noqa: F401 (re-exported: callers import them from here)
+    DEVICE_COLUMNS, EDGE_COLUMNS, REVOKED, Answer, DeviceActivity, DeviceRecord, EdgeRecord, PendingTask, TaskRow,
+    TracePoint, hash_token, token_matches,
+)
+from cloud_server.registry_schema import NewerSchemaError
+from ecd.errors import ConfigError, UnavailableError
 
 
-def token_matches(stored: str, presented: str) -> bool:
-    """Constant-time comparison of a presented token with the stored hash (or, for a registry
-    written before tokens were hashed, with the stored token)."""
-    if stored == REVOKED:
-        return False
-    if stored.startswith("sha256:"):
-        return hmac.compare_digest(stored, hash_token(presented))
-    return hmac.compare_digest(stored.encode(), presented.encode())
+def _wall_clock() -> float:
+    """The default clock: the wall clock, read at each write (the only read of ``time`` here)."""
+    return time.time()
 
 
-def _private_file(path: str) -> None:
-    """Create the SQLite file readable by its owner only (SQLite gives its -wal and -shm files the
-    database file's mode); an existing file is left as its owner set it."""
-    if path == ":memory:" or path.startswith("file:") or os.path.exists(path):
-        return
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-    except OSError:
-        pass  # SQLite's own open names the problem (ConfigError below)
+def _device(row) -> DeviceRecord:
+    return DeviceRecord(*row[:len(DEVICE_COLUMNS)])
 
 
-@dataclass(frozen=True)
-class DeviceRecord:
-    device_id: str
-    token: str
-    name: str
-    profile: str
-    radio: str
-    w_energy: float
-    w_privacy: float
-    min_split: int
-    model_id: str
-    model_version: str
-    split_device: int
-    split_edge: int
-    encoding: str  # Encoding.value
-    edge_id: str
-    reputation: float = NEUTRAL_REPUTATION  # until a campaign scores the device (cloud_server.campaigns)
-    lat: float | None = None  # the last reported position; None = unknown
-    lon: float | None = None
-    sensors: str = "{}"  # JSON: sensor -> benchmark score 0..10, as the device registered them
-
-    @property
-    def split(self) -> Split:
-        return Split(self.split_device, self.split_edge)
+def _edge(row) -> EdgeRecord:
+    return EdgeRecord(*row[:len(EDGE_COLUMNS)])
 
 
-@dataclass(frozen=True)
-class EdgeRecord:
-    edge_id: str
-    endpoint: str
-    capacity: float
-    load: float
-    queue_depth: int
-    last_seen_unix: float
-    lat: float | None = None  # None = no position registered
-    lon: float | None = None
-    activation_cost: float = 0.0  # 0 = the cloud's default
-    owner: str = ""  # the edge certificate's name that registered the endpoint ("" = plaintext, unbound)
-
-
-DEVICE_COLUMNS = tuple(DeviceRecord.__dataclass_fields__)
-
-
-def is_postgres_url(db: str) -> bool:
-    return db.startswith(POSTGRES_SCHEMES)
-
-
-def redact(url: str) -> str:
-    """The URL as it may be shown: a password (``user:pw@`` or ``?password=``) becomes ``***``."""
-    url = re.sub(r"(://[^/?#@:]*):[^/?#@]*@", r"\1:***@", url)
-    return re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", url)
-
-
-def _one_line(error: BaseException, secret: str | None) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text.replace(secret, "***") if secret else text
-
-
-def _postgres_params(url: str) -> dict[str, Any]:
-    """The URL's connection parameters, checked: the driver is there and the URL parses.
-
-    The driver is psycopg 3: the maintained PostgreSQL adapter, with binary wheels for every
-    platform a cloud server runs on (``psycopg[binary]``: no compiler, no libpq to install) and a
-    thread-safe connection; SQLAlchemy would add an engine and ORM layer that a dozen queries do
-    not need. Imported here, only when a postgresql URL is given: it is in the ``cloud`` extra, not
-    in the runtime.
-    """
-    try:
-        import psycopg
-        from psycopg.conninfo import conninfo_to_dict
-    except ImportError:
-        raise ConfigError(
-            f"db: {redact(url)} needs the PostgreSQL driver psycopg: pip install 'ecd-runtime[cloud]'"
-        ) from None
-    try:
-        params = conninfo_to_dict(url)
-    except psycopg.Error as e:
-        raise ConfigError(f"db: not a valid postgresql URL {redact(url)}: {_one_line(e, None)}") from None
-    params.setdefault("connect_timeout", 10)  # an unreachable host fails in seconds, not minutes
-    return params
+_DEVICE_COLS = [schema.devices.c[c] for c in DEVICE_COLUMNS]
+_EDGE_COLS = [schema.edges.c[c] for c in EDGE_COLUMNS]
 
 
 class Registry:
     """Thread-safe; every write is committed before the call returns.
 
     ``path`` is a SQLite file or a postgresql URL (see the module docstring); ``self.path`` is what
-    may be shown of it (a password masked).
+    may be shown of it (a password masked). ``clock`` gives the unix time stored with each write.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, clock: Callable[[], float] = _wall_clock):
         db = str(path)
+        self._clock = clock
         self._lock = threading.Lock()
-        self._url = db if is_postgres_url(db) else None
-        if self._url is not None:
+        self._secret: str | None = None
+        if is_postgres_url(db):
             self.path = redact(db)
-            self._params = _postgres_params(db)
-            import psycopg
-
+            params = _postgres_params(db)
+            self._secret = params.get("password")
+            self._engine = postgres_engine(params)
             try:
-                self._db = psycopg.connect(**self._params, autocommit=True)  # each statement commits
-            except psycopg.Error as e:
+                self._engine.connect().close()
+            except DBAPIError as e:
                 raise ConfigError(f"db: cannot connect to {self.path}: {self._reason(e)}") from None
-            try:
-                self._create_schema_postgres()
-            except psycopg.Error as e:
-                self._db.close()
-                raise ConfigError(f"db: cannot create the registry's tables in {self.path}: {self._reason(e)}") from None
-            return
-        if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", db):
-            raise ConfigError(f"db: expected a SQLite file or a postgresql:// URL, got {redact(db)!r}")
-        self.path = db
+            self._migrate("cannot create the registry's tables in")
+        else:
+            self.path = db
+            self._engine = sqlite_engine(db)
+            self._migrate("cannot open the SQLite file")
+
+    def _migrate(self, failing: str) -> None:
         try:
-            _private_file(db)
-            self._db = sqlite3.connect(db, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            for table, column, kind in ADDED_COLUMNS:  # before the schema: its indexes may use them
-                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
-                if have and column not in have:
-                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-            self._db.executescript(SCHEMA)
-        except sqlite3.Error as e:
-            raise ConfigError(f"db: cannot open the SQLite file {db}: {e}") from None
+            with self._engine.begin() as conn:
+                schema.migrate(conn)
+        except NewerSchemaError as e:
+            self._engine.dispose()
+            raise ConfigError(f"db: cannot open {self.path}: {e}") from None
+        except DBAPIError as e:
+            self._engine.dispose()
+            raise ConfigError(f"db: {failing} {self.path}: {self._reason(e)}") from None
 
     def _reason(self, error: BaseException) -> str:
-        return _one_line(error, self._params.get("password") if self._url else None)
-
-    def _create_schema_postgres(self) -> None:
-        with self._db.transaction():
-            self._db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            for statement in filter(str.strip, SCHEMA.split(";")):
-                self._db.execute(statement)
-            for table, column, kind in ADDED_COLUMNS:
-                self._db.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {kind}")
+        cause = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+        return _one_line(cause, self._secret)
 
     def close(self) -> None:
         with self._lock:
-            self._db.close()
+            self._engine.dispose()
 
-    # --- one statement, either dialect -------------------------------------------------------
-
-    def _execute(self, sql: str, params: tuple | list) -> tuple[list[tuple], int]:
-        """Run one statement written with ``?`` placeholders; its rows and row count."""
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """One transaction, committed on leaving (rolled back on an error): a lost PostgreSQL
+        connection is an UnavailableError naming db, and the pool opens a fresh one next time."""
         with self._lock:
-            if self._url is None:
-                cur = self._db.execute(sql, params)
-                return cur.fetchall(), cur.rowcount
-            import psycopg
-
             try:
-                if self._db.broken:  # the server restarted or the link broke: open a fresh one
-                    self._db = psycopg.connect(**self._params, autocommit=True)
-                cur = self._db.execute(sql.replace("?", "%s"), params)
-                return (cur.fetchall() if cur.description else []), cur.rowcount
-            except psycopg.OperationalError as e:
-                raise UnavailableError(f"db: {self.path}: {self._reason(e)}") from None
-
-    def _execute_many(self, sql: str, rows: list[tuple]) -> None:
-        """One statement for many rows, in one transaction (a placement or a campaign writes thousands)."""
-        if not rows:
-            return
-        with self._lock:
-            if self._url is None:
-                self._db.execute("BEGIN")
-                try:
-                    self._db.executemany(sql, rows)
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
+                with self._engine.begin() as conn:
+                    yield conn
+            except OperationalError as e:
+                if self._engine.dialect.name == "sqlite":  # a file has no connection to lose: a real error
                     raise
-                return
-            import psycopg
-
-            try:
-                if self._db.broken:
-                    self._db = psycopg.connect(**self._params, autocommit=True)
-                with self._db.transaction(), self._db.cursor() as cur:
-                    cur.executemany(sql.replace("?", "%s"), rows)
-            except psycopg.OperationalError as e:
                 raise UnavailableError(f"db: {self.path}: {self._reason(e)}") from None
 
-    def _rows(self, sql: str, params: tuple | list = ()) -> list[tuple]:
-        return self._execute(sql, params)[0]
+    def _run(self, statement, params=None):
+        """One statement in its own transaction; its rows (if any) and row count."""
+        with self._transaction() as conn:
+            result = conn.execute(statement, params) if params is not None else conn.execute(statement)
+            return (result.all() if result.returns_rows else []), result.rowcount
+
+    def _rows(self, statement, params: tuple | list = ()) -> list:
+        return self._execute(statement, params)[0]
+
+    def _execute(self, statement, params: tuple | list = ()) -> tuple[list, int]:
+        """A Core statement, or SQL text with ``?`` placeholders (tests inspect and alter tables so)."""
+        if isinstance(statement, str):
+            names = iter(range(len(params)))
+            statement = text(re.sub(r"\?", lambda _: f":p{next(names)}", statement))
+            return self._run(statement, {f"p{i}": v for i, v in enumerate(params)})
+        return self._run(statement)
+
+    def _upsert(self, table: Table, values: dict) -> Insert:
+        """INSERT … ON CONFLICT: SQL core has no portable upsert, so each dialect's own insert()
+        builds it (both spell it alike; only the construct's module differs)."""
+        if self._engine.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        return insert(table).values(values)
 
     # --- devices -----------------------------------------------------------------------------
 
@@ -353,43 +160,98 @@ class Registry:
         """A new device; ``token`` is what to store (the cloud passes :func:`hash_token` of the
         device's token; empty = a random one)."""
         record = DeviceRecord(device_id=uuid.uuid4().hex[:12], token=token or secrets.token_hex(16), **fields)
-        self._execute(
-            f"INSERT INTO devices ({', '.join(DEVICE_COLUMNS)}, registered_unix, last_seen_unix) "
-            f"VALUES ({', '.join('?' * (len(DEVICE_COLUMNS) + 2))})",
-            [getattr(record, c) for c in DEVICE_COLUMNS] + [time.time()] * 2,
-        )
+        now = self._clock()
+        self._run(schema.devices.insert().values(
+            {**{c: getattr(record, c) for c in DEVICE_COLUMNS}, "registered_unix": now, "last_seen_unix": now}))
         return record
 
     def revoke_device(self, device_id: str) -> bool:
         """Revoke the device's token: no token matches a revoked record. False for an unknown device."""
-        _, count = self._execute("UPDATE devices SET token = ?, revoked_unix = ? WHERE device_id = ?",
-                                 (REVOKED, time.time(), device_id))
+        d = schema.devices
+        _, count = self._run(d.update().where(d.c.device_id == device_id).values(token=REVOKED, revoked_unix=self._clock()))
         return count == 1
 
     def revoked_since(self, unix: float) -> list[str]:
         """Devices revoked after ``unix`` (edge nodes learn of them with their heartbeat's answer)."""
-        return [r[0] for r in self._rows("SELECT device_id FROM devices WHERE revoked_unix > ? ORDER BY device_id", (unix,))]
+        d = schema.devices
+        return [r[0] for r in self._rows(select(d.c.device_id).where(d.c.revoked_unix > unix).order_by(d.c.device_id))]
 
     def touch_device(self, device_id: str, unix: float) -> None:
         """The device was heard from (its lease runs from here)."""
-        self._execute("UPDATE devices SET last_seen_unix = ? WHERE device_id = ?", (unix, device_id))
+        d = schema.devices
+        self._run(d.update().where(d.c.device_id == device_id).values(last_seen_unix=unix))
 
     def device(self, device_id: str) -> DeviceRecord | None:
-        rows = self._rows(f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices WHERE device_id = ?", (device_id,))
-        return DeviceRecord(*rows[0]) if rows else None
+        rows = self._rows(select(*_DEVICE_COLS).where(schema.devices.c.device_id == device_id))
+        return _device(rows[0]) if rows else None
 
     def update_device(self, device_id: str, **fields) -> DeviceRecord:
         unknown = set(fields) - set(DEVICE_COLUMNS[2:])
         if unknown:
             raise ValueError(f"update_device: not device fields: {', '.join(sorted(unknown))}")
-        sets = ", ".join(f"{k} = ?" for k in fields)
-        self._execute(f"UPDATE devices SET {sets} WHERE device_id = ?", [*fields.values(), device_id])
+        d = schema.devices
+        self._run(d.update().where(d.c.device_id == device_id).values(fields))
         record = self.device(device_id)
         assert record is not None
         return record
 
     def device_count(self) -> int:
-        return int(self._rows("SELECT COUNT(*) FROM devices")[0][0])
+        return int(self._rows(select(func.count()).select_from(schema.devices))[0][0])
+
+    def devices(self, seen_since: float = 0.0) -> list[DeviceRecord]:
+        """Every device, or those heard from since ``seen_since`` (unix seconds): the live ones."""
+        d = schema.devices
+        rows = self._rows(select(*_DEVICE_COLS).where(d.c.last_seen_unix >= seen_since)
+                          .order_by(d.c.registered_unix, d.c.device_id))
+        return [_device(r) for r in rows]
+
+    def device_activity(self, limit: int, device_id: str | None = None) -> list[DeviceActivity]:
+        """(record, registered, last seen, revoked — unix seconds, 0 = never) of at most ``limit``
+        devices, oldest registered first, or of ``device_id`` alone: what the operator view shows,
+        bounded by the database rather than after reading every row."""
+        d = schema.devices
+        query = select(*_DEVICE_COLS, d.c.registered_unix, d.c.last_seen_unix, d.c.revoked_unix)
+        if device_id is not None:
+            query = query.where(d.c.device_id == device_id)
+        rows = self._rows(query.order_by(d.c.registered_unix, d.c.device_id).limit(max(0, int(limit))))
+        n = len(DEVICE_COLUMNS)
+        return [DeviceActivity(_device(r), float(r[n]), float(r[n + 1]), float(r[n + 2])) for r in rows]
+
+    def devices_per_edge(self, seen_since: float = 0.0) -> dict[str, int]:
+        d = schema.devices
+        rows = self._rows(select(d.c.edge_id, func.count()).where(d.c.last_seen_unix >= seen_since).group_by(d.c.edge_id))
+        return {r[0]: int(r[1]) for r in rows}
+
+    def _update_many(self, column: str, values: dict[str, object]) -> None:
+        """Set one device column for many devices, in one transaction (a placement writes thousands)."""
+        if not values:
+            return
+        d = schema.devices
+        statement = d.update().where(d.c.device_id == bindparam("_id")).values({column: bindparam("_v")})
+        self._run(statement, [{"_id": k, "_v": v} for k, v in values.items()])
+
+    def set_device_edges(self, mapping: dict[str, str]) -> None:
+        """Move devices to edges (device id -> edge id), as one placement decided."""
+        self._update_many("edge_id", mapping)
+
+    def set_reputations(self, reputations: dict[str, float]) -> None:
+        self._update_many("reputation", {k: float(v) for k, v in reputations.items()})
+
+    def record_location(self, device_id: str, lat: float, lon: float, unix_ms: int) -> None:
+        """A device's position: appended to its trace, and kept as its current one."""
+        d = schema.devices
+        with self._transaction() as conn:
+            conn.execute(schema.locations.insert().values(device_id=device_id, unix_ms=unix_ms, lat=lat, lon=lon))
+            conn.execute(d.update().where(d.c.device_id == device_id).values(lat=lat, lon=lon))
+
+    def locations(self) -> dict[str, list[TracePoint]]:
+        """Every device's trace as (lat, lon) points, oldest first."""
+        loc = schema.locations
+        out: dict[str, list[TracePoint]] = {}
+        for device_id, lat, lon in self._rows(select(loc.c.device_id, loc.c.lat, loc.c.lon)
+                                              .order_by(loc.c.device_id, loc.c.unix_ms)):
+            out.setdefault(device_id, []).append(TracePoint(float(lat), float(lon)))
+        return out
 
     # --- edge nodes --------------------------------------------------------------------------
 
@@ -398,151 +260,114 @@ class Registry:
         """An edge re-registering from the same endpoint keeps its id (at any replica, even two at
         once). An endpoint bound to an owner (an edge certificate) is updated only by that owner:
         None when another holds it."""
-        _, count = self._execute(
-            f"INSERT INTO edges ({EDGE_COLUMNS}) VALUES (?, ?, ?, 0, 0, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (endpoint) DO UPDATE SET capacity = excluded.capacity, load = 0, queue_depth = 0, "
-            "last_seen_unix = excluded.last_seen_unix, lat = excluded.lat, lon = excluded.lon, "
-            "activation_cost = excluded.activation_cost, owner = excluded.owner "
-            "WHERE edges.owner = excluded.owner OR edges.owner = ''",
-            (uuid.uuid4().hex[:12], endpoint, capacity, time.time(), lat, lon, activation_cost, owner),
+        e = schema.edges
+        insert = self._upsert(e, dict(edge_id=uuid.uuid4().hex[:12], endpoint=endpoint, capacity=capacity, load=0,
+                                      queue_depth=0, last_seen_unix=self._clock(), lat=lat, lon=lon,
+                                      activation_cost=activation_cost, owner=owner))
+        new = insert.excluded
+        statement = insert.on_conflict_do_update(
+            index_elements=[e.c.endpoint],
+            set_=dict(capacity=new.capacity, load=0, queue_depth=0, last_seen_unix=new.last_seen_unix, lat=new.lat,
+                      lon=new.lon, activation_cost=new.activation_cost, owner=new.owner),
+            where=or_(e.c.owner == new.owner, e.c.owner == ""),
         )
-        if count == 0:
-            return None
-        return EdgeRecord(*self._rows(f"SELECT {EDGE_COLUMNS} FROM edges WHERE endpoint = ?", (endpoint,))[0])
+        rows = self._rows(statement.returning(*_EDGE_COLS))  # no row: the endpoint is another owner's
+        return _edge(rows[0]) if rows else None
 
     def edge(self, edge_id: str) -> EdgeRecord | None:
-        rows = self._rows(f"SELECT {EDGE_COLUMNS} FROM edges WHERE edge_id = ?", (edge_id,))
-        return EdgeRecord(*rows[0]) if rows else None
+        rows = self._rows(select(*_EDGE_COLS).where(schema.edges.c.edge_id == edge_id))
+        return _edge(rows[0]) if rows else None
 
     def edges(self) -> list[EdgeRecord]:
-        return [EdgeRecord(*r) for r in self._rows(f"SELECT {EDGE_COLUMNS} FROM edges ORDER BY edge_id")]
+        return [_edge(r) for r in self._rows(select(*_EDGE_COLS).order_by(schema.edges.c.edge_id))]
 
     def heartbeat(self, edge_id: str, load: float, queue_depth: int) -> bool:
-        _, count = self._execute(
-            "UPDATE edges SET load = ?, queue_depth = ?, last_seen_unix = ? WHERE edge_id = ?",
-            (load, queue_depth, time.time(), edge_id),
-        )
+        e = schema.edges
+        _, count = self._run(e.update().where(e.c.edge_id == edge_id)
+                             .values(load=load, queue_depth=queue_depth, last_seen_unix=self._clock()))
         return count == 1
 
     def remove_edge(self, edge_id: str) -> bool:
         """An edge node that leaves: kept (its id stays its endpoint's), but no longer alive."""
-        _, count = self._execute("UPDATE edges SET last_seen_unix = 0 WHERE edge_id = ?", (edge_id,))
+        e = schema.edges
+        _, count = self._run(e.update().where(e.c.edge_id == edge_id).values(last_seen_unix=0))
         return count == 1
 
-    def devices(self, seen_since: float = 0.0) -> list[DeviceRecord]:
-        """Every device, or those heard from since ``seen_since`` (unix seconds): the live ones."""
-        rows = self._rows(f"SELECT {', '.join(DEVICE_COLUMNS)} FROM devices WHERE last_seen_unix >= ? "
-                          "ORDER BY registered_unix, device_id", (seen_since,))
-        return [DeviceRecord(*r) for r in rows]
-
-    def device_activity(self, limit: int, device_id: str | None = None) -> list[tuple[DeviceRecord, float, float, float]]:
-        """(record, registered, last seen, revoked — unix seconds, 0 = never) of at most ``limit``
-        devices, oldest registered first, or of ``device_id`` alone: what the operator view shows,
-        bounded by the database rather than after reading every row."""
-        where, params = ("WHERE device_id = ? ", [device_id]) if device_id is not None else ("", [])
-        rows = self._rows(f"SELECT {', '.join(DEVICE_COLUMNS)}, registered_unix, last_seen_unix, revoked_unix FROM devices "
-                          f"{where}ORDER BY registered_unix, device_id LIMIT ?", [*params, max(0, int(limit))])
-        n = len(DEVICE_COLUMNS)
-        return [(DeviceRecord(*r[:n]), float(r[n]), float(r[n + 1]), float(r[n + 2])) for r in rows]
-
-    def set_device_edges(self, mapping: dict[str, str]) -> None:
-        """Move devices to edges (device id -> edge id), as one placement decided."""
-        self._execute_many("UPDATE devices SET edge_id = ? WHERE device_id = ?",
-                           [(edge_id, device_id) for device_id, edge_id in mapping.items()])
-
-    def record_location(self, device_id: str, lat: float, lon: float, unix_ms: int) -> None:
-        """A device's position: appended to its trace, and kept as its current one."""
-        self._execute("INSERT INTO locations (device_id, unix_ms, lat, lon) VALUES (?, ?, ?, ?)", (device_id, unix_ms, lat, lon))
-        self._execute("UPDATE devices SET lat = ?, lon = ? WHERE device_id = ?", (lat, lon, device_id))
+    # --- campaigns and their tasks -----------------------------------------------------------
 
     def put_campaign(self, campaign_id: str, report: dict) -> None:
-        self._execute(
-            "INSERT INTO campaigns (campaign_id, report, created_unix) VALUES (?, ?, ?) "
-            "ON CONFLICT (campaign_id) DO UPDATE SET report = excluded.report",
-            (campaign_id, json.dumps(report), time.time()),
-        )
+        insert = self._upsert(schema.campaigns, dict(campaign_id=campaign_id, report=json.dumps(report),
+                                                     created_unix=self._clock()))
+        self._run(insert.on_conflict_do_update(index_elements=["campaign_id"], set_=dict(report=insert.excluded.report)))
 
     def campaign(self, campaign_id: str) -> dict | None:
-        rows = self._rows("SELECT report FROM campaigns WHERE campaign_id = ?", (campaign_id,))
+        c = schema.campaigns
+        rows = self._rows(select(c.c.report).where(c.c.campaign_id == campaign_id))
         return json.loads(rows[0][0]) if rows else None
 
     def campaigns(self, limit: int) -> list[dict]:
         """The stored reports of at most ``limit`` campaigns, newest first (the operator view)."""
-        rows = self._rows("SELECT report FROM campaigns ORDER BY created_unix DESC, campaign_id LIMIT ?", (max(0, int(limit)),))
+        c = schema.campaigns
+        rows = self._rows(select(c.c.report).order_by(c.c.created_unix.desc(), c.c.campaign_id).limit(max(0, int(limit))))
         return [json.loads(r[0]) for r in rows]
 
     def campaign_count(self) -> int:
-        return int(self._rows("SELECT COUNT(*) FROM campaigns")[0][0])
+        return int(self._rows(select(func.count()).select_from(schema.campaigns))[0][0])
 
     def add_tasks(self, campaign_id: str, tasks: list[tuple[int, str, int, int]]) -> None:
-        """(task id, device id, cell, slot) for each task of a new campaign."""
-        self._execute_many("INSERT INTO tasks (campaign_id, task_id, device_id, cell, slot) VALUES (?, ?, ?, ?, ?)",
-                           [(campaign_id, *t) for t in tasks])
+        """(task id, device id, cell, slot) for each task of a new campaign, in one transaction."""
+        if tasks:
+            self._run(schema.tasks.insert(), [dict(campaign_id=campaign_id, task_id=t, device_id=d, cell=c, slot=s)
+                                              for t, d, c, s in tasks])
 
-    def pending_tasks(self, device_id: str) -> list[tuple[str, int, int, int]]:
+    def pending_tasks(self, device_id: str) -> list[PendingTask]:
         """(campaign id, task id, cell, slot) of the device's unanswered tasks."""
-        rows = self._rows("SELECT campaign_id, task_id, cell, slot FROM tasks WHERE device_id = ? AND answered = 0 "
-                          "ORDER BY campaign_id, slot, task_id", (device_id,))
-        return [(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
+        t = schema.tasks
+        rows = self._rows(select(t.c.campaign_id, t.c.task_id, t.c.cell, t.c.slot)
+                          .where(t.c.device_id == device_id, t.c.answered == 0).order_by(t.c.campaign_id, t.c.slot, t.c.task_id))
+        return [PendingTask(r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
-    def answer_task(self, campaign_id: str, task_id: int, device_id: str, reading: float, label: str) -> str:
-        """Store a task's result: "new"; "again" for a task this device already answered (a resent
-        frame); "not yours" when the campaign has no such task for this device."""
-        _, count = self._execute(
-            "UPDATE tasks SET answered = 1, reading = ?, label = ? WHERE campaign_id = ? AND task_id = ? "
-            "AND device_id = ? AND answered = 0",
-            (reading, label, campaign_id, task_id, device_id),
-        )
-        if count == 1:
-            return "new"
-        rows = self._rows("SELECT 1 FROM tasks WHERE campaign_id = ? AND task_id = ? AND device_id = ?",
-                          (campaign_id, task_id, device_id))
-        return "again" if rows else "not yours"
+    def answer_task(self, campaign_id: str, task_id: int, device_id: str, reading: float, label: str) -> Answer:
+        """Store a task's result (see :class:`Answer`)."""
+        t = schema.tasks
+        this = and_(t.c.campaign_id == campaign_id, t.c.task_id == task_id, t.c.device_id == device_id)
+        with self._transaction() as conn:
+            if conn.execute(t.update().where(this, t.c.answered == 0).values(answered=1, reading=reading, label=label)).rowcount == 1:
+                return Answer.NEW
+            return Answer.AGAIN if conn.execute(select(t.c.task_id).where(this)).first() else Answer.NOT_YOURS
 
     def unanswered(self, campaign_id: str) -> int:
-        return int(self._rows("SELECT COUNT(*) FROM tasks WHERE campaign_id = ? AND answered = 0", (campaign_id,))[0][0])
+        t = schema.tasks
+        return int(self._rows(select(func.count()).where(t.c.campaign_id == campaign_id, t.c.answered == 0))[0][0])
 
-    def tasks(self, campaign_id: str) -> list[tuple[int, str, int, int, bool, float | None, str | None]]:
+    def tasks(self, campaign_id: str) -> list[TaskRow]:
         """(task id, device id, cell, slot, answered, reading, label) of every task of a campaign."""
-        rows = self._rows("SELECT task_id, device_id, cell, slot, answered, reading, label FROM tasks "
-                          "WHERE campaign_id = ? ORDER BY task_id", (campaign_id,))
-        return [(int(r[0]), r[1], int(r[2]), int(r[3]), bool(r[4]), r[5], r[6]) for r in rows]
+        t = schema.tasks
+        rows = self._rows(select(t.c.task_id, t.c.device_id, t.c.cell, t.c.slot, t.c.answered, t.c.reading, t.c.label)
+                          .where(t.c.campaign_id == campaign_id).order_by(t.c.task_id))
+        return [TaskRow(int(r[0]), r[1], int(r[2]), int(r[3]), bool(r[4]), r[5], r[6]) for r in rows]
 
-    def set_reputations(self, reputations: dict[str, float]) -> None:
-        self._execute_many("UPDATE devices SET reputation = ? WHERE device_id = ?",
-                           [(float(v), device_id) for device_id, v in reputations.items()])
-
-    def locations(self) -> dict[str, list[tuple[float, float]]]:
-        """Every device's trace as (lat, lon) points, oldest first."""
-        out: dict[str, list[tuple[float, float]]] = {}
-        for device_id, lat, lon in self._rows("SELECT device_id, lat, lon FROM locations ORDER BY device_id, unix_ms"):
-            out.setdefault(device_id, []).append((float(lat), float(lon)))
-        return out
+    # --- placements and task heads -----------------------------------------------------------
 
     def put_placement(self, report: dict) -> None:
-        self._execute(
-            "INSERT INTO placements (version, report, computed_unix) VALUES (?, ?, ?) "
-            "ON CONFLICT (version) DO UPDATE SET report = excluded.report, computed_unix = excluded.computed_unix",
-            (int(report["version"]), json.dumps(report), time.time()),
-        )
+        insert = self._upsert(schema.placements, dict(version=int(report["version"]), report=json.dumps(report),
+                                                      computed_unix=self._clock()))
+        new = insert.excluded
+        self._run(insert.on_conflict_do_update(index_elements=["version"],
+                                               set_=dict(report=new.report, computed_unix=new.computed_unix)))
 
     def latest_placement(self) -> dict | None:
-        rows = self._rows("SELECT report FROM placements ORDER BY version DESC LIMIT 1")
+        p = schema.placements
+        rows = self._rows(select(p.c.report).order_by(p.c.version.desc()).limit(1))
         return json.loads(rows[0][0]) if rows else None
 
-    def devices_per_edge(self, seen_since: float = 0.0) -> dict[str, int]:
-        rows = self._rows("SELECT edge_id, COUNT(*) FROM devices WHERE last_seen_unix >= ? GROUP BY edge_id", (seen_since,))
-        return {r[0]: int(r[1]) for r in rows}
-
-    # --- task heads --------------------------------------------------------------------------
-
     def put_head(self, model_id: str, name: str, spec: dict) -> None:
-        self._execute(
-            "INSERT INTO heads (model_id, name, spec, added_unix) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (model_id, name) DO UPDATE SET spec = excluded.spec, added_unix = excluded.added_unix",
-            (model_id, name, json.dumps(spec), time.time()),
-        )
+        insert = self._upsert(schema.heads, dict(model_id=model_id, name=name, spec=json.dumps(spec), added_unix=self._clock()))
+        new = insert.excluded
+        self._run(insert.on_conflict_do_update(index_elements=["model_id", "name"],
+                                               set_=dict(spec=new.spec, added_unix=new.added_unix)))
 
     def heads(self, model_id: str) -> list[dict]:
-        rows = self._rows("SELECT spec FROM heads WHERE model_id = ? ORDER BY added_unix, name", (model_id,))
+        h = schema.heads
+        rows = self._rows(select(h.c.spec).where(h.c.model_id == model_id).order_by(h.c.added_unix, h.c.name))
         return [json.loads(r[0]) for r in rows]

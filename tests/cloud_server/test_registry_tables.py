@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import psycopg
 import pytest
+import sqlalchemy.exc
+from sqlalchemy import func, select
 
-import cloud_server.registry as registry_module
-from cloud_server.registry import REVOKED, DeviceRecord, EdgeRecord, Registry, _one_line, _postgres_params
+from cloud_server.registry import REVOKED, Answer, DeviceRecord, EdgeRecord, Registry, _one_line, _postgres_params
 from ecd.errors import ConfigError, UnavailableError
 
 FIELDS = dict(
@@ -26,11 +28,17 @@ FIELDS = dict(
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    """The registry's time.time(), set by the test (starts at 0.5 s: after 0, before 1)."""
-    now = SimpleNamespace(t=0.5)
-    monkeypatch.setattr(registry_module, "time", SimpleNamespace(time=lambda: now.t))
-    return now
+def clock() -> SimpleNamespace:
+    """The registry's clock, set by the test (starts at 0.5 s: after 0, before 1)."""
+    return SimpleNamespace(t=0.5)
+
+
+@pytest.fixture
+def registry(db: str, clock: SimpleNamespace) -> Iterator[Registry]:
+    """The registry on the test's clock (every test here reads times exactly)."""
+    r = Registry(db, clock=lambda: clock.t)
+    yield r
+    r.close()
 
 
 def add(registry: Registry, edge_id: str = "e", **overrides) -> DeviceRecord:
@@ -203,10 +211,26 @@ def test_tasks_are_listed_answered_once_and_only_by_their_device(registry: Regis
     assert registry.tasks("zz") == []
 
 
+def test_rows_are_typed_records_that_still_unpack_like_the_tuples_they_replace(registry: Registry) -> None:
+    d = add(registry)
+    registry.add_tasks("c", [(1, d.device_id, 4, 6)])
+    [pending] = registry.pending_tasks(d.device_id)
+    assert (pending.campaign_id, pending.task_id, pending.cell, pending.slot) == ("c", 1, 4, 6)
+    assert registry.answer_task("c", 1, d.device_id, 2.5, "x") is Answer.NEW
+    [task] = registry.tasks("c")
+    assert (task.answered, task.reading, task.label) == (True, 2.5, "x")
+    [activity] = registry.device_activity(1)
+    assert activity.record == d and activity.revoked_unix == 0.0
+    registry.record_location(d.device_id, 1.5, 2.5, 7)
+    [point] = registry.locations()[d.device_id]
+    assert (point.lat, point.lon) == (1.5, 2.5)
+
+
 def test_a_batch_that_fails_writes_nothing(registry: Registry) -> None:
     registry.add_tasks("c", [(1, "dev", 0, 0)])
-    with pytest.raises((sqlite3.IntegrityError, psycopg.IntegrityError)):
-        registry.add_tasks("c", [(2, "dev", 0, 0), (1, "dev", 0, 0)])  # task 1 is there already
+    with pytest.raises(sqlalchemy.exc.IntegrityError) as e:
+        registry.add_tasks("c", [(2, "dev", 0, 0), (1, "dev-secret", 0, 0)])  # task 1 is there already
+    assert "dev-secret" not in str(e.value)  # no value of a failed write reaches a log (a token could be one)
     assert [t[0] for t in registry.tasks("c")] == [1]
     registry.add_tasks("c", [(2, "dev", 5, 6)])  # and the registry goes on working
     assert registry.tasks("c")[1] == (2, "dev", 5, 6, False, None, None)
@@ -299,8 +323,8 @@ def test_a_broken_postgresql_connection_is_reported_then_reopened(postgres_url: 
     r, other = Registry(postgres_url), Registry(postgres_url)
     try:
         def drop() -> None:
-            pid = r._db.info.backend_pid
-            other._execute("SELECT pg_terminate_backend(?, 5000)", (pid,))  # returns once it is gone
+            [(pid,)] = r._rows(select(func.pg_backend_pid()))
+            other._rows(select(func.pg_terminate_backend(pid, 5000)))  # returns once it is gone
 
         drop()
         with pytest.raises(UnavailableError, match=r"^db: postgresql://\S+: .*terminat"):  # the server's reason

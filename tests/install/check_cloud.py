@@ -1,5 +1,6 @@
 """Run by ``make install-check`` in a ``pip install '.[cloud]'`` virtual environment: every
-scheduler module imports (scipy/HiGHS present) and neither torch nor matplotlib is installed.
+scheduler module imports (scipy/HiGHS present), the registry opens (SQLAlchemy present) and neither
+torch nor matplotlib is installed.
 
 Exits non-zero, with one line saying why, if anything is missing or wrong.
 """
@@ -23,9 +24,12 @@ def main() -> int:
     for name in names:
         importlib.import_module(name)
     import cloud_server.service  # noqa: F401 — the cloud itself imports too
+    from cloud_server.registry import Registry
+
+    Registry(":memory:").close()  # the registry's storage layer (SQLAlchemy, from the cloud extra) opens and migrates
 
     print(f"cloud install: {len(names)} scheduler modules import ({', '.join(n for n in names if n.count('.') == 1)}); "
-          f"no torch, no matplotlib")
+          f"the registry opens; no torch, no matplotlib")
     return 0
 
 

@@ -1,0 +1,119 @@
+"""The registry's schema versions, on SQLite and on PostgreSQL (issue 28): a database written by the
+release before versioned migrations (commit 0f84f06, its DDL kept in data/) upgrades in place with
+its rows kept; a new one is stamped with the current version; one from a newer release is refused,
+naming both versions, and left as it was."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from cloud_server import registry_schema
+from cloud_server.registry import EdgeRecord, Registry
+from ecd.errors import ConfigError
+
+OLD_SCHEMA = (Path(__file__).parent / "data" / "registry_0f84f06.sql").read_text()
+OLD_ROWS = (
+    "INSERT INTO devices (device_id, token, name, profile, radio, w_energy, w_privacy, min_split, model_id, "
+    "model_version, split_device, split_edge, encoding, edge_id, registered_unix, last_seen_unix) VALUES "
+    "('d1', 'sha256:x', 'phone', 'pixel7', 'lte', 0.25, 0.75, 2, 'm', 'v1', 3, 5, 'INT8', 'e1', 1.5, 2.5)",
+    "INSERT INTO edges (edge_id, endpoint, capacity, last_seen_unix, owner) VALUES ('e1', 'h:1', 2.0, 5.0, 'edge-a')",
+    "INSERT INTO tasks (campaign_id, task_id, device_id, cell, slot) VALUES ('c', 1, 'd1', 4, 6)",
+    "INSERT INTO heads (model_id, name, spec, added_unix) VALUES ('m', 'h', '{\"name\": \"h\"}', 1.0)",
+)
+
+
+def run_sql(db: str, statements: list[str] | tuple[str, ...]) -> list[tuple]:
+    """Statements through the database's own driver (not the registry): the last one's rows."""
+    rows: list[tuple] = []
+    if db.startswith("postgresql"):
+        with psycopg.connect(db, autocommit=True) as conn:
+            for statement in statements:
+                cur = conn.execute(statement)
+                rows = cur.fetchall() if cur.description else []
+        return rows
+    conn = sqlite3.connect(db)
+    try:
+        for statement in statements:
+            rows = conn.execute(statement).fetchall()
+        conn.commit()
+    finally:
+        conn.close()
+    return rows
+
+
+def old_database(db: str) -> None:
+    run_sql(db, [s for s in OLD_SCHEMA.split(";") if s.strip()])
+    run_sql(db, OLD_ROWS)
+
+
+def test_a_database_from_before_versions_upgrades_in_place_with_its_rows(db: str) -> None:
+    old_database(db)
+    r = Registry(db)
+    try:
+        d = r.device("d1")
+        assert (d.name, d.split_device, d.split_edge, d.edge_id, d.sensors, d.lat) == ("phone", 3, 5, "e1", "{}", None)
+        assert r.edge("e1") == EdgeRecord("e1", "h:1", 2.0, 0.0, 0, 5.0, None, None, 0.0, "edge-a")
+        assert r.tasks("c") == [(1, "d1", 4, 6, False, None, None)]
+        assert r.heads("m") == [{"name": "h"}]
+        assert r.add_edge("h:1", 3.0, owner="edge-a").edge_id == "e1"  # the unique endpoint index still holds
+    finally:
+        r.close()
+    assert run_sql(db, ["SELECT version FROM schema_version"]) == [(registry_schema.VERSION,)]
+
+
+def test_a_new_database_is_stamped_and_reopening_keeps_everything(db: str) -> None:
+    r = Registry(db)
+    e = r.add_edge("h:1", 1.0)
+    r.close()
+    assert run_sql(db, ["SELECT version FROM schema_version"]) == [(registry_schema.VERSION,)]
+    again = Registry(db)
+    try:
+        assert again.edge(e.edge_id) == e
+    finally:
+        again.close()
+    assert run_sql(db, ["SELECT COUNT(*) FROM schema_version"]) == [(1,)]
+
+
+def test_a_database_from_a_newer_release_is_refused_naming_both_versions(db: str) -> None:
+    Registry(db).close()
+    newer = registry_schema.VERSION + 3
+    run_sql(db, [f"UPDATE schema_version SET version = {newer}"])
+    with pytest.raises(ConfigError) as e:
+        Registry(db)
+    assert str(e.value) == (f"db: cannot open {db}: its schema is version {newer}, newer than this release's "
+                            f"version {registry_schema.VERSION}: upgrade ecd-runtime (or open another database)")
+    assert run_sql(db, ["SELECT version FROM schema_version"]) == [(newer,)]  # left as it was
+
+
+def test_every_step_has_a_place_and_the_version_counts_them() -> None:
+    assert registry_schema.VERSION == len(registry_schema.STEPS) >= 1
+
+
+def test_replicas_opening_one_new_postgresql_database_together_migrate_it_once(postgres_url: str) -> None:
+    """Four cloud replicas starting at once: every one opens (the migration holds an advisory lock),
+    and the database has one version row."""
+    start = threading.Barrier(4)
+    opened: list[Registry] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        start.wait(timeout=30)
+        try:
+            opened.append(Registry(postgres_url))
+        except BaseException as e:  # noqa: BLE001 — reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for r in opened:
+        r.close()
+    assert errors == [] and len(opened) == 4
+    assert run_sql(postgres_url, ["SELECT version FROM schema_version"]) == [(registry_schema.VERSION,)]
