@@ -31,10 +31,11 @@ $(CHECKINS): $(CLOUD_VENV)/.installed
 test: $(DEV_VENV)/.installed install-check
 	$(DEV_VENV)/bin/python -m pytest -q
 
-# Real installs, as users make them: the runtime alone runs a device agent and an edge node with
-# neither torch nor scipy installed; the cloud extra imports every scheduler without torch.
+# Real installs, as users make them: the runtime alone runs a device agent and an edge node with neither
+# torch nor scipy installed (against a cloud server run from the cloud install, whose registry needs
+# SQLAlchemy); the cloud extra imports every scheduler without torch.
 install-check: $(RUNTIME_VENV)/.installed $(CLOUD_VENV)/.installed
-	$(RUNTIME_VENV)/bin/python tests/install/check_runtime.py
+	ECD_CLOUD_PYTHON=$(CURDIR)/$(CLOUD_VENV)/bin/python $(RUNTIME_VENV)/bin/python tests/install/check_runtime.py
 	$(CLOUD_VENV)/bin/python tests/install/check_cloud.py
 
 bench: $(DEV_VENV)/.installed

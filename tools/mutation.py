@@ -125,9 +125,11 @@ GROUPS: dict[str, Group] = {
         timeout_s=180,
     ),
     "registry": Group(
-        ("cloud_server/registry.py",),
+        ("cloud_server/registry.py", "cloud_server/registry_db.py", "cloud_server/registry_records.py",
+         "cloud_server/registry_schema.py"),
         ("tests/cloud_server/test_registry_backends.py", "tests/cloud_server/test_heads_and_registry.py",
-         "tests/cloud_server/test_registry_values.py", "tests/cloud_server/test_registry_tables.py"),
+         "tests/cloud_server/test_registry_values.py", "tests/cloud_server/test_registry_tables.py",
+         "tests/cloud_server/test_registry_migrations.py"),
     ),
 }
 
