@@ -4,13 +4,13 @@ it without restarting, and a lost edge node's devices move to the edges a new pl
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import pytest
+
+from cli import ecd
 
 from cloud_server.service import CloudConfig, SchedulerClient, start_cloud
 from device_agent.agent import AgentConfig, DeviceAgent
@@ -80,8 +80,7 @@ def test_placement_decides_every_devices_edge_and_matches_the_offline_solver(cit
     # the same instance, solved offline by the CLI, gives the same assignment
     instance = tmp_path / "instance.json"
     instance.write_text(report.instance_json)
-    proc = subprocess.run([sys.executable, "-m", "ecd_cli", "placement", "solve", "--instance", str(instance),
-                           "--method", "otacs_ls", "--json"], capture_output=True, text=True, timeout=120)
+    proc = ecd("placement", "solve", "--instance", str(instance), "--method", "otacs_ls", "--json")
     assert proc.returncode == 0, proc.stderr
     offline = json.loads(proc.stdout)
     d = json.loads(report.instance_json)

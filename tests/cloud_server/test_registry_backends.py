@@ -3,7 +3,6 @@ database share their state, and a bad ``db`` is a one-line error naming ``db``."
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import grpc
 import pytest
+
+from cli import ecd_process
 
 from cloud_server.campaigns import NEUTRAL_REPUTATION
 from cloud_server.registry import Registry, redact
@@ -175,10 +176,8 @@ def test_redact_hides_passwords() -> None:
 
 
 def test_cli_exits_non_zero_with_one_line_naming_db() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "ecd_cli", "cloud-server", "--db", "postgresql://127.0.0.1:1/x", "--port", "0", "--metrics-port", "-1"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )
+    # a process: one line on stderr and the exit code, as systemd or a shell sees them from the service
+    done = ecd_process("cloud-server", "--db", "postgresql://127.0.0.1:1/x", "--port", "0", "--metrics-port", "-1")
     assert done.returncode != 0
     assert done.stderr.startswith("ecd: error: db: cannot connect to postgresql://127.0.0.1:1/x: "), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from cli import ecd
 
 from ecd import zoo
 from ecd.manifest import Manifest
@@ -31,9 +31,6 @@ from ecd.split import (
 PI4 = load_device("pi4")
 WIFI = load_radio("wifi")
 
-
-def ecd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ecd_cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_recommended_split_never_gets_shallower_as_privacy_weight_rises(bundled: Manifest) -> None:

@@ -1,21 +1,17 @@
-"""The ``ecd`` CLI end to end, in a subprocess: errors are one line, no traceback, non-zero exit."""
+"""The ``ecd`` CLI end to end: errors are one line, no traceback, non-zero exit (in process, but for the services: tests/cli.py)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from cli import ecd, ecd_process  # ecd_process: the services start their asyncio machinery and signal handlers
+
 from ecd.manifest import Manifest
 
-
-def ecd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ecd_cli", *args], capture_output=True, text=True, timeout=600
-    )
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -108,12 +104,12 @@ def test_services_refuse_bad_configuration_in_one_line(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert_clean_error(ecd("cloud-server", "--port", str(port), "--metrics-port", "-1", "--db", str(tmp_path / "a.db")),
+        assert_clean_error(ecd_process("cloud-server", "--port", str(port), "--metrics-port", "-1", "--db", str(tmp_path / "a.db")),
                            "port", f"127.0.0.1:{port}")
-        assert_clean_error(ecd("cloud-server", "--port", "0", "--metrics-port", str(port), "--db", str(tmp_path / "b.db")),
+        assert_clean_error(ecd_process("cloud-server", "--port", "0", "--metrics-port", str(port), "--db", str(tmp_path / "b.db")),
                            "metrics_port", f"127.0.0.1:{port}")
     config = tmp_path / "cloud.toml"
     config.write_text("colour = 1\n")
-    assert_clean_error(ecd("cloud-server", "--config", str(config)), "colour", "unknown option")
-    assert_clean_error(ecd("cloud-server", "--placement-method", "best", "--db", str(tmp_path / "c.db")), "placement_method")
-    assert_clean_error(ecd("edge-node", "--position", "north", "--cloud", "127.0.0.1:1"), "position")
+    assert_clean_error(ecd_process("cloud-server", "--config", str(config)), "colour", "unknown option")
+    assert_clean_error(ecd_process("cloud-server", "--placement-method", "best", "--db", str(tmp_path / "c.db")), "placement_method")
+    assert_clean_error(ecd_process("edge-node", "--position", "north", "--cloud", "127.0.0.1:1"), "position")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from cli import ecd
 
 torch = pytest.importorskip("torch")
 
@@ -55,10 +55,7 @@ def test_attacker_images_are_disjoint_from_evaluation_images(bundled_copy: Path)
 def test_quick_cli_writes_a_curve_and_a_picture(bundled_copy: Path, tmp_path: Path) -> None:
     before = Manifest.load(bundled_copy)
     picture = tmp_path / "privacy.png"
-    proc = subprocess.run(
-        [sys.executable, "-m", "ecd_cli", "models", "privacy", str(bundled_copy), "--quick", "--plot", str(picture)],
-        capture_output=True, text=True, timeout=600,
-    )
+    proc = ecd("models", "privacy", str(bundled_copy), "--quick", "--plot", str(picture))
     assert proc.returncode == 0, proc.stderr
     after = Manifest.load(bundled_copy)
     assert after.version == before.version  # measuring privacy does not touch the blocks

@@ -5,12 +5,12 @@ check-in files — the real Foursquare CSV is not part of the repository."""
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from cli import ecd
 
 from ecd.errors import ConfigError
 from research import allocation_experiments as experiments
@@ -37,9 +37,6 @@ def write_checkins(path: Path, users: int = 6, per_user: int = 40, seed: int = 0
                             CATEGORIES[int(rng.integers(len(CATEGORIES)))]])
     return path
 
-
-def ecd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ecd_cli", *args], capture_output=True, text=True, timeout=300)
 
 
 # --- readers ----------------------------------------------------------------------------------------

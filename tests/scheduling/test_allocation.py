@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from cli import ecd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -484,9 +484,6 @@ def test_json_bad_files(tmp_path: Path, reader, error: type) -> None:
 
 # --- CLI --------------------------------------------------------------------------------------------
 
-
-def ecd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ecd_cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def test_allocate_cli(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from cli import ecd
 
 from scheduling.placement import (
     METHODS,
@@ -93,6 +96,7 @@ def test_orlib_tests_fail_in_a_checkout_without_the_data(tmp_path: Path) -> None
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfs", "-k", "exact_reproduces_orlib or shipped_orlib or capa_format_file or ship_with",
          "-o", "addopts=", str(copy)],
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH")]))},
     )
     summary = proc.stdout.strip().splitlines()[-1]
     n = len(OPTIMA)
@@ -103,7 +107,7 @@ def test_orlib_tests_fail_in_a_checkout_without_the_data(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("name", sorted(OPTIMA))
 def test_cli_reproduces_every_shipped_orlib_optimum(name: str) -> None:
-    proc = cli("--orlib", str(orlib_file(name)), "--method", "exact", "--json")
+    proc = ecd("placement", "solve", "--orlib", str(orlib_file(name)), "--method", "exact", "--json")
     assert proc.returncode == 0, proc.stderr
     assert abs(json.loads(proc.stdout)["total_cost"] - OPTIMA[name]) / OPTIMA[name] <= 1e-6
 
@@ -128,7 +132,7 @@ def capa_format(source: Path, target: Path) -> Path:
 def test_cli_reproduces_the_optimum_from_a_capa_format_file(tmp_path: Path, name: str) -> None:
     path = capa_format(orlib_file(name), tmp_path / f"{name}_capa.txt")
     assert "capacity" in path.read_text()
-    proc = cli("--orlib", str(path), "--method", "exact", "--json")
+    proc = ecd("placement", "solve", "--orlib", str(path), "--method", "exact", "--json")
     assert proc.returncode == 0, proc.stderr
     assert abs(json.loads(proc.stdout)["total_cost"] - OPTIMA[name]) / OPTIMA[name] <= 1e-6
     a, b = read_orlib(path), read_orlib(orlib_file(name))
@@ -154,7 +158,7 @@ def test_malformed_orlib_files_name_the_line(tmp_path: Path, text: str, needle: 
     with pytest.raises(PlacementError) as e:
         read_orlib(path)
     assert str(e.value).startswith(f"{path}, line ") and needle in str(e.value) and "\n" not in str(e.value)
-    proc = cli("--orlib", str(path))
+    proc = ecd("placement", "solve", "--orlib", str(path))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and needle in proc.stderr
 
 
@@ -400,10 +404,6 @@ def test_bbo_pso_picks_one_server_per_type_and_is_seeded() -> None:
     assert p.total_cost <= solve(problem, "random", seed=1).total_cost * 1.5
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ecd_cli", "placement", "solve", *args], capture_output=True, text=True, timeout=120)
-
-
 def test_cli_json_and_errors(tmp_path: Path) -> None:
     instance = {
         "types": ["noise", "air"],
@@ -415,20 +415,20 @@ def test_cli_json_and_errors(tmp_path: Path) -> None:
     }
     path = tmp_path / "i.json"
     path.write_text(json.dumps(instance))
-    proc = cli("--instance", str(path), "--method", "exhaustive", "--json")
+    proc = ecd("placement", "solve", "--instance", str(path), "--method", "exhaustive", "--json")
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
     assert set(d["metrics"]) == {"NAMES", "TC", "avgLBSU", "avgLBSD"}
     assert d["total_cost"] == pytest.approx(d["facility_cost"] + d["service_cost"])
     instance["servers"][0]["processing_cost"].pop("air")
     path.write_text(json.dumps(instance))
-    proc = cli("--instance", str(path))
+    proc = ecd("placement", "solve", "--instance", str(path))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr and "'air'" in proc.stderr
     instance["users"][0].pop("x")
     path.write_text(json.dumps(instance))
-    proc = cli("--instance", str(path))
+    proc = ecd("placement", "solve", "--instance", str(path))
     assert proc.returncode != 0 and "users[0]: no location" in proc.stderr
-    proc = cli("--orlib", str(tmp_path / "missing.txt"))
+    proc = ecd("placement", "solve", "--orlib", str(tmp_path / "missing.txt"))
     assert proc.returncode != 0 and "no such file" in proc.stderr
 
 

@@ -4,12 +4,12 @@ facade, JSON I/O and CLI."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from cli import ecd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,9 +20,6 @@ from scheduling.quality import Reports, assess, crowdpower, io
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-
-def ecd(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "ecd_cli", *args], capture_output=True, text=True, timeout=120)
 
 
 # --- CrowdPower -------------------------------------------------------------------------------------
