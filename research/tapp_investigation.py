@@ -37,7 +37,7 @@ from typing import Sequence
 import numpy as np
 
 from research.tapp_areas import area_instance, load_areas
-from scheduling.allocation import tapp
+from scheduling.allocation import tapp, tapp_model
 
 __all__ = ["VARIANTS", "METHODS", "THETAS", "data_shape", "run", "reductions"]
 
@@ -58,8 +58,8 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
 
 def data_shape(profiles: np.ndarray, thetas: Sequence[float] = THETAS) -> dict:
     """Participants, mean active cells, and per θ how many participants can be safe at all."""
-    active = profiles > tapp.EPS
-    floored = np.maximum(profiles, tapp.EPS)
+    active = profiles > tapp_model.EPS
+    floored = np.maximum(profiles, tapp_model.EPS)
     community = (floored / floored.sum(axis=1, keepdims=True)).mean(axis=0)
     best = -np.log((active * community[None, :]).sum(axis=1))
     return {"participants": len(profiles), "active_cells": float(active.sum(axis=1).mean()), "c_max": float(community.max()),

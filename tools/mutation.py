@@ -95,7 +95,8 @@ GROUPS: dict[str, Group] = {
         timeout_s=30,  # its slowest test takes 4 s; a mutated 2-opt that never stops must not cost 120 s
     ),
     "allocation": Group(
-        ("scheduling/allocation/tapp.py", "scheduling/allocation/coverage.py"),
+        ("scheduling/allocation/tapp.py", "scheduling/allocation/tapp_model.py", "scheduling/allocation/tapp_phases.py",
+         "scheduling/allocation/tapp_exact.py", "scheduling/allocation/tapp_plus.py", "scheduling/allocation/coverage.py"),
         ("tests/scheduling/test_allocation.py", "tests/scheduling/test_allocation_values.py",
          "tests/scheduling/test_coverage_values.py"),
         timeout_s=40,  # its slowest test takes 8 s; a mutated local search that never stops must not cost 120 s

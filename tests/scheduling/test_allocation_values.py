@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from solver_spy import record_milp, unproven_milp
 
-from scheduling.allocation import tapp
-from scheduling.allocation.tapp import (
+from scheduling.allocation import tapp, tapp_exact, tapp_phases, tapp_plus
+from scheduling.allocation.tapp_model import (
     EPS,
     TappError,
     TappInfeasible,
@@ -107,13 +107,13 @@ def test_phase2_moves_work_to_a_participant_who_stays_safe() -> None:
     # task... no: phase 1 places tasks one by one; the row that results is checked, not assumed.
     p = np.full((3, 2), 0.5)
     inst = TappInstance(p, np.array([2, 2, 2]), np.array([1, 1]), np.array([0.1, 0.1, 0.1]))
-    x1 = tapp.phase1(inst)
+    x1 = tapp_phases.phase1(inst)
     assert x1.sum() == 2 and (x1.sum(axis=1) <= 1).all()  # one unit each to two participants
-    after = tapp.phase2(inst, x1)
+    after = tapp_phases.phase2(inst, x1)
     # a single-subregion row has D = ln 2 > 0.1 for anyone; only a [1, 1] row (D = 0) is safe.
     # Phase 2 cannot reach it one unit at a time (a taker must be safe after each unit): nothing moves
     assert np.array_equal(after, x1)
-    merged = tapp.phase3(inst, after)
+    merged = tapp_phases.phase3(inst, after)
     assert sorted(merged.sum(axis=1).tolist()) == [0, 0, 2]  # phase 3 merges into a safe [1, 1]
     result = tapp.allocate(inst, "tapp")
     assert (result.dangerous, result.allocated) == (0, 1)
@@ -134,8 +134,8 @@ def test_phase2_gives_work_only_to_participants_who_stay_safe() -> None:
         moved[theta] = 0
         for inst in spread_instances(theta, 40):
             c = inst.community
-            before = tapp.phase1(inst)
-            after = tapp.phase2(inst, before)
+            before = tapp_phases.phase1(inst)
+            after = tapp_phases.phase2(inst, before)
             assert np.array_equal(after.sum(axis=0), before.sum(axis=0))  # the workloads are unchanged
             assert (after.sum(axis=1) <= inst.time_threshold).all() and (after[~inst.active] == 0).all()
             gained = np.flatnonzero(after.sum(axis=1) > before.sum(axis=1))
@@ -150,16 +150,16 @@ def test_candidate_prefers_allocated_then_rest_time() -> None:
     inst = TappInstance(np.full((4, 2), 0.5), np.array([3, 3, 5, 4]), np.array([2, 2]), np.full(4, 1.0))
     x = np.array([[1, 0], [0, 0], [0, 0], [1, 0]])
     # allocated participants (0 and 3) come first; of them the most rest time: 3 (rest 3) over 0 (rest 2)
-    assert tapp._candidate(inst, x, 1, exclude=set()) == 3
-    assert tapp._candidate(inst, x, 1, exclude={3}) == 0
+    assert tapp_phases._candidate(inst, x, 1, exclude=set()) == 3
+    assert tapp_phases._candidate(inst, x, 1, exclude={3}) == 0
     # without allocated ones: the most rest time (participant 2: 5)
-    assert tapp._candidate(inst, x, 1, exclude={0, 3}) == 2
+    assert tapp_phases._candidate(inst, x, 1, exclude={0, 3}) == 2
     full = np.array([[3, 0], [0, 0], [0, 0], [4, 0]])
-    assert tapp._candidate(inst, full, 1, exclude={1, 2}) is None  # no rest time left
+    assert tapp_phases._candidate(inst, full, 1, exclude={1, 2}) is None  # no rest time left
     strict = TappInstance(np.full((4, 2), 0.5), np.array([3, 3, 5, 4]), np.array([2, 2]), np.full(4, 0.1))
     # θ = 0.1: an empty row that takes one unit has D = ln 2; [1, 0] + [0, 1] = [1, 1] has D = 0
-    assert tapp._candidate(strict, x, 1, exclude=set()) == 3
-    assert tapp._candidate(strict, x, 0, exclude=set()) is None  # [2, 0] has D = ln 2 too
+    assert tapp_phases._candidate(strict, x, 1, exclude=set()) == 3
+    assert tapp_phases._candidate(strict, x, 0, exclude=set()) is None  # [2, 0] has D = ln 2 too
 
 
 def test_kl_disclosure_by_hand() -> None:
@@ -245,8 +245,7 @@ def test_exact_out_of_time_after_the_first_stage_proves_only_the_fewest_dangerou
     best = tapp.allocate(inst, "exact")
     assert best.proven == ("dangerous", "allocated")
     clock = itertools.chain([0.0], itertools.repeat(1e9))  # the deadline is set, then stage 1 has taken all the time
-    monkeypatch.setattr(tapp, "time", type("Clock", (), {"monotonic": staticmethod(lambda: next(clock))}))
-    hurried = tapp.exact(inst)
+    hurried = tapp.exact(inst, clock=lambda: next(clock))
     assert hurried.proven == ("dangerous",) and hurried.to_dict()["proven_optimal"] == ["dangerous"]
     assert hurried.dangerous == best.dangerous
 
@@ -312,11 +311,11 @@ def test_tapp_plus_on_medium_instances_is_pinned_and_near_the_optimum(theta: flo
 def test_exact_asks_highs_for_a_proven_integer_optimum_within_its_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """What makes it exact: integer columns, a zero MIP gap, and the caller's time limit on each
     stage. The solver's own result still decides; the calls are only recorded."""
-    calls = record_milp(monkeypatch, tapp)
+    calls = record_milp(monkeypatch, tapp_exact)
     inst = TappInstance(np.array([[0.5, 0.5], [1.0, 0.0], [0.2, 0.8]]), np.array([3, 3, 3]), np.array([3, 3]), 0.4)
     tapp.exact(inst)
-    assert len(calls) == 2 and calls[0]["options"] == {"time_limit": tapp.EXACT_TIME_LIMIT_S, "mip_rel_gap": 0.0}
-    assert calls[1]["options"]["mip_rel_gap"] == 0.0 and 0 < calls[1]["options"]["time_limit"] <= tapp.EXACT_TIME_LIMIT_S
+    assert len(calls) == 2 and calls[0]["options"] == {"time_limit": tapp_exact.EXACT_TIME_LIMIT_S, "mip_rel_gap": 0.0}
+    assert calls[1]["options"]["mip_rel_gap"] == 0.0 and 0 < calls[1]["options"]["time_limit"] <= tapp_exact.EXACT_TIME_LIMIT_S
     assert all(np.array_equal(c["integrality"], np.ones(len(c["integrality"]))) for c in calls)
     calls.clear()
     tapp.exact(inst, time_limit_s=7.5)
@@ -325,7 +324,7 @@ def test_exact_asks_highs_for_a_proven_integer_optimum_within_its_time(monkeypat
 
 def test_exact_refuses_a_first_stage_answer_highs_did_not_prove(monkeypatch: pytest.MonkeyPatch) -> None:
     """HiGHS out of time with an incumbent (status 1, x set; doctored) is no proof of the fewest dangerous."""
-    unproven_milp(monkeypatch, tapp, "Time limit reached. (HiGHS Status 13: message: Time limit reached)")
+    unproven_milp(monkeypatch, tapp_exact, "Time limit reached. (HiGHS Status 13: message: Time limit reached)")
     inst = TappInstance(np.array([[0.5, 0.5], [1.0, 0.0], [0.2, 0.8]]), np.array([3, 3, 3]), np.array([3, 3]), 0.4)
     with pytest.raises(TappError, match=r"^method=exact: no proof of the fewest dangerous participants within 60 s \(Time limit"):
         tapp.exact(inst)
@@ -336,15 +335,14 @@ def test_exact_uses_what_is_left_of_its_time_for_the_second_stage(monkeypatch: p
     whether HiGHS proves it in that time is not asked, so a loaded machine cannot fail this)."""
     inst = TappInstance(np.array([[0.5, 0.5], [1.0, 0.0], [0.2, 0.8]]), np.array([3, 3, 3]), np.array([3, 3]), 0.4)
     clock = itertools.chain([0.0], itertools.repeat(59.5))  # the deadline is set at 0; stage 1 ends at 59.5 s
-    monkeypatch.setattr(tapp, "time", type("Clock", (), {"monotonic": staticmethod(lambda: next(clock))}))
-    calls = record_milp(monkeypatch, tapp)
-    tapp.exact(inst)
-    assert [c["options"]["time_limit"] for c in calls] == [tapp.EXACT_TIME_LIMIT_S, 0.5]
+    calls = record_milp(monkeypatch, tapp_exact)
+    tapp.exact(inst, clock=lambda: next(clock))
+    assert [c["options"]["time_limit"] for c in calls] == [tapp_exact.EXACT_TIME_LIMIT_S, 0.5]
 
 
 # --- ours: tapp_plus's local-search steps, each against a loop that says what its vectorised form must
 # compute (the mutation gate found their details unpinned by the end-to-end totals) -----------------
-def random_state(seed: int, n: int = 12, m: int = 4) -> tuple[tapp._State, np.ndarray, np.ndarray]:
+def random_state(seed: int, n: int = 12, m: int = 4) -> tuple[tapp_plus._State, np.ndarray, np.ndarray]:
     """An instance, an allocation within each participant's time (some rows empty), a tier and work left."""
     rng = np.random.default_rng(seed)
     raw = rng.random((n, m)) * (rng.random((n, m)) < 0.6)
@@ -359,10 +357,10 @@ def random_state(seed: int, n: int = 12, m: int = 4) -> tuple[tapp._State, np.nd
             for _ in range(rng.integers(1, t[i] + 1)):
                 x[i, rng.choice(cells)] += 1
     left = rng.integers(0, 4, m) * (rng.random(m) < 0.8)
-    return tapp._State(inst, x), rng.random(n) < 0.7, left
+    return tapp_plus._State(inst, x), rng.random(n) < 0.7, left
 
 
-def takers_by_loop(state: tapp._State, tier: np.ndarray, left: np.ndarray) -> list[int]:
+def takers_by_loop(state: tapp_plus._State, tier: np.ndarray, left: np.ndarray) -> list[int]:
     """Who may take a safe bundle of ``left``: an empty row if -ln c(its usable subregions) <= θ (the
     lowest disclosure any row on them can have), an allocated one if one more unit of some subregion
     still in ``left`` keeps it safe; most rest time first, ties by id."""
@@ -378,10 +376,10 @@ def takers_by_loop(state: tapp._State, tier: np.ndarray, left: np.ndarray) -> li
         if ok:
             out.append(int(k))
     room = inst.time_threshold - state.load
-    return sorted(out, key=lambda k: (-room[k], k))[: tapp.MAX_TAKERS]
+    return sorted(out, key=lambda k: (-room[k], k))[: tapp_plus.MAX_TAKERS]
 
 
-def bundle_by_loop(state: tapp._State, k: int, avail: np.ndarray) -> np.ndarray:
+def bundle_by_loop(state: tapp_plus._State, k: int, avail: np.ndarray) -> np.ndarray:
     """Add, one unit at a time, the available unit that keeps k's disclosure lowest (the first such
     subregion on ties), while k has time; the bundle at the last safe step."""
     inst = state.inst
@@ -403,16 +401,16 @@ def bundle_by_loop(state: tapp._State, k: int, avail: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("seed", range(40))
 def test_takers_are_those_who_can_stay_safe_most_rest_time_first(seed: int) -> None:
     state, tier, left = random_state(seed)
-    assert tapp._takers(state, tier, left).tolist() == takers_by_loop(state, tier, left)
+    assert tapp_plus._takers(state, tier, left).tolist() == takers_by_loop(state, tier, left)
 
 
 def test_takers_of_an_empty_tier_and_at_most_max_takers() -> None:
     state, _, left = random_state(0)
-    assert tapp._takers(state, np.zeros(12, dtype=bool), left).tolist() == []
-    n = tapp.MAX_TAKERS + 6
+    assert tapp_plus._takers(state, np.zeros(12, dtype=bool), left).tolist() == []
+    n = tapp_plus.MAX_TAKERS + 6
     inst = TappInstance(np.full((n, 2), 0.5), np.arange(n) % 5 + 1, np.array([3, 3]), 1.0)
-    many = tapp._takers(tapp._State(inst, np.zeros((n, 2), dtype=np.int64)), np.ones(n, dtype=bool), np.array([1, 1]))
-    assert len(many) == tapp.MAX_TAKERS and many.tolist() == sorted(range(n), key=lambda k: (-(k % 5), k))[: tapp.MAX_TAKERS]
+    many = tapp_plus._takers(tapp_plus._State(inst, np.zeros((n, 2), dtype=np.int64)), np.ones(n, dtype=bool), np.array([1, 1]))
+    assert len(many) == tapp_plus.MAX_TAKERS and many.tolist() == sorted(range(n), key=lambda k: (-(k % 5), k))[: tapp_plus.MAX_TAKERS]
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -420,7 +418,7 @@ def test_bundles_follow_the_lowest_disclosure_path_and_end_safe(seed: int) -> No
     state, _, left = random_state(seed)
     avail = left + 1
     for k in range(state.inst.n_participants):
-        got = tapp._bundle(state, k, avail)
+        got = tapp_plus._bundle(state, k, avail)
         assert got.tolist() == bundle_by_loop(state, k, avail).tolist(), k
         assert (got <= avail).all() and got[~state.inst.active[k]].sum() == 0
         if got.any():
@@ -430,16 +428,16 @@ def test_bundles_follow_the_lowest_disclosure_path_and_end_safe(seed: int) -> No
 def test_a_bundle_of_one_unit_in_one_subregion() -> None:
     """Room for one unit, one subregion available: that unit, if it keeps the participant safe."""
     inst = TappInstance(np.array([[1.0, 0.0], [0.5, 0.5]]), np.array([1, 1]), np.array([1, 1]), np.array([1.0, 0.0]))
-    state = tapp._State(inst, np.zeros((2, 2), dtype=np.int64))
-    assert tapp._bundle(state, 0, np.array([1, 0])).tolist() == [1, 0]  # KL = ln 2 <= 1
-    assert tapp._bundle(state, 1, np.array([1, 0])).tolist() == [0, 0]  # KL = ln 2 > 0
-    assert tapp._bundle(state, 0, np.array([0, 1])).tolist() == [0, 0]  # 0 is not active in subregion 1
+    state = tapp_plus._State(inst, np.zeros((2, 2), dtype=np.int64))
+    assert tapp_plus._bundle(state, 0, np.array([1, 0])).tolist() == [1, 0]  # KL = ln 2 <= 1
+    assert tapp_plus._bundle(state, 1, np.array([1, 0])).tolist() == [0, 0]  # KL = ln 2 > 0
+    assert tapp_plus._bundle(state, 0, np.array([0, 1])).tolist() == [0, 0]  # 0 is not active in subregion 1
 
 
 def test_a_bundle_in_the_communitys_own_proportions_is_safe_at_theta_zero() -> None:
     inst = TappInstance(np.array([[0.5, 0.5], [0.5, 0.5]]), np.array([4, 4]), np.array([2, 2]), 0.0)
-    state = tapp._State(inst, np.zeros((2, 2), dtype=np.int64))
-    assert tapp._bundle(state, 0, np.array([2, 2])).tolist() == [2, 2]  # KL exactly 0 after 2 and 4 units
+    state = tapp_plus._State(inst, np.zeros((2, 2), dtype=np.int64))
+    assert tapp_plus._bundle(state, 0, np.array([2, 2])).tolist() == [2, 2]  # KL exactly 0 after 2 and 4 units
 
 
 def test_an_empty_row_whose_best_disclosure_is_exactly_theta_may_take() -> None:
@@ -448,9 +446,9 @@ def test_an_empty_row_whose_best_disclosure_is_exactly_theta_may_take() -> None:
     profiles = np.array([[1.0, 0.0], [0.0, 1.0]])
     for theta, expected in ((float(np.log(2)), [0]), (float(np.log(2)) - 1e-6, [])):
         inst = TappInstance(profiles, np.array([2, 2]), np.array([1, 1]), np.array([theta, 0.0]))
-        state = tapp._State(inst, np.zeros((2, 2), dtype=np.int64))
+        state = tapp_plus._State(inst, np.zeros((2, 2), dtype=np.int64))
         assert state.c.tolist() == [0.5, 0.5]
-        assert tapp._takers(state, np.array([True, False]), np.array([1, 1])).tolist() == expected
+        assert tapp_plus._takers(state, np.array([True, False]), np.array([1, 1])).tolist() == expected
 
 
 # --- every step together: the allocations themselves, pinned ---------------------------------------
