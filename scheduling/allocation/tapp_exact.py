@@ -1,4 +1,4 @@
-"""TAPP (paper 002), **Ours, labelled ``exact``** (not in the paper): the optimum — fewest dangerous participants, then
+"""TAPP, ours, labelled ``exact`` (not in paper 002): the optimum — fewest dangerous participants, then
 fewest allocated — for small and medium instances. The KL threshold is *enumerated*, not
 linearised: D_i depends on participant i only through its active subregions, its time threshold
 and θ_i (c is shared), so participants agreeing on those three are interchangeable and form a

@@ -1,4 +1,4 @@
-"""TAPP (paper 002), **Ours, labelled ``tapp_plus``** (not in the paper): a heuristic built on what the paper's phases
+"""TAPP, ours, labelled ``tapp_plus`` (not in paper 002): a heuristic built on what the paper's phases
 cannot do — phase 2 moves one unit at a time and only to a participant who is safe *after that one
 unit*, so an unallocated participant (one unit = a one-subregion profile, KL = −ln c_j) qualifies
 only in a subregion with c_j ≥ e^{−θ}, and phase 3 only merges whole allocations. tapp_plus takes the best, by (dangerous,
