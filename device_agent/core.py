@@ -26,7 +26,8 @@ from ecd.manifest import Manifest
 from ecd.metrics import ServiceMetrics
 from ecd.partition import Partition
 from ecd.profiles import DeviceProfile, RadioProfile
-from ecd.split import Preferences, SplitDecision, check_split, decide_split, defence_table
+from ecd.split import Preferences, SplitDecision, check_split, decide_split
+from ecd.leakage import defence_table
 from ecd.types import Assignment, Encoding, Frame, Result, Split, Task
 
 

@@ -29,6 +29,10 @@ class RequestError(EcdError, ValueError):
     """A request field with a value the runtime cannot use (the message names the field)."""
 
 
+class PreferenceError(RequestError):
+    """Weights or a split floor the split decision cannot use; the message names the field."""
+
+
 class PreconditionError(EcdError):
     """A well-formed request the current state refuses (wrong model version, below the floor, …)."""
 

@@ -453,7 +453,7 @@ def rnd(v: float | None, digits: int = 4) -> float | None:
 
 
 def table_digest(table: dict) -> str:
-    """sha256 over the defence record's canonical JSON, without its own ``sha256`` (ecd.split checks it)."""
+    """sha256 over the defence record's canonical JSON, without its own ``sha256`` (ecd.leakage checks it)."""
     import hashlib
     import json
 

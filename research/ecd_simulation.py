@@ -34,7 +34,8 @@ import numpy as np
 
 from ecd.manifest import Manifest
 from ecd.profiles import DeviceProfile, RadioProfile, known_devices, known_radios, load_device, load_radio
-from ecd.split import comm_energy, compute_energy, decide_splits, privacy_curve
+from ecd.split import comm_energy, compute_energy, decide_splits
+from ecd.leakage import privacy_curve
 
 ECD_WEIGHTS = {"ecd_energy": (0.8, 0.2), "ecd_privacy": (0.2, 0.8)}
 STRATEGIES = ("ecd_energy", "ecd_privacy", "average", "max", "raw", "random")

@@ -14,19 +14,8 @@ from cli import ecd
 from ecd import zoo
 from ecd.manifest import Manifest
 from ecd.profiles import UnknownProfileError, known_devices, known_radios, load_device, load_radio
-from ecd.split import (
-    DefenceTableError,
-    Preferences,
-    PreferenceError,
-    PrivacyNotMeasuredError,
-    comm_energy,
-    decide_split,
-    decide_splits,
-    defence_table,
-    encoded_bytes,
-    privacy_curve,
-    privacy_options,
-)
+from ecd.split import Preferences, PreferenceError, comm_energy, decide_split, decide_splits, encoded_bytes
+from ecd.leakage import DefenceTableError, PrivacyNotMeasuredError, defence_table, privacy_curve, privacy_options
 
 PI4 = load_device("pi4")
 WIFI = load_radio("wifi")

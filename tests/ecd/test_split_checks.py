@@ -19,18 +19,8 @@ from ecd import zoo
 from ecd.errors import PreconditionError, RequestError
 from ecd.manifest import Manifest
 from ecd.profiles import load_device, load_radio
-from ecd.split import (
-    PreferenceError,
-    Preferences,
-    PrivacyNotMeasuredError,
-    block_energy,
-    check_split,
-    comm_energy,
-    decide_split,
-    decide_splits,
-    encoded_bytes,
-    privacy_curve,
-)
+from ecd.split import PreferenceError, Preferences, block_energy, check_split, comm_energy, decide_split, decide_splits, encoded_bytes
+from ecd.leakage import PrivacyNotMeasuredError, privacy_curve
 
 PI4, WIFI, LTE = load_device("pi4"), load_radio("wifi"), load_radio("lte")
 

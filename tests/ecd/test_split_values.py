@@ -15,20 +15,8 @@ import pytest
 from ecd import zoo
 from ecd.manifest import Manifest
 from ecd.profiles import known_radios, load_device, load_radio
-from ecd.split import (
-    DefenceTable,
-    DefenceTableError,
-    Preferences,
-    PreferenceError,
-    PrivacyNotMeasuredError,
-    choose_splits,
-    decide_split,
-    decide_splits,
-    defence_table,
-    leakage_curve,
-    privacy_curve,
-    privacy_options,
-)
+from ecd.split import Preferences, PreferenceError, choose_splits, decide_split, decide_splits
+from ecd.leakage import DefenceTable, DefenceTableError, PrivacyNotMeasuredError, defence_table, leakage_curve, privacy_curve, privacy_options
 
 PI4 = load_device("pi4")
 WIFI = load_radio("wifi")

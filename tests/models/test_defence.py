@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 from ecd import zoo  # noqa: E402
 from ecd.manifest import Manifest  # noqa: E402
 from ecd.partition import Partition  # noqa: E402
-from ecd.split import defence_table  # noqa: E402
+from ecd.leakage import defence_table  # noqa: E402
 from models.measure_privacy import attack_images, torch_model_for  # noqa: E402
 from models.privacy import (  # noqa: E402
     QUICK,

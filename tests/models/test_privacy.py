@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 from ecd.errors import IntegrityError  # noqa: E402
 from ecd.manifest import Manifest  # noqa: E402
-from ecd.split import defence_table  # noqa: E402
+from ecd.leakage import defence_table  # noqa: E402
 from models.measure_privacy import attack_images, torch_model_for  # noqa: E402
 from models.privacy import QUICK, attack_split, non_monotone_excess, psnr, ssim  # noqa: E402
 

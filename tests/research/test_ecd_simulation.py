@@ -10,7 +10,7 @@ import pytest
 
 from ecd.manifest import Manifest
 from research.ecd_simulation import STRATEGIES, Topology, device_max_split, load_shares, make_fleet, run_simulation, simulate, summary_rows
-from ecd.split import privacy_curve
+from ecd.leakage import privacy_curve
 
 
 def test_simulation_writes_csv_and_figures(bundled: Manifest, tmp_path: Path) -> None:

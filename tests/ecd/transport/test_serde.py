@@ -19,7 +19,8 @@ from ecd.errors import (
     RequestError,
     UnavailableError,
 )
-from ecd.split import Preferences, PrivacyNotMeasuredError
+from ecd.split import Preferences
+from ecd.leakage import PrivacyNotMeasuredError
 from ecd.transport import serde
 from ecd.transport.catalog import to_status
 from ecd.types import (
