@@ -29,7 +29,7 @@ from device_agent.preferences import PreferenceControl
 from device_agent.service import GrpcCloud, GrpcEdge
 from device_agent.sources import open_source
 from device_agent.status import AgentStatus
-from device_agent.stream import LoopConfig, StreamLoop
+from device_agent.stream import StreamLoop
 from ecd import distribution
 from ecd.errors import ConfigError, EcdError, PeerError
 from ecd.manifest import Manifest
@@ -106,8 +106,7 @@ class DeviceAgent:
         self.follower.offer(assignment)
         self.edge = GrpcEdge(assignment, self.tls, self._options, self.cfg.allow_plaintext, self.metrics)
         self.edges_used.append(assignment.edge_id)
-        loop_cfg = LoopConfig(self.cfg.max_in_flight, self.cfg.fps, self.cfg.drain_s, self.cfg.failover_wait_s)
-        self.loop = StreamLoop(loop_cfg, self.edge, _Requests(self), self._make_frame, self.metrics, self.tally)
+        self.loop = StreamLoop(self.cfg, self.edge, _Requests(self), self._make_frame, self.metrics, self.tally)
         if self.cfg.follow:
             self.follower.start_watch()
         log.info("[DeviceAgent] %s registered as %s: split %d, edge %s", self.cfg.name, assignment.device_id,

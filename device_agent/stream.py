@@ -33,6 +33,7 @@ from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
+from device_agent.config import AgentConfig
 from device_agent.core import FrameOutcome, Tally
 from device_agent.peers import EdgePeer, PeerDown
 from ecd.errors import UnavailableError
@@ -42,6 +43,8 @@ from ecd.types import Frame, Result
 log = logging.getLogger("ecd.agent")
 
 __all__ = ["InFlight", "StreamLoop", "StreamState", "Why", "TRANSITIONS"]
+
+BACKOFF_START_S, BACKOFF_MAX_S = 0.2, 5.0  # between two questions to the cloud after a broken stream (with jitter)
 
 
 class StreamState(enum.Enum):
@@ -133,16 +136,6 @@ class Requests(Protocol):
     def resplit(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class LoopConfig:
-    max_in_flight: int = 8
-    fps: float = 0.0
-    drain_s: float = 10.0
-    failover_wait_s: float = 60.0
-    backoff_start_s: float = 0.2
-    backoff_max_s: float = 5.0
-
-
 class _Stream:
     """One edge stream's own bookkeeping: a broken stream's frame iterator can still be pulled
     once by gRPC's sender thread after the next stream has opened, and must then make no frame."""
@@ -159,7 +152,7 @@ class StreamLoop:
     ``requests`` answers, between two frames, whether to move, re-split or stop, and carries them out.
     """
 
-    def __init__(self, cfg: LoopConfig, edge: EdgePeer, requests: Requests, make_frame: Callable[[np.ndarray], Frame],
+    def __init__(self, cfg: AgentConfig, edge: EdgePeer, requests: Requests, make_frame: Callable[[np.ndarray], Frame],
                  metrics: ServiceMetrics, tally: Tally, clock: Callable[[], float] = time.monotonic) -> None:
         self.cfg = cfg
         self.edge = edge
@@ -266,7 +259,7 @@ class StreamLoop:
         self._window = threading.Semaphore(self.cfg.max_in_flight)
         self._exhausted = False
         self._next_at = self.clock()
-        backoff_s = self.cfg.backoff_start_s
+        backoff_s = BACKOFF_START_S
         last_answer = self.clock()
         stop_deadline: float | None = None
         resend: list[Frame] = []
@@ -279,7 +272,7 @@ class StreamLoop:
                     for result in self.edge.stream(self._frames(stream, source)):
                         if self._take(result, outcomes if keep else None):
                             last_answer = self.clock()
-                            backoff_s = self.cfg.backoff_start_s
+                            backoff_s = BACKOFF_START_S
                 except PeerDown as e:
                     broke = True
                     log.warning("[DeviceAgent] edge stream broke (%s); %d frames unanswered", e, len(self.in_flight))
@@ -305,7 +298,7 @@ class StreamLoop:
                     # watch is down too (the cloud restarting), then try whichever edge it names
                     if not self.requests.wait_for_move(backoff_s * random.uniform(0.5, 1.0)):
                         self.requests.ask_cloud()
-                    backoff_s = min(backoff_s * 2, self.cfg.backoff_max_s)
+                    backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
                 if self.requests.move_pending():
                     self._enter(StreamState.MOVING, "the cloud named another edge")
                     self.edge = self.requests.move()

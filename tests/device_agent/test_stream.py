@@ -12,7 +12,8 @@ import pytest
 
 from device_agent.core import Tally
 from device_agent.peers import PeerDown
-from device_agent.stream import TRANSITIONS, LoopConfig, StreamLoop, StreamState
+from device_agent.config import AgentConfig
+from device_agent.stream import TRANSITIONS, StreamLoop, StreamState
 from ecd.errors import PeerError, UnavailableError
 from ecd.metrics import ServiceMetrics
 from ecd.types import Encoding, Frame, Result, Split, Tensor
@@ -124,7 +125,7 @@ def make_loop(edge: FakeEdge, requests: FakeRequests, clock: Clock | None = None
     def make_frame(image: np.ndarray) -> Frame:
         return Frame("dev", next(ids), "tok", "m", "v", Split(2, 0), Tensor(Encoding.FLOAT32, (1,), b"\0" * 4))
 
-    loop = StreamLoop(LoopConfig(**{"max_in_flight": 8, **cfg}), edge, requests, make_frame, ServiceMetrics("device"), Tally(),
+    loop = StreamLoop(AgentConfig(**{"max_in_flight": 8, **cfg}), edge, requests, make_frame, ServiceMetrics("device"), Tally(),
                       clock=clock or Clock())
     requests.loop = loop
     return loop
