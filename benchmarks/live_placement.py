@@ -29,7 +29,8 @@ from cloud_server.service import CloudConfig, start_cloud
 from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.transport.rpc import LoopThread, wait_healthy
-from ecd.types import CampaignSpec, Grid, Position
+from ecd.types import Position
+from ecd.scheduler_types import CampaignSpec, Grid
 from edge_node.service import EdgeConfig, start_edge
 
 CENTRE = (40.75, -73.98)

@@ -41,7 +41,8 @@ import numpy as np
 
 from ecd.errors import MissingExtraError, PreconditionError, RequestError
 from ecd.limits import check_name
-from ecd.types import CampaignSpec, DeviceQuality, Grid, Position
+from ecd.types import Position
+from ecd.scheduler_types import CampaignSpec, DeviceQuality, Grid
 from scheduling.quality import crowdpower
 from scheduling.quality.crowdpower import B, C, F, W, X
 

@@ -35,33 +35,35 @@ from ecd.batching import BatchingConfig, DynamicBatcher
 from ecd.partition import BlockRunner
 from ecd.profiles import DeviceProfile, device_from_dict, known_devices, known_radios, load_device, load_radio
 from ecd.split import Preferences, check_split, decide_split
-from ecd.types import (
-    Assignment,
+from ecd.scheduler_types import (
     CampaignReport,
     CampaignSpec,
+    DevicePlacement,
     DeviceQuality,
     DeviceTasks,
-    Task,
-    DevicePlacement,
+    EdgePlacement,
+    Grid,
+    PlacementReport,
+    SiteRequest,
+    SiteSelection,
+)
+from ecd.types import (
+    Assignment,
     DeviceRegistration,
     EdgeHeartbeat,
-    EdgePlacement,
     EdgeRegistration,
     Encoding,
     FileChunk,
     Frame,
     FrameError,
-    Grid,
     HeadOutput,
     HeadSpec,
     LocationReport,
     PartitionRequest,
-    PlacementReport,
     Position,
     PreferencesUpdate,
     Result,
-    SiteRequest,
-    SiteSelection,
+    Task,
 )
 
 log = logging.getLogger("ecd.cloud")

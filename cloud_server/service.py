@@ -24,7 +24,8 @@ from ecd.transport.auth import caller
 from ecd.transport.catalog import to_status
 from ecd.transport.rpc import RunningServer, TransportConfig, start_server
 from ecd.errors import ConfigError, EcdError, PermissionDeniedError
-from ecd.types import CampaignReport, CampaignSpec, DeviceQuality, PlacementReport, Result, SiteRequest, SiteSelection
+from ecd.types import Result
+from ecd.scheduler_types import CampaignReport, CampaignSpec, DeviceQuality, PlacementReport, SiteRequest, SiteSelection
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 

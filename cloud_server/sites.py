@@ -25,7 +25,8 @@ from cloud_server.campaigns import DEFAULT_REPUTATION_FLOOR
 from cloud_server.registry import DeviceRecord, EdgeRecord
 from ecd.errors import PreconditionError, RequestError
 from ecd.limits import printable
-from ecd.types import Position, SiteRequest, SiteScore, SiteSelection
+from ecd.types import Position
+from ecd.scheduler_types import SiteRequest, SiteScore, SiteSelection
 from scheduling.quality import crowdpower
 
 MAX_SENSORS = 32  # sensors one device may report

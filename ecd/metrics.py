@@ -81,7 +81,7 @@ class SchedulerMetrics:
             self.reputation.labels(q.device_id).set(q.reputation)
 
     def placed(self, report) -> None:
-        """Publish an applied :class:`~ecd.types.PlacementReport`."""
+        """Publish an applied :class:`~ecd.scheduler_types.PlacementReport`."""
         for part, value in (("activation", report.activation_cost), ("service", report.service_cost), ("total", report.total_cost)):
             self.placement_cost.labels(part).set(value)
         self.devices_per_edge.clear()

@@ -27,7 +27,8 @@ from ecd import certs
 from ecd.transport import tls
 from ecd.errors import ConfigError, EcdError
 from ecd.transport.rpc import LoopThread, wait_healthy
-from ecd.types import CampaignReport, CampaignSpec, Grid, PlacementReport, Position
+from ecd.types import Position
+from ecd.scheduler_types import CampaignReport, CampaignSpec, Grid, PlacementReport
 from edge_node.service import EdgeConfig, start_edge
 from research.foursquare import read_checkins
 

@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 
 from ecd.errors import ConfigError
-from ecd.types import CampaignReport, CampaignSpec, Grid, PlacementReport, Position, SiteRequest
+from ecd.types import Position
+from ecd.scheduler_types import CampaignReport, CampaignSpec, Grid, PlacementReport, SiteRequest
 from ecd_cli.fmt import print_table
 
 

@@ -13,21 +13,23 @@ from __future__ import annotations
 import grpc
 
 from ecd.split import Preferences
-from ecd.types import (
-    Assignment,
+from ecd.scheduler_types import (
     CampaignReport,
     CampaignSpec,
+    DevicePlacement,
     DeviceQuality,
     DeviceTasks,
+    EdgePlacement,
+    Grid,
+    PlacementReport,
     SiteRequest,
     SiteScore,
     SiteSelection,
-    Grid,
-    Task,
-    DevicePlacement,
+)
+from ecd.types import (
+    Assignment,
     DeviceRegistration,
     EdgeHeartbeat,
-    EdgePlacement,
     EdgeRegistration,
     Encoding,
     FileChunk,
@@ -37,11 +39,11 @@ from ecd.types import (
     HeadSpec,
     LocationReport,
     PartitionRequest,
-    PlacementReport,
     Position,
     PreferencesUpdate,
     Result,
     Split,
+    Task,
     Tensor,
 )
 from ecd.v1 import ecd_pb2 as pb

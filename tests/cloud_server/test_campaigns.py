@@ -19,7 +19,8 @@ from device_agent.sources import heldout
 from ecd.errors import EcdError, RequestError
 from ecd.transport import serde
 from ecd.transport.rpc import LoopThread, wait_healthy
-from ecd.types import CampaignSpec, Grid, Position, Task
+from ecd.types import Position, Task
+from ecd.scheduler_types import CampaignSpec, Grid
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 from edge_node.service import EdgeConfig, start_edge
 from scheduling.allocation import coverage, tapp

@@ -66,27 +66,29 @@ from ecd.profiles import (
     load_radio,
 )
 from ecd.split import Preferences, decide_split
-from ecd.types import (
-    Assignment,
+from ecd.scheduler_types import (
     CampaignReport,
     CampaignSpec,
     DevicePlacement,
     DeviceQuality,
-    DeviceRegistration,
     DeviceTasks,
-    EdgeHeartbeat,
     EdgePlacement,
+    Grid,
+    PlacementReport,
+    SiteRequest,
+)
+from ecd.types import (
+    Assignment,
+    DeviceRegistration,
+    EdgeHeartbeat,
     EdgeRegistration,
     Encoding,
     Frame,
-    Grid,
     HeadSpec,
     LocationReport,
     PartitionRequest,
-    PlacementReport,
     Position,
     PreferencesUpdate,
-    SiteRequest,
     Split,
     Task,
 )

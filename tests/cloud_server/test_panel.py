@@ -24,7 +24,8 @@ from cloud_server.registry import Registry
 from cloud_server.service import CloudConfig, SchedulerClient, start_cloud
 from ecd.errors import ConfigError
 from ecd.transport.rpc import LoopThread
-from ecd.types import CampaignSpec, Grid, Position
+from ecd.types import Position
+from ecd.scheduler_types import CampaignSpec, Grid
 from ecd.v1 import ecd_pb2 as pb
 
 TOKEN = "f3a9c2e1b7d84c6a9e0f1d2c3b4a5968"

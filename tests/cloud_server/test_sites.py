@@ -18,7 +18,8 @@ from ecd import zoo
 from ecd.errors import EcdError, PreconditionError, RequestError
 from ecd.split import Preferences
 from ecd.transport.rpc import LoopThread
-from ecd.types import DeviceRegistration, EdgeRegistration, Encoding, Position, SiteRequest
+from ecd.types import DeviceRegistration, EdgeRegistration, Encoding, Position
+from ecd.scheduler_types import SiteRequest
 from scheduling.quality import crowdpower
 
 EVENT = Position(40.7000, -74.0000)

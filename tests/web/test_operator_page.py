@@ -21,7 +21,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from web.conftest import page_errors
 
 from cloud_server.service import CloudConfig, SchedulerClient
-from ecd.types import CampaignSpec, Grid, Position
+from ecd.types import Position
+from ecd.scheduler_types import CampaignSpec, Grid
 from ecd.v1 import ecd_pb2 as pb
 from edge_node.service import EdgeConfig, start_edge
 
