@@ -115,6 +115,9 @@ GROUPS: dict[str, Group] = {
         ("cloud_server/core.py",),
         (
             "tests/cloud_server/test_core.py",
+            "tests/cloud_server/test_core_control.py",
+            "tests/cloud_server/test_core_edges.py",
+            "tests/cloud_server/test_core_schedulers.py",
             "tests/cloud_server/test_campaigns.py",
             "tests/cloud_server/test_heads_and_registry.py",
             "tests/cloud_server/test_placement_service.py",

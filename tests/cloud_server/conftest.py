@@ -1,4 +1,4 @@
-"""A real PostgreSQL server for the registry's tests: Debian's ``postgresql`` package, started once per
+"""The cloud core's fixtures (``cloud_core_harness``), and a real PostgreSQL server for the registry's tests: Debian's ``postgresql`` package, started once per
 session in a temporary data directory, on a Unix socket in that directory and a free loopback port.
 
 PostgreSQL refuses to run as root: as root, ``initdb`` and ``pg_ctl`` run as the ``postgres`` user
@@ -25,6 +25,7 @@ import psutil
 import pytest
 
 from cloud_server.registry import Registry
+from cloud_core_harness import cloud, core  # noqa: F401 (the cloud core's fixtures, for tests/cloud_server/test_core*.py)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,130 @@
+"""The cloud core's edge nodes without gRPC, on a clock the test moves: registration once per
+endpoint and owner, calls from their owner only, heartbeats, and the grace period of a lost device."""
+
+from __future__ import annotations
+
+
+import pytest
+
+from cloud_server.core import (
+    MOVE_GRACE_S,
+    REVOKED_NOTICE_S,
+)
+from ecd.errors import (
+    AuthenticationError,
+    NotFoundError,
+    PermissionDeniedError,
+    RequestError,
+)
+from ecd.limits import (
+    MAX_ENDPOINT_CHARS,
+)
+from ecd.types import (
+    EdgeHeartbeat,
+    EdgeRegistration,
+    Position,
+)
+
+from cloud_core_harness import A_POS, B_POS, Cloud
+
+
+def test_an_edge_registers_once_per_endpoint_and_owner(cloud: Cloud) -> None:
+    e = cloud.edge(1, A_POS, owner="cert-a", cost=1.5, capacity=7.0)
+    assert cloud.edge(1, B_POS, owner="cert-a") == e  # re-registering keeps the id
+    rec = cloud.core.registry.edge(e)
+    assert (rec.endpoint, rec.capacity, rec.lat, rec.lon, rec.activation_cost, rec.owner) == ("127.0.0.1:1", 10.0, B_POS.lat, B_POS.lon, 0.0, "cert-a")
+    with pytest.raises(PermissionDeniedError, match=r"^endpoint: 127.0.0.1:1 is registered by another edge node$"):
+        cloud.edge(1, owner="cert-b")
+    assert cloud.core.register_edge(EdgeRegistration("127.0.0.1:2", 1.0)) != e  # default owner: ""
+    assert cloud.core.registry.edge(cloud.edge(3, cost=0.0)).activation_cost == 0.0
+
+
+@pytest.mark.parametrize("req,message", [
+    (EdgeRegistration("localhost", 1.0), r"endpoint: expected host:port, got 'localhost'"),
+    (EdgeRegistration("", 1.0), r"endpoint: must not be empty"),
+    (EdgeRegistration("h:" + "1" * MAX_ENDPOINT_CHARS, 1.0), rf"endpoint: at most {MAX_ENDPOINT_CHARS} characters, got {MAX_ENDPOINT_CHARS + 2}"),
+    (EdgeRegistration("h:1", 0.0), r"capacity: expected a finite value > 0, got 0.0"),
+    (EdgeRegistration("h:1", float("inf")), r"capacity: expected a finite value > 0, got inf"),
+    (EdgeRegistration("h:1", float("nan")), r"capacity: expected a finite value > 0, got nan"),
+    (EdgeRegistration("h:1", 1.0, None, -0.5), r"activation_cost: expected a finite value >= 0, got -0.5"),
+    (EdgeRegistration("h:1", 1.0, None, float("inf")), r"activation_cost: expected a finite value >= 0, got inf"),
+    (EdgeRegistration("h:1", 1.0, Position(0.0, 181.0)), r"position.lon: expected degrees in \[-180, 180\], got 181.0"),
+])
+def test_a_bad_edge_registration_is_refused_by_field(cloud: Cloud, req: EdgeRegistration, message: str) -> None:
+    with pytest.raises(RequestError, match="^" + message + "$"):
+        cloud.core.register_edge(req)
+    assert cloud.core.registry.edges() == []
+
+
+def test_edge_calls_are_taken_from_their_owner_only(cloud: Cloud) -> None:
+    e = cloud.edge(1, owner="cert-a")
+    with pytest.raises(NotFoundError, match=r"^edge_id: 'nope' is not registered$"):
+        cloud.core.heartbeat(EdgeHeartbeat("nope", 1.0, 0), "cert-a")
+    with pytest.raises(NotFoundError, match=r"^edge_id: 'nope' is not registered$"):
+        cloud.core.deregister_edge("nope", "cert-a")
+    with pytest.raises(PermissionDeniedError, match=rf"^edge_id: {e} belongs to another edge node$"):
+        cloud.core.heartbeat(EdgeHeartbeat(e, 1.0, 0), "cert-b")
+    with pytest.raises(PermissionDeniedError, match=rf"^edge_id: {e} belongs to another edge node$"):
+        cloud.core.deregister_edge(e)
+    assert cloud.core.heartbeat(EdgeHeartbeat(e, 2.5, 3), "cert-a") == []
+    rec = cloud.core.registry.edge(e)
+    assert (rec.load, rec.queue_depth) == (2.5, 3)
+    free = cloud.edge(2)
+    assert cloud.core.heartbeat(EdgeHeartbeat(free, 0.0, 0)) == []  # an edge without a certificate: owner ""
+    cloud.core.deregister_edge(free)
+    assert [x.edge_id for x in cloud.core.alive_edges()] == [e]
+
+
+def test_an_edge_removed_between_the_checks_is_named(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A concurrent deregistration (simulated: the registry answers that nothing was removed)."""
+    e = cloud.edge(1)
+    monkeypatch.setattr(cloud.core.registry, "remove_edge", lambda edge_id: False)
+    monkeypatch.setattr(cloud.core.registry, "heartbeat", lambda *a: False)
+    with pytest.raises(NotFoundError, match=rf"^edge_id: {e!r} is not registered$"):
+        cloud.core.deregister_edge(e)
+    with pytest.raises(NotFoundError, match=rf"^edge_id: {e!r} is not registered$"):
+        cloud.core.heartbeat(EdgeHeartbeat(e, 0.0, 0))
+
+
+def test_heartbeats_name_the_devices_revoked_in_the_last_minute(cloud: Cloud) -> None:
+    e = cloud.edge(1)
+    a, b = cloud.register("a"), cloud.register("b")
+    t0 = cloud.clock.now
+    cloud.core.revoke_device(b.device_id)
+    cloud.clock.now = t0 + 10
+    cloud.core.revoke_device(a.device_id)
+    with pytest.raises(AuthenticationError):
+        cloud.core.authenticate(a.device_id, a.token)
+    cloud.clock.now = t0 + REVOKED_NOTICE_S - 0.5
+    assert cloud.core.heartbeat(EdgeHeartbeat(e, 0.0, 0)) == sorted([a.device_id, b.device_id])
+    cloud.clock.now = t0 + REVOKED_NOTICE_S + 0.5
+    assert cloud.core.heartbeat(EdgeHeartbeat(e, 0.0, 0)) == [a.device_id]
+    with pytest.raises(NotFoundError, match=r"^device_id: 'zz\\\\x00' is not registered$"):
+        cloud.core.revoke_device("zz\x00")
+
+
+def test_an_edge_may_serve_a_device_it_lost_for_the_grace_period_only(cloud: Cloud) -> None:
+    a = cloud.edge(1, owner="cert-a")
+    b = cloud.edge(2, owner="cert-b")
+    d = cloud.register()
+    home, other = (a, "cert-a"), (b, "cert-b")
+    if d.edge_id == b:
+        home, other = other, home
+    assert cloud.core.get_assignment(d.device_id, d.token, home[1]).edge_id == home[0]
+    with pytest.raises(PermissionDeniedError, match=rf"^device_id: device {d.device_id} is not assigned to this edge node$"):
+        cloud.core.get_assignment(d.device_id, d.token, other[1])
+    t0 = cloud.clock.now
+    cloud.core._move({d.device_id: other[0]}, {d.device_id: home[0]})
+    assert cloud.core._moved_from == {d.device_id: {home[0]: t0}}
+    cloud.clock.now = t0 + MOVE_GRACE_S - 0.01
+    cloud.core.heartbeat(EdgeHeartbeat(a, 0.0, 0), "cert-a")
+    cloud.core.heartbeat(EdgeHeartbeat(b, 0.0, 0), "cert-b")
+    for owner in ("cert-a", "cert-b"):
+        assert cloud.core.get_assignment(d.device_id, d.token, owner).edge_id == other[0]
+    cloud.clock.now = t0 + MOVE_GRACE_S
+    cloud.core.heartbeat(EdgeHeartbeat(a, 0.0, 0), "cert-a")
+    cloud.core.heartbeat(EdgeHeartbeat(b, 0.0, 0), "cert-b")
+    with pytest.raises(PermissionDeniedError):
+        cloud.core.get_assignment(d.device_id, d.token, home[1])
+    cloud.core._move({d.device_id: other[0]}, {d.device_id: other[0]})  # not a move: nothing remembered
+    assert cloud.core._moved_from == {d.device_id: {home[0]: t0}}
