@@ -20,7 +20,7 @@ from typing import Mapping
 
 import grpc
 
-from ecd.transport.tls import ANONYMOUS, Identity, peer_identity
+from ecd.transport.tls import ANONYMOUS, Caller, caller_of
 
 ANY = frozenset({"device", "edge", "operator", "cloud"})
 
@@ -52,15 +52,15 @@ POLICY: Mapping[str, frozenset[str]] = {
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": ANY,
 }
 
-_CALLER: contextvars.ContextVar[Identity] = contextvars.ContextVar("ecd_caller", default=ANONYMOUS)
+_CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("ecd_caller", default=ANONYMOUS)
 
 
-def caller() -> Identity:
-    """The identity of the call being handled (``ANONYMOUS`` on a plaintext server)."""
+def caller() -> Caller:
+    """The caller of the call being handled (``ANONYMOUS`` on a plaintext server)."""
     return _CALLER.get()
 
 
-def refusal(method: str, who: Identity) -> tuple[grpc.StatusCode, str] | None:
+def refusal(method: str, who: Caller) -> tuple[grpc.StatusCode, str] | None:
     """Why ``who`` may not call ``method``, as (status, message); None when it may."""
     allowed = POLICY.get(method)
     if allowed is None:
@@ -85,8 +85,8 @@ class Authorizer(grpc.aio.ServerInterceptor):
             return None
         method = details.method
 
-        async def admit(context) -> Identity:
-            who = peer_identity(context) if self.enforce else ANONYMOUS
+        async def admit(context) -> Caller:
+            who = caller_of(context) if self.enforce else ANONYMOUS
             if self.enforce and (why := refusal(method, who)) is not None:
                 await context.abort(*why)
             return who

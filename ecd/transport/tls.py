@@ -1,5 +1,5 @@
 """Mutual TLS between the tiers: the files ``ecd certs init`` writes (:mod:`ecd.certs`), turned into
-gRPC credentials, and the caller's identity read back from its certificate.
+gRPC credentials, and the caller (:class:`Caller`: role and name) read back from its certificate.
 
 A folder holds ``ca.pem`` and, per holder, ``NAME.pem`` / ``NAME.key``. A certificate's common
 name is ``ROLE:NAME``; every certificate also carries the DNS name ``ROLE.ecd``, which a client
@@ -26,7 +26,7 @@ ROLES = ("cloud", "edge", "device", "operator")
 
 
 @dataclass(frozen=True)
-class Identity:
+class Caller:
     """Who is calling: a role and a name from the client certificate; ``role == ""`` for a
     plaintext caller (no certificate)."""
 
@@ -37,7 +37,7 @@ class Identity:
         return f"{self.role}:{self.name}" if self.role else "anonymous"
 
 
-ANONYMOUS = Identity()
+ANONYMOUS = Caller()
 
 
 @dataclass(frozen=True)
@@ -119,11 +119,11 @@ def aio_channel(target: str, tls: Tls | None, server_role: str, options: list | 
     return grpc.aio.secure_channel(target, tls.channel_credentials(), options=options + channel_options(server_role))
 
 
-def peer_identity(context: grpc.ServicerContext | grpc.aio.ServicerContext) -> Identity:
-    """The caller's identity from its client certificate; :data:`ANONYMOUS` without one."""
+def caller_of(context: grpc.ServicerContext | grpc.aio.ServicerContext) -> Caller:
+    """The caller, from its client certificate; :data:`ANONYMOUS` without one."""
     auth = context.auth_context() or {}
     names = auth.get("x509_common_name") or []
     if not names:
         return ANONYMOUS
     role, _, name = names[0].decode(errors="replace").partition(":")
-    return Identity(role, name) if role in ROLES and name else ANONYMOUS
+    return Caller(role, name) if role in ROLES and name else ANONYMOUS
