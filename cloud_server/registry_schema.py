@@ -161,8 +161,9 @@ VERSION = len(STEPS)
 def stored_version(conn: Connection) -> int | None:
     """The database's schema version: None for an empty database, 0 for one from before versions."""
     have = inspect(conn)
-    if have.has_table(schema_version.name):
-        return int(conn.execute(select(schema_version.c.version)).scalar_one())
+    if have.has_table(schema_version.name):  # empty: a start killed between its creation and its row
+        version = conn.execute(select(schema_version.c.version)).scalar_one_or_none()
+        return 0 if version is None else int(version)
     return 0 if have.has_table(devices.name) or have.has_table(edges.name) else None
 
 
@@ -179,10 +180,8 @@ def migrate(conn: Connection) -> int:
         raise NewerSchemaError(found, VERSION)
     for step in STEPS[found:]:
         step(conn)
-    if found < VERSION:
-        if found == 0:
-            schema_version.create(conn)
-            conn.execute(schema_version.insert().values(version=VERSION))
-        else:
-            conn.execute(schema_version.update().values(version=VERSION))
+    if found < VERSION:  # SQLite runs DDL outside the transaction: every step is idempotent, and so is this
+        schema_version.create(conn, checkfirst=True)
+        conn.execute(schema_version.delete())
+        conn.execute(schema_version.insert().values(version=VERSION))
     return found
