@@ -27,7 +27,6 @@ release) raises :class:`~ecd.errors.ConfigError` naming ``db``; a password in th
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import threading
 import time
@@ -36,7 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, Insert, Table, and_, bindparam, func, or_, select, text
+from sqlalchemy import Connection, Insert, Table, and_, bindparam, func, or_, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from cloud_server import registry_schema as schema
@@ -134,16 +133,8 @@ class Registry:
             result = conn.execute(statement, params) if params is not None else conn.execute(statement)
             return (result.all() if result.returns_rows else []), result.rowcount
 
-    def _rows(self, statement, params: tuple | list = ()) -> list:
-        return self._execute(statement, params)[0]
-
-    def _execute(self, statement, params: tuple | list = ()) -> tuple[list, int]:
-        """A Core statement, or SQL text with ``?`` placeholders (tests inspect and alter tables so)."""
-        if isinstance(statement, str):
-            names = iter(range(len(params)))
-            statement = text(re.sub(r"\?", lambda _: f":p{next(names)}", statement))
-            return self._run(statement, {f"p{i}": v for i, v in enumerate(params)})
-        return self._run(statement)
+    def _rows(self, statement) -> list:
+        return self._run(statement)[0]
 
     def _upsert(self, table: Table, values: dict) -> Insert:
         """INSERT … ON CONFLICT: SQL core has no portable upsert, so each dialect's own insert()

@@ -77,9 +77,8 @@ class DeviceAgent:
         self.follower = AssignmentFollower(self.core, self.cloud)
         self.loop: StreamLoop | None = None
         self.preferences = PreferenceControl(self.core, self.cloud, cfg.split, self.model_dir, cfg.max_message_bytes,
-                                             streaming=lambda: self.status().streaming)
+                                             streaming=lambda: self.loop is not None and self.loop.streaming)
         self.moves = 0  # times the device followed its assignment to another edge node
-        self.edges_used: list[str] = []
 
     @property
     def assignment(self) -> Assignment | None:
@@ -105,7 +104,6 @@ class DeviceAgent:
         self.core.registered(manifest, assignment)
         self.follower.offer(assignment)
         self.edge = GrpcEdge(assignment, self.tls, self._options, self.cfg.allow_plaintext, self.metrics)
-        self.edges_used.append(assignment.edge_id)
         self.loop = StreamLoop(self.cfg, self.edge, _Requests(self), self._make_frame, self.metrics, self.tally)
         if self.cfg.follow:
             self.follower.start_watch()
@@ -192,7 +190,6 @@ class DeviceAgent:
         self.edge.close()
         self.edge = GrpcEdge(a, self.tls, self._options, self.cfg.allow_plaintext, self.metrics)
         self.moves += 1
-        self.edges_used.append(a.edge_id)
         log.info("[DeviceAgent] %s moves from edge %s to %s (%s)", old.device_id, old.edge_id, a.edge_id, a.edge_endpoint)
         return self.edge
 
@@ -233,7 +230,7 @@ class DeviceAgent:
         a, loop, live = self.core.assignment, self.loop, self.tally.snapshot()
         pending = self.preferences.pending
         return AgentStatus(
-            state=loop.state.value if loop else "idle", why=loop.why if loop else "",
+            state=loop.state.value if loop else "idle", why=loop.why if loop else "", streaming=bool(loop and loop.streaming),
             device_id=a.device_id if a else "", edge_id=a.edge_id if a else "", edge_endpoint=a.edge_endpoint if a else "",
             split=a.split.device if a else -1, pending_split=pending.split if pending else None,
             sent=loop.sent if loop else 0, answered=live["answered"], errors=live["errors"],

@@ -27,11 +27,7 @@ class AgentStatus:
     tasks_done: int  # of them, answered with a frame
     preferences_error: str  # why the last preferences change was not applied ("" if it was)
     stop_asked: bool
-
-    @property
-    def streaming(self) -> bool:
-        """A run is under way (frames may be in flight)."""
-        return self.state not in ("idle", "done", "failed")
+    streaming: bool  # a run is under way (frames may be in flight)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "streaming": self.streaming}
+        return asdict(self)

@@ -175,6 +175,11 @@ class StreamLoop:
 
     # --- the state ----------------------------------------------------------------------------
 
+    @property
+    def streaming(self) -> bool:
+        """A run is under way (frames may be in flight)."""
+        return self.state not in (StreamState.IDLE, StreamState.DONE, StreamState.FAILED)
+
     def _enter(self, new: StreamState, why: str = "", only_from: StreamState | None = None) -> None:
         """The one way the state changes; ``only_from``: do nothing unless the state is that one
         (checked under the same lock: the other thread may have moved it meanwhile)."""

@@ -50,6 +50,9 @@ from ecd.types import (
     Split,
 )
 
+from sqlalchemy import select
+
+from cloud_server.registry_schema import locations as LOC
 from cloud_core_harness import A_POS, B_POS, NEAR_A, NEAR_B, M, N, Cloud
 
 
@@ -97,7 +100,7 @@ def test_a_device_registers_with_every_field_stored(cloud: Cloud) -> None:
     assert (d.reputation, d.edge_id, d.lat, d.lon, json.loads(d.sensors)) == (campaigns.NEUTRAL_REPUTATION, edge, NEAR_A.lat, NEAR_A.lon,
                                                                              {"camera": 8.5})
     assert cloud.core.registry.locations() == {a.device_id: [(NEAR_A.lat, NEAR_A.lon)]}
-    assert cloud.core.registry._rows("SELECT unix_ms FROM locations") == [(int(cloud.clock.now * 1000),)]
+    assert cloud.core.registry._rows(select(LOC.c.unix_ms)) == [(int(cloud.clock.now * 1000),)]
     recommended = decide_split(M, load_device("pi4"), load_radio("wifi"), Preferences(0.7, 0.3, 1)).recommended
     assert a == Assignment(a.device_id, a.token, "127.0.0.1:1", M.model_id, M.version, Split(3, N - 1), recommended,
                            Preferences(0.7, 0.3, 1), edge, 0, [], Encoding.INT8)
@@ -309,7 +312,7 @@ def test_a_location_report_is_stored_and_moves_the_device_to_the_cheaper_active_
     assert (got.edge_id, got.edge_endpoint, got.split, got.token, got.recommended_split) == (b, "127.0.0.1:2", Split(3, N - 1), d.token, 3)
     assert len(changes) == n + 1 and core._moved_from[d.device_id] == {**moved.get(d.device_id, {}), a: clock.now}
     assert core.get_assignment(d.device_id, d.token, "cert-a").edge_id == b  # a may still finish its frames
-    rows = core.registry._rows("SELECT unix_ms, lat, lon FROM locations WHERE device_id = ? ORDER BY unix_ms", (d.device_id,))
+    rows = core.registry._rows(select(LOC.c.unix_ms, LOC.c.lat, LOC.c.lon).where(LOC.c.device_id == d.device_id).order_by(LOC.c.unix_ms))
     assert rows == [(1234, NEAR_A.lat, NEAR_A.lon), (int((clock.now - 1) * 1000), NEAR_A.lat, NEAR_A.lon),
                     (int(clock.now * 1000), NEAR_B.lat, NEAR_B.lon)]
     dev = core.registry.device(d.device_id)

@@ -40,6 +40,7 @@ from ecd.types import (
     Task,
 )
 
+from cloud_server import registry_schema
 from cloud_core_harness import A_POS, B_POS, EAST, NEAR_A, NEAR_B, WEST, M, Cloud, campaign_spec, frame
 
 
@@ -328,7 +329,7 @@ def test_a_task_of_another_device_is_refused(cloud: Cloud) -> None:
 def test_a_campaign_with_no_tasks_stays_running(cloud: Cloud) -> None:
     walkers(cloud)
     report = cloud.core.create_campaign(campaign_spec())
-    cloud.core.registry._execute("DELETE FROM tasks WHERE campaign_id = ?", (report.campaign_id,))
+    cloud.core.registry._run(registry_schema.tasks.delete().where(registry_schema.tasks.c.campaign_id == report.campaign_id))
     got = cloud.core.campaign_report(report.campaign_id)
     assert (got.status, got.results, got.quality) == ("running", 0, [])
 

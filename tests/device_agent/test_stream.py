@@ -212,8 +212,6 @@ def test_a_stop_gives_the_frames_in_flight_drain_s_then_ends_with_them_unanswere
 
 def test_it_gives_up_after_failover_wait_s_without_an_answer() -> None:
     clock = Clock()
-    edge = FakeEdge(batch=1, break_after=0)
-    edge.break_after = 0
     requests = FakeRequests(clock=clock, wait_s=4.0)
 
     class AlwaysBroken(FakeEdge):
