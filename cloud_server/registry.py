@@ -79,6 +79,7 @@ class Registry:
         db = str(path)
         self._clock = clock
         self._lock = threading.Lock()
+        self._closed = False
         self._secret: str | None = None
         if is_postgres_url(db):
             self.path = redact(db)
@@ -111,7 +112,11 @@ class Registry:
         return _one_line(cause, self._secret)
 
     def close(self) -> None:
+        """Close the database for good: a call still in flight (a handler the server's pool runs
+        after the server stopped) is refused, instead of the engine opening the file again, which
+        would recreate a SQLite file its owner is removing."""
         with self._lock:
+            self._closed = True
             self._engine.dispose()
 
     @contextmanager
@@ -119,6 +124,8 @@ class Registry:
         """One transaction, committed on leaving (rolled back on an error): a lost PostgreSQL
         connection is an UnavailableError naming db, and the pool opens a fresh one next time."""
         with self._lock:
+            if self._closed:
+                raise UnavailableError(f"db: {self.path}: the registry is closed (the cloud server is stopping)")
             try:
                 with self._engine.begin() as conn:
                     yield conn

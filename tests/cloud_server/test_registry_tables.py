@@ -261,6 +261,18 @@ def test_heads_added_at_one_time_are_ordered_by_name(registry: Registry, clock: 
 # --- opening, errors and the PostgreSQL connection ----------------------------------------------
 
 
+def test_a_closed_registry_refuses_calls_and_never_reopens_its_file(tmp_path: Path) -> None:
+    """A handler still running after the server stopped gets UNAVAILABLE naming db; the SQLite file
+    its owner is removing is not created again (it was, by the engine reconnecting)."""
+    path = tmp_path / "r.sqlite3"
+    r = Registry(path)
+    r.close()
+    path.unlink()
+    with pytest.raises(UnavailableError, match=r"^db: .*r\.sqlite3: the registry is closed"):
+        r.device("d")
+    assert not path.exists()
+
+
 def test_an_older_sqlite_file_gains_the_columns_added_since(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     old = sqlite3.connect(path)
