@@ -25,7 +25,8 @@ import numpy as np
 
 from cloud_server.core import CloudCore, load_models
 from cloud_server.registry import Registry
-from cloud_server.service import CloudConfig, start_cloud
+from cloud_server.config import CloudConfig
+from cloud_server.service import start_cloud
 from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.transport.rpc import LoopThread, wait_healthy

@@ -39,7 +39,8 @@ async def _serve(start, service: str, grace_s: float) -> None:
 
 
 def cmd_cloud_server(args: argparse.Namespace) -> int:
-    from cloud_server.service import CloudConfig, start_cloud
+    from cloud_server.config import CloudConfig
+    from cloud_server.service import start_cloud
 
     cfg = resolve(CloudConfig, args, "ECD_CLOUD_")
     asyncio.run(_serve(start_cloud(cfg), "cloud-server", cfg.grace_s))
@@ -67,7 +68,7 @@ def cmd_device_agent(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from cloud_server.service import CloudConfig
+    from cloud_server.config import CloudConfig
     from device_agent.agent import AgentConfig
     from edge_node.service import EdgeConfig
 

@@ -10,7 +10,8 @@ from typing import AsyncIterator
 import grpc
 import numpy as np
 
-from cloud_server.service import CloudConfig, RunningCloud, start_cloud
+from cloud_server.config import CloudConfig
+from cloud_server.service import RunningCloud, start_cloud
 from ecd import codec
 from ecd.manifest import MANIFEST_FILENAME, Manifest, sha256_bytes
 from ecd.partition import Partition

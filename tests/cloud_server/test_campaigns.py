@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from cloud_server import campaigns
-from cloud_server.service import CloudConfig, SchedulerClient, start_cloud
+from cloud_server.config import CloudConfig
+from cloud_server.service import SchedulerClient, start_cloud
 from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.errors import EcdError, RequestError

@@ -12,7 +12,8 @@ import grpc
 import pytest
 
 from cloud_server.registry import Registry, hash_token, token_matches
-from cloud_server.service import CloudConfig, SchedulerClient
+from cloud_server.config import CloudConfig
+from cloud_server.service import SchedulerClient
 from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.errors import LimitError, RequestError

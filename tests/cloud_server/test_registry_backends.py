@@ -15,7 +15,8 @@ from cli import ecd_process
 
 from cloud_server.campaigns import NEUTRAL_REPUTATION
 from cloud_server.registry import Registry, redact
-from cloud_server.service import CloudConfig, start_cloud
+from cloud_server.config import CloudConfig
+from cloud_server.service import start_cloud
 from ecd.errors import ConfigError
 from ecd.transport.rpc import LoopThread, wait_healthy
 from ecd.v1 import ecd_pb2 as pb

@@ -13,7 +13,8 @@ import pytest
 from cloud_server import sites
 from cloud_server.core import CloudCore
 from cloud_server.registry import Registry
-from cloud_server.service import CloudConfig, SchedulerClient, start_cloud
+from cloud_server.config import CloudConfig
+from cloud_server.service import SchedulerClient, start_cloud
 from ecd import zoo
 from ecd.errors import EcdError, PreconditionError, RequestError
 from ecd.split import Preferences

@@ -82,7 +82,8 @@ def test_device_agent_and_edge_node_run_without_torch_or_scipy(tmp_path) -> None
     proc = run_without_torch(
         f"""
         from dataclasses import replace
-        from cloud_server.service import CloudConfig, start_cloud
+        from cloud_server.config import CloudConfig
+        from cloud_server.service import start_cloud
         from device_agent.agent import AgentConfig, run_agent
         from ecd.transport.rpc import LoopThread, wait_healthy
         from edge_node.service import EdgeConfig, start_edge

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud_server.service import CloudConfig
+from cloud_server.config import CloudConfig
 from ecd import zoo
 from ecd.manifest import load_heldout
 from ecd.errors import RequestError

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from harness import LocalCloud, Tiers, frame_for, settle, start_tiers, stop_tiers
 
-from cloud_server.service import CloudConfig
+from cloud_server.config import CloudConfig
 from ecd import codec, zoo
 from ecd.manifest import load_heldout
 from ecd.metrics import ServiceMetrics

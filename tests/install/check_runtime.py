@@ -1,5 +1,6 @@
 """Run by ``make install-check`` in the runtime-only virtual environment (``pip install .``, what a
-phone or a Raspberry Pi gets): torch and scipy are not installed there, and a device agent streams
+phone or a Raspberry Pi gets): torch, scipy and SQLAlchemy are not installed there, its ``ecd``
+command starts (building every command's flags imports each service's options), and a device agent streams
 held-out images through a real edge node and cloud server on loopback. The device agent and the
 edge node run here; the cloud server, which needs the ``cloud`` extra (its registry is SQLAlchemy),
 runs as its own process from the Python named by ``ECD_CLOUD_PYTHON`` (the cloud install's).
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
 import tempfile
 from dataclasses import replace
@@ -18,9 +20,14 @@ from pathlib import Path
 
 
 def main() -> int:
-    present = [m for m in ("torch", "scipy", "matplotlib") if importlib.util.find_spec(m) is not None]
+    present = [m for m in ("torch", "scipy", "matplotlib", "sqlalchemy") if importlib.util.find_spec(m) is not None]
     if present:
         print(f"runtime install check: {', '.join(present)} should not be installed in a runtime-only install")
+        return 1
+    # The installed `ecd` builds every command's flags at start: none of that may need the cloud extra.
+    cli = subprocess.run([str(Path(sys.executable).parent / "ecd"), "--help"], capture_output=True, text=True, timeout=60)
+    if cli.returncode != 0:
+        print(f"runtime install check: `ecd --help` exited {cli.returncode}: {cli.stderr.strip().splitlines()[-1:]}")
         return 1
     cloud_python = os.environ.get("ECD_CLOUD_PYTHON", "")
     if not cloud_python:
@@ -59,7 +66,7 @@ def main() -> int:
     if report.errors or report.frames != 30 or heavy or len(pages) != 3 or pages["static/chart.umd.min.js"] < 100_000:
         print(f"runtime install check: {report.frames} frames, {report.errors} errors, imported {heavy}, panel served {pages}")
         return 1
-    print(f"runtime install: no torch, no scipy; device agent -> edge node -> cloud: {report.frames} frames, "
+    print(f"runtime install: no torch, no scipy, no SQLAlchemy; `ecd --help` starts; device agent -> edge node -> cloud: {report.frames} frames, "
           f"0 errors, accuracy {report.accuracy:.3f} at split {report.split_device}/{report.split_edge}; control panel served")
     return 0
 

@@ -14,7 +14,8 @@ import grpc
 import pytest
 
 from cloud_server.heads import parity_head_weights
-from cloud_server.service import CloudConfig, start_cloud
+from cloud_server.config import CloudConfig
+from cloud_server.service import start_cloud
 from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd import certs, codec, zoo

@@ -127,7 +127,7 @@ def test_streams_are_batched_and_a_malformed_frame_fails_alone(tmp_path, digits)
     import threading
     from dataclasses import replace
 
-    from cloud_server.service import CloudConfig
+    from cloud_server.config import CloudConfig
     from edge_node.service import EdgeConfig
     from harness import start_tiers, stop_tiers
 

@@ -20,7 +20,8 @@ from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 from web.conftest import page_errors
 
-from cloud_server.service import CloudConfig, SchedulerClient
+from cloud_server.config import CloudConfig
+from cloud_server.service import SchedulerClient
 from ecd.types import Position
 from ecd.scheduler_types import CampaignSpec, Grid
 from ecd.v1 import ecd_pb2 as pb

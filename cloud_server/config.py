@@ -1,0 +1,48 @@
+"""The cloud server's options (flags, ``ECD_CLOUD_*`` variables or a TOML file: ``ecd.config``).
+
+Kept apart from the server so that reading them (``ecd``'s parser builds every command's flags)
+imports neither the registry's SQLAlchemy nor the schedulers: a runtime-only install (a phone, a
+Pi) has neither, and its ``ecd`` must still start.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ecd.config import MiB, option
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    host: str = option("127.0.0.1", "address to listen on")
+    port: int = option(0, "gRPC port (0 = any free port)")
+    metrics_port: int = option(0, "Prometheus port (0 = any free port, -1 = off)")
+    db: str = option("ecd-cloud.sqlite3", "the registry (devices, edges, heads): a SQLite file, or postgresql://user@host:port/dbname shared by cloud replicas (cloud extra)")
+    models: tuple = option(("digits_cnn",), "models to serve: zoo names or model folders")
+    edge_boundary: int = option(-1, "blocks the edge runs up to by default (-1 = all but the last block)")
+    max_tensor_bytes: int = option(16 * MiB, "largest tensor accepted in a frame, bytes (its float32 size counts)")
+    max_batch: int = option(64, "most images one frame may carry")
+    edge_timeout_s: float = option(3.0, "an edge node silent this long is dead: it gets no new devices and its devices move, seconds")
+    device_lease_s: float = option(600.0, "a device not heard from this long is gone: placement and the per-edge counts leave it out until it calls again, seconds")
+    workers: int = option(8, "frames of one edge stream processed concurrently (results stay in order)")
+    batch_max_frames: int = option(32, "dynamic batching: most images run as one batch (frames of every edge stream needing the same blocks)")
+    batch_max_delay_ms: float = option(0.0, "dynamic batching: how long a batch waits for more frames (0 = it runs at once; frames that arrive meanwhile form the next batch)")
+    max_message_bytes: int = option(64 * MiB, "gRPC max message size, bytes")
+    grace_s: float = option(5.0, "seconds in-flight calls get on SIGTERM")
+    placement_method: str = option("otacs_ls", "placement method (paper 003): otacs_ls, otacs, ttacs, exact, lf, dis, random, ...")
+    placement_activation_cost: float = option(5.0, "an edge node's default activation cost (AC_j), in km of device round trips")
+    placement_check_s: float = option(1.0, "how often the cloud looks for edge nodes that joined or were lost, seconds")
+    tls_dir: str = option("", "folder written by `ecd certs init`: ca.pem and this holder's NAME.pem/NAME.key (empty = plaintext, loopback only)")
+    tls_name: str = option("cloud", "which certificate in tls_dir is this holder's (NAME.pem, NAME.key)")
+    allow_plaintext: bool = option(False, "force plaintext on a non-loopback address (anyone on the network can then read and forge traffic)")
+    reflection: bool = option(True, "serve gRPC server reflection (turn off in production)")
+    health_port: int = option(-1, "a plaintext port on host serving only gRPC health, for probes that cannot present a client certificate (-1 = off, 0 = any free port)")
+    registrations_per_s: float = option(10.0, "device and edge registrations one caller may make per second (burst: five times as many)")
+    locations_per_s: float = option(20.0, "location reports one device may send per second (burst: ten times as many, for a trace uploaded at once)")
+    operator_peers: tuple = option(("127.0.0.1", "::1"), "addresses the operator's Scheduler calls are taken from (they "
+                                   "show every device's position); 'any' = from everywhere")
+    panel_port: int = option(-1, "operator view HTTP port: devices, edges, placement, campaigns (-1 = off, 0 = any free port)")
+    panel_host: str = option("127.0.0.1", "address the operator view listens on (plain HTTP: beyond loopback only with "
+                             "--allow-plaintext); it answers only operator_peers")
+    panel_token_file: str = option("", "a file holding the operator token that unlocks the view's actions (revoking a "
+                                   "device); empty = the view is read-only")
