@@ -62,10 +62,10 @@ def child(target: str, runs: int, workdir: str) -> None:
         from ecd.types import EdgeRegistration
 
         core = CloudCore(Registry(str(Path(workdir) / "cloud.sqlite3")), [manifest], edge_timeout_s=1e9)  # the edge never dies
-        core.register_edge(EdgeRegistration("127.0.0.1:1", 100.0, None, 5.0))
+        core.edges.register(EdgeRegistration("127.0.0.1:1", 100.0, None, 5.0))
     known = None
     if target == "process":
-        a = core.register_device(serde.registration_from_pb(pb.RegisterDeviceRequest(
+        a = core.devices.register(serde.registration_from_pb(pb.RegisterDeviceRequest(
             device_name="fuzz", profile="pi4", radio="wifi", preferences=pb.Preferences(w_energy=0.5, w_privacy=0.5),
             model_id=manifest.model_id, split_device=3, encoding=pb.FLOAT32)))
         known = (a.device_id, a.token, a.model_version)
@@ -98,7 +98,7 @@ def child(target: str, runs: int, workdir: str) -> None:
         except DecodeError:
             return
         try:
-            core.register_device(serde.registration_from_pb(msg))
+            core.devices.register(serde.registration_from_pb(msg))
         except EcdError as e:
             refused_by_name(e)
 

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud_server.core import CloudCore, load_models
+from cloud_server.core import CloudCore
+from cloud_server.served import load_models
 from cloud_server.registry import Registry
 from cloud_server.config import CloudConfig
 from cloud_server.service import start_cloud
@@ -68,13 +69,13 @@ def scheduler_seconds(edges: int, devices: int, method: str, reporters: int, see
         fill_s = time.perf_counter() - t0
         core = CloudCore(registry, load_models(["digits_cnn"]), edge_timeout_s=3600.0, placement_method=method)
         t0 = time.perf_counter()
-        report = core.place(trigger="benchmark")
+        report = core.placement.place(trigger="benchmark")
         total_s = time.perf_counter() - t0
         sw = Position(CENTRE[0] - HALF_SIDE_DEG[0], CENTRE[1] - HALF_SIDE_DEG[1])
         ne = Position(CENTRE[0] + HALF_SIDE_DEG[0], CENTRE[1] + HALF_SIDE_DEG[1])
         spec = CampaignSpec("bench", Grid(sw, ne, 3, 3), slots=8, reporters=[reporters], method="tapp", theta=1.0)
         t0 = time.perf_counter()
-        campaign = core.create_campaign(spec)
+        campaign = core.crowdsensing.create_campaign(spec)
         campaign_s = time.perf_counter() - t0
         registry.close()
     return {

@@ -28,7 +28,6 @@ import json
 import logging
 import os
 import stat
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -115,14 +114,14 @@ class OperatorView:
 
     def _edge(self, e: EdgeRecord, now: float, served: dict[str, int], active: set[str]) -> dict[str, Any]:
         return {
-            "edge_id": e.edge_id, "endpoint": e.endpoint, "alive": now - e.last_seen_unix <= self.core.edge_timeout_s,
+            "edge_id": e.edge_id, "endpoint": e.endpoint, "alive": now - e.last_seen_unix <= self.core.edges.timeout_s,
             "load": e.load, "queue_depth": e.queue_depth, "capacity": e.capacity, "devices": served.get(e.edge_id, 0),
             "active": e.edge_id in active, "position": _position(e.lat, e.lon), "last_seen_unix": e.last_seen_unix,
-            "activation_cost": e.activation_cost or self.core.placement_activation_cost,
+            "activation_cost": e.activation_cost or self.core.assignment.activation_cost,
         }
 
     def _placement(self) -> dict[str, Any] | None:
-        p = self.core.placement  # one read: a placement running in another thread replaces it whole
+        p = self.core.placement.current  # one read: a placement running in another thread replaces it whole
         if p is None:
             return None
         return {
@@ -160,8 +159,8 @@ class OperatorView:
     # --- the API's answers -----------------------------------------------------------------------
 
     def overview(self) -> dict[str, Any]:
-        registry, now = self.core.registry, time.time()
-        live_since = self.core.live_since()
+        registry, now = self.core.registry, self.core.clock.time()
+        live_since = self.core.leases.live_since()
         devices = [self._device(*row, live_since) for row in registry.device_activity(self.limits.devices)]
         placement = self._placement()
         active = set(placement["active_edges"]) if placement else set()
@@ -170,8 +169,8 @@ class OperatorView:
         stored = registry.campaigns(self.limits.campaigns)
         return {
             "now_unix": now,
-            "cloud": {"models": sorted(self.core.models), "placement_method": self.core.placement_method,
-                      "edge_timeout_s": self.core.edge_timeout_s, "device_lease_s": self.core.device_lease_s,
+            "cloud": {"models": sorted(self.core.models), "placement_method": self.core.placement.method,
+                      "edge_timeout_s": self.core.edges.timeout_s, "device_lease_s": self.core.leases.lease_s,
                       "reputation_floor": campaigns.DEFAULT_REPUTATION_FLOOR},
             "devices": devices, "devices_total": registry.device_count(),
             "devices_live": sum(served.values()),
@@ -185,14 +184,14 @@ class OperatorView:
         rows = self.core.registry.device_activity(1, device_id)
         if not rows:
             raise NotFoundError(f"device_id: no device {printable(device_id)!r} is registered")
-        out = self._device(*rows[0], self.core.live_since())
+        out = self._device(*rows[0], self.core.leases.live_since())
         out["pending_tasks"] = len(self.core.registry.pending_tasks(device_id))
         return out
 
     def revoke(self, device_id: str) -> dict[str, Any]:
         """The Scheduler's RevokeDevice: the cloud refuses the device's token at once, its edge node
         from its next heartbeat on."""
-        self.core.revoke_device(device_id)
+        self.core.devices.revoke(device_id)
         log.warning("[CloudServer.Panel] %s revoked from the operator view", printable(device_id))
         return self.device(device_id)
 

@@ -38,8 +38,7 @@ import numpy as np
 
 from ecd.errors import PreconditionError, RequestError
 from ecd.types import Position
-from scheduling.placement import METHODS, solve
-from scheduling.placement.io import instance_from_dict
+from scheduling.placement import METHODS, PlacementProblem, solve
 
 EARTH_RADIUS_KM = 6371.0088
 DEFAULT_METHOD = "otacs_ls"  # closest to optimal on the OR-Library benchmark (1.0002 x optimum)
@@ -80,6 +79,7 @@ class Solution:
 
 
 def check_method(method: str) -> str:
+    """A placement method an operator or the config names (the one check: what passes is solved)."""
     if method not in METHODS:
         raise RequestError(f"method: expected one of {', '.join(METHODS)}, got {method!r}")
     return method
@@ -95,15 +95,22 @@ def project_km(points: Sequence[Position]) -> np.ndarray:
     return np.stack([EARTH_RADIUS_KM * dlon * math.cos(lat0), EARTH_RADIUS_KM * (lat - lat0)], axis=1)
 
 
-def build_instance(sites: Sequence[Site], users: Sequence[User]) -> dict:
-    """The live placement instance in the ``ecd placement solve --instance`` JSON format."""
+def build_problem(sites: Sequence[Site], users: Sequence[User]) -> tuple[PlacementProblem, dict]:
+    """The live instance as the solver's typed problem, and the same instance in the
+    ``ecd placement solve --instance`` JSON format (kept with the report, for offline reproduction)."""
     if not sites:
         raise PreconditionError("edges: no alive edge node has a position to place devices on")
     if not users:
         raise PreconditionError("devices: no device has reported a position yet")
     types = sorted({u.data_type for u in users})
     xy = project_km([s.position for s in sites] + [u.position for u in users])
-    return {
+    user_types = np.array([[u.data_type == t for t in types] for u in users], dtype=bool)
+    problem = PlacementProblem(
+        activation_cost=np.array([float(s.activation_cost) for s in sites]),
+        processing_cost=np.zeros((len(sites), len(types))),  # every edge node runs every model: IPC_j(b) = 0
+        user_types=user_types, server_pos=xy[: len(sites)], user_pos=xy[len(sites):], type_names=tuple(types),
+    )
+    instance = {
         "types": types,
         "servers": [
             {"id": s.edge_id, "x": float(x), "y": float(y), "activation_cost": float(s.activation_cost),
@@ -115,13 +122,12 @@ def build_instance(sites: Sequence[Site], users: Sequence[User]) -> dict:
             for u, (x, y) in zip(users, xy[len(sites):])
         ],
     }
+    return problem, instance
 
 
 def place(sites: Sequence[Site], users: Sequence[User], method: str = DEFAULT_METHOD, seed: int = 0) -> Solution:
-    """Solve the live instance with ``method`` (one of :data:`scheduling.placement.METHODS`)."""
-    check_method(method)
-    instance = build_instance(sites, users)
-    problem = instance_from_dict(instance)
+    """Solve the live instance with ``method`` (checked by the caller: :func:`check_method`)."""
+    problem, instance = build_problem(sites, users)
     t0 = time.perf_counter()
     placement = solve(problem, method, seed=seed)
     seconds = time.perf_counter() - t0

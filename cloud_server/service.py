@@ -1,5 +1,7 @@
-"""The cloud server's gRPC face: a thin servicer over :class:`~cloud_server.core.CloudCore`, and
-``start_cloud``. Messages are converted by :mod:`ecd.transport.serde`; errors by the catalog."""
+"""The cloud server's gRPC face: the CloudServer servicer (devices' and edge nodes' calls) over the
+parts of :class:`~cloud_server.core.CloudCore`, and ``start_cloud``, which also serves the operator's
+Scheduler service (:mod:`cloud_server.scheduler_service`) and the operator view. Messages are
+converted by :mod:`ecd.transport.serde`; errors by the catalog."""
 
 from __future__ import annotations
 
@@ -13,35 +15,23 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import grpc
 
 from cloud_server.config import CloudConfig
-from cloud_server.core import CloudCore, load_models
+from cloud_server.core import CloudCore
+from cloud_server.served import load_models
 from cloud_server.registry import Registry
+from cloud_server.scheduler_service import SchedulerServicer, operator_check
 from ecd.transport import tls as tls_
 from ecd.batching import BatchingConfig
 from ecd.limits import RateLimiter
 from ecd.metrics import SchedulerMetrics, ServiceMetrics, start_metrics
 from ecd.transport import serde
 from ecd.transport.auth import caller
-from ecd.transport.catalog import to_status
-from ecd.transport.rpc import RunningServer, TransportConfig, start_server
-from ecd.errors import ConfigError, EcdError, PermissionDeniedError
+from ecd.transport.rpc import RunningServer, TransportConfig, call_core, peer_host, start_server
+from ecd.errors import ConfigError
 from ecd.types import Result
-from ecd.scheduler_types import CampaignReport, CampaignSpec, DeviceQuality, PlacementReport, SiteRequest, SiteSelection
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
 log = logging.getLogger("ecd.cloud")
-
-
-async def _unary(context: grpc.aio.ServicerContext, fn: Callable[..., Any], *args: Any, in_thread: bool = False) -> Any:
-    """``fn(*args)``; any error aborts the call with the catalog's status and message.
-    ``in_thread``: run it in a worker thread (a scheduler run takes seconds; the loop serves on)."""
-    try:
-        if in_thread:
-            return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args))
-        return fn(*args)
-    except Exception as e:  # noqa: BLE001 — the catalog classifies
-        code, message = to_status(e)
-        await context.abort(code, message)
 
 
 class Changes:
@@ -80,11 +70,11 @@ class PlacementMonitor:
             except asyncio.TimeoutError:
                 pass
             self.kicked.clear()
-            reason = self.core.placement_due()
+            reason = self.core.placement.due()
             if reason is None:
                 continue
             try:
-                await loop.run_in_executor(None, lambda: self.core.place(trigger=reason))
+                await loop.run_in_executor(None, lambda: self.core.placement.place(trigger=reason))
             except Exception as e:  # noqa: BLE001 — a failed run is logged and counted; the next check retries
                 log.warning("[CloudServer.Placement] %s: placement failed: %s", reason, e)
 
@@ -164,45 +154,45 @@ class CloudServicer(pb_grpc.CloudServerServicer):
             self.streams -= 1
 
     async def RegisterDevice(self, request, context):
-        await _unary(context, self.limits.registrations.take, _caller_key(context))
+        await call_core(context, self.limits.registrations.take, _caller_key(context))
         # parsing a profile and deciding the split take a while: off the event loop
-        a = await _unary(context, lambda r: self.core.register_device(serde.registration_from_pb(r)), request, in_thread=True)
+        a = await call_core(context, lambda r: self.core.devices.register(serde.registration_from_pb(r)), request, in_thread=True)
         return serde.assignment_to_pb(a)
 
     async def UpdatePreferences(self, request, context):
-        a = await _unary(context, lambda r: self.core.update_preferences(serde.update_from_pb(r)), request)
+        a = await call_core(context, lambda r: self.core.devices.update_preferences(serde.update_from_pb(r)), request)
         return serde.assignment_to_pb(a)
 
     async def GetAssignment(self, request, context):
         who = caller()
-        a = await _unary(context, self.core.get_assignment, request.device_id, request.token,
+        a = await call_core(context, self.core.devices.get_assignment, request.device_id, request.token,
                          who.name if who.role == "edge" else None)
         return serde.assignment_to_pb(a)
 
     async def RegisterEdge(self, request, context):
-        await _unary(context, self.limits.registrations.take, _caller_key(context))
-        edge_id = await _unary(context, lambda r: self.core.register_edge(serde.edge_registration_from_pb(r), _edge_owner()), request)
+        await call_core(context, self.limits.registrations.take, _caller_key(context))
+        edge_id = await call_core(context, lambda r: self.core.edges.register(serde.edge_registration_from_pb(r), _edge_owner()), request)
         self.monitor.kick()
         return pb.RegisterEdgeResponse(edge_id=edge_id)
 
     async def DeregisterEdge(self, request, context):
-        await _unary(context, self.core.deregister_edge, request.edge_id, _edge_owner())
+        await call_core(context, self.core.edges.deregister, request.edge_id, _edge_owner())
         self.monitor.kick()
         return pb.HeartbeatAck()
 
     async def ReportLocation(self, request, context):
-        await _unary(context, self.limits.locations.take, request.device_id)
-        a = await _unary(context, lambda r: self.core.report_location(serde.location_from_pb(r)), request)
+        await call_core(context, self.limits.locations.take, request.device_id)
+        a = await call_core(context, lambda r: self.core.devices.report_location(serde.location_from_pb(r)), request)
         return serde.assignment_to_pb(a)
 
     async def WatchAssignment(self, request, context):
         """The device's assignment now, then each time it changes (a new placement included, so a
         device knows which placement it follows)."""
-        await _unary(context, self.limits.watches.take, _caller_key(context))
+        await call_core(context, self.limits.watches.take, _caller_key(context))
         last = None
         while True:
             event = self.changes.event
-            a = await _unary(context, self.core.get_assignment, request.device_id, request.token)
+            a = await call_core(context, self.core.devices.get_assignment, request.device_id, request.token)
             key = (a.edge_id, a.edge_endpoint, a.split, a.preferences, a.model_version, a.placement_version, tuple(a.tasks))
             if key != last:
                 last = key
@@ -210,133 +200,22 @@ class CloudServicer(pb_grpc.CloudServerServicer):
             await event.wait()
 
     async def Heartbeat(self, request, context):
-        revoked = await _unary(context, lambda r: self.core.heartbeat(serde.heartbeat_from_pb(r), _edge_owner()), request)
+        revoked = await call_core(context, lambda r: self.core.edges.heartbeat(serde.heartbeat_from_pb(r), _edge_owner()), request)
         return pb.HeartbeatAck(revoked=revoked)
 
     async def FetchPartition(self, request, context):
-        chunks = await _unary(context, lambda r: list(self.core.partition_chunks(serde.partition_request_from_pb(r))), request,
+        chunks = await call_core(context, lambda r: list(self.core.models.partition_chunks(serde.partition_request_from_pb(r))), request,
                               in_thread=True)
         for chunk in chunks:
             yield serde.chunk_to_pb(chunk)
 
     async def AddHead(self, request, context):
-        heads = await _unary(context, lambda r: self.core.add_head(serde.head_spec_from_pb(r)), request, in_thread=True)
+        heads = await call_core(context, lambda r: self.core.models.add_head(serde.head_spec_from_pb(r)), request, in_thread=True)
         return pb.AddHeadResponse(heads=heads)
 
     async def ListHeads(self, request, context):
-        heads = await _unary(context, self.core.list_heads, request.model_id)
+        heads = await call_core(context, self.core.models.list_heads, request.model_id)
         return pb.ListHeadsResponse(heads=[serde.head_spec_to_pb(h) for h in heads])
-
-
-def peer_host(peer: str) -> str:
-    """The host of a gRPC peer string: ``ipv4:10.0.0.5:4242`` → ``10.0.0.5``, ``ipv6:[::1]:4242`` → ``::1``."""
-    kind, _, rest = peer.partition(":")
-    if kind == "ipv6":
-        return rest[1:rest.index("]")] if rest.startswith("[") else rest
-    if kind == "ipv4":
-        return rest.rpartition(":")[0]
-    return kind  # unix sockets and the like
-
-
-def operator_check(allowed: tuple[str, ...]) -> Callable[[str], None]:
-    """Refuse operator calls from hosts not in ``allowed`` (until the control plane authenticates
-    callers, this keeps every device's position and the schedulers' controls off the network)."""
-
-    def check(peer: str) -> None:
-        host = peer_host(peer)
-        if "any" not in allowed and host not in allowed and not (host == "unix" and "unix" in allowed):
-            raise PermissionDeniedError(f"operator: calls from {host} are not taken here (operator_peers)")
-
-    return check
-
-
-class SchedulerServicer(pb_grpc.SchedulerServicer):
-    """Operator-facing: placement, campaigns, reputations. Every call passes ``check`` first."""
-
-    def __init__(self, core: CloudCore, check: Callable[[str], None]):
-        self.core = core
-        self.check = check
-
-    async def _operator(self, context) -> None:
-        """Under mutual TLS the policy already admitted only operators; in plaintext (loopback)
-        only ``operator_peers`` may ask."""
-        if caller().role != "operator":
-            await _unary(context, self.check, context.peer())
-
-    async def Place(self, request, context):
-        await self._operator(context)
-        report = await _unary(context, self.core.place, request.method, request.seed, "operator", in_thread=True)
-        return serde.placement_report_to_pb(report)
-
-    async def GetPlacement(self, request, context):
-        await self._operator(context)
-        return serde.placement_report_to_pb(await _unary(context, self.core.placement_report))
-
-    async def CreateCampaign(self, request, context):
-        await self._operator(context)
-        report = await _unary(context, lambda r: self.core.create_campaign(serde.campaign_spec_from_pb(r)), request,
-                              in_thread=True)
-        return serde.campaign_report_to_pb(report)
-
-    async def GetCampaign(self, request, context):
-        await self._operator(context)
-        return serde.campaign_report_to_pb(await _unary(context, self.core.campaign_report, request.campaign_id))
-
-    async def RevokeDevice(self, request, context):
-        await self._operator(context)
-        await _unary(context, self.core.revoke_device, request.device_id)
-        return pb.RevokeResponse()
-
-    async def ListReputations(self, request, context):
-        await self._operator(context)
-        devices, floor = await _unary(context, self.core.reputations)
-        return pb.Reputations(devices=[serde.device_quality_to_pb(q) for q in devices], floor=floor)
-
-    async def SelectSite(self, request, context):
-        await self._operator(context)
-        selection = await _unary(context, lambda r: self.core.select_site(serde.site_request_from_pb(r)), request)
-        return serde.site_selection_to_pb(selection)
-
-
-class SchedulerClient:
-    """What ``ecd schedule`` asks a running cloud (operator side)."""
-
-    def __init__(self, target: str, timeout_s: float = 60.0, tls: tls_.Tls | None = None):
-        self.channel = tls_.channel(target, tls, "cloud")
-        self.stub = pb_grpc.SchedulerStub(self.channel)
-        self.target = target
-        self.timeout_s = timeout_s
-
-    def _call(self, fn, request):
-        try:
-            return fn(request, timeout=self.timeout_s)
-        except grpc.RpcError as e:
-            raise EcdError(f"{e.code().name}: {e.details()} (cloud {self.target})") from None
-
-    def place(self, method: str = "", seed: int = 0) -> PlacementReport:
-        return serde.placement_report_from_pb(self._call(self.stub.Place, pb.PlaceRequest(method=method, seed=seed)))
-
-    def placement(self) -> PlacementReport:
-        return serde.placement_report_from_pb(self._call(self.stub.GetPlacement, pb.GetPlacementRequest()))
-
-    def create_campaign(self, spec: CampaignSpec) -> CampaignReport:
-        return serde.campaign_report_from_pb(self._call(self.stub.CreateCampaign, serde.campaign_spec_to_pb(spec)))
-
-    def campaign(self, campaign_id: str) -> CampaignReport:
-        return serde.campaign_report_from_pb(self._call(self.stub.GetCampaign, pb.CampaignRequest(campaign_id=campaign_id)))
-
-    def select_site(self, request: SiteRequest) -> SiteSelection:
-        return serde.site_selection_from_pb(self._call(self.stub.SelectSite, serde.site_request_to_pb(request)))
-
-    def revoke(self, device_id: str) -> None:
-        self._call(self.stub.RevokeDevice, pb.RevokeRequest(device_id=device_id))
-
-    def reputations(self) -> tuple[list[DeviceQuality], float]:
-        reply = self._call(self.stub.ListReputations, pb.ReputationsRequest())
-        return [serde.device_quality_from_pb(q) for q in reply.devices], reply.floor
-
-    def close(self) -> None:
-        self.channel.close()
 
 
 @dataclass
@@ -376,14 +255,15 @@ class RunningCloud:
 
 
 async def start_cloud(cfg: CloudConfig) -> RunningCloud:
-    from scheduling.placement import METHODS
+    from cloud_server.placement import METHODS
 
-    if cfg.placement_method not in METHODS:
+    if cfg.placement_method not in METHODS:  # the one check of the configured method: the core trusts it
         raise ConfigError(f"placement_method: expected one of {', '.join(METHODS)}, got {cfg.placement_method!r}")
     if not cfg.placement_check_s > 0:
         raise ConfigError(f"placement_check_s: expected > 0 seconds, got {cfg.placement_check_s}")
     panel_token = _panel_token(cfg)
     registry = Registry(cfg.db)
+    metrics = ServiceMetrics("cloud")
     core = CloudCore(
         registry,
         load_models(list(cfg.models)),
@@ -395,13 +275,10 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
         placement_method=cfg.placement_method,
         placement_activation_cost=cfg.placement_activation_cost,
         batching=BatchingConfig(cfg.batch_max_frames, cfg.batch_max_delay_ms / 1e3),
+        metrics=SchedulerMetrics(metrics.registry),
     )
-    metrics = ServiceMetrics("cloud")
-    core.metrics = SchedulerMetrics(metrics.registry)
     # before the gRPC server: a metrics port in use is refused before anything is serving
     metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port) if cfg.metrics_port >= 0 else -1
-    if core.placement is not None:
-        core.metrics.placed(core.placement)
     changes = Changes(asyncio.get_running_loop())
     core.on_change = changes.notify
     monitor = PlacementMonitor(core, cfg.placement_check_s)

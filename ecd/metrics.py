@@ -56,7 +56,7 @@ SCHEDULER_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30
 
 
 class SchedulerMetrics:
-    """The cloud's schedulers: runs and their seconds, the applied placement's cost and load."""
+    """The cloud's schedulers: runs and their seconds, the applied placement's cost, the devices per edge."""
 
     def __init__(self, registry: CollectorRegistry):
         self.runs = Counter("ecd_scheduler_runs", "Scheduler runs, by scheduler, method and outcome",
@@ -65,7 +65,8 @@ class SchedulerMetrics:
                                  buckets=SCHEDULER_BUCKETS, registry=registry)
         self.placement_cost = Gauge("ecd_placement_cost", "The applied placement's cost, by part (activation, service, total)",
                                     ["part"], registry=registry)
-        self.devices_per_edge = Gauge("ecd_devices_per_edge", "Devices the applied placement sends to each edge node",
+        self.devices_per_edge = Gauge("ecd_devices_per_edge", "Live devices assigned to each edge node (set at every "
+                                      "registration, move and placement)",
                                       ["edge_id"], registry=registry)
         self.active_edges = Gauge("ecd_placement_active_edges", "Edge nodes the applied placement keeps active", registry=registry)
         self.reputation = Gauge("ecd_device_reputation", "A device's reputation after its last scored campaign (CrowdPower)",
@@ -84,10 +85,13 @@ class SchedulerMetrics:
         """Publish an applied :class:`~ecd.scheduler_types.PlacementReport`."""
         for part, value in (("activation", report.activation_cost), ("service", report.service_cost), ("total", report.total_cost)):
             self.placement_cost.labels(part).set(value)
-        self.devices_per_edge.clear()
-        for e in report.edges:
-            self.devices_per_edge.labels(e.edge_id).set(e.devices)
         self.active_edges.set(sum(e.active for e in report.edges))
+
+    def devices_on_edges(self, counts: dict[str, int], edge_ids: list[str]) -> None:
+        """Publish how many live devices each edge node has now (0 for an edge with none)."""
+        self.devices_per_edge.clear()
+        for edge_id in sorted(set(edge_ids) | set(counts)):
+            self.devices_per_edge.labels(edge_id).set(counts.get(edge_id, 0))
 
 
 def start_metrics(registry: CollectorRegistry, host: str, port: int) -> int:

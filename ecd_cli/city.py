@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from cloud_server.config import CloudConfig
-from cloud_server.service import SchedulerClient, start_cloud
+from cloud_server.service import start_cloud
+from cloud_server.scheduler_service import SchedulerClient
 from device_agent.agent import AgentConfig, DeviceAgent, RunReport
 from device_agent.sources import heldout
 from ecd import certs

@@ -22,7 +22,7 @@ from ecd_cli.fmt import print_table
 
 
 def _client(args: argparse.Namespace):
-    from cloud_server.service import SchedulerClient
+    from cloud_server.scheduler_service import SchedulerClient
 
     from ecd.transport import tls
 

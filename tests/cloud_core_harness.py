@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
-from cloud_server import core as core_module
 from cloud_server.core import (
     CloudCore,
 )
@@ -37,19 +36,19 @@ M = zoo.load_manifest("digits_cnn")
 @pytest.fixture
 def core(tmp_path: Path) -> CloudCore:
     c = CloudCore(Registry(tmp_path / "r.sqlite3"), [M])
-    c.register_edge(EdgeRegistration("127.0.0.1:1", 10.0))
+    c.edges.register(EdgeRegistration("127.0.0.1:1", 10.0))
     return c
 
 
 def register(core: CloudCore, split: int = 2, min_split: int = 0):
-    return core.register_device(DeviceRegistration("d", "pi4", "wifi", Preferences(1.0, 1.0, min_split), M.model_id, split, Encoding.FLOAT32))
+    return core.devices.register(DeviceRegistration("d", "pi4", "wifi", Preferences(1.0, 1.0, min_split), M.model_id, split, Encoding.FLOAT32))
 
 
 # --- the control plane, on a clock the test moves ------------------------------------------------
 #
-# The core and its registry read ``time`` (time, monotonic, perf_counter); here both read one clock
-# the test sets, so leases, timeouts, grace periods and the scheduler timings are checked at their
-# exact boundaries instead of being slept through.
+# The core and its registry take a clock (``ecd.clock.Clock``); here both read one the test sets, so
+# leases, timeouts, grace periods and the scheduler timings are checked at their exact boundaries
+# instead of being slept through.
 
 N = M.n_blocks
 A_POS, B_POS = Position(40.70, -74.00), Position(40.80, -74.00)  # two edge sites ~11 km apart
@@ -57,7 +56,7 @@ NEAR_A, NEAR_B = Position(40.701, -74.00), Position(40.799, -74.00)
 
 
 class Clock:
-    """Stands in for the ``time`` module of the core and the registry."""
+    """An ``ecd.clock.Clock`` the test moves: wall time and the timer are the same number."""
 
     def __init__(self, now: float = 1_700_000_000.0):
         self.now = now
@@ -65,7 +64,7 @@ class Clock:
     def time(self) -> float:
         return self.now
 
-    monotonic = perf_counter = time
+    perf_counter = time
 
 
 @dataclasses.dataclass
@@ -83,21 +82,20 @@ class Cloud:
 
     def register(self, name: str = "d", split: int = 2, position: Position | None = None, profile: str = "pi4",
                  prefs: Preferences = Preferences(0.6, 0.4, 0), encoding: Encoding = Encoding.FLOAT32, sensors=None):
-        return self.core.register_device(DeviceRegistration(name, profile, "wifi", prefs, M.model_id, split, encoding, position,
+        return self.core.devices.register(DeviceRegistration(name, profile, "wifi", prefs, M.model_id, split, encoding, position,
                                                             sensors or {}))
 
     def edge(self, port: int, position: Position | None = None, owner: str = "", cost: float = 0.0, capacity: float = 10.0) -> str:
-        return self.core.register_edge(EdgeRegistration(f"127.0.0.1:{port}", capacity, position, cost), owner)
+        return self.core.edges.register(EdgeRegistration(f"127.0.0.1:{port}", capacity, position, cost), owner)
 
 
 @pytest.fixture
-def cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cloud:
+def cloud(tmp_path: Path) -> Cloud:
     clock = Clock()
-    monkeypatch.setattr(core_module, "time", clock)  # the core reads the time module; the registry takes a clock
     changes: list[int] = []
-    c = CloudCore(Registry(str(tmp_path / "r.sqlite3"), clock=clock.time), [M], on_change=lambda: changes.append(1))
     prom = CollectorRegistry()
-    c.metrics = SchedulerMetrics(prom)
+    c = CloudCore(Registry(str(tmp_path / "r.sqlite3"), clock=clock.time), [M], on_change=lambda: changes.append(1),
+                  metrics=SchedulerMetrics(prom), clock=clock)
     return Cloud(c, clock, prom, changes)
 
 

@@ -11,7 +11,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -20,6 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from ecd.transport import tls as tls_
 from ecd.config import MiB
 from ecd.errors import ConfigError
+from ecd.transport.catalog import to_status
 from ecd.transport.tls import Tls
 
 log = logging.getLogger("ecd.transport.rpc")
@@ -60,6 +61,28 @@ def _check_free(host: str, port: int) -> None:
             probe.bind(address)
     except OSError as e:
         raise ConfigError(f"port: cannot listen on {host}:{port} ({e.strerror or e})") from None
+
+
+def peer_host(peer: str) -> str:
+    """The host of a gRPC peer string: ``ipv4:10.0.0.5:4242`` → ``10.0.0.5``, ``ipv6:[::1]:4242`` → ``::1``."""
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest[1:rest.index("]")] if rest.startswith("[") else rest
+    if kind == "ipv4":
+        return rest.rpartition(":")[0]
+    return kind  # unix sockets and the like
+
+
+async def call_core(context: grpc.aio.ServicerContext, fn: Callable[..., Any], *args: Any, in_thread: bool = False) -> Any:
+    """``fn(*args)`` for a servicer: any error aborts the call with the catalog's status and message.
+    ``in_thread``: run it in a worker thread (a scheduler run takes seconds; the loop serves on)."""
+    try:
+        if in_thread:
+            return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args))
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 — the catalog classifies
+        code, message = to_status(e)
+        await context.abort(code, message)
 
 
 @dataclass

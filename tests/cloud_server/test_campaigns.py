@@ -14,7 +14,8 @@ import pytest
 
 from cloud_server import campaigns
 from cloud_server.config import CloudConfig
-from cloud_server.service import SchedulerClient, start_cloud
+from cloud_server.service import start_cloud
+from cloud_server.scheduler_service import SchedulerClient
 from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.errors import EcdError, RequestError
@@ -237,7 +238,8 @@ def test_hostile_task_reports_and_watches_are_refused_and_the_cloud_serves_on(ti
 
 def test_operator_calls_are_taken_only_from_the_configured_hosts() -> None:
     """Placements and campaigns show every device's position: by default only loopback may ask."""
-    from cloud_server.service import operator_check, peer_host
+    from cloud_server.scheduler_service import operator_check
+    from ecd.transport.rpc import peer_host
     from ecd.errors import PermissionDeniedError
     from ecd.transport.catalog import to_status
 

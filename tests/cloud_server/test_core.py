@@ -17,16 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cloud_server.core import (
-    CHUNK_BYTES,
-    CloudCore,
-    ServedModel,
-    campaign_report_from_dict,
-    load_models,
-    parse_profile,
-    placement_report_from_dict,
-    placement_report_to_dict,
-)
+from cloud_server.core import CloudCore
+from cloud_server.crowdsensing import campaign_report_from_dict
+from cloud_server.devices import parse_profile
+from cloud_server.live_placement import placement_report_from_dict
+from cloud_server.served import CHUNK_BYTES, ServedModel, load_models
 from cloud_server.registry import Registry
 from ecd import distribution
 from ecd.batching import DynamicBatcher
@@ -67,14 +62,14 @@ from cloud_core_harness import M, N, campaign_spec, frame, register
 
 
 def test_a_head_request_gets_the_manifest_only(core: CloudCore) -> None:
-    chunks = list(core.partition_chunks(PartitionRequest(M.model_id, M.version, 0, 0)))
+    chunks = list(core.models.partition_chunks(PartitionRequest(M.model_id, M.version, 0, 0)))
     data = (M.directory / MANIFEST_FILENAME).read_bytes()
     assert [c.file for c in chunks] == [MANIFEST_FILENAME] and chunks[0].data == data
     assert (chunks[0].size, chunks[0].offset) == (len(data), 0)
 
 
 def test_blocks_come_in_chunks_of_the_callers_size(core: CloudCore, tmp_path: Path) -> None:
-    chunks = list(core.partition_chunks(PartitionRequest(M.model_id, "", 1, 3, 5000)))
+    chunks = list(core.models.partition_chunks(PartitionRequest(M.model_id, "", 1, 3, 5000)))
     names = [b.file for b in M.blocks[1:3]]
     assert sorted({c.file for c in chunks}) == sorted([MANIFEST_FILENAME, *names])
     assert all(len(c.data) <= 5000 for c in chunks)
@@ -92,7 +87,7 @@ def test_the_chunk_size_defaults_to_and_is_capped_at_one_mib(core: CloudCore) ->
     i = M.blocks.index(big)
     size = (M.directory / big.file).stat().st_size
     for asked in (0, CHUNK_BYTES * 4):
-        chunks = [c for c in core.partition_chunks(PartitionRequest(M.model_id, "", i, i + 1, asked)) if c.file == big.file]
+        chunks = [c for c in core.models.partition_chunks(PartitionRequest(M.model_id, "", i, i + 1, asked)) if c.file == big.file]
         assert max(len(c.data) for c in chunks) == min(size, CHUNK_BYTES)
         assert len(chunks) == -(-size // CHUNK_BYTES)
 
@@ -100,16 +95,16 @@ def test_the_chunk_size_defaults_to_and_is_capped_at_one_mib(core: CloudCore) ->
 @pytest.mark.parametrize("start,stop", [(3, 2), (0, M.n_blocks + 1), (M.n_blocks + 1, M.n_blocks + 1)])
 def test_a_bad_block_range_is_refused(core: CloudCore, start: int, stop: int) -> None:
     with pytest.raises(RequestError, match=rf"^start, stop: expected 0 <= start <= stop <= {M.n_blocks}, got \[{start}, {stop}\)$"):
-        list(core.partition_chunks(PartitionRequest(M.model_id, "", start, stop)))
+        list(core.models.partition_chunks(PartitionRequest(M.model_id, "", start, stop)))
 
 
 def test_the_whole_model_and_only_its_version(core: CloudCore) -> None:
-    chunks = list(core.partition_chunks(PartitionRequest(M.model_id, M.version, 0, M.n_blocks)))
+    chunks = list(core.models.partition_chunks(PartitionRequest(M.model_id, M.version, 0, M.n_blocks)))
     assert {c.file for c in chunks} == {MANIFEST_FILENAME, *(b.file for b in M.blocks)}
     with pytest.raises(PreconditionError, match=r"^model_version: digits_cnn version '0+' is not served here"):
-        list(core.partition_chunks(PartitionRequest(M.model_id, "0" * 16, 0, 0)))
+        list(core.models.partition_chunks(PartitionRequest(M.model_id, "0" * 16, 0, 0)))
     with pytest.raises(PreconditionError, match=r"^model_id: model 'lenet' is not served here \(serving: digits_cnn\)$"):
-        list(core.partition_chunks(PartitionRequest("lenet", "", 0, 0)))
+        list(core.models.partition_chunks(PartitionRequest("lenet", "", 0, 0)))
 
 
 # --- the data plane -----------------------------------------------------------------------------
@@ -167,7 +162,7 @@ def test_the_floor_and_the_token_are_checked_again(core: CloudCore) -> None:
 
 def test_a_frame_is_held_to_the_cores_batch_limit(tmp_path: Path) -> None:
     c = CloudCore(Registry(str(tmp_path / "r.sqlite3")), [M], max_batch=1)
-    c.register_edge(EdgeRegistration("127.0.0.1:1", 10.0))
+    c.edges.register(EdgeRegistration("127.0.0.1:1", 10.0))
     a = register(c)
     x = M.input.preprocess(load_heldout(M).images[:2])
     r = c.process(frame(a, Split(2, 4), x))
@@ -188,8 +183,8 @@ def test_a_served_model_runs_through_its_batcher_when_it_has_one() -> None:
 @pytest.mark.parametrize("size", [1, MIN_CHUNK_BYTES - 1])
 def test_a_chunk_size_below_the_minimum_is_refused(core: CloudCore, size: int) -> None:
     with pytest.raises(RequestError, match=rf"^max_chunk_bytes: expected 0 \(the server's default\) or >= {MIN_CHUNK_BYTES}, got {size}$"):
-        list(core.partition_chunks(PartitionRequest(M.model_id, "", 0, 0, size)))
-    assert list(core.partition_chunks(PartitionRequest(M.model_id, "", 0, 0, MIN_CHUNK_BYTES)))
+        list(core.models.partition_chunks(PartitionRequest(M.model_id, "", 0, 0, size)))
+    assert list(core.models.partition_chunks(PartitionRequest(M.model_id, "", 0, 0, MIN_CHUNK_BYTES)))
 
 
 # --- records and profiles ------------------------------------------------------------------------
@@ -210,7 +205,7 @@ def test_stored_reports_read_back_equal() -> None:
     p = PlacementReport(3, "otacs", "edge lost", 9.5, 4.0, 5.5, 0.01, 123,
                         [EdgePlacement("e1", "h:1", Position(1.0, 2.0), True, True, 2, 5.0), EdgePlacement("e2", "h:2", None, False, False, 0, 1.0)],
                         [DevicePlacement("d1", "one", "e1", Position(1.5, 2.5), 0.25), DevicePlacement("d2", "two", "e1", None, 0.0)], "{}")
-    assert placement_report_from_dict(json.loads(json.dumps(placement_report_to_dict(p)))) == p
+    assert placement_report_from_dict(json.loads(json.dumps(dataclasses.asdict(p)))) == p
     c = CampaignReport("c1", campaign_spec(), "done", 4, 4, 3, 2, 1, 7.5, 0.2,
                        allocation=[DeviceTasks("d1", "one", [Task("c1", 0, 1, 0), Task("c1", 1, 0, 1)], 0.5, True)],
                        results=4, quality=[DeviceQuality("d1", "one", 2, 0.9, 2.1, 0)], excluded=["d9"], coverage=1, cells=2,

@@ -58,18 +58,18 @@ from cloud_core_harness import A_POS, B_POS, NEAR_A, NEAR_B, M, N, Cloud
 
 def test_a_new_core_serves_its_models_with_the_documented_defaults(tmp_path: Path) -> None:
     c = CloudCore(Registry(str(tmp_path / "r.sqlite3")), [M])
-    assert (c.edge_boundary, c.max_tensor_bytes, c.edge_timeout_s, c.max_batch, c.device_lease_s) == (None, 16 * MiB, 3.0, codec.MAX_BATCH, 600.0)
-    assert (c.placement_method, c.placement_activation_cost) == (placement.DEFAULT_METHOD, 5.0)
-    assert c.placement is None and c._placed_alive == set() and c.metrics is None and c._touched == {} and c._moved_from == {}
-    assert c.campaign_limits == campaigns.Limits()
+    assert (c.devices.edge_boundary, c.max_tensor_bytes, c.edges.timeout_s, c.max_batch, c.leases.lease_s) == (None, 16 * MiB, 3.0, codec.MAX_BATCH, 600.0)
+    assert (c.placement.method, c.assignment.activation_cost) == (placement.DEFAULT_METHOD, 5.0)
+    assert c.placement.current is None and c.placement._placed_alive == set() and c.metrics is None and c.leases._written == {} and c.assignment._moved_from == {}
+    assert c.crowdsensing.limits == campaigns.Limits()
     assert c.on_change() is None  # the default watcher does nothing
     served = c.models[M.model_id]
     assert served.manifest is M and list(served.heads) == [BUILTIN_HEAD] and served.heads[BUILTIN_HEAD].labels == tuple(M.labels)
     assert served.batcher is not None and served.batcher.config == BatchingConfig()
     custom = CloudCore(Registry(str(tmp_path / "s.sqlite3")), [M], batching=BatchingConfig(4, 0.01), placement_activation_cost=0.0,
                        placement_method="otacs")
-    assert custom.models[M.model_id].batcher.config == BatchingConfig(4, 0.01) and custom.placement_activation_cost == 0.0
-    assert custom.placement_method == "otacs"
+    assert custom.models[M.model_id].batcher.config == BatchingConfig(4, 0.01) and custom.assignment.activation_cost == 0.0
+    assert custom.placement.method == "otacs"
 
 
 @pytest.mark.parametrize("cost", [-1.0, float("nan"), float("inf")])
@@ -82,11 +82,11 @@ def test_a_restarted_core_keeps_its_heads_and_its_placement(cloud: Cloud, tmp_pa
     a, b = cloud.edge(1, A_POS), cloud.edge(2, B_POS)
     cloud.register(position=NEAR_A)
     spec = HeadSpec(M.model_id, "odd", ["even", "odd"], [float(k % 2 == j) for j in range(2) for k in range(10)], [0.5, -0.5], "probabilities")
-    cloud.core.add_head(spec)
-    report = cloud.core.place()
-    again = CloudCore(cloud.core.registry, [M])
-    assert again.list_heads(M.model_id) == cloud.core.list_heads(M.model_id)
-    assert again.placement == report and again._placed_alive == {a, b}
+    cloud.core.models.add_head(spec)
+    report = cloud.core.placement.place()
+    again = CloudCore(cloud.core.registry, [M], clock=cloud.clock)
+    assert again.models.list_heads(M.model_id) == cloud.core.models.list_heads(M.model_id)
+    assert again.placement.current == report and again.placement._placed_alive == {a, b}
 
 
 def test_a_device_registers_with_every_field_stored(cloud: Cloud) -> None:
@@ -116,7 +116,7 @@ def test_a_measured_profile_is_stored_by_its_name_and_recommends_nothing_on_upda
     a = cloud.register(profile=device_to_toml(measured))
     assert cloud.core.registry.device(a.device_id).profile == "measured:my-phone"
     assert a.recommended_split == decide_split(M, measured, load_radio("wifi"), Preferences(0.6, 0.4, 0)).recommended
-    b = cloud.core.update_preferences(PreferencesUpdate(a.device_id, a.token, Preferences(0.1, 0.9, 1), 4))
+    b = cloud.core.devices.update_preferences(PreferencesUpdate(a.device_id, a.token, Preferences(0.1, 0.9, 1), 4))
     assert b.recommended_split == 4 and b.split == Split(4, N - 1) and b.token == a.token
 
 
@@ -124,16 +124,16 @@ def test_preferences_update_stores_them_and_recommends_with_the_profile(cloud: C
     cloud.edge(1)
     a = cloud.register(split=2)
     prefs = Preferences(0.9, 0.1, 0)  # energy first: the utility would offload everything
-    b = cloud.core.update_preferences(PreferencesUpdate(a.device_id, a.token, prefs, N))
+    b = cloud.core.devices.update_preferences(PreferencesUpdate(a.device_id, a.token, prefs, N))
     assert b.recommended_split == decide_split(M, load_device("pi4"), load_radio("wifi"), prefs).recommended != N
     assert (b.split, b.preferences, b.token, b.device_id) == (Split(N, N), prefs, a.token, a.device_id)
     d = cloud.core.registry.device(a.device_id)
     assert (d.w_energy, d.w_privacy, d.min_split, d.split_device, d.split_edge) == (0.9, 0.1, 0, N, N)
     prefs = Preferences(0.2, 0.8, 2)
     with pytest.raises(PreconditionError, match=r"^split_device: 1 is below the device's floor \(min_split 2\)$"):
-        cloud.core.update_preferences(PreferencesUpdate(a.device_id, a.token, prefs, 1))
+        cloud.core.devices.update_preferences(PreferencesUpdate(a.device_id, a.token, prefs, 1))
     with pytest.raises(AuthenticationError, match=rf"^token: unknown device token for device_id {a.device_id!r}$"):
-        cloud.core.update_preferences(PreferencesUpdate(a.device_id, "x", prefs, 3))
+        cloud.core.devices.update_preferences(PreferencesUpdate(a.device_id, "x", prefs, 3))
 
 
 @pytest.mark.parametrize("change,error,message", [
@@ -154,7 +154,7 @@ def test_a_bad_registration_is_refused_by_field_and_stores_nothing(cloud: Cloud,
     cloud.edge(1)
     req = DeviceRegistration("d", "pi4", "wifi", Preferences(0.5, 0.5, 0), M.model_id, 2, Encoding.FLOAT32)
     with pytest.raises(error, match="^" + message):
-        cloud.core.register_device(dataclasses.replace(req, **change))
+        cloud.core.devices.register(dataclasses.replace(req, **change))
     assert cloud.core.registry.devices() == []
 
 
@@ -172,18 +172,18 @@ def test_no_edge_node_means_no_registration(cloud: Cloud) -> None:
 def test_the_edge_boundary_sets_where_the_edge_stops(tmp_path: Path) -> None:
     for boundary, split, want in [(None, 2, N - 1), (None, N, N), (3, 2, 3), (3, 4, 4), (N + 5, 2, N), (0, 2, 2)]:
         c = CloudCore(Registry(str(tmp_path / f"{boundary}-{split}.sqlite3")), [M], edge_boundary=boundary)
-        c.register_edge(EdgeRegistration("127.0.0.1:1", 10.0))
-        a = c.register_device(DeviceRegistration("d", "pi4", "wifi", Preferences(0.5, 0.5, 0), M.model_id, split, Encoding.FLOAT32))
+        c.edges.register(EdgeRegistration("127.0.0.1:1", 10.0))
+        a = c.devices.register(DeviceRegistration("d", "pi4", "wifi", Preferences(0.5, 0.5, 0), M.model_id, split, Encoding.FLOAT32))
         assert a.split == Split(split, want), (boundary, split)
 
 
 def test_an_assignment_falls_back_when_its_edge_or_encoding_is_unknown(cloud: Cloud) -> None:
     cloud.edge(1)
     a = cloud.register(encoding=Encoding.FLOAT16)
-    assert cloud.core.get_assignment(a.device_id, a.token).encoding == Encoding.FLOAT16
+    assert cloud.core.devices.get_assignment(a.device_id, a.token).encoding == Encoding.FLOAT16
     cloud.core.registry.update_device(a.device_id, encoding="bf16", edge_id="gone")
     cloud.core.registry.remove_edge(cloud.core.registry.edges()[0].edge_id)
-    got = cloud.core.get_assignment(a.device_id, a.token)  # no live edge to move it to: it stays
+    got = cloud.core.devices.get_assignment(a.device_id, a.token)  # no live edge to move it to: it stays
     assert (got.encoding, got.edge_endpoint, got.edge_id, got.placement_version) == (Encoding.FLOAT32, "", "", 0)
 
 
@@ -195,36 +195,36 @@ def test_the_lease_is_written_at_most_every_quarter_lease(cloud: Cloud) -> None:
     def last_seen() -> float:
         return cloud.core.registry.device_activity(1, a.device_id)[0][2]
 
-    assert last_seen() == t0 and cloud.core.live_since() == t0 - 600.0
+    assert last_seen() == t0 and cloud.core.leases.live_since() == t0 - 600.0
     cloud.clock.now = t0 + 1
-    cloud.core.authenticate(a.device_id, a.token)  # the first call after registering writes
+    cloud.core.devices.authenticate(a.device_id, a.token)  # the first call after registering writes
     assert last_seen() == t0 + 1
     cloud.clock.now = t0 + 1 + 149.5
-    cloud.core.authenticate(a.device_id, a.token)
+    cloud.core.devices.authenticate(a.device_id, a.token)
     assert last_seen() == t0 + 1
     cloud.clock.now = t0 + 1 + 150
-    cloud.core.authenticate(a.device_id, a.token)
+    cloud.core.devices.authenticate(a.device_id, a.token)
     assert last_seen() == t0 + 151
     with pytest.raises(AuthenticationError, match=r"^token: unknown device token for device_id ''$"):
-        cloud.core.authenticate("", a.token)
+        cloud.core.devices.authenticate("", a.token)
 
 
 def test_an_edge_is_alive_up_to_its_timeout_exactly(cloud: Cloud) -> None:
     e = cloud.edge(1)
     t0 = cloud.clock.now
     cloud.clock.now = t0 + 3.0
-    assert [x.edge_id for x in cloud.core.alive_edges()] == [e]
+    assert [x.edge_id for x in cloud.core.edges.alive()] == [e]
     cloud.clock.now = t0 + 3.001
-    assert cloud.core.alive_edges() == []
-    cloud.core.heartbeat(EdgeHeartbeat(e, 1.0, 0))
-    assert [x.edge_id for x in cloud.core.alive_edges()] == [e]
+    assert cloud.core.edges.alive() == []
+    cloud.core.edges.heartbeat(EdgeHeartbeat(e, 1.0, 0))
+    assert [x.edge_id for x in cloud.core.edges.alive()] == [e]
 
 
 def test_the_least_loaded_edge_counts_devices_per_unit_of_capacity(cloud: Cloud) -> None:
     def edge(edge_id: str, capacity: float) -> EdgeRecord:
         return EdgeRecord(edge_id, "h:1", capacity, 0.0, 0, 0.0)
 
-    least = cloud.core._least_loaded
+    least = cloud.core.assignment.least_loaded
     assert least([edge("a", 1.0), edge("b", 3.0)], {"a": 1, "b": 2}) == "b"
     assert least([edge("a", 1.0), edge("b", 3.0)], {"a": 1, "b": 4}) == "a"
     assert least([edge("b", 1.0), edge("a", 3.0)], {"b": 1, "a": 3}) == "a"  # a tie goes to the smaller id
@@ -236,7 +236,7 @@ def test_sites_are_the_edges_with_a_position_at_their_activation_cost(cloud: Clo
     a = cloud.edge(1, A_POS, cost=2.5)
     b = cloud.edge(2, B_POS)
     cloud.edge(3)
-    assert cloud.core._sites(cloud.core.registry.edges()) == sorted(
+    assert cloud.core.assignment.sites(cloud.core.registry.edges()) == sorted(
         [placement.Site(a, A_POS, 2.5), placement.Site(b, B_POS, 5.0)], key=lambda s: s.edge_id)
 
 
@@ -245,14 +245,14 @@ def test_a_joining_device_goes_to_the_nearest_active_edge_else_the_least_loaded(
     b = cloud.edge(2, B_POS, capacity=30.0)
     first = cloud.register(position=NEAR_A)  # no placement yet: the least loaded (both empty: the smaller id)
     assert first.edge_id == min(a, b)
-    cloud.core.place()
-    active = {e.edge_id for e in cloud.core.placement.edges if e.active}
+    cloud.core.placement.place()
+    active = {e.edge_id for e in cloud.core.placement.current.edges if e.active}
     assert len(active) == 1  # one device: one edge is cheaper than two
     (only,) = active
     assert cloud.register(position=NEAR_B).edge_id == only  # the nearest *active* edge
-    cheap = CloudCore(cloud.core.registry, [M], placement_activation_cost=0.0)
-    cheap.place()
-    assert cheap.register_device(DeviceRegistration("n", "pi4", "wifi", Preferences(0.5, 0.5, 0), M.model_id, 2, Encoding.FLOAT32,
+    cheap = CloudCore(cloud.core.registry, [M], placement_activation_cost=0.0, clock=cloud.clock)
+    cheap.placement.place()
+    assert cheap.devices.register(DeviceRegistration("n", "pi4", "wifi", Preferences(0.5, 0.5, 0), M.model_id, 2, Encoding.FLOAT32,
                                                     NEAR_B)).edge_id == b
     counts = cloud.core.registry.devices_per_edge()
     lone = cloud.register(position=None)  # no position: least loaded per unit of capacity
@@ -266,59 +266,59 @@ def test_a_device_whose_edge_died_is_moved_to_a_live_one_when_it_asks(cloud: Clo
     assert d.edge_id == a
     t0 = cloud.clock.now
     cloud.clock.now = t0 + 10  # a is dead
-    assert cloud.core.get_assignment(d.device_id, d.token).edge_id == a  # no live edge: it stays
+    assert cloud.core.devices.get_assignment(d.device_id, d.token).edge_id == a  # no live edge: it stays
     b = cloud.edge(2, B_POS)
     changes = len(cloud.changes)
-    got = cloud.core.get_assignment(d.device_id, d.token)
+    got = cloud.core.devices.get_assignment(d.device_id, d.token)
     assert (got.edge_id, got.edge_endpoint) == (b, "127.0.0.1:2") and len(cloud.changes) == changes + 1
-    assert cloud.core.registry.device(d.device_id).edge_id == b and cloud.core._moved_from == {d.device_id: {a: t0 + 10}}
+    assert cloud.core.registry.device(d.device_id).edge_id == b and cloud.core.assignment._moved_from == {d.device_id: {a: t0 + 10}}
 
 
 def test_a_device_whose_edge_died_goes_to_the_nearest_active_edge_not_the_least_loaded(cloud: Cloud) -> None:
-    cloud.core.placement_activation_cost = 0.0  # every site with a device near it stays active
+    cloud.core.assignment.activation_cost = 0.0  # every site with a device near it stays active
     far = Position(40.90, -74.00)
     a = cloud.edge(1, A_POS)
     b = cloud.edge(2, B_POS, capacity=1000.0)  # by load alone, b takes every device
     c = cloud.edge(3, far)
     for p in (NEAR_A, NEAR_B, Position(40.901, -74.00)):
         cloud.register(position=p)
-    cloud.core.place()
-    assert {e.edge_id for e in cloud.core.placement.edges if e.active} == {a, b, c}
+    cloud.core.placement.place()
+    assert {e.edge_id for e in cloud.core.placement.current.edges if e.active} == {a, b, c}
     d = cloud.register(position=Position(40.899, -74.00))
     assert d.edge_id == c
     cloud.core.registry.set_device_edges({d.device_id: a})
     cloud.clock.now += 5
     for e in (b, c):
-        cloud.core.heartbeat(EdgeHeartbeat(e, 0.0, 0))
-    got = cloud.core.get_assignment(d.device_id, d.token)
+        cloud.core.edges.heartbeat(EdgeHeartbeat(e, 0.0, 0))
+    got = cloud.core.devices.get_assignment(d.device_id, d.token)
     assert got == Assignment(d.device_id, d.token, "127.0.0.1:3", M.model_id, M.version, d.split, d.split.device, d.preferences, c, 1, [],
                              Encoding.FLOAT32)
 
 
 def test_a_location_report_is_stored_and_moves_the_device_to_the_cheaper_active_edge(cloud: Cloud) -> None:
     core, clock, changes = cloud.core, cloud.clock, cloud.changes
-    core.placement_activation_cost = 0.0  # both sites stay active
+    core.assignment.activation_cost = 0.0  # both sites stay active
     a = cloud.edge(1, A_POS, owner="cert-a")
     b = cloud.edge(2, B_POS, owner="cert-b")
     d = cloud.register(split=3, position=NEAR_A, prefs=Preferences(0.5, 0.5, 0))
     cloud.register("e", split=3, position=NEAR_B, prefs=Preferences(0.5, 0.5, 0))
-    core.place()
+    core.placement.place()
     assert core.registry.device(d.device_id).edge_id == a
-    n, moved = len(changes), dict(core._moved_from)  # what placement's own moves left
-    got = core.report_location(LocationReport(d.device_id, d.token, NEAR_A, 1234))
-    assert got.edge_id == a and len(changes) == n and core._moved_from == moved
+    n, moved = len(changes), dict(core.assignment._moved_from)  # what placement's own moves left
+    got = core.devices.report_location(LocationReport(d.device_id, d.token, NEAR_A, 1234))
+    assert got.edge_id == a and len(changes) == n and core.assignment._moved_from == moved
     clock.now += 1
-    got = core.report_location(LocationReport(d.device_id, d.token, NEAR_B))
+    got = core.devices.report_location(LocationReport(d.device_id, d.token, NEAR_B))
     assert (got.edge_id, got.edge_endpoint, got.split, got.token, got.recommended_split) == (b, "127.0.0.1:2", Split(3, N - 1), d.token, 3)
-    assert len(changes) == n + 1 and core._moved_from[d.device_id] == {**moved.get(d.device_id, {}), a: clock.now}
-    assert core.get_assignment(d.device_id, d.token, "cert-a").edge_id == b  # a may still finish its frames
+    assert len(changes) == n + 1 and core.assignment._moved_from[d.device_id] == {**moved.get(d.device_id, {}), a: clock.now}
+    assert core.devices.get_assignment(d.device_id, d.token, "cert-a").edge_id == b  # a may still finish its frames
     rows = core.registry._rows(select(LOC.c.unix_ms, LOC.c.lat, LOC.c.lon).where(LOC.c.device_id == d.device_id).order_by(LOC.c.unix_ms))
     assert rows == [(1234, NEAR_A.lat, NEAR_A.lon), (int((clock.now - 1) * 1000), NEAR_A.lat, NEAR_A.lon),
                     (int(clock.now * 1000), NEAR_B.lat, NEAR_B.lon)]
     dev = core.registry.device(d.device_id)
     assert (dev.lat, dev.lon) == (NEAR_B.lat, NEAR_B.lon)
     clock.now += 10  # every edge dead: the position is stored, the device stays
-    got = core.report_location(LocationReport(d.device_id, d.token, NEAR_A, 99))
+    got = core.devices.report_location(LocationReport(d.device_id, d.token, NEAR_A, 99))
     assert got.edge_id == b and len(changes) == n + 1
 
 
@@ -334,5 +334,5 @@ def test_a_bad_location_report_is_refused_by_field(cloud: Cloud, report: Locatio
     if report.device_id == "?":
         report = dataclasses.replace(report, device_id=d.device_id, token=d.token)
     with pytest.raises(error, match="^" + message):
-        cloud.core.report_location(report)
+        cloud.core.devices.report_location(report)
     assert cloud.core.registry.locations() == {}

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from cloud_server.core import (
-    MOVE_GRACE_S,
-    REVOKED_NOTICE_S,
-)
+from cloud_server.assignment import MOVE_GRACE_S
+from cloud_server.edges import REVOKED_NOTICE_S
 from ecd.errors import (
     AuthenticationError,
     NotFoundError,
@@ -25,7 +23,7 @@ from ecd.types import (
     Position,
 )
 
-from cloud_core_harness import A_POS, B_POS, Cloud
+from cloud_core_harness import A_POS, B_POS, NEAR_A, Cloud
 
 
 def test_an_edge_registers_once_per_endpoint_and_owner(cloud: Cloud) -> None:
@@ -35,7 +33,7 @@ def test_an_edge_registers_once_per_endpoint_and_owner(cloud: Cloud) -> None:
     assert (rec.endpoint, rec.capacity, rec.lat, rec.lon, rec.activation_cost, rec.owner) == ("127.0.0.1:1", 10.0, B_POS.lat, B_POS.lon, 0.0, "cert-a")
     with pytest.raises(PermissionDeniedError, match=r"^endpoint: 127.0.0.1:1 is registered by another edge node$"):
         cloud.edge(1, owner="cert-b")
-    assert cloud.core.register_edge(EdgeRegistration("127.0.0.1:2", 1.0)) != e  # default owner: ""
+    assert cloud.core.edges.register(EdgeRegistration("127.0.0.1:2", 1.0)) != e  # default owner: ""
     assert cloud.core.registry.edge(cloud.edge(3, cost=0.0)).activation_cost == 0.0
 
 
@@ -52,27 +50,27 @@ def test_an_edge_registers_once_per_endpoint_and_owner(cloud: Cloud) -> None:
 ])
 def test_a_bad_edge_registration_is_refused_by_field(cloud: Cloud, req: EdgeRegistration, message: str) -> None:
     with pytest.raises(RequestError, match="^" + message + "$"):
-        cloud.core.register_edge(req)
+        cloud.core.edges.register(req)
     assert cloud.core.registry.edges() == []
 
 
 def test_edge_calls_are_taken_from_their_owner_only(cloud: Cloud) -> None:
     e = cloud.edge(1, owner="cert-a")
     with pytest.raises(NotFoundError, match=r"^edge_id: 'nope' is not registered$"):
-        cloud.core.heartbeat(EdgeHeartbeat("nope", 1.0, 0), "cert-a")
+        cloud.core.edges.heartbeat(EdgeHeartbeat("nope", 1.0, 0), "cert-a")
     with pytest.raises(NotFoundError, match=r"^edge_id: 'nope' is not registered$"):
-        cloud.core.deregister_edge("nope", "cert-a")
+        cloud.core.edges.deregister("nope", "cert-a")
     with pytest.raises(PermissionDeniedError, match=rf"^edge_id: {e} belongs to another edge node$"):
-        cloud.core.heartbeat(EdgeHeartbeat(e, 1.0, 0), "cert-b")
+        cloud.core.edges.heartbeat(EdgeHeartbeat(e, 1.0, 0), "cert-b")
     with pytest.raises(PermissionDeniedError, match=rf"^edge_id: {e} belongs to another edge node$"):
-        cloud.core.deregister_edge(e)
-    assert cloud.core.heartbeat(EdgeHeartbeat(e, 2.5, 3), "cert-a") == []
+        cloud.core.edges.deregister(e)
+    assert cloud.core.edges.heartbeat(EdgeHeartbeat(e, 2.5, 3), "cert-a") == []
     rec = cloud.core.registry.edge(e)
     assert (rec.load, rec.queue_depth) == (2.5, 3)
     free = cloud.edge(2)
-    assert cloud.core.heartbeat(EdgeHeartbeat(free, 0.0, 0)) == []  # an edge without a certificate: owner ""
-    cloud.core.deregister_edge(free)
-    assert [x.edge_id for x in cloud.core.alive_edges()] == [e]
+    assert cloud.core.edges.heartbeat(EdgeHeartbeat(free, 0.0, 0)) == []  # an edge without a certificate: owner ""
+    cloud.core.edges.deregister(free)
+    assert [x.edge_id for x in cloud.core.edges.alive()] == [e]
 
 
 def test_an_edge_removed_between_the_checks_is_named(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,26 +79,26 @@ def test_an_edge_removed_between_the_checks_is_named(cloud: Cloud, monkeypatch: 
     monkeypatch.setattr(cloud.core.registry, "remove_edge", lambda edge_id: False)
     monkeypatch.setattr(cloud.core.registry, "heartbeat", lambda *a: False)
     with pytest.raises(NotFoundError, match=rf"^edge_id: {e!r} is not registered$"):
-        cloud.core.deregister_edge(e)
+        cloud.core.edges.deregister(e)
     with pytest.raises(NotFoundError, match=rf"^edge_id: {e!r} is not registered$"):
-        cloud.core.heartbeat(EdgeHeartbeat(e, 0.0, 0))
+        cloud.core.edges.heartbeat(EdgeHeartbeat(e, 0.0, 0))
 
 
 def test_heartbeats_name_the_devices_revoked_in_the_last_minute(cloud: Cloud) -> None:
     e = cloud.edge(1)
     a, b = cloud.register("a"), cloud.register("b")
     t0 = cloud.clock.now
-    cloud.core.revoke_device(b.device_id)
+    cloud.core.devices.revoke(b.device_id)
     cloud.clock.now = t0 + 10
-    cloud.core.revoke_device(a.device_id)
+    cloud.core.devices.revoke(a.device_id)
     with pytest.raises(AuthenticationError):
-        cloud.core.authenticate(a.device_id, a.token)
+        cloud.core.devices.authenticate(a.device_id, a.token)
     cloud.clock.now = t0 + REVOKED_NOTICE_S - 0.5
-    assert cloud.core.heartbeat(EdgeHeartbeat(e, 0.0, 0)) == sorted([a.device_id, b.device_id])
+    assert cloud.core.edges.heartbeat(EdgeHeartbeat(e, 0.0, 0)) == sorted([a.device_id, b.device_id])
     cloud.clock.now = t0 + REVOKED_NOTICE_S + 0.5
-    assert cloud.core.heartbeat(EdgeHeartbeat(e, 0.0, 0)) == [a.device_id]
+    assert cloud.core.edges.heartbeat(EdgeHeartbeat(e, 0.0, 0)) == [a.device_id]
     with pytest.raises(NotFoundError, match=r"^device_id: 'zz\\\\x00' is not registered$"):
-        cloud.core.revoke_device("zz\x00")
+        cloud.core.devices.revoke("zz\x00")
 
 
 def test_an_edge_may_serve_a_device_it_lost_for_the_grace_period_only(cloud: Cloud) -> None:
@@ -110,21 +108,43 @@ def test_an_edge_may_serve_a_device_it_lost_for_the_grace_period_only(cloud: Clo
     home, other = (a, "cert-a"), (b, "cert-b")
     if d.edge_id == b:
         home, other = other, home
-    assert cloud.core.get_assignment(d.device_id, d.token, home[1]).edge_id == home[0]
+    assert cloud.core.devices.get_assignment(d.device_id, d.token, home[1]).edge_id == home[0]
     with pytest.raises(PermissionDeniedError, match=rf"^device_id: device {d.device_id} is not assigned to this edge node$"):
-        cloud.core.get_assignment(d.device_id, d.token, other[1])
+        cloud.core.devices.get_assignment(d.device_id, d.token, other[1])
     t0 = cloud.clock.now
-    cloud.core._move({d.device_id: other[0]}, {d.device_id: home[0]})
-    assert cloud.core._moved_from == {d.device_id: {home[0]: t0}}
+    cloud.core.assignment.move({d.device_id: other[0]}, {d.device_id: home[0]})
+    assert cloud.core.assignment._moved_from == {d.device_id: {home[0]: t0}}
     cloud.clock.now = t0 + MOVE_GRACE_S - 0.01
-    cloud.core.heartbeat(EdgeHeartbeat(a, 0.0, 0), "cert-a")
-    cloud.core.heartbeat(EdgeHeartbeat(b, 0.0, 0), "cert-b")
+    cloud.core.edges.heartbeat(EdgeHeartbeat(a, 0.0, 0), "cert-a")
+    cloud.core.edges.heartbeat(EdgeHeartbeat(b, 0.0, 0), "cert-b")
     for owner in ("cert-a", "cert-b"):
-        assert cloud.core.get_assignment(d.device_id, d.token, owner).edge_id == other[0]
+        assert cloud.core.devices.get_assignment(d.device_id, d.token, owner).edge_id == other[0]
     cloud.clock.now = t0 + MOVE_GRACE_S
-    cloud.core.heartbeat(EdgeHeartbeat(a, 0.0, 0), "cert-a")
-    cloud.core.heartbeat(EdgeHeartbeat(b, 0.0, 0), "cert-b")
+    cloud.core.edges.heartbeat(EdgeHeartbeat(a, 0.0, 0), "cert-a")
+    cloud.core.edges.heartbeat(EdgeHeartbeat(b, 0.0, 0), "cert-b")
     with pytest.raises(PermissionDeniedError):
-        cloud.core.get_assignment(d.device_id, d.token, home[1])
-    cloud.core._move({d.device_id: other[0]}, {d.device_id: other[0]})  # not a move: nothing remembered
-    assert cloud.core._moved_from == {d.device_id: {home[0]: t0}}
+        cloud.core.devices.get_assignment(d.device_id, d.token, home[1])
+    cloud.core.assignment.move({d.device_id: other[0]}, {d.device_id: other[0]})  # not a move: nothing remembered
+    assert cloud.core.assignment._moved_from == {d.device_id: {home[0]: t0}}
+
+
+def test_devices_per_edge_is_published_at_every_write_of_a_devices_edge(cloud: Cloud) -> None:
+    """The metric the operator graphs follows the data plane: a registration, a move on a new
+    position and a device leaving a lost edge change it at once, not at the next placement."""
+    def gauge() -> dict[str, float]:
+        return {edge: cloud.prom.get_sample_value("ecd_devices_per_edge", {"edge_id": edge}) for edge in (a, b)}
+
+    a, b = cloud.edge(1, A_POS), cloud.edge(2, B_POS)
+    d = cloud.register(position=NEAR_A)
+    cloud.core.placement.place()
+    home = cloud.core.registry.device(d.device_id).edge_id
+    assert gauge() == {home: 1.0, ({a, b} - {home}).pop(): 0.0}
+    e = cloud.register("e")  # no position: the least loaded alive edge
+    counts = cloud.core.registry.devices_per_edge(cloud.core.leases.live_since())
+    assert gauge() == {k: float(counts.get(k, 0)) for k in (a, b)} and sum(gauge().values()) == 2.0
+    t0 = cloud.clock.now
+    cloud.clock.now = t0 + 10  # both edges silent; only b comes back
+    cloud.core.edges.heartbeat(EdgeHeartbeat(b, 0.0, 0))
+    cloud.core.devices.get_assignment(d.device_id, d.token)  # d's edge is lost: it moves to b when it asks
+    cloud.core.devices.get_assignment(e.device_id, e.token)
+    assert gauge() == {a: 0.0, b: 2.0} == {k: float(v) for k, v in {a: 0, **cloud.core.registry.devices_per_edge()}.items()}

@@ -14,7 +14,7 @@ from ecd.types import DeviceRegistration, EdgeRegistration, Encoding, Position
 
 
 def register(core: CloudCore, name: str) -> tuple[str, str]:
-    a = core.register_device(DeviceRegistration(name, "pi4", "wifi", Preferences(0.5, 0.5, 0), "digits_cnn", 2,
+    a = core.devices.register(DeviceRegistration(name, "pi4", "wifi", Preferences(0.5, 0.5, 0), "digits_cnn", 2,
                                                 Encoding.FLOAT32, Position(40.7, -74.0)))
     return a.device_id, a.token
 
@@ -22,25 +22,25 @@ def register(core: CloudCore, name: str) -> tuple[str, str]:
 def test_a_device_past_its_lease_is_left_out_until_it_calls_again(tmp_path: Path) -> None:
     registry = Registry(str(tmp_path / "cloud.sqlite3"))
     core = CloudCore(registry, [zoo.load_manifest("digits_cnn")], device_lease_s=60.0)
-    edge = core.register_edge(EdgeRegistration("127.0.0.1:1", 10.0, Position(40.7, -74.0)))
+    edge = core.edges.register(EdgeRegistration("127.0.0.1:1", 10.0, Position(40.7, -74.0)))
     (live, _), (gone, token) = register(core, "live"), register(core, "gone")
-    assert registry.devices_per_edge(core.live_since()) == {edge: 2}
+    assert registry.devices_per_edge(core.leases.live_since()) == {edge: 2}
     registry.touch_device(gone, time.time() - 61)  # last heard from 61 s ago
-    assert registry.devices_per_edge(core.live_since()) == {edge: 1}
-    assert [d.device_id for d in core.place(trigger="operator").devices] == [live]
-    core._touched.clear()  # its last renewal is older than a quarter lease
-    assert core.get_assignment(gone, token).edge_id == edge
-    assert registry.devices_per_edge(core.live_since()) == {edge: 2}
-    assert sorted(d.device_id for d in core.place(trigger="operator").devices) == sorted([live, gone])
+    assert registry.devices_per_edge(core.leases.live_since()) == {edge: 1}
+    assert [d.device_id for d in core.placement.place(trigger="operator").devices] == [live]
+    core.leases._written.clear()  # its last renewal is older than a quarter lease
+    assert core.devices.get_assignment(gone, token).edge_id == edge
+    assert registry.devices_per_edge(core.leases.live_since()) == {edge: 2}
+    assert sorted(d.device_id for d in core.placement.place(trigger="operator").devices) == sorted([live, gone])
 
 
 def test_a_device_whose_edge_died_while_it_was_away_is_given_a_live_one(tmp_path: Path) -> None:
     registry = Registry(str(tmp_path / "cloud.sqlite3"))
     core = CloudCore(registry, [zoo.load_manifest("digits_cnn")], edge_timeout_s=3.0)
-    first = core.register_edge(EdgeRegistration("127.0.0.1:1", 10.0, Position(40.7, -74.0)))
+    first = core.edges.register(EdgeRegistration("127.0.0.1:1", 10.0, Position(40.7, -74.0)))
     device, token = register(core, "d")
-    second = core.register_edge(EdgeRegistration("127.0.0.1:2", 10.0, Position(40.7, -74.0)))
+    second = core.edges.register(EdgeRegistration("127.0.0.1:2", 10.0, Position(40.7, -74.0)))
     assert registry.device(device).edge_id == first
-    core.deregister_edge(first)  # no placement has run since
-    a = core.get_assignment(device, token)
+    core.edges.deregister(first)  # no placement has run since
+    a = core.devices.get_assignment(device, token)
     assert (a.edge_id, a.edge_endpoint) == (second, "127.0.0.1:2")

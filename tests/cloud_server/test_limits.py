@@ -13,7 +13,7 @@ import pytest
 
 from cloud_server.registry import Registry, hash_token, token_matches
 from cloud_server.config import CloudConfig
-from cloud_server.service import SchedulerClient
+from cloud_server.scheduler_service import SchedulerClient
 from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.errors import LimitError, RequestError
@@ -148,7 +148,7 @@ def test_weights_whose_sum_overflows_are_refused(limited: Tiers) -> None:
 
 def test_a_profile_toml_missing_a_field_is_refused_naming_profile() -> None:
     """Found by benchmarks/fuzz_atheris.py: the refusal did not start with the field it is about."""
-    from cloud_server.core import parse_profile
+    from cloud_server.devices import parse_profile
     from ecd.errors import RequestError
 
     with pytest.raises(RequestError, match="^profile: device profile in the request: missing field 'name'"):

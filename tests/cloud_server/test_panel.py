@@ -22,7 +22,8 @@ from harness import Tiers, start_tiers, stop_tiers
 from cloud_server.panel import Limits, OperatorView
 from cloud_server.registry import Registry
 from cloud_server.config import CloudConfig
-from cloud_server.service import SchedulerClient, start_cloud
+from cloud_server.service import start_cloud
+from cloud_server.scheduler_service import SchedulerClient
 from ecd.errors import ConfigError
 from ecd.transport.rpc import LoopThread
 from ecd.types import Position

@@ -13,7 +13,8 @@ import pytest
 from cli import ecd
 
 from cloud_server.config import CloudConfig
-from cloud_server.service import SchedulerClient, start_cloud
+from cloud_server.service import start_cloud
+from cloud_server.scheduler_service import SchedulerClient
 from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.transport.rpc import LoopThread, wait_healthy

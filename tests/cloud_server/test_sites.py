@@ -14,7 +14,8 @@ from cloud_server import sites
 from cloud_server.core import CloudCore
 from cloud_server.registry import Registry
 from cloud_server.config import CloudConfig
-from cloud_server.service import SchedulerClient, start_cloud
+from cloud_server.service import start_cloud
+from cloud_server.scheduler_service import SchedulerClient
 from ecd import zoo
 from ecd.errors import EcdError, PreconditionError, RequestError
 from ecd.split import Preferences
@@ -29,7 +30,7 @@ NEAR, FAR, BAD = Position(40.7010, -74.0000), Position(40.7300, -74.0000), Posit
 
 def town(tmp_path: Path) -> tuple[CloudCore, dict[str, str], dict[str, list[str]]]:
     core = CloudCore(Registry(str(tmp_path / "cloud.sqlite3")), [zoo.load_manifest("digits_cnn")])
-    edges = {name: core.register_edge(EdgeRegistration(f"127.0.0.1:{k + 1}", 10.0, pos))
+    edges = {name: core.edges.register(EdgeRegistration(f"127.0.0.1:{k + 1}", 10.0, pos))
              for k, (name, pos) in enumerate((("near", NEAR), ("far", FAR), ("bad", BAD)))}
     phones = {"near": [{"temperature": 8.0, "camera": 9.0, "pulse": 7.0, "ambient_temperature": 6.0}] * 2,
               "far": [{"temperature": 9.5, "camera": 9.5, "pulse": 9.5, "ambient_temperature": 9.5}] * 2,
@@ -37,7 +38,7 @@ def town(tmp_path: Path) -> tuple[CloudCore, dict[str, str], dict[str, list[str]
     members: dict[str, list[str]] = {}
     for name, sensors in phones.items():
         for s in sensors:
-            a = core.register_device(DeviceRegistration(name, "pi4", "wifi", Preferences(0.5, 0.5, 0), "digits_cnn", 2,
+            a = core.devices.register(DeviceRegistration(name, "pi4", "wifi", Preferences(0.5, 0.5, 0), "digits_cnn", 2,
                                                         Encoding.FLOAT32, None, s))
             core.registry.set_device_edges({a.device_id: edges[name]})
             members.setdefault(name, []).append(a.device_id)
@@ -47,7 +48,7 @@ def town(tmp_path: Path) -> tuple[CloudCore, dict[str, str], dict[str, list[str]
 
 def test_the_site_chosen_is_crowdpowers_choice_over_the_edge_nodes_and_their_devices(tmp_path: Path) -> None:
     core, edges, members = town(tmp_path)
-    got = core.select_site(SiteRequest("fire", 7.0, 5.0, EVENT))
+    got = core.crowdsensing.select_site(SiteRequest("fire", 7.0, 5.0, EVENT))
     by_site = {s.site: s for s in got.sites}
     assert got.chosen == edges["near"]
     assert by_site[edges["bad"]].reason == "malicious participant" and not by_site[edges["bad"]].eligible
@@ -61,9 +62,9 @@ def test_the_site_chosen_is_crowdpowers_choice_over_the_edge_nodes_and_their_dev
     best, _ = crowdpower.select_site(hand, "fire", 7.0, 5.0, (0.0, 0.0))
     assert best.score == pytest.approx(by_site[edges["near"]].score, rel=1e-3)
     # quality above what the near phones have: the far site, farther but better, is chosen
-    assert core.select_site(SiteRequest("fire", 9.0, 5.0, EVENT)).chosen == edges["far"]
+    assert core.crowdsensing.select_site(SiteRequest("fire", 9.0, 5.0, EVENT)).chosen == edges["far"]
     # a budget of one device cannot buy the group the level needs anywhere
-    assert core.select_site(SiteRequest("fire", 9.9, 1.0, EVENT)).chosen == ""
+    assert core.crowdsensing.select_site(SiteRequest("fire", 9.9, 1.0, EVENT)).chosen == ""
 
 
 @pytest.mark.parametrize("request_,field", [
@@ -77,7 +78,7 @@ def test_the_site_chosen_is_crowdpowers_choice_over_the_edge_nodes_and_their_dev
 def test_bad_site_requests_name_the_field(tmp_path: Path, request_: SiteRequest, field: str) -> None:
     core, _, _ = town(tmp_path)
     with pytest.raises(EcdError, match="^" + field.replace(".", r"\.")) as e:
-        core.select_site(request_)
+        core.crowdsensing.select_site(request_)
     assert e.value.status == "INVALID_ARGUMENT"
 
 
@@ -90,7 +91,7 @@ def test_bad_sensor_scores_are_refused_at_registration(tmp_path: Path) -> None:
         sites.check_sensors({f"s{k}": 1.0 for k in range(33)})
     core = CloudCore(Registry(str(tmp_path / "c.sqlite3")), [zoo.load_manifest("digits_cnn")])
     with pytest.raises(PreconditionError, match="sites: no alive edge node has a position"):
-        core.select_site(SiteRequest("fire", 5.0, 5.0, EVENT))
+        core.crowdsensing.select_site(SiteRequest("fire", 5.0, 5.0, EVENT))
 
 
 def test_site_selection_over_the_scheduler_service(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -100,7 +101,7 @@ def test_site_selection_over_the_scheduler_service(tmp_path: Path, capsys: pytes
     try:
         with pytest.raises(EcdError, match="FAILED_PRECONDITION: sites"):
             client.select_site(SiteRequest("fire", 5.0, 5.0, EVENT))
-        cloud.core.register_edge(EdgeRegistration("127.0.0.1:1", 10.0, NEAR))
+        cloud.core.edges.register(EdgeRegistration("127.0.0.1:1", 10.0, NEAR))
         got = client.select_site(SiteRequest("storm", 5.0, 5.0, EVENT))
         assert got.chosen == "" and [s.reason for s in got.sites] == ["no participants"]
         with pytest.raises(EcdError, match="INVALID_ARGUMENT: event"):

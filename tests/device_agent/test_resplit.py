@@ -109,7 +109,7 @@ def test_a_cloud_that_refuses_the_change_is_reported_and_nothing_changes(tiers: 
     agent = DeviceAgent(AgentConfig(cloud=tiers.cloud_target, model_dir=str(tmp_path / "a"), w_privacy=0.0))
     try:
         agent.connect()
-        tiers.cloud.core.revoke_device(agent.assignment.device_id)
+        tiers.cloud.core.devices.revoke(agent.assignment.device_id)
         with pytest.raises(PeerError, match="^cloud: UNAUTHENTICATED: ") as e:
             agent.change_preferences(w_privacy=1.0)
         assert e.value.status == "UNAUTHENTICATED"

@@ -172,7 +172,7 @@ def test_a_stalled_cloud_fills_the_edge_queue_and_slows_the_sender(tmp_path: Pat
     t = start_tiers(tmp_path, cloud_cfg=CloudConfig(workers=1), edge_cfg=EdgeConfig(max_queue=2))
     stalled, resume = threading.Event(), threading.Event()
     try:
-        t.cloud.core.edge_boundary = 1  # the edge runs nothing: the 1 MiB activations cross both hops
+        t.cloud.core.devices.edge_boundary = 1  # the edge runs nothing: the 1 MiB activations cross both hops
         process = t.cloud.core.process
 
         def stalling(frame: Frame) -> Result:

@@ -30,7 +30,7 @@ def test_every_split_pair_equals_single_process(tiers: Tiers, digits, wire: str)
     n = m.n_blocks
     checked = 0
     for b_e in range(n + 1):
-        tiers.cloud.core.edge_boundary = b_e
+        tiers.cloud.core.devices.edge_boundary = b_e
         for b_d in range(b_e + 1):
             a = tiers.register(split=b_d)
             assert (a.split_device, a.split_edge) == (b_d, b_e)

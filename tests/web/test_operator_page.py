@@ -21,7 +21,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from web.conftest import page_errors
 
 from cloud_server.config import CloudConfig
-from cloud_server.service import SchedulerClient
+from cloud_server.scheduler_service import SchedulerClient
 from ecd.types import Position
 from ecd.scheduler_types import CampaignSpec, Grid
 from ecd.v1 import ecd_pb2 as pb
