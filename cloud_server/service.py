@@ -6,7 +6,6 @@ converted by :mod:`ecd.transport.serde`; errors by the catalog."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from ecd.limits import RateLimiter
 from ecd.metrics import SchedulerMetrics, ServiceMetrics, start_metrics
 from ecd.transport import serde
 from ecd.transport.auth import caller
-from ecd.transport.rpc import RunningServer, TransportConfig, call_core, peer_host, start_server
+from ecd.transport.rpc import RunningServer, TransportConfig, call_core, cancel_all, peer_host, start_server
 from ecd.errors import ConfigError
 from ecd.types import Result
 from ecd.v1 import ecd_pb2 as pb
@@ -243,11 +242,7 @@ class RunningCloud:
         next cloud), then stop serving."""
         if self.panel is not None:
             await self.panel.aclose()
-        for t in self.tasks:
-            t.cancel()
-        for t in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_all(self.tasks)
         await self.servicer.drain(grace if grace is not None else 5.0)
         await self.server.stop(min(grace, 0.5) if grace is not None else 0.5)
         self.servicer.pool.shutdown(wait=False, cancel_futures=True)

@@ -25,7 +25,7 @@ from ecd.errors import AuthenticationError, EcdError, UnavailableError
 from ecd.metrics import ServiceMetrics, start_metrics
 from ecd.transport import serde
 from ecd.transport.catalog import to_status
-from ecd.transport.rpc import RunningServer, TransportConfig, grpc_options, start_server
+from ecd.transport.rpc import RunningServer, TransportConfig, cancel_all, grpc_options, start_server
 from ecd.types import Assignment, EdgeRegistration, PartitionRequest, Position
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
@@ -176,11 +176,7 @@ class RunningEdge:
         if left:
             log.warning("[EdgeNode] %d device streams still open after the grace period", left)
         await self.server.stop(0.5)
-        for t in self.tasks:
-            t.cancel()
-        for t in self.tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        await cancel_all(self.tasks)
         await self.channel.close()
         if self.tmpdir:
             self.tmpdir.cleanup()

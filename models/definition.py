@@ -58,6 +58,23 @@ def load_weights(module: nn.Module, path: Path) -> None:
         )
 
 
+def trained_here(dataset: str, data: Any, test_fraction: float, split_seed: int, seed: int, epochs: int, optimizer: str,
+                 **more: Any) -> dict:
+    """The ``training`` record a manifest carries for weights trained by ``ecd models build``: what
+    data, which held-out split (the same for every training seed), how."""
+    return {
+        "weights": "trained here",
+        "dataset": dataset,
+        "split": f"train_test_split(test_size={test_fraction}, stratify=labels, random_state={split_seed})",
+        "n_train": int(len(data.train_labels)),
+        "n_test": int(len(data.test_labels)),
+        "seed": seed,
+        "epochs": epochs,
+        "optimizer": optimizer,
+        **more,
+    }
+
+
 def define_model(
     name: str, *, weights: Path | None = None, seed: int = 0, input_size: int | None = None
 ) -> ModelDefinition:

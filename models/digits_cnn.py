@@ -27,7 +27,7 @@ from torch import nn
 
 from ecd.errors import ConfigError
 from ecd.manifest import InputSpec
-from models.definition import ModelDefinition, load_weights
+from models.definition import ModelDefinition, load_weights, trained_here
 from models.export import FourConvCNN, conv_block
 
 IMAGE_SIZE = 32
@@ -124,16 +124,8 @@ def build(*, weights: Path | None, seed: int, input_size: int, epochs: int = 30)
         training = {"weights": f"user state_dict {Path(weights).name}"}
     else:
         train(model, to_tensor(data.train_images), torch.from_numpy(data.train_labels), seed=seed, epochs=epochs)
-        training = {
-            "weights": "trained here",
-            "dataset": "sklearn.datasets.load_digits, 8x8 upsampled x4 (bilinear) to 32x32 uint8",
-            "split": f"train_test_split(test_size={TEST_FRACTION}, stratify=labels, random_state={SPLIT_SEED})",
-            "n_train": int(len(data.train_labels)),
-            "n_test": int(len(data.test_labels)),
-            "seed": seed,
-            "epochs": epochs,
-            "optimizer": "Adam, one-cycle lr 2e-3, weight decay 1e-4, batch 64, +-2 px shifts",
-        }
+        training = trained_here("sklearn.datasets.load_digits, 8x8 upsampled x4 (bilinear) to 32x32 uint8", data, TEST_FRACTION,
+                                SPLIT_SEED, seed, epochs, "Adam, one-cycle lr 2e-3, weight decay 1e-4, batch 64, +-2 px shifts")
     with torch.no_grad():
         logits = model(x_test).numpy()
     accuracy = float((logits.argmax(1) == data.test_labels).mean())

@@ -38,7 +38,7 @@ from torch import nn
 
 from ecd.errors import ConfigError
 from ecd.manifest import InputSpec
-from models.definition import ModelDefinition, load_weights
+from models.definition import ModelDefinition, load_weights, trained_here
 from models.export import FourConvCNN, conv_block
 
 IMAGE_SIZE = 25
@@ -152,19 +152,13 @@ def build(*, weights: Path | None, seed: int, input_size: int, epochs: int = 60,
         train(model, x_train, y_train, seed=seed, epochs=epochs, noisy=False)
         clean_accuracy = accuracy()
         train(model, x_train, y_train, seed=seed, epochs=noise_epochs, noisy=True, lr=1e-3)
-        training = {
-            "weights": "trained here",
-            "dataset": "skimage.data.lfw_subset: 100 LFW faces + 100 non-faces, grey 25x25; task face / not-face",
-            "split": f"train_test_split(test_size={TEST_FRACTION}, stratify=labels, random_state={SPLIT_SEED})",
-            "n_train": int(len(data.train_labels)),
-            "n_test": int(len(data.test_labels)),
-            "seed": seed,
-            "epochs": epochs,
-            "optimizer": "Adam, one-cycle lr 3e-3, weight decay 1e-4, batch 32, flips and +-2 px shifts",
-            "noise_aware_fine_tuning": f"{noise_epochs} epochs, lr 1e-3, Laplace noise at a random split "
+        training = trained_here(
+            "skimage.data.lfw_subset: 100 LFW faces + 100 non-faces, grey 25x25; task face / not-face", data, TEST_FRACTION,
+            SPLIT_SEED, seed, epochs, "Adam, one-cycle lr 3e-3, weight decay 1e-4, batch 32, flips and +-2 px shifts",
+            noise_aware_fine_tuning=f"{noise_epochs} epochs, lr 1e-3, Laplace noise at a random split "
             f"({FIRST_NOISY_SPLIT}..n-1) with strength U[0, {MAX_TRAIN_STRENGTH:g}] x the batch's mean |activation|, BatchNorm frozen",
-            "heldout_accuracy_before_fine_tuning": round(clean_accuracy, 4),
-        }
+            heldout_accuracy_before_fine_tuning=round(clean_accuracy, 4),
+        )
     training["heldout_accuracy"] = round(accuracy(), 4)
     return ModelDefinition(
         model_id="faces_cnn",

@@ -7,6 +7,7 @@ Every channel and server option is set here, in one place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -71,6 +72,15 @@ def peer_host(peer: str) -> str:
     if kind == "ipv4":
         return rest.rpartition(":")[0]
     return kind  # unix sockets and the like
+
+
+async def cancel_all(tasks: Sequence[asyncio.Task]) -> None:
+    """Cancel a server's background tasks and wait until each has ended (whatever it raised)."""
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await t
 
 
 async def call_core(context: grpc.aio.ServicerContext, fn: Callable[..., Any], *args: Any, in_thread: bool = False) -> Any:
