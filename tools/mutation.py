@@ -112,7 +112,8 @@ GROUPS: dict[str, Group] = {
         timeout_s=180,
     ),
     "cloud": Group(
-        ("cloud_server/core.py",),
+        ("cloud_server/core.py", "cloud_server/devices.py", "cloud_server/assignment.py", "cloud_server/leases.py",
+         "cloud_server/edges.py", "cloud_server/live_placement.py", "cloud_server/crowdsensing.py", "cloud_server/served.py"),
         (
             "tests/cloud_server/test_core.py",
             "tests/cloud_server/test_core_control.py",
@@ -124,6 +125,7 @@ GROUPS: dict[str, Group] = {
             "tests/cloud_server/test_edge_ownership.py",
             "tests/cloud_server/test_leases.py",
             "tests/cloud_server/test_sites.py",
+            "tests/cloud_server/test_writers.py",
             "tests/integration/test_bad_input.py",
         ),
         timeout_s=180,
