@@ -31,6 +31,8 @@ class CloudConfig:
     grace_s: float = option(5.0, "seconds in-flight calls get on SIGTERM")
     placement_method: str = option("otacs_ls", "placement method (paper 003): otacs_ls, otacs, ttacs, exact, lf, dis, random, ...")
     placement_activation_cost: float = option(5.0, "an edge node's default activation cost (AC_j), in km of device round trips")
+    leader_lease_s: float = option(5.0, "cloud replicas on one PostgreSQL registry: the scheduler leader's lease; when the "
+                                   "leader stops renewing it, another replica leads within this, seconds (> placement_check_s)")
     placement_check_s: float = option(1.0, "how often the cloud looks for edge nodes that joined or were lost, seconds")
     tls_dir: str = option("", "folder written by `ecd certs init`: ca.pem and this holder's NAME.pem/NAME.key (empty = plaintext, loopback only)")
     tls_name: str = option("cloud", "which certificate in tls_dir is this holder's (NAME.pem, NAME.key)")

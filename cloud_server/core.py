@@ -11,6 +11,7 @@ directly; they take and return :mod:`ecd.types` records, never see gRPC or proto
 ``core.leases``               :class:`~cloud_server.leases.Leases`: which devices are still present
 ``core.assignment``           :class:`~cloud_server.assignment.EdgeAssignment`: which edge each device uses
 ``core.devices``              :class:`~cloud_server.devices.Devices`: registration, preferences, tokens, assignments
+``core.leader``               :class:`~cloud_server.leader.SchedulerLeader`: whether this replica runs the schedulers
 ``core.placement``            :class:`~cloud_server.live_placement.LivePlacement`: paper 003's placement, applied
 ``core.crowdsensing``         :class:`~cloud_server.crowdsensing.Crowdsensing`: campaigns, reputations, site selection
 ``core.process(frame)``       blocks ``[split.edge, n)`` and the task heads, here
@@ -30,6 +31,7 @@ from cloud_server.assignment import EdgeAssignment
 from cloud_server.crowdsensing import Crowdsensing
 from cloud_server.devices import Devices
 from cloud_server.edges import Edges
+from cloud_server.leader import SchedulerLeader
 from cloud_server.leases import Leases
 from cloud_server.live_placement import LivePlacement
 from cloud_server.registry import Registry
@@ -64,6 +66,7 @@ class CloudCore:
         batching: BatchingConfig | None = None,
         metrics: Any = None,
         clock: Clock = SYSTEM_CLOCK,
+        leader_lease_s: float = 5.0,
     ):
         if not (math.isfinite(placement_activation_cost) and placement_activation_cost >= 0):
             raise RequestError(f"placement_activation_cost: expected a finite value >= 0, got {placement_activation_cost}")
@@ -78,7 +81,9 @@ class CloudCore:
         self.leases = Leases(registry, device_lease_s, clock)
         self.assignment = EdgeAssignment(registry, self.edges, self.leases, lambda: self.placement.current,
                                          placement_activation_cost, clock)
-        self.placement = LivePlacement(registry, self.edges, self.leases, self.assignment, placement_method, changed, clock)
+        self.leader = SchedulerLeader(registry, leader_lease_s)
+        self.placement = LivePlacement(registry, self.edges, self.leases, self.assignment, self.leader, placement_method, changed,
+                                       clock)
         self.devices = Devices(registry, self.models, self.leases, self.assignment, lambda: self.placement.version,
                                edge_boundary, changed, clock)
         self.crowdsensing = Crowdsensing(registry, self.edges, self.leases, changed, clock)
@@ -102,7 +107,7 @@ class CloudCore:
         """The scheduler metrics (:class:`~ecd.metrics.SchedulerMetrics`), published by each part
         where its fact changes; the applied placement's and the device counts are published now."""
         self._metrics = metrics
-        self.assignment.metrics = self.placement.metrics = self.crowdsensing.metrics = metrics
+        self.assignment.metrics = self.placement.metrics = self.crowdsensing.metrics = self.leader.metrics = metrics
         if metrics is not None:
             if self.placement.current is not None:
                 metrics.placed(self.placement.current)

@@ -3,7 +3,9 @@ the live records): when one is due, running it, applying it, and the applied rep
 
 :class:`LivePlacement` is the one writer of the applied placement (the registry's latest placement
 and ``current``) and of the placement metrics; the device moves it decides are written by
-:class:`~cloud_server.assignment.EdgeAssignment`, the one writer of a device's edge.
+:class:`~cloud_server.assignment.EdgeAssignment`, the one writer of a device's edge. Among replicas
+on one registry only the leader (:mod:`cloud_server.leader`) places, its write fenced by its term;
+the others :meth:`~LivePlacement.follow` the registry's latest placement.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ from typing import Any, Callable
 from cloud_server import placement
 from cloud_server.assignment import EdgeAssignment
 from cloud_server.edges import Edges
+from cloud_server.leader import SchedulerLeader
 from cloud_server.leases import Leases
 from cloud_server.registry import Registry
+from cloud_server.registry_leader import Fence
 from ecd.clock import SYSTEM_CLOCK, Clock
 from ecd.errors import PreconditionError
 from ecd.scheduler_types import DevicePlacement, EdgePlacement, PlacementReport
@@ -27,21 +31,32 @@ log = logging.getLogger("ecd.cloud")
 
 
 class LivePlacement:
-    def __init__(self, registry: Registry, edges: Edges, leases: Leases, assignment: EdgeAssignment,
+    def __init__(self, registry: Registry, edges: Edges, leases: Leases, assignment: EdgeAssignment, leader: SchedulerLeader,
                  method: str = placement.DEFAULT_METHOD, on_change: Callable[[], None] = lambda: None,
                  clock: Clock = SYSTEM_CLOCK):
         self.registry = registry
         self.edges = edges
         self.leases = leases
         self.assignment = assignment
+        self.leader = leader  # only the leader places; the other replicas follow the registry
         self.method = placement.check_method(method)  # the default when an operator names none
         self.on_change = on_change  # the transport wakes the assignment watchers
         self.clock = clock
         self.metrics: Any = None  # SchedulerMetrics, or None
         self._lock = threading.Lock()  # one placement at a time (the monitor's and an operator's)
-        last = registry.latest_placement()
-        self.current: PlacementReport | None = placement_report_from_dict(last) if last else None
-        self._placed_alive: set[str] = {e.edge_id for e in self.current.edges if e.alive} if self.current else set()
+        self.current: PlacementReport | None = None
+        self._placed_alive: set[str] = set()
+        self.follow()
+
+    def follow(self) -> bool:
+        """Take the registry's latest placement as the applied one (another replica, the leader, may
+        have written it); whether it was new here."""
+        last = self.registry.latest_placement()
+        if last is None or (self.current is not None and last["version"] == self.current.version):
+            return False
+        self.current = placement_report_from_dict(last)
+        self._placed_alive = {e.edge_id for e in self.current.edges if e.alive}
+        return True
 
     @property
     def version(self) -> int:
@@ -68,7 +83,9 @@ class LivePlacement:
         with self._lock:
             t0 = self.clock.perf_counter()
             try:
-                report = self._place(method, seed, trigger)
+                fence = self.leader.fence()  # on a replica that does not lead: refused before any work
+                self.follow()  # the placement this one follows: the leader before may have written one
+                report = self._place(method, seed, trigger, fence)
             except Exception:
                 if self.metrics is not None:
                     self.metrics.run("placement", method, "error", self.clock.perf_counter() - t0)
@@ -81,7 +98,7 @@ class LivePlacement:
         self.on_change()
         return report
 
-    def _place(self, method: str, seed: int, trigger: str) -> PlacementReport:
+    def _place(self, method: str, seed: int, trigger: str, fence: Fence) -> PlacementReport:
         alive = self.edges.alive()
         if not alive:
             raise PreconditionError(
@@ -100,11 +117,10 @@ class LivePlacement:
             if d.device_id not in mapping:
                 mapping[d.device_id] = self.assignment.least_loaded(active_alive, counts)
                 counts[mapping[d.device_id]] += 1
-        self.assignment.move(mapping, {d.device_id: d.edge_id for d in devices})
         alive_ids = {e.edge_id for e in alive}
         active = set(solution.active) if solution else {e for e in mapping.values() if e}
         report = PlacementReport(
-            version=self.version + 1,
+            version=0,  # numbered by the registry when it is written
             method=method if solution else "least loaded (no positions)",
             trigger=trigger,
             total_cost=solution.total_cost if solution else 0.0,
@@ -126,7 +142,10 @@ class LivePlacement:
             ],
             instance_json=solution.to_json() if solution else "",
         )
-        self.registry.put_placement(dataclasses.asdict(report))
+        # written (fenced) before any device moves: a leader deposed while it solved moves nobody
+        version = self.registry.add_placement(dataclasses.asdict(report), fence)
+        self.assignment.move(mapping, {d.device_id: d.edge_id for d in devices})
+        report = dataclasses.replace(report, version=version)
         self.current = report
         self._placed_alive = alive_ids
         return report

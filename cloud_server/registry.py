@@ -38,7 +38,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Insert, Table, and_, bindparam, func, or_, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from cloud_server import registry_schema as schema
+from cloud_server import registry_leader, registry_schema as schema
 from cloud_server.registry_db import (  # noqa: F401 (re-exported: the registry's public helpers)
     POSTGRES_SCHEMES, _one_line, _postgres_params, _private_file, is_postgres_url, postgres_engine, redact,
     sqlite_engine,
@@ -47,6 +47,7 @@ from cloud_server.registry_records import (  # noqa: F401 (re-exported: callers 
     DEVICE_COLUMNS, EDGE_COLUMNS, REVOKED, Answer, DeviceActivity, DeviceRecord, EdgeRecord, PendingTask, TaskRow,
     TracePoint, hash_token, token_matches,
 )
+from cloud_server.registry_leader import Fence
 from cloud_server.registry_schema import NewerSchemaError
 from ecd.errors import ConfigError, UnavailableError
 
@@ -347,17 +348,31 @@ class Registry:
 
     # --- placements and task heads -----------------------------------------------------------
 
-    def put_placement(self, report: dict) -> None:
-        insert = self._upsert(schema.placements, dict(version=int(report["version"]), report=json.dumps(report),
-                                                      computed_unix=self._clock()))
-        new = insert.excluded
-        self._run(insert.on_conflict_do_update(index_elements=["version"],
-                                               set_=dict(report=new.report, computed_unix=new.computed_unix)))
+    def add_placement(self, report: dict, fence: Fence) -> int:
+        """Store the next placement, numbered here, if ``fence`` still holds the scheduler lease
+        (else :class:`~cloud_server.registry_leader.LeaseLostError`); its version."""
+        with self._transaction() as conn:
+            return registry_leader.add_placement(conn, report, fence, self._clock())
 
     def latest_placement(self) -> dict | None:
         p = schema.placements
         rows = self._rows(select(p.c.report).order_by(p.c.version.desc()).limit(1))
         return json.loads(rows[0][0]) if rows else None
+
+    # --- the scheduler lease (leader election among replicas: registry_leader) --------------------
+
+    def hold_lease(self, name: str, holder: str, ttl_s: float) -> int | None:
+        """Renew, take (if expired) or create lease ``name`` for ``holder``: the term held, or None."""
+        with self._transaction() as conn:
+            return registry_leader.hold(conn, name, holder, ttl_s, self._clock())
+
+    def release_lease(self, name: str, holder: str) -> bool:
+        with self._transaction() as conn:
+            return registry_leader.release(conn, name, holder)
+
+    def lease_holder(self, name: str) -> str:
+        with self._transaction() as conn:
+            return registry_leader.holder_of(conn, name, self._clock())
 
     def put_head(self, model_id: str, name: str, spec: dict) -> None:
         insert = self._upsert(schema.heads, dict(model_id=model_id, name=name, spec=json.dumps(spec), added_unix=self._clock()))

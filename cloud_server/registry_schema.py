@@ -124,6 +124,16 @@ placements = Table(
     Column("computed_unix", Double, nullable=False),
 )
 
+# Who leads the schedulers among the replicas on one database, until when; ``term`` grows at every
+# change of holder and fences the leader's writes (cloud_server/registry_leader.py).
+scheduler_lease = Table(
+    "scheduler_lease", METADATA,
+    Column("name", Text, primary_key=True),
+    Column("holder", Text, nullable=False),
+    Column("term", Integer, nullable=False),
+    Column("expires_unix", Double, nullable=False),
+)
+
 schema_version = Table("schema_version", METADATA, Column("version", Integer, nullable=False))
 
 
@@ -153,8 +163,14 @@ def _step_1_versioned(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _step_2_scheduler_lease(conn: Connection) -> None:
+    """1 -> 2: the scheduler lease (leader election among replicas). Step 1 creates every missing
+    table, so a version-0 database has it already: created only where missing."""
+    scheduler_lease.create(conn, checkfirst=True)
+
+
 # STEPS[i] brings version i to version i + 1.
-STEPS: tuple[Callable[[Connection], None], ...] = (_step_1_versioned,)
+STEPS: tuple[Callable[[Connection], None], ...] = (_step_1_versioned, _step_2_scheduler_lease)
 VERSION = len(STEPS)
 
 

@@ -50,8 +50,9 @@ class Changes:
 
 
 class PlacementMonitor:
-    """Runs a new placement when an edge node joins, is lost or leaves (checked every ``every_s``,
-    and at once when an edge registers or deregisters)."""
+    """Every ``every_s`` (and at once when an edge registers or deregisters): renews this replica's
+    claim to lead the schedulers; the leader runs a new placement when an edge node joined, was lost
+    or left, the other replicas take up the leader's latest placement and tell their watchers."""
 
     def __init__(self, core: CloudCore, every_s: float):
         self.core = core
@@ -69,13 +70,21 @@ class PlacementMonitor:
             except asyncio.TimeoutError:
                 pass
             self.kicked.clear()
-            reason = self.core.placement.due()
-            if reason is None:
-                continue
-            try:
-                await loop.run_in_executor(None, lambda: self.core.placement.place(trigger=reason))
-            except Exception as e:  # noqa: BLE001 — a failed run is logged and counted; the next check retries
-                log.warning("[CloudServer.Placement] %s: placement failed: %s", reason, e)
+            await loop.run_in_executor(None, self.check)
+
+    def check(self) -> None:
+        """One check, in a worker thread (a few registry reads and writes; a placement takes seconds)."""
+        if not self.core.leader.renew():
+            if self.core.placement.follow():
+                self.core.on_change()  # the leader moved devices: this replica's watchers hear of it
+            return
+        reason = self.core.placement.due()
+        if reason is None:
+            return
+        try:
+            self.core.placement.place(trigger=reason)
+        except Exception as e:  # noqa: BLE001 — a failed run is logged and counted; the next check retries
+            log.warning("[CloudServer.Placement] %s: placement failed: %s", reason, e)
 
 
 @dataclass
@@ -243,6 +252,7 @@ class RunningCloud:
         if self.panel is not None:
             await self.panel.aclose()
         await cancel_all(self.tasks)
+        await asyncio.get_running_loop().run_in_executor(None, self.core.leader.release)  # another replica leads at once
         await self.servicer.drain(grace if grace is not None else 5.0)
         await self.server.stop(min(grace, 0.5) if grace is not None else 0.5)
         self.servicer.pool.shutdown(wait=False, cancel_futures=True)
@@ -256,6 +266,8 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
         raise ConfigError(f"placement_method: expected one of {', '.join(METHODS)}, got {cfg.placement_method!r}")
     if not cfg.placement_check_s > 0:
         raise ConfigError(f"placement_check_s: expected > 0 seconds, got {cfg.placement_check_s}")
+    if not cfg.leader_lease_s > cfg.placement_check_s:  # renewed at every check: it must outlast one
+        raise ConfigError(f"leader_lease_s: expected more than placement_check_s ({cfg.placement_check_s:g} s), got {cfg.leader_lease_s}")
     panel_token = _panel_token(cfg)
     registry = Registry(cfg.db)
     metrics = ServiceMetrics("cloud")
@@ -271,6 +283,7 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
         placement_activation_cost=cfg.placement_activation_cost,
         batching=BatchingConfig(cfg.batch_max_frames, cfg.batch_max_delay_ms / 1e3),
         metrics=SchedulerMetrics(metrics.registry),
+        leader_lease_s=cfg.leader_lease_s,
     )
     # before the gRPC server: a metrics port in use is refused before anything is serving
     metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port) if cfg.metrics_port >= 0 else -1

@@ -250,6 +250,7 @@ def test_a_joining_device_goes_to_the_nearest_active_edge_else_the_least_loaded(
     assert len(active) == 1  # one device: one edge is cheaper than two
     (only,) = active
     assert cloud.register(position=NEAR_B).edge_id == only  # the nearest *active* edge
+    cloud.core.leader.release()  # the first cloud stops; the next one, with another default cost, leads
     cheap = CloudCore(cloud.core.registry, [M], placement_activation_cost=0.0, clock=cloud.clock)
     cheap.placement.place()
     assert cheap.devices.register(DeviceRegistration("n", "pi4", "wifi", Preferences(0.5, 0.5, 0), M.model_id, 2, Encoding.FLOAT32,

@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy.exc
 from sqlalchemy import func, select
 
+from cloud_server.registry_leader import Fence, LeaseLostError
 from cloud_server.registry import REVOKED, Answer, DeviceRecord, EdgeRecord, Registry, _one_line, _postgres_params
 from ecd.errors import ConfigError, UnavailableError
 
@@ -239,15 +240,37 @@ def test_a_batch_that_fails_writes_nothing(registry: Registry) -> None:
 # --- placements and heads -----------------------------------------------------------------------
 
 
-def test_the_latest_placement_is_the_highest_version_and_a_version_is_replaced(registry: Registry) -> None:
+def test_placements_are_numbered_by_the_registry_under_the_lease_that_fences_them(registry: Registry, clock: SimpleNamespace) -> None:
     assert registry.latest_placement() is None
-    registry.put_placement({"version": 2, "edges": ["a"]})
-    registry.put_placement({"version": 1, "edges": ["b"]})
-    assert registry.latest_placement() == {"version": 2, "edges": ["a"]}
-    registry.put_placement({"version": 2, "edges": ["c"]})
-    assert registry.latest_placement() == {"version": 2, "edges": ["c"]}
-    registry.put_placement({"version": 10, "edges": []})  # a number, not text: 10 > 2
+    assert registry.hold_lease("scheduler", "a", 5.0) == 1
+    lead = Fence("scheduler", "a", 1)
+    assert [registry.add_placement({"version": 0, "edges": [k]}, lead) for k in "xyz"] == [1, 2, 3]
+    assert registry.latest_placement() == {"version": 3, "edges": ["z"]}
+    for _ in range(7):
+        registry.add_placement({"edges": []}, lead)
+    assert registry.latest_placement()["version"] == 10  # a number, not text: 10 > 9
+    clock.t += 5.0 + 0.001  # a's lease ran out; b takes it
+    assert registry.hold_lease("scheduler", "b", 5.0) == 2 and registry.lease_holder("scheduler") == "b"
+    with pytest.raises(LeaseLostError, match=r"^scheduler: this replica \(a\) no longer leads \(its term 1 ended\)"):
+        registry.add_placement({"edges": ["late"]}, lead)  # a deposed leader's late write
     assert registry.latest_placement()["version"] == 10
+    assert registry.add_placement({"edges": ["b"]}, Fence("scheduler", "b", 2)) == 11
+    with pytest.raises(LeaseLostError):  # a holder's name alone is no fence: the term counts too
+        registry.add_placement({"edges": []}, Fence("scheduler", "b", 1))
+
+
+def test_the_scheduler_lease_has_one_holder_until_it_expires_or_is_released(registry: Registry, clock: SimpleNamespace) -> None:
+    assert registry.lease_holder("scheduler") == ""
+    assert registry.hold_lease("scheduler", "a", 5.0) == 1
+    assert registry.hold_lease("scheduler", "b", 5.0) is None
+    clock.t += 5.0  # at the expiry instant a still holds it and renews
+    assert registry.hold_lease("scheduler", "a", 5.0) == 1 and registry.hold_lease("scheduler", "b", 5.0) is None
+    assert not registry.release_lease("scheduler", "b") and registry.lease_holder("scheduler") == "a"
+    assert registry.release_lease("scheduler", "a") and registry.lease_holder("scheduler") == ""
+    assert registry.hold_lease("scheduler", "b", 5.0) == 2  # at once, and in a new term
+    assert registry.hold_lease("scheduler", "a", 5.0) is None
+    clock.t += 5.001
+    assert registry.hold_lease("scheduler", "a", 5.0) == 3
 
 
 def test_heads_added_at_one_time_are_ordered_by_name(registry: Registry, clock: SimpleNamespace) -> None:

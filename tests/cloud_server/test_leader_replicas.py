@@ -1,0 +1,69 @@
+"""Two real cloud replicas on one PostgreSQL registry: exactly one exports ``ecd_scheduler_leader 1``,
+an operator's placement at the other is refused naming the leader, and when the leader stops the
+other leads at its next check, numbering placements on from the registry (unique, increasing)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+import grpc
+import pytest
+
+from cloud_server.config import CloudConfig
+from cloud_server.scheduler_service import SchedulerClient
+from cloud_server.service import RunningCloud, start_cloud
+from ecd.errors import EcdError
+from ecd.transport.rpc import LoopThread, wait_healthy
+from ecd.v1 import ecd_pb2 as pb
+from ecd.v1 import ecd_pb2_grpc as pb_grpc
+
+
+def leaders(clouds: list[RunningCloud]) -> list[float | None]:
+    return [c.metrics.registry.get_sample_value("ecd_scheduler_leader") for c in clouds]
+
+
+def wait_until(condition, timeout_s: float = 20.0) -> None:
+    """Poll ``condition`` (the replicas' own checks run every 0.1 s) until it holds."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s"
+        time.sleep(0.02)
+
+
+def test_one_leader_among_two_replicas_and_the_survivor_takes_over(postgres_url: str) -> None:
+    loop = LoopThread()
+    cfg = replace(CloudConfig(), db=postgres_url, port=0, metrics_port=-1, placement_check_s=0.1, leader_lease_s=1.0)
+    clouds = [loop.run(start_cloud(cfg)) for _ in range(2)]
+    clients: list[SchedulerClient] = []
+    try:
+        for c in clouds:
+            wait_healthy(f"127.0.0.1:{c.port}")
+            clients.append(SchedulerClient(f"127.0.0.1:{c.port}", timeout_s=30))
+        wait_until(lambda: sorted(leaders(clouds)) == [0.0, 1.0])
+        lead = leaders(clouds).index(1.0)
+        follow = 1 - lead
+        with grpc.insecure_channel(f"127.0.0.1:{clouds[follow].port}") as ch:  # an edge, at the follower
+            stub = pb_grpc.CloudServerStub(ch)
+            edge_id = stub.RegisterEdge(pb.RegisterEdgeRequest(endpoint="127.0.0.1:50999", capacity=4.0), timeout=10).edge_id
+            with pytest.raises(EcdError, match=rf"^FAILED_PRECONDITION: scheduler: this replica \({clouds[follow].core.leader.holder}\) "
+                                               rf"does not lead the schedulers; the leader is {clouds[lead].core.leader.holder}"):
+                clients[follow].place()
+            versions = [clients[lead].place().version for _ in range(2)]
+            stub.Heartbeat(pb.EdgeHeartbeat(edge_id=edge_id), timeout=10)
+        assert versions == [versions[0], versions[0] + 1]
+        wait_until(lambda: clouds[follow].core.placement.version == versions[-1])  # the follower follows
+        assert clients[follow].placement().version == versions[-1]
+        loop.run(clouds.pop(lead).stop(0))  # the leader stops: it gives the lease up
+        clients.pop(lead).close()
+        follow = 0
+        wait_until(lambda: leaders(clouds)[follow] == 1.0, timeout_s=10)
+        with grpc.insecure_channel(f"127.0.0.1:{clouds[follow].port}") as ch:
+            pb_grpc.CloudServerStub(ch).Heartbeat(pb.EdgeHeartbeat(edge_id=edge_id), timeout=10)
+        assert clients[follow].place().version == versions[-1] + 1
+    finally:
+        for client in clients:
+            client.close()
+        for c in clouds:
+            loop.run(c.stop(0))
+        loop.close()
