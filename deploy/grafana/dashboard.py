@@ -101,8 +101,11 @@ LAYOUT: list[list[dict]] = [
                     "The split decision's estimate (compute + radio) at the chosen split."),
     ],
     [
-        _stat("Devices per edge", 'ecd_devices_per_edge{job="cloud"}', "{{edge_id}}", "none",
-              "Devices the cloud's placement sends to each edge node."),
+        _stat("Devices per edge", 'max by (edge_id) (ecd_devices_per_edge{job="cloud"})', "{{edge_id}}", "none",
+              "Live devices assigned to each edge node, set at every registration, move and placement (every cloud replica "
+              "reads the same registry)."),
+        _stat("Scheduler leader", 'ecd_scheduler_leader{job="cloud"}', "{{instance}}", "none",
+              "1 on the cloud replica that runs the schedulers (holds the registry's scheduler lease); exactly one should."),
         _timeseries("Scheduler runs", [(f'sum by (scheduler, outcome) (increase(ecd_scheduler_runs_total{{job="cloud"}}[{RATE}]))', "{{scheduler}} {{outcome}}")],
                     "none", "Runs of the cloud's schedulers, by outcome."),
     ],
