@@ -34,6 +34,8 @@ class CloudConfig:
     leader_lease_s: float = option(5.0, "cloud replicas on one PostgreSQL registry: the scheduler leader's lease; when the "
                                    "leader stops renewing it, another replica leads within this, seconds (> placement_check_s)")
     placement_check_s: float = option(1.0, "how often the cloud looks for edge nodes that joined or were lost, seconds")
+    placement_debounce_s: float = option(5.0, "devices with a position that joined or left re-run placement at most this "
+                                         "often (edge nodes joining or lost re-run it at once), seconds")
     tls_dir: str = option("", "folder written by `ecd certs init`: ca.pem and this holder's NAME.pem/NAME.key (empty = plaintext, loopback only)")
     tls_name: str = option("cloud", "which certificate in tls_dir is this holder's (NAME.pem, NAME.key)")
     allow_plaintext: bool = option(False, "force plaintext on a non-loopback address (anyone on the network can then read and forge traffic)")

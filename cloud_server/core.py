@@ -67,6 +67,7 @@ class CloudCore:
         metrics: Any = None,
         clock: Clock = SYSTEM_CLOCK,
         leader_lease_s: float = 5.0,
+        placement_debounce_s: float = 5.0,
     ):
         if not (math.isfinite(placement_activation_cost) and placement_activation_cost >= 0):
             raise RequestError(f"placement_activation_cost: expected a finite value >= 0, got {placement_activation_cost}")
@@ -83,7 +84,7 @@ class CloudCore:
                                          placement_activation_cost, clock)
         self.leader = SchedulerLeader(registry, leader_lease_s)
         self.placement = LivePlacement(registry, self.edges, self.leases, self.assignment, self.leader, placement_method, changed,
-                                       clock)
+                                       clock, placement_debounce_s)
         self.devices = Devices(registry, self.models, self.leases, self.assignment, lambda: self.placement.version,
                                edge_boundary, changed, clock)
         self.crowdsensing = Crowdsensing(registry, self.edges, self.leases, changed, clock)

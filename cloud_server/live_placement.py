@@ -33,7 +33,7 @@ log = logging.getLogger("ecd.cloud")
 class LivePlacement:
     def __init__(self, registry: Registry, edges: Edges, leases: Leases, assignment: EdgeAssignment, leader: SchedulerLeader,
                  method: str = placement.DEFAULT_METHOD, on_change: Callable[[], None] = lambda: None,
-                 clock: Clock = SYSTEM_CLOCK):
+                 clock: Clock = SYSTEM_CLOCK, debounce_s: float = 5.0):
         self.registry = registry
         self.edges = edges
         self.leases = leases
@@ -42,6 +42,7 @@ class LivePlacement:
         self.method = placement.check_method(method)  # the default when an operator names none
         self.on_change = on_change  # the transport wakes the assignment watchers
         self.clock = clock
+        self.debounce_s = debounce_s  # devices joining or leaving re-place at most this often
         self.metrics: Any = None  # SchedulerMetrics, or None
         self._lock = threading.Lock()  # one placement at a time (the monitor's and an operator's)
         self.current: PlacementReport | None = None
@@ -64,7 +65,8 @@ class LivePlacement:
 
     def due(self) -> str | None:
         """Why a new placement should run now, or None: an edge joined, was lost or left since the
-        last one, or devices wait with positions and there is no placement yet."""
+        last one (at once), or devices with a position joined or left (their lease ran out) since
+        the last one, at most once per ``debounce_s`` (devices come and go in bursts)."""
         alive = {e.edge_id for e in self.edges.alive()}
         if not alive:
             return None  # nothing to place devices on; the next edge to join triggers a placement
@@ -72,8 +74,14 @@ class LivePlacement:
             return "edge joined"
         if self._placed_alive - alive:
             return "edge lost"
-        if self.current is None and any(d.lat is not None for d in self.registry.devices(self.leases.live_since())):
+        if self.current is not None and self.clock.time() - self.current.computed_unix_ms / 1000 < self.debounce_s:
+            return None
+        placed = {d.device_id for d in self.current.devices if d.position is not None} if self.current else set()
+        present = {d.device_id for d in self.registry.devices(self.leases.live_since()) if d.lat is not None}
+        if present - placed:
             return "devices joined"
+        if placed - present:
+            return "devices left"
         return None
 
     def place(self, method: str = "", seed: int = 0, trigger: str = "operator") -> PlacementReport:

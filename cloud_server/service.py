@@ -51,8 +51,9 @@ class Changes:
 
 class PlacementMonitor:
     """Every ``every_s`` (and at once when an edge registers or deregisters): renews this replica's
-    claim to lead the schedulers; the leader runs a new placement when an edge node joined, was lost
-    or left, the other replicas take up the leader's latest placement and tell their watchers."""
+    claim to lead the schedulers; the leader runs a new placement when one is due (an edge node
+    joined, was lost or left; devices joined or left, debounced), the other replicas take up the
+    leader's latest placement and tell their watchers."""
 
     def __init__(self, core: CloudCore, every_s: float):
         self.core = core
@@ -284,6 +285,7 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
         batching=BatchingConfig(cfg.batch_max_frames, cfg.batch_max_delay_ms / 1e3),
         metrics=SchedulerMetrics(metrics.registry),
         leader_lease_s=cfg.leader_lease_s,
+        placement_debounce_s=cfg.placement_debounce_s,
     )
     # before the gRPC server: a metrics port in use is refused before anything is serving
     metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port) if cfg.metrics_port >= 0 else -1

@@ -144,6 +144,39 @@ def test_placement_with_no_live_edge_is_refused_and_counted(cloud: Cloud) -> Non
         cloud.core.placement.place("random_walk")
 
 
+def test_placement_is_due_when_devices_join_or_leave_at_most_once_per_debounce_period(cloud: Cloud) -> None:
+    """Devices that join after the edges (or whose lease runs out) re-run placement, debounced; a
+    device without a position changes nothing placement could place."""
+    a, b = cloud.edge(1, A_POS), cloud.edge(2, B_POS)
+    debounce = cloud.core.placement.debounce_s
+    assert cloud.core.placement.due() == "edge joined"
+    cloud.core.placement.place()
+    cloud.register("blind")  # no position
+    cloud.clock.now += debounce
+    for edge in (a, b):
+        cloud.core.edges.heartbeat(EdgeHeartbeat(edge, 0.0, 0))
+    assert cloud.core.placement.due() is None
+    d = cloud.register(position=NEAR_B)
+    assert cloud.core.placement.due() == "devices joined"
+    t0 = cloud.clock.now
+    cloud.core.placement.place()
+    cloud.register("late", position=NEAR_A)
+    cloud.clock.now = t0 + debounce - 0.001
+    for edge in (a, b):
+        cloud.core.edges.heartbeat(EdgeHeartbeat(edge, 0.0, 0))
+    assert cloud.core.placement.due() is None  # within the debounce period of the last placement
+    cloud.clock.now = t0 + debounce
+    assert cloud.core.placement.due() == "devices joined"
+    cloud.core.placement.place()
+    cloud.clock.now += cloud.core.leases.lease_s + 1  # every device's lease runs out; d calls again
+    for edge in (a, b):
+        cloud.core.edges.heartbeat(EdgeHeartbeat(edge, 0.0, 0))
+    cloud.core.devices.authenticate(d.device_id, d.token)
+    assert cloud.core.placement.due() == "devices left"
+    assert {x.device_id for x in cloud.core.placement.place().devices} == {d.device_id}
+    assert cloud.core.placement.due() is None
+
+
 def test_placement_is_due_when_an_edge_joins_or_is_lost(cloud: Cloud) -> None:
     a = cloud.edge(1)
     assert cloud.core.placement.due() == "edge joined"
