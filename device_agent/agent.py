@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import signal
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -41,6 +43,9 @@ from ecd.transport.rpc import TransportConfig, grpc_options
 from ecd.types import Assignment, DeviceRegistration, Encoding, Frame, LocationReport, Position, PreferencesUpdate
 
 log = logging.getLogger("ecd.agent")
+
+RETRIED_REGISTRATION = ("RESOURCE_EXHAUSTED", "UNAVAILABLE")  # refusals for now: a rate limit, a cloud out of reach
+REGISTER_BACKOFF_S = (0.5, 8.0)  # the first wait, and the longest (each doubles the last, with jitter)
 
 __all__ = ["AgentConfig", "AgentStatus", "DeviceAgent", "FrameOutcome", "RunReport", "run_agent"]
 
@@ -112,8 +117,10 @@ class DeviceAgent:
         return assignment
 
     def _register(self, manifest: Manifest, split_device: int) -> Assignment:
+        """Register; a refusal for now (the cloud's rate limit, or the cloud out of reach) is retried
+        with backoff and jitter for ``register_retry_s``, a stop ending the wait."""
         profile_path = Path(self.cfg.profile)
-        return self.cloud.register(DeviceRegistration(
+        request = DeviceRegistration(
             device_name=self.cfg.name,
             profile=profile_path.read_text() if profile_path.is_file() else self.cfg.profile,
             radio=self.cfg.radio,
@@ -123,7 +130,21 @@ class DeviceAgent:
             encoding=self.core.encoding,
             position=self.position,
             sensors=parse_sensors(self.cfg.sensors),
-        ))
+        )
+        deadline = time.monotonic() + self.cfg.register_retry_s
+        backoff_s = REGISTER_BACKOFF_S[0]
+        while True:
+            try:
+                return self.cloud.register(request)
+            except (PeerError, PeerDown) as e:
+                status = e.status if isinstance(e, PeerError) else "UNAVAILABLE"
+                wait_s = backoff_s * random.uniform(0.5, 1.0)
+                if status not in RETRIED_REGISTRATION or time.monotonic() + wait_s > deadline:
+                    raise
+                log.warning("[DeviceAgent] registration refused for now (%s): again in %.1f s", e, wait_s)
+                if self._stop.wait(wait_s):
+                    raise
+                backoff_s = min(backoff_s * 2, REGISTER_BACKOFF_S[1])
 
     def _come_back(self, manifest: Manifest, split_device: int) -> Assignment | None:
         """The state file's device, with this run's weights and split; None when there is no state
@@ -329,7 +350,7 @@ def run_agent(cfg: AgentConfig, on_ready: Callable[[dict], None] | None = None) 
     finally:
         if restore is not None:
             signal.signal(signal.SIGTERM, restore)
-        if cfg.report and agent.assignment is not None:
+        if cfg.report:  # a run that never registered too: its exit says why
             write_report(cfg.report, agent.report(exit=exit_reason))
         if panel is not None:
             panel.close()

@@ -39,6 +39,8 @@ class AgentConfig:
     trace: str = option("", "a CSV of positions (lat,lon per line) the device walks through, one step per --trace-every frames")
     trace_every: int = option(20, "frames between two location reports when replaying --trace")
     follow: bool = option(True, "watch the assignment and move to the edge node placement names")
+    register_retry_s: float = option(60.0, "how long to go on retrying a registration the cloud refuses for now (its rate "
+                                     "limit, UNAVAILABLE), with backoff and jitter, before giving up, seconds (0 = no retry)")
     failover_wait_s: float = option(60.0, "how long to go on without any edge node answering (asking the cloud for a new one, with backoff) before giving up, seconds")
     sensor_seed: int = option(0, "seed of the simulated sensor whose readings answer campaign tasks")
     corrupt_reports: bool = option(False, "misbehave: send biased, noisy readings (to see CrowdPower catch it)")

@@ -232,7 +232,7 @@ class AgentCore:
             tensor = codec.encode(activation, self.encoding)
             compute = time.perf_counter() - t0
         frame = Frame(
-            device_id=self.assignment.device_id,
+            device_id=self.assignment.device_id if self.assignment else "",  # "": the run never registered
             frame_id=self._next_frame_id,
             token=self.assignment.token,
             model_id=self.manifest.model_id,
@@ -288,21 +288,19 @@ class AgentCore:
         return (activation + rng.laplace(0.0, scale, activation.shape)).astype(np.float32)
 
     def report(self, tally: Tally | list[FrameOutcome], duplicates: int = 0) -> RunReport:
-        if self.assignment is None:
-            raise RuntimeError("report before registration")
         if not isinstance(tally, Tally):
             outcomes, tally = tally, Tally(max(len(tally), 1))
             for o in outcomes:
                 tally.add(o)
         return RunReport(
-            device_id=self.assignment.device_id,
+            device_id=self.assignment.device_id if self.assignment else "",  # "": the run never registered
             name=self.name,
             w_energy=self.prefs.w_energy,
             w_privacy=self.prefs.w_privacy,
             min_split=self.prefs.min_split,
-            split_device=self.assignment.split.device,
-            split_edge=self.assignment.split.edge,
-            encoding=self.wire_encoding().value,
+            split_device=self.assignment.split.device if self.assignment else -1,
+            split_edge=self.assignment.split.edge if self.assignment else -1,
+            encoding=(self.wire_encoding() if self.assignment else self.encoding).value,
             frames=tally.frames,
             errors=tally.errors,
             uplink_bytes=tally.uplink_bytes,
