@@ -40,6 +40,7 @@ from ecd.profiles import load_device, load_radio
 from ecd.split import Preferences, SplitDecision
 from ecd.transport import tls as tls_
 from ecd.transport.rpc import TransportConfig, grpc_options
+from ecd.transport.targets import client_target
 from ecd.types import Assignment, DeviceRegistration, Encoding, Frame, LocationReport, Position, PreferencesUpdate
 
 log = logging.getLogger("ecd.agent")
@@ -73,8 +74,8 @@ class DeviceAgent:
         self.model_dir = Path(cfg.model_dir or self._tmp.name)
         self._options = grpc_options(TransportConfig(max_message_bytes=cfg.max_message_bytes))
         self.tls = tls_.load(cfg.tls_dir, cfg.tls_name)
-        tls_.check_plaintext(self.tls, tls_.host_of(cfg.cloud), cfg.allow_plaintext, "--cloud")
-        self.cloud = GrpcCloud(cfg.cloud, self.tls, self._options, cfg.call_timeout_s)
+        self.cloud = GrpcCloud(client_target(cfg.cloud, self.tls, cfg.allow_plaintext, "--cloud"), self.tls, self._options,
+                               cfg.call_timeout_s)
         self.edge: EdgePeer | None = None
         self.sensor = SimulatedSensor(cfg.sensor_seed, cfg.corrupt_reports)
         self.tally = Tally()

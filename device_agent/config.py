@@ -13,7 +13,8 @@ from ecd.types import Position
 
 @dataclass(frozen=True)
 class AgentConfig:
-    cloud: str = option("127.0.0.1:50051", "cloud server host:port (registration, model download)")
+    cloud: str = option("127.0.0.1:50051", "cloud server host:port (registration, model download), or several replicas as "
+                        "host:port,host:port (the first that answers is used, the next when it fails)")
     name: str = option("device", "a name operators see")
     profile: str = option("pi4", "device profile: shipped name or a file written by `ecd profile`")
     radio: str = option("wifi", "uplink radio: wifi, lte or 5g")

@@ -25,6 +25,7 @@ from ecd.errors import AuthenticationError, EcdError, UnavailableError
 from ecd.metrics import ServiceMetrics, start_metrics
 from ecd.transport import serde
 from ecd.transport.catalog import to_status
+from ecd.transport.targets import client_target
 from ecd.transport.rpc import RunningServer, TransportConfig, cancel_all, grpc_options, start_server
 from ecd.types import Assignment, EdgeRegistration, PartitionRequest, Position
 from ecd.v1 import ecd_pb2 as pb
@@ -36,7 +37,8 @@ log = logging.getLogger("ecd.edge")
 
 @dataclass(frozen=True)
 class EdgeConfig:
-    cloud: str = option("127.0.0.1:50051", "cloud server host:port")
+    cloud: str = option("127.0.0.1:50051", "cloud server host:port, or several replicas as host:port,host:port (the first "
+                        "that answers is used, the next when it fails)")
     host: str = option("127.0.0.1", "address to listen on")
     port: int = option(0, "gRPC port devices stream to (0 = any free port)")
     advertise: str = option("", "host:port devices should use (default: host:bound port)")
@@ -212,8 +214,8 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     position = Position.parse(cfg.position, "position")  # a bad option fails before anything starts
     transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, grace_s=cfg.grace_s)
     credentials = tls_.load(cfg.tls_dir, cfg.tls_name)
-    tls_.check_plaintext(credentials, tls_.host_of(cfg.cloud), cfg.allow_plaintext, "cloud")
-    channel = tls_.aio_channel(cfg.cloud, credentials, "cloud", grpc_options(transport))
+    target = client_target(cfg.cloud, credentials, cfg.allow_plaintext, "cloud")
+    channel = tls_.aio_channel(target, credentials, "cloud", grpc_options(transport))
     stub = pb_grpc.CloudServerStub(channel)
     tmp = None if cfg.model_dir else tempfile.TemporaryDirectory(prefix="ecd-edge-")
     model_dir = Path(cfg.model_dir or tmp.name)

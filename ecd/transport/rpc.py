@@ -48,6 +48,11 @@ def grpc_options(cfg: TransportConfig) -> list[tuple[str, int]]:
         # and never answer a client's pings with GOAWAY "too_many_pings" (seen under load, cutting
         # idle assignment watches and edge streams)
         ("grpc.http2.max_ping_strikes", 0),
+        # a client finds a restarted (or another) server within ~2 s, not after gRPC's default
+        # reconnect backoff (up to 120 s: frames stalled 23 s after a cloud replica came back)
+        ("grpc.initial_reconnect_backoff_ms", 250),
+        ("grpc.min_reconnect_backoff_ms", 250),
+        ("grpc.max_reconnect_backoff_ms", 2000),
     ]
 
 
