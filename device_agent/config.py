@@ -40,6 +40,9 @@ class AgentConfig:
     trace: str = option("", "a CSV of positions (lat,lon per line) the device walks through, one step per --trace-every frames")
     trace_every: int = option(20, "frames between two location reports when replaying --trace")
     follow: bool = option(True, "watch the assignment and move to the edge node placement names")
+    answer_deadline_s: float = option(5.0, "an edge node that answers none of the frames in flight for this long is treated "
+                                      "as failed (a hung edge: its stream is abandoned, the frames go to the edge the cloud "
+                                      "names next), seconds (0 = off)")
     register_retry_s: float = option(60.0, "how long to go on retrying a registration the cloud refuses for now (its rate "
                                      "limit, UNAVAILABLE), with backoff and jitter, before giving up, seconds (0 = no retry)")
     failover_wait_s: float = option(60.0, "how long to go on without any edge node answering (asking the cloud for a new one, with backoff) before giving up, seconds")

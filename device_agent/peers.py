@@ -61,4 +61,8 @@ class EdgePeer(Protocol):
 
     def stream(self, frames: Iterator[Frame]) -> Iterator[Result]: ...
 
+    def abandon(self) -> None:
+        """End the current stream from another thread: its results raise :class:`PeerDown` (the
+        edge answers nothing: a gray failure)."""
+
     def close(self) -> None: ...

@@ -103,13 +103,24 @@ class GrpcEdge:
         self.edge_id, self.endpoint = a.edge_id, a.edge_endpoint
         self.channel = tls_.channel(a.edge_endpoint, tls, "edge", options)
         self.metrics = metrics
+        self._call = None  # the current stream, which abandon() cancels
+        self._abandoned = False
 
     def stream(self, frames: Iterator[Frame]) -> Iterator[Result]:
+        self._abandoned = False
+        self._call = call = pb_grpc.EdgeNodeStub(self.channel).Stream(self._wire(frames))
         try:
-            for msg in pb_grpc.EdgeNodeStub(self.channel).Stream(self._wire(frames)):
+            for msg in call:
                 yield serde.result_from_pb(msg)
         except grpc.RpcError as e:
+            if self._abandoned and e.code() == grpc.StatusCode.CANCELLED:
+                raise PeerDown(f"CANCELLED: edge {self.edge_id} abandoned: it answered nothing in time") from None
             raise _peer_error(e) from None
+
+    def abandon(self) -> None:
+        self._abandoned = True
+        if self._call is not None:
+            self._call.cancel()
 
     def _wire(self, frames: Iterator[Frame]) -> Iterator[pb.Frame]:
         """The stream's first frame complete, stating the protocol revision (it binds the stream:

@@ -45,6 +45,7 @@ log = logging.getLogger("ecd.agent")
 __all__ = ["InFlight", "StreamLoop", "StreamState", "Why", "TRANSITIONS"]
 
 BACKOFF_START_S, BACKOFF_MAX_S = 0.2, 5.0  # between two questions to the cloud after a broken stream (with jitter)
+WATCH_EVERY_S = 0.1  # how often the answer deadline is checked
 
 
 class StreamState(enum.Enum):
@@ -66,6 +67,7 @@ class Why(enum.Enum):
     MOVE = "move to another edge"
     RESPLIT = "re-split"
     SUPERSEDED = "a newer stream is open"
+    HUNG = "the edge answers nothing"
 
 
 S = StreamState
@@ -140,9 +142,12 @@ class _Stream:
     """One edge stream's own bookkeeping: a broken stream's frame iterator can still be pulled
     once by gRPC's sender thread after the next stream has opened, and must then make no frame."""
 
-    def __init__(self, resend: list[Frame]) -> None:
+    def __init__(self, resend: list[Frame], now: float) -> None:
         self.resend = resend
         self.closed = False
+        self.progress = now  # when it opened, last answered, or last had nothing in flight and sent
+        self.hung = False  # abandoned: frames in flight and no answer for answer_deadline_s
+        self.finished = threading.Event()  # its results have ended
 
 
 class StreamLoop:
@@ -200,6 +205,8 @@ class StreamLoop:
             self._enter(StreamState.DRAINING, why.value, only_from=StreamState.STREAMING)
 
     def _why_close(self, stream: _Stream) -> Why | None:
+        if stream.hung:
+            return Why.HUNG
         if stream is not self._current or stream.closed:
             return Why.SUPERSEDED
         if self.requests.stop_asked():
@@ -234,6 +241,8 @@ class StreamLoop:
                 self._stop_sending(stream, Why.END_OF_INPUT)
                 return
             frame = self.make_frame(image)
+            if not len(self.in_flight):  # the answer deadline counts from the first frame in flight
+                stream.progress = self.clock()
             self.in_flight.add(Sent(frame, time.perf_counter(), label, int(image.nbytes)))
             self.sent += 1
             yield frame
@@ -249,6 +258,25 @@ class StreamLoop:
             return False
         self._next_at = max(self._next_at + interval, self.clock() - interval)
         return True
+
+    # --- the answer deadline (a thread per stream) -------------------------------------------------
+
+    def _watch(self, stream: _Stream, edge: EdgePeer) -> None:
+        """A gray failure: an edge that takes frames and answers none, its connection still open (a
+        hung process), would hold the stream until TCP keepalive gives up. While frames are in
+        flight and none is answered for ``answer_deadline_s``, the stream is abandoned as if it
+        broke: its frames go to the edge the cloud names next, and late answers are dropped."""
+        while not stream.finished.wait(WATCH_EVERY_S):
+            if self.overdue(stream):
+                log.warning("[DeviceAgent] edge %s answered none of %d frames for %.1f s (answer_deadline_s): abandoning it",
+                            edge.edge_id, len(self.in_flight), self.cfg.answer_deadline_s)
+                stream.hung = True
+                edge.abandon()
+                return
+
+    def overdue(self, stream: _Stream) -> bool:
+        """Frames are in flight and none was answered for more than ``answer_deadline_s``."""
+        return bool(len(self.in_flight)) and self.clock() - stream.progress > self.cfg.answer_deadline_s
 
     # --- the loop (the caller's thread) ---------------------------------------------------------
 
@@ -270,19 +298,22 @@ class StreamLoop:
         resend: list[Frame] = []
         try:
             while True:
-                stream = self._current = _Stream(resend)
+                stream = self._current = _Stream(resend, self.clock())
                 self._enter(StreamState.STREAMING, f"edge {self.edge.edge_id}")
+                if self.cfg.answer_deadline_s > 0:
+                    threading.Thread(target=self._watch, args=(stream, self.edge), name="answer-deadline", daemon=True).start()
                 broke = False
                 try:
                     for result in self.edge.stream(self._frames(stream, source)):
                         if self._take(result, outcomes if keep else None):
-                            last_answer = self.clock()
+                            last_answer = stream.progress = self.clock()
                             backoff_s = BACKOFF_START_S
                 except PeerDown as e:
                     broke = True
                     log.warning("[DeviceAgent] edge stream broke (%s); %d frames unanswered", e, len(self.in_flight))
                 finally:
                     stream.closed = True
+                    stream.finished.set()
                 left = len(self.in_flight)
                 if not left and (self._exhausted or self.requests.stop_asked()):
                     self._enter(StreamState.DONE, "every frame answered")
@@ -298,7 +329,7 @@ class StreamLoop:
                     raise UnavailableError(f"edge: no edge node answered for {self.cfg.failover_wait_s:g} s (failover_wait_s); "
                                            f"{left} frames unanswered")
                 if broke and not self.requests.move_pending():
-                    self._enter(StreamState.FAILING_OVER, "the stream broke")
+                    self._enter(StreamState.FAILING_OVER, Why.HUNG.value if stream.hung else "the stream broke")
                     # the cloud's word on a dead edge comes through the watch; ask as well, in case the
                     # watch is down too (the cloud restarting), then try whichever edge it names
                     if not self.requests.wait_for_move(backoff_s * random.uniform(0.5, 1.0)):

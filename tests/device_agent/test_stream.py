@@ -13,7 +13,7 @@ import pytest
 from device_agent.core import Tally
 from device_agent.peers import PeerDown
 from device_agent.config import AgentConfig
-from device_agent.stream import TRANSITIONS, StreamLoop, StreamState
+from device_agent.stream import TRANSITIONS, Sent, StreamLoop, StreamState, _Stream
 from ecd.errors import PeerError, UnavailableError
 from ecd.metrics import ServiceMetrics
 from ecd.types import Encoding, Frame, Result, Split, Tensor
@@ -64,8 +64,33 @@ class FakeEdge:
             for f in pending:
                 yield from [Result(f.device_id, f.frame_id, f.split)] * self.copies
 
+    def abandon(self) -> None:
+        self.abandoned = getattr(self, "abandoned", 0) + 1
+
     def close(self) -> None:
         self.closed = True
+
+
+class HungEdge(FakeEdge):
+    """Takes frames and answers none (a stopped process whose connection stays open); each frame
+    it takes moves the clock on ``step_s``. Only :meth:`abandon` ends its stream, as a break."""
+
+    def __init__(self, clock: Clock, step_s: float) -> None:
+        super().__init__("hung", clock=clock, step_s=step_s)
+        self.abandoned = 0
+
+    def stream(self, frames: Iterator[Frame]) -> Iterator[Result]:
+        got: list[int] = []
+        self.streams.append(got)
+        for frame in frames:
+            got.append(frame.frame_id)
+            self.clock.t += self.step_s
+        if self.abandoned:
+            raise PeerDown("CANCELLED: abandoned")
+        yield from ()
+
+    def abandon(self) -> None:
+        self.abandoned += 1
 
 
 class FakeRequests:
@@ -76,6 +101,7 @@ class FakeRequests:
                  stop_after: int | None = None, clock: Clock | None = None, wait_s: float = 1.0) -> None:
         self.next_edge, self.move_after, self.resplit_after, self.stop_after = next_edge, move_after, resplit_after, stop_after
         self.clock, self.wait_s = clock, wait_s
+        self.move_on_ask = False  # the cloud names another edge when asked (it found the edge lost)
         self.loop: StreamLoop | None = None
         self.moved = self.resplit_done = False
         self.calls: list[tuple[str, StreamState, int]] = []  # (call, state then, frames in flight then)
@@ -107,6 +133,8 @@ class FakeRequests:
 
     def ask_cloud(self) -> None:
         self._note("ask_cloud")
+        if self.move_on_ask:
+            self.move_after = 0
 
     def move(self) -> FakeEdge:
         self._note("move")
@@ -119,14 +147,14 @@ class FakeRequests:
         self.resplit_done = True
 
 
+def make_frame(frame_id: int) -> Frame:
+    return Frame("dev", frame_id, "tok", "m", "v", Split(2, 0), Tensor(Encoding.FLOAT32, (1,), b"\0" * 4))
+
+
 def make_loop(edge: FakeEdge, requests: FakeRequests, clock: Clock | None = None, **cfg) -> StreamLoop:
     ids = iter(range(1, 10**6))
-
-    def make_frame(image: np.ndarray) -> Frame:
-        return Frame("dev", next(ids), "tok", "m", "v", Split(2, 0), Tensor(Encoding.FLOAT32, (1,), b"\0" * 4))
-
-    loop = StreamLoop(AgentConfig(**{"max_in_flight": 8, **cfg}), edge, requests, make_frame, ServiceMetrics("device"), Tally(),
-                      clock=clock or Clock())
+    loop = StreamLoop(AgentConfig(**{"max_in_flight": 8, **cfg}), edge, requests, lambda image: make_frame(next(ids)),
+                      ServiceMetrics("device"), Tally(), clock=clock or Clock())
     requests.loop = loop
     return loop
 
@@ -162,6 +190,34 @@ def test_a_broken_stream_fails_over_and_resends_only_what_was_unanswered() -> No
     assert all(state is S.FAILING_OVER for _, state, _ in requests.calls)
     assert states(loop)[:3] == [S.STREAMING, S.FAILING_OVER, S.STREAMING]
     assert loop.sent == 12  # a resent frame counts once
+
+
+def test_an_edge_that_answers_nothing_is_abandoned_after_the_answer_deadline_and_its_frames_go_elsewhere() -> None:
+    clock = Clock()
+    hung, good = HungEdge(clock, step_s=1.0), FakeEdge("good")
+    requests = FakeRequests(next_edge=good, clock=clock)
+    requests.move_on_ask = True
+    loop = make_loop(hung, requests, clock, answer_deadline_s=5.0)
+    outcomes = loop.run(samples(12), keep=True)
+    assert [o.frame_id for o in outcomes] == list(range(1, 13)) and loop.duplicates == 0
+    assert hung.abandoned == 1 and hung.streams == [list(range(1, 9))]  # a full window, then nothing more
+    assert good.streams == [list(range(1, 13))]  # the 8 in flight resent first, then the rest
+    assert (S.FAILING_OVER, "the edge answers nothing") in loop.history
+    assert [c for c, _, _ in requests.calls] == ["wait_for_move", "ask_cloud", "move"]
+
+
+def test_the_answer_deadline_counts_from_the_last_answer_and_only_with_frames_in_flight() -> None:
+    clock = Clock()
+    loop = make_loop(FakeEdge(), FakeRequests(), clock, answer_deadline_s=5.0)
+    stream = _Stream([], clock.t)
+    clock.t += 60.0
+    assert not loop.overdue(stream)  # nothing in flight: an idle stream is not a hung edge
+    loop.in_flight.add(Sent(make_frame(1), 0.0, None, 4))
+    stream.progress = clock.t
+    clock.t += 5.0
+    assert not loop.overdue(stream)  # slow, at the deadline
+    clock.t += 0.001
+    assert loop.overdue(stream)
 
 
 def test_a_move_waits_for_the_frames_in_flight_then_goes_on_at_the_new_edge() -> None:
