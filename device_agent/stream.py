@@ -173,6 +173,7 @@ class StreamLoop:
         self.in_flight = InFlight()  # the current run's
         self.sent = 0  # distinct frames sent (a resent frame counts once), every run
         self.duplicates = 0  # answers dropped because their frame was already answered, every run
+        self.abandoned = 0  # streams abandoned for the answer deadline (hung edges), every run
         self._window = threading.Semaphore(cfg.max_in_flight)
         self._current: _Stream | None = None
         self._exhausted = False
@@ -271,6 +272,7 @@ class StreamLoop:
                 log.warning("[DeviceAgent] edge %s answered none of %d frames for %.1f s (answer_deadline_s): abandoning it",
                             edge.edge_id, len(self.in_flight), self.cfg.answer_deadline_s)
                 stream.hung = True
+                self.abandoned += 1
                 edge.abandon()
                 return
 

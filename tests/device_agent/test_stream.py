@@ -200,7 +200,7 @@ def test_an_edge_that_answers_nothing_is_abandoned_after_the_answer_deadline_and
     loop = make_loop(hung, requests, clock, answer_deadline_s=5.0)
     outcomes = loop.run(samples(12), keep=True)
     assert [o.frame_id for o in outcomes] == list(range(1, 13)) and loop.duplicates == 0
-    assert hung.abandoned == 1 and hung.streams == [list(range(1, 9))]  # a full window, then nothing more
+    assert hung.abandoned == loop.abandoned == 1 and hung.streams == [list(range(1, 9))]  # a full window, then nothing more
     assert good.streams == [list(range(1, 13))]  # the 8 in flight resent first, then the rest
     assert (S.FAILING_OVER, "the edge answers nothing") in loop.history
     assert [c for c, _, _ in requests.calls] == ["wait_for_move", "ask_cloud", "move"]

@@ -67,5 +67,4 @@ def test_an_agent_leaves_a_hung_edge_after_its_answer_deadline_and_loses_nothing
     assert all(o.result.ok for o in outcomes)
     status = agent.status()
     assert status.errors == 0 and status.edge_id != first.edge_id and status.moves >= 1
-    # the answer deadline, not TCP keepalive or a move, ended the stream through the hung edge
-    assert ("failing_over", "the edge answers nothing") in [(s.value, why) for s, why in agent.loop.history], took
+    assert agent.loop.abandoned == 1, took  # the answer deadline, not TCP keepalive, ended the stream through the hung edge
