@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from cloud_server.registry import EdgeRecord, Registry
+from cloud_server.registry_storage import RegistryFullError
 from ecd.clock import SYSTEM_CLOCK, Clock
 from ecd.errors import NotFoundError, PermissionDeniedError, RequestError
 from ecd.limits import MAX_ENDPOINT_CHARS, check_name, printable
@@ -24,11 +25,13 @@ class Edges:
         self.registry = registry
         self.timeout_s = timeout_s
         self.clock = clock
+        self._heard: dict[str, float] = {}  # edge id -> its last heartbeat here, kept when the registry could not store it
 
     def alive(self) -> list[EdgeRecord]:
-        """The edge nodes heard from (registration or heartbeat) within ``timeout_s``."""
+        """The edge nodes heard from (registration or heartbeat, stored or only heard here while the
+        registry's disk was full) within ``timeout_s``."""
         now = self.clock.time()
-        return [e for e in self.registry.edges() if now - e.last_seen_unix <= self.timeout_s]
+        return [e for e in self.registry.edges() if now - max(e.last_seen_unix, self._heard.get(e.edge_id, 0.0)) <= self.timeout_s]
 
     def register(self, req: EdgeRegistration, owner: str = "") -> str:
         """Register (or re-register) the edge node at ``req.endpoint``; an endpoint another
@@ -60,6 +63,7 @@ class Edges:
         """An edge node leaving (e.g. on SIGTERM): it gets no new devices, and the next placement moves
         its devices away."""
         self.check_owner(edge_id, owner)
+        self._heard.pop(edge_id, None)
         if not self.registry.remove_edge(edge_id):
             raise NotFoundError(f"edge_id: {edge_id!r} is not registered")
 
@@ -67,6 +71,10 @@ class Edges:
         """Note the edge alive; returns the devices revoked lately (the edge drops their cached
         assignments, so a revoked token is refused there within a heartbeat)."""
         self.check_owner(req.edge_id, owner)
-        if not self.registry.heartbeat(req.edge_id, req.load, req.queue_depth):
-            raise NotFoundError(f"edge_id: {req.edge_id!r} is not registered")
+        self._heard[req.edge_id] = self.clock.time()
+        try:
+            if not self.registry.heartbeat(req.edge_id, req.load, req.queue_depth):
+                raise NotFoundError(f"edge_id: {req.edge_id!r} is not registered")
+        except RegistryFullError:
+            pass  # the edge is alive all the same: a full disk at the cloud must not make live edges look dead
         return self.registry.revoked_since(self.clock.time() - REVOKED_NOTICE_S)

@@ -26,6 +26,7 @@ release) raises :class:`~ecd.errors.ConfigError` naming ``db``; a password in th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import threading
@@ -49,6 +50,7 @@ from cloud_server.registry_records import (  # noqa: F401 (re-exported: callers 
 )
 from cloud_server.registry_leader import Fence
 from cloud_server.registry_schema import NewerSchemaError
+from cloud_server.registry_storage import RegistryFullError, Storage, StorageState, is_disk_full  # noqa: F401
 from ecd.errors import ConfigError, UnavailableError
 
 
@@ -82,6 +84,7 @@ class Registry:
         self._lock = threading.Lock()
         self._closed = False
         self._secret: str | None = None
+        self.storage = Storage(redact(db) if is_postgres_url(db) else db)  # the write path: full or not
         if is_postgres_url(db):
             self.path = redact(db)
             params = _postgres_params(db)
@@ -131,6 +134,8 @@ class Registry:
                 with self._engine.begin() as conn:
                     yield conn
             except OperationalError as e:
+                if is_disk_full(e):
+                    raise self.storage.full(self._reason(e)) from None
                 if self._engine.dialect.name == "sqlite":  # a file has no connection to lose: a real error
                     raise
                 raise UnavailableError(f"db: {self.path}: {self._reason(e)}") from None
@@ -140,6 +145,13 @@ class Registry:
         with self._transaction() as conn:
             result = conn.execute(statement, params) if params is not None else conn.execute(statement)
             return (result.all() if result.returns_rows else []), result.rowcount
+
+    def probe_write(self) -> None:
+        """A no-op write, committed, asked while the storage is full: it sees space come back
+        without waiting for a device to write (:meth:`Storage.probed`)."""
+        with contextlib.suppress(RegistryFullError):
+            self._run(schema.schema_version.update().values(version=schema.schema_version.c.version))
+            self.storage.probed()
 
     def _rows(self, statement) -> list:
         return self._run(statement)[0]

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import grpc
+from grpc_health.v1 import health_pb2
 
 from cloud_server.config import CloudConfig
 from cloud_server.core import CloudCore
 from cloud_server.served import load_models
-from cloud_server.registry import Registry
+from cloud_server.registry import Registry, StorageState
 from cloud_server.scheduler_service import SchedulerServicer, operator_check
 from ecd.transport import tls as tls_
 from ecd.batching import BatchingConfig
@@ -31,6 +32,8 @@ from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
 log = logging.getLogger("ecd.cloud")
+
+REGISTRY_HEALTH = "ecd.registry"  # gRPC health's name for the registry's write path
 
 
 class Changes:
@@ -49,16 +52,20 @@ class Changes:
         old.set()
 
 
-class PlacementMonitor:
-    """Every ``every_s`` (and at once when an edge registers or deregisters): renews this replica's
-    claim to lead the schedulers; the leader runs a new placement when one is due (an edge node
-    joined, was lost or left; devices joined or left, debounced), the other replicas take up the
-    leader's latest placement and tell their watchers."""
+class ControlMonitor:
+    """The control plane's periodic checks, every ``every_s`` (and at once when an edge registers or
+    deregisters), in a worker thread: this replica's claim to lead the schedulers is renewed; the
+    leader runs a new placement when one is due (an edge node joined, was lost or left; devices
+    joined or left, debounced), the other replicas take up the leader's latest placement and tell
+    their watchers; while the registry's disk is full, a probe write looks for space coming back.
+    The registry's write path is then published (``ecd_registry_writable``, and gRPC health's
+    ``ecd.registry`` service, while the overall health stays SERVING: frames still flow)."""
 
     def __init__(self, core: CloudCore, every_s: float):
         self.core = core
         self.every_s = every_s
         self.kicked = asyncio.Event()
+        self.health: Any = None  # the server's HealthServicer, once it serves
 
     def kick(self) -> None:
         self.kicked.set()
@@ -72,9 +79,12 @@ class PlacementMonitor:
                 pass
             self.kicked.clear()
             await loop.run_in_executor(None, self.check)
+            await self.publish_storage()
 
     def check(self) -> None:
-        """One check, in a worker thread (a few registry reads and writes; a placement takes seconds)."""
+        """One check (a few registry reads and writes; a placement takes seconds)."""
+        if self.core.registry.storage.state is StorageState.FULL:
+            self.core.registry.probe_write()
         if not self.core.leader.renew():
             if self.core.placement.follow():
                 self.core.on_change()  # the leader moved devices: this replica's watchers hear of it
@@ -86,6 +96,14 @@ class PlacementMonitor:
             self.core.placement.place(trigger=reason)
         except Exception as e:  # noqa: BLE001 — a failed run is logged and counted; the next check retries
             log.warning("[CloudServer.Placement] %s: placement failed: %s", reason, e)
+
+    async def publish_storage(self) -> None:
+        writable = self.core.registry.storage.state is StorageState.WRITABLE
+        if self.core.metrics is not None:
+            self.core.metrics.registry_writable.set(1 if writable else 0)
+        if self.health is not None:
+            await self.health.set(REGISTRY_HEALTH, health_pb2.HealthCheckResponse.SERVING if writable
+                                  else health_pb2.HealthCheckResponse.NOT_SERVING)
 
 
 @dataclass
@@ -110,7 +128,7 @@ def _edge_owner() -> str:
 
 
 class CloudServicer(pb_grpc.CloudServerServicer):
-    def __init__(self, core: CloudCore, metrics: ServiceMetrics, workers: int, changes: Changes, monitor: PlacementMonitor,
+    def __init__(self, core: CloudCore, metrics: ServiceMetrics, workers: int, changes: Changes, monitor: ControlMonitor,
                  limits: RateLimits | None = None):
         self.core = core
         self.metrics = metrics
@@ -291,7 +309,7 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
     metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port) if cfg.metrics_port >= 0 else -1
     changes = Changes(asyncio.get_running_loop())
     core.on_change = changes.notify
-    monitor = PlacementMonitor(core, cfg.placement_check_s)
+    monitor = ControlMonitor(core, cfg.placement_check_s)
     limits = RateLimits(registrations=RateLimiter(cfg.registrations_per_s, 5 * cfg.registrations_per_s, "registrations"),
                         locations=RateLimiter(cfg.locations_per_s, 10 * cfg.locations_per_s, "ReportLocation"))
     servicer = CloudServicer(core, metrics, cfg.workers, changes, monitor, limits)
@@ -317,6 +335,8 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
         raise
     log.info("[CloudServer] serving %s on %s:%d (metrics %d, db %s)", ", ".join(core.models), cfg.host, server.port, metrics_port, registry.path)
     running = RunningCloud(server, registry, core, metrics, metrics_port, servicer, panel=panel)
+    monitor.health = server.health
+    await monitor.publish_storage()
     running.tasks.append(asyncio.create_task(monitor.run()))
     if panel is not None:
         panel.serve()

@@ -68,6 +68,8 @@ class SchedulerMetrics:
         self.devices_per_edge = Gauge("ecd_devices_per_edge", "Live devices assigned to each edge node (set at every "
                                       "registration, move and placement)",
                                       ["edge_id"], registry=registry)
+        self.registry_writable = Gauge("ecd_registry_writable", "1 while the cloud's registry takes writes, 0 while its disk "
+                                       "is full (reads, frames and heartbeats go on)", registry=registry)
         self.leader = Gauge("ecd_scheduler_leader", "1 on the cloud replica that runs the schedulers (holds the registry's "
                             "scheduler lease), 0 on the others", registry=registry)
         self.active_edges = Gauge("ecd_placement_active_edges", "Edge nodes the applied placement keeps active", registry=registry)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 
@@ -25,7 +26,16 @@ async def _serve(start, service: str, grace_s: float) -> None:
 
     stop = asyncio.Event()
     install_signal_handlers(stop)
-    running = await start
+    starting, stopped = asyncio.ensure_future(start), asyncio.ensure_future(stop.wait())
+    await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():  # SIGTERM while starting (an edge waiting for its cloud): end now
+        log.info("[%s] SIGTERM while starting: stopping", service)
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await starting
+        return
+    stopped.cancel()
+    running = starting.result()
     ready = {"ready": service, "port": running.port, "metrics_port": running.metrics_port,
              "health_port": running.server.health_port}
     if hasattr(running, "edge_id"):

@@ -210,6 +210,23 @@ async def _heartbeat(stub: pb_grpc.CloudServerStub, registration: EdgeRegistrati
             running.edge_id = core.edge_id = reply.edge_id
 
 
+async def _register(stub: pb_grpc.CloudServerStub, registration: EdgeRegistration):
+    """Register with the cloud. While it cannot take the registration now (``UNAVAILABLE``: a replica
+    starting, its registry's disk full) the node waits and retries with backoff, said once."""
+    backoff_s, said = 0.5, False
+    while True:
+        try:
+            return await stub.RegisterEdge(serde.edge_registration_to_pb(registration), timeout=30)
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+            if not said:
+                log.warning("[EdgeNode] the cloud cannot register this node now (%s); retrying until it can", e.details())
+                said = True
+        await asyncio.sleep(backoff_s * random.uniform(0.5, 1.0))
+        backoff_s = min(backoff_s * 2, 5.0)
+
+
 async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     position = Position.parse(cfg.position, "position")  # a bad option fails before anything starts
     transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, grace_s=cfg.grace_s)
@@ -235,7 +252,12 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
         await server.stop(None)
         raise ConnectionError(f"cloud: no cloud server answers at {cfg.cloud} (--cloud)") from None
     registration = EdgeRegistration(endpoint, cfg.capacity, position, cfg.activation_cost)
-    reply = await stub.RegisterEdge(serde.edge_registration_to_pb(registration), timeout=30)
+    try:
+        reply = await _register(stub, registration)
+    except BaseException:  # refused, or stopped while waiting: nothing keeps serving
+        await server.stop(None)
+        await channel.close()
+        raise
     core.edge_id = reply.edge_id
     running = RunningEdge(server, core, reply.edge_id, endpoint, metrics, metrics_port, channel, tmpdir=tmp)
     running.tasks.append(asyncio.create_task(run_cloud_link(core.link, stub, metrics)))
