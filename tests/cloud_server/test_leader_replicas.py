@@ -4,8 +4,10 @@ other leads at its next check, numbering placements on from the registry (unique
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import grpc
 import pytest
@@ -14,6 +16,7 @@ from cloud_server.config import CloudConfig
 from cloud_server.scheduler_service import SchedulerClient
 from cloud_server.service import RunningCloud, start_cloud
 from ecd.errors import EcdError
+from ecd.launch import _start, _stop
 from ecd.transport.rpc import LoopThread, wait_healthy
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
@@ -67,3 +70,34 @@ def test_one_leader_among_two_replicas_and_the_survivor_takes_over(postgres_url:
         for c in clouds:
             loop.run(c.stop(0))
         loop.close()
+
+
+def scrape(port: int, name: str) -> float | None:
+    """One metric's value from a cloud process's Prometheus endpoint."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")]
+    return values[0] if values else None
+
+
+def test_when_the_leader_is_killed_the_survivor_leads_within_the_lease(postgres_url: str, tmp_path: Path) -> None:
+    """kill -9: no lease given up; the survivor takes it once it expires (5 s) at its next check (1 s)."""
+    procs = []
+    try:
+        for k in range(2):
+            procs.append(_start([sys.executable, "-m", "ecd_cli", "cloud-server", "--db", postgres_url, "--port", "0",
+                                 "--metrics-port", "0"], tmp_path / f"cloud{k}.log"))
+        wait_until(lambda: sorted(scrape(r["metrics_port"], "ecd_scheduler_leader") for _, r in procs) == [0.0, 1.0])
+        lead = [scrape(r["metrics_port"], "ecd_scheduler_leader") for _, r in procs].index(1.0)
+        survivor = procs[1 - lead][1]
+        procs[lead][0].kill()
+        procs[lead][0].wait(30)
+        killed_at = time.monotonic()
+        wait_until(lambda: scrape(survivor["metrics_port"], "ecd_scheduler_leader") == 1.0, timeout_s=15)
+        took = time.monotonic() - killed_at
+        assert 3.0 < took, f"{took:.1f} s: the survivor led before the killed leader's lease ran out"
+    finally:
+        for proc, _ in procs:
+            if proc.poll() is None:
+                _stop(proc, "cloud-server")
