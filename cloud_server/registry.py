@@ -20,8 +20,9 @@ One storage layer for both: SQLAlchemy Core expressions over the tables of
 unpacks them like the tuples they replace). Time is read from the injected ``clock`` only.
 
 Transport-free: the servicer calls these methods; tests call them directly. A bad ``db`` (not a
-path nor a postgresql URL, the driver missing, the server out of reach, a database from a newer
-release) raises :class:`~ecd.errors.ConfigError` naming ``db``; a password in the URL is never shown.
+path nor a postgresql URL, the driver missing, a database from a newer release) raises
+:class:`~ecd.errors.ConfigError` naming ``db``, a server out of reach :class:`~ecd.errors.UnavailableError`;
+a password in the URL is never shown.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ class Registry:
             try:
                 self._engine.connect().close()
             except DBAPIError as e:
-                raise ConfigError(f"db: cannot connect to {self.path}: {self._reason(e)}") from None
+                # unreachable: a wrong address or a database that is down; retried by a supervisor (exit 69)
+                raise UnavailableError(f"db: cannot connect to {self.path}: {self._reason(e)}") from None
             self._migrate("cannot create the registry's tables in")
         else:
             self.path = db

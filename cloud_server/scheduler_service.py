@@ -13,7 +13,7 @@ from typing import Callable
 import grpc
 
 from cloud_server.core import CloudCore
-from ecd.errors import EcdError, PermissionDeniedError
+from ecd.errors import PeerError, PermissionDeniedError
 from ecd.scheduler_types import CampaignReport, CampaignSpec, DeviceQuality, PlacementReport, SiteRequest, SiteSelection
 from ecd.transport import serde
 from ecd.transport import tls as tls_
@@ -96,7 +96,7 @@ class SchedulerClient:
         try:
             return fn(request, timeout=self.timeout_s)
         except grpc.RpcError as e:
-            raise EcdError(f"{e.code().name}: {e.details()} (cloud {self.target})") from None
+            raise PeerError(e.code().name, f"{e.code().name}: {e.details()} (cloud {self.target})") from None
 
     def place(self, method: str = "", seed: int = 0) -> PlacementReport:
         return serde.placement_report_from_pb(self._call(self.stub.Place, pb.PlaceRequest(method=method, seed=seed)))

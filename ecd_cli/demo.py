@@ -9,7 +9,8 @@ from ecd.errors import ConfigError
 from ecd.launch import DemoDevice, DemoRun, Serving, run_demo
 from ecd.zoo import DEFAULT_MODEL
 from ecd_cli.fmt import print_table
-from ecd_cli.models import EXIT_CHECK_FAILED, run_check
+from ecd_cli.exits import CHECK_FAILED
+from ecd_cli.models import run_check
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -17,7 +18,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise ConfigError(f"--frames: expected >= 1, got {args.frames}")
     print("== 1. the bundled model, split at every point in one process ==")
     if run_check(DEFAULT_MODEL, runs=20, samples=None) != 0:
-        return EXIT_CHECK_FAILED
+        return CHECK_FAILED
     print("\n== 2. three tiers on loopback, mutual TLS: cloud server, edge node, device agents ==", flush=True)
     run = run_demo(frames=args.frames, serve=serve_until_stopped if args.serve else None)
     print_run(run, table=not args.serve)  # --serve printed the table before serving

@@ -7,10 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from ecd_cli.exits import CHECK_FAILED
 from ecd.errors import ConfigError, EcdError, MissingExtraError
 from ecd_cli.fmt import block_table, fmt_bytes, fmt_shape, print_table
-
-EXIT_CHECK_FAILED = 1  # the run worked and found a mismatch
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
@@ -212,7 +211,7 @@ def run_check(name: str, runs: int, samples: int | None) -> int:
     failed = [r.split for r in results if not r.ok]
     if failed:
         print(f"FAILED at splits {failed}", file=sys.stderr)
-        return EXIT_CHECK_FAILED
+        return CHECK_FAILED
     print(f"all {len(results)} split points match {inputs.reference_name}")
     return 0
 

@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 
 from ecd.config import add_arguments, resolve
-from ecd.errors import ConfigError
-
-EXIT_CHECK_FAILED = 1  # the run worked and found a mismatch
+from ecd_cli.exits import CHECK_FAILED
+from ecd.errors import UnavailableError
 
 log = logging.getLogger("ecd")
 
@@ -26,6 +26,7 @@ async def _serve(start, service: str, grace_s: float) -> None:
 
     stop = asyncio.Event()
     install_signal_handlers(stop)
+    log.info("[%s] starting (pid %d)", service, os.getpid())
     starting, stopped = asyncio.ensure_future(start), asyncio.ensure_future(stop.wait())
     await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
     if not starting.done():  # SIGTERM while starting (an edge waiting for its cloud): end now
@@ -63,8 +64,8 @@ def cmd_edge_node(args: argparse.Namespace) -> int:
     cfg = resolve(EdgeConfig, args, "ECD_EDGE_")
     try:
         asyncio.run(_serve(start_edge(cfg), "edge-node", cfg.grace_s))
-    except ConnectionError as e:
-        raise ConfigError(str(e)) from None
+    except ConnectionError as e:  # no cloud answers: an outage, which a supervisor's restart may outlast (exit 69)
+        raise UnavailableError(str(e)) from None
     return 0
 
 
@@ -74,7 +75,7 @@ def cmd_device_agent(args: argparse.Namespace) -> int:
     cfg = resolve(AgentConfig, args, "ECD_AGENT_")
     report = run_agent(cfg, on_ready=lambda ready: print(json.dumps(ready), flush=True))
     print(json.dumps(report.to_dict()))
-    return 0 if report.errors == 0 else EXIT_CHECK_FAILED
+    return 0 if report.errors == 0 else CHECK_FAILED
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -21,7 +21,7 @@ import grpc
 from ecd.transport import tls as tls_
 from ecd.batching import BatchingConfig
 from ecd.config import MiB, option
-from ecd.errors import AuthenticationError, EcdError, UnavailableError
+from ecd.errors import AuthenticationError, ConfigError, EcdError, RequestError, UnavailableError
 from ecd.metrics import ServiceMetrics, start_metrics
 from ecd.transport import serde
 from ecd.transport.catalog import to_status
@@ -228,7 +228,10 @@ async def _register(stub: pb_grpc.CloudServerStub, registration: EdgeRegistratio
 
 
 async def start_edge(cfg: EdgeConfig) -> RunningEdge:
-    position = Position.parse(cfg.position, "position")  # a bad option fails before anything starts
+    try:
+        position = Position.parse(cfg.position, "position")  # a bad option fails before anything starts
+    except RequestError as e:
+        raise ConfigError(str(e)) from None
     transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, grace_s=cfg.grace_s)
     credentials = tls_.load(cfg.tls_dir, cfg.tls_name)
     target = client_target(cfg.cloud, credentials, cfg.allow_plaintext, "cloud")

@@ -17,7 +17,7 @@ from cloud_server.campaigns import NEUTRAL_REPUTATION
 from cloud_server.registry import Registry, redact
 from cloud_server.config import CloudConfig
 from cloud_server.service import start_cloud
-from ecd.errors import ConfigError
+from ecd.errors import ConfigError, UnavailableError
 from ecd.transport.rpc import LoopThread, wait_healthy
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
@@ -148,8 +148,8 @@ def test_two_cloud_replicas_on_one_postgresql(postgres_url: str) -> None:
 # --- bad configuration --------------------------------------------------------------------------
 
 
-def test_unreachable_postgresql_is_a_config_error_naming_db() -> None:
-    with pytest.raises(ConfigError) as e:
+def test_unreachable_postgresql_is_unavailable_naming_db() -> None:
+    with pytest.raises(UnavailableError) as e:
         Registry("postgresql://ecd:s3cret@127.0.0.1:1/x")
     message = str(e.value)
     assert message.startswith("db: cannot connect to postgresql://ecd:***@127.0.0.1:1/x: ")
@@ -176,9 +176,10 @@ def test_redact_hides_passwords() -> None:
     assert redact("postgresql://u@h/db") == "postgresql://u@h/db"
 
 
-def test_cli_exits_non_zero_with_one_line_naming_db() -> None:
-    # a process: one line on stderr and the exit code, as systemd or a shell sees them from the service
+def test_cli_exits_unavailable_with_one_line_naming_db() -> None:
+    # a process: one error line and the exit code (69: a supervisor retries), as systemd or a shell sees them
     done = ecd_process("cloud-server", "--db", "postgresql://127.0.0.1:1/x", "--port", "0", "--metrics-port", "-1")
-    assert done.returncode != 0
-    assert done.stderr.startswith("ecd: error: db: cannot connect to postgresql://127.0.0.1:1/x: "), done.stderr
-    assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 69, done.stderr
+    error = done.stderr.strip().splitlines()[-1]
+    assert error.startswith("ecd: error: db: cannot connect to postgresql://127.0.0.1:1/x: "), done.stderr
+    assert done.stderr.count("ecd: error:") == 1 and "Traceback" not in done.stderr, done.stderr

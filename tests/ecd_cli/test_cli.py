@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
+import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -12,14 +16,17 @@ from cli import ecd, ecd_process  # ecd_process: the services start their asynci
 
 from ecd.manifest import Manifest
 
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d (DEBUG|INFO|WARNING|ERROR) ecd")
 
 
-def assert_clean_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert proc.returncode != 0
+def assert_clean_error(proc: subprocess.CompletedProcess[str], *needles: str, code: int | None = None) -> None:
+    assert proc.returncode != 0 if code is None else proc.returncode == code, (proc.returncode, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert proc.stderr.startswith("ecd: error: "), proc.stderr
+    assert proc.stderr.count("ecd: error: ") == 1, proc.stderr
+    before, error = proc.stderr.split("ecd: error: ")
+    assert all(LOG_LINE.match(line) for line in before.splitlines()), before  # a service logs that it starts
     for needle in needles:
-        assert needle in proc.stderr
+        assert needle in error
 
 
 def test_inspect_json_is_the_manifest() -> None:
@@ -97,7 +104,7 @@ def test_build_weights_that_do_not_fit(tmp_path: Path) -> None:
 
 
 def test_services_refuse_bad_configuration_in_one_line(tmp_path: Path) -> None:
-    """A port in use, an option that is not one, a bad position: one line naming the field, exit 2."""
+    """A port in use, an option that is not one, a bad position: one line naming the field, exit 78 (config)."""
     import socket
 
     with socket.socket() as taken:
@@ -105,11 +112,46 @@ def test_services_refuse_bad_configuration_in_one_line(tmp_path: Path) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         assert_clean_error(ecd_process("cloud-server", "--port", str(port), "--metrics-port", "-1", "--db", str(tmp_path / "a.db")),
-                           "port", f"127.0.0.1:{port}")
+                           "port", f"127.0.0.1:{port}", code=78)
         assert_clean_error(ecd_process("cloud-server", "--port", "0", "--metrics-port", str(port), "--db", str(tmp_path / "b.db")),
-                           "metrics_port", f"127.0.0.1:{port}")
+                           "metrics_port", f"127.0.0.1:{port}", code=78)
     config = tmp_path / "cloud.toml"
     config.write_text("colour = 1\n")
-    assert_clean_error(ecd_process("cloud-server", "--config", str(config)), "colour", "unknown option")
-    assert_clean_error(ecd_process("cloud-server", "--placement-method", "best", "--db", str(tmp_path / "c.db")), "placement_method")
-    assert_clean_error(ecd_process("edge-node", "--position", "north", "--cloud", "127.0.0.1:1"), "position")
+    assert_clean_error(ecd_process("cloud-server", "--config", str(config)), "colour", "unknown option", code=78)
+    assert_clean_error(ecd_process("cloud-server", "--placement-method", "best", "--db", str(tmp_path / "c.db")), "placement_method", code=78)
+    assert_clean_error(ecd_process("edge-node", "--position", "north", "--cloud", "127.0.0.1:1"), "position", code=78)
+
+
+def test_version_usage_and_config_errors_have_their_own_exit_codes(tmp_path: Path) -> None:
+    """sysexits: a supervisor restarts an outage (69), never a typo (64) or a bad config file (78)."""
+    version = ecd_process("--version")
+    assert version.returncode == 0 and re.fullmatch(r"ecd \S+\n", version.stdout), version
+    typo = ecd_process("cloud-server", "--prot", "1")
+    assert typo.returncode == 64 and "unrecognized arguments: --prot 1" in typo.stderr
+    config = tmp_path / "bad.toml"
+    config.write_text("port = [\n")
+    bad = ecd_process("edge-node", "--config", str(config))
+    assert bad.returncode == 78 and bad.stderr.startswith("ecd: error: --config") and "Traceback" not in bad.stderr
+    down = ecd_process("schedule", "placement", "--cloud", "127.0.0.1:1")
+    assert down.returncode == 69 and down.stderr.startswith("ecd: error: UNAVAILABLE"), down.stderr
+
+
+def service_log(*args: str) -> list[str]:
+    """The log lines of an edge node that waits for a cloud that is not there, until SIGTERM."""
+    proc = subprocess.Popen([sys.executable, "-m", "ecd_cli", *args, "edge-node", "--cloud", "127.0.0.1:1", "--port", "0",
+                             "--metrics-port", "-1"], stderr=subprocess.PIPE, text=True)
+    lines = [proc.stderr.readline()]  # it logs that it starts once its signal handlers are in place
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=60)
+    assert proc.returncode == 0, lines + rest.splitlines()
+    return [line for line in lines + rest.splitlines() if line.strip()]
+
+
+def test_log_lines_carry_an_iso_8601_time_or_are_one_json_object_each() -> None:
+    lines = service_log()
+    assert len(lines) >= 2 and "[edge-node] starting (pid" in lines[0] and "SIGTERM while starting" in lines[-1], lines
+    assert all(LOG_LINE.match(line) for line in lines), lines
+    records = [json.loads(line) for line in service_log("--log-format", "json")]
+    assert len(records) >= 2 and all(set(r) >= {"time", "level", "logger", "message"} for r in records)
+    assert all(datetime.fromisoformat(r["time"]).tzinfo is not None for r in records)
+    assert records[-1]["message"] == "[edge-node] SIGTERM while starting: stopping" and records[-1]["level"] == "INFO"
