@@ -40,7 +40,7 @@ from ecd import codec
 from ecd.batching import BatchingConfig
 from ecd.clock import SYSTEM_CLOCK, Clock
 from ecd.config import MiB
-from ecd.errors import RequestError
+from ecd.errors import PermissionDeniedError, RequestError
 from ecd.manifest import Manifest
 from ecd.split import check_split
 from ecd.types import Frame, FrameError, HeadOutput, Result
@@ -116,8 +116,10 @@ class CloudCore:
 
     # --- data plane ----------------------------------------------------------------------------
 
-    def process(self, frame: Frame) -> Result:
-        """Run blocks [split.edge, n) and every head; a bad frame becomes a Result carrying the error."""
+    def process(self, frame: Frame, relayed_by: str | None = None) -> Result:
+        """Run blocks [split.edge, n) and every head; a bad frame becomes a Result carrying the error.
+        ``relayed_by``: the edge certificate whose stream carried the frame (under TLS); the cloud
+        answers it only for a device assigned to that edge (or moved from it within the grace)."""
         result = Result(
             device_id=frame.device_id, frame_id=frame.frame_id, split=frame.split,
             device_compute_s=frame.device_compute_s, edge_compute_s=frame.edge_compute_s,
@@ -125,6 +127,8 @@ class CloudCore:
         )
         try:
             device = self.devices.authenticate(frame.device_id, frame.token)
+            if relayed_by is not None and not self.assignment.serves(device, relayed_by):
+                raise PermissionDeniedError(f"device_id: device {frame.device_id} is not assigned to this edge node")
             served = self.models.served(frame.model_id, frame.model_version)
             n = served.manifest.n_blocks
             split = frame.split

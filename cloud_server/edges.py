@@ -12,6 +12,7 @@ import math
 
 from cloud_server.registry import EdgeRecord, Registry
 from cloud_server.registry_storage import RegistryFullError
+from ecd.addresses import canonical_endpoint
 from ecd.clock import SYSTEM_CLOCK, Clock
 from ecd.errors import NotFoundError, PermissionDeniedError, RequestError
 from ecd.limits import MAX_ENDPOINT_CHARS, check_name, printable
@@ -37,7 +38,8 @@ class Edges:
         """Register (or re-register) the edge node at ``req.endpoint``; an endpoint another
         certificate registered is refused."""
         check_name(req.endpoint, "endpoint", MAX_ENDPOINT_CHARS)
-        if ":" not in req.endpoint:
+        endpoint = canonical_endpoint(req.endpoint)  # one spelling: another edge cannot take this one's by an alias
+        if endpoint is None:
             raise RequestError(f"endpoint: expected host:port, got {printable(req.endpoint)!r}")
         if not (math.isfinite(req.capacity) and req.capacity > 0):
             raise RequestError(f"capacity: expected a finite value > 0, got {req.capacity}")
@@ -45,11 +47,11 @@ class Edges:
             raise RequestError(f"activation_cost: expected a finite value >= 0, got {req.activation_cost}")
         position = req.position.check("position") if req.position is not None else None
         record = self.registry.add_edge(
-            req.endpoint, req.capacity, lat=position.lat if position else None, lon=position.lon if position else None,
+            endpoint, req.capacity, lat=position.lat if position else None, lon=position.lon if position else None,
             activation_cost=req.activation_cost, owner=owner,
         )
         if record is None:
-            raise PermissionDeniedError(f"endpoint: {req.endpoint} is registered by another edge node")
+            raise PermissionDeniedError(f"endpoint: {endpoint} is registered by another edge node")
         return record.edge_id
 
     def check_owner(self, edge_id: str, owner: str) -> None:

@@ -154,8 +154,11 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         loop = asyncio.get_running_loop()
         pending: asyncio.Queue[Awaitable[Result] | None] = asyncio.Queue(maxsize=self.workers)
 
+        who = caller()
+        relayed_by = who.name if who.role == "edge" else None  # under TLS: the edge certificate that relays
+
         def process(msg: pb.Frame) -> Result:
-            return self.core.process(serde.frame_from_pb(msg))
+            return self.core.process(serde.frame_from_pb(msg), relayed_by)
 
         async def read() -> None:
             try:

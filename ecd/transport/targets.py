@@ -14,20 +14,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 
+from ecd.addresses import split_addresses
 from ecd.errors import ConfigError
 from ecd.transport import tls as tls_
-
-
-def split_addresses(value: str, option: str) -> list[tuple[str, int]]:
-    """``host:port[,host:port...]`` -> [(host, port)]; a one-line ConfigError naming ``option``."""
-    out = []
-    for part in value.split(","):
-        host, sep, port = part.strip().rpartition(":")
-        host = host.strip("[]")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"{option}: expected host:port, or several separated by commas, got {part.strip()!r}")
-        out.append((host, int(port)))
-    return out
 
 
 def _ips(host: str, port: int, family: int, option: str) -> list[str]:

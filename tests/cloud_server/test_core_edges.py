@@ -20,10 +20,11 @@ from ecd.limits import (
 from ecd.types import (
     EdgeHeartbeat,
     EdgeRegistration,
+    Split,
     Position,
 )
 
-from cloud_core_harness import A_POS, B_POS, NEAR_A, Cloud
+from cloud_core_harness import A_POS, B_POS, NEAR_A, Cloud, frame
 
 
 def test_an_edge_registers_once_per_endpoint_and_owner(cloud: Cloud) -> None:
@@ -148,3 +149,33 @@ def test_devices_per_edge_is_published_at_every_write_of_a_devices_edge(cloud: C
     cloud.core.devices.get_assignment(d.device_id, d.token)  # d's edge is lost: it moves to b when it asks
     cloud.core.devices.get_assignment(e.device_id, e.token)
     assert gauge() == {a: 0.0, b: 2.0} == {k: float(v) for k, v in {a: 0, **cloud.core.registry.devices_per_edge()}.items()}
+
+
+@pytest.mark.parametrize("alias", ["localhost:{p}", "LOCALHOST:{p}", "127.1:{p}", "127.0.0.001:{p}", "2130706433:{p}",
+                                   "[::ffff:127.0.0.1]:{p}", "127.0.0.1:0{p}"])
+def test_an_edges_endpoint_cannot_be_taken_by_another_under_an_alias(cloud: Cloud, alias: str) -> None:
+    """Every spelling of one address is that address: a second edge certificate registering an
+    alias of the first edge's endpoint is refused, and the first keeps its devices' frames."""
+    first = cloud.edge(4242, owner="cert-a")
+    with pytest.raises(PermissionDeniedError, match=r"^endpoint: 127\.0\.0\.1:4242 is registered by another edge node$"):
+        cloud.core.edges.register(EdgeRegistration(alias.format(p=4242), 1e9), "cert-b")
+    assert cloud.core.edges.register(EdgeRegistration(alias.format(p=4242), 10.0), "cert-a") == first  # the owner may
+    assert [e.endpoint for e in cloud.core.registry.edges()] == ["127.0.0.1:4242"]
+
+
+def test_a_relayed_frame_is_answered_only_from_the_devices_edge(cloud: Cloud) -> None:
+    """Under TLS the cloud knows which edge certificate relays a frame: an edge that is not the
+    device's (a fake or compromised one holding a stolen token) gets a refusal naming device_id;
+    the device's own edge, and the one it left within the grace period, are answered."""
+    a, b = cloud.edge(1, owner="cert-a"), cloud.edge(2, owner="cert-b")
+    d = cloud.register()
+    home, other = ("cert-a", "cert-b") if d.edge_id == a else ("cert-b", "cert-a")
+    ok = cloud.core.process(frame(d, Split(2, 5)), home)
+    assert ok.ok and ok.heads, ok.error
+    refused = cloud.core.process(frame(d, Split(2, 5), frame_id=2), other)
+    assert refused.error.status == "PERMISSION_DENIED"
+    assert refused.error.message == f"device_id: device {d.device_id} is not assigned to this edge node"
+    assert cloud.core.process(frame(d, Split(2, 5), frame_id=3)).ok  # plaintext: no edge certificate to check
+    cloud.core.assignment.move({d.device_id: b if d.edge_id == a else a}, {d.device_id: d.edge_id})
+    assert cloud.core.process(frame(d, Split(2, 5), frame_id=4), home).ok  # within MOVE_GRACE_S of the move
+    assert cloud.core.process(frame(d, Split(2, 5), frame_id=5), other).ok
