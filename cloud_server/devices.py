@@ -56,11 +56,15 @@ class Devices:
         self.on_change = on_change  # the transport wakes the assignment watchers
         self.clock = clock
 
-    def authenticate(self, device_id: str, token: str) -> DeviceRecord:
-        """The device whose token this is (its lease renewed), or AuthenticationError."""
+    def authenticate(self, device_id: str, token: str, holder: str | None = None) -> DeviceRecord:
+        """The device whose token this is (its lease renewed), or AuthenticationError. ``holder``:
+        the device certificate presenting it (None: no device certificate, e.g. relayed by an edge
+        node); a token issued over a certificate is good only over that one."""
         record = self.registry.device(device_id) if device_id else None
         if record is None or not token or not token_matches(record.token, token):
             raise AuthenticationError(f"token: unknown device token for device_id {printable(device_id)!r}")
+        if holder is not None and record.holder and holder != record.holder:
+            raise AuthenticationError(f"token: device {device_id}'s token was issued to another device certificate")
         self.leases.renew(device_id)
         return record
 
@@ -92,7 +96,12 @@ class Devices:
             encoding=Encoding(d.encoding) if d.encoding in Encoding._value2member_map_ else Encoding.FLOAT32,
         )
 
-    def register(self, req: DeviceRegistration) -> Assignment:
+    def register(self, req: DeviceRegistration, holder: str = "") -> Assignment:
+        """A new device; ``holder``: the device certificate it registers with ("" in plaintext),
+        refused when a device registered with it was revoked (revocation sticks)."""
+        if holder and self.registry.holder_revoked(holder):
+            raise PermissionDeniedError(f"device certificate {holder!r} was revoked: it cannot register again; "
+                                        "issue the device a new certificate (ecd certs)")
         check_size(req.profile, "profile", MAX_PROFILE_BYTES)
         served = self.models.served(req.model_id)
         if req.radio not in known_radios():
@@ -125,14 +134,15 @@ class Devices:
             lat=position.lat if position else None,
             lon=position.lon if position else None,
             sensors=json.dumps(sensors),
+            holder=holder,
         )
         if position is not None:
             self.registry.record_location(record.device_id, position.lat, position.lon, int(self.clock.time() * 1000))
         log.info("[CloudServer.RegisterDevice] %s (%s) split %d on edge %s", record.device_id, record.name, record.split_device, record.edge_id)
         return self.assignment_of(record, self.decide(served, profile, req.radio, prefs), token)
 
-    def update_preferences(self, req: PreferencesUpdate) -> Assignment:
-        d = self.authenticate(req.device_id, req.token)
+    def update_preferences(self, req: PreferencesUpdate, holder: str | None = None) -> Assignment:
+        d = self.authenticate(req.device_id, req.token, holder)
         served = self.models.served(d.model_id)
         prefs = req.preferences
         check_split(served.manifest, req.split_device, prefs.min_split)
@@ -148,12 +158,12 @@ class Devices:
         recommended = self.decide(served, profile, d.radio, prefs) if profile else d.split_device
         return self.assignment_of(d, recommended, req.token)
 
-    def get_assignment(self, device_id: str, token: str, edge_owner: str | None = None) -> Assignment:
+    def get_assignment(self, device_id: str, token: str, edge_owner: str | None = None, holder: str | None = None) -> Assignment:
         """The device's assignment. Not a pure read: a device whose edge node was lost while it was
         away is moved to a live one first (never told to stream to a dead edge). ``edge_owner``: the
         asker is the edge node holding that certificate, checking a token it was shown — only for a
         device assigned to it."""
-        d = self.authenticate(device_id, token)
+        d = self.authenticate(device_id, token, holder)
         alive = {e.edge_id for e in self.assignment.edges.alive()}
         if alive and d.edge_id not in alive:
             d = self._relocate(d, position_of(d))
@@ -161,10 +171,10 @@ class Devices:
             raise PermissionDeniedError(f"device_id: device {device_id} is not assigned to this edge node")
         return self.assignment_of(d, d.split_device, token)
 
-    def report_location(self, req: LocationReport) -> Assignment:
+    def report_location(self, req: LocationReport, holder: str | None = None) -> Assignment:
         """A device's new position: stored in its trace; if another active edge is now cheaper, the
         device moves there (its watchers are told)."""
-        d = self.authenticate(req.device_id, req.token)
+        d = self.authenticate(req.device_id, req.token, holder)
         if req.position is None:
             raise RequestError("position: required")
         position = req.position.check("position")

@@ -55,11 +55,6 @@ from cloud_server.registry_storage import RegistryFullError, Storage, StorageSta
 from ecd.errors import ConfigError, UnavailableError
 
 
-def _wall_clock() -> float:
-    """The default clock: the wall clock, read at each write (the only read of ``time`` here)."""
-    return time.time()
-
-
 def _device(row) -> DeviceRecord:
     return DeviceRecord(*row[:len(DEVICE_COLUMNS)])
 
@@ -79,7 +74,7 @@ class Registry:
     may be shown of it (a password masked). ``clock`` gives the unix time stored with each write.
     """
 
-    def __init__(self, path: str | Path, clock: Callable[[], float] = _wall_clock):
+    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time):
         db = str(path)
         self._clock = clock
         self._lock = threading.Lock()
@@ -149,8 +144,7 @@ class Registry:
             return (result.all() if result.returns_rows else []), result.rowcount
 
     def probe_write(self) -> None:
-        """A no-op write, committed, asked while the storage is full: it sees space come back
-        without waiting for a device to write (:meth:`Storage.probed`)."""
+        """A no-op write asked while the storage is full, to see space come back (:meth:`Storage.probed`)."""
         with contextlib.suppress(RegistryFullError):
             self._run(schema.schema_version.update().values(version=schema.schema_version.c.version))
             self.storage.probed()
@@ -183,6 +177,11 @@ class Registry:
         d = schema.devices
         _, count = self._run(d.update().where(d.c.device_id == device_id).values(token=REVOKED, revoked_unix=self._clock()))
         return count == 1
+
+    def holder_revoked(self, holder: str) -> bool:
+        """Whether a device registered with certificate ``holder`` was revoked (it stays out)."""
+        d = schema.devices
+        return bool(self._rows(select(d.c.device_id).where(d.c.holder == holder, d.c.token == REVOKED).limit(1)))
 
     def revoked_since(self, unix: float) -> list[str]:
         """Devices revoked after ``unix`` (edge nodes learn of them with their heartbeat's answer)."""

@@ -56,6 +56,7 @@ class DeviceRecord:
     lat: float | None = None  # the last reported position; None = unknown
     lon: float | None = None
     sensors: str = "{}"  # JSON: sensor -> benchmark score 0..10, as the device registered them
+    holder: str = ""  # the device certificate it registered with ("" = plaintext): its token is good only over it
 
     @property
     def split(self) -> Split:

@@ -61,6 +61,8 @@ devices = Table(
     Column("last_seen_unix", Double, nullable=False, server_default=text("0")),
     Column("sensors", Text, nullable=False, server_default=text("'{}'")),
     Column("revoked_unix", Double, nullable=False, server_default=text("0")),
+    Column("holder", Text, nullable=False, server_default=text("''")),
+    Index("devices_holder", "holder"),
 )
 
 edges = Table(
@@ -169,8 +171,16 @@ def _step_2_scheduler_lease(conn: Connection) -> None:
     scheduler_lease.create(conn, checkfirst=True)
 
 
+def _step_3_device_holder(conn: Connection) -> None:
+    """2 -> 3: the device certificate each device registered with (tokens bound to it; a revoked
+    certificate cannot register again). Rows kept, with no holder (they registered in plaintext)."""
+    if "holder" not in {c["name"] for c in inspect(conn).get_columns(devices.name)}:
+        conn.execute(text(f"ALTER TABLE devices ADD COLUMN {CreateColumn(devices.c.holder).compile(dialect=conn.dialect)}"))
+    next(i for i in devices.indexes if i.name == "devices_holder").create(conn, checkfirst=True)
+
+
 # STEPS[i] brings version i to version i + 1.
-STEPS: tuple[Callable[[Connection], None], ...] = (_step_1_versioned, _step_2_scheduler_lease)
+STEPS: tuple[Callable[[Connection], None], ...] = (_step_1_versioned, _step_2_scheduler_lease, _step_3_device_holder)
 VERSION = len(STEPS)
 
 

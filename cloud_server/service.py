@@ -127,6 +127,13 @@ def _edge_owner() -> str:
     return who.name if who.role == "edge" else ""
 
 
+def _device_holder() -> str | None:
+    """The name on the calling device's certificate; None when the caller holds none (plaintext)
+    or is not a device (an edge asking about one)."""
+    who = caller()
+    return who.name if who.role == "device" else None
+
+
 class CloudServicer(pb_grpc.CloudServerServicer):
     def __init__(self, core: CloudCore, metrics: ServiceMetrics, workers: int, changes: Changes, monitor: ControlMonitor,
                  limits: RateLimits | None = None):
@@ -186,17 +193,19 @@ class CloudServicer(pb_grpc.CloudServerServicer):
     async def RegisterDevice(self, request, context):
         await call_core(context, self.limits.registrations.take, _caller_key(context))
         # parsing a profile and deciding the split take a while: off the event loop
-        a = await call_core(context, lambda r: self.core.devices.register(serde.registration_from_pb(r)), request, in_thread=True)
+        holder = _device_holder() or ""
+        a = await call_core(context, lambda r: self.core.devices.register(serde.registration_from_pb(r), holder), request, in_thread=True)
         return serde.assignment_to_pb(a)
 
     async def UpdatePreferences(self, request, context):
-        a = await call_core(context, lambda r: self.core.devices.update_preferences(serde.update_from_pb(r)), request)
+        holder = _device_holder()
+        a = await call_core(context, lambda r: self.core.devices.update_preferences(serde.update_from_pb(r), holder), request)
         return serde.assignment_to_pb(a)
 
     async def GetAssignment(self, request, context):
         who = caller()
         a = await call_core(context, self.core.devices.get_assignment, request.device_id, request.token,
-                         who.name if who.role == "edge" else None)
+                            who.name if who.role == "edge" else None, _device_holder())
         return serde.assignment_to_pb(a)
 
     async def RegisterEdge(self, request, context):
@@ -212,17 +221,19 @@ class CloudServicer(pb_grpc.CloudServerServicer):
 
     async def ReportLocation(self, request, context):
         await call_core(context, self.limits.locations.take, request.device_id)
-        a = await call_core(context, lambda r: self.core.devices.report_location(serde.location_from_pb(r)), request)
+        holder = _device_holder()
+        a = await call_core(context, lambda r: self.core.devices.report_location(serde.location_from_pb(r), holder), request)
         return serde.assignment_to_pb(a)
 
     async def WatchAssignment(self, request, context):
         """The device's assignment now, then each time it changes (a new placement included, so a
         device knows which placement it follows)."""
         await call_core(context, self.limits.watches.take, _caller_key(context))
+        holder = _device_holder()
         last = None
         while True:
             event = self.changes.event
-            a = await call_core(context, self.core.devices.get_assignment, request.device_id, request.token)
+            a = await call_core(context, self.core.devices.get_assignment, request.device_id, request.token, None, holder)
             key = (a.edge_id, a.edge_endpoint, a.split, a.preferences, a.model_version, a.placement_version, tuple(a.tasks))
             if key != last:
                 last = key
