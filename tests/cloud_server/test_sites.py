@@ -111,7 +111,7 @@ def test_site_selection_over_the_scheduler_service(tmp_path: Path, capsys: pytes
         assert main(["schedule", "site", "--cloud", f"127.0.0.1:{cloud.port}", "--event", "storm",
                      "--position", "40.7,-74.0", "--json"]) == 0
         assert json.loads(capsys.readouterr().out)["sites"][0]["reason"] == "no participants"
-        assert main(["schedule", "site", "--cloud", f"127.0.0.1:{cloud.port}", "--event", "storm", "--position", "x"]) == 2
+        assert main(["schedule", "site", "--cloud", f"127.0.0.1:{cloud.port}", "--event", "storm", "--position", "x"]) == 65  # bad data (sysexits)
         assert "--position" in capsys.readouterr().err
     finally:
         client.close()

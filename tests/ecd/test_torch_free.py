@@ -73,7 +73,7 @@ def test_cli_check_runs_without_torch_and_build_says_what_is_missing() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "CHECK_RC 0" in proc.stdout
     assert "all 7 split points match torch" in proc.stdout
-    assert "BUILD_RC 2" in proc.stdout
+    assert "BUILD_RC 78" in proc.stdout  # a missing extra: the install is mis-configured (sysexits)
     assert "ecd-runtime[models]" in proc.stderr
     assert "Traceback" not in proc.stderr
 
