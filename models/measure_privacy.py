@@ -19,20 +19,18 @@ from ecd.manifest import Manifest, sha256_bytes
 from ecd.partition import Partition
 from ecd.splitcheck import relative_max_abs_diff
 from models.definition import ModelDefinition, define_model
+from models.inversion import AttackSettings, calibrate
 from models.privacy import (
     DEFAULT_STRENGTHS,
     AttackImages,
-    AttackSettings,
     SplitReconstruction,
     attack_split,
-    calibrate,
-    defence_record,
     defended_accuracy,
     leakage,
     measure_curve,
     measure_label_only,
-    privacy_record,
 )
+from models.privacy_record import LEAKAGE_DEFINITION, defence_record, privacy_record
 
 EVALUATION_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 ATTACKER_PHOTOS = ("cat", "immunohistochemistry", "hubble_deep_field", "retina", "coins", "camera")
@@ -166,8 +164,6 @@ def measure_privacy(
             "n_evaluation": int(len(images.evaluation)),
         }
         record["label_only_baseline_ssim"] = round(label_only.ssim, 4)
-        from models.privacy import LEAKAGE_DEFINITION
-
         record["leakage_definition"] = LEAKAGE_DEFINITION
         record["leakage"] = [round(leakage(v, label_only.ssim), 4) for v in record["curve"]]
     else:
