@@ -91,7 +91,9 @@ GROUPS: dict[str, Group] = {
             "scheduling/placement/exact.py",
             "scheduling/placement/problem.py",
         ),
-        ("tests/scheduling/test_placement.py", "tests/scheduling/test_placement_quality.py"),
+        ("tests/scheduling/test_placement_orlib.py", "tests/scheduling/test_placement_exact.py",
+         "tests/scheduling/test_placement_heuristics.py", "tests/scheduling/test_placement_tours.py",
+         "tests/scheduling/test_placement_io.py", "tests/scheduling/test_placement_quality.py"),
         timeout_s=30,  # its slowest test takes 4 s; a mutated 2-opt that never stops must not cost 120 s
     ),
     "allocation": Group(
