@@ -99,7 +99,9 @@ GROUPS: dict[str, Group] = {
     "allocation": Group(
         ("scheduling/allocation/tapp.py", "scheduling/allocation/tapp_model.py", "scheduling/allocation/tapp_phases.py",
          "scheduling/allocation/tapp_exact.py", "scheduling/allocation/tapp_plus.py", "scheduling/allocation/coverage.py"),
-        ("tests/scheduling/test_allocation.py", "tests/scheduling/test_allocation_values.py",
+        ("tests/scheduling/test_allocation_tapp.py", "tests/scheduling/test_allocation_coverage.py",
+         "tests/scheduling/test_allocation_io.py", "tests/scheduling/test_allocation_values.py",
+         "tests/scheduling/test_tapp_exact_values.py", "tests/scheduling/test_tapp_plus_values.py",
          "tests/scheduling/test_coverage_values.py"),
         timeout_s=40,  # its slowest test takes 8 s; a mutated local search that never stops must not cost 120 s
     ),

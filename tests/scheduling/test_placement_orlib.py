@@ -20,8 +20,6 @@ from scheduling.placement import PlacementError, read_orlib, solve
 
 
 ORLIB = Path(__file__).resolve().parents[2] / "data" / "orlib"  # shipped with the repository (see its README.md)
-
-
 OPTIMA = {
     "cap71": 932615.750, "cap72": 977799.400, "cap73": 1010641.450, "cap74": 1034976.975,
     "cap101": 796648.437, "cap102": 854704.200, "cap103": 893782.112, "cap104": 928941.750,
