@@ -107,7 +107,8 @@ GROUPS: dict[str, Group] = {
     ),
     "quality": Group(
         ("scheduling/quality/crowdpower.py",),
-        ("tests/scheduling/test_quality.py", "tests/scheduling/test_crowdpower_values.py"),
+        ("tests/scheduling/test_quality.py", "tests/scheduling/test_crowdpower_quality_values.py",
+         "tests/scheduling/test_crowdpower_site_values.py"),
     ),
     # the services last: they change most often
     "edge": Group(
