@@ -20,8 +20,6 @@ from ecd.split import Preferences, PreferenceError, choose_splits, decide_split,
 from ecd.leakage import privacy_options
 
 PI4 = load_device("pi4")
-
-
 WIFI = load_radio("wifi")
 
 
