@@ -102,6 +102,14 @@ def _one_line(e: pytest.ExceptionInfo) -> str:
     return msg
 
 
+def _refusal(path: Path, valid: dict, change: dict, read, error: type[Exception]) -> tuple[Path, str]:
+    """``valid`` with ``change`` made (None drops a field), written to ``path`` and read: ``error``'s message, on one line."""
+    path.write_text(json.dumps({k: v for k, v in {**valid, **change}.items() if v is not None}))
+    with pytest.raises(error) as e:
+        read(path)
+    return path, _one_line(e)
+
+
 TAPP_OK = {"profiles": [[0.5, 0.5], [1.0, 0.0]], "time_threshold": [2, 2], "workload": [1, 1], "theta": 0.5}
 COVERAGE_OK = {"sensing_rate": [1.0, 2.0, 3.0], "rate": [[1.0], [2.0], [3.0]], "subarea": [0, 1, 1], "n_subareas": 2, "task_bits": 10}
 
@@ -120,12 +128,7 @@ COVERAGE_OK = {"sensing_rate": [1.0, 2.0, 3.0], "rate": [[1.0], [2.0], [3.0]], "
     ],
 )
 def test_tapp_json_bad_field(tmp_path: Path, change: dict, needle: str) -> None:
-    d = {k: v for k, v in {**TAPP_OK, **change}.items() if v is not None}
-    path = tmp_path / "t.json"
-    path.write_text(json.dumps(d))
-    with pytest.raises(TappError) as e:
-        io.read_tapp(path)
-    msg = _one_line(e)
+    path, msg = _refusal(tmp_path / "t.json", TAPP_OK, change, io.read_tapp, TappError)
     assert msg.startswith(f"{path}: ") and needle in msg
 
 
@@ -144,12 +147,7 @@ def test_tapp_json_bad_field(tmp_path: Path, change: dict, needle: str) -> None:
     ],
 )
 def test_coverage_json_bad_field(tmp_path: Path, change: dict, needle: str) -> None:
-    d = {k: v for k, v in {**COVERAGE_OK, **change}.items() if v is not None}
-    path = tmp_path / "c.json"
-    path.write_text(json.dumps(d))
-    with pytest.raises(CoverageError) as e:
-        io.read_coverage(path)
-    msg = _one_line(e)
+    path, msg = _refusal(tmp_path / "c.json", COVERAGE_OK, change, io.read_coverage, CoverageError)
     assert msg.startswith(f"{path}: ") and needle in msg
 
 
