@@ -1,4 +1,4 @@
-"""Tiers as separate processes on loopback, for ``benchmarks/faults.py`` and ``benchmarks/load.py``.
+"""Tiers as separate processes on loopback, for ``benchmarks/faults.py``, ``load.py`` and ``pipeline.py``.
 
 Each tier is started the way an operator starts it, ``python -m ecd_cli <tier> ...``, from the
 checkout named by ``root`` (so a worktree of an older commit is measured by the same harness), on
@@ -16,34 +16,36 @@ Every wait is bounded by a :class:`Deadline`. :meth:`Cluster.close` ends every p
 (SIGTERM to what still runs, then SIGKILL) and reaps it; children also get SIGKILL if the harness
 itself dies (``PR_SET_PDEATHSIG``), so an interrupted benchmark leaves no process behind. Processes
 are spawned from the main thread only: the death signal follows the thread that forked.
+
+What is read of a tier is ``_metrics.py``'s; how an agent's frames are counted, ``_counts.py``'s.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple, Sequence
+from typing import Callable, Iterable, Sequence
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from _metrics import Metric, Sample, progress, read_proc, scrape
 
-# Runs in the child before the tier: die with the harness, then become `python -m ecd_cli ...`
-# (same pid, same command line as an operator's).
-LAUNCHER = (
+HARNESS_ROOT = Path(__file__).resolve().parents[1]  # the checkout this harness is in (``--root`` may name another)
+
+# Runs in a child first: die with the harness (PR_SET_PDEATHSIG = SIGKILL), and not start at all if
+# the harness is already gone; what follows it execs the child's program (same pid).
+DIE_WITH_PARENT = (
     "import ctypes, os, sys\n"
-    "ctypes.CDLL(None, use_errno=True).prctl(1, 9)\n"  # PR_SET_PDEATHSIG = SIGKILL
+    "ctypes.CDLL(None, use_errno=True).prctl(1, 9)\n"
     "if os.getppid() != int(os.environ['ECD_BENCH_PARENT']): sys.exit(70)\n"
-    "os.execv(sys.executable, [sys.executable, '-m', 'ecd_cli', *sys.argv[1:]])\n"
 )
+# A tier becomes `python -m ecd_cli ...` (same command line as an operator's).
+LAUNCHER = DIE_WITH_PARENT + "os.execv(sys.executable, [sys.executable, '-m', 'ecd_cli', *sys.argv[1:]])\n"
 
 
 class StartError(RuntimeError):
@@ -72,161 +74,6 @@ class Deadline:
 def pace(seconds: float, deadline: Deadline) -> None:
     """Sleep to pace a scenario step (never to wait for readiness), within the deadline."""
     time.sleep(deadline.left(max(0.0, seconds)))
-
-
-# --- samples and metrics -----------------------------------------------------------------------
-
-
-class Sample(NamedTuple):
-    """One look at a tier. ``answered``: frames it answered (ok or error); ``made``: an agent's frames
-    made (sent), an edge's frames computed; ``pending``: frames an edge holds unanswered."""
-
-    t: float
-    answered: int
-    made: int | None = None
-    pending: int = 0
-    cpu_s: float | None = None
-    rss_bytes: int | None = None
-
-
-Metric = tuple[str, dict[str, str], float]
-
-_LINE = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)$")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def parse_metrics(text: str) -> list[Metric]:
-    """The series in a Prometheus text exposition: (name, labels, value)."""
-    out = []
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _LINE.match(line)
-        if m:
-            try:
-                value = float(m.group(3))
-            except ValueError:
-                continue
-            out.append((m.group(1), dict(_LABEL.findall(m.group(2) or "")), value))
-    return out
-
-
-def metric_sum(metrics: Iterable[Metric], name: str, **labels: str) -> float:
-    return sum(v for n, lab, v in metrics if n == name and all(lab.get(k) == want for k, want in labels.items()))
-
-
-def progress(kind: str, metrics: list[Metric]) -> tuple[int, int | None, int]:
-    """(answered, made, pending) of a tier from its metrics."""
-    service = {"agent": "device"}.get(kind, kind)
-    answered = int(metric_sum(metrics, "ecd_frames_total", service=service))
-    if kind == "agent":
-        return answered, int(metric_sum(metrics, "ecd_stage_seconds_count", service="device", stage="device_compute")), 0
-    if kind == "edge":
-        computed = int(metric_sum(metrics, "ecd_stage_seconds_count", service="edge", stage="edge_compute"))
-        ok = int(metric_sum(metrics, "ecd_frames_total", service="edge", outcome="ok"))
-        queued = int(metric_sum(metrics, "ecd_queue_depth", service="edge"))
-        return answered, computed, max(computed - ok, queued, 0)
-    return answered, None, 0
-
-
-def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
-    """Prometheus's ``histogram_quantile``: ``buckets`` maps an upper bound (``inf`` included) to
-    its cumulative count; linear inside a bucket, the last finite bound for the +Inf bucket."""
-    bounds = sorted(buckets)
-    if not bounds or buckets[bounds[-1]] <= 0:
-        return None
-    rank = q * buckets[bounds[-1]]
-    prev_bound, prev_count = 0.0, 0.0
-    for b in bounds:
-        count = buckets[b]
-        if count >= rank:
-            if math.isinf(b):
-                return prev_bound
-            if count == prev_count:
-                return b
-            return prev_bound + (b - prev_bound) * (rank - prev_count) / (count - prev_count)
-        prev_bound, prev_count = b, count
-    return prev_bound
-
-
-def beyond_top(q: float, buckets: dict[float, float]) -> bool:
-    """Whether quantile ``q`` falls in the +Inf bucket (its value is then only "at least the top bound")."""
-    finite = [b for b in buckets if not math.isinf(b)]
-    total = max(buckets.values(), default=0.0)
-    return bool(finite) and total > 0 and buckets[max(finite)] < q * total
-
-
-def latency_buckets(metrics: list[Metric], service: str = "device", stage: str = "end_to_end") -> dict[float, float]:
-    out: dict[float, float] = {}
-    for name, labels, value in metrics:
-        if name == "ecd_stage_seconds_bucket" and labels.get("service") == service and labels.get("stage") == stage:
-            le = float(labels["le"].replace("+Inf", "inf"))
-            out[le] = out.get(le, 0.0) + value
-    return out
-
-
-def scrape(port: int, timeout_s: float = 1.0) -> list[Metric] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as r:
-            return parse_metrics(r.read().decode())
-    except (OSError, ValueError):
-        return None
-
-
-def read_proc(pid: int) -> tuple[float, int, int] | None:
-    """(CPU seconds, RSS bytes, peak RSS bytes) from /proc; None once the process is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is the state (field 3 of proc(5))
-    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
-    kb = dict(re.findall(r"^(VmRSS|VmHWM):\s+(\d+) kB", status, re.MULTILINE))
-    return cpu, int(kb.get("VmRSS", 0)) * 1024, int(kb.get("VmHWM", 0)) * 1024
-
-
-# --- wedges and recovery (pure: computed from samples after the run) ----------------------------
-
-
-@dataclass
-class Wedge:
-    """A tier alive with frames outstanding that made no progress for ``seconds``."""
-
-    tier: str
-    start_s: float
-    seconds: float
-    open_at_end: bool  # still wedged when the scenario ended
-
-
-def flat_runs(points: Sequence[tuple[float, int, bool]], min_s: float, end_s: float | None = None) -> list[tuple[float, float, bool]]:
-    """Intervals (start, end, open) where ``count`` stayed flat while ``outstanding`` held, lasting
-    at least ``min_s``. ``points``: (t, count, outstanding) in time order; ``end_s``: when watching
-    stopped (an interval still running then is open and ends there)."""
-    runs = []
-    start: float | None = None
-    last_t, last_count = None, None
-    for t, count, outstanding in points:
-        if last_count is not None and count > last_count or not outstanding:
-            if start is not None and last_t is not None and last_t - start >= min_s:
-                runs.append((start, last_t, False))
-            start = t if outstanding else None
-        elif start is None:
-            start = t
-        last_t, last_count = t, count
-    if start is not None and last_t is not None:
-        end = max(last_t, end_s or last_t)
-        if end - start >= min_s:
-            runs.append((start, end, end_s is not None))
-    return runs
-
-
-def first_progress(samples: Sequence[Sample], after_s: float, baseline: int) -> float | None:
-    """When a tier first answered more than ``baseline`` frames, after ``after_s``."""
-    for s in samples:
-        if s.t > after_s and s.answered > baseline:
-            return s.t
-    return None
 
 
 # --- processes -----------------------------------------------------------------------------------
@@ -479,185 +326,6 @@ class Cluster:
         leftover = [t.name for t in self.tiers if t.alive]
         if leftover:
             print(f"warning: not reaped: {leftover}", file=sys.stderr)
-
-
-# --- the agent's flags: today's and the extended contract ----------------------------------------
-
-
-@dataclass(frozen=True)
-class AgentFlags:
-    """Which of the extended agent's flags the code under test has (read from ``--help``)."""
-
-    fps: bool
-    state: bool
-    until_sigterm: bool  # --frames 0 streams until SIGTERM
-
-    @classmethod
-    def from_help(cls, text: str) -> AgentFlags:
-        flat = " ".join(text.split())
-        frames = re.search(r"--frames FRAMES (.*?)\(default", flat)
-        return cls(fps="--fps" in flat, state="--state" in flat,
-                   until_sigterm=bool(frames and re.search(r"\b0 =.*(SIGTERM|until|stop)", frames.group(1))))
-
-    @classmethod
-    def detect(cls, root: Path, python: str) -> AgentFlags:
-        done = subprocess.run([python, "-m", "ecd_cli", "device-agent", "--help"], cwd=root, capture_output=True,
-                              text=True, timeout=120, check=False, env={**os.environ, "PYTHONPATH": str(root)})
-        if done.returncode != 0:
-            raise SystemExit(f"`ecd device-agent --help` in {root} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
-        return cls.from_help(done.stdout)
-
-
-def code_under_test(root: Path, python: str) -> dict:
-    """Which checkout the tiers import (``ecd.__file__`` as a tier sees it) and its commit."""
-    env = {**os.environ, "PYTHONPATH": str(root)}
-    ecd_file = subprocess.run([python, "-c", "import ecd; print(ecd.__file__)"], cwd=root, capture_output=True,
-                              text=True, timeout=60, check=False, env=env).stdout.strip()
-    git = ["git", "-C", str(root)]
-    head = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
-    dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                           check=False).stdout.splitlines()
-    return {"root": str(root), "ecd_file": ecd_file, "commit": head, "modified_files": len(dirty)}
-
-
-# --- per-agent accounting --------------------------------------------------------------------------
-
-
-@dataclass
-class AgentCount:
-    """One agent's frames, as the application saw them.
-
-    ``lost``: sent and never answered; ``unsent``: asked for but never sent (an agent that gave up);
-    ``lost + unsent = asked - answered`` for a fixed-count run. ``duplicated``: answers delivered
-    beyond one per sent frame; ``duplicates_dropped``: answers the agent caught and dropped.
-    ``source``: ``report`` (its --report file), ``metrics`` (no report: its last metrics sample, at
-    most one sample period old), or ``none`` (never ready: counted as answered 0, lost = asked)."""
-
-    name: str
-    asked: int  # --frames (0 = until stopped)
-    exit_code: int | None
-    source: str
-    sent: int | None
-    answered: int
-    errors: int
-    lost: int | None
-    unsent: int | None
-    duplicated: int
-    duplicates_dropped: int
-    stopped: bool = False  # the scenario stopped it on purpose: its unsent frames are no loss
-    exit_reason: str = ""
-    latency_p50_s: float | None = None
-    latency_p95_s: float | None = None
-    latency_p99_s: float | None = None
-    moves: int | None = None
-    edges: list[str] = field(default_factory=list)
-    device_id: str = ""
-
-
-def _num(d: dict, key: str) -> float | None:
-    v = d.get(key)
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
-
-
-def count_agent(name: str, asked: int, exit_code: int | None, report: dict | None, last: Sample | None,
-                stopped: bool = False, message: str = "", device_id: str = "") -> AgentCount:
-    if report is not None:
-        answered = int(report.get("answered", report.get("frames", 0)))
-        sent = int(report.get("sent", answered))  # today's report exists only when every sent frame was answered
-        lost = int(report.get("lost", max(0, sent - answered)))
-        source = "report"
-    elif last is not None:
-        answered, sent = last.answered, last.made
-        lost = None if sent is None else max(0, sent - answered)
-        source = "metrics"
-    else:
-        answered, sent, lost, source = 0, None, (asked or None), "none"
-    unsent = None
-    if asked > 0 and not stopped and sent is not None:
-        unsent = max(0, asked - sent)
-    r = report or {}
-    return AgentCount(
-        name=name, asked=asked, exit_code=exit_code, source=source, sent=sent, answered=answered,
-        errors=int(r.get("errors", 0)), lost=lost, unsent=unsent,
-        duplicated=max(0, answered - sent) if sent is not None else 0,
-        duplicates_dropped=int(r.get("duplicates_dropped", 0)), stopped=stopped,
-        exit_reason=str(r.get("exit", "")) or message,
-        latency_p50_s=_num(r, "latency_p50_s"), latency_p95_s=_num(r, "latency_p95_s"), latency_p99_s=_num(r, "latency_p99_s"),
-        moves=r.get("moves"), edges=list(r.get("edges", [])), device_id=str(r.get("device_id", device_id)),
-    )
-
-
-def read_report(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def agent_count(tier: Tier, asked: int, report_path: Path, stopped: bool = False) -> AgentCount:
-    """Count a finished agent from its report file, else its printed report, else its last sample."""
-    report = read_report(report_path) or tier.last_json()
-    message = ""
-    if tier.returncode is not None and tier.returncode < 0:
-        message = f"killed by {signal.Signals(-tier.returncode).name}"
-    elif tier.returncode not in (0, None):
-        lines = [re.sub(r"^\s*[\d.]+ ", "", line).strip() for line in tier.log_tail(3).splitlines()]
-        message = lines[-1] if lines else ""
-    return count_agent(tier.name, asked, tier.returncode, report, tier.samples[-1] if tier.samples else None,
-                       stopped, message, str((tier.ready or {}).get("device_id", "")))
-
-
-@dataclass
-class Totals:
-    agents: int
-    asked: int
-    sent: int
-    answered: int
-    errors: int
-    lost: int
-    unsent: int
-    duplicated: int
-    duplicates_dropped: int
-    without_report: int  # counted from metrics or not at all
-    sent_unknown: int  # agents whose sent count is unknown (lost counted as asked - answered)
-
-
-def totals(counts: Sequence[AgentCount]) -> Totals:
-    return Totals(
-        agents=len(counts),
-        asked=sum(c.asked for c in counts),
-        sent=sum(c.sent or 0 for c in counts),
-        answered=sum(c.answered for c in counts),
-        errors=sum(c.errors for c in counts),
-        lost=sum(c.lost or 0 for c in counts),
-        unsent=sum(c.unsent or 0 for c in counts),
-        duplicated=sum(c.duplicated for c in counts),
-        duplicates_dropped=sum(c.duplicates_dropped for c in counts),
-        without_report=sum(c.source != "report" for c in counts),
-        sent_unknown=sum(c.sent is None for c in counts),
-    )
-
-
-def tier_usage(tiers: Iterable[Tier]) -> dict:
-    """CPU seconds (whole process life) and peak RSS of a group of tiers."""
-    tiers = list(tiers)
-    return {
-        "processes": len(tiers),
-        "cpu_s": round(sum(t.cpu_s for t in tiers), 2),
-        "rss_peak_mb_max": round(max((t.rss_peak_bytes for t in tiers), default=0) / 2**20, 1),
-        "rss_peak_mb_sum": round(sum(t.rss_peak_bytes for t in tiers) / 2**20, 1),
-    }
-
-
-def clean_json(value: object) -> object:
-    """NaN and infinities as null: the JSON written is strict."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: clean_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean_json(v) for v in value]
-    return value
 
 
 def install_sigterm() -> None:

@@ -8,6 +8,10 @@ validation, no model, no metrics. Whatever the real tiers do per frame costs at 
 ``frames/s`` here bounds the pipeline's throughput on this machine from above, and ``CPU ms/frame``
 bounds its cost from below. Started as processes from this file (``--serve echo|relay``,
 ``--client``), ended and reaped by :func:`transport_floor` whatever happens.
+
+:func:`hop_overhead` is the smallest piece of the same: one loopback gRPC bidi stream echoing
+payloads of each size, in this process, against an in-memory copy (it measures grpc, not the code
+under test).
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from _procs import read_proc
+import numpy as np
+
+from _metrics import read_proc
 
 SERVICE, METHOD = "bench.Relay", "Stream"
 PATH = f"/{SERVICE}/{METHOD}"
@@ -171,6 +177,64 @@ def transport_floor(python: str, in_flights: list[int], payload_bytes: int, wind
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 pass
+    return rows
+
+
+def hop_overhead(sizes: list[int], repeats: int) -> list[dict]:
+    """Round trip of one payload over a loopback gRPC bidi stream vs an in-memory copy (in this process)."""
+    import queue
+
+    import grpc
+    from ecd.transport.rpc import LoopThread, TransportConfig, grpc_options
+
+    async def echo(request_iterator, context):
+        async for payload in request_iterator:
+            yield payload
+
+    loop = LoopThread()
+    cfg = TransportConfig()
+
+    async def start():
+        server = grpc.aio.server(options=grpc_options(cfg))
+        handler = grpc.stream_stream_rpc_method_handler(echo)
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("bench.Echo", {"Stream": handler})])
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        return server, port
+
+    server, port = loop.run(start())
+    rows = []
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}", options=grpc_options(cfg)) as channel:
+            call = channel.stream_stream("/bench.Echo/Stream")
+            for size in sizes:
+                payload = np.random.default_rng(0).bytes(size)
+                q: queue.Queue = queue.Queue()
+
+                def requests(q: queue.Queue = q):
+                    for _ in range(repeats):
+                        yield q.get()
+
+                q.put(payload)
+                rtts = []
+                t0 = time.perf_counter()
+                for i, _reply in enumerate(call(requests(), timeout=120)):
+                    rtts.append(time.perf_counter() - t0)
+                    if i + 1 < repeats:
+                        t0 = time.perf_counter()
+                        q.put(payload)
+                buf = bytearray(payload)
+                copies = []
+                for _ in range(repeats):
+                    c0 = time.perf_counter()
+                    bytes(buf)
+                    copies.append(time.perf_counter() - c0)
+                rtt, copy = float(np.median(rtts)), float(np.median(copies))
+                rows.append({"bytes": size, "grpc_round_trip_s": rtt, "memory_copy_s": copy,
+                             "one_hop_s": rtt / 2, "one_hop_mb_per_s": size / (rtt / 2) / 1e6})
+    finally:
+        loop.run(server.stop(0))
+        loop.close()
     return rows
 
 

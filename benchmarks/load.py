@@ -37,35 +37,26 @@ counts them.
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from _procs import (
+
+from _counts import (
     AgentCount,
     AgentFlags,
-    Cluster,
-    Deadline,
-    Sample,
-    Tier,
     Totals,
     agent_count,
-    beyond_top,
-    clean_json,
-    code_under_test,
-    histogram_quantile,
-    install_sigterm,
-    latency_buckets,
-    pace,
+    start_harness,
     tier_usage,
     totals,
-    use_root,
+    write_results,
 )
+from _metrics import Sample, beyond_top, histogram_quantile, latency_buckets
+from _procs import Cluster, Deadline, Tier, pace
 
 MB = 2**20
 
@@ -255,7 +246,6 @@ def print_streams(r: LoadResult) -> None:
 
 def run_oversized(opts: argparse.Namespace, root: Path) -> OversizedResult:
     import grpc
-
     from ecd.v1 import ecd_pb2 as pb
     from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
@@ -357,13 +347,7 @@ def main() -> int:
     parser.add_argument("--logs", type=Path, default=None, help="where logs, reports and registries go (default: a new temp dir)")
     parser.add_argument("--out", type=Path, default=None, help="default results/load.json, or results/load_oversized.json")
     opts = parser.parse_args()
-    install_sigterm()
-    root = use_root(opts.root)
-    opts.logs = opts.logs or Path(tempfile.mkdtemp(prefix="ecd-load-"))
-    code = code_under_test(root, opts.python)
-    flags = AgentFlags.detect(root, opts.python)
-    print(f"code under test: {code['ecd_file']} (commit {code['commit']}, {code['modified_files']} files modified); "
-          f"agent flags: {asdict(flags)}; logs: {opts.logs}")
+    root, code, flags = start_harness(opts, "ecd-load-")
     t0 = time.perf_counter()
     if opts.oversized:
         result: LoadResult | OversizedResult = run_oversized(opts, root)
@@ -374,11 +358,7 @@ def main() -> int:
         print_streams(result)
         ok = result.totals.lost == 0 and result.totals.unsent == 0 and not result.deadline_hit
     out_path = opts.out or Path("results/load_oversized.json" if opts.oversized else "results/load.json")
-    out = {"code": code, "agent_flags": asdict(flags), "options": {k: str(v) for k, v in vars(opts).items()},
-           "runtime_s": round(time.perf_counter() - t0, 1), "result": asdict(result)}
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(json.dumps(clean_json(out), indent=2))
-    print(f"\nwrote {out_path} ({out['runtime_s']:.0f} s in all)")
+    write_results(out_path, code, flags, opts, t0, result=asdict(result))
     return 0 if ok else 1
 
 

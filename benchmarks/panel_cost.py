@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _procs import Cluster, Deadline, metric_sum, pace, read_proc, scrape  # noqa: E402
+from _metrics import metric_sum, read_proc, scrape  # noqa: E402
+from _procs import Cluster, Deadline, pace  # noqa: E402
 
 
 def poll(url: str, every_s: float, stop: threading.Event, counts: list[int]) -> None:

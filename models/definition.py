@@ -95,7 +95,15 @@ def build_model(
 ) -> tuple[Manifest, ModelDefinition]:
     """Define (train, for the bundled model) and export ``name`` into ``out_dir``."""
     definition = define_model(name, weights=weights, seed=seed, input_size=input_size)
-    manifest = export_model(
+    manifest = export_definition(definition, out_dir, example=definition.example, heldout=definition.heldout,
+                                 reference_model=definition.full_model)
+    return manifest, definition
+
+
+def export_definition(definition: ModelDefinition, out_dir: Path, **more) -> Manifest:
+    """``definition``'s blocks, input, labels and training record exported into ``out_dir``; ``more``:
+    :func:`models.export.export_model`'s other arguments (an example, a held-out set, a reference model)."""
+    return export_model(
         model_id=definition.model_id,
         description=definition.description,
         blocks=definition.blocks,
@@ -103,8 +111,5 @@ def build_model(
         labels=definition.labels,
         out_dir=out_dir,
         training=definition.training,
-        example=definition.example,
-        heldout=definition.heldout,
-        reference_model=definition.full_model,
+        **more,
     )
-    return manifest, definition

@@ -19,20 +19,18 @@ from ecd.manifest import Manifest, sha256_bytes
 from ecd.partition import Partition
 from ecd.splitcheck import relative_max_abs_diff
 from models.definition import ModelDefinition, define_model
+from models.inversion import AttackSettings, calibrate
 from models.privacy import (
     DEFAULT_STRENGTHS,
     AttackImages,
-    AttackSettings,
     SplitReconstruction,
     attack_split,
-    calibrate,
-    defence_record,
     defended_accuracy,
     leakage,
     measure_curve,
     measure_label_only,
-    privacy_record,
 )
+from models.privacy_record import LEAKAGE_DEFINITION, defence_record, privacy_record
 
 EVALUATION_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
 ATTACKER_PHOTOS = ("cat", "immunohistochemistry", "hubble_deep_field", "retina", "coins", "camera")
@@ -77,39 +75,30 @@ def _photo_crops(names: tuple[str, ...], size: int, per_photo: int, rng: np.rand
 
 
 def attack_images(manifest: Manifest, n_images: int, seed: int) -> tuple[AttackImages, str]:
+    data, source = None, ""
     if manifest.model_id == "digits_cnn":
         from models.digits_cnn import load_digits_split
 
-        data = load_digits_split()
-        evaluation = data.test_images[:n_images].astype(np.float32)[:, None] / 255.0
-        attacker = data.train_images.astype(np.float32)[:, None] / 255.0
-        source = "digits held-out split (evaluation); training split (attacker)"
-        images = AttackImages(
-            torch.from_numpy(evaluation),
-            torch.from_numpy(attacker),
-            data.test_labels[:n_images],
-            data.train_labels,
-        )
-        return images, source
-    if manifest.model_id == "faces_cnn":
+        data, source = load_digits_split(), "digits held-out split (evaluation); training split (attacker)"
+    elif manifest.model_id == "faces_cnn":
         from models.faces_cnn import load_faces_split
 
         data = load_faces_split()
+        source = "lfw_subset held-out split, faces and non-faces (evaluation); training split (attacker)"
+    if data is not None:  # a labelled data set of our own: held-out images evaluated, the training split attacks
         evaluation = data.test_images[:n_images].astype(np.float32)[:, None] / 255.0
         attacker = data.train_images.astype(np.float32)[:, None] / 255.0
-        source = "lfw_subset held-out split, faces and non-faces (evaluation); training split (attacker)"
         images = AttackImages(
             torch.from_numpy(evaluation), torch.from_numpy(attacker), data.test_labels[:n_images], data.train_labels
         )
         return images, source
-    else:
-        rng = np.random.default_rng(seed)
-        size = manifest.input.shape[-1]
-        per_photo = -(-n_images // len(EVALUATION_PHOTOS))
-        evaluation = _photo_crops(EVALUATION_PHOTOS, size, per_photo, rng)[:n_images]
-        attacker = _photo_crops(ATTACKER_PHOTOS, size, max(per_photo, 16), rng)
-        source = (f"scikit-image photo crops: {', '.join(EVALUATION_PHOTOS)} (evaluation); "
-                  f"{', '.join(ATTACKER_PHOTOS)} (attacker)")
+    rng = np.random.default_rng(seed)
+    size = manifest.input.shape[-1]
+    per_photo = -(-n_images // len(EVALUATION_PHOTOS))
+    evaluation = _photo_crops(EVALUATION_PHOTOS, size, per_photo, rng)[:n_images]
+    attacker = _photo_crops(ATTACKER_PHOTOS, size, max(per_photo, 16), rng)
+    source = (f"scikit-image photo crops: {', '.join(EVALUATION_PHOTOS)} (evaluation); "
+              f"{', '.join(ATTACKER_PHOTOS)} (attacker)")
     return AttackImages(torch.from_numpy(evaluation), torch.from_numpy(attacker)), source
 
 
@@ -166,8 +155,6 @@ def measure_privacy(
             "n_evaluation": int(len(images.evaluation)),
         }
         record["label_only_baseline_ssim"] = round(label_only.ssim, 4)
-        from models.privacy import LEAKAGE_DEFINITION
-
         record["leakage_definition"] = LEAKAGE_DEFINITION
         record["leakage"] = [round(leakage(v, label_only.ssim), 4) for v in record["curve"]]
     else:

@@ -83,7 +83,8 @@ GROUPS: dict[str, Group] = {
         ),
     ),
     "distribution": Group(("ecd/distribution.py",), ("tests/ecd/test_distribution.py", "tests/edge_node/test_backpressure.py")),
-    "split": Group(("ecd/split.py", "ecd/leakage.py"), ("tests/ecd/test_split.py", "tests/ecd/test_split_checks.py", "tests/ecd/test_split_values.py")),
+    "split": Group(("ecd/split.py", "ecd/leakage.py"), ("tests/ecd/test_split.py", "tests/ecd/test_split_checks.py", "tests/ecd/test_split_values.py",
+                                                       "tests/ecd/test_leakage_values.py")),
     "placement": Group(
         (
             "scheduling/placement/heuristics.py",
@@ -91,19 +92,24 @@ GROUPS: dict[str, Group] = {
             "scheduling/placement/exact.py",
             "scheduling/placement/problem.py",
         ),
-        ("tests/scheduling/test_placement.py", "tests/scheduling/test_placement_quality.py"),
+        ("tests/scheduling/test_placement_orlib.py", "tests/scheduling/test_placement_exact.py",
+         "tests/scheduling/test_placement_heuristics.py", "tests/scheduling/test_placement_tours.py",
+         "tests/scheduling/test_placement_io.py", "tests/scheduling/test_placement_quality.py"),
         timeout_s=30,  # its slowest test takes 4 s; a mutated 2-opt that never stops must not cost 120 s
     ),
     "allocation": Group(
         ("scheduling/allocation/tapp.py", "scheduling/allocation/tapp_model.py", "scheduling/allocation/tapp_phases.py",
          "scheduling/allocation/tapp_exact.py", "scheduling/allocation/tapp_plus.py", "scheduling/allocation/coverage.py"),
-        ("tests/scheduling/test_allocation.py", "tests/scheduling/test_allocation_values.py",
+        ("tests/scheduling/test_allocation_tapp.py", "tests/scheduling/test_allocation_coverage.py",
+         "tests/scheduling/test_allocation_io.py", "tests/scheduling/test_allocation_values.py",
+         "tests/scheduling/test_tapp_exact_values.py", "tests/scheduling/test_tapp_plus_values.py",
          "tests/scheduling/test_coverage_values.py"),
         timeout_s=40,  # its slowest test takes 8 s; a mutated local search that never stops must not cost 120 s
     ),
     "quality": Group(
         ("scheduling/quality/crowdpower.py",),
-        ("tests/scheduling/test_quality.py", "tests/scheduling/test_crowdpower_values.py"),
+        ("tests/scheduling/test_quality.py", "tests/scheduling/test_crowdpower_quality_values.py",
+         "tests/scheduling/test_crowdpower_site_values.py"),
     ),
     # the services last: they change most often
     "edge": Group(

@@ -1,19 +1,13 @@
-"""The pure parts of the fault and load harness (benchmarks/_procs.py): how frames are counted, how a
-stall is found, how metrics are read. The harness itself runs real processes and is run by hand."""
+"""The pure parts of the fault and load harness (benchmarks/_metrics.py, _counts.py): how frames are
+counted, how a stall is found, how metrics are read. The harness itself runs real processes and is run by hand."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
+import _counts as accounting
+import _metrics as metrics
 import pytest
-
-_spec = importlib.util.spec_from_file_location("bench_procs", Path(__file__).parents[2] / "benchmarks" / "_procs.py")
-procs = sys.modules.setdefault("bench_procs", importlib.util.module_from_spec(_spec))
-_spec.loader.exec_module(procs)
-
 
 AGENT_METRICS = """\
 # HELP ecd_frames_total Frames handled, by outcome
@@ -34,64 +28,64 @@ ecd_queue_depth{service="edge"} 2.0
 
 
 def test_progress_from_metrics() -> None:
-    assert procs.progress("agent", procs.parse_metrics(AGENT_METRICS)) == (12, 13, 0)
-    assert procs.progress("edge", procs.parse_metrics(EDGE_METRICS)) == (15, 20, 5)  # computed, not yet answered
-    assert procs.latency_buckets(procs.parse_metrics(AGENT_METRICS)) == {0.5: 8.0, math.inf: 10.0}
+    assert metrics.progress("agent", metrics.parse_metrics(AGENT_METRICS)) == (12, 13, 0)
+    assert metrics.progress("edge", metrics.parse_metrics(EDGE_METRICS)) == (15, 20, 5)  # computed, not yet answered
+    assert metrics.latency_buckets(metrics.parse_metrics(AGENT_METRICS)) == {0.5: 8.0, math.inf: 10.0}
 
 
 def test_histogram_quantile_interpolates_like_prometheus() -> None:
     buckets = {0.1: 10.0, 0.5: 60.0, 1.0: 100.0, math.inf: 100.0}
-    assert procs.histogram_quantile(0.5, buckets) == pytest.approx(0.42)
-    assert procs.histogram_quantile(0.99, buckets) == pytest.approx(0.9875)
-    assert procs.histogram_quantile(0.95, {1.0: 90.0, math.inf: 100.0}) == 1.0  # in +Inf: the last finite bound
-    assert procs.histogram_quantile(0.5, {}) is None
-    assert procs.beyond_top(0.95, {1.0: 90.0, math.inf: 100.0})
-    assert not procs.beyond_top(0.5, buckets)
+    assert metrics.histogram_quantile(0.5, buckets) == pytest.approx(0.42)
+    assert metrics.histogram_quantile(0.99, buckets) == pytest.approx(0.9875)
+    assert metrics.histogram_quantile(0.95, {1.0: 90.0, math.inf: 100.0}) == 1.0  # in +Inf: the last finite bound
+    assert metrics.histogram_quantile(0.5, {}) is None
+    assert metrics.beyond_top(0.95, {1.0: 90.0, math.inf: 100.0})
+    assert not metrics.beyond_top(0.5, buckets)
 
 
 def test_flat_runs_find_stalls_only_while_work_is_outstanding() -> None:
     points = [(0.0, 0, True), (1.0, 5, True)] + [(float(t), 5, True) for t in range(2, 15)] + [(15.0, 9, True)]
-    assert procs.flat_runs(points, 10.0) == [(1.0, 14.0, False)]
+    assert metrics.flat_runs(points, 10.0) == [(1.0, 14.0, False)]
     idle = [(0.0, 5, True), (1.0, 5, False)] + [(float(t), 5, False) for t in range(2, 20)]
-    assert procs.flat_runs(idle, 10.0) == []  # nothing outstanding: not a wedge
+    assert metrics.flat_runs(idle, 10.0) == []  # nothing outstanding: not a wedge
     frozen = [(float(t), 3, True) for t in range(5)]
-    assert procs.flat_runs(frozen, 10.0, end_s=30.0) == [(0.0, 30.0, True)]  # still wedged when watching stopped
-    assert procs.flat_runs(frozen, 10.0) == []
+    assert metrics.flat_runs(frozen, 10.0, end_s=30.0) == [(0.0, 30.0, True)]  # still wedged when watching stopped
+    assert metrics.flat_runs(frozen, 10.0) == []
 
 
 def test_first_progress() -> None:
-    samples = [procs.Sample(1.0, 5), procs.Sample(2.0, 5), procs.Sample(3.0, 6)]
-    assert procs.first_progress(samples, 1.5, 5) == 3.0
-    assert procs.first_progress(samples, 3.0, 5) is None
+    samples = [metrics.Sample(1.0, 5), metrics.Sample(2.0, 5), metrics.Sample(3.0, 6)]
+    assert metrics.first_progress(samples, 1.5, 5) == 3.0
+    assert metrics.first_progress(samples, 3.0, 5) is None
 
 
 def test_an_agent_is_counted_from_its_report_else_its_last_sample() -> None:
-    today = procs.count_agent("a", 3000, 0, {"frames": 3000, "errors": 0, "duplicates_dropped": 2}, None)
+    today = accounting.count_agent("a", 3000, 0, {"frames": 3000, "errors": 0, "duplicates_dropped": 2}, None)
     assert (today.source, today.sent, today.answered, today.lost, today.unsent, today.duplicated) == ("report", 3000, 3000, 0, 0, 0)
     assert today.duplicates_dropped == 2
-    extended = procs.count_agent("a", 3000, 2, {"frames": 1033, "sent": 1056, "lost": 23, "exit": "UNAVAILABLE"}, None)
+    extended = accounting.count_agent("a", 3000, 2, {"frames": 1033, "sent": 1056, "lost": 23, "exit": "UNAVAILABLE"}, None)
     assert (extended.lost, extended.unsent, extended.exit_reason) == (23, 1944, "UNAVAILABLE")
-    died = procs.count_agent("a", 3000, 2, None, procs.Sample(9.0, 1033, 1056), message="ecd: error: UNAVAILABLE")
+    died = accounting.count_agent("a", 3000, 2, None, metrics.Sample(9.0, 1033, 1056), message="ecd: error: UNAVAILABLE")
     assert (died.source, died.lost, died.unsent) == ("metrics", 23, 1944)
     assert died.lost + died.unsent == died.asked - died.answered
-    never = procs.count_agent("a", 3000, 2, None, None)
+    never = accounting.count_agent("a", 3000, 2, None, None)
     assert (never.source, never.answered, never.lost, never.unsent) == ("none", 0, 3000, None)
-    stopped = procs.count_agent("a", 3000, -15, None, procs.Sample(9.0, 734, 741), stopped=True)
+    stopped = accounting.count_agent("a", 3000, -15, None, metrics.Sample(9.0, 734, 741), stopped=True)
     assert (stopped.lost, stopped.unsent) == (7, None)  # frames it was stopped before sending are no loss
-    twice = procs.count_agent("a", 10, 0, {"frames": 12, "sent": 10, "lost": 0}, None)
+    twice = accounting.count_agent("a", 10, 0, {"frames": 12, "sent": 10, "lost": 0}, None)
     assert twice.duplicated == 2
 
 
 def test_totals_and_clean_json() -> None:
-    counts = [procs.count_agent("a", 100, 0, {"frames": 100}, None), procs.count_agent("b", 100, 2, None, procs.Sample(1.0, 40, 45))]
-    t = procs.totals(counts)
+    counts = [accounting.count_agent("a", 100, 0, {"frames": 100}, None), accounting.count_agent("b", 100, 2, None, metrics.Sample(1.0, 40, 45))]
+    t = accounting.totals(counts)
     assert (t.asked, t.sent, t.answered, t.lost, t.unsent, t.without_report) == (200, 145, 140, 5, 55, 1)
-    assert procs.clean_json({"x": [float("nan"), 1.0]}) == {"x": [None, 1.0]}
+    assert accounting.clean_json({"x": [float("nan"), 1.0]}) == {"x": [None, 1.0]}
 
 
 def test_agent_flags_from_help() -> None:
     today = "--frames FRAMES how many frames to stream (default 200)\n --max-in-flight N"
     extended = ("--frames FRAMES how many frames to stream (0 = until SIGTERM: a long-\n running agent) (default 200)\n"
                 "--fps FPS frames per second (default 0.0)\n--state STATE a file (default '')")
-    assert procs.AgentFlags.from_help(today) == procs.AgentFlags(False, False, False)
-    assert procs.AgentFlags.from_help(extended) == procs.AgentFlags(True, True, True)
+    assert accounting.AgentFlags.from_help(today) == accounting.AgentFlags(False, False, False)
+    assert accounting.AgentFlags.from_help(extended) == accounting.AgentFlags(True, True, True)

@@ -1,33 +1,27 @@
-"""The pure parts of the pipeline benchmark (benchmarks/pipeline.py): which splits and flags it uses,
-how a window's figures and ratios are computed. The benchmark itself runs real processes, by hand."""
+"""The pure parts of the pipeline benchmark (benchmarks/pipeline.py, _pipeline_figures.py): which splits
+and flags it uses, how a window's figures and ratios are computed. The benchmark itself runs real processes, by hand."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 
+import _pipeline_figures as figures
+import pipeline
 import pytest
-
-_bench = Path(__file__).parents[2] / "benchmarks"
-sys.path.insert(0, str(_bench))  # pipeline.py imports its sibling _procs
-_spec = importlib.util.spec_from_file_location("bench_pipeline", _bench / "pipeline.py")
-pipeline = sys.modules.setdefault("bench_pipeline", importlib.util.module_from_spec(_spec))
-_spec.loader.exec_module(pipeline)
 
 
 def test_splits_resolve_names_clip_and_deduplicate():
-    assert pipeline.resolve_splits(["0", "mid", "n"], 6) == [0, 3, 6]
-    assert pipeline.resolve_splits(["0", "mid", "n"], 20) == [0, 10, 20]
-    assert pipeline.resolve_splits(["n", "99", "6", "-1"], 6) == [6, 0]
+    assert figures.resolve_splits(["0", "mid", "n"], 6) == [0, 3, 6]
+    assert figures.resolve_splits(["0", "mid", "n"], 20) == [0, 10, 20]
+    assert figures.resolve_splits(["n", "99", "6", "-1"], 6) == [6, 0]
     with pytest.raises(SystemExit):
-        pipeline.resolve_splits(["half"], 6)
+        figures.resolve_splits(["half"], 6)
 
 
 def test_flags_an_older_checkout_lacks_are_not_passed():
-    known = pipeline.help_flags("usage: x [-h] [--cloud CLOUD] [--frames FRAMES]\n  --split SPLIT  the split\n  --follow, --no-follow")
+    known = figures.help_flags("usage: x [-h] [--cloud CLOUD] [--frames FRAMES]\n  --split SPLIT  the split\n  --follow, --no-follow")
     assert known == {"--cloud", "--frames", "--split", "--follow", "--no-follow"}
-    kept, dropped = pipeline.filter_args(["--cloud", "h:1", "--fps", "5", "--split", "3", "--new-bool", "--frames", "0"], known)
+    kept, dropped = figures.filter_args(["--cloud", "h:1", "--fps", "5", "--split", "3", "--new-bool", "--frames", "0"], known)
     assert kept == ["--cloud", "h:1", "--split", "3", "--frames", "0"]
     assert dropped == ["--fps", "--new-bool"]
 
@@ -48,7 +42,7 @@ def _snap(t, answered, made, wire, e2c, cpu, busy, dc_sum):
 def test_window_figures_per_frame_and_per_tier():
     a = _snap(10.0, 100, 100, 10_000, 5_000, (1.0, 2.0, 3.0), 50.0, 0.1)
     b = _snap(12.0, 300, 300, 30_000, 7_000, (1.2, 2.6, 4.0), 53.8, 0.3)
-    w = pipeline.window_figures(a, b, cores=2)
+    w = figures.window_figures(a, b, cores=2)
     assert w["window_frames"] == 200 and w["throughput_fps"] == pytest.approx(100.0)
     assert w["cpu_per_frame_s"]["cloud"] == pytest.approx(0.001)
     assert w["cpu_per_frame_s"]["edge"] == pytest.approx(0.003)
@@ -69,27 +63,27 @@ def test_an_unreadable_window_edge_is_an_error_not_zero_frames():
     a = _snap(10.0, 100, 0, 0, 0, (0, 0, 0), 0, 0)
     b = {**_snap(12.0, 0, 0, 0, 0, (0, 0, 0), 0, 0), "scrape_failed": "agent-0"}
     with pytest.raises(RuntimeError, match="agent-0"):
-        pipeline.window_figures(a, b, cores=2)
+        figures.window_figures(a, b, cores=2)
 
 
 def test_ratios_and_bottleneck():
-    r = pipeline.ratios({"throughput_fps": 450.0, "p50_s": 0.0015, "cpu_per_frame_s": {"pipeline": 0.004}},
+    r = figures.ratios({"throughput_fps": 450.0, "p50_s": 0.0015, "cpu_per_frame_s": {"pipeline": 0.004}},
                         {"throughput_fps": 900.0, "p50_s": 0.0005, "cpu_per_frame_s": 0.0005})
     assert r["throughput_ratio"] == pytest.approx(0.5)
     assert r["cpu_per_frame_ratio"] == pytest.approx(8.0)
     assert r["p50_minus_single_ms"] == pytest.approx(1.0)
-    assert pipeline.bottleneck({"agents": 0.98, "edge": 0.4, "cloud": 0.2, "machine": 1.6, "other": 0.0}, 2) == "agents (0.98 cores)"
-    assert "machine" in pipeline.bottleneck({"agents": 0.5, "edge": 0.6, "machine": 1.95, "other": 0.85}, 2)
+    assert figures.bottleneck({"agents": 0.98, "edge": 0.4, "cloud": 0.2, "machine": 1.6, "other": 0.0}, 2) == "agents (0.98 cores)"
+    assert "machine" in figures.bottleneck({"agents": 0.5, "edge": 0.6, "machine": 1.95, "other": 0.85}, 2)
 
 
 def test_medians_over_repeats_keep_the_shape():
     runs = [{"throughput_fps": 100.0, "cpu_per_frame_s": {"edge": 0.002}, "bottleneck": "edge", "ok": True},
             {"throughput_fps": 300.0, "cpu_per_frame_s": {"edge": 0.004}, "bottleneck": "agents", "ok": False},
             {"throughput_fps": 200.0, "cpu_per_frame_s": {"edge": 0.003}, "bottleneck": "cloud", "ok": True}]
-    m = pipeline.median_dict(runs)
+    m = figures.median_dict(runs)
     assert m["throughput_fps"] == 200.0 and m["cpu_per_frame_s"]["edge"] == pytest.approx(0.003)
     assert m["bottleneck"] == "edge" and m["ok"] is True and m["repeats"] == 3
-    assert pipeline.median_dict(runs[:1]) == runs[0]
+    assert figures.median_dict(runs[:1]) == runs[0]
 
 
 def test_quick_is_a_small_subset():
@@ -120,7 +114,6 @@ def test_profile_buckets_take_the_innermost_known_frame_and_skip_waiting_threads
 
 def test_transport_floor_runs_the_bare_chain_and_reaps_it():
     import psutil
-
     from _transport_floor import transport_floor
 
     before = {p.pid for p in psutil.Process().children(recursive=True)}

@@ -15,18 +15,8 @@ from ecd.manifest import Manifest  # noqa: E402
 from ecd.partition import Partition  # noqa: E402
 from ecd.leakage import defence_table  # noqa: E402
 from models.measure_privacy import attack_images, torch_model_for  # noqa: E402
-from models.privacy import (  # noqa: E402
-    QUICK,
-    AttackImages,
-    Defence,
-    attack_split,
-    calibrate,
-    decoder_attack,
-    identity_match,
-    leakage,
-    measure_label_only,
-    prefix,
-)
+from models.inversion import Defence, calibrate, decoder_attack, prefix  # noqa: E402
+from models.privacy import QUICK, AttackImages, attack_split, identity_match, leakage, measure_label_only  # noqa: E402
 
 
 def test_identity_match_and_leakage_arithmetic() -> None:

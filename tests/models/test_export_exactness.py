@@ -13,8 +13,7 @@ torch = pytest.importorskip("torch")
 from ecd.manifest import Manifest  # noqa: E402
 from ecd.partition import Partition  # noqa: E402
 from ecd.splitcheck import relative_max_abs_diff  # noqa: E402
-from models.definition import ModelDefinition, build_model, define_model  # noqa: E402
-from models.export import export_model  # noqa: E402
+from models.definition import ModelDefinition, build_model, define_model, export_definition  # noqa: E402
 from ecd.zoo import REGISTRY  # noqa: E402
 
 TOLERANCE = 1e-4
@@ -28,18 +27,6 @@ def real_photos(size: int) -> np.ndarray:
     photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
     return np.stack(
         [(resize(p, (size, size), anti_aliasing=True) * 255).round().astype(np.uint8) for p in photos]
-    )
-
-
-def export(definition: ModelDefinition, out: Path) -> Manifest:
-    return export_model(
-        model_id=definition.model_id,
-        description=definition.description,
-        blocks=definition.blocks,
-        input_spec=definition.input_spec,
-        labels=definition.labels,
-        out_dir=out,
-        training=definition.training,
     )
 
 
@@ -59,7 +46,7 @@ def quick_digits(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manifest, Mo
     from models.digits_cnn import build
 
     definition = build(weights=None, seed=0, input_size=32, epochs=1)
-    return export(definition, tmp_path_factory.mktemp("digits")), definition
+    return export_definition(definition, tmp_path_factory.mktemp("digits")), definition
 
 
 def test_digits_every_split_equals_torch(quick_digits: tuple[Manifest, ModelDefinition]) -> None:

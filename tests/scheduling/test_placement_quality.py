@@ -1,7 +1,7 @@
 """Placement quality (paper 003), not only feasibility: each heuristic's cost against the optimum
 and against a random placement, on seeded instances.
 
-``test_placement.py`` checks that every method's placement is feasible and never beats the
+``test_placement_heuristics.py`` checks that every method's placement is feasible and never beats the
 exhaustive optimum; a method replaced by random choices passes both. Here, on the same kind of
 seeded instances, each method's mean cost ratio to the optimum must stay within a bound a little
 above what it achieves (measured here, the margin says how much), and OTACS must clearly beat
@@ -15,11 +15,14 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
-
 from scheduling.placement import PlacementProblem, evaluate, solve
 from scheduling.placement.heuristics import ACOParams, cluster_users, kmeans, silhouette, star_cost
 
+from placement_cases import random_problem
+
 # mean cost / optimum over the tiny instances (star costs; tours): measured, and the bound tested
+
+
 TINY_BOUNDS = {
     "otacs": 1.12,  # measured 1.093; 1.078
     "otacs_ls": 1.12,  # 1.091; 1.078
@@ -31,20 +34,6 @@ TINY_BOUNDS = {
 }
 RANDOM_AT_LEAST = 1.25  # random: 1.361; 1.383
 LF_AT_LEAST = 1.4  # lf: 1.749; 1.551 (the cheapest processing ignores where users are)
-
-
-def random_problem(rng: np.random.Generator, m: int, n: int, k: int, coordinates: bool) -> PlacementProblem:
-    """The generator of ``test_placement.py``: every type has a capable server, a fifth of the
-    (server, type) pairs are incapable."""
-    ipc = rng.uniform(1, 5, (m, k))
-    ipc[rng.random((m, k)) < 0.2] = np.inf
-    for b in range(k):
-        ipc[rng.integers(m), b] = rng.uniform(1, 5)
-    types = rng.random((n, k)) < 0.5
-    types[np.arange(n), rng.integers(0, k, n)] = True
-    if coordinates:
-        return PlacementProblem(rng.uniform(5, 20, m), ipc, types, server_pos=rng.uniform(0, 10, (m, 2)), user_pos=rng.uniform(0, 10, (n, 2)))
-    return PlacementProblem(rng.uniform(5, 20, m), ipc, types, service_cost=rng.uniform(0, 15, (n, m)))
 
 
 @lru_cache(maxsize=None)
