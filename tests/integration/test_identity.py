@@ -4,7 +4,6 @@ device certificate it was issued to, and a revoked device's certificate cannot r
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import grpc
 import pytest
