@@ -182,3 +182,33 @@ async def settle() -> None:
     """Let every ready task run until each waits on something (no timers: the loop is idle)."""
     for _ in range(100):
         await asyncio.sleep(0)
+
+
+def wait_until(condition, what: str = "the condition", timeout_s: float = 30.0) -> None:
+    """Poll ``condition`` (state other threads or processes change) until it holds; fail after ``timeout_s``."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {what}"
+        time.sleep(0.02)
+
+
+class Run:
+    """``agent.run(samples)`` in a thread; ``outcomes`` once it ends (``join``)."""
+
+    def __init__(self, agent, samples) -> None:
+        import threading
+
+        self.agent, self.outcomes = agent, []
+        self.thread = threading.Thread(target=lambda: self.outcomes.extend(agent.run(samples)), name="test-run", daemon=True)
+        self.thread.start()
+
+    def wait_answered(self, n: int, timeout_s: float = 60.0) -> None:
+        wait_until(lambda: self.agent.status().answered >= n or not self.thread.is_alive(), f"{n} answers", timeout_s)
+        assert self.thread.is_alive() or self.agent.status().answered >= n, "the agent stopped streaming"
+
+    def join(self, timeout_s: float = 120.0) -> list:
+        self.thread.join(timeout_s)
+        assert not self.thread.is_alive(), "the agent never finished"
+        return self.outcomes

@@ -19,19 +19,12 @@ from ecd.errors import EcdError
 from ecd.launch import _start, _stop
 from ecd.transport.rpc import LoopThread, wait_healthy
 from ecd.v1 import ecd_pb2 as pb
+from harness import wait_until
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
 
 def leaders(clouds: list[RunningCloud]) -> list[float | None]:
     return [c.metrics.registry.get_sample_value("ecd_scheduler_leader") for c in clouds]
-
-
-def wait_until(condition, timeout_s: float = 20.0) -> None:
-    """Poll ``condition`` (the replicas' own checks run every 0.1 s) until it holds."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s"
-        time.sleep(0.02)
 
 
 def test_one_leader_among_two_replicas_and_the_survivor_takes_over(postgres_url: str) -> None:

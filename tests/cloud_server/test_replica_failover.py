@@ -4,8 +4,6 @@ the other replica and every frame is answered once, without an error."""
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from ecd.errors import ConfigError
 from ecd.transport.rpc import LoopThread, wait_healthy
 from ecd.transport.targets import client_target
 from edge_node.service import EdgeConfig, start_edge
+from harness import Run
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -42,18 +41,12 @@ def test_the_edge_and_the_agent_go_on_through_the_loss_of_their_cloud_replica(po
     both = f"127.0.0.1:{clouds[0].port},127.0.0.1:{clouds[1].port}"
     edge = loop.run(start_edge(replace(EdgeConfig(), cloud=both, metrics_port=-1, model_dir=str(tmp_path / "edge"), heartbeat_s=0.5)))
     agent = DeviceAgent(AgentConfig(cloud=both, split=2, fps=100.0, model_dir=str(tmp_path / "agent")))
-    outcomes: list = []
     try:
         agent.connect()
-        runner = threading.Thread(target=lambda: outcomes.extend(agent.run(heldout("digits_cnn", 300))), daemon=True)
-        runner.start()
-        deadline = time.monotonic() + 60
-        while agent.status().answered < 30:  # streaming through replica 0
-            assert time.monotonic() < deadline and runner.is_alive(), "the agent did not stream"
-            time.sleep(0.02)
+        run = Run(agent, heldout("digits_cnn", 300))
+        run.wait_answered(30)  # streaming through replica 0
         loop.run(clouds.pop(0).stop(0))  # the replica both use goes away mid-stream
-        runner.join(120)
-        assert not runner.is_alive(), "the agent never finished"
+        outcomes = run.join()
     finally:
         agent.close()
         loop.run(edge.stop(0))

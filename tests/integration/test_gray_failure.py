@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,6 +20,7 @@ from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.launch import _start, _stop
 from ecd.transport.rpc import LoopThread, wait_healthy
+from harness import Run
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -41,18 +41,12 @@ def test_an_agent_leaves_a_hung_edge_after_its_answer_deadline_and_loses_nothing
         agent = DeviceAgent(AgentConfig(cloud=f"127.0.0.1:{cloud.port}", split=2, fps=50.0, answer_deadline_s=2.0,
                                         model_dir=str(tmp_path / "agent")))
         first = agent.connect()
-        outcomes: list = []
-        runner = threading.Thread(target=lambda: outcomes.extend(agent.run(heldout("digits_cnn", 300))), daemon=True)
-        runner.start()
-        deadline = time.monotonic() + 60
-        while agent.status().answered < 30:
-            assert time.monotonic() < deadline and runner.is_alive(), "the agent did not stream"
-            time.sleep(0.02)
+        run = Run(agent, heldout("digits_cnn", 300))
+        run.wait_answered(30)
         hung = edges[first.edge_id]
         os.kill(hung.pid, signal.SIGSTOP)
         stopped_at = time.monotonic()
-        runner.join(120)
-        assert not runner.is_alive(), "the agent never finished"
+        outcomes = run.join()
         took = time.monotonic() - stopped_at
     finally:
         if hung is not None:
