@@ -24,9 +24,9 @@ def test_slow_cloud_loses_no_frames(tmp_path: Path) -> None:
     try:
         process = t.cloud.core.process
 
-        def slow(frame: Frame) -> Result:
+        def slow(frame: Frame, relayed_by: str | None = None) -> Result:
             time.sleep(0.02)
-            return process(frame)
+            return process(frame, relayed_by)
 
         t.cloud.core.process = slow
         m = zoo.load_manifest("digits_cnn")

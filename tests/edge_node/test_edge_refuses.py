@@ -175,11 +175,11 @@ def test_a_stalled_cloud_fills_the_edge_queue_and_slows_the_sender(tmp_path: Pat
         t.cloud.core.devices.edge_boundary = 1  # the edge runs nothing: the 1 MiB activations cross both hops
         process = t.cloud.core.process
 
-        def stalling(frame: Frame) -> Result:
+        def stalling(frame: Frame, relayed_by: str | None = None) -> Result:
             stalled.set()
             if not resume.wait(120):
                 raise TimeoutError("the test never resumed the cloud")
-            return process(frame)
+            return process(frame, relayed_by)
 
         t.cloud.core.process = stalling
         a = t.register(split=1)
