@@ -88,3 +88,16 @@ def test_the_cloud_client_turns_the_clouds_refusals_into_runtime_errors(tmp_path
         t.cloud_channel.close()
         t.edge_channel.close()
         t.loop.close()
+
+
+def test_a_node_whose_cloud_is_gone_still_stops(tmp_path: Path) -> None:
+    """Leaving tells the cloud if it can: a cloud already gone (UNAVAILABLE) does not stop the stop."""
+    t = start_tiers(tmp_path)
+    try:
+        t.loop.run(t.cloud.stop(0))
+        t.loop.run(t.edge.stop(0, leave=True))
+        assert t.edge.stopped and all(task.done() for task in t.edge.tasks)
+    finally:
+        t.cloud_channel.close()
+        t.edge_channel.close()
+        t.loop.close()
