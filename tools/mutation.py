@@ -25,6 +25,16 @@ to pin its module, so a run stays within reasonable time. Test files named there
 Logging calls (``log.info(...)`` and the like) are not mutated, as PIT does by default: what a log
 line says is no contract of the module.
 
+Why the gate once "could not target" the services, the policy and the records (issue 28): no group
+named them, and the security matrix (tests/integration/test_security.py) compares its table with
+README.md's, which was not copied into mutmut's ``mutants/`` folder: the tests failed on the
+unmutated copy ("failed to collect stats"). README.md is copied now (``ALSO_COPY``), and nothing in
+those modules is skipped: mutmut 3 mutates async servicers, async generators and the interceptor as
+they are. One limit stays: mutmut maps a function to the tests that were running when it was
+called, so a function reached only while a module-scoped fixture is built (a server's constructor)
+is judged by the first test that built it alone. Tests that pin such code start their own server
+(tests/ecd/transport/test_auth.py does).
+
 A full run of every group takes hours on two cores. ``--keep DIR`` keeps each group's copy, and
 ``--recheck DIR`` then brings that copy up to date with the checkout and reruns only its survivors:
 minutes instead of an hour for a group whose tests were extended. It refuses when a mutated file
@@ -33,6 +43,9 @@ place is not noticed, and mutmut maps only new test functions (extend by adding 
 counts is a full run's, and a recheck's report says it is one.
 
 ``--report DIR`` prints a kept run's scores against the current allow-list without running anything.
+
+``--module`` names a group, or one of its files: a file named is mutated alone, against its group's
+tests (``--module edge_node/service.py``: the services group without the cloud's).
 
 Usage: ``python tools/mutation.py [--module NAME]... [--jobs N] [--root PATH] [--keep DIR | --recheck DIR | --report DIR]``
 or ``make mutation``.
@@ -52,7 +65,7 @@ import sys
 import tempfile
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,6 +124,12 @@ GROUPS: dict[str, Group] = {
         ("tests/scheduling/test_quality.py", "tests/scheduling/test_crowdpower_quality_values.py",
          "tests/scheduling/test_crowdpower_site_values.py"),
     ),
+    "auth": Group(
+        ("ecd/transport/auth.py",),
+        ("tests/ecd/transport/test_auth.py", "tests/integration/test_security.py"),
+        timeout_s=60,
+    ),
+    "types": Group(("ecd/types.py",), ("tests/ecd/test_types.py", "tests/edge_node/test_stream_header.py")),
     # the services last: they change most often
     "edge": Group(
         ("edge_node/core.py",),
@@ -139,6 +158,12 @@ GROUPS: dict[str, Group] = {
         ),
         timeout_s=180,
     ),
+    "services": Group(
+        ("edge_node/service.py", "cloud_server/service.py"),
+        ("tests/edge_node", "tests/cloud_server/test_service_operator.py", "tests/integration/test_security.py",
+         "tests/integration/test_bad_input.py"),
+        timeout_s=180,
+    ),
     "registry": Group(
         ("cloud_server/registry.py", "cloud_server/registry_db.py", "cloud_server/registry_records.py",
          "cloud_server/registry_schema.py"),
@@ -150,8 +175,8 @@ GROUPS: dict[str, Group] = {
 
 # the packages copied into mutmut's mutants/ folder (only the group's files are mutated there)
 PACKAGES = ("ecd", "ecd_cli", "device_agent", "edge_node", "cloud_server", "scheduling", "models", "research")
-# other folders the tests read
-ALSO_COPY = ("data", "proto", "deploy", "benchmarks", "docs")
+# other folders and files the tests read (the security matrix checks README.md's authorization table)
+ALSO_COPY = ("data", "proto", "deploy", "benchmarks", "docs", "README.md")
 NOT_MUTATED_LINES = (r"^\s*(log|logger|logging)\.(debug|info|warning|error|exception|critical)\(",)
 
 # mutmut's exit codes per mutant (mutmut.stats.status_by_exit_code)
@@ -624,10 +649,27 @@ def report(scores: list[FileScore], stale: list[dict], checked_files: set[str]) 
     return ok
 
 
+def choose(wanted: list[str], error) -> dict[str, Group]:
+    """The groups to run, by name: a group named runs whole; a file named is mutated alone (with the
+    other files named from its group), against its group's tests."""
+    chosen: dict[str, Group] = {}
+    for want in wanted:
+        hits = [g for g, grp in GROUPS.items() if want == g or want in grp.files]
+        if not hits:
+            error(f"--module {want!r}: expected one of {', '.join(GROUPS)} or one of their files")
+        for h in hits:
+            whole = GROUPS[h]
+            if want == h or chosen.get(h) == whole:
+                chosen[h] = whole
+            elif want not in (files := chosen[h].files if h in chosen else ()):
+                chosen[h] = replace(whole, files=tuple(f for f in whole.files if f in (*files, want)))
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--module", action="append", default=[], metavar="NAME",
-                   help=f"a group ({', '.join(GROUPS)}) or one of its files; repeatable (default: all)")
+                   help=f"a group ({', '.join(GROUPS)}) or one of its files (mutated alone, against the group's tests); repeatable (default: all)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="mutants run at once (default: CPU count)")
     p.add_argument("--root", type=Path, default=ROOT, help="the tree to copy and test (default: this checkout)")
     p.add_argument("--verbose", action="store_true", help="print mutmut's own output")
@@ -640,12 +682,7 @@ def main(argv: list[str] | None = None) -> int:
                           "(refused where a mutated file changed or a test file went)")
     args = p.parse_args(argv)
 
-    chosen: list[str] = []
-    for want in args.module or list(GROUPS):
-        hits = [g for g, grp in GROUPS.items() if want == g or want in grp.files]
-        if not hits:
-            p.error(f"--module {want!r}: expected one of {', '.join(GROUPS)} or one of their files")
-        chosen += [h for h in hits if h not in chosen]
+    chosen = choose(args.module or list(GROUPS), p.error)
 
     # an interrupt or SIGTERM unwinds through run_group's finally, which removes the copy
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -654,14 +691,14 @@ def main(argv: list[str] | None = None) -> int:
     scores: list[FileScore] = []
     errors: list[str] = []
     t0 = time.monotonic()
-    for name in chosen:
+    for name, group in chosen.items():
         try:
             if args.report:
                 work = kept_copy(args.report.resolve(), name)
-                got = [score_file(work, f, name) for f in GROUPS[name].files]
+                got = [score_file(work, f, name) for f in group.files]
                 print(f"[{name}] the kept run in {work}", flush=True)
             else:
-                got = run_group(name, GROUPS[name], root, args.jobs, args.verbose,
+                got = run_group(name, group, root, args.jobs, args.verbose,
                                 args.keep and args.keep.resolve(), args.recheck and args.recheck.resolve())
             apply_allow_list(got, entries)
             for s in got:  # as it goes: a full run takes a while

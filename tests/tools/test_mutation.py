@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,18 @@ def test_a_report_scores_a_kept_run_without_running_it(tmp_path: Path, capsys: p
         mutation.main(["--module", "codec", "--report", str(tmp_path), "--keep", str(tmp_path)])
     assert mutation.main(["--module", "edge", "--report", str(tmp_path)]) == 1  # nothing kept for it
     assert "ERROR edge: no kept copy in" in capsys.readouterr().out
+
+
+def test_a_file_named_is_mutated_alone_with_its_groups_tests() -> None:
+    def error(message: str):
+        raise SystemExit(message)
+
+    services = mutation.GROUPS["services"]
+    one = mutation.choose(["edge_node/service.py"], error)
+    assert one == {"services": replace(services, files=("edge_node/service.py",))}
+    assert mutation.choose(["cloud_server/service.py", "edge_node/service.py"], error) == {"services": services}
+    for wanted in (["services", "edge_node/service.py"], ["edge_node/service.py", "services"]):
+        assert mutation.choose(wanted, error) == {"services": services}
+    assert list(mutation.choose(["auth", "codec", "auth"], error)) == ["auth", "codec"]
+    with pytest.raises(SystemExit, match="--module 'nope': expected one of codec"):
+        mutation.choose(["nope"], error)
