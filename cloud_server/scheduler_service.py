@@ -35,6 +35,13 @@ def operator_check(allowed: tuple[str, ...]) -> Callable[[str], None]:
     return check
 
 
+async def require_operator(context, check: Callable[[str], None]) -> None:
+    """An operator-only call: under mutual TLS the policy already admitted only operators; in
+    plaintext (loopback) only ``operator_peers`` may ask (``check``)."""
+    if caller().role != "operator":
+        await call_core(context, check, context.peer())
+
+
 class SchedulerServicer(pb_grpc.SchedulerServicer):
     """Operator-facing: placement, campaigns, reputations. Every call passes ``check`` first."""
 
@@ -43,10 +50,7 @@ class SchedulerServicer(pb_grpc.SchedulerServicer):
         self.check = check
 
     async def _operator(self, context) -> None:
-        """Under mutual TLS the policy already admitted only operators; in plaintext (loopback)
-        only ``operator_peers`` may ask."""
-        if caller().role != "operator":
-            await call_core(context, self.check, context.peer())
+        await require_operator(context, self.check)
 
     async def Place(self, request, context):
         await self._operator(context)

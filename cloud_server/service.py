@@ -18,7 +18,7 @@ from cloud_server.config import CloudConfig
 from cloud_server.core import CloudCore
 from cloud_server.served import load_models
 from cloud_server.registry import Registry, StorageState
-from cloud_server.scheduler_service import SchedulerServicer, operator_check
+from cloud_server.scheduler_service import SchedulerServicer, operator_check, require_operator
 from ecd.transport import tls as tls_
 from ecd.batching import BatchingConfig
 from ecd.limits import RateLimiter
@@ -136,13 +136,14 @@ def _device_holder() -> str | None:
 
 class CloudServicer(pb_grpc.CloudServerServicer):
     def __init__(self, core: CloudCore, metrics: ServiceMetrics, workers: int, changes: Changes, monitor: ControlMonitor,
-                 limits: RateLimits | None = None):
+                 limits: RateLimits, operator_check: Callable[[str], None]):
         self.core = core
+        self.operator_check = operator_check  # AddHead is an operator's call (operator_peers on a plaintext cloud)
         self.metrics = metrics
         self.workers = workers
         self.changes = changes
         self.monitor = monitor
-        self.limits = limits or RateLimits()
+        self.limits = limits
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cloud-infer")
         self.readers: set[asyncio.Task] = set()  # one per open data-plane stream
         self.streams = 0
@@ -251,6 +252,7 @@ class CloudServicer(pb_grpc.CloudServerServicer):
             yield serde.chunk_to_pb(chunk)
 
     async def AddHead(self, request, context):
+        await require_operator(context, self.operator_check)  # operator-only, on a plaintext cloud too
         heads = await call_core(context, lambda r: self.core.models.add_head(serde.head_spec_from_pb(r)), request, in_thread=True)
         return pb.AddHeadResponse(heads=heads)
 
@@ -326,10 +328,9 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
     monitor = ControlMonitor(core, cfg.placement_check_s)
     limits = RateLimits(registrations=RateLimiter(cfg.registrations_per_s, 5 * cfg.registrations_per_s, "registrations"),
                         locations=RateLimiter(cfg.locations_per_s, 10 * cfg.locations_per_s, "ReportLocation"))
-    servicer = CloudServicer(core, metrics, cfg.workers, changes, monitor, limits)
-    transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, grace_s=cfg.grace_s)
-
     check = operator_check(tuple(cfg.operator_peers))
+    servicer = CloudServicer(core, metrics, cfg.workers, changes, monitor, limits, check)
+    transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, grace_s=cfg.grace_s)
 
     def register(s: grpc.aio.Server) -> None:
         pb_grpc.add_CloudServerServicer_to_server(servicer, s)

@@ -159,7 +159,7 @@ GROUPS: dict[str, Group] = {
         timeout_s=180,
     ),
     "services": Group(
-        ("edge_node/service.py", "cloud_server/service.py"),
+        ("edge_node/service.py", "cloud_server/service.py", "cloud_server/scheduler_service.py"),
         ("tests/edge_node", "tests/cloud_server/test_service_operator.py", "tests/integration/test_security.py",
          "tests/integration/test_bad_input.py"),
         timeout_s=180,

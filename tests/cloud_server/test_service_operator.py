@@ -1,6 +1,6 @@
 """The operator's Scheduler calls on a plaintext cloud, over real gRPC on loopback: with no client
 certificates there are no roles, so the cloud takes them only from the addresses in
-``operator_peers`` (cloud_server.service.operator_check); every other caller is refused
+``operator_peers`` (cloud_server.scheduler_service.operator_check); every other caller is refused
 PERMISSION_DENIED naming the setting, before the call does anything. Under mutual TLS the policy
 decides instead (tests/integration/test_security.py)."""
 
@@ -16,6 +16,7 @@ import pytest
 from cloud_server.config import CloudConfig
 from cloud_server.service import start_cloud
 from ecd.transport.rpc import LoopThread, wait_healthy
+from ecd.transport.auth import POLICY
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
@@ -33,8 +34,16 @@ CALLS: dict[str, Callable[[pb_grpc.SchedulerStub], object]] = {
 }
 
 
+# the operator's calls on the CloudServer service (the policy's operator-only rows there)
+CLOUD_CALLS: dict[str, Callable[[pb_grpc.CloudServerStub], object]] = {
+    "AddHead": lambda s: s.AddHead(pb.HeadSpec(model_id="none-such", name="h", labels=["a"], weight=[0.0]), timeout=10),
+}
+
+
 def test_every_scheduler_rpc_is_in_the_table() -> None:
     assert set(CALLS) == {m.name for m in pb.DESCRIPTOR.services_by_name["Scheduler"].methods}
+    assert {f"/ecd.v1.CloudServer/{name}" for name in CLOUD_CALLS} == {
+        method for method, roles in POLICY.items() if method.startswith("/ecd.v1.CloudServer/") and roles == {"operator"}}
 
 
 def outcomes(tmp_path: Path, peers: tuple[str, ...]) -> dict[str, tuple[str, str]]:
@@ -48,13 +57,13 @@ def outcomes(tmp_path: Path, peers: tuple[str, ...]) -> dict[str, tuple[str, str
         wait_healthy(target)
         got = {}
         with grpc.insecure_channel(target) as ch:
-            stub = pb_grpc.SchedulerStub(ch)
-            for name, call in CALLS.items():
-                try:
-                    call(stub)
-                    got[name] = ("OK", "")
-                except grpc.RpcError as e:
-                    got[name] = (e.code().name, e.details())
+            for stub, calls in ((pb_grpc.SchedulerStub(ch), CALLS), (pb_grpc.CloudServerStub(ch), CLOUD_CALLS)):
+                for name, call in calls.items():
+                    try:
+                        call(stub)
+                        got[name] = ("OK", "")
+                    except grpc.RpcError as e:
+                        got[name] = (e.code().name, e.details())
         return got
     finally:
         loop.run(cloud.stop(0))
@@ -68,7 +77,8 @@ def test_an_operator_peer_is_served(tmp_path: Path, peers: tuple[str, ...]) -> N
     # each call reached its handler, which answered from the (empty) cloud's state
     assert {name: code for name, (code, _) in got.items()} == {
         "Place": "FAILED_PRECONDITION", "GetPlacement": "FAILED_PRECONDITION", "CreateCampaign": "FAILED_PRECONDITION",
-        "GetCampaign": "NOT_FOUND", "ListReputations": "OK", "SelectSite": "FAILED_PRECONDITION", "RevokeDevice": "NOT_FOUND"}
+        "GetCampaign": "NOT_FOUND", "ListReputations": "OK", "SelectSite": "FAILED_PRECONDITION", "RevokeDevice": "NOT_FOUND",
+        "AddHead": "FAILED_PRECONDITION"}
     assert got["RevokeDevice"][1] == "device_id: 'none-such' is not registered"
 
 
@@ -76,4 +86,4 @@ def test_an_operator_peer_is_served(tmp_path: Path, peers: tuple[str, ...]) -> N
 def test_a_caller_not_in_operator_peers_is_refused_every_scheduler_rpc(tmp_path: Path, peers: tuple[str, ...]) -> None:
     got = outcomes(tmp_path, peers)
     assert got == {name: ("PERMISSION_DENIED", "operator: calls from 127.0.0.1 are not taken here (operator_peers)")
-                   for name in CALLS}
+                   for name in [*CALLS, *CLOUD_CALLS]}
