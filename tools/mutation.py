@@ -18,7 +18,7 @@ How it keeps the checkout clean: each module group is tested in a fresh temporar
 (the files git tracks or would add), where mutmut writes its ``mutants/`` folder; the copy is removed
 when the group ends, on an error or an interrupt too. Nothing under the checkout is written.
 
-Each group runs only its own tests (``GROUPS`` below): a mutant is judged by the tests that are meant
+Each group runs only its own tests (``GROUPS``, in tools/mutation_groups.py): a mutant is judged by the tests that are meant
 to pin its module, so a run stays within reasonable time. Test files named there that do not exist
 (yet) are left out, and said so.
 
@@ -54,171 +54,31 @@ or ``make mutation``.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import tomllib
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-ALLOW_LIST = Path(__file__).with_name("mutation_equivalent.toml")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # its modules beside it, when loaded from elsewhere too
 
-MODULE_MIN = 0.85
-OVERALL_MIN = 0.90
+from mutation_groups import GROUPS, Group  # noqa: E402
+from mutation_scores import (  # noqa: E402,F401 (re-exported: the tests read them from here)
+    ALLOW_LIST, MODULE_MIN, NO_TESTS_CODES, OVERALL_MIN, ROOT, SPINNER, SURVIVED_CODES, FileScore, GroupError, Survivor,
+    apply_allow_list, explains, load_allow_list, report, score_file, sql_case_only, unmatched, unread_default,
+)
 
-
-@dataclass(frozen=True)
-class Group:
-    """Source files mutated together, and the tests that must notice."""
-
-    files: tuple[str, ...]
-    tests: tuple[str, ...]
-    timeout_s: int = 120  # a test stuck (e.g. on a queue that never drains) fails after this
-
-
-GROUPS: dict[str, Group] = {
-    "codec": Group(("ecd/codec.py",), ("tests/ecd/test_codec.py", "tests/ecd/test_codec_and_proto.py", "tests/ecd/transport/test_serde.py")),
-    "partition": Group(
-        ("ecd/partition.py", "ecd/manifest.py"),
-        (
-            "tests/ecd/test_partition.py",
-            "tests/ecd/test_manifest.py",
-            "tests/ecd/test_block_runner.py",
-            "tests/ecd/test_partition_sessions.py",
-        ),
-    ),
-    "distribution": Group(("ecd/distribution.py",), ("tests/ecd/test_distribution.py", "tests/edge_node/test_backpressure.py")),
-    "split": Group(("ecd/split.py", "ecd/leakage.py"), ("tests/ecd/test_split.py", "tests/ecd/test_split_checks.py", "tests/ecd/test_split_values.py",
-                                                       "tests/ecd/test_leakage_values.py")),
-    "placement": Group(
-        (
-            "scheduling/placement/heuristics.py",
-            "scheduling/placement/baselines.py",
-            "scheduling/placement/exact.py",
-            "scheduling/placement/problem.py",
-        ),
-        ("tests/scheduling/test_placement_orlib.py", "tests/scheduling/test_placement_exact.py",
-         "tests/scheduling/test_placement_heuristics.py", "tests/scheduling/test_placement_tours.py",
-         "tests/scheduling/test_placement_io.py", "tests/scheduling/test_placement_quality.py"),
-        timeout_s=30,  # its slowest test takes 4 s; a mutated 2-opt that never stops must not cost 120 s
-    ),
-    "allocation": Group(
-        ("scheduling/allocation/tapp.py", "scheduling/allocation/tapp_model.py", "scheduling/allocation/tapp_phases.py",
-         "scheduling/allocation/tapp_exact.py", "scheduling/allocation/tapp_plus.py", "scheduling/allocation/coverage.py"),
-        ("tests/scheduling/test_allocation_tapp.py", "tests/scheduling/test_allocation_coverage.py",
-         "tests/scheduling/test_allocation_io.py", "tests/scheduling/test_allocation_values.py",
-         "tests/scheduling/test_tapp_exact_values.py", "tests/scheduling/test_tapp_plus_values.py",
-         "tests/scheduling/test_coverage_values.py"),
-        timeout_s=40,  # its slowest test takes 8 s; a mutated local search that never stops must not cost 120 s
-    ),
-    "quality": Group(
-        ("scheduling/quality/crowdpower.py",),
-        ("tests/scheduling/test_quality.py", "tests/scheduling/test_crowdpower_quality_values.py",
-         "tests/scheduling/test_crowdpower_site_values.py"),
-    ),
-    "auth": Group(
-        ("ecd/transport/auth.py",),
-        ("tests/ecd/transport/test_auth.py", "tests/integration/test_security.py"),
-        timeout_s=60,
-    ),
-    "types": Group(("ecd/types.py",), ("tests/ecd/test_types.py", "tests/edge_node/test_stream_header.py")),
-    # the services last: they change most often
-    "edge": Group(
-        ("edge_node/core.py",),
-        ("tests/edge_node", "tests/integration/test_bad_input.py"),
-        timeout_s=180,
-    ),
-    "cloud": Group(
-        ("cloud_server/core.py", "cloud_server/devices.py", "cloud_server/assignment.py", "cloud_server/leases.py",
-         "cloud_server/edges.py", "cloud_server/live_placement.py", "cloud_server/crowdsensing.py", "cloud_server/served.py"),
-        (
-            "tests/cloud_server/test_core.py",
-            "tests/cloud_server/test_core_control.py",
-            "tests/cloud_server/test_core_edges.py",
-            "tests/cloud_server/test_core_placement.py",
-            "tests/cloud_server/test_core_crowdsensing.py",
-            "tests/cloud_server/test_core_heads.py",
-            "tests/cloud_server/test_leader.py",
-            "tests/cloud_server/test_campaigns.py",
-            "tests/cloud_server/test_heads_and_registry.py",
-            "tests/cloud_server/test_placement_service.py",
-            "tests/cloud_server/test_edge_ownership.py",
-            "tests/cloud_server/test_leases.py",
-            "tests/cloud_server/test_sites.py",
-            "tests/cloud_server/test_writers.py",
-            "tests/integration/test_bad_input.py",
-        ),
-        timeout_s=180,
-    ),
-    "services": Group(
-        ("edge_node/service.py", "cloud_server/service.py", "cloud_server/scheduler_service.py"),
-        ("tests/edge_node", "tests/cloud_server/test_service_operator.py", "tests/integration/test_security.py",
-         "tests/integration/test_bad_input.py"),
-        timeout_s=180,
-    ),
-    "registry": Group(
-        ("cloud_server/registry.py", "cloud_server/registry_db.py", "cloud_server/registry_records.py",
-         "cloud_server/registry_schema.py"),
-        ("tests/cloud_server/test_registry_backends.py", "tests/cloud_server/test_heads_and_registry.py",
-         "tests/cloud_server/test_registry_values.py", "tests/cloud_server/test_registry_tables.py",
-         "tests/cloud_server/test_registry_migrations.py"),
-    ),
-}
 
 # the packages copied into mutmut's mutants/ folder (only the group's files are mutated there)
 PACKAGES = ("ecd", "ecd_cli", "device_agent", "edge_node", "cloud_server", "scheduling", "models", "research")
 # other folders and files the tests read (the security matrix checks README.md's authorization table)
 ALSO_COPY = ("data", "proto", "deploy", "benchmarks", "docs", "README.md")
 NOT_MUTATED_LINES = (r"^\s*(log|logger|logging)\.(debug|info|warning|error|exception|critical)\(",)
-
-# mutmut's exit codes per mutant (mutmut.stats.status_by_exit_code)
-# a failing test, a timeout or a crash (-11 SIGSEGV, -9 SIGKILL, -6 SIGABRT: onnxruntime aborts the
-# process on a setting it rejects, e.g. a mutated session config value): noticed
-KILLED_CODES = {1, 3, 36, -24, 24, 152, 255, -11, -9, -6}
-SURVIVED_CODES = {0}
-NO_TESTS_CODES = {5, 33}  # no mapped test reaches the function: survives as far as the gate goes
-
-
-@dataclass
-class Survivor:
-    name: str
-    file: str
-    line: int
-    function: str
-    before: str
-    after: str
-    why: str = "survived"  # or "no test reaches it"
-
-
-@dataclass
-class FileScore:
-    file: str
-    mutants: int = 0
-    killed: int = 0
-    survivors: list[Survivor] = field(default_factory=list)
-    equivalent: list[tuple[Survivor, str]] = field(default_factory=list)
-
-    @property
-    def survived(self) -> int:
-        return len(self.survivors)
-
-    @property
-    def score(self) -> float:
-        judged = self.mutants - len(self.equivalent)
-        return self.killed / judged if judged else 1.0
-
-
-class GroupError(RuntimeError):
-    pass
-
 
 # --- the copy --------------------------------------------------------------------------------
 
@@ -401,252 +261,6 @@ def remove(work: Path) -> None:
             return
         time.sleep(0.1)
     print(f"warning: could not remove {work}", file=sys.stderr)
-
-
-def score_file(work: Path, rel: str, group: str) -> FileScore:
-    meta_path = work / "mutants" / (rel + ".meta")
-    if not meta_path.exists():
-        raise GroupError(f"{group}: mutmut left no results for {rel}")
-    codes: dict[str, int | None] = json.loads(meta_path.read_text())["exit_code_by_key"]
-    unchecked = [k for k, c in codes.items() if c is None]
-    if unchecked:
-        raise GroupError(f"{group}: {len(unchecked)} mutants of {rel} were not run (e.g. {unchecked[0]})")
-    score = FileScore(rel, mutants=len(codes))
-    left = {k: c for k, c in codes.items() if c not in KILLED_CODES}
-    score.killed = score.mutants - len(left)
-    strange = {k: c for k, c in left.items() if c not in SURVIVED_CODES | NO_TESTS_CODES}
-    if strange:
-        raise GroupError(f"{group}: mutants of {rel} with unexpected outcomes: {strange}")
-    diffs = mutant_diffs(work, sorted(left))
-    source = (work / rel).read_text()
-    for key in sorted(left, key=mutant_order):
-        s = describe(key, diffs[key], rel, source)
-        if left[key] in NO_TESTS_CODES:
-            s.why = "no test reaches it"
-        score.survivors.append(s)
-    score.survivors.sort(key=lambda v: v.line)
-    return score
-
-
-def mutant_order(key: str) -> tuple[str, int]:
-    head, _, n = key.rpartition("__mutmut_")
-    return head, int(n) if n.isdigit() else 0
-
-
-def mutant_diffs(work: Path, keys: list[str]) -> dict[str, str]:
-    """Each mutant's unified diff against its function, as ``mutmut show`` prints it."""
-    if not keys:
-        return {}
-    code = (
-        "import json, sys\n"
-        "from mutmut.mutation.diff_apply import get_diff_for_mutant\n"
-        "print(json.dumps({k: get_diff_for_mutant(k) for k in json.load(sys.stdin)}))\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=work, input=json.dumps(keys), capture_output=True, text=True)
-    if proc.returncode == 0:
-        return json.loads(proc.stdout)
-    out = {}
-    for k in keys:  # the slow, public way
-        out[k] = subprocess.run([sys.executable, "-m", "mutmut", "show", k], cwd=work, capture_output=True, text=True).stdout
-    return out
-
-
-def function_of(key: str) -> str:
-    """``ecd.codec.x_decode__mutmut_8`` → ``decode``; ``…xǁCloudLinkǁsubmit__mutmut_3`` → ``CloudLink.submit``."""
-    mangled = key.rpartition(".")[2].rpartition("__mutmut_")[0]
-    if mangled.startswith("xǁ"):
-        _, cls, fn = mangled.split("ǁ", 2)
-        return f"{cls}.{fn}"
-    return mangled.removeprefix("x_")
-
-
-def _function_node(source: str, qualname: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
-    nodes: list[ast.AST] = list(ast.parse(source).body)
-    parts = qualname.split(".")
-    for i, part in enumerate(parts):
-        node = next((n for n in nodes if getattr(n, "name", None) == part), None)
-        if node is None:
-            return None
-        if i == len(parts) - 1:
-            return node if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) else None
-        nodes = list(getattr(node, "body", []))
-    return None
-
-
-def function_start(source: str, qualname: str) -> int:
-    """The first line (decorators included) of ``qualname`` in ``source``; 0 if not found."""
-    node = _function_node(source, qualname)
-    return min([node.lineno, *(d.lineno for d in node.decorator_list)]) if node else 0
-
-
-HUNK = re.compile(r"^@@ -(\d+)")
-SPINNER = re.compile("^[\u2800-\u28ff]")  # mutmut's progress spinner
-
-
-def describe(key: str, diff: str, rel: str, source: str) -> Survivor:
-    fn = function_of(key)
-    start = function_start(source, fn)
-    line, before, after, old_line = 0, [], [], 0
-    for text in diff.splitlines():
-        if text.startswith(("---", "+++")):
-            continue
-        m = HUNK.match(text)
-        if m:
-            old_line = int(m.group(1))
-            continue
-        if text.startswith("-"):
-            before.append(text[1:].strip())
-            line = line or (start + old_line - 1 if start else 0)
-            old_line += 1
-        elif text.startswith("+"):
-            after.append(text[1:].strip())
-            line = line or (start + old_line - 1 if start else 0)
-        else:
-            old_line += 1
-    return Survivor(key, rel, line, fn, " / ".join(before), " / ".join(after))
-
-
-# --- the allow-list --------------------------------------------------------------------------
-
-
-def normalise(code: str) -> str:
-    return re.sub(r"\s+", " ", code).strip()
-
-
-# SQL text whose letter case a mutant may change: the project writes SQL keywords in capitals (an
-# English message's lower-case "and" is no SQL), and an upsert's "excluded." names
-SQL_TEXT = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|ALTER|PRAGMA|BEGIN|COMMIT|ROLLBACK|FROM|WHERE|AND|OR|SET|"
-                      r"VALUES|ORDER BY|GROUP BY|LIMIT)\b|\bexcluded\.\w")
-STRING = re.compile(r"\"((?:[^\"\\]|\\.)*)\"|'((?:[^'\\]|\\.)*)'")
-
-
-def sql_case_only(before: str, after: str) -> bool:
-    """The mutant changed only the letter case of SQL statements (``"SELECT … FROM devices"`` to
-    ``"select … from devices"``): every string literal it changed is SQL, holds no quoted text of
-    its own, and differs only in case."""
-    olds, news = STRING.findall(before), STRING.findall(after)
-    if before == after or len(olds) != len(news) or STRING.sub('""', before) != STRING.sub('""', after):
-        return False
-    changed = [("".join(o), "".join(n)) for o, n in zip(olds, news) if o != n]
-    return bool(changed) and all(
-        o.lower() == n.lower() and SQL_TEXT.search(o) and not re.search(r"'[^']*[A-Za-z]", o)
-        and not re.search(r"%|:\w|\$\$|\{", o)  # placeholders (%s, :name), dollar quotes, f-string fields
-        for o, n in changed
-    )
-
-
-def unread_default(v: Survivor, root: Path = ROOT) -> bool:
-    """The mutant changed only the default value of a parameter that the function's body never reads
-    (``seed: int = 0`` to ``= 1`` in a deterministic method that takes ``seed`` for a common signature)."""
-    if v.before == v.after or not v.before.lstrip().startswith(("def ", "async def ")):
-        return False  # only the signature line: a keyword argument or assignment in the body is behaviour
-    path = root / v.file
-    node = _function_node(path.read_text(), v.function) if path.exists() else None
-    if node is None:
-        return False
-    read = {n.id for stmt in node.body for n in ast.walk(stmt) if isinstance(n, ast.Name)}
-    if read & {"locals", "vars", "inspect", "sys"}:
-        return False  # the frame's variables may be read without naming them
-    params = [a.arg for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)]
-    for name in (p for p in params if p not in read):
-        default = re.compile(rf"\b{name}(\s*:\s*[^=,()]+)?\s*=\s*[^,()]+")
-        if default.sub(name, v.before) == default.sub(name, v.after):
-            return True
-    return False
-
-
-# rules an allow-list entry may name instead of one mutant (``[[equivalent_rule]]``)
-RULES = {"sql-case": lambda v: sql_case_only(v.before, v.after), "unread-default": unread_default}
-
-
-def load_allow_list(path: Path) -> list[dict]:
-    """The allow-list's entries: one mutant each (``[[equivalent]]``), or a rule (``[[equivalent_rule]]``)."""
-    if not path.exists():
-        return []
-    data = tomllib.loads(path.read_text())
-    entries = data.get("equivalent", [])
-    for e in entries:
-        missing = {"file", "function", "before", "after", "reason"} - set(e)
-        if missing:
-            raise SystemExit(f"{path}: entry {e} lacks {', '.join(sorted(missing))}")
-    rules = data.get("equivalent_rule", [])
-    for r in rules:
-        if not {"rule", "reason"} <= set(r) <= {"rule", "reason", "files"} or r["rule"] not in RULES:
-            raise SystemExit(f"{path}: rule {r} needs rule (one of {', '.join(RULES)}), reason and optionally files")
-    return entries + rules
-
-
-def explains(entry: dict, v: Survivor) -> bool:
-    """Whether an allow-list entry (one mutant, or a rule over the files it names) accounts for ``v``."""
-    if v.why != "survived":  # a mutant no test reaches is never equivalent
-        return False
-    if "rule" in entry:
-        return v.file in entry.get("files", [v.file]) and RULES[entry["rule"]](v)
-    return (entry["file"], entry["function"]) == (v.file, v.function) and normalise(entry["before"]) == normalise(v.before) \
-        and normalise(entry["after"]) == normalise(v.after)
-
-
-def apply_allow_list(scores: list[FileScore], entries: list[dict]) -> list[dict]:
-    """Move survivors the allow-list explains to ``equivalent``; return entries nothing matched."""
-    used: set[int] = set()
-    for s in scores:
-        keep = []
-        for v in s.survivors:
-            for i, e in enumerate(entries):
-                if explains(e, v):
-                    s.equivalent.append((v, e["reason"]))
-                    used.add(i)
-                    break
-            else:
-                keep.append(v)
-        s.survivors = keep
-    return [e for i, e in enumerate(entries) if i not in used]
-
-
-def unmatched(scores: list[FileScore], entries: list[dict]) -> list[dict]:
-    """Allow-list entries that explained no survivor of the files checked."""
-    used = [v for s in scores for v, _ in s.equivalent]
-    return [e for e in entries if "rule" not in e and not any(explains(e, v) for v in used)]
-
-
-# --- report ----------------------------------------------------------------------------------
-
-
-def report(scores: list[FileScore], stale: list[dict], checked_files: set[str]) -> bool:
-    rows = [("module", "mutants", "killed", "survived", "equivalent", "score")]
-    for s in scores:
-        rows.append((s.file, str(s.mutants), str(s.killed), str(s.survived), str(len(s.equivalent)), f"{100 * s.score:.1f} %"))
-    total = FileScore("overall", sum(s.mutants for s in scores), sum(s.killed for s in scores))
-    total.equivalent = [e for s in scores for e in s.equivalent]
-    total.survivors = [v for s in scores for v in s.survivors]
-    rows.append(("overall", str(total.mutants), str(total.killed), str(total.survived), str(len(total.equivalent)),
-                 f"{100 * total.score:.1f} %"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    print()
-    for i, r in enumerate(rows):
-        if i == len(rows) - 1:
-            print("  ".join("-" * w for w in widths))
-        print("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))))
-    if total.survivors:
-        print("\nsurvivors (no test failed with this change):")
-        for v in total.survivors:
-            note = "" if v.why == "survived" else f"  [{v.why}]"
-            print(f"  {v.file}:{v.line} {v.function}: {v.before}  ->  {v.after}{note}")
-    stale = [e for e in stale if e["file"] in checked_files]
-    if stale:
-        print(f"\nallow-list entries that matched no survivor ({ALLOW_LIST.name}; remove or fix them):")
-        for e in stale:
-            print(f"  {e['file']} {e['function']}: {e['before']}  ->  {e['after']}")
-    low = [s for s in scores if s.score < MODULE_MIN]
-    ok = not low and total.score >= OVERALL_MIN
-    print()
-    for s in low:
-        print(f"FAIL {s.file}: {100 * s.score:.1f} % < {100 * MODULE_MIN:.0f} %")
-    if total.score < OVERALL_MIN:
-        print(f"FAIL overall: {100 * total.score:.1f} % < {100 * OVERALL_MIN:.0f} %")
-    if ok:
-        print(f"ok: every module >= {100 * MODULE_MIN:.0f} %, overall {100 * total.score:.1f} % >= {100 * OVERALL_MIN:.0f} %")
-    return ok
 
 
 def choose(wanted: list[str], error) -> dict[str, Group]:

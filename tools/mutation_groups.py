@@ -1,0 +1,105 @@
+"""The mutation gate's groups (tools/mutation.py): which source files are mutated together, and
+which tests must notice. Kept apart so that adding a module or a test file touches only this table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Group:
+    """Source files mutated together, and the tests that must notice."""
+
+    files: tuple[str, ...]
+    tests: tuple[str, ...]
+    timeout_s: int = 120  # a test stuck (e.g. on a queue that never drains) fails after this
+
+
+GROUPS: dict[str, Group] = {
+    "codec": Group(("ecd/codec.py",), ("tests/ecd/test_codec.py", "tests/ecd/test_codec_and_proto.py", "tests/ecd/transport/test_serde.py")),
+    "partition": Group(
+        ("ecd/partition.py", "ecd/manifest.py"),
+        (
+            "tests/ecd/test_partition.py",
+            "tests/ecd/test_manifest.py",
+            "tests/ecd/test_block_runner.py",
+            "tests/ecd/test_partition_sessions.py",
+        ),
+    ),
+    "distribution": Group(("ecd/distribution.py",), ("tests/ecd/test_distribution.py", "tests/edge_node/test_backpressure.py")),
+    "split": Group(("ecd/split.py", "ecd/leakage.py"), ("tests/ecd/test_split.py", "tests/ecd/test_split_checks.py", "tests/ecd/test_split_values.py",
+                                                       "tests/ecd/test_leakage_values.py")),
+    "placement": Group(
+        (
+            "scheduling/placement/heuristics.py",
+            "scheduling/placement/baselines.py",
+            "scheduling/placement/exact.py",
+            "scheduling/placement/problem.py",
+        ),
+        ("tests/scheduling/test_placement_orlib.py", "tests/scheduling/test_placement_exact.py",
+         "tests/scheduling/test_placement_heuristics.py", "tests/scheduling/test_placement_tours.py",
+         "tests/scheduling/test_placement_io.py", "tests/scheduling/test_placement_quality.py"),
+        timeout_s=30,  # its slowest test takes 4 s; a mutated 2-opt that never stops must not cost 120 s
+    ),
+    "allocation": Group(
+        ("scheduling/allocation/tapp.py", "scheduling/allocation/tapp_model.py", "scheduling/allocation/tapp_phases.py",
+         "scheduling/allocation/tapp_exact.py", "scheduling/allocation/tapp_plus.py", "scheduling/allocation/coverage.py"),
+        ("tests/scheduling/test_allocation_tapp.py", "tests/scheduling/test_allocation_coverage.py",
+         "tests/scheduling/test_allocation_io.py", "tests/scheduling/test_allocation_values.py",
+         "tests/scheduling/test_tapp_exact_values.py", "tests/scheduling/test_tapp_plus_values.py",
+         "tests/scheduling/test_coverage_values.py"),
+        timeout_s=40,  # its slowest test takes 8 s; a mutated local search that never stops must not cost 120 s
+    ),
+    "quality": Group(
+        ("scheduling/quality/crowdpower.py",),
+        ("tests/scheduling/test_quality.py", "tests/scheduling/test_crowdpower_quality_values.py",
+         "tests/scheduling/test_crowdpower_site_values.py"),
+    ),
+    "auth": Group(
+        ("ecd/transport/auth.py",),
+        ("tests/ecd/transport/test_auth.py", "tests/integration/test_security.py"),
+        timeout_s=60,
+    ),
+    "types": Group(("ecd/types.py",), ("tests/ecd/test_types.py", "tests/edge_node/test_stream_header.py")),
+    # the services last: they change most often
+    "edge": Group(
+        ("edge_node/core.py",),
+        ("tests/edge_node", "tests/integration/test_bad_input.py"),
+        timeout_s=180,
+    ),
+    "cloud": Group(
+        ("cloud_server/core.py", "cloud_server/devices.py", "cloud_server/assignment.py", "cloud_server/leases.py",
+         "cloud_server/edges.py", "cloud_server/live_placement.py", "cloud_server/crowdsensing.py", "cloud_server/served.py"),
+        (
+            "tests/cloud_server/test_core.py",
+            "tests/cloud_server/test_core_control.py",
+            "tests/cloud_server/test_core_edges.py",
+            "tests/cloud_server/test_core_placement.py",
+            "tests/cloud_server/test_core_crowdsensing.py",
+            "tests/cloud_server/test_core_heads.py",
+            "tests/cloud_server/test_leader.py",
+            "tests/cloud_server/test_campaigns.py",
+            "tests/cloud_server/test_heads_and_registry.py",
+            "tests/cloud_server/test_placement_service.py",
+            "tests/cloud_server/test_edge_ownership.py",
+            "tests/cloud_server/test_leases.py",
+            "tests/cloud_server/test_sites.py",
+            "tests/cloud_server/test_writers.py",
+            "tests/integration/test_bad_input.py",
+        ),
+        timeout_s=180,
+    ),
+    "services": Group(
+        ("edge_node/service.py", "cloud_server/service.py", "cloud_server/scheduler_service.py"),
+        ("tests/edge_node", "tests/cloud_server/test_service_operator.py", "tests/integration/test_security.py",
+         "tests/integration/test_bad_input.py"),
+        timeout_s=180,
+    ),
+    "registry": Group(
+        ("cloud_server/registry.py", "cloud_server/registry_db.py", "cloud_server/registry_records.py",
+         "cloud_server/registry_schema.py"),
+        ("tests/cloud_server/test_registry_backends.py", "tests/cloud_server/test_heads_and_registry.py",
+         "tests/cloud_server/test_registry_values.py", "tests/cloud_server/test_registry_tables.py",
+         "tests/cloud_server/test_registry_migrations.py"),
+    ),
+}
