@@ -78,7 +78,10 @@ class ControlMonitor:
             except asyncio.TimeoutError:
                 pass
             self.kicked.clear()
-            await loop.run_in_executor(None, self.check)
+            try:
+                await loop.run_in_executor(None, self.check)
+            except Exception as e:  # noqa: BLE001 — a registry out of reach: the next check tries again
+                log.warning("[CloudServer.Monitor] check failed: %s", e)
             await self.publish_storage()
 
     def check(self) -> None:
