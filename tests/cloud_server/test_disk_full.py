@@ -37,7 +37,9 @@ pytestmark = [pytest.mark.timeout(180),
 def small_disk(tmp_path: Path):
     mnt = tmp_path / "disk"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if done.returncode != 0:  # root without CAP_SYS_ADMIN (some containers)
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
         yield mnt
     finally:
