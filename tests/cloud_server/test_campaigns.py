@@ -251,3 +251,7 @@ def test_operator_calls_are_taken_only_from_the_configured_hosts() -> None:
         loopback("ipv4:10.1.2.3:5555")
     assert to_status(e.value)[0] == grpc.StatusCode.PERMISSION_DENIED
     operator_check(("any",))("ipv4:10.1.2.3:5555")
+    operator_check(("unix",))("unix:/run/ecd/cloud.sock")  # a unix socket is taken when "unix" is listed
+    for allowed, peer in ((("127.0.0.1",), "unix:/run/ecd/cloud.sock"), (("unix",), "ipv4:127.0.0.1:1")):
+        with pytest.raises(PermissionDeniedError, match="operator_peers"):
+            operator_check(allowed)(peer)

@@ -9,8 +9,10 @@ import grpc
 import pytest
 
 from cloud_server.config import CloudConfig
+from cloud_server.scheduler_service import SchedulerClient
 from cloud_server.service import start_cloud
 from ecd import certs
+from ecd.errors import PeerError
 from ecd.transport import tls
 from ecd.transport.rpc import LoopThread, wait_healthy
 from ecd.v1 import ecd_pb2 as pb
@@ -23,7 +25,7 @@ def cloud(tmp_path_factory: pytest.TempPathFactory):
     certs.init(folder, certs.default_holders(edges=1, devices=3))
     loop = LoopThread()
     running = loop.run(start_cloud(replace(CloudConfig(), db=str(folder.parent / "cloud.sqlite3"), metrics_port=-1,
-                                           tls_dir=str(folder))))
+                                           tls_dir=str(folder), operator_peers=("192.0.2.1",))))
     wait_healthy(f"127.0.0.1:{running.port}", tls=tls.load(str(folder), "operator"), server_role="cloud")
     yield running, folder
     loop.run(running.stop(0))
@@ -65,3 +67,23 @@ def test_a_revoked_devices_certificate_cannot_register_again(cloud) -> None:
     assert again.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert again.value.details().startswith("device certificate 'device-3' was revoked: it cannot register again")
     assert register(cloud, "device-2").device_id  # other devices still register
+
+
+def test_under_tls_the_operators_certificate_is_what_counts_not_its_address(cloud) -> None:
+    """operator_peers (here one far-away address) is for plaintext clouds: over mutual TLS the
+    operator's certificate admits its calls from anywhere, through the operator's client too."""
+    running, folder = cloud
+    a = register(cloud, "device-1")
+    client = SchedulerClient(f"127.0.0.1:{running.port}", timeout_s=30, tls=tls.load(str(folder), "operator"))
+    try:
+        devices, floor = client.reputations()
+        assert a.device_id in {d.device_id for d in devices} and floor > 0
+        client.revoke(a.device_id)
+        with pytest.raises(PeerError, match=rf"^NOT_FOUND: device_id: 'none-such' is not registered \(cloud 127\.0\.0\.1:{running.port}\)$") as e:
+            client.revoke("none-such")
+        assert e.value.status == "NOT_FOUND"
+    finally:
+        client.close()
+    with pytest.raises(grpc.RpcError) as revoked:
+        stub(cloud, "device-1").GetAssignment(pb.GetAssignmentRequest(device_id=a.device_id, token=a.token), timeout=10)
+    assert revoked.value.code() == grpc.StatusCode.UNAUTHENTICATED
