@@ -29,7 +29,7 @@ def canonical_endpoint(endpoint: str) -> str | None:
     ``host:port``."""
     host, sep, port = endpoint.strip().rpartition(":")
     host = host.strip("[]").lower().rstrip(".")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         return None
     if host in ("localhost", "localhost.localdomain"):
         host = "127.0.0.1"
@@ -38,7 +38,7 @@ def canonical_endpoint(endpoint: str) -> str | None:
     except ValueError:
         try:  # the legacy IPv4 spellings inet_aton takes: 127.1, 2130706433, 0x7f.1, 127.0.0.001
             ip = ipaddress.IPv4Address(socket.inet_aton(host))
-        except OSError:
+        except (OSError, ValueError):  # not an address (a name), or a NUL in it
             ip = None
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped

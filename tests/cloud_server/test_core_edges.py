@@ -179,3 +179,9 @@ def test_a_relayed_frame_is_answered_only_from_the_devices_edge(cloud: Cloud) ->
     cloud.core.assignment.move({d.device_id: b if d.edge_id == a else a}, {d.device_id: d.edge_id})
     assert cloud.core.process(frame(d, Split(2, 5), frame_id=4), home).ok  # within MOVE_GRACE_S of the move
     assert cloud.core.process(frame(d, Split(2, 5), frame_id=5), other).ok
+
+
+@pytest.mark.parametrize("endpoint", ["a\x00b:1", "host:٣", "host:", ":1", "host:0", "host:65536"])
+def test_an_endpoint_that_is_not_host_port_is_refused_by_name(cloud: Cloud, endpoint: str) -> None:
+    with pytest.raises(RequestError, match=r"^endpoint: "):
+        cloud.core.edges.register(EdgeRegistration(endpoint, 1.0))
