@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -304,6 +305,8 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
         raise ConfigError(f"placement_method: expected one of {', '.join(METHODS)}, got {cfg.placement_method!r}")
     if not cfg.placement_check_s > 0:
         raise ConfigError(f"placement_check_s: expected > 0 seconds, got {cfg.placement_check_s}")
+    if not (math.isfinite(cfg.placement_debounce_s) and cfg.placement_debounce_s >= 0):
+        raise ConfigError(f"placement_debounce_s: expected a finite number of seconds >= 0, got {cfg.placement_debounce_s}")
     if not cfg.leader_lease_s > cfg.placement_check_s:  # renewed at every check: it must outlast one
         raise ConfigError(f"leader_lease_s: expected more than placement_check_s ({cfg.placement_check_s:g} s), got {cfg.leader_lease_s}")
     panel_token = _panel_token(cfg)

@@ -11,6 +11,7 @@ in ``service``, behind the two peers of ``peers``.
 from __future__ import annotations
 
 import json
+import math
 import logging
 import os
 import random
@@ -55,6 +56,9 @@ class DeviceAgent:
     def __init__(self, cfg: AgentConfig):
         if cfg.trace_every < 1:
             raise ConfigError(f"--trace-every: expected >= 1, got {cfg.trace_every}")
+        for name in ("answer_deadline_s", "register_retry_s"):  # NaN or < 0 would silently abandon every stream
+            if not (math.isfinite(getattr(cfg, name)) and getattr(cfg, name) >= 0):
+                raise ConfigError(f"--{name.replace('_', '-')}: expected a finite number of seconds >= 0, got {getattr(cfg, name)}")
         parse_sensors(cfg.sensors)  # a bad option fails before anything starts
         if Encoding.parse(cfg.encoding, "--encoding") is Encoding.UINT8:
             raise ConfigError("--encoding: uint8 is the raw image, sent by itself at split 0; choose the activations' "

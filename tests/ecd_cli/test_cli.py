@@ -120,6 +120,9 @@ def test_services_refuse_bad_configuration_in_one_line(tmp_path: Path) -> None:
     assert_clean_error(ecd_process("cloud-server", "--config", str(config)), "colour", "unknown option", code=78)
     assert_clean_error(ecd_process("cloud-server", "--placement-method", "best", "--db", str(tmp_path / "c.db")), "placement_method", code=78)
     assert_clean_error(ecd_process("edge-node", "--position", "north", "--cloud", "127.0.0.1:1"), "position", code=78)
+    assert_clean_error(ecd_process("cloud-server", "--placement-debounce-s", "nan", "--db", str(tmp_path / "d.db")),
+                       "placement_debounce_s", code=78)
+    assert_clean_error(ecd_process("device-agent", "--answer-deadline-s", "-1"), "--answer-deadline-s", code=78)
 
 
 def test_version_usage_and_config_errors_have_their_own_exit_codes(tmp_path: Path) -> None:
