@@ -32,7 +32,16 @@ class Edges:
         """The edge nodes heard from (registration or heartbeat, stored or only heard here while the
         registry's disk was full) within ``timeout_s``."""
         now = self.clock.time()
-        return [e for e in self.registry.edges() if now - max(e.last_seen_unix, self._heard.get(e.edge_id, 0.0)) <= self.timeout_s]
+        return [e for e in self.registry.edges() if self.is_alive(e, now)]
+
+    def last_heard(self, edge: EdgeRecord) -> float:
+        """When the edge node was last heard from: its stored heartbeat, or a later one this replica
+        heard but could not store."""
+        return max(edge.last_seen_unix, self._heard.get(edge.edge_id, 0.0))
+
+    def is_alive(self, edge: EdgeRecord, now: float) -> bool:
+        """The one liveness rule: what the data plane assigns by is what the operator view shows."""
+        return now - self.last_heard(edge) <= self.timeout_s
 
     def register(self, req: EdgeRegistration, owner: str = "") -> str:
         """Register (or re-register) the edge node at ``req.endpoint``; an endpoint another

@@ -114,9 +114,9 @@ class OperatorView:
 
     def _edge(self, e: EdgeRecord, now: float, served: dict[str, int], active: set[str]) -> dict[str, Any]:
         return {
-            "edge_id": e.edge_id, "endpoint": e.endpoint, "alive": now - e.last_seen_unix <= self.core.edges.timeout_s,
+            "edge_id": e.edge_id, "endpoint": e.endpoint, "alive": self.core.edges.is_alive(e, now),
             "load": e.load, "queue_depth": e.queue_depth, "capacity": e.capacity, "devices": served.get(e.edge_id, 0),
-            "active": e.edge_id in active, "position": _position(e.lat, e.lon), "last_seen_unix": e.last_seen_unix,
+            "active": e.edge_id in active, "position": _position(e.lat, e.lon), "last_seen_unix": self.core.edges.last_heard(e),
             "activation_cost": e.activation_cost or self.core.assignment.activation_cost,
         }
 

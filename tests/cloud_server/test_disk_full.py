@@ -20,6 +20,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloud_server.config import CloudConfig
+from cloud_server.panel import OperatorView
 from cloud_server.service import REGISTRY_HEALTH, start_cloud
 from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
@@ -102,6 +103,8 @@ def test_a_full_registry_disk_refuses_writes_by_name_and_nothing_else_stops(smal
         full_at = agent.status().answered
         wait_until(lambda: agent.status().answered >= full_at + 150, "frames to flow for 3 s on a full disk")
         assert edge.edge_id in {e.edge_id for e in cloud.core.edges.alive()}  # its heartbeats could not be stored
+        shown = {e["edge_id"]: e["alive"] for e in OperatorView(cloud.core).overview()["edges"]}
+        assert shown[edge.edge_id] is True, shown  # the operator sees what the data plane assigns by
         assert not late_start.done(), late_start.exception() if late_start.done() else None  # waiting, not crashed
         filler.unlink()
         wait_until(lambda: writable() == 1.0, "the cloud to see space come back")
