@@ -34,6 +34,7 @@ class ScenarioResult:
     notes: list[str]
     passed: bool
     failures: list[str]
+    checks: dict[str, object]  # the scenario's own figures (leader failover, longest stall, disk-full checks)
 
 
 def verdict(r: ScenarioResult, recovery_target_s: float | None) -> list[str]:
@@ -90,6 +91,8 @@ def print_result(r: ScenarioResult) -> None:
         print(f"   wedged: {w.tier} made no progress for {w.seconds:.1f} s from {w.start_s:.1f} s"
               f"{' (still at the end)' if w.open_at_end else ''}")
     print("   servers answered: " + ", ".join(f"{k} {v}" for k, v in r.service_answered.items()))
+    for key, value in r.checks.items():
+        print(f"   {key}: {value}")
     for note in r.notes:
         print(f"   note: {note}")
     print(f"   {'PASS' if r.passed else 'FAIL: ' + '; '.join(r.failures)}  ({r.elapsed_s:.0f} s, logs {r.logs})")

@@ -31,15 +31,22 @@ class Run:
     stopped: set[str] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
     clouds: list[Tier] = field(default_factory=list)
+    cloud_arg: str = ""  # the tiers' --cloud: every replica, the first preferred
+    db: str = ""  # the registry: a SQLite file or a PostgreSQL URL
+    fps: float = 0.0  # the agents' --fps (0 = unpaced)
+    leaders: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # replica -> (t, ecd_scheduler_leader)
+    checks: dict[str, object] = field(default_factory=dict)  # a scenario's own figures (_fault_control.py)
+    failures: list[str] = field(default_factory=list)  # and what they missed
+    fault_at: float | None = None  # set by a fault that sends no signal (a full disk); else the first signal's time
 
     def agent_args(self, name: str, frames: int, state: Path | None = None) -> list[str]:
         report = self.dir / f"{name}.report.json"
         self.reports[name] = report
         self.asked[name] = frames
-        args = ["device-agent", "--cloud", self.cloud.target, "--name", name, "--frames", str(frames),
+        args = ["device-agent", "--cloud", self.cloud_arg or self.cloud.target, "--name", name, "--frames", str(frames),
                 "--report", str(report), "--metrics-port", "0"]
-        if self.opts.fps and self.flags.fps:
-            args += ["--fps", str(self.opts.fps)]
+        if self.fps and self.flags.fps:
+            args += ["--fps", str(self.fps)]
         if state is not None and self.flags.state:
             args += ["--state", str(state)]
         return args

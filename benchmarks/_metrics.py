@@ -8,6 +8,7 @@ Read from outside the tier, so the numbers do not depend on the code under test;
 
 from __future__ import annotations
 
+import http.client
 import math
 import os
 import re
@@ -115,7 +116,7 @@ def scrape(port: int, timeout_s: float = 1.0) -> list[Metric] | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as r:
             return parse_metrics(r.read().decode())
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):  # e.g. IncompleteRead from a tier killed mid-answer
         return None
 
 

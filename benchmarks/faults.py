@@ -10,6 +10,22 @@ Scenarios (issue 12):
   again once it has exited; the agent is started again with the same ``--state`` when the agent has
   that flag).
 
+The control plane's own failures (issue 29; the checks in ``_fault_control.py``):
+
+* ``replica-kill`` — two cloud replicas on one PostgreSQL registry, the edge and agents given both
+  (``--cloud A,B``, the follower first); kill -9 of that follower mid-stream. Exactly one replica
+  leads before and after; placement versions strictly increasing (an edge and a device join after
+  the kill, so the leader places again).
+* ``leader-kill`` — the same with the leader first in the list: kill -9 of the leader, which the
+  edge and agents use; the survivor must lead within 15 s.
+* ``gray-edge`` — two edges, ``--paced-agents`` agents at ``--paced-fps``; SIGSTOP of the busier edge
+  for ``--stop-s`` (75 s), then SIGCONT. No agent may go more than 15 s without an answer.
+* ``disk-full`` — the registry (SQLite) on a 4 MB tmpfs (root only), filled to the last byte for
+  ``--full-s`` while the agents stream; meanwhile an edge node and a device start. Frames must flow,
+  the cloud's log name the full disk and its end once each with no traceback, the operator view
+  keep the edges alive, the new edge wait and then serve, the new device be told "registry disk
+  full" and register once space returns.
+
 For each scenario it prints, and writes to JSON, the frames sent / answered once / lost / never sent /
 duplicated to the application (per agent and in total), the recovery time (from the fault to the first
 frame answered again by the agents it stalled, and to every agent answering again), and the tiers that
@@ -26,15 +42,17 @@ recovery and wedges come from the tiers' Prometheus endpoints, sampled every ``-
 
 The agent's flags are read from its ``--help``: ``--fps`` and ``--state`` are passed only if it has them.
 
-    python benchmarks/faults.py [--scenarios edge-kill cloud-restart term-edge term-cloud term-agent]
-        [--agents 3] [--frames 3000] [--cloud-agents 10] [--cloud-frames 600] [--deadline-s 300]
+    python benchmarks/faults.py [--scenarios edge-kill cloud-restart term-edge term-cloud term-agent
+        replica-kill leader-kill gray-edge disk-full] [--agents 3] [--frames 3000] [--cloud-agents 10]
+        [--cloud-frames 600] [--paced-agents 4] [--paced-fps 10] [--stop-s 75] [--full-s 30] [--deadline-s 300]
         [--root .] [--out results/faults.json]
 
 ``--root`` is the checkout whose tiers are run (default: the current directory), so the same harness
 measures a worktree of an older commit: ``cd /tmp/before && python /path/to/benchmarks/faults.py``.
 
 The parts: what is computed from a run's samples ``_fault_run.py``, the verdict and tables
-``_fault_report.py``; processes ``_procs.py``, counting ``_counts.py``.
+``_fault_report.py``, the control-plane scenarios ``_fault_control.py``; processes ``_procs.py``,
+counting ``_counts.py``.
 """
 
 from __future__ import annotations
@@ -43,6 +61,7 @@ import argparse
 import signal
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -59,6 +78,8 @@ from _fault_report import ScenarioResult, print_result, print_summary, verdict
 from _fault_run import Run, events, find_wedges, recovery_times
 from _procs import Cluster, Deadline, StartError, Tier, pace
 
+import _fault_control as control
+
 EDGE_RECOVERY_TARGET_S = 10.0
 
 
@@ -67,9 +88,13 @@ class Scenario:
     name: str
     description: str
     edges: int
-    many_agents: bool  # --cloud-agents x --cloud-frames instead of --agents x --frames
+    load: str  # "agents": --agents x --frames; "many": --cloud-agents x --cloud-frames; "paced": --paced-*
     fault: Callable[[Run], str]  # injects the fault, returns the tier it hit
     recovery_target_s: float | None = None
+    clouds: int = 1  # replicas; more than one share a PostgreSQL registry
+    registry: str = "sqlite"  # "sqlite", "postgres" or "small-disk" (SQLite on a tmpfs the scenario fills)
+    check: Callable[[Run, float | None], None] | None = None  # the scenario's own checks (_fault_control.py)
+    first: str = "leader"  # with replicas: the one first in the tiers' --cloud list ("leader" or "follower")
 
 
 # --- faults --------------------------------------------------------------------------------------
@@ -99,7 +124,7 @@ def start_cloud_again(run: Run) -> None:
         name = f"cloud-r{len(run.clouds)}" if attempt == 1 else f"cloud-r{len(run.clouds)}-try{attempt}"
         try:
             tier = run.cluster.start_service("cloud", name, ["cloud-server", "--port", str(port), "--metrics-port", "0",
-                                                              "--db", str(run.dir / "cloud.sqlite3")], run.deadline)
+                                                              "--db", run.db], run.deadline)
         except StartError as e:
             if run.deadline.remaining() < 5:
                 run.notes.append(f"the cloud did not start again on port {port}: {e}")
@@ -150,20 +175,47 @@ def term_agent(run: Run) -> str:
 
 
 SCENARIOS = (
-    Scenario("edge-kill", "kill -9 one of two edge nodes mid-stream", 2, False, kill_edge, EDGE_RECOVERY_TARGET_S),
-    Scenario("cloud-restart", "kill -9 the cloud mid-stream, start it again (same port, same registry)", 1, True,
+    Scenario("edge-kill", "kill -9 one of two edge nodes mid-stream", 2, "agents", kill_edge, EDGE_RECOVERY_TARGET_S),
+    Scenario("cloud-restart", "kill -9 the cloud mid-stream, start it again (same port, same registry)", 1, "many",
              restart_cloud(signal.SIGKILL)),
-    Scenario("term-edge", "SIGTERM one of two edge nodes mid-stream", 2, False, term_edge, EDGE_RECOVERY_TARGET_S),
-    Scenario("term-cloud", "SIGTERM the cloud mid-stream, start it again once it exited", 1, False, restart_cloud(signal.SIGTERM)),
-    Scenario("term-agent", "SIGTERM one agent mid-stream (start it again with its --state if it has the flag)", 1, False, term_agent),
+    Scenario("term-edge", "SIGTERM one of two edge nodes mid-stream", 2, "agents", term_edge, EDGE_RECOVERY_TARGET_S),
+    Scenario("term-cloud", "SIGTERM the cloud mid-stream, start it again once it exited", 1, "agents", restart_cloud(signal.SIGTERM)),
+    Scenario("term-agent", "SIGTERM one agent mid-stream (start it again with its --state if it has the flag)", 1, "agents", term_agent),
+    # issue 29: the control plane's own failures
+    Scenario("replica-kill", "two cloud replicas on PostgreSQL; kill -9 the follower the edge and agents use mid-stream",
+             1, "agents", control.kill_replica, clouds=2, registry="postgres", check=control.check_replicas, first="follower"),
+    Scenario("leader-kill", "two cloud replicas on PostgreSQL; kill -9 the leader, which the edge and agents use, mid-stream",
+             1, "agents", control.kill_replica, clouds=2, registry="postgres", check=control.check_replicas, first="leader"),
+    Scenario("gray-edge", "SIGSTOP one of two edge nodes for --stop-s, then SIGCONT (a hung edge)", 2, "paced",
+             control.stop_edge, check=control.check_stalls),
+    Scenario("disk-full", "fill the registry's filesystem for --full-s; an edge and a device start meanwhile", 1, "paced",
+             control.fill_disk, registry="small-disk", check=control.check_disk_full),
 )
 
 
 # --- one scenario --------------------------------------------------------------------------------
 
 
-def run_scenario(sc: Scenario, opts: argparse.Namespace, root: Path, flags: AgentFlags) -> ScenarioResult:
-    n_agents, frames = (opts.cloud_agents, opts.cloud_frames) if sc.many_agents else (opts.agents, opts.frames)
+def load(sc: Scenario, opts: argparse.Namespace) -> tuple[int, int, float]:
+    """Agents, frames each, frames per second each."""
+    if sc.load == "many":
+        return opts.cloud_agents, opts.cloud_frames, opts.fps
+    if sc.load == "paced":
+        return opts.paced_agents, int(opts.paced_fps * opts.paced_s), opts.paced_fps
+    return opts.agents, opts.frames, opts.fps
+
+
+def registry_for(sc: Scenario, scenario_dir: Path, registries: control.Registries) -> str:
+    if sc.registry == "postgres":
+        return registries.postgres()
+    if sc.registry == "small-disk":
+        return str(registries.small_disk(scenario_dir / "registry"))
+    return str(scenario_dir / "cloud.sqlite3")
+
+
+def run_scenario(sc: Scenario, opts: argparse.Namespace, root: Path, flags: AgentFlags,
+                 registries: control.Registries) -> ScenarioResult:
+    n_agents, frames, fps = load(sc, opts)
     scenario_dir = opts.logs / sc.name
     scenario_dir.mkdir(parents=True, exist_ok=True)
     deadline = Deadline(opts.deadline_s)
@@ -171,12 +223,21 @@ def run_scenario(sc: Scenario, opts: argparse.Namespace, root: Path, flags: Agen
     fault_at, target = None, ""
     alive_at_end: set[str] = set()
     end_s = 0.0
+    db = registry_for(sc, scenario_dir, registries)
     with Cluster(root, opts.python, scenario_dir, opts.sample_s) as cluster:
-        cloud = cluster.start_service("cloud", "cloud", ["cloud-server", "--port", "0", "--metrics-port", "0",
-                                                         "--db", str(scenario_dir / "cloud.sqlite3")], deadline)
-        edges = [cluster.start_service("edge", f"edge-{i}", ["edge-node", "--cloud", cloud.target, "--port", "0",
+        panel = ["--panel-port", "0"] if sc.registry == "small-disk" else []  # the operator view's edges, checked there
+        clouds = [cluster.start_service("cloud", "cloud" if sc.clouds == 1 else f"cloud-{k}",
+                                        ["cloud-server", "--port", "0", "--metrics-port", "0", "--db", db, *panel], deadline)
+                  for k in range(sc.clouds)]
+        if sc.clouds > 1:
+            clouds = control.preferred(cluster, clouds, deadline, sc.first)
+        cloud_arg = ",".join(c.target for c in clouds)
+        edges = [cluster.start_service("edge", f"edge-{i}", ["edge-node", "--cloud", cloud_arg, "--port", "0",
                                                               "--metrics-port", "0"], deadline) for i in range(sc.edges)]
-        run = Run(cluster, deadline, opts, flags, scenario_dir, cloud, edges, [], {}, {}, clouds=[cloud])
+        run = Run(cluster, deadline, opts, flags, scenario_dir, clouds[0], edges, [], {}, {}, clouds=clouds,
+                  cloud_arg=cloud_arg, db=db, fps=fps)
+        if sc.clouds > 1:
+            cluster.guards.append(control.watch_leaders(run))
         for i in range(n_agents):
             name = f"agent-{i}"
             run.agents.append(cluster.spawn("agent", name, run.agent_args(name, frames, scenario_dir / f"{name}.state")))
@@ -188,11 +249,14 @@ def run_scenario(sc: Scenario, opts: argparse.Namespace, root: Path, flags: Agen
         pace(opts.fault_after_s, deadline)
         t_before = cluster.now()
         target = sc.fault(run)  # each fault samples every tier just before its signal
-        fault_at = min((when for t in cluster.tiers for when, _ in t.signals if when >= t_before), default=None)
+        fault_at = run.fault_at if run.fault_at is not None else \
+            min((when for t in cluster.tiers for when, _ in t.signals if when >= t_before), default=None)
         cluster.wait_exit(run.agents, deadline)
         cluster.sample()
         end_s = cluster.now()
         alive_at_end = {t.name for t in cluster.tiers if t.alive}
+        if sc.check is not None:
+            sc.check(run, fault_at)
     deadline_hit = any(a.name in alive_at_end for a in run.agents)
 
     counts = [agent_count(a, run.asked[a.name], run.reports[a.name], stopped=a.name in run.stopped) for a in run.agents]
@@ -208,9 +272,9 @@ def run_scenario(sc: Scenario, opts: argparse.Namespace, root: Path, flags: Agen
         target=target, fault_at_s=fault_at, **recovery, wedges=wedges, deadline_hit=deadline_hit,
         service_answered={t.name: t.answered for t in cluster.tiers if t.kind != "agent"},
         exit_codes={t.name: t.returncode for t in cluster.tiers}, events=events(cluster), elapsed_s=time.perf_counter() - t_wall,
-        logs=str(scenario_dir), notes=run.notes, passed=False, failures=[],
+        logs=str(scenario_dir), notes=run.notes, passed=False, failures=[], checks=run.checks,
     )
-    result.failures = verdict(result, sc.recovery_target_s)
+    result.failures = verdict(result, sc.recovery_target_s) + run.failures
     result.passed = not result.failures
     return result
 
@@ -222,6 +286,12 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=3000, help="frames each of those agents is asked to send")
     parser.add_argument("--cloud-agents", type=int, default=10, help="agents in cloud-restart")
     parser.add_argument("--cloud-frames", type=int, default=600, help="frames each cloud-restart agent is asked to send")
+    parser.add_argument("--paced-agents", type=int, default=4, help="agents in gray-edge and disk-full")
+    parser.add_argument("--paced-fps", type=float, default=10.0, help="frames per second each of those agents sends")
+    parser.add_argument("--paced-s", type=float, default=110.0, help="seconds each of those agents streams")
+    parser.add_argument("--stop-s", type=float, default=75.0, help="gray-edge: seconds the edge node stays stopped")
+    parser.add_argument("--full-s", type=float, default=30.0, help="disk-full: seconds the registry's disk stays full")
+    parser.add_argument("--late-frames", type=int, default=100, help="disk-full: frames of the device that registers meanwhile")
     parser.add_argument("--restart-frames", type=int, default=100, help="frames of the agent started again in term-agent")
     parser.add_argument("--fps", type=float, default=0.0, help="frames per second per agent, if the agent has --fps (0 = unpaced)")
     parser.add_argument("--fault-after-s", type=float, default=3.0, help="seconds after every agent got a first answer")
@@ -241,15 +311,17 @@ def main() -> int:
     t0 = time.perf_counter()
     by_name = {s.name: s for s in SCENARIOS}
     errors: dict[str, str] = {}
-    for name in opts.scenarios:
-        try:
-            r = run_scenario(by_name[name], opts, root, flags)
-        except (StartError, TimeoutError) as e:  # a tier that never came up: the scenario measured nothing
-            errors[name] = str(e)
-            print(f"\n== {name}: could not run: {e}")
-            continue
-        print_result(r)
-        results.append(r)
+    with ExitStack() as stack:
+        registries = control.Registries(stack)
+        for name in opts.scenarios:
+            try:
+                r = run_scenario(by_name[name], opts, root, flags, registries)
+            except (StartError, TimeoutError) as e:  # a tier or a registry that never came up: nothing measured
+                errors[name] = str(e)
+                print(f"\n== {name}: could not run: {e}")
+                continue
+            print_result(r)
+            results.append(r)
     print_summary(results)
     write_results(opts.out, code, flags, opts, t0, scenarios=[asdict(r) for r in results], errors=errors)
     return 0 if all(r.passed for r in results) and not errors else 1

@@ -47,6 +47,7 @@ class LivePlacement:
         self._lock = threading.Lock()  # one placement at a time (the monitor's and an operator's)
         self.current: PlacementReport | None = None
         self._placed_alive: set[str] = set()
+        self._placed_in_term: int | None = None  # the leader's term this replica last placed in
         self.follow()
 
     def follow(self) -> bool:
@@ -64,12 +65,17 @@ class LivePlacement:
         return self.current.version if self.current else 0
 
     def due(self) -> str | None:
-        """Why a new placement should run now, or None: an edge joined, was lost or left since the
-        last one (at once), or devices with a position joined or left (their lease ran out) since
-        the last one, at most once per ``debounce_s`` (devices come and go in bursts)."""
+        """Why a new placement should run now, or None (asked on the leader): a placement exists and
+        this replica has not placed in its term yet (at once: the leader before may have died
+        between writing its placement and moving the devices, which a placement written first and
+        moves second allows), an edge joined, was lost or left since the last one (at once), or
+        devices with a position joined or left (their lease ran out) since the last one, at most
+        once per ``debounce_s`` (devices come and go in bursts)."""
         alive = {e.edge_id for e in self.edges.alive()}
         if not alive:
             return None  # nothing to place devices on; the next edge to join triggers a placement
+        if self.current is not None and self._placed_in_term != self.leader.term:
+            return "leader changed"
         if alive - self._placed_alive:
             return "edge joined"
         if self._placed_alive - alive:
@@ -94,6 +100,7 @@ class LivePlacement:
                 fence = self.leader.fence()  # on a replica that does not lead: refused before any work
                 self.follow()  # the placement this one follows: the leader before may have written one
                 report = self._place(method, seed, trigger, fence)
+                self._placed_in_term = fence.term
             except Exception:
                 if self.metrics is not None:
                     self.metrics.run("placement", method, "error", self.clock.perf_counter() - t0)

@@ -1,6 +1,7 @@
 """One scheduler leader among cloud replicas sharing a registry: only the holder of the scheduler
 lease places devices, every replica follows the placements it writes, a replica takes over when
-the leader stops renewing, and a leader deposed while it solved writes nothing and moves nobody."""
+the leader stops renewing (and places at once), and a leader deposed while it solved writes nothing
+and moves nobody."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from cloud_server import live_placement, placement
 from cloud_server.core import CloudCore
 from cloud_server.leader import NotLeaderError
 from cloud_server.registry_leader import LeaseLostError
+from cloud_server.service import ControlMonitor
 from ecd.metrics import SchedulerMetrics
 from ecd.split import Preferences
 from ecd.types import DeviceRegistration, EdgeHeartbeat, Encoding
@@ -79,3 +81,31 @@ def test_a_stopping_leader_hands_over_at_once(cloud: Cloud) -> None:
     assert cloud.core.leader.renew() and not other.leader.renew()
     cloud.core.leader.release()
     assert leader_gauge(cloud.prom) == 0.0 and other.leader.renew() and leader_gauge(prom) == 1.0
+
+
+def test_a_new_leader_places_at_once_so_a_leader_killed_between_its_write_and_its_moves_strands_nobody(
+        cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = cloud.edge(1, A_POS)
+    d = cloud.register(position=NEAR_B)  # only edge a exists: d starts there
+    b = cloud.edge(2, B_POS)
+    other, _ = replica(cloud)
+    assert cloud.core.leader.renew()
+
+    def killed(*_args) -> None:  # the leader dies after its placement is written, before any device moves
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(cloud.core.assignment, "move", killed)
+    with pytest.raises(SystemExit):
+        cloud.core.placement.place(trigger="edge joined")
+    written = cloud.core.registry.latest_placement()
+    assert {x["device_id"]: x["edge_id"] for x in written["devices"]} == {d.device_id: b}
+    assert cloud.core.registry.device(d.device_id).edge_id == a  # stranded on the edge the placement left
+
+    cloud.clock.now += cloud.core.leader.ttl_s + 0.001
+    for edge in (a, b):
+        cloud.core.edges.heartbeat(EdgeHeartbeat(edge, 0.0, 0))
+    assert other.placement.follow()
+    ControlMonitor(other, every_s=1.0).check()
+    assert other.leader.leading and other.placement.current.trigger == "leader changed"
+    assert other.placement.version == written["version"] + 1
+    assert cloud.core.registry.device(d.device_id).edge_id == b

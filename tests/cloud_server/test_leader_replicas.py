@@ -56,7 +56,9 @@ def test_one_leader_among_two_replicas_and_the_survivor_takes_over(postgres_url:
         wait_until(lambda: leaders(clouds)[follow] == 1.0, timeout_s=10)
         with grpc.insecure_channel(f"127.0.0.1:{clouds[follow].port}") as ch:
             pb_grpc.CloudServerStub(ch).Heartbeat(pb.EdgeHeartbeat(edge_id=edge_id), timeout=10)
-        assert clients[follow].place().version == versions[-1] + 1
+        wait_until(lambda: clouds[follow].core.placement.version == versions[-1] + 1)  # a new leader places at once
+        assert clouds[follow].core.placement.current.trigger == "leader changed"
+        assert clients[follow].place().version == versions[-1] + 2
     finally:
         for client in clients:
             client.close()
