@@ -231,8 +231,10 @@ def operator_edges(panel_port: int) -> dict[str, bool]:
 
 
 def writable(run: Run) -> float | None:
+    """The cloud's ``ecd_registry_writable``; None where it does not export it (older code)."""
     run.cluster.sample([run.cloud])
-    return metric_sum(run.cloud.metrics, "ecd_registry_writable") if run.cloud.metrics else None
+    values = [v for name, _, v in run.cloud.metrics if name == "ecd_registry_writable"]
+    return values[0] if values else None
 
 
 def fill_disk(run: Run) -> str:

@@ -1,0 +1,271 @@
+"""A device that attacks its own fleet's data plane (issue 30): one registered device (a valid
+token, as a member of the fleet holds) floods its edge node while another device streams beside it.
+
+Attacks, each for ``--seconds``, from an attacker process of its own:
+
+* ``flood-read``   — 20 streams of the one device, each sending frames back to back and reading
+  the answers;
+* ``flood-unread`` — the same, never reading an answer;
+* ``oversized``    — 8 streams at once, each one frame whose tensor is 60 MiB;
+* ``gzip``         — 8 streams at once, each one gzip-compressed frame (60 KiB on the wire) that
+  inflates to 60 MiB.
+
+For each attack: the other device's answered frames per second before (idle) and during, measured
+in the same run (acceptance: >= 50 % of idle); the statuses the attacker got; the peak RSS of the
+edge node and the cloud (acceptance: < 500 MB each) and whether both still serve afterwards.
+Cloud and edge run as their own processes on loopback; the measured device is a device agent in
+this process; the attacker runs at ``--attacker-nice`` (19: a stand-in for a machine of its own,
+as on this 2-core machine it would otherwise take the services' CPU).
+
+    python benchmarks/abuse.py [--attacks flood-read flood-unread oversized gzip] [--seconds 10]
+        [--attacker-nice 19] [--out results/abuse.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import psutil
+
+from device_agent.agent import AgentConfig, DeviceAgent
+from device_agent.sources import heldout
+from ecd.launch import _cli, _start, _stop
+from ecd.transport.rpc import wait_healthy
+from ecd.v1 import ecd_pb2 as pb
+from ecd.v1 import ecd_pb2_grpc as pb_grpc
+
+ATTACKS = ("flood-read", "flood-unread", "oversized", "gzip")
+FLOOD_STREAMS = 20
+BIG_FRAMES = 8
+BIG_BYTES = 60 * 2**20
+RSS_TARGET_BYTES = 500 * 10**6
+CODE_NAMES = {s.value[0]: s.name for s in grpc.StatusCode}
+WIRE = [("grpc.max_send_message_length", 2**30), ("grpc.max_receive_message_length", 2**30)]
+
+
+# --- the attacker process ------------------------------------------------------------------------
+
+
+def register(cloud: str) -> pb.Assignment:
+    with grpc.insecure_channel(cloud) as ch:
+        return pb_grpc.CloudServerStub(ch).RegisterDevice(pb.RegisterDeviceRequest(
+            device_name="attacker", profile="pi4", radio="wifi", preferences=pb.Preferences(w_energy=0.5, w_privacy=0.5),
+            model_id="digits_cnn", split_device=0, encoding=pb.FLOAT32), timeout=30)
+
+
+def frame(a: pb.Assignment, frame_id: int, data: bytes, shape: list[int]) -> pb.Frame:
+    return pb.Frame(device_id=a.device_id, frame_id=frame_id, token=a.token, model_id=a.model_id,
+                    model_version=a.model_version, split_device=0,
+                    tensor=pb.Tensor(encoding=pb.FLOAT32, shape=shape, data=data))
+
+
+def flood(a: pb.Assignment, seconds: float, read: bool) -> dict[str, int]:
+    """FLOOD_STREAMS streams of valid frames, back to back; the answers read or never read."""
+    from ecd import zoo
+
+    shape = [1, *zoo.load_manifest("digits_cnn").input.shape]
+    data = np.zeros(shape, np.float32).tobytes()
+    stop = time.monotonic() + seconds
+    statuses: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def one(k: int) -> None:
+        def frames():
+            i = k * 10**9
+            while time.monotonic() < stop:
+                i += 1
+                yield frame(a, i, data, shape)
+
+        with grpc.insecure_channel(a.edge_endpoint, options=WIRE) as ch:
+            call = pb_grpc.EdgeNodeStub(ch).Stream(frames(), timeout=seconds + 30)
+            code = "OK"
+            try:
+                if read:
+                    for _ in call:
+                        pass
+                else:
+                    time.sleep(max(0.0, stop - time.monotonic()))
+                    call.cancel()
+            except grpc.RpcError as e:
+                code = e.code().name
+            with lock:
+                statuses[code] = statuses.get(code, 0) + 1
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(FLOOD_STREAMS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses
+
+
+def big(a: pb.Assignment, compress: bool) -> dict[str, int]:
+    """BIG_FRAMES streams at once, each one frame of BIG_BYTES (zeros: gzip makes it ~60 KiB)."""
+    data = bytes(BIG_BYTES)
+    shape = [1, BIG_BYTES // 4]
+    statuses: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def one(k: int) -> None:
+        code = "OK"
+        with grpc.insecure_channel(a.edge_endpoint, options=WIRE) as ch:
+            try:
+                kwargs = {"compression": grpc.Compression.Gzip} if compress else {}
+                for r in pb_grpc.EdgeNodeStub(ch).Stream(iter([frame(a, k + 1, data, shape)]), timeout=60, **kwargs):
+                    code = CODE_NAMES.get(r.error.code, str(r.error.code)) if r.HasField("error") else "OK"
+            except grpc.RpcError as e:
+                code = e.code().name
+        with lock:
+            statuses[code] = statuses.get(code, 0) + 1
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(BIG_FRAMES)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses
+
+
+def attack(cloud: str, kind: str, seconds: float, out: str) -> int:
+    a = register(cloud)
+    if kind in ("flood-read", "flood-unread"):
+        statuses = flood(a, seconds, read=kind == "flood-read")
+    else:
+        statuses = big(a, compress=kind == "gzip")
+    Path(out).write_text(json.dumps(statuses))
+    return 0
+
+
+# --- the measuring side --------------------------------------------------------------------------
+
+
+class PeakRss:
+    """The peak resident memory of some processes, sampled every 50 ms in a thread."""
+
+    def __init__(self, pids: dict[str, int]):
+        self.procs = {name: psutil.Process(pid) for name, pid in pids.items()}
+        self.peak = {name: 0 for name in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            for name, p in self.procs.items():
+                try:
+                    self.peak[name] = max(self.peak[name], p.memory_info().rss)
+                except psutil.Error:
+                    pass
+
+    def stop(self) -> dict[str, int]:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+def stream_fps(agent: DeviceAgent, seconds: float) -> float:
+    """Frames the agent gets answered per second, streaming back to back for ``seconds``."""
+    stop = time.monotonic() + seconds
+    n, t0 = 0, time.perf_counter()
+    while time.monotonic() < stop:
+        n += len(agent.run(heldout("digits_cnn", 20)))
+    return n / (time.perf_counter() - t0)
+
+
+def serving(target: str) -> bool:
+    try:
+        wait_healthy(target, timeout_s=10)
+        return True
+    except Exception:  # noqa: BLE001 — a service that no longer answers health is the finding
+        return False
+
+
+def run_attack(kind: str, args: argparse.Namespace, d: Path, cloud: str, edge: str, pids: dict[str, int],
+               agent: DeviceAgent) -> dict:
+    quiet = stream_fps(agent, args.seconds)
+    rss = PeakRss(pids)
+    nice = args.attacker_nice
+    out = d / f"{kind}.json"
+    attacker = subprocess.Popen([sys.executable, __file__, "--attack", kind, "--cloud", cloud, "--seconds", str(args.seconds),
+                                 "--attack-out", str(out)], preexec_fn=lambda: os.nice(nice))
+    loud = stream_fps(agent, args.seconds)
+    code = attacker.wait(300)
+    peak = rss.stop()
+    statuses = json.loads(out.read_text()) if out.exists() else {"attacker failed": code}
+    alive = {"edge": serving(edge), "cloud": serving(cloud)}
+    failures = []
+    if kind.startswith("flood") and loud < 0.5 * quiet:
+        failures.append(f"the other device kept {loud / quiet:.0%} of its idle throughput (target >= 50 %)")
+    if kind in ("oversized", "gzip") and statuses.get("OK"):
+        failures.append(f"{statuses['OK']} oversized frames answered OK")
+    failures += [f"{name} peak RSS {b / 1e6:.0f} MB (target < {RSS_TARGET_BYTES / 1e6:.0f} MB)"
+                 for name, b in peak.items() if b >= RSS_TARGET_BYTES]
+    failures += [f"{name} no longer serves" for name, ok in alive.items() if not ok]
+    return {"attack": kind, "fps_idle": quiet, "fps_during": loud, "ratio": loud / quiet, "statuses": statuses,
+            "peak_rss_bytes": peak, "serving_after": alive, "passed": not failures, "failures": failures}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS)
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--attacker-nice", type=int, default=19, help="the attacker process's niceness (19: a stand-in for a machine of its own)")
+    p.add_argument("--cli-flags", default="", help="extra flags for both services, e.g. '--insecure' where the tiers need it")
+    p.add_argument("--out", default="")
+    p.add_argument("--attack", choices=ATTACKS, help=argparse.SUPPRESS)  # the attacker process
+    p.add_argument("--cloud", help=argparse.SUPPRESS)
+    p.add_argument("--attack-out", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.attack:
+        return attack(args.cloud, args.attack, args.seconds, args.attack_out)
+    extra = args.cli_flags.split()
+    procs = []
+    results = []
+    with tempfile.TemporaryDirectory(prefix="ecd-abuse-") as tmp:
+        d = Path(tmp)
+        try:
+            cloud_proc, c = _start(_cli("cloud-server", "--port", "0", "--metrics-port", "-1", "--db", str(d / "c.sqlite3"),
+                                        *extra), d / "cloud.log")
+            procs.append(("cloud-server", cloud_proc))
+            cloud = f"127.0.0.1:{c['port']}"
+            wait_healthy(cloud)
+            edge_proc, e = _start(_cli("edge-node", "--cloud", cloud, "--port", "0", "--metrics-port", "-1",
+                                       "--model-dir", str(d / "edge"), *extra), d / "edge.log")
+            procs.append(("edge-node", edge_proc))
+            edge = f"127.0.0.1:{e['port']}"
+            wait_healthy(edge)
+            agent = DeviceAgent(AgentConfig(cloud=cloud, split=3, model_dir=str(d / "agent")))
+            agent.connect()
+            pids = {"edge": edge_proc.pid, "cloud": cloud_proc.pid}
+            for kind in args.attacks:
+                r = run_attack(kind, args, d, cloud, edge, pids, agent)
+                results.append(r)
+                print(f"{kind:<13} other device {r['fps_idle']:7.1f} -> {r['fps_during']:7.1f} frames/s ({r['ratio']:.0%}); "
+                      f"attacker got {json.dumps(r['statuses'])}; peak RSS edge {r['peak_rss_bytes']['edge'] / 1e6:.0f} MB, "
+                      f"cloud {r['peak_rss_bytes']['cloud'] / 1e6:.0f} MB; {'PASS' if r['passed'] else 'FAIL: ' + '; '.join(r['failures'])}",
+                      flush=True)
+                if not all(r["serving_after"].values()):
+                    break
+            agent.close()
+        finally:
+            for name, proc in reversed(procs):
+                _stop(proc, name)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"attacker_nice": args.attacker_nice, "seconds": args.seconds, "results": results},
+                                             indent=2))
+    return 0 if all(r["passed"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
