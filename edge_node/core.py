@@ -32,11 +32,19 @@ from ecd.batching import BatchingConfig, DynamicBatcher
 from ecd.partition import BlockRunner
 from ecd.split import check_split
 from ecd.errors import PreconditionError, RequestError, UnavailableError
+from edge_node.fair import DeviceQuotas, FairQueue, StreamQuotaError
 from ecd.types import Assignment, Encoding, FileChunk, Frame, FrameError, PartitionRequest, Result, Split, StreamHeader
 
 log = logging.getLogger("ecd.edge")
 
 _END = object()
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A whole stream refused (the device's stream quota): the stream ends with this error."""
+
+    error: Exception
 
 
 class CloudClient(Protocol):
@@ -62,10 +70,17 @@ class DeviceSession:
     in_flight: int = 0
     reading_done: bool = False
     closed: bool = False
+    device_slots: asyncio.Semaphore | None = None  # the device's frames in flight on this node (edge_node.fair)
 
     def answered(self) -> None:
         self.in_flight -= 1
+        self.free_device_slot()
         self.maybe_finish()
+
+    def free_device_slot(self) -> None:
+        """A frame this stream submitted left the node's pipeline (answered, or handed over)."""
+        if self.device_slots is not None:
+            self.device_slots.release()
 
     def maybe_finish(self) -> None:
         if self.reading_done and self.in_flight == 0:
@@ -85,12 +100,12 @@ class CloudLink:
 
     max_queue: int
     metrics: ServiceMetrics
-    queue: asyncio.Queue = field(init=False)
+    queue: FairQueue = field(init=False)  # one lane per device, served round robin
     pending: dict = field(default_factory=dict)  # (device_id, frame_id) -> (session, frame)
     written: set = field(default_factory=set)  # keys written on the current cloud stream
 
     def __post_init__(self) -> None:
-        self.queue = asyncio.Queue(maxsize=self.max_queue)
+        self.queue = FairQueue(self.max_queue)
 
     async def submit(self, frame: Frame, session: DeviceSession) -> bool:
         """Queue ``frame`` for the cloud (waits while the queue is full).
@@ -104,13 +119,14 @@ class CloudLink:
             if not owner.closed:
                 raise RequestError(f"frame_id: frame {frame.frame_id} of device {frame.device_id} is already in flight")
             owner.in_flight -= 1
+            owner.free_device_slot()
             self.pending[key] = (session, frame)
             session.in_flight += 1
             return False
         self.pending[key] = (session, frame)
         session.in_flight += 1
         try:
-            await self.queue.put(frame)
+            await self.queue.put(frame.device_id, frame)
         except asyncio.CancelledError:  # the stream went away while waiting for room: not ours any more
             if self.pending.get(key, (None,))[0] is session:
                 del self.pending[key]
@@ -161,6 +177,7 @@ class EdgeCore:
         max_batch: int = codec.MAX_BATCH,
         max_stream_frames: int = 64,
         batching: BatchingConfig | None = None,
+        quotas: DeviceQuotas | None = None,
     ):
         self.cloud = cloud
         self.model_dir = Path(model_dir)
@@ -170,6 +187,7 @@ class EdgeCore:
         self.max_stream_frames = max_stream_frames
         self.metrics = metrics
         self.link = CloudLink(max_queue, metrics)
+        self.quotas = quotas or DeviceQuotas(max_streams=4, max_frames=max_stream_frames)
         self._models: dict[tuple[str, str], tuple[Manifest, BlockRunner]] = {}
         self.batching = batching or BatchingConfig()
         self.batching.check()
@@ -252,21 +270,40 @@ class EdgeCore:
             raise UnavailableError("edge: this edge node is shutting down; ask the cloud for your assignment")
         session = DeviceSession(asyncio.Queue(), asyncio.Semaphore(self.max_stream_frames))
 
+        admitted = ""  # the device this stream counts against, once a frame of it passed the token check
+
         async def read() -> None:
+            nonlocal admitted
             header: StreamHeader | None = None  # bound by the stream's first frame (compact frames)
             try:
                 async for frame in frames:
                     await session.slots.acquire()  # released once its result is handed back
                     self.frames_seen += 1
                     self.metrics.hop_bytes.labels("edge", "device_to_edge").inc(frame.wire_bytes)
+                    slot = False
                     try:
                         if header is None:
                             header = StreamHeader.of(frame)
-                        forwarded = await self.prepare(header.complete(frame))
+                        complete = header.complete(frame)
+                        if not admitted:
+                            await self.assignment(complete.device_id, complete.token, complete.split.device)
+                            session.device_slots = self.quotas.admit(complete.device_id)  # StreamQuotaError ends the stream
+                            admitted = complete.device_id
+                        await session.device_slots.acquire()  # the device's quota: its other streams count too
+                        slot = True
+                        forwarded = await self.prepare(complete)
                         await self.link.submit(forwarded, session)
+                        slot = False  # the pipeline holds it now: freed when the frame is answered or handed over
                     except asyncio.CancelledError:
+                        if slot:
+                            session.free_device_slot()
                         raise
+                    except StreamQuotaError as e:  # the device's streams: this one is refused whole
+                        session.out.put_nowait(_Refused(e))
+                        return
                     except Exception as e:  # noqa: BLE001 — every frame gets a result
+                        if slot:
+                            session.free_device_slot()
                         session.out.put_nowait(Result.refused(frame, FrameError.from_exception(e)))
             finally:
                 session.reading_done = True
@@ -277,6 +314,8 @@ class EdgeCore:
         self.sessions.add(session)
         try:
             while (item := await session.out.get()) is not _END:
+                if isinstance(item, _Refused):
+                    raise item.error
                 self.metrics.frame(item.ok, None if item.ok else item.error.status)
                 item.edge_id = self.edge_id
                 yield item
@@ -288,6 +327,8 @@ class EdgeCore:
             reader.cancel()
             self._readers.discard(reader)
             self.sessions.discard(session)
+            if admitted:
+                self.quotas.leave(admitted)
 
     async def drain(self, timeout_s: float) -> int:
         """Stop taking frames from every device stream, and wait (up to ``timeout_s``) until each
