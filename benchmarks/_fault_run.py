@@ -36,7 +36,7 @@ class Run:
         report = self.dir / f"{name}.report.json"
         self.reports[name] = report
         self.asked[name] = frames
-        args = ["device-agent", "--cloud", self.cloud.target, "--name", name, "--frames", str(frames),
+        args = ["device-agent", "--insecure", "--cloud", self.cloud.target, "--name", name, "--frames", str(frames),
                 "--report", str(report), "--metrics-port", "0"]
         if self.opts.fps and self.flags.fps:
             args += ["--fps", str(self.opts.fps)]

@@ -98,7 +98,7 @@ def start_cloud_again(run: Run) -> None:
     for attempt in range(1, 100):
         name = f"cloud-r{len(run.clouds)}" if attempt == 1 else f"cloud-r{len(run.clouds)}-try{attempt}"
         try:
-            tier = run.cluster.start_service("cloud", name, ["cloud-server", "--port", str(port), "--metrics-port", "0",
+            tier = run.cluster.start_service("cloud", name, ["cloud-server", "--insecure", "--port", str(port), "--metrics-port", "0",
                                                               "--db", str(run.dir / "cloud.sqlite3")], run.deadline)
         except StartError as e:
             if run.deadline.remaining() < 5:
@@ -172,9 +172,9 @@ def run_scenario(sc: Scenario, opts: argparse.Namespace, root: Path, flags: Agen
     alive_at_end: set[str] = set()
     end_s = 0.0
     with Cluster(root, opts.python, scenario_dir, opts.sample_s) as cluster:
-        cloud = cluster.start_service("cloud", "cloud", ["cloud-server", "--port", "0", "--metrics-port", "0",
+        cloud = cluster.start_service("cloud", "cloud", ["cloud-server", "--insecure", "--port", "0", "--metrics-port", "0",
                                                          "--db", str(scenario_dir / "cloud.sqlite3")], deadline)
-        edges = [cluster.start_service("edge", f"edge-{i}", ["edge-node", "--cloud", cloud.target, "--port", "0",
+        edges = [cluster.start_service("edge", f"edge-{i}", ["edge-node", "--insecure", "--cloud", cloud.target, "--port", "0",
                                                               "--metrics-port", "0"], deadline) for i in range(sc.edges)]
         run = Run(cluster, deadline, opts, flags, scenario_dir, cloud, edges, [], {}, {}, clouds=[cloud])
         for i in range(n_agents):
