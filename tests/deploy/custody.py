@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from deploy_helpers import config_class, resolve_config
-from k8s_checks import DOCKERFILES, effective_config, image_env, pod_specs, secret_or_configmap_values
+from k8s_checks import (
+    DOCKERFILES,
+    effective_config,
+    image_env,
+    pod_specs,
+    secret_or_configmap_values,
+)
 
 ROLES = {"cloud-server": "cloud", "edge-node": "edge", "device-agent": "device"}
 PREFIXES = {"cloud": "ECD_CLOUD_", "edge": "ECD_EDGE_", "device": "ECD_AGENT_"}

@@ -15,8 +15,8 @@ from cli import ecd, ecd_process
 from cloud_server.config import CloudConfig
 from device_agent.config import AgentConfig
 from ecd.config import resolve
-from edge_node.service import EdgeConfig
 from ecd_cli.serve import check_transport
+from edge_node.service import EdgeConfig
 
 
 @pytest.mark.parametrize("service", ["cloud-server", "edge-node", "device-agent"])
@@ -60,8 +60,8 @@ def test_insecure_warns_once_where_plaintext_listens_beyond_loopback(caplog: pyt
     assert warnings(caplog, CloudConfig(tls_dir="/etc/ecd/tls", host="0.0.0.0")) == []  # TLS beyond loopback
     assert warnings(caplog, CloudConfig(tls_dir="d", panel_port=0, panel_host="10.0.0.2")) == []  # refused later, not waved
     assert warnings(caplog, CloudConfig(insecure=True, host="0.0.0.0", panel_port=0, panel_host="10.0.0.2")) == [
-        "[cloud-server] --insecure: plaintext listening on 0.0.0.0, 10.0.0.2, beyond loopback: anyone on that network "
-        "can read and forge this traffic"]
+        ("[cloud-server] --insecure: plaintext listening on 0.0.0.0, 10.0.0.2, beyond loopback: anyone on that network "
+         "can read and forge this traffic")]
     # with TLS the gRPC port is not plaintext, but the panel (plain HTTP) still is
     [line] = warnings(caplog, CloudConfig(insecure=True, tls_dir="d", host="0.0.0.0", panel_port=0, panel_host="10.0.0.2"))
     assert "on 10.0.0.2, beyond" in line
