@@ -33,13 +33,20 @@ class AgentFlags:
     fps: bool
     state: bool
     until_sigterm: bool  # --frames 0 streams until SIGTERM
+    insecure: bool = False  # the tiers refuse plaintext unless told --insecure (the same code's cloud and edge too)
 
     @classmethod
     def from_help(cls, text: str) -> AgentFlags:
         flat = " ".join(text.split())
         frames = re.search(r"--frames FRAMES (.*?)\(default", flat)
         return cls(fps="--fps" in flat, state="--state" in flat,
-                   until_sigterm=bool(frames and re.search(r"\b0 =.*(SIGTERM|until|stop)", frames.group(1))))
+                   until_sigterm=bool(frames and re.search(r"\b0 =.*(SIGTERM|until|stop)", frames.group(1))),
+                   insecure="--insecure" in flat)
+
+    @property
+    def plain(self) -> list[str]:
+        """What a plaintext tier of the code under test is started with."""
+        return ["--insecure"] if self.insecure else []
 
     @classmethod
     def detect(cls, root: Path, python: str) -> AgentFlags:

@@ -133,8 +133,8 @@ def kill_replica(run: Run) -> str:
     run.cluster.wait_exit([victim], run.deadline, timeout_s=10.0)
     if victim.name in leading:  # wait for the survivor to lead, the agents streaming meanwhile
         run.cluster.wait_until(lambda: bool(leaders_at(run, run.cluster.now())), run.deadline, LEADER_FAILOVER_TARGET_S + 10.0)
-    run.edges.append(run.cluster.spawn("edge", "edge-after", ["edge-node", "--cloud", run.cloud_arg, "--port", "0",
-                                                               "--metrics-port", "0"]))
+    run.edges.append(run.cluster.spawn("edge", "edge-after", ["edge-node", *run.flags.plain, "--cloud", run.cloud_arg,
+                                                               "--port", "0", "--metrics-port", "0"]))
     name = "agent-after"
     run.agents.append(run.cluster.spawn("agent", name, run.agent_args(name, run.opts.late_frames)))
     return victim.name
@@ -247,7 +247,8 @@ def fill_disk(run: Run) -> str:
     noticed = run.cluster.wait_until(lambda: writable(run) == 0.0, run.deadline, 30.0)
     c["cloud_noticed"] = noticed
     answered_at_full = sum(a.answered for a in run.agents)
-    late = run.cluster.spawn("edge", "edge-late", ["edge-node", "--cloud", run.cloud_arg, "--port", "0", "--metrics-port", "0"])
+    late = run.cluster.spawn("edge", "edge-late", ["edge-node", *run.flags.plain, "--cloud", run.cloud_arg, "--port", "0",
+                                                   "--metrics-port", "0"])
     name = "agent-during"
     run.agents.append(run.cluster.spawn("agent", name, run.agent_args(name, run.opts.late_frames)))
     pace(run.opts.full_s, run.deadline)

@@ -43,8 +43,8 @@ class Run:
         report = self.dir / f"{name}.report.json"
         self.reports[name] = report
         self.asked[name] = frames
-        args = ["device-agent", "--cloud", self.cloud_arg or self.cloud.target, "--name", name, "--frames", str(frames),
-                "--report", str(report), "--metrics-port", "0"]
+        args = ["device-agent", *self.flags.plain, "--cloud", self.cloud_arg or self.cloud.target, "--name", name,
+                "--frames", str(frames), "--report", str(report), "--metrics-port", "0"]
         if self.fps and self.flags.fps:
             args += ["--fps", str(self.fps)]
         if state is not None and self.flags.state:

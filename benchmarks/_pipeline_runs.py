@@ -77,7 +77,7 @@ def run_agents(c: Cluster, co: Checkout, cloud: Tier, edge: Tier, run: dict, opt
         args = ["--cloud", cloud.target, "--name", f"bench-{i}", "--model", run["model"], "--split", str(run["split"]),
                 "--encoding", run["encoding"], "--max-in-flight", str(k), "--frames", str(frames), "--source", run["source"],
                 "--report", str(report), "--metrics-port", "0", "--model-dir", str(logdir / f"agent-{run['model']}-{i}"),
-                *(tls or []), *co.extra.get("device-agent", [])]
+                *(tls or ["--insecure"]), *co.extra.get("device-agent", [])]
         agents.append(c.spawn("agent", f"{tag}-{i}", co.args("device-agent", args)))
         reports.append(report)
     groups = {"cloud": [cloud], "edge": [edge], "agents": agents}
@@ -188,11 +188,11 @@ def start_servers(c: Cluster, co: Checkout, logdir: Path, name: str, model: str,
         return tier
 
     cloud = start("cloud", f"cloud-{name}", "cloud-server",
-                  ["--port", "0", "--metrics-port", "0", "--models", model, "--db", str(logdir / f"cloud-{name}.sqlite3"), *(tls or []),
+                  ["--port", "0", "--metrics-port", "0", "--models", model, "--db", str(logdir / f"cloud-{name}.sqlite3"), *(tls or ["--insecure"]),
                    *co.extra.get("cloud-server", [])])
     edge = start("edge", f"edge-{name}", "edge-node",
                  ["--cloud", cloud.target, "--port", "0", "--metrics-port", "0", "--model-dir", str(logdir / f"edge-{name}"),
-                  *(edge_tls or []), *co.extra.get("edge-node", [])])
+                  *(edge_tls or ["--insecure"]), *co.extra.get("edge-node", [])])
     return cloud, edge
 
 

@@ -220,7 +220,6 @@ def main() -> int:
     p.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--attacker-nice", type=int, default=19, help="the attacker process's niceness (19: a stand-in for a machine of its own)")
-    p.add_argument("--cli-flags", default="", help="extra flags for both services, e.g. '--insecure' where the tiers need it")
     p.add_argument("--out", default="")
     p.add_argument("--attack", choices=ATTACKS, help=argparse.SUPPRESS)  # the attacker process
     p.add_argument("--cloud", help=argparse.SUPPRESS)
@@ -228,7 +227,7 @@ def main() -> int:
     args = p.parse_args()
     if args.attack:
         return attack(args.cloud, args.attack, args.seconds, args.attack_out)
-    extra = args.cli_flags.split()
+    extra = ["--insecure"]  # plaintext on loopback
     procs = []
     results = []
     with tempfile.TemporaryDirectory(prefix="ecd-abuse-") as tmp:

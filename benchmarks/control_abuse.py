@@ -106,12 +106,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="ecd-abuse-") as tmp:
         d = Path(tmp)
         try:
-            cloud, c = _start(_cli("cloud-server", "--port", "0", "--metrics-port", "-1", "--db", str(d / "c.sqlite3"),
+            cloud, c = _start(_cli("cloud-server", "--insecure", "--port", "0", "--metrics-port", "-1", "--db", str(d / "c.sqlite3"),
                                    "--max-message-bytes", str(BIG)), d / "cloud.log")
             procs.append(("cloud-server", cloud))
             target = f"127.0.0.1:{c['port']}"
             wait_healthy(target)
-            edge, e = _start(_cli("edge-node", "--cloud", target, "--port", "0", "--metrics-port", "-1",
+            edge, e = _start(_cli("edge-node", "--insecure", "--cloud", target, "--port", "0", "--metrics-port", "-1",
                                   "--model-dir", str(d / "edge")), d / "edge.log")
             procs.append(("edge-node", edge))
             wait_healthy(f"127.0.0.1:{e['port']}")

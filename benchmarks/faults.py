@@ -123,8 +123,8 @@ def start_cloud_again(run: Run) -> None:
     for attempt in range(1, 100):
         name = f"cloud-r{len(run.clouds)}" if attempt == 1 else f"cloud-r{len(run.clouds)}-try{attempt}"
         try:
-            tier = run.cluster.start_service("cloud", name, ["cloud-server", "--port", str(port), "--metrics-port", "0",
-                                                              "--db", run.db], run.deadline)
+            tier = run.cluster.start_service("cloud", name, ["cloud-server", *run.flags.plain, "--port", str(port),
+                                                              "--metrics-port", "0", "--db", run.db], run.deadline)
         except StartError as e:
             if run.deadline.remaining() < 5:
                 run.notes.append(f"the cloud did not start again on port {port}: {e}")
@@ -227,12 +227,13 @@ def run_scenario(sc: Scenario, opts: argparse.Namespace, root: Path, flags: Agen
     with Cluster(root, opts.python, scenario_dir, opts.sample_s) as cluster:
         panel = ["--panel-port", "0"] if sc.registry == "small-disk" else []  # the operator view's edges, checked there
         clouds = [cluster.start_service("cloud", "cloud" if sc.clouds == 1 else f"cloud-{k}",
-                                        ["cloud-server", "--port", "0", "--metrics-port", "0", "--db", db, *panel], deadline)
+                                        ["cloud-server", *flags.plain, "--port", "0", "--metrics-port", "0", "--db", db, *panel],
+                                        deadline)
                   for k in range(sc.clouds)]
         if sc.clouds > 1:
             clouds = control.preferred(cluster, clouds, deadline, sc.first)
         cloud_arg = ",".join(c.target for c in clouds)
-        edges = [cluster.start_service("edge", f"edge-{i}", ["edge-node", "--cloud", cloud_arg, "--port", "0",
+        edges = [cluster.start_service("edge", f"edge-{i}", ["edge-node", *flags.plain, "--cloud", cloud_arg, "--port", "0",
                                                               "--metrics-port", "0"], deadline) for i in range(sc.edges)]
         run = Run(cluster, deadline, opts, flags, scenario_dir, clouds[0], edges, [], {}, {}, clouds=clouds,
                   cloud_arg=cloud_arg, db=db, fps=fps)

@@ -165,9 +165,9 @@ def run_streams(opts: argparse.Namespace, root: Path, flags: AgentFlags) -> Load
     t_wall = time.perf_counter()
     reports: dict[str, Path] = {}
     with Cluster(root, opts.python, run_dir, opts.sample_s, scrape_timeout_s=2.0) as c:
-        cloud = c.start_service("cloud", "cloud", ["cloud-server", "--port", "0", "--metrics-port", "0",
+        cloud = c.start_service("cloud", "cloud", ["cloud-server", "--insecure", "--port", "0", "--metrics-port", "0",
                                                    "--db", str(run_dir / "cloud.sqlite3")], deadline)
-        edges = [c.start_service("edge", f"edge-{i}", ["edge-node", "--cloud", cloud.target, "--port", "0", "--metrics-port", "0"],
+        edges = [c.start_service("edge", f"edge-{i}", ["edge-node", "--insecure", "--cloud", cloud.target, "--port", "0", "--metrics-port", "0"],
                                  deadline) for i in range(opts.edges)]
         c.start_tracker()
         t_spawn = c.now()
@@ -175,7 +175,7 @@ def run_streams(opts: argparse.Namespace, root: Path, flags: AgentFlags) -> Load
         for i in range(opts.streams):
             name = f"agent-{i:03d}"
             reports[name] = run_dir / f"{name}.report.json"
-            args = ["device-agent", "--cloud", cloud.target, "--name", name, "--frames", str(frames),
+            args = ["device-agent", "--insecure", "--cloud", cloud.target, "--name", name, "--frames", str(frames),
                     "--report", str(reports[name]), "--metrics-port", "0"]
             if flags.fps and opts.fps > 0:
                 args += ["--fps", str(opts.fps)]
@@ -264,9 +264,9 @@ def run_oversized(opts: argparse.Namespace, root: Path) -> OversizedResult:
                 killed.append(f"{tier.name} at {s.rss_bytes / MB:.0f} MB")
 
         c.guards.append(guard)
-        cloud = c.start_service("cloud", "cloud", ["cloud-server", "--port", "0", "--metrics-port", "0",
+        cloud = c.start_service("cloud", "cloud", ["cloud-server", "--insecure", "--port", "0", "--metrics-port", "0",
                                                    "--db", str(run_dir / "cloud.sqlite3")], deadline)
-        edge = c.start_service("edge", "edge-0", ["edge-node", "--cloud", cloud.target, "--port", "0", "--metrics-port", "0"], deadline)
+        edge = c.start_service("edge", "edge-0", ["edge-node", "--insecure", "--cloud", cloud.target, "--port", "0", "--metrics-port", "0"], deadline)
         c.start_tracker()
         with grpc.insecure_channel(cloud.target, options=options) as ch:
             a = pb_grpc.CloudServerStub(ch).RegisterDevice(pb.RegisterDeviceRequest(

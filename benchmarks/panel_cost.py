@@ -50,7 +50,7 @@ def one_run(c: Cluster, cloud: str, name: str, panel: bool, opts: argparse.Names
     """An agent streaming without end at ``--fps``; CPU and frames are read over ``--seconds`` of
     steady state (after ``--warmup-s``: start-up, model download and the first sessions are no
     per-frame cost), then it is stopped with SIGTERM and its report read."""
-    args = ["device-agent", "--cloud", cloud, "--name", name, "--frames", "0", "--fps", str(opts.fps),
+    args = ["device-agent", "--insecure", "--cloud", cloud, "--name", name, "--frames", "0", "--fps", str(opts.fps),
             "--w-privacy", "0.5", "--metrics-port", "0"]
     if panel:
         args += ["--panel-port", "0"]
@@ -93,9 +93,9 @@ def main() -> int:
     runs = []
     with tempfile.TemporaryDirectory(prefix="ecd-panel-cost-") as tmp:
         with Cluster(ROOT, opts.python, Path(tmp) / "logs") as c:
-            cloud = c.start_service("cloud", "cloud", ["cloud-server", "--port", "0", "--metrics-port", "-1",
+            cloud = c.start_service("cloud", "cloud", ["cloud-server", "--insecure", "--port", "0", "--metrics-port", "-1",
                                                        "--db", str(Path(tmp) / "cloud.sqlite3")], deadline)
-            c.start_service("edge", "edge", ["edge-node", "--cloud", cloud.target, "--port", "0", "--metrics-port", "-1"], deadline)
+            c.start_service("edge", "edge", ["edge-node", "--insecure", "--cloud", cloud.target, "--port", "0", "--metrics-port", "-1"], deadline)
             for i in range(opts.repeats):
                 for panel in (False, True):
                     r = one_run(c, cloud.target, f"agent-{'on' if panel else 'off'}-{i}", panel, opts, deadline)

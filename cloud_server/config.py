@@ -36,9 +36,11 @@ class CloudConfig:
     placement_check_s: float = option(1.0, "how often the cloud looks for edge nodes that joined or were lost, seconds")
     placement_debounce_s: float = option(5.0, "devices with a position that joined or left re-run placement at most this "
                                          "often (edge nodes joining or lost re-run it at once), seconds")
-    tls_dir: str = option("", "folder written by `ecd certs init`: ca.pem and this holder's NAME.pem/NAME.key (empty = plaintext, loopback only)")
+    tls_dir: str = option("", "folder written by `ecd certs init`: ca.pem and this holder's NAME.pem/NAME.key (empty = plaintext, refused without --insecure)")
     tls_name: str = option("cloud", "which certificate in tls_dir is this holder's (NAME.pem, NAME.key)")
-    allow_plaintext: bool = option(False, "force plaintext on a non-loopback address (anyone on the network can then read and forge traffic)")
+    insecure: bool = option(False, "plaintext on purpose: without tls_dir the service refuses to start unless this is set; anyone on "
+                            "the network can then read and forge its traffic (a warning is logged where it listens beyond loopback)",
+                            was=("allow_plaintext",))
     reflection: bool = option(True, "serve gRPC server reflection (turn off in production)")
     health_port: int = option(-1, "a plaintext port on host serving only gRPC health, for probes that cannot present a client certificate (-1 = off, 0 = any free port)")
     registrations_per_s: float = option(10.0, "device and edge registrations one caller may make per second (burst: five times as many)")
@@ -47,6 +49,6 @@ class CloudConfig:
                                    "show every device's position); 'any' = from everywhere")
     panel_port: int = option(-1, "operator view HTTP port: devices, edges, placement, campaigns (-1 = off, 0 = any free port)")
     panel_host: str = option("127.0.0.1", "address the operator view listens on (plain HTTP: beyond loopback only with "
-                             "--allow-plaintext); it answers only operator_peers")
+                             "--insecure); it answers only operator_peers")
     panel_token_file: str = option("", "a file holding the operator token that unlocks the view's actions (revoking a "
                                    "device); empty = the view is read-only")

@@ -347,7 +347,7 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
         server = await start_server(
             register,
             [pb.DESCRIPTOR.services_by_name["CloudServer"].full_name, pb.DESCRIPTOR.services_by_name["Scheduler"].full_name],
-            cfg.host, cfg.port, transport, tls=tls_.load(cfg.tls_dir, cfg.tls_name), allow_plaintext=cfg.allow_plaintext,
+            cfg.host, cfg.port, transport, tls=tls_.load(cfg.tls_dir, cfg.tls_name), allow_plaintext=cfg.insecure,
             reflection_on=cfg.reflection, health_port=cfg.health_port,
         )
     except BaseException:
@@ -371,9 +371,9 @@ def _panel_token(cfg: CloudConfig) -> str:
     read-only view). The view is plain HTTP: loopback only unless plaintext is forced."""
     if cfg.panel_port < 0:
         return ""
-    if not cfg.allow_plaintext and not tls_.is_loopback(cfg.panel_host):
+    if not cfg.insecure and not tls_.is_loopback(cfg.panel_host):
         raise ConfigError(f"panel_host: {cfg.panel_host} is not a loopback address and the operator view is plain HTTP; "
-                          "keep it on loopback (reach it over an SSH tunnel) or force it with --allow-plaintext")
+                          "keep it on loopback (reach it over an SSH tunnel) or force it with --insecure")
     from cloud_server.panel import read_token
 
     return read_token(cfg.panel_token_file)

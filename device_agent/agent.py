@@ -63,9 +63,9 @@ class DeviceAgent:
         if Encoding.parse(cfg.encoding, "--encoding") is Encoding.UINT8:
             raise ConfigError("--encoding: uint8 is the raw image, sent by itself at split 0; choose the activations' "
                               "encoding: float32, float16 or int8")
-        if cfg.panel_port >= 0 and not tls_.is_loopback(cfg.panel_host) and not cfg.allow_plaintext:
+        if cfg.panel_port >= 0 and not tls_.is_loopback(cfg.panel_host) and not cfg.insecure:
             raise ConfigError(f"--panel-host: {cfg.panel_host} is not a loopback address; the panel is plain HTTP and steers "
-                              "this device's privacy: keep it on loopback, or force it with --allow-plaintext")
+                              "this device's privacy: keep it on loopback, or force it with --insecure")
         self.trace = read_trace(cfg.trace) if cfg.trace else []
         self.position = Position.parse(cfg.position, "--position") or (self.trace[0] if self.trace else None)
         self.cfg = cfg
@@ -78,7 +78,7 @@ class DeviceAgent:
         self.model_dir = Path(cfg.model_dir or self._tmp.name)
         self._options = grpc_options(TransportConfig(max_message_bytes=cfg.max_message_bytes))
         self.tls = tls_.load(cfg.tls_dir, cfg.tls_name)
-        self.cloud = GrpcCloud(client_target(cfg.cloud, self.tls, cfg.allow_plaintext, "--cloud"), self.tls, self._options,
+        self.cloud = GrpcCloud(client_target(cfg.cloud, self.tls, cfg.insecure, "--cloud"), self.tls, self._options,
                                cfg.call_timeout_s)
         self.edge: EdgePeer | None = None
         self.sensor = SimulatedSensor(cfg.sensor_seed, cfg.corrupt_reports)
@@ -113,7 +113,7 @@ class DeviceAgent:
             SavedIdentity(assignment.device_id, assignment.token, self.cfg.cloud, manifest.model_id, manifest.version).write(self.cfg.state)
         self.core.registered(manifest, assignment)
         self.follower.offer(assignment)
-        self.edge = GrpcEdge(assignment, self.tls, self._options, self.cfg.allow_plaintext, self.metrics)
+        self.edge = GrpcEdge(assignment, self.tls, self._options, self.cfg.insecure, self.metrics)
         self.loop = StreamLoop(self.cfg, self.edge, _Requests(self), self._make_frame, self.metrics, self.tally)
         if self.cfg.follow:
             self.follower.start_watch()
@@ -214,7 +214,7 @@ class DeviceAgent:
         assert a is not None and self.edge is not None
         old = self.core.moved_to(a)
         self.edge.close()
-        self.edge = GrpcEdge(a, self.tls, self._options, self.cfg.allow_plaintext, self.metrics)
+        self.edge = GrpcEdge(a, self.tls, self._options, self.cfg.insecure, self.metrics)
         self.moves += 1
         log.info("[DeviceAgent] %s moves from edge %s to %s (%s)", old.device_id, old.edge_id, a.edge_id, a.edge_endpoint)
         return self.edge

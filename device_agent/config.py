@@ -48,11 +48,13 @@ class AgentConfig:
     failover_wait_s: float = option(60.0, "how long to go on without any edge node answering (asking the cloud for a new one, with backoff) before giving up, seconds")
     sensor_seed: int = option(0, "seed of the simulated sensor whose readings answer campaign tasks")
     corrupt_reports: bool = option(False, "misbehave: send biased, noisy readings (to see CrowdPower catch it)")
-    tls_dir: str = option("", "folder written by `ecd certs init`: ca.pem and this holder's NAME.pem/NAME.key (empty = plaintext, loopback only)")
+    tls_dir: str = option("", "folder written by `ecd certs init`: ca.pem and this holder's NAME.pem/NAME.key (empty = plaintext, refused without --insecure)")
     tls_name: str = option("device-1", "which certificate in tls_dir is this holder's (NAME.pem, NAME.key)")
-    allow_plaintext: bool = option(False, "force plaintext on a non-loopback address (anyone on the network can then read and forge traffic)")
+    insecure: bool = option(False, "plaintext on purpose: without tls_dir the service refuses to start unless this is set; anyone on "
+                            "the network can then read and forge its traffic (a warning is logged where it listens beyond loopback)",
+                            was=("allow_plaintext",))
     panel_port: int = option(-1, "the control panel's HTTP port: the user's energy/privacy curve and a privacy slider that re-splits the running device (-1 = off, 0 = any free port)")
-    panel_host: str = option("127.0.0.1", "address the control panel listens on (loopback: only this device's user; another address needs --allow-plaintext, as the panel has no TLS)")
+    panel_host: str = option("127.0.0.1", "address the control panel listens on (loopback: only this device's user; another address needs --insecure, as the panel has no TLS)")
     sensors: str = option("", "the phone's sensor benchmark scores for site selection, NAME=SCORE,... with scores 0..10 (e.g. temperature=7.5,camera=9)")
 
 

@@ -27,7 +27,7 @@ def _client(args: argparse.Namespace):
     from ecd.transport import tls
 
     credentials = tls.load(args.tls_dir, args.tls_name)
-    tls.check_plaintext(credentials, tls.host_of(args.cloud), args.allow_plaintext, "--cloud")
+    tls.check_plaintext(credentials, tls.host_of(args.cloud), args.insecure, "--cloud")
     return SchedulerClient(args.cloud, tls=credentials)
 
 
@@ -35,7 +35,8 @@ def _cloud_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cloud", required=True, help="the cloud server, HOST:PORT")
     p.add_argument("--tls-dir", default="", help="folder from `ecd certs init` holding ca.pem and the operator's certificate")
     p.add_argument("--tls-name", default="operator", help="the operator's certificate in --tls-dir (NAME.pem, NAME.key)")
-    p.add_argument("--allow-plaintext", action="store_true", help="force plaintext to a non-loopback cloud")
+    p.add_argument("--insecure", "--allow-plaintext", dest="insecure", action="store_true",
+                   help="plaintext on purpose to a non-loopback cloud (anyone on the network can read the answers)")
 
 
 def _show(report: PlacementReport, args: argparse.Namespace) -> int:

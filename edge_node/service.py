@@ -56,9 +56,11 @@ class EdgeConfig:
     grace_s: float = option(5.0, "seconds in-flight calls get on SIGTERM")
     position: str = option("", "where this node stands, LAT,LON in degrees (placement uses it; empty = unknown)")
     activation_cost: float = option(0.0, "placement's cost of keeping this node active (0 = the cloud's default)")
-    tls_dir: str = option("", "folder written by `ecd certs init`: ca.pem and this holder's NAME.pem/NAME.key (empty = plaintext, loopback only)")
+    tls_dir: str = option("", "folder written by `ecd certs init`: ca.pem and this holder's NAME.pem/NAME.key (empty = plaintext, refused without --insecure)")
     tls_name: str = option("edge-1", "which certificate in tls_dir is this holder's (NAME.pem, NAME.key)")
-    allow_plaintext: bool = option(False, "force plaintext on a non-loopback address (anyone on the network can then read and forge traffic)")
+    insecure: bool = option(False, "plaintext on purpose: without tls_dir the service refuses to start unless this is set; anyone on "
+                            "the network can then read and forge its traffic (a warning is logged where it listens beyond loopback)",
+                            was=("allow_plaintext",))
     reflection: bool = option(True, "serve gRPC server reflection (turn off in production)")
     health_port: int = option(-1, "a plaintext port on host serving only gRPC health, for probes that cannot present a client certificate (-1 = off, 0 = any free port)")
 
@@ -234,7 +236,7 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
         raise ConfigError(str(e)) from None
     transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, grace_s=cfg.grace_s)
     credentials = tls_.load(cfg.tls_dir, cfg.tls_name)
-    target = client_target(cfg.cloud, credentials, cfg.allow_plaintext, "cloud")
+    target = client_target(cfg.cloud, credentials, cfg.insecure, "cloud")
     channel = tls_.aio_channel(target, credentials, "cloud", grpc_options(transport))
     stub = pb_grpc.CloudServerStub(channel)
     tmp = None if cfg.model_dir else tempfile.TemporaryDirectory(prefix="ecd-edge-")
@@ -246,7 +248,7 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     server = await start_server(
         lambda s: pb_grpc.add_EdgeNodeServicer_to_server(EdgeServicer(core), s),
         [pb.DESCRIPTOR.services_by_name["EdgeNode"].full_name],
-        cfg.host, cfg.port, transport, tls=credentials, allow_plaintext=cfg.allow_plaintext, reflection_on=cfg.reflection, health_port=cfg.health_port,
+        cfg.host, cfg.port, transport, tls=credentials, allow_plaintext=cfg.insecure, reflection_on=cfg.reflection, health_port=cfg.health_port,
     )
     endpoint = cfg.advertise or f"{cfg.host}:{server.port}"
     try:

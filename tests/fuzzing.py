@@ -170,11 +170,11 @@ class Cluster:
     def start(self) -> Cluster:
         from ecd.launch import _cli, _start
 
-        cloud, c = _start(_cli("cloud-server", "--port", "0", "--metrics-port", "-1", "--db", str(self.tmp / "cloud.sqlite3"),
+        cloud, c = _start(_cli("cloud-server", "--insecure", "--port", "0", "--metrics-port", "-1", "--db", str(self.tmp / "cloud.sqlite3"),
                                "--registrations-per-s", "1000"), self.tmp / "cloud.log")
         self.procs["cloud"], self.ports["cloud"] = cloud, c["port"]
         wait_healthy(f"127.0.0.1:{c['port']}")
-        edge, e = _start(_cli("edge-node", "--cloud", f"127.0.0.1:{c['port']}", "--port", "0", "--metrics-port", "-1",
+        edge, e = _start(_cli("edge-node", "--insecure", "--cloud", f"127.0.0.1:{c['port']}", "--port", "0", "--metrics-port", "-1",
                               "--model-dir", str(self.tmp / "edge-models")), self.tmp / "edge.log")
         self.procs["edge"], self.ports["edge"] = edge, e["port"]
         wait_healthy(f"127.0.0.1:{e['port']}")

@@ -123,13 +123,13 @@ def main() -> int:
     codes: dict[str, int] = {}
     try:
         host_ecd = str(Path(sys.executable).parent / "ecd")  # the installed command, not a checkout's modules
-        cloud, c = start([host_ecd, "cloud-server", "--port", "0", "--metrics-port", "0",
+        cloud, c = start([host_ecd, "cloud-server", "--insecure", "--port", "0", "--metrics-port", "0",
                           "--db", str(work / "cloud.sqlite3")], work / "cloud.log", "cloud-server (host)", 60)
         procs.append(("cloud-server", cloud))
         cloud_target = f"127.0.0.1:{c['port']}"
         wait_healthy(cloud_target)
         t = time.perf_counter()
-        edge, e = start(in_pi(root, "ecd", "edge-node", "--cloud", cloud_target, "--port", "0", "--metrics-port", "0",
+        edge, e = start(in_pi(root, "ecd", "edge-node", "--insecure", "--cloud", cloud_target, "--port", "0", "--metrics-port", "0",
                               "--model-dir", "/var/lib/ecd/edge"), work / "edge.log", "edge-node (arm64)", 300, env)
         procs.append(("edge-node", edge))
         wait_healthy(f"127.0.0.1:{e['port']}", timeout_s=120)
@@ -139,7 +139,7 @@ def main() -> int:
         t = time.perf_counter()
         with open(work / "agent.log", "w") as err:
             agent = subprocess.Popen(
-                in_pi(root, "ecd", "device-agent", "--cloud", cloud_target, "--name", "pi4-emulated", "--profile", "pi4",
+                in_pi(root, "ecd", "device-agent", "--insecure", "--cloud", cloud_target, "--name", "pi4-emulated", "--profile", "pi4",
                       "--radio", "wifi", "--split", str(args.split), "--frames", str(args.frames), "--metrics-port", str(agent_metrics),
                       "--model-dir", "/var/lib/ecd/agent", "--report", "/tmp/agent-report.json"),
                 stdout=subprocess.DEVNULL, stderr=err, env=env)

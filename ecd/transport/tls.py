@@ -6,9 +6,10 @@ name is ``ROLE:NAME``; every certificate also carries the DNS name ``ROLE.ecd``,
 checks instead of the address it dialled, so "is this an edge node of ours?" is the question TLS
 answers wherever the edge node stands.
 
-Without a folder a service speaks plaintext, and only on loopback unless ``allow_plaintext`` says
-otherwise (a demo on one machine, the tests): a plaintext peer has no role, so the authorization
-policy (:mod:`ecd.transport.auth`) falls back to what the service checked before TLS existed.
+Without a folder a service speaks plaintext, and only on loopback unless ``allow_plaintext`` (the
+tiers' ``--insecure``) says otherwise; the ``ecd`` command starts a tier without a folder only with
+``--insecure`` (``ecd_cli.serve``). A plaintext peer has no role, so the authorization policy
+(:mod:`ecd.transport.auth`) falls back to what the service checked before TLS existed.
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def check_plaintext(tls: Tls | None, host: str, allow_plaintext: bool, what: str
     """Refuse plaintext beyond loopback unless the operator forced it."""
     if tls is None and not allow_plaintext and not is_loopback(host):
         raise ConfigError(f"{what}: {host} is not a loopback address, and plaintext is refused there; pass --tls-dir "
-                          "(create one with `ecd certs init DIR`) or force plaintext with --allow-plaintext")
+                          "(create one with `ecd certs init DIR`) or run plaintext on purpose with --insecure")
 
 
 def channel_options(server_role: str) -> list[tuple[str, str]]:

@@ -81,7 +81,7 @@ def test_when_the_leader_is_killed_the_survivor_leads_within_the_lease(postgres_
     procs = []
     try:
         for k in range(2):
-            procs.append(_start([sys.executable, "-m", "ecd_cli", "cloud-server", "--db", postgres_url, "--port", "0",
+            procs.append(_start([sys.executable, "-m", "ecd_cli", "cloud-server", "--insecure", "--db", postgres_url, "--port", "0",
                                  "--metrics-port", "0"], tmp_path / f"cloud{k}.log"))
         wait_until(lambda: sorted(scrape(r["metrics_port"], "ecd_scheduler_leader") for _, r in procs) == [0.0, 1.0])
         lead = [scrape(r["metrics_port"], "ecd_scheduler_leader") for _, r in procs].index(1.0)

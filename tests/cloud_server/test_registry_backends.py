@@ -178,7 +178,7 @@ def test_redact_hides_passwords() -> None:
 
 def test_cli_exits_unavailable_with_one_line_naming_db() -> None:
     # a process: one error line and the exit code (69: a supervisor retries), as systemd or a shell sees them
-    done = ecd_process("cloud-server", "--db", "postgresql://127.0.0.1:1/x", "--port", "0", "--metrics-port", "-1")
+    done = ecd_process("cloud-server", "--insecure", "--db", "postgresql://127.0.0.1:1/x", "--port", "0", "--metrics-port", "-1")
     assert done.returncode == 69, done.stderr
     error = done.stderr.strip().splitlines()[-1]
     assert error.startswith("ecd: error: db: cannot connect to postgresql://127.0.0.1:1/x: "), done.stderr

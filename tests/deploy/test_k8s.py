@@ -38,7 +38,7 @@ def test_manifests_match_the_kubernetes_schemas(version: str) -> None:
 @pytest.mark.parametrize("file,old,new,says", [
     ("cloud.yaml", "replicas: 2", 'replicas: "two"', "replicas"),
     ("cloud.yaml", "          imagePullPolicy: IfNotPresent", "          imagePulPolicy: IfNotPresent", "imagePulPolicy"),
-    ("edge.yaml", "kind: DaemonSet", "kind: DaemonSett", "DaemonSett"),
+    ("edge.yaml", "kind: Deployment", "kind: Deploymentt", "Deploymentt"),
     ("device-agents.yaml", "restartPolicy: OnFailure", "restartPolicy: [OnFailure]", "restartPolicy"),
     ("postgres.yaml", "  volumeClaimTemplates:", "  volumeClaimTemplate:", "volumeClaimTemplate"),
 ])
@@ -51,7 +51,8 @@ def test_manifests_fit_together() -> None:
     assert not problems(objs), problems(objs)
     kinds = {(o["kind"], o["metadata"]["name"]) for o in objs}
     assert {("Deployment", "ecd-cloud"), ("Service", "ecd-cloud"), ("StatefulSet", "ecd-postgres"), ("Service", "ecd-postgres"),
-            ("DaemonSet", "ecd-edge"), ("CronJob", "ecd-device-agent"), ("Secret", "ecd-tls"), ("Secret", "ecd-postgres")} <= kinds
+            ("Deployment", "ecd-edge-1"), ("Deployment", "ecd-edge-2"), ("CronJob", "ecd-device-agent-1"),
+            ("CronJob", "ecd-device-agent-2"), ("Secret", "ecd-tls-cloud"), ("Secret", "ecd-postgres")} <= kinds
 
 
 DB = "postgresql://ecd@ecd-postgres:5432/ecd"
@@ -144,7 +145,8 @@ def test_storage_check_takes_one_replica_on_a_sqlite_volume_only_with_recreate()
 
 
 def test_edges_and_devices_run_on_arm64_nodes() -> None:
-    for name, _, spec, _ in pod_specs(objects()):
-        if name in ("ecd-edge", "ecd-device-agent"):
-            assert spec["nodeSelector"]["kubernetes.io/arch"] == "arm64"
-            assert any(t["key"] == "ecd.io/edge" for t in spec["tolerations"])
+    pis = [spec for name, _, spec, _ in pod_specs(objects()) if name.startswith(("ecd-edge-", "ecd-device-agent-"))]
+    assert len(pis) == 4  # edge-1, edge-2, device-1, device-2: one workload per identity (test_key_custody.py)
+    for spec in pis:
+        assert spec["nodeSelector"]["kubernetes.io/arch"] == "arm64"
+        assert any(t["key"] == "ecd.io/edge" for t in spec["tolerations"])

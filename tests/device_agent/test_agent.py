@@ -102,7 +102,7 @@ def test_a_state_file_keeps_the_device_across_restarts(tiers: Tiers, tmp_path: P
 
 def test_an_endless_agent_stops_on_sigterm_with_every_frame_answered_and_its_report_written(tiers: Tiers, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
-    proc = subprocess.Popen([sys.executable, "-m", "ecd_cli", "device-agent", "--cloud", tiers.cloud_target, "--frames", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "ecd_cli", "device-agent", "--insecure", "--cloud", tiers.cloud_target, "--frames", "0",
                              "--fps", "100", "--report", str(report), "--model-dir", str(tmp_path / "m")],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

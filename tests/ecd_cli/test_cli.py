@@ -111,18 +111,18 @@ def test_services_refuse_bad_configuration_in_one_line(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert_clean_error(ecd_process("cloud-server", "--port", str(port), "--metrics-port", "-1", "--db", str(tmp_path / "a.db")),
+        assert_clean_error(ecd_process("cloud-server", "--insecure", "--port", str(port), "--metrics-port", "-1", "--db", str(tmp_path / "a.db")),
                            "port", f"127.0.0.1:{port}", code=78)
-        assert_clean_error(ecd_process("cloud-server", "--port", "0", "--metrics-port", str(port), "--db", str(tmp_path / "b.db")),
+        assert_clean_error(ecd_process("cloud-server", "--insecure", "--port", "0", "--metrics-port", str(port), "--db", str(tmp_path / "b.db")),
                            "metrics_port", f"127.0.0.1:{port}", code=78)
     config = tmp_path / "cloud.toml"
     config.write_text("colour = 1\n")
-    assert_clean_error(ecd_process("cloud-server", "--config", str(config)), "colour", "unknown option", code=78)
-    assert_clean_error(ecd_process("cloud-server", "--placement-method", "best", "--db", str(tmp_path / "c.db")), "placement_method", code=78)
-    assert_clean_error(ecd_process("edge-node", "--position", "north", "--cloud", "127.0.0.1:1"), "position", code=78)
-    assert_clean_error(ecd_process("cloud-server", "--placement-debounce-s", "nan", "--db", str(tmp_path / "d.db")),
+    assert_clean_error(ecd_process("cloud-server", "--insecure", "--config", str(config)), "colour", "unknown option", code=78)
+    assert_clean_error(ecd_process("cloud-server", "--insecure", "--placement-method", "best", "--db", str(tmp_path / "c.db")), "placement_method", code=78)
+    assert_clean_error(ecd_process("edge-node", "--insecure", "--position", "north", "--cloud", "127.0.0.1:1"), "position", code=78)
+    assert_clean_error(ecd_process("cloud-server", "--insecure", "--placement-debounce-s", "nan", "--db", str(tmp_path / "d.db")),
                        "placement_debounce_s", code=78)
-    assert_clean_error(ecd_process("device-agent", "--answer-deadline-s", "-1"), "--answer-deadline-s", code=78)
+    assert_clean_error(ecd_process("device-agent", "--insecure", "--answer-deadline-s", "-1"), "--answer-deadline-s", code=78)
 
 
 def test_version_usage_and_config_errors_have_their_own_exit_codes(tmp_path: Path) -> None:
@@ -141,7 +141,7 @@ def test_version_usage_and_config_errors_have_their_own_exit_codes(tmp_path: Pat
 
 def service_log(*args: str) -> list[str]:
     """The log lines of an edge node that waits for a cloud that is not there, until SIGTERM."""
-    proc = subprocess.Popen([sys.executable, "-m", "ecd_cli", *args, "edge-node", "--cloud", "127.0.0.1:1", "--port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "ecd_cli", *args, "edge-node", "--insecure", "--cloud", "127.0.0.1:1", "--port", "0",
                              "--metrics-port", "-1"], stderr=subprocess.PIPE, text=True)
     lines = [proc.stderr.readline()]  # it logs that it starts once its signal handlers are in place
     proc.send_signal(signal.SIGTERM)

@@ -40,7 +40,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="ecd-install-") as tmp:
         loop = LoopThread()
-        cloud_proc, ready = _start([cloud_python, "-m", "ecd_cli", "cloud-server", "--port", "0", "--metrics-port", "-1",
+        cloud_proc, ready = _start([cloud_python, "-m", "ecd_cli", "cloud-server", "--insecure", "--port", "0", "--metrics-port", "-1",
                                     "--db", str(Path(tmp) / "cloud.sqlite3")], Path(tmp) / "cloud.log")
         cloud_port = ready["port"]
         edge = loop.run(start_edge(replace(EdgeConfig(), cloud=f"127.0.0.1:{cloud_port}", metrics_port=-1,

@@ -41,13 +41,13 @@ class Cluster:
         return f"127.0.0.1:{self.ready['cloud']['port']}"
 
     def start_cloud(self, port: int = 0, db: str = "cloud.sqlite3") -> None:
-        proc, ready = _start(_cli("cloud-server", "--port", str(port), "--metrics-port", "-1", "--db", str(self.tmp / db),
+        proc, ready = _start(_cli("cloud-server", "--insecure", "--port", str(port), "--metrics-port", "-1", "--db", str(self.tmp / db),
                                   "--edge-timeout-s", "1.5", "--placement-check-s", "0.2"), self.tmp / f"cloud-{len(self.procs)}.log")
         self.procs["cloud"], self.ready["cloud"] = proc, ready
         wait_healthy(self.cloud)
 
     def start_edge(self, name: str, max_queue: int = 64) -> None:
-        proc, ready = _start(_cli("edge-node", "--cloud", self.cloud, "--port", "0", "--metrics-port", "-1",
+        proc, ready = _start(_cli("edge-node", "--insecure", "--cloud", self.cloud, "--port", "0", "--metrics-port", "-1",
                                   "--heartbeat-s", "0.3", "--max-queue", str(max_queue), "--grace-s", "10",
                                   "--model-dir", str(self.tmp / f"{name}-models")), self.tmp / f"{name}.log")
         self.procs[name], self.ready[name] = proc, ready

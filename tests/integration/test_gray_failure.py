@@ -34,7 +34,7 @@ def test_an_agent_leaves_a_hung_edge_after_its_answer_deadline_and_loses_nothing
     try:
         wait_healthy(f"127.0.0.1:{cloud.port}")
         for k in range(2):
-            proc, ready = _start([sys.executable, "-m", "ecd_cli", "edge-node", "--cloud", f"127.0.0.1:{cloud.port}", "--port", "0",
+            proc, ready = _start([sys.executable, "-m", "ecd_cli", "edge-node", "--insecure", "--cloud", f"127.0.0.1:{cloud.port}", "--port", "0",
                                   "--metrics-port", "-1", "--heartbeat-s", "0.5", "--model-dir", str(tmp_path / f"edge{k}")],
                                  tmp_path / f"edge{k}.log")
             edges[ready["edge_id"]] = proc

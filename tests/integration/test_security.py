@@ -179,7 +179,7 @@ def test_handshakes_that_must_fail(secure: Secure, tmp_path: Path) -> None:
 
 
 def test_plaintext_beyond_loopback_is_refused_unless_forced(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="host: 0.0.0.0 is not a loopback address.*--allow-plaintext"):
+    with pytest.raises(ConfigError, match="host: 0.0.0.0 is not a loopback address.*--insecure"):
         LoopThread().run(start_cloud(replace(CloudConfig(), host="0.0.0.0", db=str(tmp_path / "c.sqlite3"), metrics_port=-1)))
     with pytest.raises(ConfigError, match="--cloud: 10.1.2.3 is not a loopback address"):
         DeviceAgent(AgentConfig(cloud="10.1.2.3:50051"))

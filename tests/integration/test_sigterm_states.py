@@ -68,11 +68,11 @@ def procs(tmp_path: Path):
 
 
 def start_cloud_and_edge(p: Procs) -> str:
-    cloud = p.start("cloud", "cloud-server", "--port", "0", "--metrics-port", "-1", "--db", str(p.tmp / "cloud.sqlite3"),
+    cloud = p.start("cloud", "cloud-server", "--insecure", "--port", "0", "--metrics-port", "-1", "--db", str(p.tmp / "cloud.sqlite3"),
                     "--edge-timeout-s", "1.5", "--placement-check-s", "0.2", "--grace-s", "10")
     target = f"127.0.0.1:{cloud['port']}"
     wait_healthy(target)
-    edge = p.start("edge", "edge-node", "--cloud", target, "--port", "0", "--metrics-port", "-1", "--heartbeat-s", "0.3",
+    edge = p.start("edge", "edge-node", "--insecure", "--cloud", target, "--port", "0", "--metrics-port", "-1", "--heartbeat-s", "0.3",
                    "--grace-s", "10", "--model-dir", str(p.tmp / "edge-models"))
     wait_healthy(f"127.0.0.1:{edge['port']}")
     return target
@@ -81,7 +81,7 @@ def start_cloud_and_edge(p: Procs) -> str:
 def endless_agent(p: Procs, cloud: str) -> tuple[subprocess.Popen, Path]:
     """An agent streaming until stopped, whose READY line has been read (it registered)."""
     report = p.tmp / "agent.report.json"
-    agent = p.spawn("agent", "device-agent", "--cloud", cloud, "--frames", "0", "--fps", "50", "--report", str(report),
+    agent = p.spawn("agent", "device-agent", "--insecure", "--cloud", cloud, "--frames", "0", "--fps", "50", "--report", str(report),
                     "--metrics-port", "-1", "--model-dir", str(p.tmp / "agent-models"))
     assert "ready" in json.loads(agent.stdout.readline())
     return agent, report
