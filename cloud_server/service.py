@@ -22,7 +22,7 @@ from cloud_server.registry import Registry, StorageState
 from cloud_server.scheduler_service import SchedulerServicer, operator_check, require_operator
 from ecd.transport import tls as tls_
 from ecd.batching import BatchingConfig
-from ecd.limits import RateLimiter
+from ecd.limits import RateLimiter, frame_receive_cap
 from ecd.metrics import SchedulerMetrics, ServiceMetrics, start_metrics
 from ecd.transport import serde
 from ecd.transport.auth import caller
@@ -209,8 +209,10 @@ class CloudServicer(pb_grpc.CloudServerServicer):
 
     async def GetAssignment(self, request, context):
         who = caller()
+        # a device asking: its own certificate; an edge node asking about a device's frames: the one it streams with
+        holder = (request.holder or None) if who.role == "edge" else _device_holder()
         a = await call_core(context, self.core.devices.get_assignment, request.device_id, request.token,
-                            who.name if who.role == "edge" else None, _device_holder())
+                            who.name if who.role == "edge" else None, holder)
         return serde.assignment_to_pb(a)
 
     async def RegisterEdge(self, request, context):
@@ -336,7 +338,9 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
                         locations=RateLimiter(cfg.locations_per_s, 10 * cfg.locations_per_s, "ReportLocation"))
     check = operator_check(tuple(cfg.operator_peers))
     servicer = CloudServicer(core, metrics, cfg.workers, changes, monitor, limits, check)
-    transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, grace_s=cfg.grace_s)
+    # what edges and devices send is at most a frame the cloud would take (ecd.limits.frame_receive_cap)
+    transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, max_receive_bytes=frame_receive_cap(cfg.max_tensor_bytes),
+                                grace_s=cfg.grace_s)
 
     def register(s: grpc.aio.Server) -> None:
         pb_grpc.add_CloudServerServicer_to_server(servicer, s)

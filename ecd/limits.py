@@ -21,6 +21,17 @@ MAX_PROFILE_BYTES = 16 * 1024  # a measured device profile's TOML
 MAX_HEAD_LABELS = 1_000
 MAX_HEADS_PER_MODEL = 16
 MIN_CHUNK_BYTES = 4 * 1024  # FetchPartition's max_chunk_bytes (0 = the server's default)
+FRAME_HEADROOM_BYTES = 64 * 1024  # a frame's fields beside its tensor (ids, token, version, task), with room to spare
+
+
+def frame_receive_cap(max_tensor_bytes: int) -> int:
+    """The largest gRPC message a service takes in: the largest tensor it would accept in a frame
+    (``max_tensor_bytes`` counts a tensor's float32 size, never less than its wire size) plus the
+    frame's other fields. gRPC refuses anything bigger with RESOURCE_EXHAUSTED from its length
+    prefix, before buffering it, and a compressed message once it inflates past it, so a member
+    holding a valid token cannot make a service hold 8 x 60 MiB (issue 30: the edge reached 652 MB
+    with the 64 MiB cap that sending partitions needs). Every control message is far smaller."""
+    return max_tensor_bytes + FRAME_HEADROOM_BYTES
 
 
 def printable(text: str, limit: int = MAX_NAME_CHARS) -> str:

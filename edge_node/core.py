@@ -52,7 +52,7 @@ class CloudClient(Protocol):
     :class:`~ecd.errors.AuthenticationError`, a cloud out of reach
     :class:`~ecd.errors.UnavailableError`)."""
 
-    async def get_assignment(self, device_id: str, token: str) -> Assignment: ...
+    async def get_assignment(self, device_id: str, token: str, holder: str = "") -> Assignment: ...
 
     def fetch_partition(self, request: PartitionRequest) -> AsyncIterable[FileChunk]: ...
 
@@ -200,12 +200,14 @@ class EdgeCore:
         self.frames_seen = 0
         self.edge_id = ""  # set once the cloud has registered this node; stamped on every result
 
-    async def assignment(self, device_id: str, token: str, split_device: int) -> Assignment:
+    async def assignment(self, device_id: str, token: str, split_device: int, holder: str = "") -> Assignment:
+        """The device's assignment, checked by the cloud for this token over this certificate
+        (``holder``: the name on the device's certificate on its stream, "" in plaintext)."""
         cached = self._assignments.get(device_id)
-        if cached and cached[0] == token and cached[1].split.device == split_device:
+        if cached and cached[0] == (token, holder) and cached[1].split.device == split_device:
             return cached[1]
-        a = await self.cloud.get_assignment(device_id, token)
-        self._assignments[device_id] = (token, a)
+        a = await self.cloud.get_assignment(device_id, token, holder)
+        self._assignments[device_id] = ((token, holder), a)
         return a
 
     def forget(self, device_ids) -> None:
@@ -233,9 +235,9 @@ class EdgeCore:
                 log.info("[EdgeNode] fetched %s@%s (%d blocks)", model_id, version, manifest.n_blocks)
         return self._models[key]
 
-    async def prepare(self, frame: Frame) -> Frame:
+    async def prepare(self, frame: Frame, holder: str = "") -> Frame:
         """Validate a device's frame, run the edge's blocks, and return the frame for the cloud."""
-        a = await self.assignment(frame.device_id, frame.token, frame.split.device)
+        a = await self.assignment(frame.device_id, frame.token, frame.split.device, holder)
         if frame.model_id != a.model_id:
             raise PreconditionError(f"model_id: device {frame.device_id} is registered for {a.model_id!r}, got {frame.model_id!r}")
         if frame.model_version != a.model_version:
@@ -260,7 +262,7 @@ class EdgeCore:
             self.metrics.stage_seconds.labels("edge", "edge_compute").observe(forwarded.edge_compute_s)
         return forwarded
 
-    async def serve_device(self, frames: AsyncIterable[Frame]) -> AsyncIterator[Result]:
+    async def serve_device(self, frames: AsyncIterable[Frame], holder: str = "") -> AsyncIterator[Result]:
         """The device stream: yields one Result per frame taken from it, errors included.
 
         While the node drains (:meth:`drain`), no more frames are taken; once the ones taken are
@@ -286,12 +288,12 @@ class EdgeCore:
                             header = StreamHeader.of(frame)
                         complete = header.complete(frame)
                         if not admitted:
-                            await self.assignment(complete.device_id, complete.token, complete.split.device)
+                            await self.assignment(complete.device_id, complete.token, complete.split.device, holder)
                             session.device_slots = self.quotas.admit(complete.device_id)  # StreamQuotaError ends the stream
                             admitted = complete.device_id
                         await session.device_slots.acquire()  # the device's quota: its other streams count too
                         slot = True
-                        forwarded = await self.prepare(complete)
+                        forwarded = await self.prepare(complete, holder)
                         await self.link.submit(forwarded, session)
                         slot = False  # the pipeline holds it now: freed when the frame is answered or handed over
                     except asyncio.CancelledError:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -22,8 +23,10 @@ from ecd.transport import tls as tls_
 from ecd.batching import BatchingConfig
 from ecd.config import MiB, option
 from ecd.errors import AuthenticationError, ConfigError, EcdError, RequestError, UnavailableError
+from ecd.limits import frame_receive_cap
 from ecd.metrics import ServiceMetrics, start_metrics
 from ecd.transport import serde
+from ecd.transport.auth import caller
 from ecd.transport.catalog import to_status
 from ecd.transport.targets import client_target
 from ecd.transport.rpc import RunningServer, TransportConfig, cancel_all, grpc_options, start_server
@@ -31,6 +34,7 @@ from ecd.types import Assignment, EdgeRegistration, PartitionRequest, Position
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 from edge_node.core import CloudLink, EdgeCore
+from edge_node.fair import DeviceQuotas
 
 log = logging.getLogger("ecd.edge")
 
@@ -51,6 +55,8 @@ class EdgeConfig:
     batch_max_frames: int = option(32, "dynamic batching: most images run as one batch (frames of every device stream needing the same blocks)")
     batch_max_delay_ms: float = option(0.0, "dynamic batching: how long a batch waits for more frames (0 = it runs at once; frames that arrive meanwhile form the next batch)")
     max_stream_frames: int = option(64, "frames one device stream may have outstanding (results not yet read)")
+    max_device_streams: int = option(4, "streams one device may have open at once on this node (one more is refused)")
+    max_device_frames: int = option(64, "frames one device may have in this node's pipeline across its streams (then its streams wait)")
     max_message_bytes: int = option(64 * MiB, "gRPC max message size, bytes")
     heartbeat_s: float = option(1.0, "seconds between heartbeats to the cloud (its edge_timeout_s should be a few of these)")
     grace_s: float = option(5.0, "seconds in-flight calls get on SIGTERM")
@@ -71,9 +77,9 @@ class GrpcCloudClient:
     def __init__(self, stub: pb_grpc.CloudServerStub):
         self.stub = stub
 
-    async def get_assignment(self, device_id: str, token: str) -> Assignment:
+    async def get_assignment(self, device_id: str, token: str, holder: str = "") -> Assignment:
         try:
-            reply = await self.stub.GetAssignment(pb.GetAssignmentRequest(device_id=device_id, token=token))
+            reply = await self.stub.GetAssignment(pb.GetAssignmentRequest(device_id=device_id, token=token, holder=holder))
         except grpc.aio.AioRpcError as e:
             if e.code() == grpc.StatusCode.UNAUTHENTICATED:
                 raise AuthenticationError(e.details()) from None
@@ -99,8 +105,9 @@ class EdgeServicer(pb_grpc.EdgeNodeServicer):
             async for msg in request_iterator:
                 yield serde.frame_from_pb(msg)
 
+        who = caller()  # the device's certificate on this stream: its token must have been issued to it
         try:
-            async for result in self.core.serve_device(frames()):
+            async for result in self.core.serve_device(frames(), who.name if who.role == "device" else ""):
                 yield serde.result_to_pb(result)
         except EcdError as e:  # draining: the device resends elsewhere
             await context.abort(*to_status(e))
@@ -140,9 +147,12 @@ async def run_cloud_link(link: CloudLink, stub: pb_grpc.CloudServerStub, metrics
             writer.cancel()
             # the writer may have failed with the call already (a write on a broken stream raises
             # cygrpc's ExecuteBatchError, not AioRpcError): that must not end the link — it did,
-            # and the edge never reconnected to a restarted cloud
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await writer
+            # and the edge never reconnected to a restarted cloud. asyncio.wait neither raises the
+            # writer's error nor swallows this task's own cancellation (suppressing CancelledError
+            # here did: a stop that came while the writer wound down was lost, and SIGTERM hung)
+            await asyncio.wait({writer})
+            if not writer.cancelled():
+                writer.exception()
         await asyncio.sleep(backoff_s * random.uniform(0.5, 1.0))
         backoff_s = min(backoff_s * 2, 2.0)  # a restarted cloud is found within ~2 s
 
@@ -235,6 +245,9 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     except RequestError as e:
         raise ConfigError(str(e)) from None
     transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, grace_s=cfg.grace_s)
+    # devices may send no more than the largest frame the edge would take: a bigger (or inflating) message
+    # is refused by gRPC with RESOURCE_EXHAUSTED before it is buffered
+    device_port = dataclasses.replace(transport, max_receive_bytes=frame_receive_cap(cfg.max_tensor_bytes))
     credentials = tls_.load(cfg.tls_dir, cfg.tls_name)
     target = client_target(cfg.cloud, credentials, cfg.insecure, "cloud")
     channel = tls_.aio_channel(target, credentials, "cloud", grpc_options(transport))
@@ -244,11 +257,12 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     metrics = ServiceMetrics("edge")
     metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port) if cfg.metrics_port >= 0 else -1
     core = EdgeCore(GrpcCloudClient(stub), model_dir, cfg.max_queue, cfg.max_tensor_bytes, metrics, cfg.max_message_bytes,
-                    cfg.max_batch, cfg.max_stream_frames, BatchingConfig(cfg.batch_max_frames, cfg.batch_max_delay_ms / 1e3))
+                    cfg.max_batch, cfg.max_stream_frames, BatchingConfig(cfg.batch_max_frames, cfg.batch_max_delay_ms / 1e3),
+                    DeviceQuotas(cfg.max_device_streams, cfg.max_device_frames))
     server = await start_server(
         lambda s: pb_grpc.add_EdgeNodeServicer_to_server(EdgeServicer(core), s),
         [pb.DESCRIPTOR.services_by_name["EdgeNode"].full_name],
-        cfg.host, cfg.port, transport, tls=credentials, allow_plaintext=cfg.insecure, reflection_on=cfg.reflection, health_port=cfg.health_port,
+        cfg.host, cfg.port, device_port, tls=credentials, allow_plaintext=cfg.insecure, reflection_on=cfg.reflection, health_port=cfg.health_port,
     )
     endpoint = cfg.advertise or f"{cfg.host}:{server.port}"
     try:

@@ -168,7 +168,7 @@ class LocalCloud:
         self.manifest = manifest
         self.assignment = assignment
 
-    async def get_assignment(self, device_id: str, token: str) -> Assignment:
+    async def get_assignment(self, device_id: str, token: str, holder: str = "") -> Assignment:
         return self.assignment
 
     async def fetch_partition(self, request: PartitionRequest) -> AsyncIterator[FileChunk]:

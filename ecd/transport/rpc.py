@@ -30,6 +30,7 @@ log = logging.getLogger("ecd.transport.rpc")
 @dataclass(frozen=True)
 class TransportConfig:
     max_message_bytes: int = 64 * MiB  # gRPC's default 4 MiB is too small for large activations
+    max_receive_bytes: int = 0  # what a server takes in, if less than max_message_bytes (ecd.limits.frame_receive_cap); 0 = that
     keepalive_time_s: float = 30.0  # ping an idle connection this often
     keepalive_timeout_s: float = 10.0  # and drop it if the ping is not answered in time
     grace_s: float = 5.0  # how long a SIGTERM'd server lets in-flight calls finish
@@ -37,7 +38,8 @@ class TransportConfig:
 
 def grpc_options(cfg: TransportConfig) -> list[tuple[str, int]]:
     return [
-        ("grpc.max_receive_message_length", cfg.max_message_bytes),
+        ("grpc.max_receive_message_length", min(cfg.max_receive_bytes, cfg.max_message_bytes) if cfg.max_receive_bytes
+         else cfg.max_message_bytes),
         ("grpc.max_send_message_length", cfg.max_message_bytes),
         ("grpc.keepalive_time_ms", int(cfg.keepalive_time_s * 1000)),
         ("grpc.keepalive_timeout_ms", int(cfg.keepalive_timeout_s * 1000)),
@@ -83,9 +85,8 @@ async def cancel_all(tasks: Sequence[asyncio.Task]) -> None:
     """Cancel a server's background tasks and wait until each has ended (whatever it raised)."""
     for t in tasks:
         t.cancel()
-    for t in tasks:
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await t
+    if tasks:  # their errors are returned, not raised; a cancellation of the caller itself still is
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def call_core(context: grpc.aio.ServicerContext, fn: Callable[..., Any], *args: Any, in_thread: bool = False) -> Any:

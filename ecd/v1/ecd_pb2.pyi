@@ -220,12 +220,14 @@ class UpdatePreferencesRequest(_message.Message):
     def __init__(self, device_id: _Optional[str] = ..., token: _Optional[str] = ..., preferences: _Optional[_Union[Preferences, _Mapping]] = ..., split_device: _Optional[int] = ...) -> None: ...
 
 class GetAssignmentRequest(_message.Message):
-    __slots__ = ("device_id", "token")
+    __slots__ = ("device_id", "token", "holder")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FIELD_NUMBER: _ClassVar[int]
+    HOLDER_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     token: str
-    def __init__(self, device_id: _Optional[str] = ..., token: _Optional[str] = ...) -> None: ...
+    holder: str
+    def __init__(self, device_id: _Optional[str] = ..., token: _Optional[str] = ..., holder: _Optional[str] = ...) -> None: ...
 
 class RegisterEdgeRequest(_message.Message):
     __slots__ = ("endpoint", "capacity", "position", "activation_cost")

@@ -42,7 +42,7 @@ class CountingCloud(LocalCloud):
         super().__init__(M, assignment)
         self.asked: list[tuple[str, str]] = []
 
-    async def get_assignment(self, device_id: str, token: str) -> Assignment:
+    async def get_assignment(self, device_id: str, token: str, holder: str = "") -> Assignment:
         self.asked.append((device_id, token))
         return self.assignment
 

@@ -109,6 +109,24 @@ def register(stub: pb_grpc.CloudServerStub, name: str) -> pb.Assignment:
         model_id="digits_cnn", split_device=2, encoding=pb.FLOAT32), timeout=10)
 
 
+def test_a_token_streamed_to_the_edge_over_another_devices_certificate_is_refused(secure: Secure) -> None:
+    """The edge asks the cloud about a token with the certificate it arrived over: a token copied to
+    another device is refused at the edge, before any of its frames is run or relayed."""
+    with secure.channel("device-1", secure.cloud_target, "cloud") as ch:
+        a = register(pb_grpc.CloudServerStub(ch), "holder-check")
+    m = zoo.load_manifest("digits_cnn")
+    x = m.input.preprocess(load_heldout(m).images[:1])
+    frame = pb.Frame(device_id=a.device_id, frame_id=1, token=a.token, model_id=a.model_id, model_version=a.model_version,
+                     split_device=2, tensor=serde.tensor_to_pb(codec.encode(Partition(m, 0, 2).run(x), codec.Encoding.FLOAT32)))
+    with secure.channel("device-2", secure.edge_target, "edge") as ch:
+        [stolen] = pb_grpc.EdgeNodeStub(ch).Stream(iter([frame]), timeout=30)
+    assert stolen.error.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    assert stolen.error.message == f"token: device {a.device_id}'s token was issued to another device certificate"
+    with secure.channel("device-1", secure.edge_target, "edge") as ch:  # its own certificate: the edge takes it
+        [own] = pb_grpc.EdgeNodeStub(ch).Stream(iter([frame]), timeout=30)
+    assert own.error.code != grpc.StatusCode.UNAUTHENTICATED.value[0], own.error.message
+
+
 def test_the_fake_edge_attack_is_refused_and_no_device_is_sent_to_it(secure: Secure) -> None:
     """Issue 13's attack: a client without an edge certificate registers another edge's endpoint
     and its own, and heart-beats; then an edge certificate tries to take over the live edge's
