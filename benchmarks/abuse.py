@@ -95,6 +95,7 @@ def flood(a: pb.Assignment, seconds: float, read: bool) -> dict[str, int]:
                         pass
                 else:
                     time.sleep(max(0.0, stop - time.monotonic()))
+                    code = call.code().name if call.done() else "open until cancelled"
                     call.cancel()
             except grpc.RpcError as e:
                 code = e.code().name
@@ -196,14 +197,15 @@ def run_attack(kind: str, args: argparse.Namespace, d: Path, cloud: str, edge: s
     rss = PeakRss(pids)
     nice = args.attacker_nice
     out = d / f"{kind}.json"
-    attacker = subprocess.Popen([sys.executable, __file__, "--attack", kind, "--cloud", cloud, "--seconds", str(args.seconds),
-                                 "--attack-out", str(out)], preexec_fn=lambda: os.nice(nice))
+    # niceness by `nice`, not preexec_fn: a fork of this process (gRPC threads running) must not run Python code
+    attacker = subprocess.Popen(["nice", "-n", str(nice), sys.executable, __file__, "--attack", kind, "--cloud", cloud,
+                                 "--seconds", str(args.seconds), "--attack-out", str(out)])
     loud = stream_fps(agent, args.seconds)
     code = attacker.wait(300)
     peak = rss.stop()
     statuses = json.loads(out.read_text()) if out.exists() else {"attacker failed": code}
     alive = {"edge": serving(edge), "cloud": serving(cloud)}
-    failures = []
+    failures = [f"the attacker process failed (exit {code})"] if code != 0 else []
     if kind.startswith("flood") and loud < 0.5 * quiet:
         failures.append(f"the other device kept {loud / quiet:.0%} of its idle throughput (target >= 50 %)")
     if kind in ("oversized", "gzip") and statuses.get("OK"):
@@ -220,6 +222,7 @@ def main() -> int:
     p.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--attacker-nice", type=int, default=19, help="the attacker process's niceness (19: a stand-in for a machine of its own)")
+    p.add_argument("--edge-flags", default="", help="extra edge-node flags, e.g. '--max-device-frames 16'")
     p.add_argument("--out", default="")
     p.add_argument("--attack", choices=ATTACKS, help=argparse.SUPPRESS)  # the attacker process
     p.add_argument("--cloud", help=argparse.SUPPRESS)
@@ -239,7 +242,7 @@ def main() -> int:
             cloud = f"127.0.0.1:{c['port']}"
             wait_healthy(cloud)
             edge_proc, e = _start(_cli("edge-node", "--cloud", cloud, "--port", "0", "--metrics-port", "-1",
-                                       "--model-dir", str(d / "edge"), *extra), d / "edge.log")
+                                       "--model-dir", str(d / "edge"), *extra, *args.edge_flags.split()), d / "edge.log")
             procs.append(("edge-node", edge_proc))
             edge = f"127.0.0.1:{e['port']}"
             wait_healthy(edge)

@@ -187,7 +187,7 @@ class EdgeCore:
         self.max_stream_frames = max_stream_frames
         self.metrics = metrics
         self.link = CloudLink(max_queue, metrics)
-        self.quotas = quotas or DeviceQuotas(max_streams=4, max_frames=max_stream_frames)
+        self.quotas = quotas or DeviceQuotas(max_streams=2, max_frames=16)
         self._models: dict[tuple[str, str], tuple[Manifest, BlockRunner]] = {}
         self.batching = batching or BatchingConfig()
         self.batching.check()

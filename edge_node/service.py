@@ -55,8 +55,10 @@ class EdgeConfig:
     batch_max_frames: int = option(32, "dynamic batching: most images run as one batch (frames of every device stream needing the same blocks)")
     batch_max_delay_ms: float = option(0.0, "dynamic batching: how long a batch waits for more frames (0 = it runs at once; frames that arrive meanwhile form the next batch)")
     max_stream_frames: int = option(64, "frames one device stream may have outstanding (results not yet read)")
-    max_device_streams: int = option(4, "streams one device may have open at once on this node (one more is refused)")
-    max_device_frames: int = option(64, "frames one device may have in this node's pipeline across its streams (then its streams wait)")
+    max_device_streams: int = option(2, "streams one device may have open at once on this node (one more is refused; 2: an "
+                                     "agent's old stream may linger while it opens the next)")
+    max_device_frames: int = option(16, "frames one device may have in this node's pipeline across its streams, then its "
+                                    "streams wait (16: twice an agent's default max_in_flight)")
     max_message_bytes: int = option(64 * MiB, "gRPC max message size, bytes")
     heartbeat_s: float = option(1.0, "seconds between heartbeats to the cloud (its edge_timeout_s should be a few of these)")
     grace_s: float = option(5.0, "seconds in-flight calls get on SIGTERM")
@@ -244,6 +246,10 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
         position = Position.parse(cfg.position, "position")  # a bad option fails before anything starts
     except RequestError as e:
         raise ConfigError(str(e)) from None
+    for name in ("max_device_streams", "max_device_frames"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name}: expected at least 1, got {getattr(cfg, name)}")
+    quotas = DeviceQuotas(cfg.max_device_streams, cfg.max_device_frames)
     transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, grace_s=cfg.grace_s)
     # devices may send no more than the largest frame the edge would take: a bigger (or inflating) message
     # is refused by gRPC with RESOURCE_EXHAUSTED before it is buffered
@@ -258,7 +264,7 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port) if cfg.metrics_port >= 0 else -1
     core = EdgeCore(GrpcCloudClient(stub), model_dir, cfg.max_queue, cfg.max_tensor_bytes, metrics, cfg.max_message_bytes,
                     cfg.max_batch, cfg.max_stream_frames, BatchingConfig(cfg.batch_max_frames, cfg.batch_max_delay_ms / 1e3),
-                    DeviceQuotas(cfg.max_device_streams, cfg.max_device_frames))
+                    quotas)
     server = await start_server(
         lambda s: pb_grpc.add_EdgeNodeServicer_to_server(EdgeServicer(core), s),
         [pb.DESCRIPTOR.services_by_name["EdgeNode"].full_name],

@@ -74,6 +74,15 @@ def test_a_device_may_open_so_many_streams_and_a_stream_that_ends_gives_its_plac
         DeviceQuotas(max_streams=0, max_frames=1)
 
 
+@pytest.mark.parametrize("option", ["max_device_streams", "max_device_frames"])
+def test_a_quota_below_one_is_a_config_error_naming_the_option(option: str) -> None:
+    from ecd.errors import ConfigError
+    from edge_node.service import start_edge
+
+    with pytest.raises(ConfigError, match=rf"^{option}: expected at least 1, got 0$"):
+        asyncio.run(start_edge(replace(EdgeConfig(), **{option: 0})))
+
+
 # --- a real edge node ---------------------------------------------------------------------------
 
 
