@@ -45,7 +45,7 @@ from cloud_server.core import CloudCore
 from cloud_server.registry import REVOKED, DeviceRecord, EdgeRecord
 from ecd.errors import AuthenticationError, ConfigError, EcdError, NotFoundError, PermissionDeniedError
 from ecd.limits import printable
-from ecd.web import error_response, static_mount
+from ecd.web import check_same_origin, error_response, static_mount
 
 log = logging.getLogger("ecd.cloud")
 
@@ -274,6 +274,7 @@ def operator_app(view: OperatorView, check_peer: Callable[[str], None], token: s
                             headers={"Cache-Control": "no-store"})
 
     async def revoke(request: Request) -> Response:
+        check_same_origin(request, "this operator view")
         authorize(request)
         return JSONResponse({"revoked": True, "device": await run_in_threadpool(view.revoke, request.path_params["device_id"])})
 

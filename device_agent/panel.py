@@ -9,7 +9,9 @@ loopback by default: whoever reaches it steers this device's privacy.
 Because a web page from anywhere can make the user's browser send requests to loopback, a change
 is only taken as a JSON body (a cross-site form cannot send one without the browser asking first,
 and the panel never answers that question), from a page of this panel's own origin, with a Host
-header naming this panel (no DNS rebinding).
+header naming this panel (no DNS rebinding), carrying this panel's session token in
+``X-ECD-Session`` (a random value the page reads from ``/api/state``, which no other origin can
+read: a request forged from elsewhere cannot know it).
 
 API: ``GET /api/state`` (everything the page shows), ``GET /api/preview?w_privacy=&min_split=``
 (the curve for other preferences, nothing changed), ``POST /api/preferences``
@@ -19,6 +21,7 @@ API: ``GET /api/state`` (everything the page shows), ``GET /api/preview?w_privac
 from __future__ import annotations
 
 import math
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ from starlette.routing import Route
 
 from ecd.errors import EcdError, PermissionDeniedError, PreconditionError, RequestError
 from ecd.split import Preferences, SplitDecision
-from ecd.web import error_response, json_body, static_mount
+from ecd.web import check_same_origin, error_response, json_body, static_mount
 
 DeviceAgent = Any  # a connected device_agent.agent.DeviceAgent (not imported: the agent imports this module)
 
@@ -132,8 +135,10 @@ def create_app(agent: DeviceAgent, allowed_hosts: list[str]) -> Starlette:
     def page(request: Request) -> Response:
         return FileResponse(PAGE, media_type="text/html", headers={"Cache-Control": "no-store"})
 
+    session = secrets.token_urlsafe(24)  # new at every start: a page of an older run must reload
+
     def get_state(request: Request) -> Response:
-        return JSONResponse(state(agent))
+        return JSONResponse({**state(agent), "session": session})
 
     def preview(request: Request) -> Response:
         try:
@@ -149,9 +154,9 @@ def create_app(agent: DeviceAgent, allowed_hosts: list[str]) -> Starlette:
         try:
             if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
                 raise RequestError("content-type: expected application/json")
-            origin = request.headers.get("origin")
-            if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host"):
-                raise PermissionDeniedError(f"origin: {origin[:100]!r} is not this panel")
+            check_same_origin(request, "this panel")
+            if not secrets.compare_digest(request.headers.get("x-ecd-session", "").encode(), session.encode()):
+                raise PermissionDeniedError("x-ecd-session: missing or not this panel's session (reload the page)")
             body = await json_body(request)
             unknown = set(body) - {"device_id", "w_privacy", "min_split"}
             if unknown:
@@ -164,7 +169,7 @@ def create_app(agent: DeviceAgent, allowed_hosts: list[str]) -> Starlette:
             await run_in_threadpool(agent.change_preferences, w_privacy, min_split)
         except EcdError as e:  # a cloud that refuses the change too (PeerError: 502)
             return error_response(e)
-        return JSONResponse(state(agent))
+        return JSONResponse({**state(agent), "session": session})
 
     return Starlette(
         routes=[

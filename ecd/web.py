@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 
-from ecd.errors import EcdError, PeerError, RequestError
+from ecd.errors import EcdError, PeerError, PermissionDeniedError, RequestError
 
 STATIC = Path(__file__).with_name("web_static")
 CHARTJS_SHA256 = "87364cc2b2a76a6684929e7d6b80b18a897794db38400caff1fcf1791c6925d2"  # chart.js@4.6.1 dist/chart.umd.min.js
@@ -42,6 +42,15 @@ HTTP_STATUS = {
 def static_mount() -> Mount:
     """``/static``: Chart.js, its licence and the pages' stylesheet."""
     return Mount("/static", StaticFiles(directory=STATIC), name="static")
+
+
+def check_same_origin(request: Request, what: str) -> None:
+    """A state-changing request must come from a page of ``what`` itself: a browser names the page's
+    origin in ``Origin`` on every cross-origin POST (and fetch sends it on same-origin ones), so one
+    that names another host was made by another site."""
+    origin = request.headers.get("origin")
+    if origin is not None and origin.split("://", 1)[-1] != request.headers.get("host"):
+        raise PermissionDeniedError(f"origin: {origin[:100]!r} is not {what}")
 
 
 def error_response(e: EcdError) -> JSONResponse:

@@ -141,6 +141,8 @@ def test_revoking_needs_the_operator_token_and_then_the_cloud_refuses_the_device
         assert r.json()["field"] == "operator" and r.json()["status"] == "UNAUTHENTICATED"
         assert r.headers["www-authenticate"].startswith("Bearer")
     assert http.get(path).status_code == 405  # an action is never a GET (no link or image can trigger it)
+    r = http.post(path, headers={"Authorization": f"Bearer {TOKEN}", "Origin": "http://evil.example"})
+    assert (r.status_code, r.json()["field"]) == (403, "origin")  # another site's page, even holding the token
     t.cloud_stub.GetAssignment(pb.GetAssignmentRequest(device_id=a.device_id, token=a.token), timeout=10)  # still in
     r = http.post(path, headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 200 and r.json()["revoked"] is True and r.json()["device"]["lease"] == "revoked"

@@ -18,6 +18,7 @@ def panel(tiers: Tiers, tmp_path: Path):
     client = httpx.Client(base_url=s.panel.url, timeout=30)
     try:
         s.wait_for(lambda a: a.tally.frames >= 5)
+        client.headers["X-ECD-Session"] = client.get("/api/state").json()["session"]  # as the page does
         yield s, client
     finally:
         client.close()
@@ -95,7 +96,12 @@ def test_cross_site_requests_are_refused(panel) -> None:
     assert (r.status_code, r.json()["field"]) == (400, "content-type")
     r = client.post("/api/preferences", json={"w_privacy": 1.0}, headers={"origin": "http://evil.example"})
     assert (r.status_code, r.json()["field"]) == (403, "origin")
-    # DNS rebinding: a foreign name resolving to 127.0.0.1 still names itself in Host
+    # a request from elsewhere cannot read /api/state, so it cannot know the page's session token
+    for forged in ("", "guessed"):
+        r = client.post("/api/preferences", json={"w_privacy": 1.0}, headers={"X-ECD-Session": forged})
+        assert (r.status_code, r.json()["field"]) == (403, "x-ecd-session"), r.text
+    assert s.agent.core.prefs.w_privacy == 0.0
+        # DNS rebinding: a foreign name resolving to 127.0.0.1 still names itself in Host
     assert client.get("/api/state", headers={"host": "evil.example"}).status_code == 400
     assert client.post("/api/preferences", content=b"x" * 5000, headers={"content-type": "application/json"}).json()["field"] == "body"
     assert s.agent.core.prefs.w_privacy == 0.0
