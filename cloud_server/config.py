@@ -17,6 +17,8 @@ class CloudConfig:
     host: str = option("127.0.0.1", "address to listen on")
     port: int = option(0, "gRPC port (0 = any free port)")
     metrics_port: int = option(0, "Prometheus port (0 = any free port, -1 = off)")
+    metrics_tls: bool = option(False, "serve /metrics over TLS with this holder's certificate, only to scrapers presenting a "
+                               "certificate of the same CA (needs tls_dir)")
     db: str = option("ecd-cloud.sqlite3", "the registry (devices, edges, heads): a SQLite file, or postgresql://user@host:port/dbname shared by cloud replicas (cloud extra)")
     models: tuple = option(("digits_cnn",), "models to serve: zoo names or model folders")
     edge_boundary: int = option(-1, "blocks the edge runs up to by default (-1 = all but the last block)")

@@ -23,7 +23,7 @@ from cloud_server.scheduler_service import SchedulerServicer, operator_check, re
 from ecd.transport import tls as tls_
 from ecd.batching import BatchingConfig
 from ecd.limits import RateLimiter, frame_receive_cap
-from ecd.metrics import SchedulerMetrics, ServiceMetrics, start_metrics
+from ecd.metrics import SchedulerMetrics, ServiceMetrics, metrics_tls, start_metrics
 from ecd.transport import serde
 from ecd.transport.auth import caller
 from ecd.transport.rpc import RunningServer, TransportConfig, call_core, cancel_all, peer_host, start_server
@@ -330,7 +330,7 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
         placement_debounce_s=cfg.placement_debounce_s,
     )
     # before the gRPC server: a metrics port in use is refused before anything is serving
-    metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port) if cfg.metrics_port >= 0 else -1
+    metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port, *metrics_tls(cfg)) if cfg.metrics_port >= 0 else -1
     changes = Changes(asyncio.get_running_loop())
     core.on_change = changes.notify
     monitor = ControlMonitor(core, cfg.placement_check_s)

@@ -36,7 +36,7 @@ from device_agent.stream import StreamLoop
 from ecd import distribution
 from ecd.errors import ConfigError, EcdError, PeerError
 from ecd.manifest import Manifest
-from ecd.metrics import ServiceMetrics, start_metrics
+from ecd.metrics import ServiceMetrics, metrics_tls, start_metrics
 from ecd.profiles import load_device, load_radio
 from ecd.split import Preferences, SplitDecision
 from ecd.transport import tls as tls_
@@ -333,7 +333,7 @@ def run_agent(cfg: AgentConfig, on_ready: Callable[[dict], None] | None = None) 
         agent.connect(cfg.call_timeout_s * 3)
         metrics_port = -1
         if cfg.metrics_port >= 0:
-            metrics_port = start_metrics(agent.metrics.registry, cfg.metrics_host, cfg.metrics_port)
+            metrics_port = start_metrics(agent.metrics.registry, cfg.metrics_host, cfg.metrics_port, *metrics_tls(cfg))
         if cfg.panel_port >= 0:
             panel = start_panel(agent, cfg)
         if on_ready is not None:

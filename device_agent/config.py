@@ -32,6 +32,8 @@ class AgentConfig:
     model_dir: str = option("", "where fetched partitions are kept (default: a temporary folder)")
     metrics_port: int = option(-1, "Prometheus port (-1 = off, 0 = any free port)")
     metrics_host: str = option("127.0.0.1", "address the Prometheus endpoint listens on")
+    metrics_tls: bool = option(False, "serve /metrics over TLS with this holder's certificate, only to scrapers presenting a "
+                               "certificate of the same CA (needs tls_dir)")
     report: str = option("", "write the run's report as JSON to this file")
     max_message_bytes: int = option(64 * MiB, "gRPC max message size, bytes")
     call_timeout_s: float = option(10.0, "deadline of each call to the cloud (registration, assignment, location), seconds")

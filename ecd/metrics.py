@@ -6,6 +6,9 @@ the client library to counters).
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client import PlatformCollector, ProcessCollector
 
@@ -98,10 +101,30 @@ class SchedulerMetrics:
             self.devices_per_edge.labels(edge_id).set(counts.get(edge_id, 0))
 
 
-def start_metrics(registry: CollectorRegistry, host: str, port: int) -> int:
-    """Serve ``registry`` for Prometheus on ``host:port`` (0 = any free port); returns the port."""
+def metrics_tls(cfg) -> tuple[str, str]:
+    """(tls_dir, tls_name) for :func:`start_metrics` from a tier's config: empty unless ``metrics_tls``,
+    which needs ``tls_dir``."""
+    if not cfg.metrics_tls:
+        return "", ""
+    if not cfg.tls_dir:
+        raise ConfigError("metrics_tls: needs tls_dir (the holder's certificate serves /metrics)")
+    return cfg.tls_dir, cfg.tls_name
+
+
+def start_metrics(registry: CollectorRegistry, host: str, port: int, tls_dir: str = "", tls_name: str = "") -> int:
+    """Serve ``registry`` for Prometheus on ``host:port`` (0 = any free port); returns the port.
+    With ``tls_dir``: over TLS with holder ``tls_name``'s certificate, to scrapers presenting a
+    certificate of the same CA (Prometheus: ``tls_config`` with ``ca_file``, ``cert_file``,
+    ``key_file``) — the figures name every device and its position's edge."""
+    tls: dict = {}
+    if tls_dir:
+        folder = Path(tls_dir)
+        tls = dict(certfile=str(folder / f"{tls_name}.pem"), keyfile=str(folder / f"{tls_name}.key"),
+                   client_cafile=str(folder / "ca.pem"), client_auth_required=True)
     try:
-        httpd, _ = start_http_server(port, addr=host, registry=registry)
+        httpd, _ = start_http_server(port, addr=host, registry=registry, **tls)
     except OSError as e:
         raise ConfigError(f"metrics_port: cannot listen on {host}:{port} ({e.strerror or e})") from None
+    except ssl.SSLError as e:
+        raise ConfigError(f"metrics_tls: cannot use the certificate {tls_name!r} in {tls_dir} ({e})") from None
     return int(httpd.server_port)

@@ -24,7 +24,7 @@ from ecd.batching import BatchingConfig
 from ecd.config import MiB, option
 from ecd.errors import AuthenticationError, ConfigError, EcdError, RequestError, UnavailableError
 from ecd.limits import frame_receive_cap
-from ecd.metrics import ServiceMetrics, start_metrics
+from ecd.metrics import ServiceMetrics, metrics_tls, start_metrics
 from ecd.transport import serde
 from ecd.transport.auth import caller
 from ecd.transport.catalog import to_status
@@ -47,6 +47,8 @@ class EdgeConfig:
     port: int = option(0, "gRPC port devices stream to (0 = any free port)")
     advertise: str = option("", "host:port devices should use (default: host:bound port)")
     metrics_port: int = option(0, "Prometheus port (0 = any free port, -1 = off)")
+    metrics_tls: bool = option(False, "serve /metrics over TLS with this holder's certificate, only to scrapers presenting a "
+                               "certificate of the same CA (needs tls_dir)")
     capacity: float = option(100.0, "frames per second this node can sustain (operator's estimate)")
     model_dir: str = option("", "where fetched partitions are kept (default: a temporary folder)")
     max_queue: int = option(64, "frames waiting for the cloud before device streams are slowed")
@@ -261,7 +263,7 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     tmp = None if cfg.model_dir else tempfile.TemporaryDirectory(prefix="ecd-edge-")
     model_dir = Path(cfg.model_dir or tmp.name)
     metrics = ServiceMetrics("edge")
-    metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port) if cfg.metrics_port >= 0 else -1
+    metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port, *metrics_tls(cfg)) if cfg.metrics_port >= 0 else -1
     core = EdgeCore(GrpcCloudClient(stub), model_dir, cfg.max_queue, cfg.max_tensor_bytes, metrics, cfg.max_message_bytes,
                     cfg.max_batch, cfg.max_stream_frames, BatchingConfig(cfg.batch_max_frames, cfg.batch_max_delay_ms / 1e3),
                     quotas)
