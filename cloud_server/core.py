@@ -87,7 +87,7 @@ class CloudCore:
                                        clock, placement_debounce_s)
         self.devices = Devices(registry, self.models, self.leases, self.assignment, lambda: self.placement.version,
                                edge_boundary, changed, clock)
-        self.crowdsensing = Crowdsensing(registry, self.edges, self.leases, changed, clock)
+        self.crowdsensing = Crowdsensing(registry, self.edges, self.leases, self.leader, changed, clock)
         self.metrics = metrics
 
     @property

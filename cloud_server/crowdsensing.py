@@ -17,6 +17,7 @@ from typing import Any, Callable
 from cloud_server import campaigns, sites
 from cloud_server.edges import Edges
 from cloud_server.heads import BUILTIN_HEAD
+from cloud_server.leader import SchedulerLeader
 from cloud_server.leases import Leases
 from cloud_server.registry import Registry
 from ecd.clock import SYSTEM_CLOCK, Clock
@@ -28,11 +29,12 @@ log = logging.getLogger("ecd.cloud")
 
 
 class Crowdsensing:
-    def __init__(self, registry: Registry, edges: Edges, leases: Leases, on_change: Callable[[], None] = lambda: None,
-                 clock: Clock = SYSTEM_CLOCK):
+    def __init__(self, registry: Registry, edges: Edges, leases: Leases, leader: SchedulerLeader,
+                 on_change: Callable[[], None] = lambda: None, clock: Clock = SYSTEM_CLOCK):
         self.registry = registry
         self.edges = edges
         self.leases = leases
+        self.leader = leader  # only the leader runs the schedulers; a follower refuses, naming it
         self.on_change = on_change  # the transport wakes the assignment watchers (tasks are in assignments)
         self.clock = clock
         self.limits = campaigns.Limits()
@@ -44,8 +46,9 @@ class Crowdsensing:
 
     def create_campaign(self, spec: CampaignSpec) -> CampaignReport:
         """Allocate a campaign's tasks over the live devices and hand them out (each chosen device
-        sees its tasks in its assignment)."""
+        sees its tasks in its assignment). Only on the leading replica (NotLeaderError names it)."""
         campaigns.check_spec(spec, self.limits)
+        self.leader.fence()
         floor = spec.reputation_floor if spec.reputation_floor >= 0 else campaigns.DEFAULT_REPUTATION_FLOOR
         devices = {d.device_id: d for d in self.registry.devices(self.leases.live_since())}
         reputations = {k: d.reputation for k, d in devices.items()}
@@ -118,7 +121,9 @@ class Crowdsensing:
             self.campaign_report(task.campaign_id)  # the last answer: score the campaign now
 
     def select_site(self, req: SiteRequest) -> SiteSelection:
-        """CrowdPower's site selection over the alive edge nodes and the live devices placed on them."""
+        """CrowdPower's site selection over the alive edge nodes and the live devices placed on them.
+        Only on the leading replica (NotLeaderError names it)."""
+        self.leader.fence()
         t0 = self.clock.perf_counter()
         try:
             selection = sites.select(req, self.edges.alive(), self.registry.devices(self.leases.live_since()))

@@ -14,6 +14,8 @@ from cloud_server.leader import NotLeaderError
 from cloud_server.registry_leader import LeaseLostError
 from cloud_server.service import ControlMonitor
 from ecd.metrics import SchedulerMetrics
+from ecd.scheduler_types import CampaignSpec, Grid, SiteRequest
+from ecd.types import Position
 from ecd.split import Preferences
 from ecd.types import DeviceRegistration, EdgeHeartbeat, Encoding
 
@@ -109,3 +111,15 @@ def test_a_new_leader_places_at_once_so_a_leader_killed_between_its_write_and_it
     assert other.leader.leading and other.placement.current.trigger == "leader changed"
     assert other.placement.version == written["version"] + 1
     assert cloud.core.registry.device(d.device_id).edge_id == b
+
+
+def test_campaigns_and_site_selection_run_only_on_the_leader(cloud: Cloud) -> None:
+    other, _ = replica(cloud)
+    assert cloud.core.leader.renew() and not other.leader.renew()
+    spec = CampaignSpec(name="c", grid=Grid(Position(40.69, -74.01), Position(40.81, -73.99), rows=1, cols=1), slots=1,
+                        reporters=[1])
+    for call in (lambda: other.crowdsensing.create_campaign(spec),
+                 lambda: other.crowdsensing.select_site(SiteRequest("fire", 5.0, 10.0, NEAR_A))):
+        with pytest.raises(NotLeaderError, match=rf"the leader is {cloud.core.leader.holder}: ask it$"):
+            call()
+    assert cloud.core.registry.campaign_count() == 0

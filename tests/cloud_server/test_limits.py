@@ -91,7 +91,10 @@ def test_oversized_control_calls_are_refused_quickly_and_the_cloud_serves_on(lim
         ("AddHead with 10^6 labels", lambda: stub.AddHead(pb.HeadSpec(model_id="digits_cnn", name="huge", labels=["x"] * 10**6,
                                                                        weight=[0.0], input=pb.HeadSpec.LOGITS), timeout=30),
          grpc.StatusCode.RESOURCE_EXHAUSTED, "labels: at most 1000"),
+        # bigger than any frame the cloud takes: refused by gRPC from its length prefix, before it is buffered
         ("a 50 MB profile", lambda: stub.RegisterDevice(_registration(profile="#" * (50 * 2**20)), timeout=30),
+         grpc.StatusCode.RESOURCE_EXHAUSTED, "Received message larger than max"),
+        ("a 1 MB profile", lambda: stub.RegisterDevice(_registration(profile="#" * 2**20), timeout=30),
          grpc.StatusCode.RESOURCE_EXHAUSTED, "profile:"),
         ("1-byte chunks", lambda: list(stub.FetchPartition(pb.FetchPartitionRequest(model_id="digits_cnn", stop=6, max_chunk_bytes=1), timeout=30)),
          grpc.StatusCode.INVALID_ARGUMENT, "max_chunk_bytes"),
