@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 
 from ecd.transport import tls as tls_
+from ecd.addresses import advertised_endpoint, split_addresses
 from ecd.batching import BatchingConfig
 from ecd.config import MiB, option
 from ecd.errors import AuthenticationError, ConfigError, EcdError, RequestError, UnavailableError
@@ -45,7 +46,8 @@ class EdgeConfig:
                         "that answers is used, the next when it fails)")
     host: str = option("127.0.0.1", "address to listen on")
     port: int = option(0, "gRPC port devices stream to (0 = any free port)")
-    advertise: str = option("", "host:port devices should use (default: host:bound port)")
+    advertise: str = option("", "HOST or HOST:PORT devices should dial (default: host and the bound port; with host 0.0.0.0, "
+                            "this machine's address on the route to the cloud); 0.0.0.0 or :: is refused")
     metrics_port: int = option(0, "Prometheus port (0 = any free port, -1 = off)")
     metrics_tls: bool = option(False, "serve /metrics over TLS with this holder's certificate, only to scrapers presenting a "
                                "certificate of the same CA (needs tls_dir)")
@@ -248,6 +250,8 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
         position = Position.parse(cfg.position, "position")  # a bad option fails before anything starts
     except RequestError as e:
         raise ConfigError(str(e)) from None
+    if cfg.advertise:  # a bad one fails before anything listens
+        advertised_endpoint(cfg.advertise, cfg.host, 1)
     for name in ("max_device_streams", "max_device_frames"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name}: expected at least 1, got {getattr(cfg, name)}")
@@ -272,7 +276,11 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
         [pb.DESCRIPTOR.services_by_name["EdgeNode"].full_name],
         cfg.host, cfg.port, device_port, tls=credentials, allow_plaintext=cfg.insecure, reflection_on=cfg.reflection, health_port=cfg.health_port,
     )
-    endpoint = cfg.advertise or f"{cfg.host}:{server.port}"
+    try:
+        endpoint = advertised_endpoint(cfg.advertise, cfg.host, server.port, split_addresses(cfg.cloud, "cloud")[0])
+    except ConfigError:
+        await server.stop(None)
+        raise
     try:
         await asyncio.wait_for(channel.channel_ready(), timeout=30)
     except asyncio.TimeoutError:
