@@ -87,3 +87,33 @@ def test_slider_resplits_the_running_agent(browser, tiers: Tiers, tmp_path: Path
     high = recommended(1.0)
     first = splits.index(high)
     assert set(splits[:first]) == {0} and set(splits[first:]) == {high}
+
+
+def test_the_panel_fits_a_phone_screen(browser, tiers: Tiers, tmp_path: Path) -> None:
+    """At 390 x 844 CSS pixels (a current phone), nothing runs off the right edge: no horizontal
+    scrolling of the page, every element inside the viewport's width (the per-split table may
+    scroll inside its own box)."""
+    browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {"width": 390, "height": 844, "deviceScaleFactor": 1,
+                                                                    "mobile": True})
+    s = StreamingAgent(tiers, tmp_path, w_privacy=0.0, panel=True)
+    wait = WebDriverWait(browser, 30, ignored_exceptions=(StaleElementReferenceException,))
+    try:
+        browser.get(s.panel.url)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#splits tbody tr")) == 7 and int(text(d, "answered")) > 0)
+        width = browser.execute_script("return window.innerWidth")
+        assert width == 390
+        scroll = browser.execute_script("return document.documentElement.scrollWidth")
+        beyond = browser.execute_script("""
+            const scrolls = e => { for (let a = e.parentElement; a; a = a.parentElement)
+                                     if (['auto', 'scroll'].includes(getComputedStyle(a).overflowX)) return true;
+                                   return false; };
+            return [...document.querySelectorAll('body *')]
+              .filter(e => e.getClientRects().length && !scrolls(e)
+                           && e.getBoundingClientRect().right > window.innerWidth + 0.5)
+              .map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + ' ' + Math.round(e.getBoundingClientRect().right))""")
+        assert scroll <= width and beyond == [], (scroll, beyond)
+        assert page_errors(browser) == []
+        if os.environ.get("ECD_WRITE_SCREENSHOTS") == "1":
+            browser.save_screenshot(str(DOCS / "device_panel_phone.png"))
+    finally:
+        s.stop()
