@@ -15,8 +15,8 @@ from ecd.config import MiB, option
 @dataclass(frozen=True)
 class CloudConfig:
     host: str = option("127.0.0.1", "address to listen on")
-    port: int = option(0, "gRPC port (0 = any free port)")
-    metrics_port: int = option(0, "Prometheus port (0 = any free port, -1 = off)")
+    port: int = option(0, "gRPC port (0 = any free port)", command=50051)
+    metrics_port: int = option(0, "Prometheus port (0 = any free port, -1 = off)", command=9100)
     metrics_tls: bool = option(False, "serve /metrics over TLS with this holder's certificate, only to scrapers presenting a "
                                "certificate of the same CA (needs tls_dir)")
     db: str = option("ecd-cloud.sqlite3", "the registry (devices, edges, heads): a SQLite file, or postgresql://user@host:port/dbname shared by cloud replicas (cloud extra)")

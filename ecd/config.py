@@ -20,10 +20,12 @@ T = TypeVar("T")
 MiB = 2**20
 
 
-def option(default: Any, help: str, was: tuple[str, ...] = ()) -> Any:  # noqa: A002 — mirrors argparse
+def option(default: Any, help: str, was: tuple[str, ...] = (), command: Any = None) -> Any:  # noqa: A002 — mirrors argparse
     """A field of a service's config; ``was``: its former names, still taken as flags, environment
-    variables and file keys so that deployments written before a rename keep working."""
-    metadata = {"help": help, "was": tuple(was)}
+    variables and file keys so that deployments written before a rename keep working; ``command``:
+    the default of the ``ecd`` command where it differs from the library's (a well-known port for
+    the command an operator runs, an ephemeral one for code that embeds a service)."""
+    metadata = {"help": help, "was": tuple(was), "command": command}
     if isinstance(default, (list, tuple)):
         return dataclasses.field(default=tuple(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -39,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     for f in dataclasses.fields(cls):
         flags = ["--" + name.replace("_", "-") for name in _names(f)]
         kind = type(f.default)
-        helptext = f"{f.metadata.get('help', '')} (default {f.default!r})"
+        default = f.metadata.get("command")
+        helptext = f"{f.metadata.get('help', '')} (default {f.default if default is None else default!r})"
         if kind is bool:
             parser.add_argument(*flags, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=helptext)
         elif kind is tuple:
@@ -67,8 +70,10 @@ def _convert(cls_name: str, f: dataclasses.Field, value: Any, where: str) -> Any
 
 
 def resolve(cls: type[T], args: argparse.Namespace, env_prefix: str) -> T:
-    values: dict[str, Any] = {}
+    """The command's config: its defaults (``command`` where a field has one), then the config file,
+    the environment and the flags, each over the one before."""
     names = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {name: f.metadata["command"] for name, f in names.items() if f.metadata.get("command") is not None}
     former = {old: f.name for f in dataclasses.fields(cls) for old in _names(f)[1:]}
     path = getattr(args, "config", None)
     if path:

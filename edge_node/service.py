@@ -45,10 +45,10 @@ class EdgeConfig:
     cloud: str = option("127.0.0.1:50051", "cloud server host:port, or several replicas as host:port,host:port (the first "
                         "that answers is used, the next when it fails)")
     host: str = option("127.0.0.1", "address to listen on")
-    port: int = option(0, "gRPC port devices stream to (0 = any free port)")
+    port: int = option(0, "gRPC port devices stream to (0 = any free port)", command=50061)
     advertise: str = option("", "HOST or HOST:PORT devices should dial (default: host and the bound port; with host 0.0.0.0, "
                             "this machine's address on the route to the cloud); 0.0.0.0 or :: is refused")
-    metrics_port: int = option(0, "Prometheus port (0 = any free port, -1 = off)")
+    metrics_port: int = option(0, "Prometheus port (0 = any free port, -1 = off)", command=9101)
     metrics_tls: bool = option(False, "serve /metrics over TLS with this holder's certificate, only to scrapers presenting a "
                                "certificate of the same CA (needs tls_dir)")
     capacity: float = option(100.0, "frames per second this node can sustain (operator's estimate)")

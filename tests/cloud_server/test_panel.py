@@ -246,7 +246,7 @@ def test_the_view_is_off_by_default(tiers) -> None:
 
 def test_ecd_cloud_server_prints_the_views_port_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "ecd_cli.main", "cloud-server", "--insecure", "--db", str(tmp_path / "c.sqlite3"),
-                             "--metrics-port", "-1", "--panel-port", "0"],
+                             "--port", "0", "--metrics-port", "-1", "--panel-port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         ready = json.loads(proc.stdout.readline())

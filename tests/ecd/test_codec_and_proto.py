@@ -104,6 +104,35 @@ def test_config_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 
 @dataclasses.dataclass(frozen=True)
+class Served:
+    port: int = option(0, "port", command=50051)
+
+
+def test_the_command_has_well_known_ports_the_library_ephemeral_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, Served)
+    assert Served().port == 0  # code embedding a service binds any free port
+    assert resolve(Served, parser.parse_args([]), "ECD_S_").port == 50051  # the operator's command, the documented one
+    assert "(default 50051)" in parser.format_help()
+    assert resolve(Served, parser.parse_args(["--port", "0"]), "ECD_S_").port == 0  # 0 still allowed
+    file = tmp_path / "c.toml"
+    file.write_text("port = 7\n")
+    assert resolve(Served, parser.parse_args(["--config", str(file)]), "ECD_S_").port == 7
+    monkeypatch.setenv("ECD_S_PORT", "8")
+    assert resolve(Served, parser.parse_args([]), "ECD_S_").port == 8
+
+
+def test_the_tiers_well_known_ports() -> None:
+    from cloud_server.config import CloudConfig
+    from edge_node.service import EdgeConfig
+
+    commands = {(cls.__name__, f.name): f.metadata["command"] for cls in (CloudConfig, EdgeConfig)
+                for f in dataclasses.fields(cls) if f.metadata.get("command") is not None}
+    assert commands == {("CloudConfig", "port"): 50051, ("CloudConfig", "metrics_port"): 9100,
+                        ("EdgeConfig", "port"): 50061, ("EdgeConfig", "metrics_port"): 9101}
+
+
+@dataclasses.dataclass(frozen=True)
 class Renamed:
     w_privacy: float = option(0.5, "weight", was=("privacy_weight",))
 
