@@ -7,9 +7,11 @@ Pi) has neither, and its ``ecd`` must still start.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ecd.config import MiB, option
+from ecd.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class CloudConfig:
                             was=("allow_plaintext",))
     reflection: bool = option(True, "serve gRPC server reflection (turn off in production)")
     health_port: int = option(-1, "a plaintext port on host serving only gRPC health, for probes that cannot present a client certificate (-1 = off, 0 = any free port)")
+    devices_per_certificate: int = option(4, "live devices one device certificate may register (an agent restarted without "
+                                          "--state registers anew; its old device counts until its lease runs out)")
     registrations_per_s: float = option(10.0, "device and edge registrations one caller may make per second (burst: five times as many)")
     locations_per_s: float = option(20.0, "location reports one device may send per second (burst: ten times as many, for a trace uploaded at once)")
     operator_peers: tuple = option(("127.0.0.1", "::1"), "addresses the operator's Scheduler calls are taken from (they "
@@ -54,3 +58,20 @@ class CloudConfig:
                              "--insecure); it answers only operator_peers")
     panel_token_file: str = option("", "a file holding the operator token that unlocks the view's actions (revoking a "
                                    "device); empty = the view is read-only")
+
+
+def check_options(cfg: CloudConfig) -> None:
+    """The options that can be wrong whatever their type, each refused with a ConfigError naming it
+    (exit 78) before the cloud starts."""
+    from cloud_server.placement import METHODS  # the schedulers: only once a cloud actually starts
+
+    if cfg.placement_method not in METHODS:  # the one check of the configured method: the core trusts it
+        raise ConfigError(f"placement_method: expected one of {', '.join(METHODS)}, got {cfg.placement_method!r}")
+    if not cfg.placement_check_s > 0:
+        raise ConfigError(f"placement_check_s: expected > 0 seconds, got {cfg.placement_check_s}")
+    if not (math.isfinite(cfg.placement_debounce_s) and cfg.placement_debounce_s >= 0):
+        raise ConfigError(f"placement_debounce_s: expected a finite number of seconds >= 0, got {cfg.placement_debounce_s}")
+    if not cfg.leader_lease_s > cfg.placement_check_s:  # renewed at every check: it must outlast one
+        raise ConfigError(f"leader_lease_s: expected more than placement_check_s ({cfg.placement_check_s:g} s), got {cfg.leader_lease_s}")
+    if cfg.devices_per_certificate < 1:
+        raise ConfigError(f"devices_per_certificate: expected at least 1, got {cfg.devices_per_certificate}")

@@ -20,7 +20,7 @@ from cloud_server.leases import Leases
 from cloud_server.registry import DeviceRecord, Registry, hash_token, token_matches
 from cloud_server.served import ServedModel, ServedModels
 from ecd.clock import SYSTEM_CLOCK, Clock
-from ecd.errors import AuthenticationError, EcdError, NotFoundError, PermissionDeniedError, RequestError
+from ecd.errors import AuthenticationError, EcdError, LimitError, NotFoundError, PermissionDeniedError, RequestError
 from ecd.limits import MAX_PROFILE_BYTES, check_name, check_size, printable
 from ecd.profiles import DeviceProfile, device_from_dict, known_devices, known_radios, load_device, load_radio
 from ecd.split import Preferences, check_split, decide_split
@@ -55,6 +55,7 @@ class Devices:
         self.edge_boundary = edge_boundary  # blocks the edge runs up to by default (None: all but the last)
         self.on_change = on_change  # the transport wakes the assignment watchers
         self.clock = clock
+        self.per_certificate = 4  # live devices one device certificate may hold (cfg.devices_per_certificate)
 
     def authenticate(self, device_id: str, token: str, holder: str | None = None) -> DeviceRecord:
         """The device whose token this is (its lease renewed), or AuthenticationError. ``holder``:
@@ -102,6 +103,11 @@ class Devices:
         if holder and self.registry.holder_revoked(holder):
             raise PermissionDeniedError(f"device certificate {holder!r} was revoked: it cannot register again; "
                                         "issue the device a new certificate (ecd certs)")
+        if holder:  # one certificate, a stated quota of devices: a stolen certificate cannot grow the fleet
+            held = sum(1 for d in self.registry.devices(self.leases.live_since()) if d.holder == holder)
+            if held >= self.per_certificate:
+                raise LimitError(f"holder: device certificate {holder!r} already holds {held} live devices (at most "
+                                 f"{self.per_certificate}); an agent that restarts keeps its device with --state")
         check_size(req.profile, "profile", MAX_PROFILE_BYTES)
         served = self.models.served(req.model_id)
         if req.radio not in known_radios():

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
@@ -15,7 +14,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import grpc
 from grpc_health.v1 import health_pb2
 
-from cloud_server.config import CloudConfig
+from cloud_server.config import CloudConfig, check_options
 from cloud_server.core import CloudCore
 from cloud_server.served import load_models
 from cloud_server.registry import Registry, StorageState
@@ -301,16 +300,7 @@ class RunningCloud:
 
 
 async def start_cloud(cfg: CloudConfig) -> RunningCloud:
-    from cloud_server.placement import METHODS
-
-    if cfg.placement_method not in METHODS:  # the one check of the configured method: the core trusts it
-        raise ConfigError(f"placement_method: expected one of {', '.join(METHODS)}, got {cfg.placement_method!r}")
-    if not cfg.placement_check_s > 0:
-        raise ConfigError(f"placement_check_s: expected > 0 seconds, got {cfg.placement_check_s}")
-    if not (math.isfinite(cfg.placement_debounce_s) and cfg.placement_debounce_s >= 0):
-        raise ConfigError(f"placement_debounce_s: expected a finite number of seconds >= 0, got {cfg.placement_debounce_s}")
-    if not cfg.leader_lease_s > cfg.placement_check_s:  # renewed at every check: it must outlast one
-        raise ConfigError(f"leader_lease_s: expected more than placement_check_s ({cfg.placement_check_s:g} s), got {cfg.leader_lease_s}")
+    check_options(cfg)  # every option that can be wrong, before anything starts
     panel_token = _panel_token(cfg)
     registry = Registry(cfg.db)
     metrics = ServiceMetrics("cloud")
@@ -329,6 +319,7 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
         leader_lease_s=cfg.leader_lease_s,
         placement_debounce_s=cfg.placement_debounce_s,
     )
+    core.devices.per_certificate = cfg.devices_per_certificate
     # before the gRPC server: a metrics port in use is refused before anything is serving
     metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port, *metrics_tls(cfg)) if cfg.metrics_port >= 0 else -1
     changes = Changes(asyncio.get_running_loop())

@@ -6,9 +6,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from cloud_server.core import CloudCore
 from cloud_server.registry import Registry
 from ecd import zoo
+from ecd.errors import LimitError
 from ecd.split import Preferences
 from ecd.types import DeviceRegistration, EdgeRegistration, Encoding, Position
 
@@ -44,3 +47,21 @@ def test_a_device_whose_edge_died_while_it_was_away_is_given_a_live_one(tmp_path
     core.edges.deregister(first)  # no placement has run since
     a = core.devices.get_assignment(device, token)
     assert (a.edge_id, a.edge_endpoint) == (second, "127.0.0.1:2")
+
+
+def test_one_device_certificate_holds_a_stated_number_of_live_devices(tmp_path: Path) -> None:
+    """A stolen (or a restarting agent's) certificate cannot grow the fleet without bound: it holds
+    at most ``per_certificate`` live devices; one whose lease ran out frees its place."""
+    registry = Registry(str(tmp_path / "cloud.sqlite3"))
+    core = CloudCore(registry, [zoo.load_manifest("digits_cnn")], device_lease_s=60.0)
+    core.edges.register(EdgeRegistration("127.0.0.1:1", 10.0, Position(40.7, -74.0)))
+    core.devices.per_certificate = 2
+    req = DeviceRegistration("d", "pi4", "wifi", Preferences(0.5, 0.5, 0), "digits_cnn", 2, Encoding.FLOAT32)
+    first = core.devices.register(req, holder="device-1")
+    core.devices.register(req, holder="device-1")
+    with pytest.raises(LimitError, match=r"^holder: device certificate 'device-1' already holds 2 live devices \(at most 2\)"):
+        core.devices.register(req, holder="device-1")
+    core.devices.register(req, holder="device-2")  # another certificate has its own quota
+    core.devices.register(req)  # plaintext (no certificate): rate-limited per caller instead
+    registry.touch_device(first.device_id, time.time() - 61)  # gone quiet past its lease
+    core.devices.register(req, holder="device-1")
