@@ -75,3 +75,14 @@ def check_options(cfg: CloudConfig) -> None:
         raise ConfigError(f"leader_lease_s: expected more than placement_check_s ({cfg.placement_check_s:g} s), got {cfg.leader_lease_s}")
     if cfg.devices_per_certificate < 1:
         raise ConfigError(f"devices_per_certificate: expected at least 1, got {cfg.devices_per_certificate}")
+
+
+def check_frame_limit(models: list, max_tensor_bytes: int) -> None:
+    """Every split of every served model must fit a frame: ``max_tensor_bytes`` also caps what the
+    cloud takes in at all (ecd.limits.frame_receive_cap), so a model whose one-image activation is
+    larger could never be served."""
+    for m in models:
+        split = max(range(m.n_blocks + 1), key=m.activation_bytes)
+        if m.activation_bytes(split) > max_tensor_bytes:
+            raise ConfigError(f"max_tensor_bytes: {m.model_id} sends {m.activation_bytes(split)} bytes for one image at split "
+                              f"{split}, more than {max_tensor_bytes}; raise max_tensor_bytes")

@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import grpc
 from grpc_health.v1 import health_pb2
 
-from cloud_server.config import CloudConfig, check_options
+from cloud_server.config import CloudConfig, check_frame_limit, check_options
 from cloud_server.core import CloudCore
 from cloud_server.served import load_models
 from cloud_server.registry import Registry, StorageState
@@ -302,11 +302,13 @@ class RunningCloud:
 async def start_cloud(cfg: CloudConfig) -> RunningCloud:
     check_options(cfg)  # every option that can be wrong, before anything starts
     panel_token = _panel_token(cfg)
+    models = load_models(list(cfg.models))
+    check_frame_limit(models, cfg.max_tensor_bytes)
     registry = Registry(cfg.db)
     metrics = ServiceMetrics("cloud")
     core = CloudCore(
         registry,
-        load_models(list(cfg.models)),
+        models,
         edge_boundary=None if cfg.edge_boundary < 0 else cfg.edge_boundary,
         max_tensor_bytes=cfg.max_tensor_bytes,
         max_batch=cfg.max_batch,

@@ -16,7 +16,7 @@ from cloud_server.config import CloudConfig
 from cloud_server.scheduler_service import SchedulerClient
 from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
-from ecd.errors import LimitError, RequestError
+from ecd.errors import ConfigError, LimitError, RequestError
 from ecd.limits import RateLimiter, check_name, printable
 from ecd.v1 import ecd_pb2 as pb
 from harness import Tiers, start_tiers, stop_tiers
@@ -156,3 +156,15 @@ def test_a_profile_toml_missing_a_field_is_refused_naming_profile() -> None:
 
     with pytest.raises(RequestError, match="^profile: device profile in the request: missing field 'name'"):
         parse_profile("")
+
+
+def test_a_frame_limit_below_a_served_models_activation_is_a_config_error() -> None:
+    from cloud_server.config import check_frame_limit
+    from ecd import zoo
+
+    m = zoo.load_manifest("digits_cnn")
+    largest = max(m.activation_bytes(b) for b in range(m.n_blocks + 1))
+    check_frame_limit([m], largest)
+    with pytest.raises(ConfigError, match=rf"^max_tensor_bytes: digits_cnn sends {largest} bytes for one image at split \d, "
+                                          rf"more than {largest - 1}; raise max_tensor_bytes$"):
+        check_frame_limit([m], largest - 1)
