@@ -1,4 +1,4 @@
-"""Paper 000 §V.B's simulation: structure and invariants (the figures are in the README)."""
+"""Paper 000 §V.B's simulation: structure and invariants (the figures are in docs/explanation/ecd-decision.md)."""
 
 from __future__ import annotations
 
