@@ -31,7 +31,7 @@ def test_the_site_builds_strict(tmp_path: Path) -> None:
     run = build(tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     for page in ("index.html", "tutorials/quickstart/index.html", "reference/cli/index.html",
-                 "how-to/deploy-compose/index.html", "explanation/security/index.html"):
+                 "reference/api/index.html", "how-to/deploy-compose/index.html", "explanation/security/index.html"):
         assert (tmp_path / "site" / page).is_file(), page
     # the deploy files are included where they lie, not copied: the page shows compose.yaml's text
     compose = (tmp_path / "site" / "how-to/deploy-compose/index.html").read_text()
