@@ -21,7 +21,7 @@ How the papers meet a live system (our choices; the papers evaluate offline):
   out before allocating. A device that was never scored has the neutral reputation — Algorithm 2's
   value for a participant of exactly average quality (s = 0), 2.036 with the generalised logistic's
   W = 0.5, X = 3, B = 0.5, C = 1, f = 2. The default floor, 1.8, lies between that and the 1.43–1.65
-  that biased participants get in paper 001's temperature scenario (README, "CrowdPower").
+  that biased participants get in paper 001's temperature scenario (docs/explanation/crowdpower.md).
 * **Scoring** (see :func:`score`). Per cell and slot, Algorithm 1 gives each report's quality among
   that slot's reporters and §3.7.3 flags outliers; Algorithm 2 turns a device's qualities over the
   slots into its reputation. A device's reputation from the campaign is the mean over the cells it

@@ -76,7 +76,8 @@ from mutation_scores import (  # noqa: E402,F401 (re-exported: the tests read th
 
 # the packages copied into mutmut's mutants/ folder (only the group's files are mutated there)
 PACKAGES = ("ecd", "ecd_cli", "device_agent", "edge_node", "cloud_server", "scheduling", "models", "research")
-# other folders and files the tests read (the security matrix checks README.md's authorization table)
+# other folders and files the tests read (the security matrix checks the authorization table in
+# docs/explanation/security.md)
 ALSO_COPY = ("data", "proto", "deploy", "benchmarks", "docs", "README.md")
 NOT_MUTATED_LINES = (r"^\s*(log|logger|logging)\.(debug|info|warning|error|exception|critical)\(",)
 

@@ -3,7 +3,7 @@ its real processes on loopback: kill -9 of the replica the edge uses and of the 
 (two replicas on a real PostgreSQL), an edge node hung by SIGSTOP past the agents' answer
 deadline, and the registry's disk filled to the last byte (root only). The harness's verdict is
 the check: 0 lost, 0 duplicated, every agent exits 0, and each scenario's own checks
-(``benchmarks/_fault_control.py``); the figures at full scale are in the README."""
+(``benchmarks/_fault_control.py``); the figures at full scale are in docs/operating/faults.md."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Mutual TLS and the authorization policy, over real TLS connections: every RPC called by every
-identity (the README's table is this test's output), the fake-edge attack, and the handshakes that
-must fail (plaintext, wrong CA, expired certificate).
+identity (the table in docs/explanation/security.md is this test's output), the fake-edge attack,
+and the handshakes that must fail (plaintext, wrong CA, expired certificate).
 
 The matrix is complete by construction: its RPCs are checked against the service descriptors
 (ecd.v1, health, reflection), so an RPC added without a cell here fails, and each cell's expected
@@ -37,6 +37,7 @@ from ecd.v1 import ecd_pb2_grpc as pb_grpc
 from edge_node.service import EdgeConfig, start_edge
 
 REPO = Path(__file__).resolve().parents[2]
+SECURITY_PAGE = REPO / "docs" / "explanation" / "security.md"  # the site's security page holds the table
 IDENTITIES = ("none", "device A", "device B", "edge", "operator")
 
 
@@ -342,12 +343,12 @@ def test_every_rpc_by_every_identity(secure: Secure) -> None:
     assert got_allowed == expected_allowed
     assert all(row["none"] == "UNAVAILABLE" for row in table.values())  # no client certificate, no TLS session
     markdown = render(table)
-    readme = (REPO / "README.md").read_text()
+    page = SECURITY_PAGE.read_text()
     if os.environ.get("ECD_WRITE_TABLE"):
-        start, end = readme.index(TABLE_START), readme.index(TABLE_END)
-        (REPO / "README.md").write_text(readme[:start] + TABLE_START + "\n" + markdown + readme[end:])
+        start, end = page.index(TABLE_START), page.index(TABLE_END)
+        SECURITY_PAGE.write_text(page[:start] + TABLE_START + "\n" + markdown + page[end:])
     else:
-        assert markdown in readme, "README's authorization table is stale: rerun with ECD_WRITE_TABLE=1\n" + markdown
+        assert markdown in page, "docs/explanation/security.md's authorization table is stale: rerun with ECD_WRITE_TABLE=1\n" + markdown
 
 
 TABLE_START = "<!-- authorization table: tests/integration/test_security.py -->"

@@ -1,4 +1,5 @@
-"""Paper 000 §V.B's simulation: structure and invariants, and the committed figures the docs quote."""
+"""Paper 000 §V.B's simulation: structure and invariants, and the committed figures that
+docs/explanation/ecd-decision.md quotes."""
 
 from __future__ import annotations
 
