@@ -22,9 +22,7 @@ cannot run).
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -38,7 +36,8 @@ from _metrics import Sample, flat_runs, metric_sum
 from _procs import Cluster, Deadline, StartError, Tier, pace
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
-import postgres_server  # noqa: E402  (tests/postgres_server.py: the server the registry's tests use)
+import postgres_server  # tests/postgres_server.py: the server the registry's tests use
+from small_disk import fill  # tests/small_disk.py: as the registry's disk-full test fills its disk
 
 LEADER_FAILOVER_TARGET_S = 15.0
 STALL_TARGET_S = 15.0
@@ -207,21 +206,6 @@ def check_stalls(run: Run, _fault_at: float | None) -> None:
 
 
 # --- a full disk ---------------------------------------------------------------------------------
-
-
-def fill(folder: Path) -> Path:
-    """Write a file until the filesystem has no byte left."""
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 65536)
-    except OSError as e:
-        if e.errno != errno.ENOSPC:
-            raise
-    finally:
-        os.close(fd)
-    return filler
 
 
 def operator_edges(panel_port: int) -> dict[str, bool]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -36,9 +35,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 import psutil
+from control_abuse import stream_fps  # the same measure of another device's stream
 
 from device_agent.agent import AgentConfig, DeviceAgent
-from device_agent.sources import heldout
 from ecd.launch import _cli, _start, _stop
 from ecd.transport.rpc import wait_healthy
 from ecd.v1 import ecd_pb2 as pb
@@ -69,6 +68,24 @@ def frame(a: pb.Assignment, frame_id: int, data: bytes, shape: list[int]) -> pb.
                     tensor=pb.Tensor(encoding=pb.FLOAT32, shape=shape, data=data))
 
 
+def in_threads(n: int, one) -> dict[str, int]:
+    """``one(k)`` for k in 0..n-1, each in a thread of its own; how many ended with each status."""
+    statuses: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def run(k: int) -> None:
+        code = one(k)
+        with lock:
+            statuses[code] = statuses.get(code, 0) + 1
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return statuses
+
+
 def flood(a: pb.Assignment, seconds: float, read: bool) -> dict[str, int]:
     """FLOOD_STREAMS streams of valid frames, back to back; the answers read or never read."""
     from ecd import zoo
@@ -76,10 +93,8 @@ def flood(a: pb.Assignment, seconds: float, read: bool) -> dict[str, int]:
     shape = [1, *zoo.load_manifest("digits_cnn").input.shape]
     data = np.zeros(shape, np.float32).tobytes()
     stop = time.monotonic() + seconds
-    statuses: dict[str, int] = {}
-    lock = threading.Lock()
 
-    def one(k: int) -> None:
+    def one(k: int) -> str:
         def frames():
             i = k * 10**9
             while time.monotonic() < stop:
@@ -99,25 +114,17 @@ def flood(a: pb.Assignment, seconds: float, read: bool) -> dict[str, int]:
                     call.cancel()
             except grpc.RpcError as e:
                 code = e.code().name
-            with lock:
-                statuses[code] = statuses.get(code, 0) + 1
+        return code
 
-    threads = [threading.Thread(target=one, args=(k,)) for k in range(FLOOD_STREAMS)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return statuses
+    return in_threads(FLOOD_STREAMS, one)
 
 
 def big(a: pb.Assignment, compress: bool) -> dict[str, int]:
     """BIG_FRAMES streams at once, each one frame of BIG_BYTES (zeros: gzip makes it ~60 KiB)."""
     data = bytes(BIG_BYTES)
     shape = [1, BIG_BYTES // 4]
-    statuses: dict[str, int] = {}
-    lock = threading.Lock()
 
-    def one(k: int) -> None:
+    def one(k: int) -> str:
         code = "OK"
         with grpc.insecure_channel(a.edge_endpoint, options=WIRE) as ch:
             try:
@@ -126,15 +133,9 @@ def big(a: pb.Assignment, compress: bool) -> dict[str, int]:
                     code = CODE_NAMES.get(r.error.code, str(r.error.code)) if r.HasField("error") else "OK"
             except grpc.RpcError as e:
                 code = e.code().name
-        with lock:
-            statuses[code] = statuses.get(code, 0) + 1
+        return code
 
-    threads = [threading.Thread(target=one, args=(k,)) for k in range(BIG_FRAMES)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return statuses
+    return in_threads(BIG_FRAMES, one)
 
 
 def attack(cloud: str, kind: str, seconds: float, out: str) -> int:
@@ -174,20 +175,11 @@ class PeakRss:
         return self.peak
 
 
-def stream_fps(agent: DeviceAgent, seconds: float) -> float:
-    """Frames the agent gets answered per second, streaming back to back for ``seconds``."""
-    stop = time.monotonic() + seconds
-    n, t0 = 0, time.perf_counter()
-    while time.monotonic() < stop:
-        n += len(agent.run(heldout("digits_cnn", 20)))
-    return n / (time.perf_counter() - t0)
-
-
 def serving(target: str) -> bool:
     try:
         wait_healthy(target, timeout_s=10)
         return True
-    except Exception:  # noqa: BLE001 — a service that no longer answers health is the finding
+    except Exception:
         return False
 
 

@@ -66,6 +66,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+import _fault_control as control
 from _counts import (
     AgentFlags,
     agent_count,
@@ -77,8 +78,6 @@ from _counts import (
 from _fault_report import ScenarioResult, print_result, print_summary, verdict
 from _fault_run import Run, events, find_wedges, recovery_times
 from _procs import Cluster, Deadline, StartError, Tier, pace
-
-import _fault_control as control
 
 EDGE_RECOVERY_TARGET_S = 10.0
 

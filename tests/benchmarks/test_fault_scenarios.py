@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from postgres_server import unavailable
 
 ROOT = Path(__file__).resolve().parents[2]

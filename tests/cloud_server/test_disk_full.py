@@ -6,7 +6,6 @@ restart when space returns."""
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import shutil
@@ -18,6 +17,8 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from harness import wait_until
+from small_disk import fill
 
 from cloud_server.config import CloudConfig
 from cloud_server.panel import OperatorView
@@ -26,7 +27,6 @@ from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
 from ecd.transport.rpc import LoopThread, wait_healthy
 from ecd.v1 import ecd_pb2 as pb
-from harness import wait_until
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 from edge_node.service import EdgeConfig, start_edge
 
@@ -45,20 +45,6 @@ def small_disk(tmp_path: Path):
         yield mnt
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def fill(disk: Path) -> Path:
-    """Write a file until the filesystem has no byte left."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"\0" * 4096)
-    except OSError as e:
-        assert e.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-    return filler
 
 
 def registration(name: str) -> pb.RegisterDeviceRequest:

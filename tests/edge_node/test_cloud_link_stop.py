@@ -45,7 +45,7 @@ class Stub:
         self.calls = 0
         self.writer_cancelled = asyncio.Event()
 
-    def Stream(self):  # noqa: N802 — the gRPC stub's method name
+    def Stream(self):
         self.calls += 1
         return BrokenCall(self.writer_cancelled)
 

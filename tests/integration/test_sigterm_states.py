@@ -15,10 +15,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from harness import wait_until
 
 from ecd.launch import _cli, _start
 from ecd.transport.rpc import wait_healthy
-from harness import wait_until
 
 STOP_WITHIN_S = 20.0  # each tier's grace is 10 s here; a heeded SIGTERM ends in a few seconds
 
