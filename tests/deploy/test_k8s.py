@@ -150,3 +150,23 @@ def test_edges_and_devices_run_on_arm64_nodes() -> None:
     for spec in pis:
         assert spec["nodeSelector"]["kubernetes.io/arch"] == "arm64"
         assert any(t["key"] == "ecd.io/edge" for t in spec["tolerations"])
+
+
+def test_each_device_comes_back_as_itself_from_a_claim_of_its_own() -> None:
+    """A device's run keeps its identity (--state) and partitions on a PersistentVolumeClaim no other
+    device mounts, and its config points --state there: an emptyDir made every run a new device."""
+    objs = objects()
+    claims = {o["metadata"]["name"] for o in objs if o["kind"] == "PersistentVolumeClaim"}
+    seen = set()
+    for name, _, spec, _ in pod_specs(objs):
+        if not name.startswith("ecd-device-agent-"):
+            continue
+        container = spec["containers"][0]
+        state = next(v for v in spec["volumes"] if v["name"] == "state")
+        claim = state.get("persistentVolumeClaim", {}).get("claimName")
+        assert claim in claims and claim not in seen, (name, state)
+        seen.add(claim)
+        cfg, _, _ = effective_config(objs, spec, container)
+        mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "state")
+        assert cfg.state.startswith(mount + "/"), (name, cfg.state)
+    assert len(seen) == 2
