@@ -6,9 +6,11 @@ to the cloud. Transport-free: it sees :mod:`ecd.types` records and reaches the c
   floor, tensor encoding/shape/bytes) *before* its payload is touched, run through the edge's
   blocks, and queued for the cloud. A refused frame gets an error Result at once; the stream and the
   other devices go on.
-* One long-lived stream carries every device's frames to the cloud. The queue to it is bounded:
-  when the cloud is slow, ``put`` waits, the device stream stops being read, and flow control
-  slows the senders. Nothing is dropped.
+* One long-lived stream carries every device's frames to the cloud. The queue to it is bounded
+  and fair — one lane per device, served round robin — and each device has quotas of streams and
+  of frames in the node (:mod:`edge_node.fair`): when the cloud is slow, or a device floods, ``put``
+  or the quota waits, that device's stream stops being read, and flow control slows the sender.
+  Nothing is dropped.
 * Results are routed back by (device id, frame id); a frame in flight is answered once (a resent
   duplicate is ignored), and after a broken cloud stream every unanswered frame is sent again.
 """
