@@ -75,7 +75,7 @@ def held(tmp_path: Path):
 
 def test_a_stop_with_the_defaults_leaves_the_cloud_and_answers_the_frame_in_flight(held: Held) -> None:
     t, edge_id = held.t, held.t.edge.edge_id
-    stopping = asyncio.run_coroutine_threadsafe(t.edge.stop(10), t.loop.loop)
+    stopping = asyncio.run_coroutine_threadsafe(t.edge.stop(), t.loop.loop)  # grace and leave: the defaults
     # the defaults: the node leaves (the cloud no longer counts it alive) ...
     wait_until(lambda: held.last_seen(edge_id) == [0.0], "the node's deregistration", timeout_s=10)
     held.release.set()
