@@ -383,3 +383,24 @@ def test_the_link_to_the_cloud_takes_messages_up_to_max_message_bytes(tmp_path: 
             await server.stop(0)
 
     assert asyncio.run(main()) == 5 * MiB
+
+
+def test_serving_beyond_loopback_in_plaintext_must_be_forced(tmp_path: Path) -> None:
+    cloud = ScriptedCloud()
+
+    async def main():
+        server, _, channel = await serve(cloud)
+        await channel.close()
+        base = EdgeConfig(cloud=f"127.0.0.1:{cloud.port}", host="0.0.0.0", metrics_port=-1, model_dir=str(tmp_path))
+        try:
+            with pytest.raises(ConfigError) as e:
+                await start_edge(base)
+            assert str(e.value).startswith("host: ")
+            edge = await start_edge(replace(base, allow_plaintext=True))  # forced
+            await edge.stop(0, leave=False)
+        finally:
+            await server.stop(0)
+        return edge
+
+    edge = asyncio.run(main())
+    assert edge.endpoint == f"0.0.0.0:{edge.port}" and [r.endpoint for r, _ in cloud.registrations] == [edge.endpoint]
