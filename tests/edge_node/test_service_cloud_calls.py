@@ -100,6 +100,13 @@ async def serve(cloud: ScriptedCloud) -> tuple[grpc.aio.Server, pb_grpc.CloudSer
     return server, pb_grpc.CloudServerStub(channel), channel
 
 
+async def edge_on(cloud: ScriptedCloud, tmp_path: Path):
+    """The scripted cloud's server, and an edge node started against it."""
+    server, _, channel = await serve(cloud)
+    await channel.close()
+    return server, await start_edge(EdgeConfig(cloud=f"127.0.0.1:{cloud.port}", metrics_port=-1, model_dir=str(tmp_path)))
+
+
 async def until(cloud: ScriptedCloud, condition, what: str, timeout_s: float = 10.0) -> None:
     """Wait for the scripted cloud's calls until ``condition()`` holds."""
     async def wait() -> None:
@@ -270,10 +277,8 @@ def test_a_leaving_node_waits_at_most_2_s_for_its_deregistration(tmp_path: Path)
     cloud = ScriptedCloud()
 
     async def main():
-        server, _, channel = await serve(cloud)
-        await channel.close()
+        server, edge = await edge_on(cloud, tmp_path)
         try:
-            edge = await start_edge(EdgeConfig(cloud=f"127.0.0.1:{cloud.port}", metrics_port=-1, model_dir=str(tmp_path)))
             await asyncio.wait_for(edge.stop(0, leave=True), 10)  # the cloud never answers the deregistration
         finally:
             await server.stop(0)
@@ -287,9 +292,7 @@ def test_a_stop_cancelled_while_it_deregisters_ends_cancelled(tmp_path: Path) ->
     cloud = ScriptedCloud()
 
     async def main():
-        server, _, channel = await serve(cloud)
-        await channel.close()
-        edge = await start_edge(EdgeConfig(cloud=f"127.0.0.1:{cloud.port}", metrics_port=-1, model_dir=str(tmp_path)))
+        server, edge = await edge_on(cloud, tmp_path)
         try:
             stopping = asyncio.create_task(edge.stop(0, leave=True))
             await until(cloud, lambda: cloud.deregistrations, "the deregistration")
@@ -372,9 +375,7 @@ def test_the_link_to_the_cloud_takes_messages_up_to_max_message_bytes(tmp_path: 
     cloud = BigAnswers()
 
     async def main():
-        server, _, channel = await serve(cloud)
-        await channel.close()
-        edge = await start_edge(EdgeConfig(cloud=f"127.0.0.1:{cloud.port}", metrics_port=-1, model_dir=str(tmp_path)))
+        server, edge = await edge_on(cloud, tmp_path)
         try:
             reply = await pb_grpc.CloudServerStub(edge.channel).GetAssignment(pb.GetAssignmentRequest(device_id="d"), timeout=10)
             return len(reply.model_id)
