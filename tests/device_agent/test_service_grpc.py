@@ -18,9 +18,11 @@ import pytest
 
 from device_agent.peers import PeerDown
 from device_agent.service import GrpcCloud, GrpcEdge
+from ecd import certs
 from ecd.codec import encode
 from ecd.errors import ConfigError, PeerError, UnavailableError
 from ecd.metrics import ServiceMetrics
+from ecd.transport import tls
 from ecd.split import Preferences
 from ecd.types import (PROTOCOL_REVISION, Assignment, DeviceRegistration, Encoding, Frame, LocationReport, PartitionRequest,
                        Position, PreferencesUpdate, Split)
@@ -258,3 +260,23 @@ def test_an_edge_beyond_loopback_needs_tls_or_allow_plaintext_naming_the_field()
         GrpcEdge(assignment("192.0.2.1:50051"), None, [], False, ServiceMetrics("device"))
     assert str(err.value).startswith("edge_endpoint: ")
     GrpcEdge(assignment("192.0.2.1:50051"), None, [], True, ServiceMetrics("device")).close()  # forced
+
+
+def test_under_tls_the_stream_goes_encrypted_and_an_edge_beyond_loopback_is_dialled(tmp_path: Path) -> None:
+    folder = tmp_path / "certs"
+    certs.init(folder, certs.default_holders(edges=1, devices=1))
+    edge = ScriptedEdge()
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_EdgeNodeServicer_to_server(edge, server)
+    port = server.add_secure_port("127.0.0.1:0", tls.load(str(folder), "edge-1").server_credentials())
+    server.start()
+    device = tls.load(str(folder), "device-1")
+    try:
+        e = GrpcEdge(assignment(f"127.0.0.1:{port}"), device, [], False, ServiceMetrics("device"))
+        try:
+            assert [r.frame_id for r in e.stream(iter([frame(1)]))] == [1]  # a plaintext channel would find no edge
+        finally:
+            e.close()
+        GrpcEdge(assignment("192.0.2.1:50051"), device, [], False, ServiceMetrics("device")).close()  # TLS: no plaintext check
+    finally:
+        server.stop(0)
