@@ -38,12 +38,14 @@ class ScriptedCloud(pb_grpc.CloudServerServicer):
     def __init__(self) -> None:
         self.code: grpc.StatusCode | None = None  # abort every call with it, when set
         self.calls: list[tuple[str, object, float | None]] = []  # (method, request, time remaining)
+        self.model_id = ""  # answered as the assignment's model_id ("": the method's name)
 
     def _answer(self, name: str, request, context) -> pb.Assignment:
         self.calls.append((name, request, context.time_remaining()))
         if self.code is not None:
             context.abort(self.code, f"scripted {name}")
-        return pb.Assignment(device_id="dev-1", token="tok", edge_endpoint="127.0.0.1:1", model_id=name, preferences=PB_PREFS)
+        return pb.Assignment(device_id="dev-1", token="tok", edge_endpoint="127.0.0.1:1", model_id=self.model_id or name,
+                             preferences=PB_PREFS)
 
     def RegisterDevice(self, request, context):
         return self._answer("RegisterDevice", request, context)
@@ -73,6 +75,7 @@ class ScriptedEdge(pb_grpc.EdgeNodeServicer):
         self.received: list[pb.Frame] = []
         self.mode = "answer"  # "answer": one result per frame; "hold": read, answer nothing; a StatusCode: abort
         self.holding = threading.Event()
+        self.output: list[float] = []  # every result's output
 
     def Stream(self, request_iterator, context):
         if isinstance(self.mode, grpc.StatusCode):
@@ -82,7 +85,7 @@ class ScriptedEdge(pb_grpc.EdgeNodeServicer):
             if self.mode == "hold":
                 self.holding.set()
                 continue
-            yield pb.Result(device_id="dev-1", frame_id=msg.frame_id)
+            yield pb.Result(device_id="dev-1", frame_id=msg.frame_id, output=self.output)
 
 
 @pytest.fixture
@@ -280,3 +283,20 @@ def test_under_tls_the_stream_goes_encrypted_and_an_edge_beyond_loopback_is_dial
         GrpcEdge(assignment("192.0.2.1:50051"), device, [], False, ServiceMetrics("device")).close()  # TLS: no plaintext check
     finally:
         server.stop(0)
+
+
+def test_the_channels_take_the_agents_options_such_as_its_message_limit(peers) -> None:
+    """A reply over gRPC's default 4 MiB reaches the agent when its options allow it."""
+    cloud, edge, target = peers
+    big = [("grpc.max_receive_message_length", 64 * 2**20)]
+
+    edge.output = [0.5] * (5 * 2**18 + 1)  # over 5 MiB
+    cloud.model_id = "m" * (5 * 2**20)
+    e = GrpcEdge(assignment(target), None, big, False, ServiceMetrics("device"))
+    c = GrpcCloud(target, None, big, TIMEOUT_S)
+    try:
+        assert [len(r.output) for r in e.stream(iter([frame(1)]))] == [5 * 2**18 + 1]
+        assert len(c.get_assignment("dev-1", "tok").model_id) == 5 * 2**20
+    finally:
+        e.close()
+        c.close()
