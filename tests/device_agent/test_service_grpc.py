@@ -22,10 +22,20 @@ from ecd import certs
 from ecd.codec import encode
 from ecd.errors import ConfigError, PeerError, UnavailableError
 from ecd.metrics import ServiceMetrics
-from ecd.transport import tls
 from ecd.split import Preferences
-from ecd.types import (PROTOCOL_REVISION, Assignment, DeviceRegistration, Encoding, Frame, LocationReport, PartitionRequest,
-                       Position, PreferencesUpdate, Split)
+from ecd.transport import tls
+from ecd.types import (
+    PROTOCOL_REVISION,
+    Assignment,
+    DeviceRegistration,
+    Encoding,
+    Frame,
+    LocationReport,
+    PartitionRequest,
+    Position,
+    PreferencesUpdate,
+    Split,
+)
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
@@ -163,7 +173,7 @@ def test_a_refusal_becomes_peer_down_only_for_unavailable_naming_the_status(peer
 
 
 def test_a_watch_cancelled_ends_its_call(peers) -> None:
-    cloud, _, target = peers
+    _, _, target = peers
     c = GrpcCloud(target, None, [], TIMEOUT_S)
     try:
         watch = c.watch_assignment("dev-1", "tok")

@@ -13,111 +13,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import socket
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import pytest
+from scripted_cloud import ScriptedCloud, serve, until
 
-from ecd import certs
 from ecd.codec import encode
-from ecd.config import MiB
-from ecd.errors import ConfigError
 from ecd.metrics import ServiceMetrics
-from ecd.transport.rpc import cancel_all
-from ecd.transport import serde
 from ecd.types import EdgeRegistration, Encoding, Frame, Position, Split
-from ecd.v1 import ecd_pb2 as pb
-from ecd.v1 import ecd_pb2_grpc as pb_grpc
 from edge_node import service
 from edge_node.core import CloudLink, DeviceSession, EdgeCore
-from edge_node.service import EdgeConfig, _heartbeat, _register, run_cloud_link, start_edge
+from edge_node.service import _heartbeat, _register, run_cloud_link
 
 REGISTRATION = EdgeRegistration("127.0.0.1:7000", 12.5, Position(1.0, 2.0), 3.0)
 JITTER = 0.75  # what random.uniform returns here
-
-
-class ScriptedCloud(pb_grpc.CloudServerServicer):
-    """Each call takes the next answer of its script: a status code to abort with, else an answer."""
-
-    def __init__(self) -> None:
-        self.register_codes: list[grpc.StatusCode] = []
-        self.registrations: list[tuple[pb.RegisterEdgeRequest, float | None]] = []
-        self.heartbeat_script: list = []  # a status code, or the revoked device ids to answer
-        self.heartbeats: list[tuple[pb.EdgeHeartbeat, float | None]] = []
-        self.deregistrations: list[float | None] = []
-        self.streams: list[list[pb.Frame]] = []  # the frames each cloud stream received
-        self.stream_script: list = []  # per stream: how many frames to read, then "break" or "answer"
-        self.calls = asyncio.Event()  # set at every call (and every frame a stream reads)
-        self.on_heartbeat = lambda: None  # run as each heartbeat arrives, before it is answered
-        self.port = 0
-
-    async def RegisterEdge(self, request, context):
-        self.registrations.append((request, context.time_remaining()))
-        self.calls.set()
-        if self.register_codes:
-            await context.abort(self.register_codes.pop(0), "scripted refusal")
-        return pb.RegisterEdgeResponse(edge_id=f"edge-{len(self.registrations)}")
-
-    async def Heartbeat(self, request, context):
-        self.heartbeats.append((request, context.time_remaining()))
-        self.on_heartbeat()
-        self.calls.set()
-        answer = self.heartbeat_script.pop(0) if self.heartbeat_script else []
-        if isinstance(answer, grpc.StatusCode):
-            await context.abort(answer, "scripted refusal")
-        return pb.HeartbeatAck(revoked=answer)
-
-    async def DeregisterEdge(self, request, context):
-        self.deregistrations.append(context.time_remaining())
-        self.calls.set()
-        await asyncio.Event().wait()  # never answers
-
-    async def Stream(self, request_iterator, context):
-        got: list[pb.Frame] = []
-        self.streams.append(got)
-        self.calls.set()
-        read, then = self.stream_script.pop(0) if self.stream_script else (0, "hold")
-        while len(got) < read:
-            got.append(await anext(request_iterator))
-            self.calls.set()
-        if then == "answer":
-            for f in got:
-                yield pb.Result(device_id=f.device_id, frame_id=f.frame_id)
-        elif then == "hold":
-            await asyncio.Event().wait()
-        await context.abort(grpc.StatusCode.UNAVAILABLE, "scripted break")
-
-
-async def serve(cloud: ScriptedCloud) -> tuple[grpc.aio.Server, pb_grpc.CloudServerStub, grpc.aio.Channel]:
-    server = grpc.aio.server()
-    pb_grpc.add_CloudServerServicer_to_server(cloud, server)
-    cloud.port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{cloud.port}")
-    return server, pb_grpc.CloudServerStub(channel), channel
-
-
-async def edge_on(cloud: ScriptedCloud, tmp_path: Path):
-    """The scripted cloud's server, and an edge node started against it."""
-    server, _, channel = await serve(cloud)
-    await channel.close()
-    return server, await start_edge(EdgeConfig(cloud=f"127.0.0.1:{cloud.port}", metrics_port=-1, model_dir=str(tmp_path)))
-
-
-async def until(cloud: ScriptedCloud, condition, what: str, timeout_s: float = 10.0) -> None:
-    """Wait for the scripted cloud's calls until ``condition()`` holds."""
-    async def wait() -> None:
-        while not condition():
-            cloud.calls.clear()
-            await cloud.calls.wait()
-
-    try:
-        await asyncio.wait_for(wait(), timeout_s)
-    except asyncio.TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}; streams {[[f.frame_id for f in s] for s in cloud.streams]}") from None
 
 
 @pytest.fixture
@@ -156,7 +67,7 @@ def test_registering_retries_while_the_cloud_is_unavailable_with_backoff_said_on
     with caplog.at_level(logging.WARNING, logger="ecd.edge"):
         reply = asyncio.run(main())
     assert reply.edge_id == "edge-7"  # the seventh try was taken
-    sent, remaining = cloud.registrations[-1]
+    sent, _ = cloud.registrations[-1]
     assert (sent.endpoint, sent.capacity, sent.activation_cost) == ("127.0.0.1:7000", 12.5, 3.0)
     assert all(25 < r <= 30.5 for _, r in cloud.registrations), [r for _, r in cloud.registrations]  # each try has a 30 s deadline
     # 0.5 s, doubling, at most 5 s; each drawn in [50 %, 100 %] of it
@@ -271,137 +182,3 @@ def test_the_cloud_link_reconnects_with_backoff_and_resends_what_is_unanswered(w
     assert {w for w in waits if isinstance(w, tuple)} == {("uniform", 0.5, 1.0)}
     sent = sum(f.ByteSize() for s in cloud.streams for f in s)
     assert metrics.registry.get_sample_value("ecd_hop_bytes_total", {"service": "edge", "hop": "edge_to_cloud"}) == sent
-
-
-def test_a_leaving_node_waits_at_most_2_s_for_its_deregistration(tmp_path: Path) -> None:
-    cloud = ScriptedCloud()
-
-    async def main():
-        server, edge = await edge_on(cloud, tmp_path)
-        try:
-            await asyncio.wait_for(edge.stop(0, leave=True), 10)  # the cloud never answers the deregistration
-        finally:
-            await server.stop(0)
-
-    asyncio.run(main())
-    (remaining,) = cloud.deregistrations
-    assert remaining is not None and 1.0 < remaining <= 2.5
-
-
-def test_a_stop_cancelled_while_it_deregisters_ends_cancelled(tmp_path: Path) -> None:
-    cloud = ScriptedCloud()
-
-    async def main():
-        server, edge = await edge_on(cloud, tmp_path)
-        try:
-            stopping = asyncio.create_task(edge.stop(0, leave=True))
-            await until(cloud, lambda: cloud.deregistrations, "the deregistration")
-            stopping.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await stopping
-        finally:
-            await edge.server.stop(0)
-            await cancel_all(edge.tasks)
-            await edge.channel.close()
-            await server.stop(0)
-
-    asyncio.run(main())
-
-
-def test_a_node_whose_cloud_never_answers_gives_up_after_30_s_naming_the_option(short_waits, monkeypatch, tmp_path: Path) -> None:
-    """A cloud address that accepts connections and never speaks gRPC: the node waits 30 s (shortened
-    here: the wait asked for is recorded), then says which option to fix and serves nothing."""
-    mute = socket.socket()
-    mute.bind(("127.0.0.1", 0))
-    mute.listen()
-    cloud = f"127.0.0.1:{mute.getsockname()[1]}"
-    started: list = []
-    real_start_server = service.start_server
-
-    async def start_server(*args, **kwargs):
-        started.append(await real_start_server(*args, **kwargs))
-        return started[-1]
-
-    monkeypatch.setattr(service, "start_server", start_server)
-    try:
-        with pytest.raises(ConnectionError) as e:
-            asyncio.run(start_edge(EdgeConfig(cloud=cloud, metrics_port=-1, model_dir=str(tmp_path))))
-    finally:
-        mute.close()
-    assert str(e.value) == f"cloud: no cloud server answers at {cloud} (--cloud)"
-    assert short_waits == [30]
-    (s,) = started
-    with grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch:  # the node's own port serves nothing
-        with pytest.raises(grpc.FutureTimeoutError):
-            grpc.channel_ready_future(ch).result(timeout=0.5)
-
-
-@pytest.fixture
-def short_waits(monkeypatch) -> list:
-    """The node's wait for its cloud, recorded and cut to 0.2 s (the cloud addresses here never answer)."""
-    asked: list = []
-    real_wait_for = asyncio.wait_for
-
-    async def wait_for(aw, timeout):
-        if sys._getframe(1).f_globals.get("__name__") == service.__name__:
-            asked.append(timeout)
-            timeout = 0.2
-        return await real_wait_for(aw, timeout)
-
-    monkeypatch.setattr(asyncio, "wait_for", wait_for)
-    return asked
-
-
-def test_a_cloud_beyond_loopback_needs_tls_or_allow_plaintext_and_the_refusal_names_the_option(short_waits, tmp_path: Path) -> None:
-    far = "192.0.2.1:50051"  # TEST-NET-1: never answers
-    base = EdgeConfig(cloud=far, metrics_port=-1, model_dir=str(tmp_path / "m"))
-    with pytest.raises(ConfigError) as e:
-        asyncio.run(start_edge(base))
-    assert str(e.value).startswith("cloud: ") and "192.0.2.1" in str(e.value)
-    with pytest.raises(ConnectionError):  # forced: dialled (and it never answers)
-        asyncio.run(start_edge(replace(base, allow_plaintext=True)))
-    folder = tmp_path / "certs"
-    certs.init(folder, certs.default_holders(edges=1, devices=0))
-    with pytest.raises(ConnectionError):  # under TLS: dialled
-        asyncio.run(start_edge(replace(base, tls_dir=str(folder), tls_name="edge-1")))
-
-
-def test_the_link_to_the_cloud_takes_messages_up_to_max_message_bytes(tmp_path: Path) -> None:
-    """gRPC's own default would refuse a reply over 4 MiB from the cloud."""
-    class BigAnswers(ScriptedCloud):
-        async def GetAssignment(self, request, context):
-            return pb.Assignment(device_id=request.device_id, model_id="m" * (5 * MiB))
-
-    cloud = BigAnswers()
-
-    async def main():
-        server, edge = await edge_on(cloud, tmp_path)
-        try:
-            reply = await pb_grpc.CloudServerStub(edge.channel).GetAssignment(pb.GetAssignmentRequest(device_id="d"), timeout=10)
-            return len(reply.model_id)
-        finally:
-            await edge.stop(0, leave=False)
-            await server.stop(0)
-
-    assert asyncio.run(main()) == 5 * MiB
-
-
-def test_serving_beyond_loopback_in_plaintext_must_be_forced(tmp_path: Path) -> None:
-    cloud = ScriptedCloud()
-
-    async def main():
-        server, _, channel = await serve(cloud)
-        await channel.close()
-        base = EdgeConfig(cloud=f"127.0.0.1:{cloud.port}", host="0.0.0.0", metrics_port=-1, model_dir=str(tmp_path))
-        try:
-            with pytest.raises(ConfigError) as e:
-                await start_edge(base)
-            assert str(e.value).startswith("host: ")
-            edge = await start_edge(replace(base, allow_plaintext=True))  # forced
-            await edge.stop(0, leave=False)
-        finally:
-            await server.stop(0)
-        return edge
-
-    edge = asyncio.run(main())
-    assert edge.endpoint == f"0.0.0.0:{edge.port}" and [r.endpoint for r, _ in cloud.registrations] == [edge.endpoint]

@@ -23,7 +23,6 @@ from ecd.config import MiB
 from ecd.errors import ConfigError
 from ecd.transport.rpc import LoopThread
 from ecd.v1 import ecd_pb2 as pb
-from ecd.v1 import ecd_pb2_grpc as pb_grpc
 from edge_node.service import EdgeConfig, start_edge
 
 
