@@ -247,6 +247,7 @@ def test_an_abandoned_stream_breaks_saying_why_and_the_next_one_is_not_abandoned
     e = GrpcEdge(assignment(target), None, [], False, ServiceMetrics("device"))
     ended = threading.Event()
     try:
+        e.abandon()  # no stream yet: nothing to cancel, and the next stream starts afresh
         edge.mode = "hold"
 
         def frames():
