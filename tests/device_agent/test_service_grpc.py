@@ -276,7 +276,7 @@ def test_an_edge_beyond_loopback_needs_tls_or_allow_plaintext_naming_the_field()
     GrpcEdge(assignment("192.0.2.1:50051"), None, [], True, ServiceMetrics("device")).close()  # forced
 
 
-def test_under_tls_the_stream_goes_encrypted_and_an_edge_beyond_loopback_is_dialled(tmp_path: Path) -> None:
+def test_under_tls_the_stream_and_the_cloud_calls_go_encrypted_and_an_edge_beyond_loopback_is_dialled(tmp_path: Path) -> None:
     folder = tmp_path / "certs"
     certs.init(folder, certs.default_holders(edges=1, devices=1))
     edge = ScriptedEdge()
@@ -294,6 +294,16 @@ def test_under_tls_the_stream_goes_encrypted_and_an_edge_beyond_loopback_is_dial
         GrpcEdge(assignment("192.0.2.1:50051"), device, [], False, ServiceMetrics("device")).close()  # TLS: no plaintext check
     finally:
         server.stop(0)
+    cloud_server = grpc.server(ThreadPoolExecutor(max_workers=4))  # and the cloud's calls, checked against its certificate
+    pb_grpc.add_CloudServerServicer_to_server(ScriptedCloud(), cloud_server)
+    port = cloud_server.add_secure_port("127.0.0.1:0", tls.load(str(folder), "cloud").server_credentials())
+    cloud_server.start()
+    c = GrpcCloud(f"127.0.0.1:{port}", device, [], TIMEOUT_S)
+    try:
+        assert c.get_assignment("dev-1", "tok").model_id == "GetAssignment"
+    finally:
+        c.close()
+        cloud_server.stop(0)
 
 
 def test_the_channels_take_the_agents_options_such_as_its_message_limit(peers) -> None:
