@@ -97,6 +97,13 @@ GROUPS: dict[str, Group] = {
          "tests/cloud_server/test_placement_service.py", "tests/cloud_server/test_campaigns.py", "tests/cloud_server/test_sites.py"),
         timeout_s=180,
     ),
+    # the device agent's gRPC face and its stream state machine; test_gray_failure is the one test
+    # that abandons a real hung edge (GrpcEdge.abandon), test_stream drives the machine with fakes
+    "device": Group(
+        ("device_agent/service.py", "device_agent/stream.py"),
+        ("tests/device_agent", "tests/integration/test_gray_failure.py"),
+        timeout_s=120,
+    ),
     "registry": Group(
         ("cloud_server/registry.py", "cloud_server/registry_db.py", "cloud_server/registry_records.py",
          "cloud_server/registry_schema.py"),
