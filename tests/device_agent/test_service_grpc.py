@@ -269,7 +269,7 @@ def test_an_abandoned_stream_breaks_saying_why_and_the_next_one_is_not_abandoned
         e.close()
 
 
-def test_an_edge_beyond_loopback_needs_tls_or_allow_plaintext_naming_the_field() -> None:
+def test_an_edge_beyond_loopback_needs_tls_or_insecure_naming_the_field() -> None:
     with pytest.raises(ConfigError) as err:
         GrpcEdge(assignment("192.0.2.1:50051"), None, [], False, ServiceMetrics("device"))
     assert str(err.value).startswith("edge_endpoint: ")

@@ -124,8 +124,8 @@ def test_the_heartbeat_reports_load_and_queue_forgets_revoked_devices_and_regist
         core = running.core = EdgeCore(None, tmp_path, 8, 1024, ServiceMetrics("edge"), 1024)
         core.edge_id, core.frames_seen = "edge-0", 4
         core._assignments = {"dev-1": ("t1", None), "dev-2": ("t2", None)}
-        core.link.queue.put_nowait("a")
-        core.link.queue.put_nowait("b")
+        await core.link.queue.put("dev-1", "a")
+        await core.link.queue.put("dev-2", "b")
         beat = asyncio.create_task(_heartbeat(stub, REGISTRATION, running, 0.5))
         try:
             await until(cloud, lambda: len(cloud.heartbeats) >= 6, "six heartbeats")

@@ -102,14 +102,14 @@ def short_waits(monkeypatch) -> list:
     return asked
 
 
-def test_a_cloud_beyond_loopback_needs_tls_or_allow_plaintext_and_the_refusal_names_the_option(short_waits, tmp_path: Path) -> None:
+def test_a_cloud_beyond_loopback_needs_tls_or_insecure_and_the_refusal_names_the_option(short_waits, tmp_path: Path) -> None:
     far = "192.0.2.1:50051"  # TEST-NET-1: never answers
     base = EdgeConfig(cloud=far, metrics_port=-1, model_dir=str(tmp_path / "m"))
     with pytest.raises(ConfigError) as e:
         asyncio.run(start_edge(base))
     assert str(e.value).startswith("cloud: ") and "192.0.2.1" in str(e.value)
     with pytest.raises(ConnectionError):  # forced: dialled (and it never answers)
-        asyncio.run(start_edge(replace(base, allow_plaintext=True)))
+        asyncio.run(start_edge(replace(base, insecure=True)))
     folder = tmp_path / "certs"
     certs.init(folder, certs.default_holders(edges=1, devices=0))
     with pytest.raises(ConnectionError):  # under TLS: dialled
@@ -147,11 +147,12 @@ def test_serving_beyond_loopback_in_plaintext_must_be_forced(tmp_path: Path) -> 
             with pytest.raises(ConfigError) as e:
                 await start_edge(base)
             assert str(e.value).startswith("host: ")
-            edge = await start_edge(replace(base, allow_plaintext=True))  # forced
+            edge = await start_edge(replace(base, insecure=True))  # forced
             await edge.stop(0, leave=False)
         finally:
             await server.stop(0)
         return edge
 
     edge = asyncio.run(main())
-    assert edge.endpoint == f"0.0.0.0:{edge.port}" and [r.endpoint for r, _ in cloud.registrations] == [edge.endpoint]
+    # listening on 0.0.0.0 it tells devices its address on the route to the cloud, never 0.0.0.0
+    assert edge.endpoint == f"127.0.0.1:{edge.port}" and [r.endpoint for r, _ in cloud.registrations] == [edge.endpoint]

@@ -68,7 +68,7 @@ def test_the_cloud_stores_the_registration_the_options_give(tiers_with_options: 
 
 def test_the_node_enforces_the_limits_the_options_give(tiers_with_options: Tiers, tmp_path: Path) -> None:
     core = tiers_with_options.edge.core
-    assert (core.link.queue.maxsize, core.max_tensor_bytes, core.max_batch, core.max_stream_frames) == (7, 12345, 5, 9)
+    assert (core.link.queue.max_size, core.max_tensor_bytes, core.max_batch, core.max_stream_frames) == (7, 12345, 5, 9)
     assert core.max_message_bytes == MiB
     assert core.batching == BatchingConfig(3, 0.25)  # the delay option is in milliseconds
     assert core.model_dir == tmp_path / "edge-models" and tiers_with_options.edge.tmpdir is None
