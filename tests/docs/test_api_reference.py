@@ -4,20 +4,10 @@ of the packages with its docstring, the public names with their signatures, no g
 from __future__ import annotations
 
 import ast
-import importlib.util
 from pathlib import Path
 
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def api():
-    spec = importlib.util.spec_from_file_location("api_reference", REPO / "tools" / "api_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_every_documented_module_has_its_section(api) -> None:

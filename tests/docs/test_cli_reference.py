@@ -3,22 +3,12 @@ site's build warns, so fails strict, when it is not."""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def cli_reference():
-    spec = importlib.util.spec_from_file_location("cli_reference", REPO / "tools" / "cli_reference.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_committed_page_is_the_generated_one(cli_reference) -> None:
