@@ -7,7 +7,6 @@ Every channel and server option is set here, in one place.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import time
