@@ -53,6 +53,10 @@ def test_a_token_is_good_only_over_the_certificate_it_was_issued_to(cloud) -> No
         stub(cloud, "device-2").GetAssignment(ask, timeout=10)
     assert stolen.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert stolen.value.details() == f"token: device {a.device_id}'s token was issued to another device certificate"
+    forged = pb.GetAssignmentRequest(device_id=a.device_id, token=a.token, holder="device-1")  # a field only edges may set
+    with pytest.raises(grpc.RpcError) as claimed:
+        stub(cloud, "device-2").GetAssignment(forged, timeout=10)
+    assert claimed.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with pytest.raises(grpc.RpcError) as moved:
         stub(cloud, "device-2").ReportLocation(pb.LocationReport(device_id=a.device_id, token=a.token,
                                                                  position=pb.Position(lat=40.7, lon=-74.0)), timeout=10)
