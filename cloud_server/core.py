@@ -14,7 +14,7 @@ directly; they take and return :mod:`ecd.types` records, never see gRPC or proto
 ``core.leader``               :class:`~cloud_server.leader.SchedulerLeader`: whether this replica runs the schedulers
 ``core.placement``            :class:`~cloud_server.live_placement.LivePlacement`: paper 003's placement, applied
 ``core.crowdsensing``         :class:`~cloud_server.crowdsensing.Crowdsensing`: campaigns, reputations, site selection
-``core.process(frame)``       blocks ``[split.edge, n)`` and the task heads, here
+``core.process_many()``       blocks ``[split.edge, n)`` and the task heads, here
 ============================  ===================================================================
 """
 
@@ -37,7 +37,7 @@ from cloud_server.live_placement import LivePlacement
 from cloud_server.registry import Registry
 from cloud_server.served import ServedModels
 from ecd import codec
-from ecd.batching import BatchingConfig
+from ecd.batching import BatchingConfig, run_rows
 from ecd.clock import SYSTEM_CLOCK, Clock
 from ecd.config import MiB
 from ecd.errors import PermissionDeniedError, RequestError
@@ -120,35 +120,60 @@ class CloudCore:
         """Run blocks [split.edge, n) and every head; a bad frame becomes a Result carrying the error.
         ``relayed_by``: the edge certificate whose stream carried the frame (under TLS); the cloud
         answers it only for a device assigned to that edge (or moved from it within the grace)."""
-        result = Result(
-            device_id=frame.device_id, frame_id=frame.frame_id, split=frame.split,
-            device_compute_s=frame.device_compute_s, edge_compute_s=frame.edge_compute_s,
-            uplink_bytes=frame.uplink_bytes, edge_to_cloud_bytes=frame.wire_bytes,
-        )
-        try:
-            device = self.devices.authenticate(frame.device_id, frame.token)
-            if relayed_by is not None and not self.assignment.serves(device, relayed_by):
-                raise PermissionDeniedError(f"device_id: device {frame.device_id} is not assigned to this edge node")
-            served = self.models.served(frame.model_id, frame.model_version)
-            n = served.manifest.n_blocks
-            split = frame.split
-            check_split(served.manifest, split.device, device.min_split)
-            if not split.device <= split.edge <= n:
-                raise RequestError(f"split_edge: expected {split.device}..{n}, got {split.edge}")
-            x = codec.decode_at(frame.tensor, served.manifest, split.edge, self.max_tensor_bytes, max_batch=self.max_batch)
+        return self.process_many([frame], relayed_by)[0]
+
+    def process_many(self, frames: list[Frame], relayed_by: str | None = None) -> list[Result]:
+        """:meth:`process` for the frames of one message, each checked and answered on its own
+        (an error answers that frame alone), the model run once per block range for all of them,
+        and a device's token checked once per message."""
+        results = [Result(
+            device_id=f.device_id, frame_id=f.frame_id, split=f.split,
+            device_compute_s=f.device_compute_s, edge_compute_s=f.edge_compute_s,
+            uplink_bytes=f.uplink_bytes, edge_to_cloud_bytes=f.wire_bytes,
+        ) for f in frames]
+        runs: dict[tuple[str, int], list[tuple[int, np.ndarray]]] = {}
+        checked: dict[tuple[str, str], Any] = {}  # (device id, token) -> the device, within this message
+        for i, frame in enumerate(frames):
+            try:
+                key = (frame.device_id, frame.token)
+                device = checked.get(key) or checked.setdefault(key, self.devices.authenticate(frame.device_id, frame.token))
+                if relayed_by is not None and not self.assignment.serves(device, relayed_by):
+                    raise PermissionDeniedError(f"device_id: device {frame.device_id} is not assigned to this edge node")
+                served = self.models.served(frame.model_id, frame.model_version)
+                n = served.manifest.n_blocks
+                split = frame.split
+                check_split(served.manifest, split.device, device.min_split)
+                if not split.device <= split.edge <= n:
+                    raise RequestError(f"split_edge: expected {split.device}..{n}, got {split.edge}")
+                if frame.task is not None and not (math.isfinite(frame.reading) and abs(frame.reading) <= MAX_READING):
+                    raise RequestError(f"reading: expected a finite number within ±{MAX_READING:g}, got {frame.reading}")
+                x = codec.decode_at(frame.tensor, served.manifest, split.edge, self.max_tensor_bytes, max_batch=self.max_batch)
+            except Exception as e:  # noqa: BLE001 — every frame gets a result; errors.describe classifies
+                results[i].error = FrameError.from_exception(e)
+                continue
+            runs.setdefault((frame.model_id, split.edge), []).append((i, x))
+        for (model_id, start), group in runs.items():
+            served = self.models[model_id]
             t0 = self.clock.perf_counter()
-            output = served.run(x, split.edge, n)
+            outputs = run_rows(served.run, [x for _, x in group], start, served.manifest.n_blocks)
+            compute_s = self.clock.perf_counter() - t0
+            for (i, _), output in zip(group, outputs):
+                self._answer(frames[i], results[i], output, served, compute_s)
+        return results
+
+    def _answer(self, frame: Frame, result: Result, output: np.ndarray | Exception, served: Any, compute_s: float) -> None:
+        """The heads on the frame's output (its first sample), and its campaign task, if any."""
+        try:
+            if isinstance(output, Exception):
+                raise output
             for head in list(served.heads.values()):
                 scores = head.scores(output)
                 k = int(np.argmax(scores[0]))
                 result.heads.append(HeadOutput(head.name, head.labels[k], k, scores[0].tolist()))
-            result.cloud_compute_s = self.clock.perf_counter() - t0
+            result.cloud_compute_s = compute_s
             result.output = output[0].astype(np.float32).tolist()
             if frame.task is not None:
-                if not (math.isfinite(frame.reading) and abs(frame.reading) <= MAX_READING):
-                    raise RequestError(f"reading: expected a finite number within ±{MAX_READING:g}, got {frame.reading}")
                 self.crowdsensing.answer_task(frame, result)
         except Exception as e:  # noqa: BLE001 — every frame gets a result; errors.describe classifies
             result.heads = []
             result.error = FrameError.from_exception(e)
-        return result

@@ -9,7 +9,7 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -24,7 +24,7 @@ from ecd.batching import BatchingConfig
 from ecd.limits import RateLimiter, frame_receive_cap
 from ecd.metrics import SchedulerMetrics, ServiceMetrics, metrics_tls, start_metrics
 from ecd.transport import serde
-from ecd.transport.auth import caller
+from ecd.transport.auth import caller, certificate_name
 from ecd.transport.rpc import RunningServer, TransportConfig, call_core, cancel_all, peer_host, start_server
 from ecd.errors import ConfigError
 from ecd.types import Result
@@ -124,19 +124,6 @@ def _caller_key(context: grpc.aio.ServicerContext) -> str:
     return str(who) if who.role else peer_host(context.peer())
 
 
-def _edge_owner() -> str:
-    """The name on the calling edge node's certificate ("" on a plaintext server)."""
-    who = caller()
-    return who.name if who.role == "edge" else ""
-
-
-def _device_holder() -> str | None:
-    """The name on the calling device's certificate; None when the caller holds none (plaintext)
-    or is not a device (an edge asking about one)."""
-    who = caller()
-    return who.name if who.role == "device" else None
-
-
 class CloudServicer(pb_grpc.CloudServerServicer):
     def __init__(self, core: CloudCore, metrics: ServiceMetrics, workers: int, changes: Changes, monitor: ControlMonitor,
                  limits: RateLimits, operator_check: Callable[[str], None]):
@@ -162,19 +149,28 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         return self.streams
 
     async def Stream(self, request_iterator: AsyncIterator[pb.Frame], context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Result]:
+        async for results in self._serve(request_iterator, lambda msg: (msg,)):
+            for result in results:
+                yield serde.result_to_pb(result)
+
+    async def StreamBatches(self, request_iterator: AsyncIterator[pb.FrameBatch], context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ResultBatch]:
+        async for results in self._serve(request_iterator, lambda msg: msg.frames):
+            yield pb.ResultBatch(results=[serde.result_to_pb(r) for r in results])
+
+    async def _serve(self, request_iterator: AsyncIterator[Any], frames_of: Callable[[Any], Sequence[pb.Frame]]) -> AsyncIterator[list[Result]]:
+        """An edge's stream: each message's frames answered together by a worker, messages in order."""
         loop = asyncio.get_running_loop()
-        pending: asyncio.Queue[Awaitable[Result] | None] = asyncio.Queue(maxsize=self.workers)
+        pending: asyncio.Queue[Awaitable[list[Result]] | None] = asyncio.Queue(maxsize=self.workers)
 
-        who = caller()
-        relayed_by = who.name if who.role == "edge" else None  # under TLS: the edge certificate that relays
+        relayed_by = certificate_name("edge")  # under TLS: the edge certificate that relays
 
-        def process(msg: pb.Frame) -> Result:
-            return self.core.process(serde.frame_from_pb(msg), relayed_by)
+        def process(msgs: Sequence[pb.Frame]) -> list[Result]:
+            return self.core.process_many([serde.frame_from_pb(m) for m in msgs], relayed_by)
 
         async def read() -> None:
             try:
                 async for msg in request_iterator:
-                    await pending.put(loop.run_in_executor(self.pool, process, msg))
+                    await pending.put(loop.run_in_executor(self.pool, process, frames_of(msg)))
             finally:
                 await pending.put(None)
 
@@ -183,12 +179,13 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         self.streams += 1
         try:
             while (job := await pending.get()) is not None:
-                result = await job
-                self.metrics.frame(result.ok, None if result.ok else result.error.status)
-                if result.ok:
-                    self.metrics.stage_seconds.labels("cloud", "cloud_compute").observe(result.cloud_compute_s)
-                    self.metrics.hop_bytes.labels("cloud", "edge_to_cloud").inc(result.edge_to_cloud_bytes)
-                yield serde.result_to_pb(result)
+                results = await job
+                for result in results:
+                    self.metrics.frame(result.ok, None if result.ok else result.error.status)
+                    if result.ok:
+                        self.metrics.stage_seconds.labels("cloud", "cloud_compute").observe(result.cloud_compute_s)
+                        self.metrics.hop_bytes.labels("cloud", "edge_to_cloud").inc(result.edge_to_cloud_bytes)
+                yield results
         finally:
             reader.cancel()
             self.readers.discard(reader)
@@ -197,37 +194,37 @@ class CloudServicer(pb_grpc.CloudServerServicer):
     async def RegisterDevice(self, request, context):
         await call_core(context, self.limits.registrations.take, _caller_key(context))
         # parsing a profile and deciding the split take a while: off the event loop
-        holder = _device_holder() or ""
+        holder = certificate_name("device") or ""
         a = await call_core(context, lambda r: self.core.devices.register(serde.registration_from_pb(r), holder), request, in_thread=True)
         return serde.assignment_to_pb(a)
 
     async def UpdatePreferences(self, request, context):
-        holder = _device_holder()
+        holder = certificate_name("device")
         a = await call_core(context, lambda r: self.core.devices.update_preferences(serde.update_from_pb(r), holder), request)
         return serde.assignment_to_pb(a)
 
     async def GetAssignment(self, request, context):
         who = caller()
         # a device asking: its own certificate; an edge node asking about a device's frames: the one it streams with
-        holder = (request.holder or None) if who.role == "edge" else _device_holder()
+        holder = (request.holder or None) if who.role == "edge" else certificate_name("device")
         a = await call_core(context, self.core.devices.get_assignment, request.device_id, request.token,
                             who.name if who.role == "edge" else None, holder)
         return serde.assignment_to_pb(a)
 
     async def RegisterEdge(self, request, context):
         await call_core(context, self.limits.registrations.take, _caller_key(context))
-        edge_id = await call_core(context, lambda r: self.core.edges.register(serde.edge_registration_from_pb(r), _edge_owner()), request)
+        edge_id = await call_core(context, lambda r: self.core.edges.register(serde.edge_registration_from_pb(r), certificate_name("edge") or ""), request)
         self.monitor.kick()
         return pb.RegisterEdgeResponse(edge_id=edge_id)
 
     async def DeregisterEdge(self, request, context):
-        await call_core(context, self.core.edges.deregister, request.edge_id, _edge_owner())
+        await call_core(context, self.core.edges.deregister, request.edge_id, certificate_name("edge") or "")
         self.monitor.kick()
         return pb.HeartbeatAck()
 
     async def ReportLocation(self, request, context):
         await call_core(context, self.limits.locations.take, request.device_id)
-        holder = _device_holder()
+        holder = certificate_name("device")
         a = await call_core(context, lambda r: self.core.devices.report_location(serde.location_from_pb(r), holder), request)
         return serde.assignment_to_pb(a)
 
@@ -235,7 +232,7 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         """The device's assignment now, then each time it changes (a new placement included, so a
         device knows which placement it follows)."""
         await call_core(context, self.limits.watches.take, _caller_key(context))
-        holder = _device_holder()
+        holder = certificate_name("device")
         last = None
         while True:
             event = self.changes.event
@@ -247,7 +244,7 @@ class CloudServicer(pb_grpc.CloudServerServicer):
             await event.wait()
 
     async def Heartbeat(self, request, context):
-        revoked = await call_core(context, lambda r: self.core.edges.heartbeat(serde.heartbeat_from_pb(r), _edge_owner()), request)
+        revoked = await call_core(context, lambda r: self.core.edges.heartbeat(serde.heartbeat_from_pb(r), certificate_name("edge") or ""), request)
         return pb.HeartbeatAck(revoked=revoked)
 
     async def FetchPartition(self, request, context):

@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from device_agent.config import AgentConfig, parse_sensors, read_trace
+from device_agent.config import AgentConfig, packing, parse_sensors, read_trace
 from device_agent.core import AgentCore, FrameOutcome, RunReport, SavedIdentity, SimulatedSensor, Tally
 from device_agent.follow import AssignmentFollower
 from device_agent.peers import EdgePeer, PeerDown
@@ -60,6 +60,7 @@ class DeviceAgent:
             if not (math.isfinite(getattr(cfg, name)) and getattr(cfg, name) >= 0):
                 raise ConfigError(f"--{name.replace('_', '-')}: expected a finite number of seconds >= 0, got {getattr(cfg, name)}")
         parse_sensors(cfg.sensors)  # a bad option fails before anything starts
+        self.packing = packing(cfg)
         if Encoding.parse(cfg.encoding, "--encoding") is Encoding.UINT8:
             raise ConfigError("--encoding: uint8 is the raw image, sent by itself at split 0; choose the activations' "
                               "encoding: float32, float16 or int8")
@@ -113,7 +114,7 @@ class DeviceAgent:
             SavedIdentity(assignment.device_id, assignment.token, self.cfg.cloud, manifest.model_id, manifest.version).write(self.cfg.state)
         self.core.registered(manifest, assignment)
         self.follower.offer(assignment)
-        self.edge = GrpcEdge(assignment, self.tls, self._options, self.cfg.insecure, self.metrics)
+        self.edge = GrpcEdge(assignment, self.tls, self._options, self.cfg.insecure, self.metrics, self.packing.on)
         self.loop = StreamLoop(self.cfg, self.edge, _Requests(self), self._make_frame, self.metrics, self.tally)
         if self.cfg.follow:
             self.follower.start_watch()
@@ -214,7 +215,7 @@ class DeviceAgent:
         assert a is not None and self.edge is not None
         old = self.core.moved_to(a)
         self.edge.close()
-        self.edge = GrpcEdge(a, self.tls, self._options, self.cfg.insecure, self.metrics)
+        self.edge = GrpcEdge(a, self.tls, self._options, self.cfg.insecure, self.metrics, self.packing.on)
         self.moves += 1
         log.info("[DeviceAgent] %s moves from edge %s to %s (%s)", old.device_id, old.edge_id, a.edge_id, a.edge_endpoint)
         return self.edge

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ecd.config import MiB, option
 from ecd.errors import ConfigError
+from ecd.packing import Packing
 from ecd.types import Position
 
 
@@ -29,6 +30,13 @@ class AgentConfig:
     fps: float = option(0.0, "frames per second to send (0 = as fast as max_in_flight allows)")
     state: str = option("", "a file keeping this device's identity (id and token) across restarts, created 0600 (empty = a new device each run)")
     max_in_flight: int = option(8, "frames sent but not yet answered")
+    linger_ms: float = option(2.0, "several frames per message: after a message's first frame, how long the agent may go on "
+                              "making frames its in-flight window allows before sending them together (it never waits for a "
+                              "frame that is not ready, so a lone frame goes at once); 0 = one frame per message, which an "
+                              "edge node of ecd.v1 revision 2 also takes")
+    message_frames: int = option(16, "most frames in one message")
+    message_bytes: int = option(4 * MiB, "most tensor bytes in one message (a larger frame goes alone); keep it under the edge "
+                                "node's --max-tensor-bytes")
     model_dir: str = option("", "where fetched partitions are kept (default: a temporary folder)")
     metrics_port: int = option(-1, "Prometheus port (-1 = off, 0 = any free port)")
     metrics_host: str = option("127.0.0.1", "address the Prometheus endpoint listens on")
@@ -58,6 +66,11 @@ class AgentConfig:
     panel_port: int = option(-1, "the control panel's HTTP port: the user's energy/privacy curve and a privacy slider that re-splits the running device (-1 = off, 0 = any free port)")
     panel_host: str = option("127.0.0.1", "address the control panel listens on (loopback: only this device's user; another address needs --insecure, as the panel has no TLS)")
     sensors: str = option("", "the phone's sensor benchmark scores for site selection, NAME=SCORE,... with scores 0..10 (e.g. temperature=7.5,camera=9)")
+
+
+def packing(cfg: AgentConfig) -> Packing:
+    """How the agent fills its messages (``ecd.packing``); ``--linger-ms 0`` sends one frame per message."""
+    return Packing(cfg.linger_ms / 1e3, cfg.message_frames if cfg.linger_ms > 0 else 1, cfg.message_bytes).check()
 
 
 def read_trace(path: str) -> list[Position]:

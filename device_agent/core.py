@@ -1,4 +1,5 @@
-"""The device agent's core: decide the split, turn an image into a frame, and sum up a run.
+"""The device agent's core: decide the split, turn an image into a frame, keep the frames in flight,
+and sum up a run.
 
 Transport-free: the gRPC face (``device_agent.service``) fetches the model, registers, streams the
 frames this core makes and hands back the results. The user's weights and floor decide the split
@@ -332,3 +333,37 @@ class SimulatedSensor:
     def read(self, task: Task) -> float:
         noise = self.rng.normal(0.0, 0.3 * (5 if self.corrupt else 1))
         return float(self.truth(task) + noise + (6.0 if self.corrupt else 0.0))
+
+
+@dataclass(frozen=True)
+class Sent:
+    frame: Frame
+    sent_at: float  # perf_counter when the frame was made, for its end-to-end latency
+    label: int | None
+    raw_bytes: int
+
+
+class InFlight:
+    """Frames sent and not yet answered, by frame id (one run's; the one writer of that fact)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sent: dict[int, Sent] = {}
+
+    def add(self, sent: Sent) -> None:
+        with self._lock:
+            self._sent[sent.frame.frame_id] = sent
+
+    def answer(self, result: Result) -> Sent | None:
+        """The frame ``result`` answers, now answered; None if it was answered before, or never sent."""
+        with self._lock:
+            return self._sent.pop(result.frame_id, None)
+
+    def unanswered(self) -> list[Frame]:
+        """Every frame still waiting for its answer, oldest first (to resend on a new stream)."""
+        with self._lock:
+            return [self._sent[i].frame for i in sorted(self._sent)]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sent)

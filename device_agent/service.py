@@ -18,7 +18,7 @@ from ecd.manifest import Manifest
 from ecd.metrics import ServiceMetrics
 from ecd.transport import serde
 from ecd.transport import tls as tls_
-from ecd.types import PROTOCOL_REVISION, Assignment, DeviceRegistration, Frame, LocationReport, PartitionRequest, PreferencesUpdate, Result
+from ecd.types import ONE_FRAME_REVISION, PROTOCOL_REVISION, Assignment, DeviceRegistration, Frame, LocationReport, PartitionRequest, PreferencesUpdate, Result
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
@@ -98,23 +98,36 @@ class GrpcEdge:
     """:class:`~device_agent.peers.EdgePeer` over gRPC. Under TLS the node must hold an *edge*
     certificate of this deployment's CA (a node that merely registered an address gets no frame)."""
 
-    def __init__(self, a: Assignment, tls: tls_.Tls | None, options: list, allow_plaintext: bool, metrics: ServiceMetrics) -> None:
+    def __init__(self, a: Assignment, tls: tls_.Tls | None, options: list, allow_plaintext: bool, metrics: ServiceMetrics,
+                 batches: bool = True) -> None:
         tls_.check_plaintext(tls, tls_.host_of(a.edge_endpoint), allow_plaintext, "edge_endpoint")
+        self.batches = batches  # several frames per message (StreamBatches), or one (Stream)
         self.edge_id, self.endpoint = a.edge_id, a.edge_endpoint
         self.channel = tls_.channel(a.edge_endpoint, tls, "edge", options)
         self.metrics = metrics
         self._call = None  # the current stream, which abandon() cancels
         self._abandoned = False
 
-    def stream(self, frames: Iterator[Frame]) -> Iterator[Result]:
+    def stream(self, messages: Iterator[list[Frame]]) -> Iterator[Result]:
         self._abandoned = False
-        self._call = call = pb_grpc.EdgeNodeStub(self.channel).Stream(self._wire(frames))
+        stub = pb_grpc.EdgeNodeStub(self.channel)
+        if self.batches:
+            self._call = call = stub.StreamBatches(self._batches(messages))
+        else:
+            self._call = call = stub.Stream(self._one_per_message(messages))
         try:
             for msg in call:
-                yield serde.result_from_pb(msg)
+                if self.batches:
+                    for result in msg.results:
+                        yield serde.result_from_pb(result)
+                else:
+                    yield serde.result_from_pb(msg)
         except grpc.RpcError as e:
             if self._abandoned and e.code() == grpc.StatusCode.CANCELLED:
                 raise PeerDown(f"CANCELLED: edge {self.edge_id} abandoned: it answered nothing in time") from None
+            if e.code() == grpc.StatusCode.UNIMPLEMENTED and self.batches:
+                raise PeerError("UNIMPLEMENTED", f"UNIMPLEMENTED: edge {self.edge_id} takes one frame per message (ecd.v1 "
+                                "revision < 3, no StreamBatches); run the agent with --linger-ms 0, or upgrade the edge node") from None
             raise _peer_error(e) from None
 
     def abandon(self) -> None:
@@ -122,19 +135,37 @@ class GrpcEdge:
         if self._call is not None:
             self._call.cancel()
 
-    def _wire(self, frames: Iterator[Frame]) -> Iterator[pb.Frame]:
+    def _one_per_message(self, messages: Iterator[list[Frame]]) -> Iterator[pb.Frame]:
+        """One frame per message (the one-frame Stream call): the first complete, stating the
+        revision it needs (``ONE_FRAME_REVISION``, so a revision-2 edge node takes it); every later one compact."""
+        first = True
+        for message in messages:
+            for frame in message:
+                msg = self._wire(frame, first, ONE_FRAME_REVISION)
+                first = False
+                self.metrics.hop_bytes.labels("device", "device_to_edge").inc(msg.ByteSize())
+                yield msg
+
+    def _batches(self, messages: Iterator[list[Frame]]) -> Iterator[pb.FrameBatch]:
+        """Several frames per message (revision 3): the stream's first frame complete, the rest compact."""
+        first = True
+        for message in messages:
+            batch = pb.FrameBatch()
+            for frame in message:
+                batch.frames.append(self._wire(frame, first, PROTOCOL_REVISION))
+                first = False
+            self.metrics.hop_bytes.labels("device", "device_to_edge").inc(batch.ByteSize())
+            yield batch
+
+    @staticmethod
+    def _wire(frame: Frame, first: bool, revision: int) -> pb.Frame:
         """The stream's first frame complete, stating the protocol revision (it binds the stream:
         ``ecd.types.StreamHeader``); every later one compact."""
-        first = True
-        for frame in frames:
-            msg = serde.frame_to_pb(frame)
-            if first:
-                msg.protocol_revision = PROTOCOL_REVISION
-                first = False
-            else:
-                msg = serde.compact_frame_to_pb(msg)
-            self.metrics.hop_bytes.labels("device", "device_to_edge").inc(msg.ByteSize())
-            yield msg
+        msg = serde.frame_to_pb(frame)
+        if first:
+            msg.protocol_revision = revision
+            return msg
+        return serde.compact_frame_to_pb(msg)
 
     def close(self) -> None:
         self.channel.close()

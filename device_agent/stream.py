@@ -9,8 +9,9 @@ lets the edge answer what is in flight (``DRAINING``). A stream that breaks send
 frame on the next stream. The transitions are checked against :data:`TRANSITIONS`; every one is
 logged with its reason, and :class:`~device_agent.status.AgentStatus` shows the state.
 
-Threads: the loop runs in the caller's thread and reads the results; gRPC pulls the frames from
-:meth:`StreamLoop._frames` in a thread of its own. Both write the state through :meth:`_enter`
+Threads: the loop runs in the caller's thread and reads the results; gRPC pulls the messages of
+frames from :meth:`StreamLoop._messages` in a thread of its own (several frames per message when
+the window and the input allow: ``ecd.packing``). Both write the state through :meth:`_enter`
 (under one lock). Requests from other threads — a move named by the cloud's watch, a re-split from
 the control panel, a stop from SIGTERM — are never acted on in their own thread: they are read by
 the loop between two frames.
@@ -28,13 +29,12 @@ import random
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 
-from device_agent.config import AgentConfig
-from device_agent.core import FrameOutcome, Tally
+from device_agent.config import AgentConfig, packing
+from device_agent.core import FrameOutcome, InFlight, Sent, Tally
 from device_agent.peers import EdgePeer, PeerDown
 from ecd.errors import UnavailableError
 from ecd.metrics import ServiceMetrics
@@ -42,7 +42,7 @@ from ecd.types import Frame, Result
 
 log = logging.getLogger("ecd.agent")
 
-__all__ = ["InFlight", "StreamLoop", "StreamState", "Why", "TRANSITIONS"]
+__all__ = ["StreamLoop", "StreamState", "Why", "TRANSITIONS"]
 
 BACKOFF_START_S, BACKOFF_MAX_S = 0.2, 5.0  # between two questions to the cloud after a broken stream (with jitter)
 WATCH_EVERY_S = 0.1  # how often the answer deadline is checked
@@ -84,40 +84,6 @@ TRANSITIONS: dict[StreamState, frozenset[StreamState]] = {
 }
 
 
-@dataclass(frozen=True)
-class Sent:
-    frame: Frame
-    sent_at: float  # perf_counter when the frame was made, for its end-to-end latency
-    label: int | None
-    raw_bytes: int
-
-
-class InFlight:
-    """Frames sent and not yet answered, by frame id (one run's; the one writer of that fact)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sent: dict[int, Sent] = {}
-
-    def add(self, sent: Sent) -> None:
-        with self._lock:
-            self._sent[sent.frame.frame_id] = sent
-
-    def answer(self, result: Result) -> Sent | None:
-        """The frame ``result`` answers, now answered; None if it was answered before, or never sent."""
-        with self._lock:
-            return self._sent.pop(result.frame_id, None)
-
-    def unanswered(self) -> list[Frame]:
-        """Every frame still waiting for its answer, oldest first (to resend on a new stream)."""
-        with self._lock:
-            return [self._sent[i].frame for i in sorted(self._sent)]
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._sent)
-
-
 class Requests(Protocol):
     """What the loop reads between two frames: the requests other threads made of it."""
 
@@ -136,6 +102,10 @@ class Requests(Protocol):
     def move(self) -> EdgePeer: ...
 
     def resplit(self) -> None: ...
+
+
+def _tensor_bytes(frame: Frame) -> int:
+    return len(frame.tensor.data)
 
 
 class _Stream:
@@ -175,6 +145,7 @@ class StreamLoop:
         self.duplicates = 0  # answers dropped because their frame was already answered, every run
         self.abandoned = 0  # streams abandoned for the answer deadline (hung edges), every run
         self._window = threading.Semaphore(cfg.max_in_flight)
+        self.packing = packing(cfg)
         self._current: _Stream | None = None
         self._exhausted = False
         self._next_at = 0.0
@@ -220,41 +191,68 @@ class StreamLoop:
 
     # --- sending (gRPC's sender thread) ---------------------------------------------------------
 
-    def _frames(self, stream: _Stream, samples: Iterator[tuple[np.ndarray, int | None]]) -> Iterator[Frame]:
-        yield from stream.resend
-        while True:
+    def _messages(self, stream: _Stream, samples: Iterator[tuple[np.ndarray, int | None]]) -> Iterator[list[Frame]]:
+        """The stream's messages: the frames to resend first, then new ones — each message the frame
+        made when the window opened, plus those the window and the input allow at once, made within
+        the linger budget (``ecd.packing``); a frame that is not ready is never waited for."""
+        yield from self.packing.chunks(stream.resend, _tensor_bytes)
+        while (first := self._next_frame(stream, samples, wait=True)) is not None:
+            message, size = [first], _tensor_bytes(first)
+            until = self.clock() + self.packing.linger_s
+            while self.packing.on and self.clock() < until and len(message) < self.packing.max_frames:
+                frame = self._next_frame(stream, samples, wait=False)
+                if frame is None:
+                    break
+                message.append(frame)
+                size += _tensor_bytes(frame)
+                if size >= self.packing.max_bytes:
+                    break
+            yield message
+            if stream.closed:
+                return
+
+    def _next_frame(self, stream: _Stream, samples: Iterator[tuple[np.ndarray, int | None]], wait: bool) -> Frame | None:
+        """The next frame, made once the window has room (``wait``: waiting for it; else only if it
+        has room now and the frame is due); None when there is none to send now — and, when the
+        stream must stop sending (stop, move, re-split, end of input), the stream is closed."""
+        if wait:
             while not self._window.acquire(timeout=0.2):
                 if (why := self._why_close(stream)) is not None:
                     self._stop_sending(stream, why)
-                    return
-            if (why := self._why_close(stream)) is not None:
-                self._window.release()  # between two frames: a frame made for a stream that has
-                self._stop_sending(stream, why)  # ended would go nowhere until the next break
-                return
-            if not self._paced(stream):
-                self._window.release()
-                return
-            try:
-                image, label = next(samples)
-            except StopIteration:
-                self._window.release()
-                self._exhausted = True
-                self._stop_sending(stream, Why.END_OF_INPUT)
-                return
-            frame = self.make_frame(image)
-            if not len(self.in_flight):  # the answer deadline counts from the first frame in flight
-                stream.progress = self.clock()
-            self.in_flight.add(Sent(frame, time.perf_counter(), label, int(image.nbytes)))
-            self.sent += 1
-            yield frame
+                    return None
+        elif not self._window.acquire(blocking=False):
+            return None
+        if (why := self._why_close(stream)) is not None:
+            self._window.release()  # between two frames: a frame made for a stream that has
+            self._stop_sending(stream, why)  # ended would go nowhere until the next break
+            return None
+        if not self._paced(stream, wait):
+            self._window.release()
+            return None
+        try:
+            image, label = next(samples)
+        except StopIteration:
+            self._window.release()
+            self._exhausted = True
+            self._stop_sending(stream, Why.END_OF_INPUT)
+            return None
+        frame = self.make_frame(image)
+        if not len(self.in_flight):  # the answer deadline counts from the first frame in flight
+            stream.progress = self.clock()
+        self.in_flight.add(Sent(frame, time.perf_counter(), label, int(image.nbytes)))
+        self.sent += 1
+        return frame
 
-    def _paced(self, stream: _Stream) -> bool:
-        """Wait for this frame's turn at ``fps``; False when a stop came meanwhile."""
+    def _paced(self, stream: _Stream, wait: bool = True) -> bool:
+        """This frame's turn at ``fps``: waited for (False when a stop came meanwhile), or with
+        ``wait`` False, False unless it has come already."""
         if self.cfg.fps <= 0:
             return True
         interval = 1.0 / self.cfg.fps
-        wait = self._next_at - self.clock()
-        if wait > 0 and self.requests.wait_for_stop(wait):
+        early = self._next_at - self.clock()
+        if early > 0 and not wait:
+            return False
+        if early > 0 and self.requests.wait_for_stop(early):
             self._stop_sending(stream, Why.STOP)
             return False
         self._next_at = max(self._next_at + interval, self.clock() - interval)
@@ -306,7 +304,7 @@ class StreamLoop:
                     threading.Thread(target=self._watch, args=(stream, self.edge), name="answer-deadline", daemon=True).start()
                 broke = False
                 try:
-                    for result in self.edge.stream(self._frames(stream, source)):
+                    for result in self.edge.stream(self._messages(stream, source)):
                         if self._take(result, outcomes if keep else None):
                             last_answer = stream.progress = self.clock()
                             backoff_s = BACKOFF_START_S

@@ -52,7 +52,8 @@ class _Call:
 @dataclass
 class BatchStats:
     batches: int = 0
-    frames: int = 0
+    frames: int = 0  # calls batched (a call may carry several frames' rows: ``run_rows``)
+    images: int = 0  # rows run
     largest: int = 0
     retried: int = 0  # batches run again frame by frame after a failure
 
@@ -134,6 +135,7 @@ class DynamicBatcher:
         with self._lock:
             self.stats.batches += 1
             self.stats.frames += len(batch)
+            self.stats.images += sum(len(c.x) for c in batch)
             self.stats.largest = max(self.stats.largest, len(batch))
         for call, out in zip(batch, outs):
             if out is None and call.error is None:
@@ -144,3 +146,22 @@ class DynamicBatcher:
             call.result = out
             call.done = True
             call.wake.set()
+
+
+def run_rows(run: RunFn, xs: list[np.ndarray], start: int, stop: int) -> list[np.ndarray | Exception]:
+    """Blocks ``[start, stop)`` on several frames' inputs as one call (the frames of one message):
+    each frame's own output rows, or its own exception — a failed call is run again frame by frame,
+    so a bad frame never fails its message-mates (as :class:`DynamicBatcher` does for a batch)."""
+    if len(xs) > 1:
+        try:
+            y = run(np.concatenate(xs), start, stop)
+            return list(np.split(y, np.cumsum([len(x) for x in xs])[:-1]))
+        except Exception:  # noqa: BLE001 — isolate below
+            pass
+    out: list[np.ndarray | Exception] = []
+    for x in xs:
+        try:
+            out.append(run(x, start, stop))
+        except Exception as e:  # noqa: BLE001 — handed to that frame
+            out.append(e)
+    return out

@@ -135,8 +135,11 @@ class Frame:
     protocol_revision: int = 0  # set on a stream's first frame (PROTOCOL_REVISION); 0 = revision 1
 
 
-PROTOCOL_REVISION = 2  # of ecd.v1: 2 = compact frames (StreamHeader) and the UINT8 image encoding
-KNOWN_REVISIONS = (0, 1, 2)  # 0: a sender that does not say (revision 1, every frame complete)
+PROTOCOL_REVISION = 3  # of ecd.v1: 3 = several frames per message (FrameBatch, the StreamBatches calls)
+KNOWN_REVISIONS = (0, 1, 2, 3)  # 0: a sender that does not say (revision 1, every frame complete)
+# What a one-frame Stream call needs (compact frames, the UINT8 image): a sender states it there, so a
+# revision-2 edge node still takes the stream of an agent that batches nothing.
+ONE_FRAME_REVISION = 2
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterable, AsyncIterator, Protocol
 
@@ -30,16 +30,17 @@ import numpy as np
 from ecd import codec, distribution
 from ecd.manifest import Manifest
 from ecd.metrics import ServiceMetrics
-from ecd.batching import BatchingConfig, DynamicBatcher
+from ecd.batching import BatchingConfig, DynamicBatcher, run_rows
 from ecd.partition import BlockRunner
 from ecd.split import check_split
-from ecd.errors import PreconditionError, RequestError, UnavailableError
-from edge_node.fair import DeviceQuotas, FairQueue, StreamQuotaError
+from ecd.errors import PreconditionError, UnavailableError
+from edge_node.fair import DeviceQuotas, StreamQuotaError
+from edge_node.link import END, CloudLink, DeviceSession
 from ecd.types import Assignment, Encoding, FileChunk, Frame, FrameError, PartitionRequest, Result, Split, StreamHeader
 
 log = logging.getLogger("ecd.edge")
 
-_END = object()
+MAX_RESULTS_PER_MESSAGE = 256  # results handed back together (those ready at once)
 
 
 @dataclass(frozen=True)
@@ -57,114 +58,6 @@ class CloudClient(Protocol):
     async def get_assignment(self, device_id: str, token: str, holder: str = "") -> Assignment: ...
 
     def fetch_partition(self, request: PartitionRequest) -> AsyncIterable[FileChunk]: ...
-
-
-@dataclass(eq=False)  # sessions are kept in a set: identity, not value
-class DeviceSession:
-    """One device stream: where its results go, how many it may have outstanding, when it is done.
-
-    ``slots`` bounds the frames taken from the stream and not yet handed back to it, so a client
-    that stops reading its results stops being read from (flow control), instead of filling the
-    edge's memory with answers nobody collects."""
-
-    out: asyncio.Queue
-    slots: asyncio.Semaphore
-    in_flight: int = 0
-    reading_done: bool = False
-    closed: bool = False
-    device_slots: asyncio.Semaphore | None = None  # the device's frames in flight on this node (edge_node.fair)
-
-    def answered(self) -> None:
-        self.in_flight -= 1
-        self.free_device_slot()
-        self.maybe_finish()
-
-    def free_device_slot(self) -> None:
-        """A frame this stream submitted left the node's pipeline (answered, or handed over)."""
-        if self.device_slots is not None:
-            self.device_slots.release()
-
-    def maybe_finish(self) -> None:
-        if self.reading_done and self.in_flight == 0:
-            self.out.put_nowait(_END)
-
-
-@dataclass
-class CloudLink:
-    """The frames bound for the cloud, with at-least-once delivery and exactly-once routing.
-
-    :attr:`pending` holds every frame sent to the cloud and not yet answered, in submission order.
-    The transport drains :attr:`queue` onto the cloud stream (skipping frames already written on
-    it), hands every answer to :meth:`route`, and on a new stream first writes :meth:`unanswered`
-    — straight onto the stream, never back through the bounded queue, so any number of pending
-    frames is resent without waiting for room that only the writer itself could make.
-    """
-
-    max_queue: int
-    metrics: ServiceMetrics
-    queue: FairQueue = field(init=False)  # one lane per device, served round robin
-    pending: dict = field(default_factory=dict)  # (device_id, frame_id) -> (session, frame)
-    written: set = field(default_factory=set)  # keys written on the current cloud stream
-
-    def __post_init__(self) -> None:
-        self.queue = FairQueue(self.max_queue)
-
-    async def submit(self, frame: Frame, session: DeviceSession) -> bool:
-        """Queue ``frame`` for the cloud (waits while the queue is full).
-
-        A frame already pending for a stream that has since closed (the device lost its stream and
-        resent on a new one) is handed over to the new stream, not sent twice; a frame id already
-        in flight on an open stream is refused (:class:`~ecd.errors.RequestError`)."""
-        key = (frame.device_id, frame.frame_id)
-        if key in self.pending:
-            owner, _ = self.pending[key]
-            if not owner.closed:
-                raise RequestError(f"frame_id: frame {frame.frame_id} of device {frame.device_id} is already in flight")
-            owner.in_flight -= 1
-            owner.free_device_slot()
-            self.pending[key] = (session, frame)
-            session.in_flight += 1
-            return False
-        self.pending[key] = (session, frame)
-        session.in_flight += 1
-        try:
-            await self.queue.put(frame.device_id, frame)
-        except asyncio.CancelledError:  # the stream went away while waiting for room: not ours any more
-            if self.pending.get(key, (None,))[0] is session:
-                del self.pending[key]
-                session.in_flight -= 1
-            raise
-        self.metrics.queue_depth.labels("edge").set(self.queue.qsize())
-        return True
-
-    async def next_frame(self) -> Frame:
-        """The next queued frame not yet written on this cloud stream and still unanswered."""
-        while True:
-            frame = await self.queue.get()
-            self.metrics.queue_depth.labels("edge").set(self.queue.qsize())
-            key = (frame.device_id, frame.frame_id)
-            if key in self.pending and key not in self.written:
-                self.written.add(key)
-                return frame
-
-    def route(self, result: Result) -> bool:
-        """Hand the cloud's answer to its device stream; False for a duplicate answer."""
-        key = (result.device_id, result.frame_id)
-        entry = self.pending.pop(key, None)
-        self.written.discard(key)
-        if entry is None:
-            return False  # a duplicate answer to a resent frame
-        session, _ = entry
-        if not session.closed:
-            session.out.put_nowait(result)
-        session.answered()
-        return True
-
-    def unanswered(self) -> list[Frame]:
-        """On a new cloud stream: every pending frame, to write first; each is marked written, so
-        the copy still in the queue is skipped."""
-        self.written = set(self.pending)
-        return [frame for _, frame in self.pending.values()]
 
 
 class EdgeCore:
@@ -239,33 +132,75 @@ class EdgeCore:
 
     async def prepare(self, frame: Frame, holder: str = "") -> Frame:
         """Validate a device's frame, run the edge's blocks, and return the frame for the cloud."""
-        a = await self.assignment(frame.device_id, frame.token, frame.split.device, holder)
-        if frame.model_id != a.model_id:
-            raise PreconditionError(f"model_id: device {frame.device_id} is registered for {a.model_id!r}, got {frame.model_id!r}")
-        if frame.model_version != a.model_version:
-            raise PreconditionError(f"model_version: expected {a.model_version!r} for {a.model_id}, got {frame.model_version!r}")
-        manifest, runner = await self.model(a.model_id, a.model_version)
-        device_split = frame.split.device
-        check_split(manifest, device_split, a.preferences.min_split)
-        x = codec.decode_at(frame.tensor, manifest, device_split, self.max_tensor_bytes, max_batch=self.max_batch)
-        split = Split(device_split, max(a.split.edge, device_split))
-        forwarded = dataclasses.replace(frame, split=split, uplink_bytes=frame.wire_bytes)
-        if split.edge > split.device:
-            loop = asyncio.get_running_loop()
+        (out,) = await self.prepare_many([frame], holder)
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    async def prepare_many(self, frames: list[Frame], holder: str = "") -> list[Frame | Exception]:
+        """Validate each frame of a message and run the edge's blocks on them as one call: each
+        frame's forwarded frame, or its own error (one bad frame never fails its message-mates)."""
+        out: list[Frame | Exception | None] = [None] * len(frames)
+        runs: dict[tuple, list[tuple[int, Frame, Assignment, np.ndarray]]] = {}
+        for i, frame in enumerate(frames):
+            try:
+                a = await self.assignment(frame.device_id, frame.token, frame.split.device, holder)
+                if frame.model_id != a.model_id:
+                    raise PreconditionError(f"model_id: device {frame.device_id} is registered for {a.model_id!r}, got {frame.model_id!r}")
+                if frame.model_version != a.model_version:
+                    raise PreconditionError(f"model_version: expected {a.model_version!r} for {a.model_id}, got {frame.model_version!r}")
+                manifest, _ = await self.model(a.model_id, a.model_version)
+                device_split = frame.split.device
+                check_split(manifest, device_split, a.preferences.min_split)
+                x = codec.decode_at(frame.tensor, manifest, device_split, self.max_tensor_bytes, max_batch=self.max_batch)
+                split = Split(device_split, max(a.split.edge, device_split))
+                forwarded = dataclasses.replace(frame, split=split, uplink_bytes=frame.wire_bytes)
+            except Exception as e:  # noqa: BLE001 — that frame's own error
+                out[i] = e
+                continue
+            if split.edge > split.device:
+                runs.setdefault((a.model_id, a.model_version, split.device, split.edge), []).append((i, forwarded, a, x))
+            else:
+                out[i] = forwarded
+        loop = asyncio.get_running_loop()
+        for (model_id, version, start, stop), group in runs.items():
+            batcher = self._batchers[(model_id, version)]
             t0 = time.perf_counter()
-            batcher = self._batchers[(a.model_id, a.model_version)]
-            y = await loop.run_in_executor(None, batcher.run, x, split.device, split.edge)
-            forwarded.edge_compute_s = time.perf_counter() - t0
-            # an activation goes on in the device's encoding; past a raw UINT8 image, in the one it registered
-            encoding = frame.tensor.encoding
-            if encoding is Encoding.UINT8:
-                encoding = a.encoding if a.encoding in Encoding.for_activations() else Encoding.FLOAT32
-            forwarded.tensor = codec.encode(np.asarray(y), encoding)
-            self.metrics.stage_seconds.labels("edge", "edge_compute").observe(forwarded.edge_compute_s)
-        return forwarded
+            ys = await loop.run_in_executor(None, run_rows, batcher.run, [x for _, _, _, x in group], start, stop)
+            compute_s = time.perf_counter() - t0
+            for (i, forwarded, a, _), y in zip(group, ys):
+                if isinstance(y, Exception):
+                    out[i] = y
+                    continue
+                forwarded.edge_compute_s = compute_s
+                # an activation goes on in the device's encoding; past a raw UINT8 image, in the one it registered
+                encoding = forwarded.tensor.encoding
+                if encoding is Encoding.UINT8:
+                    encoding = a.encoding if a.encoding in Encoding.for_activations() else Encoding.FLOAT32
+                try:
+                    forwarded.tensor = codec.encode(np.asarray(y), encoding)
+                except Exception as e:  # noqa: BLE001 — that frame's own error
+                    out[i] = e
+                    continue
+                self.metrics.stage_seconds.labels("edge", "edge_compute").observe(compute_s)
+                out[i] = forwarded
+        return out  # type: ignore[return-value]
 
     async def serve_device(self, frames: AsyncIterable[Frame], holder: str = "") -> AsyncIterator[Result]:
-        """The device stream: yields one Result per frame taken from it, errors included.
+        """A device stream of one frame per message (the one-frame Stream call): :meth:`serve_messages`."""
+
+        async def messages() -> AsyncIterator[list[Frame]]:
+            async for frame in frames:
+                yield [frame]
+
+        async for results in self.serve_messages(messages(), holder):
+            for result in results:
+                yield result
+
+    async def serve_messages(self, messages: AsyncIterable[list[Frame]], holder: str = "") -> AsyncIterator[list[Result]]:
+        """A device stream, a message of frames at a time: yields the results ready together, one
+        Result per frame taken, errors included. The frames of a message are checked one by one and
+        run through the edge's blocks together (:meth:`prepare_many`).
 
         While the node drains (:meth:`drain`), no more frames are taken; once the ones taken are
         answered the stream ends with :class:`~ecd.errors.UnavailableError`, so the device resends
@@ -273,42 +208,59 @@ class EdgeCore:
         if self.draining:
             raise UnavailableError("edge: this edge node is shutting down; ask the cloud for your assignment")
         session = DeviceSession(asyncio.Queue(), asyncio.Semaphore(self.max_stream_frames))
-
         admitted = ""  # the device this stream counts against, once a frame of it passed the token check
+        held = 0  # device slots taken by frames read and not yet handed to the pipeline
+
+        async def hand_over(frames: list[Frame]) -> None:
+            """Run the edge's blocks on frames read together and queue them for the cloud."""
+            nonlocal held
+            for frame, out in zip(frames, await self.prepare_many(frames, holder)):
+                try:
+                    if isinstance(out, Exception):
+                        raise out
+                    await self.link.submit(out, session)
+                    held -= 1  # the pipeline holds it now: freed when the frame is answered or handed over
+                except Exception as e:  # noqa: BLE001 — every frame gets a result
+                    held -= 1
+                    session.free_device_slot()
+                    session.out.put_nowait(Result.refused(frame, FrameError.from_exception(e)))
 
         async def read() -> None:
-            nonlocal admitted
+            nonlocal admitted, held
             header: StreamHeader | None = None  # bound by the stream's first frame (compact frames)
             try:
-                async for frame in frames:
-                    await session.slots.acquire()  # released once its result is handed back
-                    self.frames_seen += 1
-                    self.metrics.hop_bytes.labels("edge", "device_to_edge").inc(frame.wire_bytes)
-                    slot = False
-                    try:
-                        if header is None:
-                            header = StreamHeader.of(frame)
-                        complete = header.complete(frame)
-                        if not admitted:
-                            await self.assignment(complete.device_id, complete.token, complete.split.device, holder)
-                            session.device_slots = self.quotas.admit(complete.device_id)  # StreamQuotaError ends the stream
-                            admitted = complete.device_id
-                        await session.device_slots.acquire()  # the device's quota: its other streams count too
-                        slot = True
-                        forwarded = await self.prepare(complete, holder)
-                        await self.link.submit(forwarded, session)
-                        slot = False  # the pipeline holds it now: freed when the frame is answered or handed over
-                    except asyncio.CancelledError:
-                        if slot:
-                            session.free_device_slot()
-                        raise
-                    except StreamQuotaError as e:  # the device's streams: this one is refused whole
-                        session.out.put_nowait(_Refused(e))
-                        return
-                    except Exception as e:  # noqa: BLE001 — every frame gets a result
-                        if slot:
-                            session.free_device_slot()
-                        session.out.put_nowait(Result.refused(frame, FrameError.from_exception(e)))
+                async for message in messages:
+                    ready: list[Frame] = []  # read, checked, holding a device slot
+                    for frame in message:
+                        if ready and (session.slots.locked() or (session.device_slots is not None and session.device_slots.locked())):
+                            await hand_over(ready)  # room comes only from frames already read: send them on first
+                            ready = []
+                        await session.slots.acquire()  # released once its result is handed back
+                        self.frames_seen += 1
+                        self.metrics.hop_bytes.labels("edge", "device_to_edge").inc(frame.wire_bytes)
+                        try:
+                            if header is None:
+                                header = StreamHeader.of(frame)
+                            complete = header.complete(frame)
+                            if not admitted:
+                                await self.assignment(complete.device_id, complete.token, complete.split.device, holder)
+                                session.device_slots = self.quotas.admit(complete.device_id)  # StreamQuotaError ends the stream
+                                admitted = complete.device_id
+                            await session.device_slots.acquire()  # the device's quota: its other streams count too
+                            held += 1
+                            ready.append(complete)
+                        except StreamQuotaError as e:  # the device's streams: this one is refused whole
+                            session.out.put_nowait(_Refused(e))
+                            return
+                        except Exception as e:  # noqa: BLE001 — every frame gets a result
+                            session.out.put_nowait(Result.refused(frame, FrameError.from_exception(e)))
+                    if ready:
+                        await hand_over(ready)
+            except asyncio.CancelledError:
+                for _ in range(held):
+                    session.free_device_slot()
+                held = 0
+                raise
             finally:
                 session.reading_done = True
                 session.maybe_finish()
@@ -317,13 +269,27 @@ class EdgeCore:
         self._readers.add(reader)
         self.sessions.add(session)
         try:
-            while (item := await session.out.get()) is not _END:
-                if isinstance(item, _Refused):
-                    raise item.error
-                self.metrics.frame(item.ok, None if item.ok else item.error.status)
-                item.edge_id = self.edge_id
-                yield item
-                session.slots.release()
+            ended = False
+            while not ended:
+                items = [await session.out.get()]
+                while len(items) < MAX_RESULTS_PER_MESSAGE and not session.out.empty():
+                    items.append(session.out.get_nowait())
+                results: list[Result] = []
+                for item in items:
+                    if item is END:
+                        ended = True
+                        break
+                    if isinstance(item, _Refused):
+                        if results:
+                            yield results
+                        raise item.error
+                    self.metrics.frame(item.ok, None if item.ok else item.error.status)
+                    item.edge_id = self.edge_id
+                    results.append(item)
+                if results:
+                    yield results
+                    for _ in results:
+                        session.slots.release()
             if self.draining:
                 raise UnavailableError("edge: this edge node is shutting down; ask the cloud for your assignment and resend")
         finally:

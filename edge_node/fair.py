@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
 from ecd.errors import LimitError
 
@@ -94,15 +94,30 @@ class FairQueue(Generic[T]):
 
     async def get(self) -> T:
         """The next lane's oldest item; that lane goes to the back of the turns."""
+        (item,) = await self.get_many(lambda _: False)
+        return item
+
+    async def get_many(self, more: Callable[[T], bool]) -> list[T]:
+        """The next item as :meth:`get` takes it (waiting for one), then the next ones in the same
+        round-robin order while any is queued and ``more(item)`` accepts it — a message's worth of
+        frames, taken fairly, without waiting for a frame that is not there. ``more`` is told of the
+        first item too (it is taken whatever the answer), so it can count what it accepted."""
         async with self._changed:
             await self._changed.wait_for(lambda: self._size > 0)
-            key = self._turns.popleft()
-            lane = self._lanes[key]
-            item = lane.popleft()
-            self._size -= 1
-            if lane:
-                self._turns.append(key)
-            else:
-                del self._lanes[key]
+            more(self._lanes[self._turns[0]][0])
+            items = [self._pop()]
+            while self._size and more(self._lanes[self._turns[0]][0]):
+                items.append(self._pop())
             self._changed.notify_all()
-            return item
+            return items
+
+    def _pop(self) -> T:
+        key = self._turns.popleft()
+        lane = self._lanes[key]
+        item = lane.popleft()
+        self._size -= 1
+        if lane:
+            self._turns.append(key)
+        else:
+            del self._lanes[key]
+        return item

@@ -25,16 +25,18 @@ from ecd.batching import BatchingConfig
 from ecd.config import MiB, option
 from ecd.errors import AuthenticationError, ConfigError, EcdError, RequestError, UnavailableError
 from ecd.limits import frame_receive_cap
+from ecd.packing import DEFAULT_MAX_BYTES, Packing
 from ecd.metrics import ServiceMetrics, metrics_tls, start_metrics
 from ecd.transport import serde
-from ecd.transport.auth import caller
+from ecd.transport.auth import certificate_name
 from ecd.transport.catalog import to_status
 from ecd.transport.targets import client_target
 from ecd.transport.rpc import RunningServer, TransportConfig, cancel_all, grpc_options, start_server
 from ecd.types import Assignment, EdgeRegistration, PartitionRequest, Position
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
-from edge_node.core import CloudLink, EdgeCore
+from edge_node.core import EdgeCore
+from edge_node.link import ONE_PER_MESSAGE, CloudLink
 from edge_node.fair import DeviceQuotas
 
 log = logging.getLogger("ecd.edge")
@@ -64,6 +66,9 @@ class EdgeConfig:
     max_device_frames: int = option(16, "frames one device may have in this node's pipeline across its streams, then its "
                                     "streams wait (16: twice an agent's default max_in_flight)")
     max_message_bytes: int = option(64 * MiB, "gRPC max message size, bytes")
+    message_frames: int = option(32, "most frames in one message to the cloud (the frames queued for it are sent together; "
+                                 "1 = one frame per message)")
+    message_bytes: int = option(DEFAULT_MAX_BYTES, "most tensor bytes in one message to the cloud (a larger frame goes alone)")
     heartbeat_s: float = option(1.0, "seconds between heartbeats to the cloud (its edge_timeout_s should be a few of these)")
     grace_s: float = option(5.0, "seconds in-flight calls get on SIGTERM")
     position: str = option("", "where this node stands, LAT,LON in degrees (placement uses it; empty = unknown)")
@@ -107,46 +112,69 @@ class EdgeServicer(pb_grpc.EdgeNodeServicer):
         self.core = core
 
     async def Stream(self, request_iterator, context):
-        async def frames():
+        async def messages():
             async for msg in request_iterator:
-                yield serde.frame_from_pb(msg)
+                yield [serde.frame_from_pb(msg)]
 
-        who = caller()  # the device's certificate on this stream: its token must have been issued to it
-        try:
-            async for result in self.core.serve_device(frames(), who.name if who.role == "device" else ""):
+        async for results in self._serve(messages(), context):
+            for result in results:
                 yield serde.result_to_pb(result)
+
+    async def StreamBatches(self, request_iterator, context):
+        async def messages():
+            async for msg in request_iterator:
+                yield [serde.frame_from_pb(f) for f in msg.frames]
+
+        async for results in self._serve(messages(), context):
+            yield pb.ResultBatch(results=[serde.result_to_pb(r) for r in results])
+
+    async def _serve(self, messages, context):
+        try:  # the device's certificate on this stream: its token must have been issued to it
+            async for results in self.core.serve_messages(messages, certificate_name("device") or ""):
+                yield results
         except EcdError as e:  # draining: the device resends elsewhere
             await context.abort(*to_status(e))
 
 
-async def run_cloud_link(link: CloudLink, stub: pb_grpc.CloudServerStub, metrics: ServiceMetrics) -> None:
-    """Carry the link's frames to the cloud on one stream; on a break, reconnect with backoff and
-    jitter, and write every unanswered frame first on the new stream."""
+async def run_cloud_link(link: CloudLink, stub: pb_grpc.CloudServerStub, metrics: ServiceMetrics, packing: Packing = ONE_PER_MESSAGE) -> None:
+    """Carry the link's frames to the cloud on one stream — several per message (revision 3's
+    StreamBatches) when ``packing`` is on; on a break, reconnect with backoff and jitter, and write
+    every unanswered frame first on the new stream. A cloud that does not serve StreamBatches
+    (revision 2) gets one frame per message."""
     backoff_s = 0.2
+    batches = packing.on
     while True:
-        call = stub.Stream()
+        call = stub.StreamBatches() if batches else stub.Stream()
+        per_message = packing if batches else ONE_PER_MESSAGE
 
         async def write() -> None:
             resend = link.unanswered()
             if resend:
                 log.warning("[EdgeNode.CloudLink] resending %d unanswered frames", len(resend))
-            for frame in resend:
-                await send(frame)
+            for frames in per_message.chunks(resend, lambda f: len(f.tensor.data)):
+                await send(frames)
             while True:
-                await send(await link.next_frame())
+                await send(await link.next_frames(per_message))
 
-        async def send(frame) -> None:
-            msg = serde.frame_to_pb(frame)
+        async def send(frames) -> None:
+            msg = pb.FrameBatch(frames=[serde.frame_to_pb(f) for f in frames]) if batches else serde.frame_to_pb(frames[0])
             await call.write(msg)
             metrics.hop_bytes.labels("edge", "edge_to_cloud").inc(msg.ByteSize())
 
         writer = asyncio.create_task(write())
         try:
             async for msg in call:
-                if link.route(serde.result_from_pb(msg)):
-                    backoff_s = 0.2
+                for result in msg.results if batches else (msg,):
+                    if link.route(serde.result_from_pb(result)):
+                        backoff_s = 0.2
         except grpc.aio.AioRpcError as e:
-            log.warning("[EdgeNode.CloudLink] cloud stream broke (%s); %d frames unanswered", e.code().name, len(link.pending))
+            if batches and e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                log.warning("[EdgeNode.CloudLink] the cloud does not take several frames per message (ecd.v1 revision < 3): "
+                            "sending one per message")
+                batches = False
+                backoff_s = 0.0
+            else:
+                log.warning("[EdgeNode.CloudLink] cloud stream broke (%s); %d frames unanswered", e.code().name, len(link.pending))
         except Exception as e:  # noqa: BLE001 — whatever broke this stream, the link must go on with a new one
             log.warning("[EdgeNode.CloudLink] cloud stream failed (%s); %d frames unanswered", type(e).__name__, len(link.pending))
         finally:
@@ -160,7 +188,7 @@ async def run_cloud_link(link: CloudLink, stub: pb_grpc.CloudServerStub, metrics
             if not writer.cancelled():
                 writer.exception()
         await asyncio.sleep(backoff_s * random.uniform(0.5, 1.0))
-        backoff_s = min(backoff_s * 2, 2.0)  # a restarted cloud is found within ~2 s
+        backoff_s = min(max(backoff_s, 0.1) * 2, 2.0)  # a restarted cloud is found within ~2 s
 
 
 @dataclass
@@ -256,6 +284,8 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name}: expected at least 1, got {getattr(cfg, name)}")
     quotas = DeviceQuotas(cfg.max_device_streams, cfg.max_device_frames)
+    # the frames queued for the cloud go together: taking them never waits, so there is no linger budget here
+    packing = Packing(linger_s=0.0, max_frames=cfg.message_frames, max_bytes=min(cfg.message_bytes, cfg.max_tensor_bytes)).check()
     transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, grace_s=cfg.grace_s)
     # devices may send no more than the largest frame the edge would take: a bigger (or inflating) message
     # is refused by gRPC with RESOURCE_EXHAUSTED before it is buffered
@@ -295,7 +325,7 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
         raise
     core.edge_id = reply.edge_id
     running = RunningEdge(server, core, reply.edge_id, endpoint, metrics, metrics_port, channel, tmpdir=tmp)
-    running.tasks.append(asyncio.create_task(run_cloud_link(core.link, stub, metrics)))
+    running.tasks.append(asyncio.create_task(run_cloud_link(core.link, stub, metrics, packing)))
     running.tasks.append(asyncio.create_task(_heartbeat(stub, registration, running, cfg.heartbeat_s)))
     log.info("[EdgeNode] %s serving on %s (pid %d), cloud %s", reply.edge_id, endpoint, os.getpid(), cfg.cloud)
     return running

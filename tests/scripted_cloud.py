@@ -24,6 +24,8 @@ class ScriptedCloud(pb_grpc.CloudServerServicer):
         self.heartbeats: list[tuple[pb.EdgeHeartbeat, float | None]] = []
         self.deregistrations: list[float | None] = []
         self.streams: list[list[pb.Frame]] = []  # the frames each cloud stream received
+        self.messages: list[list[int]] = []  # frames per message on each StreamBatches call
+        self.serves_batches = True  # False: a cloud of ecd.v1 revision 2 (StreamBatches UNIMPLEMENTED)
         self.stream_script: list = []  # per stream: how many frames to read, then "break" or "answer"
         self.calls = asyncio.Event()  # set at every call (and every frame a stream reads)
         self.on_heartbeat = lambda: None  # run as each heartbeat arrives, before it is answered
@@ -61,6 +63,29 @@ class ScriptedCloud(pb_grpc.CloudServerServicer):
         if then == "answer":
             for f in got:
                 yield pb.Result(device_id=f.device_id, frame_id=f.frame_id)
+        elif then == "hold":
+            await asyncio.Event().wait()
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "scripted break")
+
+
+    async def StreamBatches(self, request_iterator, context):
+        """Revision 3, on the same script (frames counted, not messages); "answer twice" answers
+        every frame read twice (a duplicate answer, as after a failover)."""
+        if not self.serves_batches:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+        got: list[pb.Frame] = []
+        self.streams.append(got)
+        self.messages.append([])
+        self.calls.set()
+        read, then = self.stream_script.pop(0) if self.stream_script else (0, "hold")
+        while len(got) < read:
+            batch = await anext(request_iterator)
+            got.extend(batch.frames)
+            self.messages[-1].append(len(batch.frames))
+            self.calls.set()
+        if then in ("answer", "answer twice"):
+            for _ in range(2 if then == "answer twice" else 1):
+                yield pb.ResultBatch(results=[pb.Result(device_id=f.device_id, frame_id=f.frame_id) for f in got])
         elif then == "hold":
             await asyncio.Event().wait()
         await context.abort(grpc.StatusCode.UNAVAILABLE, "scripted break")

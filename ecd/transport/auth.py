@@ -27,6 +27,7 @@ ANY = frozenset({"device", "edge", "operator", "cloud"})
 POLICY: Mapping[str, frozenset[str]] = {
     # the cloud's data plane: only edge nodes stream to it (a device token cannot skip its edge)
     "/ecd.v1.CloudServer/Stream": frozenset({"edge"}),
+    "/ecd.v1.CloudServer/StreamBatches": frozenset({"edge"}),
     "/ecd.v1.CloudServer/RegisterDevice": frozenset({"device"}),
     "/ecd.v1.CloudServer/UpdatePreferences": frozenset({"device"}),
     "/ecd.v1.CloudServer/GetAssignment": frozenset({"device", "edge"}),  # an edge checks the tokens it sees
@@ -46,6 +47,7 @@ POLICY: Mapping[str, frozenset[str]] = {
     "/ecd.v1.Scheduler/SelectSite": frozenset({"operator"}),
     "/ecd.v1.Scheduler/RevokeDevice": frozenset({"operator"}),
     "/ecd.v1.EdgeNode/Stream": frozenset({"device"}),
+    "/ecd.v1.EdgeNode/StreamBatches": frozenset({"device"}),
     "/grpc.health.v1.Health/Check": ANY,
     "/grpc.health.v1.Health/Watch": ANY,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": ANY,
@@ -58,6 +60,13 @@ _CALLER: contextvars.ContextVar[Caller] = contextvars.ContextVar("ecd_caller", d
 def caller() -> Caller:
     """The caller of the call being handled (``ANONYMOUS`` on a plaintext server)."""
     return _CALLER.get()
+
+
+def certificate_name(role: str) -> str | None:
+    """The name on the caller's certificate when the caller plays ``role`` (a device presenting its
+    token, the edge relaying a frame); None for another role or no certificate (plaintext)."""
+    who = _CALLER.get()
+    return who.name if who.role == role else None
 
 
 def refusal(method: str, who: Caller) -> tuple[grpc.StatusCode, str] | None:

@@ -118,6 +118,18 @@ class Result(_message.Message):
     edge_id: str
     def __init__(self, device_id: _Optional[str] = ..., frame_id: _Optional[int] = ..., heads: _Optional[_Iterable[_Union[HeadOutput, _Mapping]]] = ..., error: _Optional[_Union[FrameError, _Mapping]] = ..., split_device: _Optional[int] = ..., split_edge: _Optional[int] = ..., device_compute_s: _Optional[float] = ..., edge_compute_s: _Optional[float] = ..., cloud_compute_s: _Optional[float] = ..., uplink_bytes: _Optional[int] = ..., edge_to_cloud_bytes: _Optional[int] = ..., output: _Optional[_Iterable[float]] = ..., edge_id: _Optional[str] = ...) -> None: ...
 
+class FrameBatch(_message.Message):
+    __slots__ = ("frames",)
+    FRAMES_FIELD_NUMBER: _ClassVar[int]
+    frames: _containers.RepeatedCompositeFieldContainer[Frame]
+    def __init__(self, frames: _Optional[_Iterable[_Union[Frame, _Mapping]]] = ...) -> None: ...
+
+class ResultBatch(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[Result]
+    def __init__(self, results: _Optional[_Iterable[_Union[Result, _Mapping]]] = ...) -> None: ...
+
 class Position(_message.Message):
     __slots__ = ("lat", "lon")
     LAT_FIELD_NUMBER: _ClassVar[int]

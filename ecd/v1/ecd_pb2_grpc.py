@@ -41,6 +41,11 @@ class EdgeNodeStub:
                 request_serializer=ecd_dot_v1_dot_ecd__pb2.Frame.SerializeToString,
                 response_deserializer=ecd_dot_v1_dot_ecd__pb2.Result.FromString,
                 _registered_method=True)
+        self.StreamBatches = channel.stream_stream(
+                '/ecd.v1.EdgeNode/StreamBatches',
+                request_serializer=ecd_dot_v1_dot_ecd__pb2.FrameBatch.SerializeToString,
+                response_deserializer=ecd_dot_v1_dot_ecd__pb2.ResultBatch.FromString,
+                _registered_method=True)
 
 
 class EdgeNodeServicer:
@@ -55,6 +60,13 @@ class EdgeNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamBatches(self, request_iterator, context):
+        """Revision 3: the same stream with several frames per message (FrameBatch); one Result per frame.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EdgeNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -62,6 +74,11 @@ def add_EdgeNodeServicer_to_server(servicer, server):
                     servicer.Stream,
                     request_deserializer=ecd_dot_v1_dot_ecd__pb2.Frame.FromString,
                     response_serializer=ecd_dot_v1_dot_ecd__pb2.Result.SerializeToString,
+            ),
+            'StreamBatches': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamBatches,
+                    request_deserializer=ecd_dot_v1_dot_ecd__pb2.FrameBatch.FromString,
+                    response_serializer=ecd_dot_v1_dot_ecd__pb2.ResultBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -103,6 +120,33 @@ class EdgeNode:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def StreamBatches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ecd.v1.EdgeNode/StreamBatches',
+            ecd_dot_v1_dot_ecd__pb2.FrameBatch.SerializeToString,
+            ecd_dot_v1_dot_ecd__pb2.ResultBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class CloudServerStub:
     """Missing associated documentation comment in .proto file."""
@@ -117,6 +161,11 @@ class CloudServerStub:
                 '/ecd.v1.CloudServer/Stream',
                 request_serializer=ecd_dot_v1_dot_ecd__pb2.Frame.SerializeToString,
                 response_deserializer=ecd_dot_v1_dot_ecd__pb2.Result.FromString,
+                _registered_method=True)
+        self.StreamBatches = channel.stream_stream(
+                '/ecd.v1.CloudServer/StreamBatches',
+                request_serializer=ecd_dot_v1_dot_ecd__pb2.FrameBatch.SerializeToString,
+                response_deserializer=ecd_dot_v1_dot_ecd__pb2.ResultBatch.FromString,
                 _registered_method=True)
         self.RegisterDevice = channel.unary_unary(
                 '/ecd.v1.CloudServer/RegisterDevice',
@@ -180,6 +229,13 @@ class CloudServerServicer:
 
     def Stream(self, request_iterator, context):
         """Edge nodes forward frames and receive one Result per frame.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamBatches(self, request_iterator, context):
+        """Revision 3: the same with several frames per message (FrameBatch); one Result per frame.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -260,6 +316,11 @@ def add_CloudServerServicer_to_server(servicer, server):
                     servicer.Stream,
                     request_deserializer=ecd_dot_v1_dot_ecd__pb2.Frame.FromString,
                     response_serializer=ecd_dot_v1_dot_ecd__pb2.Result.SerializeToString,
+            ),
+            'StreamBatches': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamBatches,
+                    request_deserializer=ecd_dot_v1_dot_ecd__pb2.FrameBatch.FromString,
+                    response_serializer=ecd_dot_v1_dot_ecd__pb2.ResultBatch.SerializeToString,
             ),
             'RegisterDevice': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterDevice,
@@ -344,6 +405,33 @@ class CloudServer:
             '/ecd.v1.CloudServer/Stream',
             ecd_dot_v1_dot_ecd__pb2.Frame.SerializeToString,
             ecd_dot_v1_dot_ecd__pb2.Result.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamBatches(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ecd.v1.CloudServer/StreamBatches',
+            ecd_dot_v1_dot_ecd__pb2.FrameBatch.SerializeToString,
+            ecd_dot_v1_dot_ecd__pb2.ResultBatch.FromString,
             options,
             channel_credentials,
             insecure,

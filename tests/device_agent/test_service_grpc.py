@@ -25,6 +25,7 @@ from ecd.metrics import ServiceMetrics
 from ecd.split import Preferences
 from ecd.transport import tls
 from ecd.types import (
+    ONE_FRAME_REVISION,
     PROTOCOL_REVISION,
     Assignment,
     DeviceRegistration,
@@ -86,6 +87,7 @@ class ScriptedEdge(pb_grpc.EdgeNodeServicer):
         self.mode = "answer"  # "answer": one result per frame; "hold": read, answer nothing; a StatusCode: abort
         self.holding = threading.Event()
         self.output: list[float] = []  # every result's output
+        self.messages: list[int] = []  # frames per FrameBatch (revision 3)
 
     def Stream(self, request_iterator, context):
         if isinstance(self.mode, grpc.StatusCode):
@@ -96,6 +98,30 @@ class ScriptedEdge(pb_grpc.EdgeNodeServicer):
                 self.holding.set()
                 continue
             yield pb.Result(device_id="dev-1", frame_id=msg.frame_id, output=self.output)
+
+    def StreamBatches(self, request_iterator, context):
+        """Revision 3: the same, a message of frames at a time; one ResultBatch per message."""
+        if isinstance(self.mode, grpc.StatusCode):
+            context.abort(self.mode, "scripted edge refusal")
+        for batch in request_iterator:
+            self.received.extend(batch.frames)
+            self.messages.append(len(batch.frames))
+            if self.mode == "hold":
+                self.holding.set()
+                continue
+            yield pb.ResultBatch(results=[pb.Result(device_id="dev-1", frame_id=f.frame_id, output=self.output) for f in batch.frames])
+
+
+class Revision2Edge(pb_grpc.EdgeNodeServicer):
+    """An edge node of ecd.v1 revision 2: the one-frame Stream only (StreamBatches is UNIMPLEMENTED)."""
+
+    def __init__(self) -> None:
+        self.received: list[pb.Frame] = []
+
+    def Stream(self, request_iterator, context):
+        for msg in request_iterator:
+            self.received.append(msg)
+            yield pb.Result(device_id="dev-1", frame_id=msg.frame_id)
 
 
 @pytest.fixture
@@ -202,56 +228,84 @@ def test_waiting_for_a_cloud_that_never_answers_names_the_option_and_the_address
         mute.close()
 
 
-def test_a_stream_binds_with_its_first_frame_sends_the_rest_compact_and_counts_the_bytes(peers) -> None:
+@pytest.mark.parametrize("batches", [True, False], ids=["frame-batches", "one-per-message"])
+def test_a_stream_binds_with_its_first_frame_sends_the_rest_compact_and_counts_the_bytes(peers, batches: bool) -> None:
     _, edge, target = peers
     metrics = ServiceMetrics("device")
-    e = GrpcEdge(assignment(target), None, [], False, metrics)
+    e = GrpcEdge(assignment(target), None, [], False, metrics, batches)
+    revision = PROTOCOL_REVISION if batches else ONE_FRAME_REVISION  # a lone-frame stream states only what it needs
     try:
         assert (e.edge_id, e.endpoint) == ("edge-7", target)
-        results = list(e.stream(iter([frame(1), frame(2), frame(3)])))
+        results = list(e.stream(iter([[frame(1), frame(2)], [frame(3)]])))
         assert [r.frame_id for r in results] == [1, 2, 3]
+        assert edge.messages == ([2, 1] if batches else [])  # the agent's messages as they were made
         first, *later = edge.received
-        assert (first.protocol_revision, first.device_id, first.token, first.model_id) == (PROTOCOL_REVISION, "dev-1", "tok", "m")
+        assert (first.protocol_revision, first.device_id, first.token, first.model_id) == (revision, "dev-1", "tok", "m")
         assert [(m.frame_id, m.protocol_revision, m.device_id, m.token, m.captured_unix_ns) for m in later] == [(2, 0, "", "", 2), (3, 0, "", "", 3)]
         sent = metrics.registry.get_sample_value("ecd_hop_bytes_total", {"service": "device", "hop": "device_to_edge"})
-        assert sent == sum(m.ByteSize() for m in edge.received)
+        if batches:  # whole messages, as they were cut
+            assert sent == pb.FrameBatch(frames=edge.received[:2]).ByteSize() + pb.FrameBatch(frames=edge.received[2:]).ByteSize()
+        else:
+            assert sent == sum(m.ByteSize() for m in edge.received)
         # a second stream binds again with its own first frame
         edge.received.clear()
-        list(e.stream(iter([frame(4)])))
-        assert edge.received[0].protocol_revision == PROTOCOL_REVISION and edge.received[0].device_id == "dev-1"
+        list(e.stream(iter([[frame(4)]])))
+        assert edge.received[0].protocol_revision == revision and edge.received[0].device_id == "dev-1"
     finally:
         e.close()
 
 
-def test_a_refusing_edge_is_a_peer_error_and_a_gone_one_peer_down(peers) -> None:
+def test_an_edge_of_revision_2_takes_one_frame_per_message_and_refuses_batches_by_name() -> None:
+    old = Revision2Edge()
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_EdgeNodeServicer_to_server(old, server)
+    target = f"127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
+    server.start()
+    try:
+        one = GrpcEdge(assignment(target), None, [], False, ServiceMetrics("device"), batches=False)
+        assert [r.frame_id for r in one.stream(iter([[frame(1), frame(2)]]))] == [1, 2]
+        assert [m.protocol_revision for m in old.received] == [ONE_FRAME_REVISION, 0]
+        batched = GrpcEdge(assignment(target), None, [], False, ServiceMetrics("device"), batches=True)
+        with pytest.raises(PeerError) as err:
+            list(batched.stream(iter([[frame(3)]])))
+        assert err.value.status == "UNIMPLEMENTED" and "run the agent with --linger-ms 0" in str(err.value)
+        one.close()
+        batched.close()
+    finally:
+        server.stop(0)
+
+
+@pytest.mark.parametrize("batches", [True, False], ids=["frame-batches", "one-per-message"])
+def test_a_refusing_edge_is_a_peer_error_and_a_gone_one_peer_down(peers, batches: bool) -> None:
     _, edge, target = peers
-    e = GrpcEdge(assignment(target), None, [], False, ServiceMetrics("device"))
+    e = GrpcEdge(assignment(target), None, [], False, ServiceMetrics("device"), batches)
     try:
         edge.mode = grpc.StatusCode.PERMISSION_DENIED
         with pytest.raises(PeerError) as err:
-            list(e.stream(iter([frame(1)])))
+            list(e.stream(iter([[frame(1)]])))
         assert type(err.value) is PeerError and err.value.status == "PERMISSION_DENIED"
         edge.mode = grpc.StatusCode.UNAVAILABLE
         with pytest.raises(PeerDown):
-            list(e.stream(iter([frame(1)])))
+            list(e.stream(iter([[frame(1)]])))
         edge.mode = grpc.StatusCode.CANCELLED  # cancelled by the edge, not abandoned by the agent: no retry
         with pytest.raises(PeerError) as err:
-            list(e.stream(iter([frame(1)])))
+            list(e.stream(iter([[frame(1)]])))
         assert type(err.value) is PeerError and err.value.status == "CANCELLED"
     finally:
         e.close()
 
 
-def test_an_abandoned_stream_breaks_saying_why_and_the_next_one_is_not_abandoned(peers) -> None:
+@pytest.mark.parametrize("batches", [True, False], ids=["frame-batches", "one-per-message"])
+def test_an_abandoned_stream_breaks_saying_why_and_the_next_one_is_not_abandoned(peers, batches: bool) -> None:
     _, edge, target = peers
-    e = GrpcEdge(assignment(target), None, [], False, ServiceMetrics("device"))
+    e = GrpcEdge(assignment(target), None, [], False, ServiceMetrics("device"), batches)
     ended = threading.Event()
     try:
         e.abandon()  # no stream yet: nothing to cancel, and the next stream starts afresh
         edge.mode = "hold"
 
-        def frames():
-            yield frame(1)
+        def messages():
+            yield [frame(1)]
             ended.wait(30)  # the stream stays open, the frame unanswered
 
         def abandon() -> None:
@@ -260,10 +314,10 @@ def test_an_abandoned_stream_breaks_saying_why_and_the_next_one_is_not_abandoned
 
         threading.Thread(target=abandon, daemon=True).start()
         with pytest.raises(PeerDown) as err:
-            list(e.stream(frames()))
+            list(e.stream(messages()))
         assert str(err.value) == "CANCELLED: edge edge-7 abandoned: it answered nothing in time"
         edge.mode = "answer"
-        assert [r.frame_id for r in e.stream(iter([frame(2)]))] == [2]  # a new stream: not abandoned
+        assert [r.frame_id for r in e.stream(iter([[frame(2)]]))] == [2]  # a new stream: not abandoned
     finally:
         ended.set()
         e.close()
@@ -288,7 +342,7 @@ def test_under_tls_the_stream_and_the_cloud_calls_go_encrypted_and_an_edge_beyon
     try:
         e = GrpcEdge(assignment(f"127.0.0.1:{port}"), device, [], False, ServiceMetrics("device"))
         try:
-            assert [r.frame_id for r in e.stream(iter([frame(1)]))] == [1]  # a plaintext channel would find no edge
+            assert [r.frame_id for r in e.stream(iter([[frame(1)]]))] == [1]  # a plaintext channel would find no edge
         finally:
             e.close()
         GrpcEdge(assignment("192.0.2.1:50051"), device, [], False, ServiceMetrics("device")).close()  # TLS: no plaintext check
@@ -316,7 +370,7 @@ def test_the_channels_take_the_agents_options_such_as_its_message_limit(peers) -
     e = GrpcEdge(assignment(target), None, big, False, ServiceMetrics("device"))
     c = GrpcCloud(target, None, big, TIMEOUT_S)
     try:
-        assert [len(r.output) for r in e.stream(iter([frame(1)]))] == [5 * 2**18 + 1]
+        assert [len(r.output) for r in e.stream(iter([[frame(1)]]))] == [5 * 2**18 + 1]
         assert len(c.get_assignment("dev-1", "tok").model_id) == 5 * 2**20
     finally:
         e.close()

@@ -41,15 +41,22 @@ class FakeEdge:
         self.copies, self.batch, self.break_after, self.answer = copies, batch, break_after, answer
         self.clock, self.step_s = clock, step_s
         self.streams: list[list[int]] = []  # frame ids each stream carried, in order
+        self.messages: list[list[int]] = []  # frames per message, per stream
         self.closed = False
 
-    def stream(self, frames: Iterator[Frame]) -> Iterator[Result]:
+    def _frames(self, messages: Iterator[list[Frame]]) -> Iterator[Frame]:
+        for message in messages:
+            self.messages[-1].append(len(message))
+            yield from message
+
+    def stream(self, messages: Iterator[list[Frame]]) -> Iterator[Result]:
         got: list[int] = []
         self.streams.append(got)
+        self.messages.append([])
         if self.clock is not None:
             self.clock.t += self.step_s
         answered, pending = 0, []
-        for frame in frames:
+        for frame in self._frames(messages):
             got.append(frame.frame_id)
             pending.append(frame)
             if not self.answer or len(pending) < self.batch:
@@ -79,10 +86,11 @@ class HungEdge(FakeEdge):
         super().__init__("hung", clock=clock, step_s=step_s)
         self.abandoned = 0
 
-    def stream(self, frames: Iterator[Frame]) -> Iterator[Result]:
+    def stream(self, messages: Iterator[list[Frame]]) -> Iterator[Result]:
         got: list[int] = []
         self.streams.append(got)
-        for frame in frames:
+        self.messages.append([])
+        for frame in self._frames(messages):
             got.append(frame.frame_id)
             self.clock.t += self.step_s
         if self.abandoned:
@@ -271,13 +279,14 @@ def test_it_gives_up_after_failover_wait_s_without_an_answer() -> None:
     requests = FakeRequests(clock=clock, wait_s=4.0)
 
     class AlwaysBroken(FakeEdge):
-        def stream(self, frames):
-            self.streams.append([next(frames).frame_id])
+        def stream(self, messages):
+            self.streams.append([next(messages)[0].frame_id])
             raise PeerDown("UNAVAILABLE: down")
             yield  # a generator
 
     loop = make_loop(AlwaysBroken(), requests, clock, failover_wait_s=10.0)
-    with pytest.raises(UnavailableError, match=r"no edge node answered for 10 s \(failover_wait_s\); 1 frames unanswered"):
+    # the first message carried all five frames (the window had room for them: ecd.packing)
+    with pytest.raises(UnavailableError, match=r"no edge node answered for 10 s \(failover_wait_s\); 5 frames unanswered"):
         loop.run(samples(5), keep=True)
     assert loop.state is S.FAILED
     assert S.FAILING_OVER in states(loop) and sum(c == "ask_cloud" for c, _, _ in requests.calls) == 3
@@ -285,8 +294,8 @@ def test_it_gives_up_after_failover_wait_s_without_an_answer() -> None:
 
 def test_a_refusal_by_the_edge_fails_the_run_with_the_peers_status() -> None:
     class Refusing(FakeEdge):
-        def stream(self, frames):
-            next(frames)
+        def stream(self, messages):
+            next(messages)
             raise PeerError("PERMISSION_DENIED", "PERMISSION_DENIED: not your edge")
             yield
 
@@ -329,3 +338,45 @@ def test_draining_is_entered_once_even_when_both_threads_close_the_stream() -> N
     barrier.wait()
     t.join()
     assert loop.state is S.FAILING_OVER
+
+
+# --- several frames per message (ecd.packing) -------------------------------------------------------
+
+
+def test_with_linger_0_every_frame_goes_alone() -> None:
+    edge = FakeEdge(batch=4)
+    loop = make_loop(edge, FakeRequests(), linger_ms=0.0)
+    assert [o.frame_id for o in loop.run(samples(12), keep=True)] == list(range(1, 13))
+    assert edge.messages == [[1] * 12]
+
+
+def test_a_lone_frame_goes_at_once_whatever_the_linger() -> None:
+    """One frame in flight: the message holds it alone and leaves without waiting out the linger
+    (the clock here never moves: a sender that waited for it would never send)."""
+    edge = FakeEdge()
+    loop = make_loop(edge, FakeRequests(), max_in_flight=1, linger_ms=1000.0)
+    assert [o.frame_id for o in loop.run(samples(5), keep=True)] == [1, 2, 3, 4, 5]
+    assert edge.messages == [[1] * 5]
+
+
+def test_the_frames_the_window_allows_go_together_cut_at_the_frame_and_byte_caps() -> None:
+    edge = FakeEdge()
+    loop = make_loop(edge, FakeRequests(), max_in_flight=8, message_frames=3)
+    assert [o.frame_id for o in loop.run(samples(8), keep=True)] == list(range(1, 9))
+    assert edge.messages == [[3, 3, 2]]
+    edge = FakeEdge()
+    loop = make_loop(edge, FakeRequests(), max_in_flight=8, message_bytes=8)  # two 4-byte tensors a message
+    loop.run(samples(7), keep=True)
+    assert edge.messages == [[2, 2, 2, 1]]
+
+
+def test_a_message_resent_after_a_break_is_answered_once_per_frame() -> None:
+    """The first stream takes two messages and breaks; the frames are resent on the next stream in
+    messages at the cap, and that edge answers each twice: the application gets each once."""
+    clock = Clock()
+    edge = FakeEdge(batch=8, break_after=0, copies=2)
+    loop = make_loop(edge, FakeRequests(clock=clock), clock, max_in_flight=8, message_frames=4)
+    outcomes = loop.run(samples(8), keep=True)
+    assert [o.frame_id for o in outcomes] == list(range(1, 9))
+    assert edge.streams[:2] == [list(range(1, 9))] * 2 and edge.messages[:2] == [[4, 4], [4, 4]]
+    assert loop.duplicates == 8 and loop.sent == 8

@@ -11,6 +11,7 @@ import pytest
 from ecd.errors import PreconditionError, RequestError
 from ecd.types import (
     KNOWN_REVISIONS,
+    ONE_FRAME_REVISION,
     PROTOCOL_REVISION,
     Encoding,
     Frame,
@@ -118,12 +119,13 @@ def test_a_revision_1_stream_binds_nothing(revision: int) -> None:
 
 
 def test_revisions_known_and_unknown() -> None:
-    assert PROTOCOL_REVISION == 2 and KNOWN_REVISIONS == (0, 1, 2)
+    assert PROTOCOL_REVISION == 3 and KNOWN_REVISIONS == (0, 1, 2, 3)
     assert StreamHeader.of(frame(revision=PROTOCOL_REVISION)).compact
-    for revision in (3, -1, 9):
+    assert StreamHeader.of(frame(revision=ONE_FRAME_REVISION)).compact
+    for revision in (4, -1, 9):
         with pytest.raises(PreconditionError) as e:
             StreamHeader.of(frame(revision=revision))
-        assert str(e.value) == f"protocol_revision: this node speaks revisions 1..2 of ecd.v1, got {revision}"
+        assert str(e.value) == f"protocol_revision: this node speaks revisions 1..3 of ecd.v1, got {revision}"
 
 
 def test_a_later_frame_is_completed_with_the_bound_fields() -> None:

@@ -14,7 +14,7 @@ from ecd.manifest import load_heldout
 from ecd.errors import RequestError
 from ecd.metrics import ServiceMetrics
 from ecd.types import Encoding, Frame, Result, Split, Tensor
-from edge_node.core import CloudLink, DeviceSession
+from edge_node.link import CloudLink, DeviceSession
 from edge_node.service import EdgeConfig
 from harness import frame_for, start_tiers, stop_tiers
 
@@ -22,13 +22,13 @@ from harness import frame_for, start_tiers, stop_tiers
 def test_slow_cloud_loses_no_frames(tmp_path: Path) -> None:
     t = start_tiers(tmp_path, cloud_cfg=CloudConfig(workers=1), edge_cfg=EdgeConfig(max_queue=2))
     try:
-        process = t.cloud.core.process
+        process = t.cloud.core.process_many
 
-        def slow(frame: Frame, relayed_by: str | None = None) -> Result:
+        def slow(frames: list[Frame], relayed_by: str | None = None) -> list[Result]:
             time.sleep(0.02)
-            return process(frame, relayed_by)
+            return process(frames, relayed_by)
 
-        t.cloud.core.process = slow
+        t.cloud.core.process_many = slow
         m = zoo.load_manifest("digits_cnn")
         x = m.input.preprocess(load_heldout(m).images[:1])
         a = t.register(split=1)

@@ -14,7 +14,7 @@ import pytest
 from ecd import codec
 from ecd.metrics import ServiceMetrics
 from ecd.types import Encoding, Frame, Split
-from edge_node.core import CloudLink, DeviceSession
+from edge_node.link import CloudLink, DeviceSession
 from edge_node.service import run_cloud_link
 
 

@@ -29,7 +29,8 @@ from ecd.types import (
     Result,
     Split,
 )
-from edge_node.core import CloudLink, DeviceSession, EdgeCore
+from edge_node.core import EdgeCore
+from edge_node.link import CloudLink, DeviceSession
 
 M = zoo.load_manifest("digits_cnn")
 N = M.n_blocks

@@ -173,15 +173,15 @@ def test_a_stalled_cloud_fills_the_edge_queue_and_slows_the_sender(tmp_path: Pat
     stalled, resume = threading.Event(), threading.Event()
     try:
         t.cloud.core.devices.edge_boundary = 1  # the edge runs nothing: the 1 MiB activations cross both hops
-        process = t.cloud.core.process
+        process = t.cloud.core.process_many
 
-        def stalling(frame: Frame, relayed_by: str | None = None) -> Result:
+        def stalling(frames: list[Frame], relayed_by: str | None = None) -> list[Result]:
             stalled.set()
             if not resume.wait(120):
                 raise TimeoutError("the test never resumed the cloud")
-            return process(frame, relayed_by)
+            return process(frames, relayed_by)
 
-        t.cloud.core.process = stalling
+        t.cloud.core.process_many = stalling
         a = t.register(split=1)
         batch = M.input.preprocess(load_heldout(M).images[:16])
         first = frame_for(a, M, batch, 1)

@@ -24,7 +24,8 @@ from ecd.codec import encode
 from ecd.metrics import ServiceMetrics
 from ecd.types import EdgeRegistration, Encoding, Frame, Position, Split
 from edge_node import service
-from edge_node.core import CloudLink, DeviceSession, EdgeCore
+from edge_node.core import EdgeCore
+from edge_node.link import CloudLink, DeviceSession
 from edge_node.service import _heartbeat, _register, run_cloud_link
 
 REGISTRATION = EdgeRegistration("127.0.0.1:7000", 12.5, Position(1.0, 2.0), 3.0)

@@ -32,14 +32,14 @@ class Held:
         self.entered, self.release = threading.Event(), threading.Event()
         self.got: list = []
         self.ended: list[grpc.StatusCode] = []
-        process = t.cloud.core.process
+        process = t.cloud.core.process_many
 
-        def held(frame, relayed_by):
+        def held(frames, relayed_by):
             self.entered.set()
             self.release.wait(30)
-            return process(frame, relayed_by)
+            return process(frames, relayed_by)
 
-        t.cloud.core.process = held
+        t.cloud.core.process_many = held
         self.sender = threading.Thread(target=self._device, name="test-device", daemon=True)
         self.sender.start()
         assert self.entered.wait(30), "the frame never reached the cloud"

@@ -96,6 +96,6 @@ def test_complete_frames_without_a_header_are_still_served(pair: Tiers, device: 
 
 def test_an_unknown_protocol_revision_is_refused_by_name(pair: Tiers, device: pb.Assignment) -> None:
     first = frame_for(device, M, X[:1], 1)
-    first.protocol_revision = 3
+    first.protocol_revision = 4
     (r,) = answers(pair, [first])
-    assert r.error.code == 9 and r.error.message.startswith("protocol_revision: this node speaks revisions 1..2 of ecd.v1, got 3")
+    assert r.error.code == 9 and r.error.message.startswith("protocol_revision: this node speaks revisions 1..3 of ecd.v1, got 4")

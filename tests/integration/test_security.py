@@ -227,6 +227,8 @@ def _cells(secure: Secure, a: pb.Assignment, tokens: dict[str, str]) -> dict[str
 
     def first(stream) -> None:
         for reply in stream:
+            if isinstance(reply, pb.ResultBatch):  # revision 3: the message's one result
+                (reply,) = reply.results
             if isinstance(reply, pb.Result) and reply.HasField("error"):  # refused in the stream
                 raise _InBand(reply.error.code)
             stream.cancel()
@@ -250,6 +252,9 @@ def _cells(secure: Secure, a: pb.Assignment, tokens: dict[str, str]) -> dict[str
         "CloudServer.Heartbeat": lambda w, ch, e: c(ch).Heartbeat(pb.EdgeHeartbeat(edge_id=secure.edge.edge_id, load=0), timeout=10),
         "CloudServer.Stream": lambda w, ch, e: first(c(ch).Stream(iter([_frame(a, token(w))]), timeout=10)),
         "EdgeNode.Stream": lambda w, ch, e: first(pb_grpc.EdgeNodeStub(e).Stream(iter([_frame(a, token(w))]), timeout=10)),
+        "CloudServer.StreamBatches": lambda w, ch, e: first(c(ch).StreamBatches(iter([pb.FrameBatch(frames=[_frame(a, token(w))])]), timeout=10)),
+        "EdgeNode.StreamBatches": lambda w, ch, e: first(pb_grpc.EdgeNodeStub(e).StreamBatches(
+            iter([pb.FrameBatch(frames=[_frame(a, token(w))])]), timeout=10)),
         "Scheduler.Place": lambda w, ch, e: s(ch).Place(pb.PlaceRequest(), timeout=30),
         "Scheduler.GetPlacement": lambda w, ch, e: s(ch).GetPlacement(pb.GetPlacementRequest(), timeout=10),
         "Scheduler.ListReputations": lambda w, ch, e: s(ch).ListReputations(pb.ReputationsRequest(), timeout=10),
@@ -326,6 +331,8 @@ def test_every_rpc_by_every_identity(secure: Secure) -> None:
         "CloudServer.Heartbeat": {"edge"},
         "CloudServer.Stream": {"edge"},
         "EdgeNode.Stream": {"device A"},
+        "CloudServer.StreamBatches": {"edge"},
+        "EdgeNode.StreamBatches": {"device A"},
         "Scheduler.Place": {"operator"},
         "Scheduler.GetPlacement": {"operator"},
         "Scheduler.ListReputations": {"operator"},

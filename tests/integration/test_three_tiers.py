@@ -109,7 +109,7 @@ def test_an_unknown_protocol_revision_is_refused_by_name(tiers: Tiers, digits) -
     first = frame_for(a, m, x[:1], 1)
     first.protocol_revision = 9
     (r,) = tiers.edge_stub.Stream(iter([first]), timeout=30)
-    assert r.error.code == 9 and r.error.message.startswith("protocol_revision: this node speaks revisions 1..2")
+    assert r.error.code == 9 and r.error.message.startswith("protocol_revision: this node speaks revisions 1..3")
 
 
 def test_uint8_is_for_split_0_only(tiers: Tiers, digits) -> None:
@@ -161,7 +161,7 @@ def test_streams_are_batched_and_a_malformed_frame_fails_alone(tmp_path, digits)
         edge_batches = t.edge.core._batchers[(m.model_id, m.version)].stats
         cloud_batches = t.cloud.core.models[m.model_id].batcher.stats
         assert edge_batches.largest > 1 and cloud_batches.largest > 1, (edge_batches, cloud_batches)
-        assert edge_batches.frames == 4 * 22 and cloud_batches.frames == 4 * 22
+        assert edge_batches.images == 4 * 22 and cloud_batches.images == 4 * 22  # each good frame run once per tier
     finally:
         stop_tiers(t)
 

@@ -49,6 +49,7 @@ def test_the_policy_rows() -> None:
     rows = {m.removeprefix("/ecd.v1."): "+".join(sorted(r)) for m, r in POLICY.items() if m.startswith("/ecd.v1.")}
     assert rows == {
         "CloudServer/Stream": "edge",
+        "CloudServer/StreamBatches": "edge",
         "CloudServer/RegisterDevice": "device",
         "CloudServer/UpdatePreferences": "device",
         "CloudServer/GetAssignment": "device+edge",
@@ -68,6 +69,7 @@ def test_the_policy_rows() -> None:
         "Scheduler/SelectSite": "operator",
         "Scheduler/RevokeDevice": "operator",
         "EdgeNode/Stream": "device",
+        "EdgeNode/StreamBatches": "device",
     }
     assert all(POLICY[m] == ANY for m in POLICY if not m.startswith("/ecd.v1."))
 
