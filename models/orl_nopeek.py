@@ -38,8 +38,7 @@ from torch import nn
 
 from ecd.manifest import InputSpec
 from models.definition import ModelDefinition
-from models.export import FourConvCNN, conv_block
-from models.faces_cnn import _augment
+from models.faces_cnn import FacesCNN, _augment
 from models.orl_task import SIZE, TaskImages, task_images
 
 LEVELS = (0.0, 2.0, 4.0, 8.0)  # NoPeek weight alpha per privacy level 0 (undefended) .. 3
@@ -47,15 +46,9 @@ DC_SPLITS = (4, 5)  # the splits (conv4, fc) whose activation the distance corre
 SPEC = InputSpec(shape=(1, SIZE, SIZE), mean=(0.42,), std=(0.22,))
 
 
-class OrlFacesCNN(FourConvCNN):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = conv_block(1, 8, pool=False)
-        self.conv2 = conv_block(8, 16, pool=True)
-        self.conv3 = conv_block(16, 16, pool=True)
-        self.conv4 = conv_block(16, 16, pool=True)
-        self.fc = nn.Sequential(nn.Flatten(1), nn.Linear(16 * 4 * 4, 16), nn.ReLU(inplace=True))
-        self.classifier = nn.Linear(16, 2)
+def orl_faces_cnn() -> FacesCNN:
+    """faces_cnn's six blocks at a 32 x 32 input (its fc sees 16 x 4 x 4)."""
+    return FacesCNN(side=SIZE)
 
 
 def _centred_distances(x: torch.Tensor) -> torch.Tensor:
@@ -75,7 +68,7 @@ def pixels(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(SPEC.preprocess(images))
 
 
-def train(model: OrlFacesCNN, x: torch.Tensor, y: torch.Tensor, alpha: float, *, seed: int, epochs: int,
+def train(model: FacesCNN, x: torch.Tensor, y: torch.Tensor, alpha: float, *, seed: int, epochs: int,
           lr: float = 3e-3, batch_size: int = 64) -> None:
     """Cross-entropy + ``alpha`` x the mean distance correlation at :data:`DC_SPLITS` (NoPeek)."""
     gen = torch.Generator().manual_seed(seed)
@@ -108,7 +101,7 @@ def train(model: OrlFacesCNN, x: torch.Tensor, y: torch.Tensor, alpha: float, *,
 class LevelModel:
     level: int
     alpha: float
-    model: OrlFacesCNN
+    model: FacesCNN
     accuracy: float  # on the evaluated people's faces and the held-out non-faces
 
     def definition(self, heldout: TaskImages) -> ModelDefinition:
@@ -148,7 +141,7 @@ def train_levels(levels: tuple[float, ...] = LEVELS, *, epochs: int = 40, seed: 
     out = []
     for level, alpha in enumerate(levels):
         torch.manual_seed(seed)
-        model = OrlFacesCNN()
+        model = orl_faces_cnn()
         train(model, x, y, alpha, seed=seed, epochs=epochs)
         out.append(LevelModel(level, alpha, model, accuracy(model, heldout)))
     return out
