@@ -12,8 +12,9 @@ what is left to an attacker is whatever the trained weights let through, which t
 Choices (ours, measured on a shared CPU, 40 epochs, seed 0): one model per privacy level, ``alpha``
 growing with the level (:data:`LEVELS`); the distance correlation is the mean over the two deep
 splits 4 and 5 (conv4, fc), so one model serves both (NoPeek trains for one split). Why not every
-split: the distance correlation at conv1..conv3 barely moves (0.87-0.99 at any alpha), and taking
-it there too made the optimiser kill the fc layer instead (alpha 32 over splits 1..5: accuracy 0.56).
+split: the distance correlation at conv1..conv3 barely moves when penalised there (alpha up to 8
+over splits 1..5: 0.79-0.97, undefended 0.93-0.98), and a larger alpha there made the optimiser
+kill the fc layer instead (alpha 32 over splits 1..5: accuracy 0.56).
 Why alpha stops at 8: at 11 and above (splits 4, 5) the fc layer's ReLUs die, its output is all
 zeros (distance correlation 0) and the task is at chance (0.50) — a cliff, not a slope. Blocks as
 ``faces_cnn``'s, for a 32 x 32 input (:mod:`models.orl_task`); trained on the attacker people only.

@@ -126,3 +126,19 @@ def test_the_export_refuses_a_split_outside_the_model(tiny, tmp_path: Path) -> N
     refused = ecd("privacy", "export", str(tiny[3]), "--split", "7", "--out", str(tmp_path / "x.npz"))
     assert refused.returncode == 65 and "--split: expected 0..6 for orl_faces_cnn, got 7" in refused.stderr
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_the_committed_table_says_what_it_measured_and_the_docs_quote_it() -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    table = json.loads((docs / "privacy_orl_nopeek.json").read_text())
+    base = table["levels"][0]["accuracy"]
+    for cell in table["cells"]:  # every verdict recomputed from the cell's own figures
+        lo = table["label_only"][str(cell["level"])]
+        assert acceptance(cell, lo, base, table["chance"]["top1"]) == pytest.approx(cell["acceptance"], abs=2e-4)  # rounded
+    strongest = [c for c in table["cells"] if c["level"] == len(table["levels"]) - 1]
+    assert not any(all(c["acceptance"][k] for k in ("reid_met", "ssim_met", "accuracy_met")) for c in strongest)
+    page = (docs / "explanation" / "adaptive-privacy.md").read_text()
+    at = {c["split"]: c for c in strongest}
+    probe = at[5]["linear_probe"]["top1"]  # averaging over poses: the docs' stated figure
+    assert f"from {probe[0]:.2f} (k = 1) to {probe[-1]:.2f} (k = 64) at split 5" in page
+    assert f"**{at[6]['acceptance']['max_reid_top1']:.2f}**" in page and f"**{at[6]['accuracy']:.3f}**" in page
