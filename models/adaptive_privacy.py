@@ -15,7 +15,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -81,8 +80,9 @@ def _rounded(value):
 
 
 def measure(out: Path, *, levels: tuple[float, ...] = LEVELS, splits: tuple[int, ...] = SPLITS, epochs: int = 40,
-            cfg: AttackConfig = AttackConfig(), seed: int = 0, log=print) -> dict:
+            cfg: AttackConfig | None = None, seed: int = 0, log=print) -> dict:
     """Train every level, export it under ``out``, attack every (split, level); the table."""
+    cfg = cfg or AttackConfig()
     out.mkdir(parents=True, exist_ok=True)
     attacker, evaluated = task_images("attacker", seed), task_images("evaluated", seed)
     gallery, probes = gallery_and_probes(evaluated)
@@ -108,8 +108,8 @@ def measure(out: Path, *, levels: tuple[float, ...] = LEVELS, splits: tuple[int,
     table = _rounded({
         "what": "issue 35: NoPeek levels on ORL face / no-face, adaptive attacks per split x level",
         "threat_model": THREAT_MODEL,
-        "data": {"attacker_faces": int(len(scene.attacker.images)), "gallery": int(len(gallery.images)),
-                 "probes": int(len(probes.images)), "evaluated_people": int(len(scene.people)),
+        "data": {"attacker_faces": len(scene.attacker.images), "gallery": len(gallery.images),
+                 "probes": len(probes.images), "evaluated_people": len(scene.people),
                  "accuracy_set": f"{int(evaluated.labels.sum())} evaluated faces + {int((evaluated.labels == 0).sum())} held-out non-faces"},
         "levels": [{"level": lm.level, "nopeek_alpha": lm.alpha, "accuracy": lm.accuracy} for lm in models],
         "splits": list(splits), "ks": list(cfg.ks), "chance": chance, "attacks": list(ATTACKS),

@@ -41,10 +41,10 @@ class TaskImages:
     person: np.ndarray
     shot: np.ndarray
 
-    def faces(self) -> "TaskImages":
+    def faces(self) -> TaskImages:
         return self.subset(self.labels == 1)
 
-    def subset(self, mask: np.ndarray) -> "TaskImages":
+    def subset(self, mask: np.ndarray) -> TaskImages:
         return TaskImages(self.images[mask], self.labels[mask], self.person[mask], self.shot[mask])
 
 
