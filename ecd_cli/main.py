@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from ecd.errors import EcdError
-from ecd_cli import allocate, certs, demo, experiment, exits, logs, models, placement, schedule, serve, split
+from ecd_cli import allocate, certs, demo, experiment, exits, logs, models, placement, privacy, schedule, serve, split
 
 
 class Parser(argparse.ArgumentParser):
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=logs.FORMATS, default="text",
                         help="log lines as text with an ISO-8601 timestamp, or one JSON object per line")
     sub = parser.add_subparsers(dest="command", required=True)
-    for group in (demo, models, split, placement, allocate, schedule, experiment, serve, certs):
+    for group in (demo, models, privacy, split, placement, allocate, schedule, experiment, serve, certs):
         group.register(sub)
     return parser
 

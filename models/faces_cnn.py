@@ -70,13 +70,15 @@ def load_faces_split() -> FacesData:
 
 
 class FacesCNN(FourConvCNN):
-    def __init__(self) -> None:
+    """``side``: the input's side in pixels (25 here; ``models.orl_nopeek`` uses the blocks at 32)."""
+
+    def __init__(self, side: int = IMAGE_SIZE) -> None:
         super().__init__()
         self.conv1 = conv_block(1, 8, pool=False)
         self.conv2 = conv_block(8, 16, pool=True)
         self.conv3 = conv_block(16, 16, pool=True)
         self.conv4 = conv_block(16, 16, pool=True)
-        self.fc = nn.Sequential(nn.Flatten(1), nn.Linear(16 * 3 * 3, 16), nn.ReLU(inplace=True))
+        self.fc = nn.Sequential(nn.Flatten(1), nn.Linear(16 * (side // 8) ** 2, 16), nn.ReLU(inplace=True))
         self.classifier = nn.Linear(16, 2)
 
 
