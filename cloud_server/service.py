@@ -329,8 +329,7 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
     check = operator_check(tuple(cfg.operator_peers))
     servicer = CloudServicer(core, metrics, cfg.workers, changes, monitor, limits, check)
     # what edges and devices send is at most a frame the cloud would take (ecd.limits.frame_receive_cap)
-    transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, max_receive_bytes=frame_receive_cap(cfg.max_tensor_bytes),
-                                grace_s=cfg.grace_s)
+    transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, max_receive_bytes=frame_receive_cap(cfg.max_tensor_bytes))
 
     def register(s: grpc.aio.Server) -> None:
         pb_grpc.add_CloudServerServicer_to_server(servicer, s)

@@ -286,7 +286,7 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     quotas = DeviceQuotas(cfg.max_device_streams, cfg.max_device_frames)
     # the frames queued for the cloud go together: taking them never waits, so there is no linger budget here
     packing = Packing(linger_s=0.0, max_frames=cfg.message_frames, max_bytes=min(cfg.message_bytes, cfg.max_tensor_bytes)).check()
-    transport = TransportConfig(max_message_bytes=cfg.max_message_bytes, grace_s=cfg.grace_s)
+    transport = TransportConfig(max_message_bytes=cfg.max_message_bytes)
     # devices may send no more than the largest frame the edge would take: a bigger (or inflating) message
     # is refused by gRPC with RESOURCE_EXHAUSTED before it is buffered
     device_port = dataclasses.replace(transport, max_receive_bytes=frame_receive_cap(cfg.max_tensor_bytes))

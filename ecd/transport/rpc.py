@@ -32,7 +32,6 @@ class TransportConfig:
     max_receive_bytes: int = 0  # what a server takes in, if less than max_message_bytes (ecd.limits.frame_receive_cap); 0 = that
     keepalive_time_s: float = 30.0  # ping an idle connection this often
     keepalive_timeout_s: float = 10.0  # and drop it if the ping is not answered in time
-    grace_s: float = 5.0  # how long a SIGTERM'd server lets in-flight calls finish
 
 
 def grpc_options(cfg: TransportConfig) -> list[tuple[str, int]]:
