@@ -199,14 +199,13 @@ class StreamLoop:
         while (first := self._next_frame(stream, samples, wait=True)) is not None:
             message, size = [first], _tensor_bytes(first)
             until = self.clock() + self.packing.linger_s
-            while self.packing.on and self.clock() < until and len(message) < self.packing.max_frames:
+            # the next frame is as large as the last (one split, one encoding): made only if it fits
+            while self.clock() < until and self.packing.room(len(message), size, _tensor_bytes(message[-1])):
                 frame = self._next_frame(stream, samples, wait=False)
                 if frame is None:
                     break
                 message.append(frame)
                 size += _tensor_bytes(frame)
-                if size >= self.packing.max_bytes:
-                    break
             yield message
             if stream.closed:
                 return
