@@ -30,7 +30,12 @@ is a known source of hangs with streaming calls. Locust is also not in the proje
 So the load generator is the real agent, N processes of it; this harness only starts, paces, stops and
 counts them.
 
-    python benchmarks/load.py --streams 50 --seconds 30 --fps 5 [--edges 1] [--out results/load.json]
+``--generator streams`` (the default) runs every device in one generator process instead
+(``_load_streams.py``: real registrations and the real protocol, each device's activations computed
+once): 100 agent processes cost this 2-core machine more CPU than the tiers they load, so their
+figure measured the generator. ``--generator agents`` keeps the agents-as-processes run above.
+
+    python benchmarks/load.py --streams 100 --seconds 30 --fps 5 [--generator streams|agents] [--edges 1] [--out results/load.json]
     python benchmarks/load.py --oversized [--images 16384] [--out results/load_oversized.json]
 """
 
@@ -55,6 +60,7 @@ from _counts import (
     totals,
     write_results,
 )
+from _load_streams import print_generator, run_generator
 from _metrics import Sample, beyond_top, histogram_quantile, latency_buckets
 from _procs import Cluster, Deadline, Tier, pace
 
@@ -332,6 +338,9 @@ def print_oversized(r: OversizedResult) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=50)
+    parser.add_argument("--generator", choices=["streams", "agents"], default="streams",
+                        help="streams: every device a stream of one generator process (_load_streams.py); agents: one device "
+                             "agent process per stream (the generator then costs more CPU than the tiers on 2 cores)")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--fps", type=float, default=5.0, help="frames per second per stream")
     parser.add_argument("--edges", type=int, default=1)
@@ -353,6 +362,13 @@ def main() -> int:
         result: LoadResult | OversizedResult = run_oversized(opts, root)
         print_oversized(result)
         ok = result.passed
+    elif opts.generator == "streams":
+        run_dir = opts.logs / "streams"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        generated = run_generator(opts, root, run_dir)
+        print_generator(generated)
+        write_results(opts.out or Path("results/load.json"), code, flags, opts, t0, result=generated)
+        return 0 if generated.get("lost") == 0 and generated.get("written") == generated.get("answered") else 1
     else:
         result = run_streams(opts, root, flags)
         print_streams(result)
