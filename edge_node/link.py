@@ -12,7 +12,7 @@ from ecd.errors import RequestError
 from ecd.metrics import ServiceMetrics
 from ecd.packing import Packing
 from ecd.types import Frame, Result
-from edge_node.fair import FairQueue
+from edge_node.fair import DeviceSlots, FairQueue
 
 END = object()  # a session's results have all been handed back
 ONE_PER_MESSAGE = Packing(linger_s=0.0, max_frames=1)  # the one-frame Stream call
@@ -31,7 +31,7 @@ class DeviceSession:
     in_flight: int = 0
     reading_done: bool = False
     closed: bool = False
-    device_slots: asyncio.Semaphore | None = None  # the device's frames in flight on this node (edge_node.fair)
+    device_slots: DeviceSlots | None = None  # the device's frames in flight on this node (edge_node.fair)
 
     def answered(self) -> None:
         self.in_flight -= 1

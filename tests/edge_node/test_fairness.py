@@ -158,3 +158,37 @@ def test_a_message_bigger_than_any_frame_the_edge_takes_or_inflating_past_it_is_
         assert "Decompressed message larger than max" in inflated.value.details()
         ok = frame_for(a, M, X[:1], 3)  # and the edge serves on
         assert [r.frame_id for r in stub.Stream(iter([ok]), timeout=30)] == [3]
+
+
+def test_frames_in_the_node_are_shared_max_min_fairly_and_a_device_alone_takes_its_whole_quota() -> None:
+    """A flooder alone may fill its quota; once another device holds frames, the flooder takes a
+    new one only while it holds no more than that device (it drains down to it), so the round-robin
+    queue serves the two alike. The device holding fewest frames is never held back."""
+
+    async def go() -> None:
+        quotas = DeviceQuotas(max_streams=2, max_frames=16)
+        flood, quiet = quotas.admit("flood"), quotas.admit("quiet")
+        for _ in range(16):
+            await asyncio.wait_for(flood.acquire(), 1)  # alone: the whole quota
+        assert flood.locked() and not quiet.locked()
+        for _ in range(3):
+            await asyncio.wait_for(quiet.acquire(), 1)  # fewest frames: never held back
+        for _ in range(13):
+            flood.release()
+        assert flood.held == 3 and not flood.locked()
+        await asyncio.wait_for(flood.acquire(), 1)  # 3 <= 3: one more
+        assert flood.locked()  # 4 > 3
+        waiting = asyncio.create_task(flood.acquire())
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        await asyncio.wait_for(quiet.acquire(), 1)  # quiet holds 4: the flooder may match it
+        await asyncio.wait_for(waiting, 1)
+        assert (flood.held, quiet.held) == (5, 4)
+        for _ in range(4):
+            quiet.release()
+        quotas.leave("quiet")  # alone again: up to the quota
+        for _ in range(11):
+            await asyncio.wait_for(flood.acquire(), 1)
+        assert flood.held == 16 and flood.locked()
+
+    asyncio.run(go())
