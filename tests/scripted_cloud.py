@@ -5,13 +5,16 @@ cue: UNAVAILABLE three times, NOT_FOUND to a heartbeat, a stream that breaks).""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import grpc
 
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
-from edge_node.service import EdgeConfig, start_edge
+from ecd.metrics import ServiceMetrics
+from edge_node.link import ONE_PER_MESSAGE, CloudLink, DeviceSession
+from edge_node.service import EdgeConfig, run_cloud_link, start_edge
 
 
 class ScriptedCloud(pb_grpc.CloudServerServicer):
@@ -118,3 +121,21 @@ async def until(cloud: ScriptedCloud, condition, what: str, timeout_s: float = 1
         await asyncio.wait_for(wait(), timeout_s)
     except TimeoutError:
         raise AssertionError(f"timed out waiting for {what}; streams {[[f.frame_id for f in s] for s in cloud.streams]}") from None
+
+
+@contextlib.asynccontextmanager
+async def linked(cloud: ScriptedCloud, frames, metrics: ServiceMetrics, packing=ONE_PER_MESSAGE):
+    """The scripted cloud's server and an edge's cloud link to it carrying ``frames`` (submitted
+    from one device session): yields the link and the session; the link and the server end after."""
+    server, stub, channel = await serve(cloud)
+    link = CloudLink(8, metrics)
+    session = DeviceSession(asyncio.Queue(), asyncio.Semaphore(8))
+    for f in frames:
+        await link.submit(f, session)
+    task = asyncio.create_task(run_cloud_link(link, stub, metrics, packing))
+    try:
+        yield link, session
+    finally:
+        task.cancel()
+        await channel.close()
+        await server.stop(0)

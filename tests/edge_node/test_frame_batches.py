@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from harness import frame_for, start_tiers, stop_tiers
-from scripted_cloud import ScriptedCloud, serve, until
+from scripted_cloud import ScriptedCloud, linked, until
 
 from ecd import zoo
 from ecd.codec import encode
@@ -27,7 +27,7 @@ from ecd.partition import Partition
 from ecd.types import PROTOCOL_REVISION, Encoding, Frame, Split
 from ecd.v1 import ecd_pb2 as pb
 from edge_node.link import CloudLink, DeviceSession
-from edge_node.service import EdgeConfig, run_cloud_link
+from edge_node.service import EdgeConfig
 
 M = zoo.load_manifest("digits_cnn")
 X = M.input.preprocess(load_heldout(M).images[:8])
@@ -118,19 +118,9 @@ def test_a_batch_resent_after_a_broken_cloud_stream_is_answered_once_per_frame()
     metrics = ServiceMetrics("edge")
 
     async def main():
-        server, stub, channel = await serve(cloud)
-        link = CloudLink(8, metrics)
-        session = DeviceSession(asyncio.Queue(), asyncio.Semaphore(8))
-        for i in range(1, 6):
-            await link.submit(frame(i), session)
-        task = asyncio.create_task(run_cloud_link(link, stub, metrics, Packing(0.0, max_frames=2)))
-        try:
+        async with linked(cloud, [frame(i) for i in range(1, 6)], metrics, Packing(0.0, max_frames=2)) as (link, session):
             await until(cloud, lambda: len(cloud.streams) >= 3, "the third cloud stream")
             return [session.out.get_nowait().frame_id for _ in range(session.out.qsize())], dict(link.pending)
-        finally:
-            task.cancel()
-            await channel.close()
-            await server.stop(0)
 
     answered, pending = asyncio.run(main())
     assert [[f.frame_id for f in s] for s in cloud.streams] == [[1, 2, 3, 4, 5]] * 2 + [[]]
@@ -146,19 +136,9 @@ def test_a_cloud_of_revision_2_gets_one_frame_per_message(caplog) -> None:
     cloud.stream_script = [(3, "answer")]
 
     async def main():
-        server, stub, channel = await serve(cloud)
-        link = CloudLink(8, ServiceMetrics("edge"))
-        session = DeviceSession(asyncio.Queue(), asyncio.Semaphore(8))
-        for i in range(1, 4):
-            await link.submit(frame(i), session)
-        task = asyncio.create_task(run_cloud_link(link, stub, ServiceMetrics("edge"), Packing(0.0, max_frames=8)))
-        try:
+        async with linked(cloud, [frame(i) for i in range(1, 4)], ServiceMetrics("edge"), Packing(0.0, max_frames=8)) as (_, session):
             await until(cloud, lambda: session.out.qsize() == 3 and len(cloud.streams) >= 2, "three answers, and the next stream")
             return [session.out.get_nowait().frame_id for _ in range(3)]
-        finally:
-            task.cancel()
-            await channel.close()
-            await server.stop(0)
 
     with caplog.at_level(logging.WARNING, "ecd.edge"):
         assert asyncio.run(main()) == [1, 2, 3]

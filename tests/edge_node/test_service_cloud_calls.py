@@ -18,15 +18,14 @@ from pathlib import Path
 
 import grpc
 import pytest
-from scripted_cloud import ScriptedCloud, serve, until
+from scripted_cloud import ScriptedCloud, linked, serve, until
 
 from ecd.codec import encode
 from ecd.metrics import ServiceMetrics
 from ecd.types import EdgeRegistration, Encoding, Frame, Position, Split
 from edge_node import service
 from edge_node.core import EdgeCore
-from edge_node.link import CloudLink, DeviceSession
-from edge_node.service import _heartbeat, _register, run_cloud_link
+from edge_node.service import _heartbeat, _register
 
 REGISTRATION = EdgeRegistration("127.0.0.1:7000", 12.5, Position(1.0, 2.0), 3.0)
 JITTER = 0.75  # what random.uniform returns here
@@ -161,19 +160,9 @@ def test_the_cloud_link_reconnects_with_backoff_and_resends_what_is_unanswered(w
     metrics = ServiceMetrics("edge")
 
     async def main():
-        server, stub, channel = await serve(cloud)
-        link = CloudLink(8, metrics)
-        session = DeviceSession(asyncio.Queue(), asyncio.Semaphore(8))
-        await link.submit(frame(1), session)
-        await link.submit(frame(2), session)
-        task = asyncio.create_task(run_cloud_link(link, stub, metrics))
-        try:
+        async with linked(cloud, [frame(1), frame(2)], metrics) as (link, session):
             await until(cloud, lambda: len(cloud.streams) >= 7, "the seventh cloud stream")
             return [session.out.get_nowait().frame_id for _ in range(session.out.qsize())], dict(link.pending)
-        finally:
-            task.cancel()
-            await channel.close()
-            await server.stop(0)
 
     answered, pending = asyncio.run(main())
     assert [[f.frame_id for f in s] for s in cloud.streams] == [[1, 2]] * 6 + [[]]  # resent first on every new stream
