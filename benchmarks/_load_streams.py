@@ -7,8 +7,8 @@ each device is still registered with the cloud for real (its own token, its spli
 agent decides it) and streams over the real protocol to the edge node (one gRPC stream per device,
 the stream's first frame binding it, the others compact, paced at ``--fps``); only the device's own
 compute is left out: each device sends the activations of a few held-out images at its split,
-computed once. Per frame: the time from writing it to reading its answer; answered once, lost,
-duplicated or refused are counted per device. The process reports its own CPU time and peak RSS
+computed once. Per frame: the time from writing it to reading its answer; answered once,
+unanswered (by ``--drain-s`` after the last write), duplicated or refused are counted per device. The process reports its own CPU time and peak RSS
 (``getrusage``), so what the generator cost is printed beside the tiers.
 
     python benchmarks/_load_streams.py --cloud HOST:PORT --streams N --fps F --seconds S --out FILE
@@ -155,7 +155,8 @@ def print_generator(r: dict) -> None:
         print(f"\n== the generator failed ({r['failed']}); logs {r['logs']}")
         return
     print(f"\n== {r['streams']} device streams x {r['seconds']:g} s x {r['fps']:g} fps from one generator process (split {r['split']})")
-    print(f"   written {r['written']}, answered {r['answered']}, lost {r['lost']}, duplicated {r['duplicated']}, errors {r['errors']}")
+    print(f"   written {r['written']}, answered {r['answered']}, unanswered {r['unanswered']} (within {r['drain_s']:g} s of the "
+          f"last write), duplicated {r['duplicated']}, errors {r['errors']}")
     print(f"   latency write -> answer p50/p95/p99 {r['p50_s']}/{r['p95_s']}/{r['p99_s']} s; per device p99: median "
           f"{r['device_p99_median_s']} s, worst {r['device_p99_max_s']} s")
     busy = r["generator_cpu_s"] / r["wall_s"] if r["wall_s"] else 0.0
@@ -192,10 +193,11 @@ async def main(opts: argparse.Namespace) -> dict:
     pooled = [x for d in devices for x in d.latencies]
     per_device_p99 = [percentile(d.latencies, 99) for d in devices if d.latencies]
     return {
-        "streams": opts.streams, "fps": opts.fps, "seconds": opts.seconds, "split": split, "edges": edges,
+        "streams": opts.streams, "fps": opts.fps, "seconds": opts.seconds, "drain_s": opts.drain_s, "split": split, "edges": edges,
         "registered_s": round(registered_s, 1), "wall_s": round(wall, 1),
         "written": sum(d.written for d in devices), "answered": len(pooled), "errors": sum(d.errors for d in devices),
-        "duplicated": sum(d.duplicated for d in devices), "lost": sum(len(d.sent) for d in devices),
+        "duplicated": sum(d.duplicated for d in devices),
+        "unanswered": sum(len(d.sent) for d in devices),  # written, and no answer within --drain-s of the last write
         "p50_s": percentile(pooled, 50), "p95_s": percentile(pooled, 95), "p99_s": percentile(pooled, 99),
         "device_p99_median_s": percentile([p for p in per_device_p99 if p is not None], 50),
         "device_p99_max_s": max(per_device_p99, default=None),

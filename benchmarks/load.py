@@ -368,7 +368,7 @@ def main() -> int:
         generated = run_generator(opts, root, run_dir)
         print_generator(generated)
         write_results(opts.out or Path("results/load.json"), code, flags, opts, t0, result=generated)
-        return 0 if generated.get("lost") == 0 and generated.get("written") == generated.get("answered") else 1
+        return 0 if generated.get("unanswered") == 0 and generated.get("written") == generated.get("answered") else 1
     else:
         result = run_streams(opts, root, flags)
         print_streams(result)
