@@ -21,12 +21,13 @@ from cloud_server.registry import Registry, StorageState
 from cloud_server.scheduler_service import SchedulerServicer, operator_check, require_operator
 from ecd.transport import tls as tls_
 from ecd.batching import BatchingConfig
-from ecd.limits import RateLimiter, frame_receive_cap
+from ecd.limits import RateLimiter, check_message_frames, frame_receive_cap
 from ecd.metrics import SchedulerMetrics, ServiceMetrics, metrics_tls, start_metrics
 from ecd.transport import serde
 from ecd.transport.auth import caller, certificate_name
+from ecd.transport.catalog import to_status
 from ecd.transport.rpc import RunningServer, TransportConfig, call_core, cancel_all, peer_host, start_server
-from ecd.errors import ConfigError
+from ecd.errors import ConfigError, EcdError
 from ecd.types import Result
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
@@ -149,19 +150,20 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         return self.streams
 
     async def Stream(self, request_iterator: AsyncIterator[pb.Frame], context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Result]:
-        async for results in self._serve(request_iterator, lambda msg: (msg,)):
+        async for results in self._serve(request_iterator, lambda msg: (msg,), context):
             for result in results:
                 yield serde.result_to_pb(result)
 
     async def StreamBatches(self, request_iterator: AsyncIterator[pb.FrameBatch], context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ResultBatch]:
-        async for results in self._serve(request_iterator, lambda msg: msg.frames):
+        async for results in self._serve(request_iterator, lambda msg: msg.frames, context):
             yield pb.ResultBatch(results=[serde.result_to_pb(r) for r in results])
 
-    async def _serve(self, request_iterator: AsyncIterator[Any], frames_of: Callable[[Any], Sequence[pb.Frame]]) -> AsyncIterator[list[Result]]:
-        """An edge's stream: each message's frames answered together by a worker, messages in order."""
+    async def _serve(self, request_iterator: AsyncIterator[Any], frames_of: Callable[[Any], Sequence[pb.Frame]],
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[list[Result]]:
+        """An edge's stream: each message's frames answered together by a worker, messages in order;
+        a message over the limits ends the stream with its status, after what was read before it."""
         loop = asyncio.get_running_loop()
-        pending: asyncio.Queue[Awaitable[list[Result]] | None] = asyncio.Queue(maxsize=self.workers)
-
+        pending: asyncio.Queue[Awaitable[list[Result]] | EcdError | None] = asyncio.Queue(maxsize=self.workers)
         relayed_by = certificate_name("edge")  # under TLS: the edge certificate that relays
 
         def process(msgs: Sequence[pb.Frame]) -> list[Result]:
@@ -170,7 +172,11 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         async def read() -> None:
             try:
                 async for msg in request_iterator:
-                    await pending.put(loop.run_in_executor(self.pool, process, frames_of(msg)))
+                    frames = frames_of(msg)
+                    check_message_frames(len(frames))  # before any frame is built
+                    await pending.put(loop.run_in_executor(self.pool, process, frames))
+            except EcdError as e:
+                await pending.put(e)
             finally:
                 await pending.put(None)
 
@@ -179,6 +185,8 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         self.streams += 1
         try:
             while (job := await pending.get()) is not None:
+                if isinstance(job, EcdError):
+                    await context.abort(*to_status(job))
                 results = await job
                 for result in results:
                     self.metrics.frame(result.ok, None if result.ok else result.error.status)

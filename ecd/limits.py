@@ -21,6 +21,7 @@ MAX_PROFILE_BYTES = 16 * 1024  # a measured device profile's TOML
 MAX_HEAD_LABELS = 1_000
 MAX_HEADS_PER_MODEL = 16
 MIN_CHUNK_BYTES = 4 * 1024  # FetchPartition's max_chunk_bytes (0 = the server's default)
+MAX_FRAMES_PER_MESSAGE = 256  # frames in one FrameBatch (revision 3): a message of many empty frames must not make a receiver build millions
 FRAME_HEADROOM_BYTES = 64 * 1024  # a frame's fields beside its tensor (ids, token, version, task), with room to spare
 
 
@@ -86,3 +87,9 @@ class RateLimiter:
                 full = [k for k, (t, w) in self._buckets.items() if t + (now - w) * self.per_s >= self.burst]
                 for k in full:
                     del self._buckets[k]
+
+
+def check_message_frames(count: int) -> None:
+    """A FrameBatch's frame count, before any frame is read (``RESOURCE_EXHAUSTED`` naming ``frames``)."""
+    if count > MAX_FRAMES_PER_MESSAGE:
+        raise LimitError(f"frames: a message carries at most {MAX_FRAMES_PER_MESSAGE} frames, got {count}")

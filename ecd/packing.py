@@ -29,6 +29,7 @@ from typing import Callable, Iterator, Sequence, TypeVar
 
 from ecd.config import MiB
 from ecd.errors import ConfigError
+from ecd.limits import MAX_FRAMES_PER_MESSAGE
 
 T = TypeVar("T")
 
@@ -51,8 +52,9 @@ class Packing:
         """Refuse settings that cannot work, naming the option (``--linger-ms``, ``--message-*``)."""
         if not 0.0 <= self.linger_s <= 1.0:
             raise ConfigError(f"linger_ms: expected 0..1000, got {self.linger_s * 1e3:g}")
-        if self.max_frames < 1:
-            raise ConfigError(f"message_frames: expected at least 1, got {self.max_frames}")
+        if not 1 <= self.max_frames <= MAX_FRAMES_PER_MESSAGE:
+            raise ConfigError(f"message_frames: expected 1..{MAX_FRAMES_PER_MESSAGE} (the most a receiver takes in one message), "
+                              f"got {self.max_frames}")
         if self.max_bytes < 1:
             raise ConfigError(f"message_bytes: expected at least 1, got {self.max_bytes}")
         return self

@@ -33,7 +33,7 @@ from ecd.metrics import ServiceMetrics
 from ecd.batching import BatchingConfig, DynamicBatcher, run_rows
 from ecd.partition import BlockRunner
 from ecd.split import check_split
-from ecd.errors import PreconditionError, UnavailableError
+from ecd.errors import EcdError, PreconditionError, UnavailableError
 from edge_node.fair import DeviceQuotas, StreamQuotaError
 from edge_node.link import END, CloudLink, DeviceSession
 from ecd.types import Assignment, Encoding, FileChunk, Frame, FrameError, PartitionRequest, Result, Split, StreamHeader
@@ -256,6 +256,8 @@ class EdgeCore:
                             session.out.put_nowait(Result.refused(frame, FrameError.from_exception(e)))
                     if ready:
                         await hand_over(ready)
+            except EcdError as e:  # from the stream itself (a message over the limits): refused whole
+                session.out.put_nowait(_Refused(e))
             except asyncio.CancelledError:
                 for _ in range(held):
                     session.free_device_slot()

@@ -24,7 +24,7 @@ from ecd.addresses import advertised_endpoint, split_addresses
 from ecd.batching import BatchingConfig
 from ecd.config import MiB, option
 from ecd.errors import AuthenticationError, ConfigError, EcdError, RequestError, UnavailableError
-from ecd.limits import frame_receive_cap
+from ecd.limits import check_message_frames, frame_receive_cap
 from ecd.packing import DEFAULT_MAX_BYTES, Packing
 from ecd.metrics import ServiceMetrics, metrics_tls, start_metrics
 from ecd.transport import serde
@@ -123,6 +123,7 @@ class EdgeServicer(pb_grpc.EdgeNodeServicer):
     async def StreamBatches(self, request_iterator, context):
         async def messages():
             async for msg in request_iterator:
+                check_message_frames(len(msg.frames))  # before any frame is built
                 yield [serde.frame_from_pb(f) for f in msg.frames]
 
         async for results in self._serve(messages(), context):

@@ -13,6 +13,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 from harness import frame_for, start_tiers, stop_tiers
@@ -20,6 +21,7 @@ from scripted_cloud import ScriptedCloud, linked, until
 
 from ecd import zoo
 from ecd.codec import encode
+from ecd.limits import MAX_FRAMES_PER_MESSAGE
 from ecd.manifest import load_heldout
 from ecd.metrics import ServiceMetrics
 from ecd.packing import Packing
@@ -155,3 +157,19 @@ def test_a_cloud_of_revision_2_gets_one_frame_per_message(caplog) -> None:
 def test_packing_cuts_resent_frames_at_the_caps(items, caps, want) -> None:
     frames, size = caps
     assert list(Packing(0.0, frames, size).chunks(items, lambda n: n)) == want
+
+
+def test_a_message_of_too_many_frames_is_refused_by_name_before_any_is_read_and_the_node_serves_on(tmp_path: Path) -> None:
+    t = start_tiers(tmp_path)
+    try:
+        a = t.register(split=2)
+        empty = pb.FrameBatch(frames=[pb.Frame(frame_id=i) for i in range(1, MAX_FRAMES_PER_MESSAGE + 2)])
+        for stub in (t.edge_stub, t.cloud_stub):  # the edge takes it from devices, the cloud from edges
+            with pytest.raises(grpc.RpcError) as e:
+                list(stub.StreamBatches(iter([empty]), timeout=30))
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert e.value.details() == f"frames: a message carries at most {MAX_FRAMES_PER_MESSAGE} frames, got {MAX_FRAMES_PER_MESSAGE + 1}"
+        got = results_of(t.edge_stub.StreamBatches(iter([batch_of(a, range(1, 4))]), timeout=60))
+        assert sorted(got) == [1, 2, 3] and not any(r.HasField("error") for r in got.values())
+    finally:
+        stop_tiers(t)
