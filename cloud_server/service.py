@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2
 
 from cloud_server.config import CloudConfig, check_frame_limit, check_options
 from cloud_server.core import CloudCore
+from cloud_server.enrolment import enrol
 from cloud_server.served import load_models
 from cloud_server.registry import Registry, StorageState
 from cloud_server.scheduler_service import SchedulerServicer, operator_check, require_operator
@@ -23,7 +24,7 @@ from ecd.transport import tls as tls_
 from ecd.batching import BatchingConfig
 from ecd.limits import RateLimiter, frame_receive_cap
 from ecd.metrics import SchedulerMetrics, ServiceMetrics, metrics_tls, start_metrics
-from ecd.transport import serde
+from ecd.transport import browser_wire, serde
 from ecd.transport.auth import caller
 from ecd.transport.rpc import RunningServer, TransportConfig, call_core, cancel_all, peer_host, start_server
 from ecd.errors import ConfigError
@@ -214,6 +215,11 @@ class CloudServicer(pb_grpc.CloudServerServicer):
                             who.name if who.role == "edge" else None, holder)
         return serde.assignment_to_pb(a)
 
+    async def EnrolDevice(self, request, context):  # a browser device's, relayed by its edge node (ecd.transport.auth)
+        await call_core(context, self.limits.registrations.take, _caller_key(context))
+        a = await call_core(context, lambda r: enrol(self.core.enrolment, self.core.devices, browser_wire.enrolment_from_pb(r)), request, in_thread=True)
+        return serde.assignment_to_pb(a)
+
     async def RegisterEdge(self, request, context):
         await call_core(context, self.limits.registrations.take, _caller_key(context))
         edge_id = await call_core(context, lambda r: self.core.edges.register(serde.edge_registration_from_pb(r), _edge_owner()), request)
@@ -322,6 +328,7 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
         placement_debounce_s=cfg.placement_debounce_s,
     )
     core.devices.per_certificate = cfg.devices_per_certificate
+    core.enrolment.ttl_s = cfg.enrol_code_ttl_s
     # before the gRPC server: a metrics port in use is refused before anything is serving
     metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port, *metrics_tls(cfg)) if cfg.metrics_port >= 0 else -1
     changes = Changes(asyncio.get_running_loop())

@@ -35,7 +35,7 @@ from ecd.partition import BlockRunner
 from ecd.split import check_split
 from ecd.errors import PreconditionError, RequestError, UnavailableError
 from edge_node.fair import DeviceQuotas, FairQueue, StreamQuotaError
-from ecd.types import Assignment, Encoding, FileChunk, Frame, FrameError, PartitionRequest, Result, Split, StreamHeader
+from ecd.types import Assignment, Encoding, Enrolment, FileChunk, Frame, FrameError, PartitionRequest, Result, Split, StreamHeader
 
 log = logging.getLogger("ecd.edge")
 
@@ -57,6 +57,8 @@ class CloudClient(Protocol):
     async def get_assignment(self, device_id: str, token: str, holder: str = "") -> Assignment: ...
 
     def fetch_partition(self, request: PartitionRequest) -> AsyncIterable[FileChunk]: ...
+
+    async def enrol_device(self, request: Enrolment) -> Assignment: ...
 
 
 @dataclass(eq=False)  # sessions are kept in a set: identity, not value

@@ -38,6 +38,7 @@ POLICY: Mapping[str, frozenset[str]] = {
     "/ecd.v1.CloudServer/FetchPartition": frozenset({"device", "edge"}),
     "/ecd.v1.CloudServer/AddHead": frozenset({"operator"}),
     "/ecd.v1.CloudServer/ListHeads": frozenset({"operator", "device", "edge"}),
+    "/ecd.v1.CloudServer/EnrolDevice": frozenset({"edge"}),  # a browser device's enrolment, relayed by its edge node
     "/ecd.v1.Scheduler/Place": frozenset({"operator"}),
     "/ecd.v1.Scheduler/GetPlacement": frozenset({"operator"}),
     "/ecd.v1.Scheduler/CreateCampaign": frozenset({"operator"}),

@@ -60,6 +60,7 @@ def test_the_policy_rows() -> None:
         "CloudServer/FetchPartition": "device+edge",
         "CloudServer/AddHead": "operator",
         "CloudServer/ListHeads": "device+edge+operator",
+        "CloudServer/EnrolDevice": "edge",  # a browser device's enrolment, relayed by its edge node
         "Scheduler/Place": "operator",
         "Scheduler/GetPlacement": "operator",
         "Scheduler/CreateCampaign": "operator",

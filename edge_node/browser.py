@@ -1,0 +1,219 @@
+"""The device page (issue 33): a phone's browser as a device agent, served over HTTPS by the edge
+node itself (``ecd edge --browser-port``, with the edge's own server certificate).
+
+Why a WebSocket and not gRPC-web: a browser cannot open a client-streaming gRPC call (gRPC-web has
+unary and server-streaming calls only, and its Python servers, e.g. sonora, are unmaintained), while
+a device stream is client streaming. So each session is one WebSocket carrying the SAME protobuf
+``ecd.v1.Frame`` (page -> edge) and ``ecd.v1.Result`` (edge -> page) messages a gRPC device stream
+carries, one per binary WebSocket message, handed to the same per-frame path
+(:meth:`edge_node.core.EdgeCore.serve_device`): token check, model version, split and privacy floor,
+quotas, de-duplication of resent frames and forwarding are those of any device.
+
+A session, before any frame is taken (:class:`SessionState`):
+
+1. the edge sends ``{"challenge": base64}`` (32 random bytes);
+2. the page answers ``{"device_id", "token", "public_key": base64 SPKI, "signature": base64}``, the
+   challenge signed with its non-extractable WebCrypto ECDSA P-256 key;
+3. the edge checks the signature (:mod:`ecd.devicekey`) and asks the cloud for the device's
+   assignment with the key's holder name: a token shown with any other key is refused there;
+4. the edge sends ``{"assignment": {...}}`` and from then on takes binary frames.
+
+A refusal is ``{"error", "status"}`` and the socket closes with :data:`REFUSED` (the page shows it
+and does not retry). In-flight frames of a page that closes are not answered; a page that comes
+back resends the unanswered ones on its next session, and the edge answers each frame once.
+
+The page also enrols (``POST /api/enrol``, relayed to the cloud's ``EnrolDevice``) and fetches its
+partition's block files from here (``/api/models/...``): the edge's own copies, checked against the
+manifest's sha256 when it fetched them from the cloud; the page checks them again.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import enum
+import logging
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ecd import devicekey
+from ecd.errors import EcdError, NotFoundError, RequestError
+from ecd.manifest import MANIFEST_FILENAME
+from ecd.split import Preferences
+from ecd.transport import browser_wire
+from ecd.types import Assignment, DeviceRegistration, Encoding, Enrolment
+from ecd.web import HTTP_STATUS, check_same_origin, json_body
+from edge_node.core import EdgeCore
+
+log = logging.getLogger("ecd.edge.browser")
+
+STATIC = Path(__file__).with_name("browser_static")
+PAGE = STATIC / "index.html"
+REFUSED = 4401  # WebSocket close code: the session was refused (bad key proof, unknown token); the page does not retry
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+class SessionState(enum.Enum):
+    CHALLENGED = "challenged"  # the challenge is sent; no frame is taken until it is signed
+    STREAMING = "streaming"  # the key was proven and the cloud knows the token for it
+    CLOSED = "closed"
+
+
+def _b64(data: Any, name: str) -> bytes:
+    if not isinstance(data, str):
+        raise RequestError(f"{name}: expected a base64 string")
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(f"{name}: not base64") from None
+
+
+def _text(data: dict, name: str, default: str | None = None, limit: int = 200) -> str:
+    value = data.get(name, default)
+    if not isinstance(value, str) or len(value) > limit:
+        raise RequestError(f"{name}: expected a string of at most {limit} characters")
+    return value
+
+
+def assignment_json(a: Assignment) -> dict[str, Any]:
+    """What the page needs of its assignment (its token included: the page keeps it, next to a key
+    that cannot leave the browser)."""
+    return {"device_id": a.device_id, "token": a.token, "model_id": a.model_id, "model_version": a.model_version,
+            "split_device": a.split.device, "split_edge": a.split.edge, "recommended_split": a.recommended_split,
+            "encoding": a.encoding.value if isinstance(a.encoding, Encoding) else "float32", "edge_id": a.edge_id,
+            "preferences": {"w_energy": a.preferences.w_energy, "w_privacy": a.preferences.w_privacy,
+                            "min_split": a.preferences.min_split}}
+
+
+def enrolment_of(body: dict[str, Any]) -> Enrolment:
+    """The page's enrolment request, every field checked and named."""
+    min_split = body.get("min_split", 0)
+    encoding = Encoding.parse(_text(body, "encoding", "float16"))
+    if encoding not in Encoding.for_activations():
+        raise RequestError(f"encoding: expected float32, float16 or int8, got {encoding.value}")
+    registration = DeviceRegistration(
+        device_name=_text(body, "device_name", "phone", 64), profile="", radio=_text(body, "radio", "wifi", 16),
+        preferences=Preferences(body.get("w_energy", 0.5), body.get("w_privacy", 0.5), min_split),
+        model_id=_text(body, "model_id", "", 64), split_device=None, encoding=encoding)
+    return Enrolment(_text(body, "code", limit=64), _b64(body.get("public_key"), "public_key"), registration)
+
+
+class BrowserSessions:
+    """The page's WebSocket sessions on this edge node (see the module's docstring)."""
+
+    def __init__(self, core: EdgeCore):
+        self.core = core
+        self.states: dict[int, SessionState] = {}  # id(websocket) -> its state, for the tests and the log
+
+    async def serve(self, ws: WebSocket) -> None:
+        await ws.accept()
+        key = id(ws)
+        self.states[key] = SessionState.CHALLENGED
+        try:
+            holder = await self._prove(ws)
+            if holder is None:
+                return
+            self.states[key] = SessionState.STREAMING
+            await self._stream(ws, holder)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self.states.pop(key, None)
+
+    async def _prove(self, ws: WebSocket) -> str | None:
+        """The challenge and its answer: the key's holder name, or None once refused."""
+        nonce = devicekey.challenge()
+        await ws.send_json({"challenge": base64.b64encode(nonce).decode()})
+        try:
+            hello = await ws.receive_json()
+            if not isinstance(hello, dict):
+                raise RequestError("hello: expected a JSON object")
+            spki = _b64(hello.get("public_key"), "public_key")
+            devicekey.verify(spki, nonce, _b64(hello.get("signature"), "signature"))
+            holder = devicekey.holder_of(spki)
+            a = await self.core.cloud.get_assignment(_text(hello, "device_id"), _text(hello, "token"), holder)
+        except (EcdError, ValueError) as e:  # ValueError: a text message that is not JSON
+            status = e.status if isinstance(e, EcdError) else "INVALID_ARGUMENT"
+            await ws.send_json({"error": str(e), "status": status})
+            await ws.close(REFUSED)
+            return None
+        await ws.send_json({"assignment": assignment_json(a)})
+        return holder
+
+    async def _stream(self, ws: WebSocket, holder: str) -> None:
+        closing: list[RequestError] = []
+
+        async def frames():
+            while True:
+                msg = await ws.receive()
+                if msg["type"] == "websocket.disconnect":
+                    return
+                if msg.get("bytes") is None:
+                    continue  # a text message mid-stream (the page's keep-alive): nothing to take
+                try:
+                    yield browser_wire.frame_from_bytes(msg["bytes"])
+                except RequestError as e:
+                    closing.append(e)
+                    return
+
+        results = self.core.serve_device(frames(), holder)
+        try:
+            async with contextlib.aclosing(results):
+                async for result in results:
+                    await ws.send_bytes(browser_wire.result_to_bytes(result))
+            if closing:
+                await ws.send_json({"error": str(closing[0]), "status": closing[0].status})
+                await ws.close(REFUSED)
+        except EcdError as e:  # the device's stream quota, or the node draining: the page comes back later
+            with contextlib.suppress(Exception):
+                await ws.send_json({"error": str(e), "status": e.status})
+                await ws.close(1013)  # try again later
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass  # the page went away: what it had in flight is not answered (it resends on its next session)
+
+
+def browser_app(core: EdgeCore) -> Starlette:
+    """The device page's ASGI app over ``core`` (an enrolment is relayed by ``core.cloud``)."""
+    sessions = BrowserSessions(core)
+
+    async def page(request: Request) -> Response:
+        return FileResponse(PAGE, media_type="text/html; charset=utf-8", headers=NO_STORE)
+
+    async def enrol_route(request: Request) -> Response:
+        check_same_origin(request, "this device page")
+        a = await core.cloud.enrol_device(enrolment_of(await json_body(request)))
+        return JSONResponse({"assignment": assignment_json(a)}, headers=NO_STORE)
+
+    async def model_file(request: Request) -> Response:
+        model_id, version, name = (request.path_params[k] for k in ("model_id", "version", "file"))
+        manifest, _ = await core.model(model_id, version)
+        if name != MANIFEST_FILENAME and name not in {b.file for b in manifest.blocks}:
+            raise NotFoundError(f"file: {name!r} is not a file of {model_id}@{version}")
+        return FileResponse(core.model_dir / model_id / version / name, headers={"Cache-Control": "private, max-age=86400"})
+
+    async def on_error(request: Request, e: Exception) -> Response:
+        assert isinstance(e, EcdError)
+        status = HTTP_STATUS.get(e.status, 500)  # a cloud's refusal keeps its status: the page shows why
+        return JSONResponse({"error": str(e), "status": e.status}, status_code=status)
+
+    if not (STATIC / "ort" / "ort.wasm.min.js").is_file():
+        log.warning("[EdgeNode.Browser] onnxruntime-web is not built into %s: run `make browser-assets` (needs npm)", STATIC / "ort")
+    return Starlette(
+        routes=[
+            Route("/", page),
+            Route("/api/enrol", enrol_route, methods=["POST"]),
+            Route("/api/models/{model_id}/{version}/{file}", model_file),
+            WebSocketRoute("/ws", sessions.serve),
+            Mount("/static", StaticFiles(directory=STATIC), name="static"),
+        ],
+        exception_handlers={EcdError: on_error},
+    )
+
