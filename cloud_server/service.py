@@ -394,5 +394,5 @@ def _panel(cfg: CloudConfig, core: CloudCore, metrics_port: int, check: Callable
     def check_host(host: str) -> None:
         check(f"ipv6:[{host}]:0" if ":" in host else f"ipv4:{host}:0" if host != "unix" else "unix:")
 
-    app = operator_app(OperatorView(core, metrics_port), check_host, token, hosts=(cfg.panel_host,))
+    app = operator_app(OperatorView(core, metrics_port, enrol_page_url=cfg.enrol_page_url), check_host, token, hosts=(cfg.panel_host,))
     return WebServer(app, cfg.panel_host, cfg.panel_port)

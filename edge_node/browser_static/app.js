@@ -21,7 +21,7 @@ const page = {
   state: null, detail: "", ws: null, key: null, enrolment: null, assignment: null, manifest: null,
   sessions: [], sessionOf: null, video: null, canvas: null, ctx: null, backoffMs: 500, timer: null,
   unanswered: new Map(),  // frame_id -> the frame's bytes, until its result comes (resent after a reconnect)
-  answered: 0, errors: 0, bytesUp: 0, latency: [], busy: false,
+  answered: 0, errors: 0, bytesUp: 0, latency: [], busy: false, ticks: 0,
   fps: Number(params.get("fps") || 10), window: Number(params.get("window") || 4),
 };
 const debug = { frames: new Map(), results: [] };
@@ -178,6 +178,7 @@ async function sendOne() {
 }
 
 function tick() {
+  page.ticks++;
   if (page.state !== State.STREAMING || page.busy || page.unanswered.size >= page.window) return;
   sendOne().catch((e) => setState(State.RECONNECTING, String(e)));
 }

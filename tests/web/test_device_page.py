@@ -154,3 +154,59 @@ def test_the_page_streams_100_frames_with_the_python_agents_answers(tiers: Brows
     ours = [r for r in received if r[2].startswith("browser:")]
     assert len(ours) >= len(results)
     assert all(enc is Encoding.FLOAT16 and shape == activation for enc, shape, _ in ours), set(ours[:3])  # never the raw image
+
+
+def enrolled(driver, tiers: BrowserTiers) -> None:
+    driver.get(f"{tiers.page_url}?code={tiers.code()}&debug=1&fps=40&window=2")
+    wait_for(driver, "return document.getElementById('state').dataset.state === 'NOT_ENROLLED'", "the enrol form")
+    driver.find_element("css selector", "#enrol button").click()
+
+
+def test_a_denied_camera_is_said_on_the_page(tiers: BrowserTiers, tmp_path: Path) -> None:
+    driver = chromium(tmp_path, tiers, None, camera=False)
+    try:
+        enrolled(driver, tiers)
+        wait_for(driver, "return document.getElementById('state').dataset.state === 'CAMERA_DENIED'", "the camera-denied state")
+        assert "allow the camera" in driver.find_element("id", "state").text
+        assert driver.execute_script("return window.ecdPage.ws") is None  # nothing streams without a camera
+    finally:
+        driver.quit()
+
+
+def test_a_hidden_tab_pauses_the_network_comes_back_and_a_reopened_page_goes_on(tiers: BrowserTiers, tmp_path: Path) -> None:
+    """Hidden: no frame is sent until it is shown again. Offline: the page says so and reconnects
+    once online. Closed and opened again: the same device (its key from IndexedDB, never
+    extractable), frame ids going on from where they were, nothing answered twice."""
+    driver = chromium(tmp_path, tiers, None)
+    try:
+        enrolled(driver, tiers)
+        wait_for(driver, "return window.ecdPage.answered >= 5", "5 answers")
+        driver.execute_script("Object.defineProperty(document, 'hidden', {value: true, configurable: true});"
+                              "document.dispatchEvent(new Event('visibilitychange'))")
+        assert state(driver) == "PAUSED"
+        wait_for(driver, "return window.ecdPage.unanswered.size === 0", "the frames in flight answered")
+        sent, ticks = driver.execute_script("return [window.ecdDebug.frames.size, window.ecdPage.ticks]")
+        wait_for(driver, f"return window.ecdPage.ticks >= {ticks + 20}", "20 ticks of the page's timer")
+        assert driver.execute_script("return window.ecdDebug.frames.size") == sent  # nothing sent while hidden
+        driver.execute_script("Object.defineProperty(document, 'hidden', {value: false, configurable: true});"
+                              "document.dispatchEvent(new Event('visibilitychange'))")
+        wait_for(driver, f"return window.ecdDebug.frames.size > {sent + 3}", "frames again once shown")
+
+        driver.set_network_conditions(offline=True, latency=0, download_throughput=-1, upload_throughput=-1)
+        wait_for(driver, "return document.getElementById('state').dataset.state === 'OFFLINE'", "the offline state")
+        driver.set_network_conditions(offline=False, latency=0, download_throughput=-1, upload_throughput=-1)
+        answered = driver.execute_script("return window.ecdPage.answered")
+        wait_for(driver, f"return window.ecdPage.answered > {answered + 5}", "answers after the network came back")
+
+        device, last = driver.execute_script("return [window.ecdPage.enrolment.device_id, Math.max(...window.ecdDebug.frames.keys())]")
+        extractable = driver.execute_async_script("const done = arguments[0];"
+                                                  "crypto.subtle.exportKey('pkcs8', window.ecdPage.key.privateKey).then(() => done(true), () => done(false))")
+        assert extractable is False
+        driver.get(f"{tiers.page_url}?debug=1&fps=40&window=2")  # the page closed and opened again
+        wait_for(driver, "return window.ecdPage.answered >= 3", "answers on the reopened page")
+        again, first = driver.execute_script("return [window.ecdPage.enrolment.device_id, Math.min(...window.ecdDebug.frames.keys())]")
+        assert again == device and first > last
+        results = driver.execute_script("return window.ecdDebug.results.map(r => [r.frameId, r.error])")
+        assert all(error is None for _, error in results), results
+    finally:
+        driver.quit()
