@@ -80,8 +80,8 @@ class EnrolmentCodes:
 def enrol(codes: EnrolmentCodes, devices: Devices, req: Enrolment) -> Assignment:
     """A browser device joins: its key checked, then registered like any device, with the key's
     holder name (:mod:`ecd.devicekey`), a phone's profile unless it names one, and the split the
-    utility recommends for its weights (a page does not run the utility itself). The code is used
+    utility recommends for its weights unless it pins one (a page does not run the utility). The code is used
     up last, once the rest is found good: a mistyped weight does not cost the user their code."""
     devicekey.check_public_key(req.public_key)
-    reg = replace(req.registration, profile=req.registration.profile or BROWSER_PROFILE, split_device=None)
+    reg = replace(req.registration, profile=req.registration.profile or BROWSER_PROFILE)
     return devices.register(reg, devicekey.holder_of(req.public_key), admit=lambda: codes.redeem(req.code))

@@ -95,14 +95,16 @@ def assignment_json(a: Assignment) -> dict[str, Any]:
 
 def enrolment_of(body: dict[str, Any]) -> Enrolment:
     """The page's enrolment request, every field checked and named."""
-    min_split = body.get("min_split", 0)
+    min_split, split = body.get("min_split", 0), body.get("split", -1)
+    if isinstance(split, bool) or not isinstance(split, int) or split < -1:
+        raise RequestError(f"split: expected an integer >= 0, or -1 for the split the cloud decides; got {split!r}")
     encoding = Encoding.parse(_text(body, "encoding", "float16"))
     if encoding not in Encoding.for_activations():
         raise RequestError(f"encoding: expected float32, float16 or int8, got {encoding.value}")
     registration = DeviceRegistration(
         device_name=_text(body, "device_name", "phone", 64), profile="", radio=_text(body, "radio", "wifi", 16),
         preferences=Preferences(body.get("w_energy", 0.5), body.get("w_privacy", 0.5), min_split),
-        model_id=_text(body, "model_id", "", 64), split_device=None, encoding=encoding)
+        model_id=_text(body, "model_id", "", 64), split_device=None if split < 0 else split, encoding=encoding)
     return Enrolment(_text(body, "code", limit=64), _b64(body.get("public_key"), "public_key"), registration)
 
 

@@ -1,16 +1,23 @@
 """A cloud and an edge node over real mutual TLS with the edge's device page on (``browser_port``
-0), and a Python stand-in for the page: its own ECDSA P-256 key, the enrolment over HTTPS, and a
-session over the WebSocket (the ``websockets`` client), speaking exactly what the page speaks."""
+0), a Python stand-in for the page (its own ECDSA P-256 key, the enrolment over HTTPS, a session
+over the WebSocket with the ``websockets`` client, speaking exactly what the page speaks), and a
+real headless Chromium whose fake camera plays a video of known images (tests/web,
+benchmarks/browser.py)."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import shutil
 import ssl
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
+import numpy as np
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -23,6 +30,10 @@ from ecd.transport import tls
 from ecd.transport.rpc import LoopThread, wait_healthy
 from ecd.v1 import ecd_pb2 as pb
 from edge_node.service import EdgeConfig, RunningEdge, start_edge
+
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+DRIVER = shutil.which("chromedriver")
+FRAMES_EACH = 4  # video frames each image is shown for
 
 
 @dataclass
@@ -112,3 +123,56 @@ class PageDevice:
         a = self.assignment
         return pb.Frame(device_id=a["device_id"], frame_id=frame_id, token=a["token"], model_id=a["model_id"],
                         model_version=a["model_version"], split_device=a["split_device"], tensor=tensor).SerializeToString()
+
+
+def write_y4m(path: Path, images: np.ndarray, fps: int = 30) -> None:
+    """A grey YUV 4:2:0 video (the Y plane is the image; U and V are neutral) that Chromium's fake
+    camera plays in a loop, each image for FRAMES_EACH frames."""
+    n, h, w = images.shape
+    with path.open("wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        chroma = np.full((h // 2) * (w // 2), 128, np.uint8).tobytes()
+        for image in images:
+            for _ in range(FRAMES_EACH):
+                f.write(b"FRAME\n" + image.astype(np.uint8).tobytes() + chroma + chroma)
+
+
+def spki_pin(cert_pem: Path) -> str:
+    """Chromium's --ignore-certificate-errors-spki-list entry for a certificate: base64 sha256 of its SPKI."""
+    cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
+
+
+def chromium(tmp: Path, tiers: BrowserTiers, video: Path | None, camera: bool = True):
+    """Headless Chromium with a fake camera (playing ``video``, or Chromium's own pattern), the
+    camera permission granted as a user would (or refused), and the edge's certificate accepted by
+    its key (the test CA is not in the system store)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=600,900",
+                f"--user-data-dir={tmp / 'chromium-profile'}", "--no-first-run", "--disable-extensions",
+                "--use-fake-device-for-media-stream", f"--ignore-certificate-errors-spki-list={spki_pin(tiers.folder / 'edge-1.pem')}"):
+        options.add_argument(arg)
+    if video is not None:
+        options.add_argument(f"--use-file-for-fake-video-capture={video}")
+    options.add_argument("--use-fake-ui-for-media-stream" if camera else "--deny-permission-prompts")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    return driver
+
+
+def wait_for(driver, script: str, what: str, timeout_s: float = 180.0):
+    """Poll the page until ``script`` returns something truthy (the page's own state, not a guessed sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = driver.execute_script(script)
+        if value:
+            return value
+        time.sleep(0.1)
+    shown = driver.execute_script("return document.getElementById('state').textContent")
+    raise AssertionError(f"timed out waiting for {what}; the page says: {shown}")

@@ -4,6 +4,8 @@ and ``ecd.v1.Result`` messages a gRPC device stream carries, one per WebSocket m
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from google.protobuf.message import DecodeError
 
 from ecd.errors import RequestError
@@ -13,11 +15,14 @@ from ecd.v1 import ecd_pb2 as pb
 
 
 def enrolment_to_pb(e: Enrolment) -> pb.EnrolDeviceRequest:
-    return pb.EnrolDeviceRequest(code=e.code, public_key=e.public_key, registration=registration_to_pb(e.registration))
+    return pb.EnrolDeviceRequest(code=e.code, public_key=e.public_key, registration=registration_to_pb(e.registration),
+                                 pinned_split=e.registration.split_device is not None)
 
 
 def enrolment_from_pb(msg: pb.EnrolDeviceRequest) -> Enrolment:
-    return Enrolment(msg.code, msg.public_key, registration_from_pb(msg.registration))
+    """``registration.split_device``: the split the page pins, or 0 and ``decide_split``: the cloud's choice."""
+    reg = registration_from_pb(msg.registration)
+    return Enrolment(msg.code, msg.public_key, reg if msg.pinned_split else replace(reg, split_device=None))
 
 
 def frame_from_bytes(data: bytes) -> Frame:

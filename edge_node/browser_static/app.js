@@ -73,7 +73,7 @@ async function enrol(event) {
   const body = {
     code: $("code").value.trim(), public_key: b64(spki), device_name: $("name").value || "phone",
     model_id: $("model").value, w_energy: Number($("w_energy").value), w_privacy: Number($("w_privacy").value),
-    min_split: Number($("min_split").value), encoding: $("encoding").value, radio: $("radio").value,
+    min_split: Number($("min_split").value), split: Number($("split").value), encoding: $("encoding").value, radio: $("radio").value,
   };
   const response = await fetch("/api/enrol", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
   const reply = await response.json();
@@ -188,11 +188,12 @@ function onResult(buf) {
   const sent = page.unanswered.get(r.frameId);
   if (!sent) return;  // an answer to a frame answered already
   page.unanswered.delete(r.frameId);
-  page.latency.push(performance.now() - sent.sentAt);
+  const latencyMs = performance.now() - sent.sentAt;
+  page.latency.push(latencyMs);
   if (page.latency.length > 100) page.latency.shift();
   if (r.error) { page.errors++; $("answer").textContent = "error: " + r.error.message; }
   else { page.answered++; $("answer").textContent = r.heads.length ? r.heads[0].label : "(no head)"; }
-  if (DEBUG) debug.results.push(r);
+  if (DEBUG) debug.results.push(Object.assign(r, { latencyMs, at: performance.now() }));
   const mean = page.latency.reduce((s, v) => s + v, 0) / Math.max(page.latency.length, 1);
   $("stats").textContent = `answered ${page.answered}, errors ${page.errors}, in flight ${page.unanswered.size}, ` +
     `split ${r.splitDevice}/${r.splitEdge}, ${Math.round(page.bytesUp / Math.max(page.answered + page.errors, 1))} B up per frame, ` +

@@ -225,3 +225,13 @@ def test_the_page_and_its_partition_files_are_served(tiers: BrowserTiers, tmp_pa
         assert block.status_code == 200
         assert hashlib.sha256(block.content).hexdigest() == manifest.blocks[0].sha256
         assert client.get(base + "cloud.sqlite3").status_code == 404
+
+
+def test_a_page_may_pin_its_split_but_never_under_its_floor(tiers: BrowserTiers) -> None:
+    assert PageDevice(tiers).enrol(tiers.code(), split=3, min_split=2)["split_device"] == 3
+    code = tiers.code()
+    low = PageDevice(tiers).enrol_response(code, split=1, min_split=2)
+    assert low.status_code == 409 and low.json()["error"] == "cloud: split_device: 1 is below the device's floor (min_split 2)"
+    bad = PageDevice(tiers).enrol_response(code, split="3")
+    assert bad.status_code == 400 and bad.json()["error"].startswith("split: ")
+    assert PageDevice(tiers).enrol(code)["split_device"] >= 0  # the code was not used up by the refusals

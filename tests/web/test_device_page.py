@@ -8,66 +8,18 @@ not built into the package (`make browser-assets`, which `make test` runs)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import shutil
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 
-from browser_tiers import BrowserTiers, start_browser_tiers, stop_browser_tiers
+from browser_tiers import CHROMIUM, DRIVER, BrowserTiers, chromium, start_browser_tiers, stop_browser_tiers, wait_for, write_y4m
 from ecd import codec, zoo
 from ecd.partition import Partition
 from ecd.types import Encoding
 from edge_node.browser import STATIC
 
-CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
-DRIVER = shutil.which("chromedriver")
-IMAGES = 24  # known held-out digits in the fake camera's video, each shown for FRAMES_EACH video frames
-FRAMES_EACH = 4
-
-
-def write_y4m(path: Path, images: np.ndarray, fps: int = 30) -> None:
-    """A grey YUV 4:2:0 video (the Y plane is the image; U and V are neutral) that Chromium's fake
-    camera plays in a loop."""
-    n, h, w = images.shape
-    with path.open("wb") as f:
-        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
-        chroma = np.full((h // 2) * (w // 2), 128, np.uint8).tobytes()
-        for image in images:
-            for _ in range(FRAMES_EACH):
-                f.write(b"FRAME\n" + image.astype(np.uint8).tobytes() + chroma + chroma)
-
-
-def spki_pin(cert_pem: Path) -> str:
-    """Chromium's --ignore-certificate-errors-spki-list entry for a certificate: base64 sha256 of its SPKI."""
-    cert = x509.load_pem_x509_certificate(cert_pem.read_bytes())
-    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return base64.b64encode(hashlib.sha256(spki).digest()).decode()
-
-
-def chromium(tmp: Path, tiers: BrowserTiers, video: Path | None, camera: bool = True):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=600,900",
-                f"--user-data-dir={tmp / 'chromium-profile'}", "--no-first-run", "--disable-extensions",
-                "--use-fake-device-for-media-stream", f"--ignore-certificate-errors-spki-list={spki_pin(tiers.folder / 'edge-1.pem')}"):
-        options.add_argument(arg)
-    if video is not None:
-        options.add_argument(f"--use-file-for-fake-video-capture={video}")
-    # the camera permission: granted as a user would, or refused
-    options.add_argument("--use-fake-ui-for-media-stream" if camera else "--deny-permission-prompts")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    return driver
+IMAGES = 24  # known held-out digits in the fake camera's video
 
 
 @pytest.fixture(scope="module")
@@ -79,18 +31,6 @@ def tiers(tmp_path_factory: pytest.TempPathFactory):
     t = start_browser_tiers(tmp_path_factory.mktemp("device-page"))
     yield t
     stop_browser_tiers(t)
-
-
-def wait_for(driver, script: str, what: str, timeout_s: float = 180.0):
-    """Poll the page until ``script`` returns something truthy (the page's own state, no sleeps on a guess)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = driver.execute_script(script)
-        if value:
-            return value
-        time.sleep(0.1)
-    shown = driver.execute_script("return document.getElementById('state').textContent")
-    raise AssertionError(f"timed out waiting for {what}; the page says: {shown}")
 
 
 def state(driver) -> str:
@@ -120,7 +60,7 @@ def test_the_page_streams_100_frames_with_the_python_agents_answers(tiers: Brows
     try:
         driver.get(f"{tiers.page_url}?code={tiers.code()}&debug=1&fps=40&window=4")
         wait_for(driver, "return document.getElementById('state').dataset.state === 'NOT_ENROLLED'", "the enrol form")
-        driver.execute_script("document.getElementById('min_split').value = 2; document.getElementById('w_privacy').value = 0.8")
+        driver.execute_script("document.getElementById('min_split').value = 2; document.getElementById('split').value = 3")
         driver.find_element("css selector", "#enrol button").click()
         wait_for(driver, "return window.ecdPage.answered >= 30", "30 answers")
         driver.execute_script("window.ecdPage.ws.close(4000)")  # the network drops the socket: it comes back by itself
@@ -140,7 +80,7 @@ def test_the_page_streams_100_frames_with_the_python_agents_answers(tiers: Brows
     ids = [r["id"] for r in results]
     assert len(ids) >= 110 and len(set(ids)) == len(ids), "a frame answered twice"
     split = results[0]["split"]
-    assert split >= 2
+    assert split == 3  # pinned on the page: the edge runs blocks 3..5 and the cloud the head
     labels = set()
     for r in results:
         assert r["error"] is None, r["error"]
