@@ -13,7 +13,7 @@ agent's stream over mutual-TLS gRPC).
 * Bytes up per frame: the whole message on the wire (the page's complete ``Frame``; the agent's
   compact revision-2 frames), from the edge's ``ecd_hop_bytes_total{hop="device_to_edge"}``.
 
-    python benchmarks/browser.py [--frames 300] [--window 4] [--encoding float16] [--split 3] [--json out.json]
+    python benchmarks/browser.py [--frames 300] [--window 4] [--encoding float16] [--split 3] [--json out.json] [--screenshot docs/device_page_browser.png]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def hop_bytes(tiers) -> float:
 def run_page(tiers, tmp: Path, args) -> dict:
     video = tmp / "digits.y4m"
     write_y4m(video, np.load(zoo.model_dir("digits_cnn") / "heldout.npz")["images"][:24])
-    driver = chromium(tmp, tiers, video)
+    driver = chromium(tmp, tiers, video, size="390,844")  # a phone's CSS pixels, for the screenshot
     try:
         driver.get(f"{tiers.page_url}?code={tiers.code()}&debug=1&fps=1000&window={args.window}")
         wait_for(driver, "return document.getElementById('state').dataset.state === 'NOT_ENROLLED'", "the enrol form")
@@ -56,14 +56,15 @@ def run_page(tiers, tmp: Path, args) -> dict:
                                         ".map(r => [r.at, r.latencyMs, r.splitDevice, !!r.error])")
         sent = driver.execute_script("return window.ecdDebug.frames.size") - before[1]
         up = (hop_bytes(tiers) - before[0]) / max(sent, 1)
-        driver.save_screenshot(str(tmp / "device-page.png"))
+        if args.screenshot:
+            driver.save_screenshot(args.screenshot)
     finally:
         driver.quit()
     at = np.array([r[0] for r in results])
     latency = np.array([r[1] for r in results])
     return {"split": results[0][2], "errors": sum(r[3] for r in results), "frames": len(results),
             "fps": (len(at) - 1) / ((at[-1] - at[0]) / 1e3), "p50_ms": float(np.percentile(latency, 50)),
-            "p95_ms": float(np.percentile(latency, 95)), "bytes_up_per_frame": up, "screenshot": str(tmp / "device-page.png")}
+            "p95_ms": float(np.percentile(latency, 95)), "bytes_up_per_frame": up}
 
 
 def run_agent(tiers, tmp: Path, args, split: int) -> dict:
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-split", type=int, default=0, help="the page's privacy floor")
     parser.add_argument("--split", type=int, default=3, help="the split both run (-1: the one the cloud decides for the page)")
     parser.add_argument("--json", default="")
+    parser.add_argument("--screenshot", default="", help="save the page as it streams (docs/device_page_browser.png)")
     args = parser.parse_args(argv)
     if CHROMIUM is None or DRIVER is None:
         print("needs Chromium and chromedriver", file=sys.stderr)

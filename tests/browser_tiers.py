@@ -144,7 +144,7 @@ def spki_pin(cert_pem: Path) -> str:
     return base64.b64encode(hashlib.sha256(spki).digest()).decode()
 
 
-def chromium(tmp: Path, tiers: BrowserTiers, video: Path | None, camera: bool = True):
+def chromium(tmp: Path, tiers: BrowserTiers, video: Path | None, camera: bool = True, size: str = "600,900"):
     """Headless Chromium with a fake camera (playing ``video``, or Chromium's own pattern), the
     camera permission granted as a user would (or refused), and the edge's certificate accepted by
     its key (the test CA is not in the system store)."""
@@ -153,7 +153,7 @@ def chromium(tmp: Path, tiers: BrowserTiers, video: Path | None, camera: bool = 
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=600,900",
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--window-size={size}",
                 f"--user-data-dir={tmp / 'chromium-profile'}", "--no-first-run", "--disable-extensions",
                 "--use-fake-device-for-media-stream", f"--ignore-certificate-errors-spki-list={spki_pin(tiers.folder / 'edge-1.pem')}"):
         options.add_argument(arg)
