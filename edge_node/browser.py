@@ -16,7 +16,8 @@ A session, before any frame is taken (:class:`SessionState`):
    challenge signed with its non-extractable WebCrypto ECDSA P-256 key;
 3. the edge checks the signature (:mod:`ecd.devicekey`) and asks the cloud for the device's
    assignment with the key's holder name: a token shown with any other key is refused there;
-4. the edge sends ``{"assignment": {...}}`` and from then on takes binary frames.
+4. the edge sends ``{"assignment": {...}}`` (with the defence noise scale the page adds at its
+   split, :func:`defence_scale`) and from then on takes binary frames.
 
 A refusal is ``{"error", "status"}`` and the socket closes with :data:`REFUSED` (the page shows it
 and does not retry). In-flight frames of a page that closes are not answered; a page that comes
@@ -46,7 +47,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ecd import devicekey
 from ecd.errors import EcdError, NotFoundError, RequestError
-from ecd.manifest import MANIFEST_FILENAME
+from ecd.leakage import defence_table, privacy_options
+from ecd.manifest import MANIFEST_FILENAME, Manifest
 from ecd.split import Preferences
 from ecd.transport import browser_wire
 from ecd.types import Assignment, DeviceRegistration, Encoding, Enrolment
@@ -83,10 +85,20 @@ def _text(data: dict, name: str, default: str | None = None, limit: int = 200) -
     return value
 
 
-def assignment_json(a: Assignment) -> dict[str, Any]:
+def defence_scale(manifest: Manifest, split: int) -> float:
+    """The Laplace noise scale a device adds to its activation at ``split`` before it leaves, as the
+    Python agent does with default preferences (``AgentCore._defend``): the decision's defence
+    strength there (:func:`ecd.leakage.privacy_options`) times the manifest's measured scale; 0
+    where the model has no defence table or the strength is 0."""
+    strength = float(privacy_options(manifest).best_strength[split])
+    table = defence_table(manifest) if strength > 0 else None
+    return float(strength * table.scale[split]) if table is not None else 0.0
+
+
+def assignment_json(a: Assignment, noise_scale: float = 0.0) -> dict[str, Any]:
     """What the page needs of its assignment (its token included: the page keeps it, next to a key
-    that cannot leave the browser)."""
-    return {"device_id": a.device_id, "token": a.token, "model_id": a.model_id, "model_version": a.model_version,
+    that cannot leave the browser), and the defence noise it adds at its split."""
+    return {"defence_scale": noise_scale, "device_id": a.device_id, "token": a.token, "model_id": a.model_id, "model_version": a.model_version,
             "split_device": a.split.device, "split_edge": a.split.edge, "recommended_split": a.recommended_split,
             "encoding": a.encoding.value if isinstance(a.encoding, Encoding) else "float32", "edge_id": a.edge_id,
             "preferences": {"w_energy": a.preferences.w_energy, "w_privacy": a.preferences.w_privacy,
@@ -142,12 +154,13 @@ class BrowserSessions:
             devicekey.verify(spki, nonce, _b64(hello.get("signature"), "signature"))
             holder = devicekey.holder_of(spki)
             a = await self.core.cloud.get_assignment(_text(hello, "device_id"), _text(hello, "token"), holder)
+            manifest, _ = await self.core.model(a.model_id, a.model_version)
         except (EcdError, ValueError) as e:  # ValueError: a text message that is not JSON
             status = e.status if isinstance(e, EcdError) else "INVALID_ARGUMENT"
             await ws.send_json({"error": str(e), "status": status})
             await ws.close(REFUSED)
             return None
-        await ws.send_json({"assignment": assignment_json(a)})
+        await ws.send_json({"assignment": assignment_json(a, defence_scale(manifest, a.split.device))})
         return holder
 
     async def _stream(self, ws: WebSocket, holder: str) -> None:

@@ -143,8 +143,19 @@ function normalise(pixels) {  // ecd.manifest.InputSpec.preprocess: float32 NCHW
   return x;
 }
 
+function defend(x, scale) {  // Laplace(0, scale) noise on the activation before it leaves (AgentCore._defend); fresh entropy
+  if (!(scale > 0)) return x;
+  const u32 = new Uint32Array(x.length);
+  crypto.getRandomValues(u32);
+  for (let i = 0; i < x.length; i++) {
+    const u = (u32[i] + 0.5) / 4294967296 - 0.5;  // uniform in (-0.5, 0.5)
+    x[i] = Math.fround(x[i] - scale * Math.sign(u) * Math.log(1 - 2 * Math.abs(u)));
+  }
+  return x;
+}
+
 async function devicePartition(pixels, a) {
-  if (a.split_device === 0) {  // nothing to run: the image as captured (UINT8_IMAGE), as the Python agent sends it
+  if (a.split_device === 0 && !(a.defence_scale > 0)) {  // nothing to run: the image as captured (UINT8_IMAGE), as the Python agent sends it
     const [c, h, w] = page.manifest.input.shape;
     return { encoding: "uint8", shape: [1, h, w, c], data: pixels };
   }
@@ -154,7 +165,7 @@ async function devicePartition(pixels, a) {
     const y = out[session.outputNames[0]];
     x = y.data; shape = y.dims.map(Number);
   }
-  return ecdWire.encode(x, shape, a.encoding);
+  return ecdWire.encode(defend(x, a.defence_scale), shape, a.encoding);
 }
 
 async function sendOne() {

@@ -15,6 +15,9 @@ import pytest
 from browser_tiers import BrowserTiers, PageDevice, start_browser_tiers, stop_browser_tiers
 from ecd import codec, zoo
 from ecd.clock import SYSTEM_CLOCK
+from ecd.leakage import defence_table
+from ecd.profiles import load_device, load_radio
+from ecd.split import Preferences, decide_split
 from ecd.partition import Partition
 from ecd.transport import serde
 from ecd.types import Encoding
@@ -235,3 +238,17 @@ def test_a_page_may_pin_its_split_but_never_under_its_floor(tiers: BrowserTiers)
     bad = PageDevice(tiers).enrol_response(code, split="3")
     assert bad.status_code == 400 and bad.json()["error"].startswith("split: ")
     assert PageDevice(tiers).enrol(code)["split_device"] >= 0  # the code was not used up by the refusals
+
+
+def test_the_session_tells_the_page_the_python_agents_defence_noise_at_its_split(tiers: BrowserTiers) -> None:
+    manifest = zoo.load_manifest("digits_cnn")
+    decision = decide_split(manifest, load_device("phone_midrange"), load_radio("wifi"), Preferences(0.5, 0.5))
+    table = defence_table(manifest, required=True)
+    for split in (2, 3):
+        page = PageDevice(tiers)
+        page.enrol(tiers.code(), split=split)
+        ws, hello = page.open()
+        ws.close()
+        want = decision.strength_at(split) * float(table.scale[split])
+        assert hello["assignment"]["defence_scale"] == pytest.approx(want)
+        assert (want > 0) == (split == 3)  # digits_cnn: none at 2, the agent's noise at 3
