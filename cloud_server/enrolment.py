@@ -24,7 +24,6 @@ from ecd.types import Assignment, Enrolment
 ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L: read off a screen and typed on a phone
 CODE_CHARS = 10  # ~49 bits: unguessable within a code's minutes at the registrations rate limit
 MAX_TTL_S = 24 * 3600.0
-BROWSER_PROFILE = "phone_midrange"  # the shipped profile a browser device's split is decided with
 
 
 class CodeState(enum.Enum):
@@ -83,5 +82,5 @@ def enrol(codes: EnrolmentCodes, devices: Devices, req: Enrolment) -> Assignment
     utility recommends for its weights unless it pins one (a page does not run the utility). The code is used
     up last, once the rest is found good: a mistyped weight does not cost the user their code."""
     devicekey.check_public_key(req.public_key)
-    reg = replace(req.registration, profile=req.registration.profile or BROWSER_PROFILE)
+    reg = replace(req.registration, profile=req.registration.profile or devicekey.BROWSER_PROFILE)
     return devices.register(reg, devicekey.holder_of(req.public_key), admit=lambda: codes.redeem(req.code))

@@ -22,6 +22,7 @@ from ecd.errors import AuthenticationError, MissingExtraError, RequestError
 HOLDER_PREFIX = "browser:"
 CHALLENGE_BYTES = 32
 MAX_KEY_BYTES = 200  # a P-256 SPKI is 91 bytes
+BROWSER_PROFILE = "phone_midrange"  # the shipped profile a browser device's split is decided with
 
 
 def holder_of(spki: bytes) -> str:

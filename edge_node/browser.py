@@ -34,6 +34,7 @@ import base64
 import binascii
 import contextlib
 import enum
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -49,9 +50,10 @@ from ecd import devicekey
 from ecd.errors import EcdError, NotFoundError, RequestError
 from ecd.leakage import defence_table, privacy_options
 from ecd.manifest import MANIFEST_FILENAME, Manifest
-from ecd.split import Preferences
+from ecd.profiles import load_device, load_radio
+from ecd.split import Preferences, decide_split
 from ecd.transport import browser_wire
-from ecd.types import Assignment, DeviceRegistration, Encoding, Enrolment
+from ecd.types import Assignment, DeviceRegistration, Encoding, Enrolment, PreferencesUpdate
 from ecd.web import HTTP_STATUS, check_same_origin, json_body
 from edge_node.core import EdgeCore
 
@@ -85,6 +87,14 @@ def _text(data: dict, name: str, default: str | None = None, limit: int = 200) -
     return value
 
 
+def _split(body: dict[str, Any]) -> int | None:
+    """The split a page pins, or None (-1 or absent) for the one decided for its weights."""
+    split = body.get("split", -1)
+    if isinstance(split, bool) or not isinstance(split, int) or split < -1:
+        raise RequestError(f"split: expected an integer >= 0, or -1 for the split decided for the weights; got {split!r}")
+    return None if split < 0 else split
+
+
 def defence_scale(manifest: Manifest, split: int) -> float:
     """The Laplace noise scale a device adds to its activation at ``split`` before it leaves, as the
     Python agent does with default preferences (``AgentCore._defend``): the decision's defence
@@ -107,16 +117,14 @@ def assignment_json(a: Assignment, noise_scale: float = 0.0) -> dict[str, Any]:
 
 def enrolment_of(body: dict[str, Any]) -> Enrolment:
     """The page's enrolment request, every field checked and named."""
-    min_split, split = body.get("min_split", 0), body.get("split", -1)
-    if isinstance(split, bool) or not isinstance(split, int) or split < -1:
-        raise RequestError(f"split: expected an integer >= 0, or -1 for the split the cloud decides; got {split!r}")
+    min_split, split = body.get("min_split", 0), _split(body)
     encoding = Encoding.parse(_text(body, "encoding", "float16"))
     if encoding not in Encoding.for_activations():
         raise RequestError(f"encoding: expected float32, float16 or int8, got {encoding.value}")
     registration = DeviceRegistration(
         device_name=_text(body, "device_name", "phone", 64), profile="", radio=_text(body, "radio", "wifi", 16),
         preferences=Preferences(body.get("w_energy", 0.5), body.get("w_privacy", 0.5), min_split),
-        model_id=_text(body, "model_id", "", 64), split_device=None if split < 0 else split, encoding=encoding)
+        model_id=_text(body, "model_id", "", 64), split_device=split, encoding=encoding)
     return Enrolment(_text(body, "code", limit=64), _b64(body.get("public_key"), "public_key"), registration)
 
 
@@ -132,18 +140,19 @@ class BrowserSessions:
         key = id(ws)
         self.states[key] = SessionState.CHALLENGED
         try:
-            holder = await self._prove(ws)
-            if holder is None:
+            proven = await self._prove(ws)
+            if proven is None:
                 return
             self.states[key] = SessionState.STREAMING
-            await self._stream(ws, holder)
+            await self._stream(ws, *proven)
         except WebSocketDisconnect:
             pass
         finally:
             self.states.pop(key, None)
 
-    async def _prove(self, ws: WebSocket) -> str | None:
-        """The challenge and its answer: the key's holder name, or None once refused."""
+    async def _prove(self, ws: WebSocket) -> tuple[str, Assignment] | None:
+        """The challenge and its answer: the key's holder name and the device's assignment, or None
+        once refused."""
         nonce = devicekey.challenge()
         await ws.send_json({"challenge": base64.b64encode(nonce).decode()})
         try:
@@ -161,9 +170,34 @@ class BrowserSessions:
             await ws.close(REFUSED)
             return None
         await ws.send_json({"assignment": assignment_json(a, defence_scale(manifest, a.split.device))})
-        return holder
+        return holder, a
 
-    async def _stream(self, ws: WebSocket, holder: str) -> None:
+    async def _preferences(self, ws: WebSocket, a: Assignment, text: str) -> None:
+        """The page's new weights (``{"preferences": {...}}``): the split decided for them as for
+        its enrolment (a phone's profile, its radio; or the one it pins), told to the cloud
+        (``UpdatePreferences``). The floor may be raised, never lowered, as on the agent's panel.
+        The page then ends this session once its frames are answered, and streams at the new
+        split on the next (a session's split is bound by its first frame)."""
+        try:
+            body = json.loads(text).get("preferences")
+            if not isinstance(body, dict):
+                raise RequestError("preferences: expected a JSON object")
+            prefs = Preferences(body.get("w_energy"), body.get("w_privacy"), body.get("min_split", a.preferences.min_split))
+            if prefs.min_split < a.preferences.min_split:
+                raise RequestError(f"min_split: the floor can be raised, never lowered (it is {a.preferences.min_split})")
+            manifest, _ = await self.core.model(a.model_id, a.model_version)
+            split = _split(body)
+            if split is None:
+                split = decide_split(manifest, load_device(devicekey.BROWSER_PROFILE), load_radio(_text(body, "radio", "wifi", 16)),
+                                     prefs).recommended
+            updated = await self.core.cloud.update_preferences(PreferencesUpdate(a.device_id, a.token, prefs, split))
+        except (EcdError, ValueError, AttributeError) as e:  # AttributeError: JSON that is not an object
+            await ws.send_json({"preferences_error": str(e)})
+            return
+        self.core.forget([a.device_id])
+        await ws.send_json({"preferences_applied": assignment_json(updated, defence_scale(manifest, split))})
+
+    async def _stream(self, ws: WebSocket, holder: str, a: Assignment) -> None:
         closing: list[RequestError] = []
 
         async def frames():
@@ -172,7 +206,8 @@ class BrowserSessions:
                 if msg["type"] == "websocket.disconnect":
                     return
                 if msg.get("bytes") is None:
-                    continue  # a text message mid-stream (the page's keep-alive): nothing to take
+                    await self._preferences(ws, a, msg.get("text") or "")  # the only text a page sends mid-stream
+                    continue
                 try:
                     yield browser_wire.frame_from_bytes(msg["bytes"])
                 except RequestError as e:

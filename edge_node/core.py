@@ -35,7 +35,8 @@ from ecd.partition import BlockRunner
 from ecd.split import check_split
 from ecd.errors import PreconditionError, RequestError, UnavailableError
 from edge_node.fair import DeviceQuotas, FairQueue, StreamQuotaError
-from ecd.types import Assignment, Encoding, Enrolment, FileChunk, Frame, FrameError, PartitionRequest, Result, Split, StreamHeader
+from ecd.types import (Assignment, Encoding, Enrolment, FileChunk, Frame, FrameError, PartitionRequest, PreferencesUpdate, Result, Split,
+                       StreamHeader)
 
 log = logging.getLogger("ecd.edge")
 
@@ -59,6 +60,8 @@ class CloudClient(Protocol):
     def fetch_partition(self, request: PartitionRequest) -> AsyncIterable[FileChunk]: ...
 
     async def enrol_device(self, request: Enrolment) -> Assignment: ...
+
+    async def update_preferences(self, request: PreferencesUpdate) -> Assignment: ...
 
 
 @dataclass(eq=False)  # sessions are kept in a set: identity, not value

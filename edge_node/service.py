@@ -32,7 +32,7 @@ from ecd.transport.auth import caller
 from ecd.transport.catalog import to_status
 from ecd.transport.targets import client_target
 from ecd.transport.rpc import RunningServer, TransportConfig, cancel_all, grpc_options, start_server
-from ecd.types import Assignment, EdgeRegistration, Enrolment, PartitionRequest, Position
+from ecd.types import Assignment, EdgeRegistration, Enrolment, PartitionRequest, Position, PreferencesUpdate
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 from edge_node.core import CloudLink, EdgeCore
@@ -94,6 +94,13 @@ class GrpcCloudClient:
                 raise AuthenticationError(e.details()) from None
             raise UnavailableError(f"cloud: cannot check the device's assignment ({e.code().name})") from None
         return serde.assignment_from_pb(reply)
+
+    async def update_preferences(self, request: PreferencesUpdate) -> Assignment:
+        """A browser device's new weights and split, relayed once its session proved its key."""
+        try:
+            return serde.assignment_from_pb(await self.stub.UpdatePreferences(serde.update_to_pb(request), timeout=30))
+        except grpc.aio.AioRpcError as e:
+            raise PeerError(e.code().name, f"cloud: {e.details()}") from None
 
     async def enrol_device(self, request: Enrolment) -> Assignment:
         """A browser device's enrolment, relayed; the cloud's refusal keeps its status (the page shows it)."""

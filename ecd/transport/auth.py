@@ -28,7 +28,7 @@ POLICY: Mapping[str, frozenset[str]] = {
     # the cloud's data plane: only edge nodes stream to it (a device token cannot skip its edge)
     "/ecd.v1.CloudServer/Stream": frozenset({"edge"}),
     "/ecd.v1.CloudServer/RegisterDevice": frozenset({"device"}),
-    "/ecd.v1.CloudServer/UpdatePreferences": frozenset({"device"}),
+    "/ecd.v1.CloudServer/UpdatePreferences": frozenset({"device", "edge"}),  # an edge relays a browser device's (its key proven)
     "/ecd.v1.CloudServer/GetAssignment": frozenset({"device", "edge"}),  # an edge checks the tokens it sees
     "/ecd.v1.CloudServer/ReportLocation": frozenset({"device"}),
     "/ecd.v1.CloudServer/WatchAssignment": frozenset({"device"}),

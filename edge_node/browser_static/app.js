@@ -9,7 +9,7 @@ const State = Object.freeze({
   NOT_ENROLLED: "not enrolled", ENROLLING: "enrolling", LOADING: "loading the model",
   NO_ENGINE: "onnxruntime-web missing", CAMERA_DENIED: "camera denied", CONNECTING: "connecting",
   STREAMING: "streaming", PAUSED: "paused (tab hidden)", RECONNECTING: "reconnecting", OFFLINE: "offline",
-  REFUSED: "refused",
+  REFUSED: "refused", RESPLITTING: "applying the new weights",
 });
 const REFUSED_CLOSE = 4401;  // edge_node.browser.REFUSED: the edge refused the session (do not retry)
 const KEY_DB = "ecd-device", KEY_STORE = "keys";
@@ -188,6 +188,19 @@ async function sendOne() {
   }
 }
 
+function resplitWhenDrained(ws) {
+  if (page.ws !== ws) return;
+  if (page.unanswered.size) { setTimeout(() => resplitWhenDrained(ws), 20); return; }
+  page.backoffMs = 0;
+  ws.close(1000);  // onclose reconnects at once: the new session's assignment carries the new split
+}
+
+function applyPreferences() {
+  if (page.state !== State.STREAMING && page.state !== State.PAUSED) return;
+  page.ws.send(JSON.stringify({ preferences: { w_energy: Number($("p_energy").value), w_privacy: Number($("p_privacy").value),
+    min_split: Number($("p_floor").value), radio: $("radio").value } }));
+}
+
 function tick() {
   page.ticks++;
   if (page.state !== State.STREAMING || page.busy || page.unanswered.size >= page.window) return;
@@ -228,10 +241,20 @@ function connect() {
     } else if (msg.assignment) {
       page.assignment = msg.assignment;
       await loadPartition(msg.assignment);
+      $("p_energy").value = msg.assignment.preferences.w_energy.toFixed(2); $("p_privacy").value = msg.assignment.preferences.w_privacy.toFixed(2);
+      $("p_floor").value = msg.assignment.preferences.min_split; $("p_floor").min = msg.assignment.preferences.min_split;
       page.backoffMs = 500;
       for (const [, f] of [...page.unanswered].sort((p, q) => p[0] - q[0])) { f.sentAt = performance.now(); ws.send(f.bytes); }
       setState(document.hidden ? State.PAUSED : State.STREAMING);
       tick();
+    } else if (msg.preferences_applied) {  // the next session streams at the new split, once this one's frames are answered
+      page.enrolment = Object.assign(page.enrolment, { split_device: msg.preferences_applied.split_device });
+      localStorage.setItem("ecd.enrolment", JSON.stringify(page.enrolment));
+      $("prefs-note").textContent = `split ${msg.preferences_applied.split_device} (was ${page.assignment.split_device})`;
+      setState(State.RESPLITTING);
+      resplitWhenDrained(ws);
+    } else if (msg.preferences_error) {
+      $("prefs-note").textContent = msg.preferences_error;
     } else if (msg.error) {
       page.detail = msg.error;
     }
@@ -240,7 +263,7 @@ function connect() {
     if (page.ws !== ws) return;
     if (event.code === REFUSED_CLOSE) { setState(State.REFUSED, page.detail || "the edge node refused this device"); return; }
     const wait = page.backoffMs * (0.5 + Math.random() / 2);
-    page.backoffMs = Math.min(page.backoffMs * 2, 10000);
+    page.backoffMs = Math.min(Math.max(page.backoffMs * 2, 500), 10000);
     setState(navigator.onLine ? State.RECONNECTING : State.OFFLINE, `${page.unanswered.size} frames to resend`);
     setTimeout(connect, wait);
   };
@@ -268,7 +291,8 @@ window.addEventListener("offline", () => { if (page.ws) page.ws.close(); });
 
 window.addEventListener("load", async () => {
   page.video = $("video"); page.canvas = $("canvas"); page.ctx = page.canvas.getContext("2d", { willReadFrequently: true });
-  for (const id of ["w_energy", "w_privacy"]) $(id).addEventListener("input", () => { $(id + "_value").textContent = $(id).value; });
+  $("apply").addEventListener("click", applyPreferences);
+  for (const id of ["w_energy", "w_privacy", "p_energy", "p_privacy"]) $(id).addEventListener("input", () => { $(id + "_value").textContent = $(id).value; });
   $("enrol").addEventListener("submit", (e) => enrol(e).catch((err) => setState(State.NOT_ENROLLED, String(err))));
   $("code").value = params.get("code") || "";
   const saved = localStorage.getItem("ecd.enrolment");

@@ -6,6 +6,7 @@ path (and get the same answers) as a gRPC device's."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import httpx
@@ -252,3 +253,32 @@ def test_the_session_tells_the_page_the_python_agents_defence_noise_at_its_split
         want = decision.strength_at(split) * float(table.scale[split])
         assert hello["assignment"]["defence_scale"] == pytest.approx(want)
         assert (want > 0) == (split == 3)  # digits_cnn: none at 2, the agent's noise at 3
+
+
+def test_new_weights_on_a_session_resplit_the_device_and_the_floor_only_rises(tiers: BrowserTiers) -> None:
+    page = PageDevice(tiers)
+    a = page.enrol(tiers.code(), split=2, min_split=1)
+    ws, _ = page.open()
+    ws.send(json.dumps({"preferences": {"w_energy": 0.5, "w_privacy": 0.5, "min_split": 0}}))
+    assert json.loads(ws.recv(timeout=30)) == {"preferences_error": "min_split: the floor can be raised, never lowered (it is 1)"}
+    ws.send(json.dumps({"preferences": {"w_energy": 0.2, "w_privacy": 0.8, "min_split": 4, "radio": "lte"}}))
+    applied = json.loads(ws.recv(timeout=60))["preferences_applied"]
+    ws.close()
+    manifest = zoo.load_manifest("digits_cnn")
+    want = decide_split(manifest, load_device("phone_midrange"), load_radio("lte"), Preferences(0.2, 0.8, 4)).recommended
+    assert applied["split_device"] == want and applied["preferences"]["min_split"] == 4 and want != a["split_device"]
+    ws, hello = page.open()  # the next session streams at the new split
+    ws.close()
+    assert hello["assignment"]["split_device"] == want
+    record = tiers.cloud.registry.device(a["device_id"])
+    assert (record.split_device, record.min_split) == (want, 4)
+
+
+def test_the_page_is_never_served_in_plaintext() -> None:
+    import asyncio
+
+    from ecd.errors import ConfigError
+    from edge_node.service import EdgeConfig, start_edge
+
+    with pytest.raises(ConfigError, match="^browser_port: the device page is served over HTTPS"):
+        asyncio.run(start_edge(EdgeConfig(browser_port=0, insecure=True)))

@@ -116,7 +116,8 @@ def test_a_denied_camera_is_said_on_the_page(tiers: BrowserTiers, tmp_path: Path
 def test_a_hidden_tab_pauses_the_network_comes_back_and_a_reopened_page_goes_on(tiers: BrowserTiers, tmp_path: Path) -> None:
     """Hidden: no frame is sent until it is shown again. Offline: the page says so and reconnects
     once online. Closed and opened again: the same device (its key from IndexedDB, never
-    extractable), frame ids going on from where they were, nothing answered twice."""
+    extractable), frame ids going on from where they were, nothing answered twice. New weights:
+    the device re-splits between two sessions, no frame refused."""
     driver = chromium(tmp_path, tiers, None)
     try:
         enrolled(driver, tiers)
@@ -146,6 +147,12 @@ def test_a_hidden_tab_pauses_the_network_comes_back_and_a_reopened_page_goes_on(
         wait_for(driver, "return window.ecdPage.answered >= 3", "answers on the reopened page")
         again, first = driver.execute_script("return [window.ecdPage.enrolment.device_id, Math.min(...window.ecdDebug.frames.keys())]")
         assert again == device and first > last
+        driver.find_element("css selector", "#prefs summary").click()  # new weights: a raised floor re-splits the device
+        driver.execute_script("document.getElementById('p_floor').value = 4")
+        driver.find_element("id", "apply").click()
+        wait_for(driver, "return window.ecdPage.assignment.split_device >= 4 && window.ecdPage.state === 'streaming'", "the new split")
+        answered = driver.execute_script("return window.ecdPage.answered")
+        wait_for(driver, f"return window.ecdPage.answered > {answered + 3}", "answers at the new split")
         results = driver.execute_script("return window.ecdDebug.results.map(r => [r.frameId, r.error])")
         assert all(error is None for _, error in results), results
     finally:

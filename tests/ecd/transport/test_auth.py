@@ -50,7 +50,7 @@ def test_the_policy_rows() -> None:
     assert rows == {
         "CloudServer/Stream": "edge",
         "CloudServer/RegisterDevice": "device",
-        "CloudServer/UpdatePreferences": "device",
+        "CloudServer/UpdatePreferences": "device+edge",  # an edge relays a browser device's
         "CloudServer/GetAssignment": "device+edge",
         "CloudServer/ReportLocation": "device",
         "CloudServer/WatchAssignment": "device",
