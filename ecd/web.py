@@ -93,7 +93,7 @@ def bind(host: str, port: int, option_name: str = "panel_port") -> socket.socket
     return sock
 
 
-def _server(app: Any, tls: tuple[str, str] | None = None):
+def _server(app: Any, tls: tuple[str, str] | None = None, max_connections: int = 32):
     import contextlib
 
     import uvicorn
@@ -107,22 +107,23 @@ def _server(app: Any, tls: tuple[str, str] | None = None):
 
     certfile, keyfile = tls or (None, None)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                            limit_concurrency=32, timeout_keep_alive=5, ssl_certfile=certfile, ssl_keyfile=keyfile)
+                            limit_concurrency=max_connections, timeout_keep_alive=5, ssl_certfile=certfile, ssl_keyfile=keyfile)
     return Server(config)
 
 
 class WebServer:
     """An ASGI app served by uvicorn, in the caller's event loop (:meth:`serve`) or in a thread of
     its own (:meth:`start`, for the device agent, which has no event loop). ``tls``: (certificate,
-    key) PEM files to serve HTTPS with (the edge node's device page); None = plain HTTP."""
+    key) PEM files to serve HTTPS with (the edge node's device page); None = plain HTTP.
+    ``max_connections``: connections (a page's WebSocket session is one) and requests at once."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, tls: tuple[str, str] | None = None,
-                 option_name: str = "panel_port"):
+                 option_name: str = "panel_port", max_connections: int = 32):
         self.sock = bind(host, port, option_name)
         self.host = host
         self.port: int = self.sock.getsockname()[1]
         self.scheme = "https" if tls else "http"
-        self.server = _server(app, tls)
+        self.server = _server(app, tls, max_connections)
         self._thread: threading.Thread | None = None
         self._task: asyncio.Task | None = None
 

@@ -9,7 +9,7 @@ carries, one per binary WebSocket message, handed to the same per-frame path
 (:meth:`edge_node.core.EdgeCore.serve_device`): token check, model version, split and privacy floor,
 quotas, de-duplication of resent frames and forwarding are those of any device.
 
-A session, before any frame is taken (:class:`SessionState`):
+A session, before any frame is taken:
 
 1. the edge sends ``{"challenge": base64}`` (32 random bytes);
 2. the page answers ``{"device_id", "token", "public_key": base64 SPKI, "signature": base64}``, the
@@ -33,7 +33,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import enum
 import json
 import logging
 from pathlib import Path
@@ -47,7 +46,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ecd import devicekey
-from ecd.errors import EcdError, NotFoundError, RequestError
+from ecd.errors import ConfigError, EcdError, NotFoundError, RequestError
 from ecd.leakage import defence_table, privacy_options
 from ecd.manifest import MANIFEST_FILENAME, Manifest
 from ecd.profiles import load_device, load_radio
@@ -63,12 +62,6 @@ STATIC = Path(__file__).with_name("browser_static")
 PAGE = STATIC / "index.html"
 REFUSED = 4401  # WebSocket close code: the session was refused (bad key proof, unknown token); the page does not retry
 NO_STORE = {"Cache-Control": "no-store"}
-
-
-class SessionState(enum.Enum):
-    CHALLENGED = "challenged"  # the challenge is sent; no frame is taken until it is signed
-    STREAMING = "streaming"  # the key was proven and the cloud knows the token for it
-    CLOSED = "closed"
 
 
 def _b64(data: Any, name: str) -> bytes:
@@ -133,22 +126,15 @@ class BrowserSessions:
 
     def __init__(self, core: EdgeCore):
         self.core = core
-        self.states: dict[int, SessionState] = {}  # id(websocket) -> its state, for the tests and the log
 
     async def serve(self, ws: WebSocket) -> None:
         await ws.accept()
-        key = id(ws)
-        self.states[key] = SessionState.CHALLENGED
         try:
-            proven = await self._prove(ws)
-            if proven is None:
-                return
-            self.states[key] = SessionState.STREAMING
-            await self._stream(ws, *proven)
+            proven = await self._prove(ws)  # no frame is read before the key is proven
+            if proven is not None:
+                await self._stream(ws, *proven)
         except WebSocketDisconnect:
             pass
-        finally:
-            self.states.pop(key, None)
 
     async def _prove(self, ws: WebSocket) -> tuple[str, Assignment] | None:
         """The challenge and its answer: the key's holder name and the device's assignment, or None
@@ -228,6 +214,16 @@ class BrowserSessions:
                 await ws.close(1013)  # try again later
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass  # the page went away: what it had in flight is not answered (it resends on its next session)
+
+
+def check_extra() -> None:
+    """The page's session needs a WebSocket protocol for uvicorn and ``cryptography`` for the key
+    proof (the ``browser`` extra): refused at start, not at the first phone."""
+    import importlib.util
+
+    if importlib.util.find_spec("cryptography") is None or not any(
+            importlib.util.find_spec(m) for m in ("websockets", "wsproto")):
+        raise ConfigError("browser_port: the device page needs cryptography and a WebSocket library: pip install 'ecd-runtime[browser]'")
 
 
 def browser_app(core: EdgeCore) -> Starlette:

@@ -78,6 +78,7 @@ class EdgeConfig:
     health_port: int = option(-1, "a plaintext port on host serving only gRPC health, for probes that cannot present a client certificate (-1 = off, 0 = any free port)")
     browser_port: int = option(-1, "HTTPS port of the device page, for phones that stream from their browser (needs tls_dir: "
                                "served with this node's certificate; -1 = off, 0 = any free port)")
+    max_browser_sessions: int = option(256, "device page: connections at once (each streaming phone holds one); one more is refused (503)")
 
 
 class GrpcCloudClient:
@@ -273,7 +274,8 @@ def _browser_page(cfg: EdgeConfig, core: EdgeCore) -> Any:
     from edge_node.browser import browser_app
 
     tls = (str(Path(cfg.tls_dir) / f"{cfg.tls_name}.pem"), str(Path(cfg.tls_dir) / f"{cfg.tls_name}.key"))
-    page = WebServer(browser_app(core), cfg.host, cfg.browser_port, tls=tls, option_name="browser_port")
+    page = WebServer(browser_app(core), cfg.host, cfg.browser_port, tls=tls, option_name="browser_port",
+                     max_connections=cfg.max_browser_sessions)
     page.serve()
     log.info("[EdgeNode] device page on %s", page.url)
     return page
@@ -288,6 +290,10 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
         advertised_endpoint(cfg.advertise, cfg.host, 1)
     if cfg.browser_port >= 0 and not cfg.tls_dir:  # a page's key and token must not cross the network in the clear
         raise ConfigError("browser_port: the device page is served over HTTPS with this node's certificate; give --tls-dir")
+    if cfg.browser_port >= 0:
+        from edge_node.browser import check_extra
+
+        check_extra()
     for name in ("max_device_streams", "max_device_frames"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name}: expected at least 1, got {getattr(cfg, name)}")

@@ -33,7 +33,7 @@ from edge_node.service import EdgeConfig, RunningEdge, start_edge
 
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
 DRIVER = shutil.which("chromedriver")
-FRAMES_EACH = 4  # video frames each image is shown for
+FRAMES_EACH = 1  # video frames each image is shown for: a new digit every 33 ms, so 100 frames see many
 
 
 @dataclass

