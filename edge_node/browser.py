@@ -30,6 +30,7 @@ manifest's sha256 when it fetched them from the cloud; the page checks them agai
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -46,7 +47,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ecd import devicekey
-from ecd.errors import ConfigError, EcdError, NotFoundError, RequestError
+from ecd.errors import AuthenticationError, ConfigError, EcdError, NotFoundError, RequestError
 from ecd.leakage import defence_table, privacy_options
 from ecd.manifest import MANIFEST_FILENAME, Manifest
 from ecd.profiles import load_device, load_radio
@@ -62,6 +63,7 @@ STATIC = Path(__file__).with_name("browser_static")
 PAGE = STATIC / "index.html"
 REFUSED = 4401  # WebSocket close code: the session was refused (bad key proof, unknown token); the page does not retry
 NO_STORE = {"Cache-Control": "no-store"}
+HELLO_TIMEOUT_S = 30.0  # the page signs the challenge at once; a socket that does not is dropped
 
 
 def _b64(data: Any, name: str) -> bytes:
@@ -142,7 +144,10 @@ class BrowserSessions:
         nonce = devicekey.challenge()
         await ws.send_json({"challenge": base64.b64encode(nonce).decode()})
         try:
-            hello = await ws.receive_json()
+            try:  # a socket that never answers must not hold a connection of the page's few
+                hello = await asyncio.wait_for(ws.receive_json(), HELLO_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                raise AuthenticationError(f"hello: the challenge was not answered within {HELLO_TIMEOUT_S:g} s") from None
             if not isinstance(hello, dict):
                 raise RequestError("hello: expected a JSON object")
             spki = _b64(hello.get("public_key"), "public_key")

@@ -282,3 +282,18 @@ def test_the_page_is_never_served_in_plaintext() -> None:
 
     with pytest.raises(ConfigError, match="^browser_port: the device page is served over HTTPS"):
         asyncio.run(start_edge(EdgeConfig(browser_port=0, insecure=True)))
+
+
+def test_a_socket_that_never_answers_the_challenge_is_dropped(tiers: BrowserTiers, monkeypatch: pytest.MonkeyPatch) -> None:
+    from websockets.sync.client import connect
+
+    from edge_node import browser
+
+    monkeypatch.setattr(browser, "HELLO_TIMEOUT_S", 0.05)
+    with connect(tiers.ws_url, ssl=tiers.ssl_context(), open_timeout=30) as ws:
+        assert "challenge" in json.loads(ws.recv(timeout=30))
+        reply = json.loads(ws.recv(timeout=30))  # nothing sent: the edge gives up on its own
+        assert reply == {"error": "hello: the challenge was not answered within 0.05 s", "status": "UNAUTHENTICATED"}
+        with pytest.raises(Exception):
+            ws.recv(timeout=30)
+        assert ws.close_code == REFUSED
