@@ -93,7 +93,7 @@ def bind(host: str, port: int, option_name: str = "panel_port") -> socket.socket
     return sock
 
 
-def _server(app: Any, tls: tuple[str, str] | None = None, max_connections: int = 32):
+def _server(app: Any, tls: tuple[str, str] | None = None, max_connections: int = 32, ws: str = "auto"):
     import contextlib
 
     import uvicorn
@@ -107,7 +107,8 @@ def _server(app: Any, tls: tuple[str, str] | None = None, max_connections: int =
 
     certfile, keyfile = tls or (None, None)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                            limit_concurrency=max_connections, timeout_keep_alive=5, ssl_certfile=certfile, ssl_keyfile=keyfile)
+                            limit_concurrency=max_connections, timeout_keep_alive=5, ssl_certfile=certfile, ssl_keyfile=keyfile,
+                            ws=ws)
     return Server(config)
 
 
@@ -115,15 +116,16 @@ class WebServer:
     """An ASGI app served by uvicorn, in the caller's event loop (:meth:`serve`) or in a thread of
     its own (:meth:`start`, for the device agent, which has no event loop). ``tls``: (certificate,
     key) PEM files to serve HTTPS with (the edge node's device page); None = plain HTTP.
-    ``max_connections``: connections (a page's WebSocket session is one) and requests at once."""
+    ``max_connections``: connections (a page's WebSocket session is one) and requests at once;
+    ``ws``: uvicorn's WebSocket protocol (``wsproto`` for the edge's device page)."""
 
     def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, tls: tuple[str, str] | None = None,
-                 option_name: str = "panel_port", max_connections: int = 32):
+                 option_name: str = "panel_port", max_connections: int = 32, ws: str = "auto"):
         self.sock = bind(host, port, option_name)
         self.host = host
         self.port: int = self.sock.getsockname()[1]
         self.scheme = "https" if tls else "http"
-        self.server = _server(app, tls, max_connections)
+        self.server = _server(app, tls, max_connections, ws)
         self._thread: threading.Thread | None = None
         self._task: asyncio.Task | None = None
 

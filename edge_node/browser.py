@@ -222,13 +222,12 @@ class BrowserSessions:
 
 
 def check_extra() -> None:
-    """The page's session needs a WebSocket protocol for uvicorn and ``cryptography`` for the key
-    proof (the ``browser`` extra): refused at start, not at the first phone."""
+    """The page's session needs ``wsproto`` (uvicorn's WebSocket protocol here) and ``cryptography``
+    for the key proof (the ``browser`` extra): refused at start, not at the first phone."""
     import importlib.util
 
-    if importlib.util.find_spec("cryptography") is None or not any(
-            importlib.util.find_spec(m) for m in ("websockets", "wsproto")):
-        raise ConfigError("browser_port: the device page needs cryptography and a WebSocket library: pip install 'ecd-runtime[browser]'")
+    if importlib.util.find_spec("cryptography") is None or importlib.util.find_spec("wsproto") is None:
+        raise ConfigError("browser_port: the device page needs cryptography and wsproto: pip install 'ecd-runtime[browser]'")
 
 
 def browser_app(core: EdgeCore) -> Starlette:

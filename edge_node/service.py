@@ -275,7 +275,7 @@ def _browser_page(cfg: EdgeConfig, core: EdgeCore) -> Any:
 
     tls = (str(Path(cfg.tls_dir) / f"{cfg.tls_name}.pem"), str(Path(cfg.tls_dir) / f"{cfg.tls_name}.key"))
     page = WebServer(browser_app(core), cfg.host, cfg.browser_port, tls=tls, option_name="browser_port",
-                     max_connections=cfg.max_browser_sessions)
+                     max_connections=cfg.max_browser_sessions, ws="wsproto")
     page.serve()
     log.info("[EdgeNode] device page on %s", page.url)
     return page

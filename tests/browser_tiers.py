@@ -1,6 +1,6 @@
 """A cloud and an edge node over real mutual TLS with the edge's device page on (``browser_port``
 0), a Python stand-in for the page (its own ECDSA P-256 key, the enrolment over HTTPS, a session
-over the WebSocket with the ``websockets`` client, speaking exactly what the page speaks), and a
+over the WebSocket with ``websocket-client``, speaking exactly what the page speaks), and a
 real headless Chromium whose fake camera plays a video of known images (tests/web,
 benchmarks/browser.py)."""
 
@@ -21,7 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from websockets.sync.client import ClientConnection, connect
+import websocket
 
 from cloud_server.config import CloudConfig
 from cloud_server.service import RunningCloud, start_cloud
@@ -79,6 +79,43 @@ def stop_browser_tiers(t: BrowserTiers) -> None:
     t.loop.close()
 
 
+class SocketClosed(ConnectionError):
+    pass
+
+
+class PageSocket:
+    """A page's WebSocket, synchronous and single-threaded (``websocket-client``): text messages
+    come back as str, binary ones as bytes, the edge's close as :class:`SocketClosed` with its code
+    kept in ``close_code``. (The ``websockets`` sync client reads TLS in a thread of its own while
+    the caller writes; that broke here now and then, "[SSL] internal error", or a handshake never
+    answered.)"""
+
+    def __init__(self, tiers: BrowserTiers):
+        self.ws = websocket.create_connection(tiers.ws_url, sslopt={"context": tiers.ssl_context()}, timeout=30)
+        self.close_code: int | None = None
+
+    def send(self, data: bytes | str) -> None:
+        if isinstance(data, bytes):
+            self.ws.send_binary(data)
+        else:
+            self.ws.send(data)
+
+    def recv(self, timeout: float = 30.0) -> bytes | str:
+        self.ws.settimeout(timeout)
+        while True:
+            opcode, data = self.ws.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                self.close_code = int.from_bytes(data[:2], "big") if len(data) >= 2 else 1005
+                raise SocketClosed(f"closed by the edge ({self.close_code})")
+            if opcode == websocket.ABNF.OPCODE_TEXT:
+                return data.decode()
+            if opcode == websocket.ABNF.OPCODE_BINARY:
+                return data
+
+    def close(self) -> None:
+        self.ws.close()
+
+
 class PageDevice:
     """What the page does, in Python: a key of its own, enrolment, sessions."""
 
@@ -107,12 +144,11 @@ class PageDevice:
         r, s = decode_dss_signature(self.key.sign(message, ec.ECDSA(hashes.SHA256())))
         return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
-    def open(self, signer: PageDevice | None = None, token: str | None = None) -> tuple[ClientConnection, dict]:
+    def open(self, signer: PageDevice | None = None, token: str | None = None) -> tuple[PageSocket, dict]:
         """A session: the challenge answered (signed by ``signer``'s key, this device's by default,
         and presenting ``signer``'s public key); returns the socket and the edge's reply."""
         signer = signer or self
-        # entered as websockets >= 17 wants (a `with` block); the tests close the socket themselves
-        ws = connect(self.tiers.ws_url, ssl=self.tiers.ssl_context(), open_timeout=30, max_size=None).__enter__()
+        ws = PageSocket(self.tiers)
         challenge = base64.b64decode(json.loads(ws.recv(timeout=30))["challenge"])
         ws.send(json.dumps({"device_id": self.assignment["device_id"], "token": token or self.assignment["token"],
                             "public_key": base64.b64encode(signer.spki).decode(),

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from browser_tiers import BrowserTiers, PageDevice, start_browser_tiers, stop_browser_tiers
+from browser_tiers import BrowserTiers, PageDevice, PageSocket, SocketClosed, start_browser_tiers, stop_browser_tiers
 from ecd import codec, zoo
 from ecd.clock import SYSTEM_CLOCK
 from ecd.leakage import defence_table
@@ -155,8 +155,8 @@ def test_a_session_whose_signature_fails_takes_no_frame(tiers: BrowserTiers) -> 
 
     ws, reply = page.open(signer=Forger(tiers, thief.key))
     assert reply == {"error": "signature: the session's challenge was not signed by this device's key", "status": "UNAUTHENTICATED"}
-    with pytest.raises(Exception):
-        ws.recv(timeout=30)  # closed by the edge
+    with pytest.raises(SocketClosed):
+        ws.recv(timeout=30)
     assert ws.close_code == REFUSED
 
 
@@ -213,7 +213,7 @@ def test_bytes_that_are_not_a_frame_end_the_session(tiers: BrowserTiers) -> None
     ws.send(b"\xff\xff\xff")
     reply = ws.recv(timeout=30)
     assert '"frame: 3 bytes that are not a serialized ecd.v1.Frame"' in reply
-    with pytest.raises(Exception):
+    with pytest.raises(SocketClosed):
         ws.recv(timeout=30)
     assert ws.close_code == REFUSED
 
@@ -285,15 +285,14 @@ def test_the_page_is_never_served_in_plaintext() -> None:
 
 
 def test_a_socket_that_never_answers_the_challenge_is_dropped(tiers: BrowserTiers, monkeypatch: pytest.MonkeyPatch) -> None:
-    from websockets.sync.client import connect
-
     from edge_node import browser
 
     monkeypatch.setattr(browser, "HELLO_TIMEOUT_S", 0.05)
-    with connect(tiers.ws_url, ssl=tiers.ssl_context(), open_timeout=30) as ws:
-        assert "challenge" in json.loads(ws.recv(timeout=30))
-        reply = json.loads(ws.recv(timeout=30))  # nothing sent: the edge gives up on its own
-        assert reply == {"error": "hello: the challenge was not answered within 0.05 s", "status": "UNAUTHENTICATED"}
-        with pytest.raises(Exception):
-            ws.recv(timeout=30)
-        assert ws.close_code == REFUSED
+    ws = PageSocket(tiers)
+    assert "challenge" in json.loads(ws.recv(timeout=30))
+    reply = json.loads(ws.recv(timeout=30))  # nothing sent: the edge gives up on its own
+    assert reply == {"error": "hello: the challenge was not answered within 0.05 s", "status": "UNAUTHENTICATED"}
+    with pytest.raises(SocketClosed):
+        ws.recv(timeout=30)
+    ws.close()
+    assert ws.close_code == REFUSED
