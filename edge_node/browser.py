@@ -167,8 +167,9 @@ class BrowserSessions:
         """The page's new weights (``{"preferences": {...}}``): the split decided for them as for
         its enrolment (a phone's profile, its radio; or the one it pins), told to the cloud
         (``UpdatePreferences``). The floor may be raised, never lowered, as on the agent's panel.
-        The page then ends this session once its frames are answered, and streams at the new
-        split on the next (a session's split is bound by its first frame)."""
+        The page sends it once its frames in flight are answered (one sent under a floor raised
+        meanwhile would be refused), then ends this session and streams at the new split on the
+        next (a session's split is bound by its first frame)."""
         try:
             body = json.loads(text).get("preferences")
             if not isinstance(body, dict):

@@ -188,17 +188,18 @@ async function sendOne() {
   }
 }
 
-function resplitWhenDrained(ws) {
+function whenDrained(ws, then) {  // every frame in flight answered, at the split it was sent at
   if (page.ws !== ws) return;
-  if (page.unanswered.size) { setTimeout(() => resplitWhenDrained(ws), 20); return; }
-  page.backoffMs = 0;
-  ws.close(1000);  // onclose reconnects at once: the new session's assignment carries the new split
+  if (page.unanswered.size) { setTimeout(() => whenDrained(ws, then), 20); return; }
+  then();
 }
 
-function applyPreferences() {
+function applyPreferences() {  // as the agent's panel: no new frame, the ones in flight answered, then the new weights
   if (page.state !== State.STREAMING && page.state !== State.PAUSED) return;
-  page.ws.send(JSON.stringify({ preferences: { w_energy: Number($("p_energy").value), w_privacy: Number($("p_privacy").value),
-    min_split: Number($("p_floor").value), radio: $("radio").value } }));
+  const ws = page.ws;
+  setState(State.RESPLITTING);
+  whenDrained(ws, () => ws.send(JSON.stringify({ preferences: { w_energy: Number($("p_energy").value),
+    w_privacy: Number($("p_privacy").value), min_split: Number($("p_floor").value), radio: $("radio").value } })));
 }
 
 function tick() {
@@ -251,10 +252,12 @@ function connect() {
       page.enrolment = Object.assign(page.enrolment, { split_device: msg.preferences_applied.split_device });
       localStorage.setItem("ecd.enrolment", JSON.stringify(page.enrolment));
       $("prefs-note").textContent = `split ${msg.preferences_applied.split_device} (was ${page.assignment.split_device})`;
-      setState(State.RESPLITTING);
-      resplitWhenDrained(ws);
+      page.backoffMs = 0;
+      ws.close(1000);  // onclose reconnects at once: the new session's assignment carries the new split
     } else if (msg.preferences_error) {
       $("prefs-note").textContent = msg.preferences_error;
+      setState(document.hidden ? State.PAUSED : State.STREAMING);
+      tick();
     } else if (msg.error) {
       page.detail = msg.error;
     }

@@ -98,9 +98,10 @@ def test_the_page_streams_100_frames_with_the_python_agents_answers(tiers: Brows
     assert all(enc is Encoding.FLOAT16 and shape == activation for enc, shape, _ in ours), set(ours[:3])  # never the raw image
 
 
-def enrolled(driver, tiers: BrowserTiers) -> None:
+def enrolled(driver, tiers: BrowserTiers, split: int = -1) -> None:
     driver.get(f"{tiers.page_url}?code={tiers.code()}&debug=1&fps=40&window=2")
     wait_for(driver, "return document.getElementById('state').dataset.state === 'NOT_ENROLLED'", "the enrol form")
+    driver.execute_script(f"document.getElementById('split').value = {split}")
     driver.find_element("css selector", "#enrol button").click()
 
 
@@ -122,8 +123,14 @@ def test_a_hidden_tab_pauses_the_network_comes_back_and_a_reopened_page_goes_on(
     the device re-splits between two sessions, no frame refused."""
     driver = chromium(tmp_path, tiers, None)
     try:
-        enrolled(driver, tiers)
+        enrolled(driver, tiers, split=3)  # where the Python agent adds defence noise: so does the page
         wait_for(driver, "return window.ecdPage.answered >= 5", "5 answers")
+        noisy = driver.execute_script("const d = window.ecdDebug;"
+                                      "return d.results.map(r => [d.frames.get(r.frameId).pixels, r.output, r.splitDevice])")
+        manifest = zoo.load_manifest("digits_cnn")
+        for pixels, output, split in noisy:
+            clean = expected_output(manifest, np.asarray(pixels, np.uint8).reshape(32, 32), split, Encoding.FLOAT16)
+            assert split == 3 and np.abs(np.asarray(output) - clean).max() > 0.05  # Laplace noise of scale ~0.63 at split 3
         driver.execute_script("Object.defineProperty(document, 'hidden', {value: true, configurable: true});"
                               "document.dispatchEvent(new Event('visibilitychange'))")
         assert state(driver) == "PAUSED"
@@ -153,9 +160,10 @@ def test_a_hidden_tab_pauses_the_network_comes_back_and_a_reopened_page_goes_on(
         driver.execute_script("document.getElementById('p_floor').value = 4")
         driver.find_element("id", "apply").click()
         wait_for(driver, "return window.ecdPage.assignment.split_device >= 4 && window.ecdPage.state === 'streaming'", "the new split")
+        assert driver.execute_script("return window.ecdPage.enrolment.split_device") >= 4  # kept for the next reload
         answered = driver.execute_script("return window.ecdPage.answered")
         wait_for(driver, f"return window.ecdPage.answered > {answered + 3}", "answers at the new split")
         results = driver.execute_script("return window.ecdDebug.results.map(r => [r.frameId, r.error])")
-        assert all(error is None for _, error in results), results
+        assert all(error is None for _, error in results), [e for _, e in results if e]
     finally:
         driver.quit()
