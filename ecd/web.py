@@ -149,7 +149,10 @@ class WebServer:
     async def aclose(self) -> None:
         self.server.should_exit = True
         if self._task is not None:
-            await asyncio.wait([self._task], timeout=5)
+            _, pending = await asyncio.wait([self._task], timeout=5)
+            if pending:  # a connection that never finished closing (a page's socket whose peer went quiet)
+                self.server.force_exit = True
+                await asyncio.wait([self._task], timeout=1)
         self.sock.close()
 
     def close(self) -> None:

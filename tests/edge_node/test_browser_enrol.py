@@ -157,6 +157,7 @@ def test_a_session_whose_signature_fails_takes_no_frame(tiers: BrowserTiers) -> 
     assert reply == {"error": "signature: the session's challenge was not signed by this device's key", "status": "UNAUTHENTICATED"}
     with pytest.raises(SocketClosed):
         ws.recv(timeout=30)
+    ws.close()
     assert ws.close_code == REFUSED
 
 
@@ -215,6 +216,7 @@ def test_bytes_that_are_not_a_frame_end_the_session(tiers: BrowserTiers) -> None
     assert '"frame: 3 bytes that are not a serialized ecd.v1.Frame"' in reply
     with pytest.raises(SocketClosed):
         ws.recv(timeout=30)
+    ws.close()
     assert ws.close_code == REFUSED
 
 
