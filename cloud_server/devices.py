@@ -152,8 +152,12 @@ class Devices:
         log.info("[CloudServer.RegisterDevice] %s (%s) split %d on edge %s", record.device_id, record.name, record.split_device, record.edge_id)
         return self.assignment_of(record, recommended, token)
 
-    def update_preferences(self, req: PreferencesUpdate, holder: str | None = None) -> Assignment:
+    def update_preferences(self, req: PreferencesUpdate, holder: str | None = None, edge_owner: str | None = None) -> Assignment:
+        """New weights and split. ``edge_owner``: the asker is the edge node holding that
+        certificate, relaying a browser device's (whose key it checked) — only for a device assigned to it."""
         d = self.authenticate(req.device_id, req.token, holder)
+        if edge_owner is not None and not self.assignment.serves(d, edge_owner):
+            raise PermissionDeniedError(f"device_id: device {req.device_id} is not assigned to this edge node")
         served = self.models.served(d.model_id)
         prefs = req.preferences
         check_split(served.manifest, req.split_device, prefs.min_split)

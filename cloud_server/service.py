@@ -202,9 +202,9 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         a = await call_core(context, lambda r: self.core.devices.register(serde.registration_from_pb(r), holder), request, in_thread=True)
         return serde.assignment_to_pb(a)
 
-    async def UpdatePreferences(self, request, context):
-        holder = _device_holder()
-        a = await call_core(context, lambda r: self.core.devices.update_preferences(serde.update_from_pb(r), holder), request)
+    async def UpdatePreferences(self, request, context):  # an edge relays a browser device's (edge_node.browser)
+        holder, edge = _device_holder(), (_edge_owner() if caller().role == "edge" else None)
+        a = await call_core(context, lambda r: self.core.devices.update_preferences(serde.update_from_pb(r), holder, edge), request)
         return serde.assignment_to_pb(a)
 
     async def GetAssignment(self, request, context):

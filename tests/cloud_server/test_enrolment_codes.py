@@ -75,3 +75,20 @@ def test_a_code_is_good_once_and_until_it_expires() -> None:
     for bad in (0, -1, 24 * 3600 + 1):
         with pytest.raises(RequestError, match="^ttl_s: "):
             codes.issue(bad)
+
+
+def test_an_edge_relays_new_weights_only_for_a_device_assigned_to_it(tmp_path: Path) -> None:
+    from cloud_server.core import CloudCore
+    from cloud_server.registry import Registry
+    from ecd import zoo
+    from ecd.errors import PermissionDeniedError
+    from ecd.split import Preferences
+    from ecd.types import DeviceRegistration, EdgeRegistration, Encoding, PreferencesUpdate
+
+    core = CloudCore(Registry(str(tmp_path / "c.sqlite3")), [zoo.load_manifest("digits_cnn")])
+    core.edges.register(EdgeRegistration("127.0.0.1:1", 10.0), owner="edge-1")
+    a = core.devices.register(DeviceRegistration("d", "phone_midrange", "wifi", Preferences(0.5, 0.5, 0), "digits_cnn", 2, Encoding.FLOAT16))
+    update = PreferencesUpdate(a.device_id, a.token, Preferences(0.2, 0.8, 3), 3)
+    with pytest.raises(PermissionDeniedError, match="not assigned to this edge node"):
+        core.devices.update_preferences(update, None, edge_owner="edge-2")
+    assert core.devices.update_preferences(update, None, edge_owner="edge-1").split.device == 3
