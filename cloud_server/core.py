@@ -11,6 +11,7 @@ directly; they take and return :mod:`ecd.types` records, never see gRPC or proto
 ``core.leases``               :class:`~cloud_server.leases.Leases`: which devices are still present
 ``core.assignment``           :class:`~cloud_server.assignment.EdgeAssignment`: which edge each device uses
 ``core.devices``              :class:`~cloud_server.devices.Devices`: registration, preferences, tokens, assignments
+``core.enrolment``            :class:`~cloud_server.enrolment.EnrolmentCodes`: one-time codes that enrol browser devices
 ``core.leader``               :class:`~cloud_server.leader.SchedulerLeader`: whether this replica runs the schedulers
 ``core.placement``            :class:`~cloud_server.live_placement.LivePlacement`: paper 003's placement, applied
 ``core.crowdsensing``         :class:`~cloud_server.crowdsensing.Crowdsensing`: campaigns, reputations, site selection
@@ -31,6 +32,7 @@ from cloud_server.assignment import EdgeAssignment
 from cloud_server.crowdsensing import Crowdsensing
 from cloud_server.devices import Devices
 from cloud_server.edges import Edges
+from cloud_server.enrolment import EnrolmentCodes
 from cloud_server.leader import SchedulerLeader
 from cloud_server.leases import Leases
 from cloud_server.live_placement import LivePlacement
@@ -87,6 +89,7 @@ class CloudCore:
                                        clock, placement_debounce_s)
         self.devices = Devices(registry, self.models, self.leases, self.assignment, lambda: self.placement.version,
                                edge_boundary, changed, clock)
+        self.enrolment = EnrolmentCodes(clock=clock)
         self.crowdsensing = Crowdsensing(registry, self.edges, self.leases, self.leader, changed, clock)
         self.metrics = metrics
 

@@ -97,9 +97,11 @@ class Devices:
             encoding=Encoding(d.encoding) if d.encoding in Encoding._value2member_map_ else Encoding.FLOAT32,
         )
 
-    def register(self, req: DeviceRegistration, holder: str = "") -> Assignment:
+    def register(self, req: DeviceRegistration, holder: str = "", admit: Callable[[], None] = lambda: None) -> Assignment:
         """A new device; ``holder``: the device certificate it registers with ("" in plaintext),
-        refused when a device registered with it was revoked (revocation sticks)."""
+        refused when a device registered with it was revoked (revocation sticks). A registration
+        without ``split_device`` (None) runs the split the utility recommends. ``admit`` is the
+        caller's last check, once the request is found good (an enrolment code is used up there)."""
         if holder and self.registry.holder_revoked(holder):
             raise PermissionDeniedError(f"device certificate {holder!r} was revoked: it cannot register again; "
                                         "issue the device a new certificate (ecd certs)")
@@ -116,11 +118,14 @@ class Devices:
         prefs = req.preferences
         if prefs.min_split > served.manifest.n_blocks:
             raise RequestError(f"preferences.min_split: expected 0..{served.manifest.n_blocks}, got {prefs.min_split}")
-        check_split(served.manifest, req.split_device, prefs.min_split)
+        recommended = self.decide(served, profile, req.radio, prefs)
+        split_device = recommended if req.split_device is None else req.split_device
+        check_split(served.manifest, split_device, prefs.min_split)
         if not isinstance(req.encoding, Encoding):
             raise RequestError(f"encoding: expected FLOAT32, FLOAT16 or INT8_AFFINE, got {req.encoding}")
         position = req.position.check("position") if req.position is not None else None
         sensors = sites.check_sensors(req.sensors)
+        admit()
         token = secrets.token_hex(16)
         record = self.assignment.admit(
             position,
@@ -133,8 +138,8 @@ class Devices:
             min_split=prefs.min_split,
             model_id=served.manifest.model_id,
             model_version=served.manifest.version,
-            split_device=req.split_device,
-            split_edge=self.split_edge(served, req.split_device),
+            split_device=split_device,
+            split_edge=self.split_edge(served, split_device),
             encoding=req.encoding.value,
             reputation=campaigns.NEUTRAL_REPUTATION,
             lat=position.lat if position else None,
@@ -145,10 +150,14 @@ class Devices:
         if position is not None:
             self.registry.record_location(record.device_id, position.lat, position.lon, int(self.clock.time() * 1000))
         log.info("[CloudServer.RegisterDevice] %s (%s) split %d on edge %s", record.device_id, record.name, record.split_device, record.edge_id)
-        return self.assignment_of(record, self.decide(served, profile, req.radio, prefs), token)
+        return self.assignment_of(record, recommended, token)
 
-    def update_preferences(self, req: PreferencesUpdate, holder: str | None = None) -> Assignment:
+    def update_preferences(self, req: PreferencesUpdate, holder: str | None = None, edge_owner: str | None = None) -> Assignment:
+        """New weights and split. ``edge_owner``: the asker is the edge node holding that
+        certificate, relaying a browser device's (whose key it checked) — only for a device assigned to it."""
         d = self.authenticate(req.device_id, req.token, holder)
+        if edge_owner is not None and not self.assignment.serves(d, edge_owner):
+            raise PermissionDeniedError(f"device_id: device {req.device_id} is not assigned to this edge node")
         served = self.models.served(d.model_id)
         prefs = req.preferences
         check_split(served.manifest, req.split_device, prefs.min_split)

@@ -88,10 +88,11 @@ class OperatorView:
     """What the page shows, as JSON-ready dicts. Every method blocks on the registry: call it from
     a worker thread."""
 
-    def __init__(self, core: CloudCore, metrics_port: int = -1, limits: Limits = Limits()):
+    def __init__(self, core: CloudCore, metrics_port: int = -1, limits: Limits = Limits(), enrol_page_url: str = ""):
         self.core = core
         self.metrics_port = metrics_port
         self.limits = limits
+        self.enrol_page_url = enrol_page_url  # the edge nodes' device page, put in an enrolment code's QR code
 
     # --- one record each -------------------------------------------------------------------------
 
@@ -195,6 +196,22 @@ class OperatorView:
         log.warning("[CloudServer.Panel] %s revoked from the operator view", printable(device_id))
         return self.device(device_id)
 
+    def enrolment_code(self) -> dict[str, Any]:
+        """A one-time code that enrols one browser device (cloud_server.enrolment), and the device
+        page's address carrying it, as a QR code to scan (SVG, when segno is installed)."""
+        issued = self.core.enrolment.issue()
+        url = f"{self.enrol_page_url}{'&' if '?' in self.enrol_page_url else '?'}code={issued.code}" if self.enrol_page_url else ""
+        qr = ""
+        if url:
+            try:
+                import segno
+            except ImportError:
+                log.warning("[CloudServer.Panel] no QR code for the enrolment code: pip install 'ecd-runtime[cloud]' (segno)")
+            else:
+                qr = segno.make(url, error="m").svg_data_uri(scale=4)
+        log.info("[CloudServer.Panel] enrolment code issued, good until %s", issued.expires)
+        return {"code": issued.code, "expires_unix_ms": int(issued.expires * 1000), "url": url, "qr_svg": qr}
+
     def metrics(self, host: str) -> list[dict[str, str]]:
         """Where Prometheus scrapes the cloud (``host``: the address the page was reached at, which
         is also the metrics server's when both listen on the cloud's host)."""
@@ -278,6 +295,11 @@ def operator_app(view: OperatorView, check_peer: Callable[[str], None], token: s
         authorize(request)
         return JSONResponse({"revoked": True, "device": await run_in_threadpool(view.revoke, request.path_params["device_id"])})
 
+    async def enrolment_code(request: Request) -> Response:
+        check_same_origin(request, "this operator view")
+        authorize(request)
+        return JSONResponse(await run_in_threadpool(view.enrolment_code), headers={"Cache-Control": "no-store"})
+
     async def on_error(request: Request, e: Exception) -> Response:
         assert isinstance(e, EcdError)
         response = error_response(e)
@@ -291,6 +313,7 @@ def operator_app(view: OperatorView, check_peer: Callable[[str], None], token: s
             Route("/api/overview", overview),
             Route("/api/devices/{device_id}", device),
             Route("/api/devices/{device_id}/revoke", revoke, methods=["POST"]),
+            Route("/api/enrolment-codes", enrolment_code, methods=["POST"]),
             static_mount(),
         ],
         middleware=[Middleware(OperatorOnly, check_peer=check_peer,

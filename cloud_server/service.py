@@ -16,14 +16,15 @@ from grpc_health.v1 import health_pb2
 
 from cloud_server.config import CloudConfig, check_frame_limit, check_options
 from cloud_server.core import CloudCore
+from cloud_server.enrolment import enrol
 from cloud_server.served import load_models
 from cloud_server.registry import Registry, StorageState
 from cloud_server.scheduler_service import SchedulerServicer, operator_check, require_operator
 from ecd.transport import tls as tls_
 from ecd.batching import BatchingConfig
-from ecd.limits import RateLimiter, check_message_frames, frame_receive_cap
+from ecd.limits import RateLimiter, RateLimits, check_message_frames, frame_receive_cap
 from ecd.metrics import SchedulerMetrics, ServiceMetrics, metrics_tls, start_metrics
-from ecd.transport import serde
+from ecd.transport import browser_wire, serde
 from ecd.transport.auth import caller, certificate_name
 from ecd.transport.catalog import to_status
 from ecd.transport.rpc import RunningServer, TransportConfig, call_core, cancel_all, peer_host, start_server
@@ -108,15 +109,6 @@ class ControlMonitor:
         if self.health is not None:
             await self.health.set(REGISTRY_HEALTH, health_pb2.HealthCheckResponse.SERVING if writable
                                   else health_pb2.HealthCheckResponse.NOT_SERVING)
-
-
-@dataclass
-class RateLimits:
-    """Calls a caller may make per second (token buckets, :class:`ecd.limits.RateLimiter`)."""
-
-    registrations: RateLimiter = field(default_factory=lambda: RateLimiter(10.0, 50.0, "registrations"))
-    locations: RateLimiter = field(default_factory=lambda: RateLimiter(20.0, 200.0, "ReportLocation"))
-    watches: RateLimiter = field(default_factory=lambda: RateLimiter(5.0, 20.0, "WatchAssignment"))
 
 
 def _caller_key(context: grpc.aio.ServicerContext) -> str:
@@ -206,9 +198,9 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         a = await call_core(context, lambda r: self.core.devices.register(serde.registration_from_pb(r), holder), request, in_thread=True)
         return serde.assignment_to_pb(a)
 
-    async def UpdatePreferences(self, request, context):
-        holder = certificate_name("device")
-        a = await call_core(context, lambda r: self.core.devices.update_preferences(serde.update_from_pb(r), holder), request)
+    async def UpdatePreferences(self, request, context):  # an edge relays a browser device's (edge_node.browser)
+        holder, edge = certificate_name("device"), certificate_name("edge")
+        a = await call_core(context, lambda r: self.core.devices.update_preferences(serde.update_from_pb(r), holder, edge), request)
         return serde.assignment_to_pb(a)
 
     async def GetAssignment(self, request, context):
@@ -217,6 +209,11 @@ class CloudServicer(pb_grpc.CloudServerServicer):
         holder = (request.holder or None) if who.role == "edge" else certificate_name("device")
         a = await call_core(context, self.core.devices.get_assignment, request.device_id, request.token,
                             who.name if who.role == "edge" else None, holder)
+        return serde.assignment_to_pb(a)
+
+    async def EnrolDevice(self, request, context):  # a browser device's, relayed by its edge node (ecd.transport.auth)
+        await call_core(context, self.limits.registrations.take, _caller_key(context))
+        a = await call_core(context, lambda r: enrol(self.core.enrolment, self.core.devices, browser_wire.enrolment_from_pb(r)), request, in_thread=True)
         return serde.assignment_to_pb(a)
 
     async def RegisterEdge(self, request, context):
@@ -327,6 +324,7 @@ async def start_cloud(cfg: CloudConfig) -> RunningCloud:
         placement_debounce_s=cfg.placement_debounce_s,
     )
     core.devices.per_certificate = cfg.devices_per_certificate
+    core.enrolment.ttl_s = cfg.enrol_code_ttl_s
     # before the gRPC server: a metrics port in use is refused before anything is serving
     metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port, *metrics_tls(cfg)) if cfg.metrics_port >= 0 else -1
     changes = Changes(asyncio.get_running_loop())
@@ -391,5 +389,5 @@ def _panel(cfg: CloudConfig, core: CloudCore, metrics_port: int, check: Callable
     def check_host(host: str) -> None:
         check(f"ipv6:[{host}]:0" if ":" in host else f"ipv4:{host}:0" if host != "unix" else "unix:")
 
-    app = operator_app(OperatorView(core, metrics_port), check_host, token, hosts=(cfg.panel_host,))
+    app = operator_app(OperatorView(core, metrics_port, enrol_page_url=cfg.enrol_page_url), check_host, token, hosts=(cfg.panel_host,))
     return WebServer(app, cfg.panel_host, cfg.panel_port)

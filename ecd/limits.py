@@ -89,6 +89,15 @@ class RateLimiter:
                     del self._buckets[k]
 
 
+@dataclass
+class RateLimits:
+    """Calls a caller may make of the cloud per second (token buckets, :class:`RateLimiter`)."""
+
+    registrations: RateLimiter = field(default_factory=lambda: RateLimiter(10.0, 50.0, "registrations"))
+    locations: RateLimiter = field(default_factory=lambda: RateLimiter(20.0, 200.0, "ReportLocation"))
+    watches: RateLimiter = field(default_factory=lambda: RateLimiter(5.0, 20.0, "WatchAssignment"))
+
+
 def check_message_frames(count: int) -> None:
     """A FrameBatch's frame count, before any frame is read (``RESOURCE_EXHAUSTED`` naming ``frames``)."""
     if count > MAX_FRAMES_PER_MESSAGE:

@@ -275,10 +275,20 @@ class DeviceRegistration:
     radio: str
     preferences: Preferences
     model_id: str
-    split_device: int  # the split the device chose with its utility
+    split_device: int | None  # the split the device chose with its utility; None: the one the cloud recommends
     encoding: Encoding
     position: Position | None = None  # None: unknown, so placement cannot use the device yet
     sensors: dict[str, float] = field(default_factory=dict)  # sensor -> benchmark score 0..10 (site selection)
+
+
+@dataclass
+class Enrolment:
+    """A browser device joining with a one-time code and its public key (SPKI DER), in place of a
+    client certificate (:mod:`ecd.devicekey`)."""
+
+    code: str
+    public_key: bytes
+    registration: DeviceRegistration
 
 
 @dataclass

@@ -78,7 +78,7 @@ async def json_body(request: Request) -> dict[str, Any]:
     return data
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int, option_name: str = "panel_port") -> socket.socket:
     """A listening TCP socket (port 0: any free port); the caller reads the port before serving."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -87,13 +87,13 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as e:
         sock.close()
-        raise EcdError(f"panel_port: cannot listen on {host}:{port} ({e.strerror})") from None
+        raise EcdError(f"{option_name}: cannot listen on {host}:{port} ({e.strerror})") from None
     sock.listen(64)
     sock.setblocking(False)
     return sock
 
 
-def _server(app: Any, sock: socket.socket):
+def _server(app: Any, tls: tuple[str, str] | None = None, max_connections: int = 32, ws: str = "auto"):
     import contextlib
 
     import uvicorn
@@ -105,27 +105,34 @@ def _server(app: Any, sock: socket.socket):
         def capture_signals(self):
             return contextlib.nullcontext()
 
+    certfile, keyfile = tls or (None, None)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                            limit_concurrency=32, timeout_keep_alive=5)
+                            limit_concurrency=max_connections, timeout_keep_alive=5, ssl_certfile=certfile, ssl_keyfile=keyfile,
+                            ws=ws)
     return Server(config)
 
 
 class WebServer:
     """An ASGI app served by uvicorn, in the caller's event loop (:meth:`serve`) or in a thread of
-    its own (:meth:`start`, for the device agent, which has no event loop)."""
+    its own (:meth:`start`, for the device agent, which has no event loop). ``tls``: (certificate,
+    key) PEM files to serve HTTPS with (the edge node's device page); None = plain HTTP.
+    ``max_connections``: connections (a page's WebSocket session is one) and requests at once;
+    ``ws``: uvicorn's WebSocket protocol (``wsproto`` for the edge's device page)."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0):
-        self.sock = bind(host, port)
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, tls: tuple[str, str] | None = None,
+                 option_name: str = "panel_port", max_connections: int = 32, ws: str = "auto"):
+        self.sock = bind(host, port, option_name)
         self.host = host
         self.port: int = self.sock.getsockname()[1]
-        self.server = _server(app, self.sock)
+        self.scheme = "https" if tls else "http"
+        self.server = _server(app, tls, max_connections, ws)
         self._thread: threading.Thread | None = None
         self._task: asyncio.Task | None = None
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
+        return f"{self.scheme}://{host}:{self.port}/"
 
     def serve(self) -> asyncio.Task:
         """Serve in the running event loop (the cloud's)."""
@@ -142,7 +149,10 @@ class WebServer:
     async def aclose(self) -> None:
         self.server.should_exit = True
         if self._task is not None:
-            await asyncio.wait([self._task], timeout=5)
+            _, pending = await asyncio.wait([self._task], timeout=5)
+            if pending:  # a connection that never finished closing (a page's socket whose peer went quiet)
+                self.server.force_exit = True
+                await asyncio.wait([self._task], timeout=1)
         self.sock.close()
 
     def close(self) -> None:

@@ -36,7 +36,8 @@ from ecd.split import check_split
 from ecd.errors import EcdError, PreconditionError, UnavailableError
 from edge_node.fair import DeviceQuotas, StreamQuotaError
 from edge_node.link import END, CloudLink, DeviceSession
-from ecd.types import Assignment, Encoding, FileChunk, Frame, FrameError, PartitionRequest, Result, Split, StreamHeader
+from ecd.types import (Assignment, Encoding, Enrolment, FileChunk, Frame, FrameError, PartitionRequest, PreferencesUpdate, Result, Split,
+                       StreamHeader)
 
 log = logging.getLogger("ecd.edge")
 
@@ -58,6 +59,10 @@ class CloudClient(Protocol):
     async def get_assignment(self, device_id: str, token: str, holder: str = "") -> Assignment: ...
 
     def fetch_partition(self, request: PartitionRequest) -> AsyncIterable[FileChunk]: ...
+
+    async def enrol_device(self, request: Enrolment) -> Assignment: ...
+
+    async def update_preferences(self, request: PreferencesUpdate) -> Assignment: ...
 
 
 class EdgeCore:

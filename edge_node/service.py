@@ -16,6 +16,7 @@ import random
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -23,16 +24,16 @@ from ecd.transport import tls as tls_
 from ecd.addresses import advertised_endpoint, split_addresses
 from ecd.batching import BatchingConfig
 from ecd.config import MiB, option
-from ecd.errors import AuthenticationError, ConfigError, EcdError, RequestError, UnavailableError
+from ecd.errors import AuthenticationError, ConfigError, EcdError, PeerError, RequestError, UnavailableError
 from ecd.limits import check_message_frames, frame_receive_cap
 from ecd.packing import DEFAULT_MAX_BYTES, Packing
 from ecd.metrics import ServiceMetrics, metrics_tls, start_metrics
-from ecd.transport import serde
+from ecd.transport import browser_wire, serde
 from ecd.transport.auth import certificate_name
 from ecd.transport.catalog import to_status
 from ecd.transport.targets import client_target
 from ecd.transport.rpc import RunningServer, TransportConfig, cancel_all, grpc_options, start_server
-from ecd.types import Assignment, EdgeRegistration, PartitionRequest, Position
+from ecd.types import Assignment, EdgeRegistration, Enrolment, PartitionRequest, Position, PreferencesUpdate
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 from edge_node.core import EdgeCore
@@ -80,6 +81,9 @@ class EdgeConfig:
                             was=("allow_plaintext",))
     reflection: bool = option(True, "serve gRPC server reflection (turn off in production)")
     health_port: int = option(-1, "a plaintext port on host serving only gRPC health, for probes that cannot present a client certificate (-1 = off, 0 = any free port)")
+    browser_port: int = option(-1, "HTTPS port of the device page, for phones that stream from their browser (needs tls_dir: "
+                               "served with this node's certificate; -1 = off, 0 = any free port)")
+    max_browser_sessions: int = option(256, "device page: connections at once (each streaming phone holds one); one more is refused (503)")
 
 
 class GrpcCloudClient:
@@ -96,6 +100,20 @@ class GrpcCloudClient:
                 raise AuthenticationError(e.details()) from None
             raise UnavailableError(f"cloud: cannot check the device's assignment ({e.code().name})") from None
         return serde.assignment_from_pb(reply)
+
+    async def update_preferences(self, request: PreferencesUpdate) -> Assignment:
+        """A browser device's new weights and split, relayed once its session proved its key."""
+        try:
+            return serde.assignment_from_pb(await self.stub.UpdatePreferences(serde.update_to_pb(request), timeout=30))
+        except grpc.aio.AioRpcError as e:
+            raise PeerError(e.code().name, f"cloud: {e.details()}") from None
+
+    async def enrol_device(self, request: Enrolment) -> Assignment:
+        """A browser device's enrolment, relayed; the cloud's refusal keeps its status (the page shows it)."""
+        try:
+            return serde.assignment_from_pb(await self.stub.EnrolDevice(browser_wire.enrolment_to_pb(request), timeout=30))
+        except grpc.aio.AioRpcError as e:
+            raise PeerError(e.code().name, f"cloud: {e.details()}") from None
 
     async def fetch_partition(self, request: PartitionRequest):
         try:
@@ -204,6 +222,7 @@ class RunningEdge:
     tasks: list[asyncio.Task] = field(default_factory=list)
     tmpdir: tempfile.TemporaryDirectory | None = None
     stopped: bool = False
+    browser: Any = None  # ecd.web.WebServer serving the device page (edge_node.browser), or None
 
     @property
     def port(self) -> int:
@@ -221,6 +240,8 @@ class RunningEdge:
             self.tasks[-1].cancel()  # the heartbeat: a late one must not bring the node back to life
             with contextlib.suppress(grpc.aio.AioRpcError, asyncio.TimeoutError):
                 await pb_grpc.CloudServerStub(self.channel).DeregisterEdge(pb.DeregisterEdgeRequest(edge_id=self.edge_id), timeout=2.0)
+        if self.browser is not None:
+            await self.browser.aclose()
         left = await self.core.drain(grace if grace is not None else 5.0)
         if left:
             log.warning("[EdgeNode] %d device streams still open after the grace period", left)
@@ -274,6 +295,21 @@ async def _register(stub: pb_grpc.CloudServerStub, registration: EdgeRegistratio
         backoff_s = min(backoff_s * 2, 5.0)
 
 
+def _browser_page(cfg: EdgeConfig, core: EdgeCore) -> Any:
+    """The device page's HTTPS server, serving, or None when ``browser_port`` < 0."""
+    if cfg.browser_port < 0:
+        return None
+    from ecd.web import WebServer
+    from edge_node.browser import browser_app
+
+    tls = (str(Path(cfg.tls_dir) / f"{cfg.tls_name}.pem"), str(Path(cfg.tls_dir) / f"{cfg.tls_name}.key"))
+    page = WebServer(browser_app(core), cfg.host, cfg.browser_port, tls=tls, option_name="browser_port",
+                     max_connections=cfg.max_browser_sessions, ws="wsproto")
+    page.serve()
+    log.info("[EdgeNode] device page on %s", page.url)
+    return page
+
+
 async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     try:
         position = Position.parse(cfg.position, "position")  # a bad option fails before anything starts
@@ -281,6 +317,12 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
         raise ConfigError(str(e)) from None
     if cfg.advertise:  # a bad one fails before anything listens
         advertised_endpoint(cfg.advertise, cfg.host, 1)
+    if cfg.browser_port >= 0 and not cfg.tls_dir:  # a page's key and token must not cross the network in the clear
+        raise ConfigError("browser_port: the device page is served over HTTPS with this node's certificate; give --tls-dir")
+    if cfg.browser_port >= 0:
+        from edge_node.browser import check_extra
+
+        check_extra()
     for name in ("max_device_streams", "max_device_frames"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name}: expected at least 1, got {getattr(cfg, name)}")
@@ -326,6 +368,7 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
         raise
     core.edge_id = reply.edge_id
     running = RunningEdge(server, core, reply.edge_id, endpoint, metrics, metrics_port, channel, tmpdir=tmp)
+    running.browser = _browser_page(cfg, core)
     running.tasks.append(asyncio.create_task(run_cloud_link(core.link, stub, metrics, packing)))
     running.tasks.append(asyncio.create_task(_heartbeat(stub, registration, running, cfg.heartbeat_s)))
     log.info("[EdgeNode] %s serving on %s (pid %d), cloud %s", reply.edge_id, endpoint, os.getpid(), cfg.cloud)

@@ -29,7 +29,7 @@ POLICY: Mapping[str, frozenset[str]] = {
     "/ecd.v1.CloudServer/Stream": frozenset({"edge"}),
     "/ecd.v1.CloudServer/StreamBatches": frozenset({"edge"}),
     "/ecd.v1.CloudServer/RegisterDevice": frozenset({"device"}),
-    "/ecd.v1.CloudServer/UpdatePreferences": frozenset({"device"}),
+    "/ecd.v1.CloudServer/UpdatePreferences": frozenset({"device", "edge"}),  # an edge relays a browser device's (its key proven)
     "/ecd.v1.CloudServer/GetAssignment": frozenset({"device", "edge"}),  # an edge checks the tokens it sees
     "/ecd.v1.CloudServer/ReportLocation": frozenset({"device"}),
     "/ecd.v1.CloudServer/WatchAssignment": frozenset({"device"}),
@@ -39,6 +39,7 @@ POLICY: Mapping[str, frozenset[str]] = {
     "/ecd.v1.CloudServer/FetchPartition": frozenset({"device", "edge"}),
     "/ecd.v1.CloudServer/AddHead": frozenset({"operator"}),
     "/ecd.v1.CloudServer/ListHeads": frozenset({"operator", "device", "edge"}),
+    "/ecd.v1.CloudServer/EnrolDevice": frozenset({"edge"}),  # a browser device's enrolment, relayed by its edge node
     "/ecd.v1.Scheduler/Place": frozenset({"operator"}),
     "/ecd.v1.Scheduler/GetPlacement": frozenset({"operator"}),
     "/ecd.v1.Scheduler/CreateCampaign": frozenset({"operator"}),

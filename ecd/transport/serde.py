@@ -196,7 +196,7 @@ def assignment_from_pb(msg: pb.Assignment) -> Assignment:
 def registration_to_pb(r: DeviceRegistration) -> pb.RegisterDeviceRequest:
     return pb.RegisterDeviceRequest(
         device_name=r.device_name, profile=r.profile, radio=r.radio, preferences=preferences_to_pb(r.preferences),
-        model_id=r.model_id, split_device=r.split_device, encoding=encoding_to_pb(r.encoding),
+        model_id=r.model_id, split_device=r.split_device or 0, encoding=encoding_to_pb(r.encoding),
         position=position_to_pb(r.position), sensors=r.sensors,
     )
 

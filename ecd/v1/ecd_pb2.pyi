@@ -293,6 +293,18 @@ class HeartbeatAck(_message.Message):
     revoked: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, revoked: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class EnrolDeviceRequest(_message.Message):
+    __slots__ = ("code", "public_key", "registration", "pinned_split")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATION_FIELD_NUMBER: _ClassVar[int]
+    PINNED_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    public_key: bytes
+    registration: RegisterDeviceRequest
+    pinned_split: bool
+    def __init__(self, code: _Optional[str] = ..., public_key: _Optional[bytes] = ..., registration: _Optional[_Union[RegisterDeviceRequest, _Mapping]] = ..., pinned_split: _Optional[bool] = ...) -> None: ...
+
 class PlaceRequest(_message.Message):
     __slots__ = ("method", "seed")
     METHOD_FIELD_NUMBER: _ClassVar[int]

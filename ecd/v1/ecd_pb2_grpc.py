@@ -222,6 +222,11 @@ class CloudServerStub:
                 request_serializer=ecd_dot_v1_dot_ecd__pb2.ListHeadsRequest.SerializeToString,
                 response_deserializer=ecd_dot_v1_dot_ecd__pb2.ListHeadsResponse.FromString,
                 _registered_method=True)
+        self.EnrolDevice = channel.unary_unary(
+                '/ecd.v1.CloudServer/EnrolDevice',
+                request_serializer=ecd_dot_v1_dot_ecd__pb2.EnrolDeviceRequest.SerializeToString,
+                response_deserializer=ecd_dot_v1_dot_ecd__pb2.Assignment.FromString,
+                _registered_method=True)
 
 
 class CloudServerServicer:
@@ -309,6 +314,13 @@ class CloudServerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EnrolDevice(self, request, context):
+        """Browser devices (issue 33): an edge node relays a page's enrolment; only from an edge's certificate.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CloudServerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -376,6 +388,11 @@ def add_CloudServerServicer_to_server(servicer, server):
                     servicer.ListHeads,
                     request_deserializer=ecd_dot_v1_dot_ecd__pb2.ListHeadsRequest.FromString,
                     response_serializer=ecd_dot_v1_dot_ecd__pb2.ListHeadsResponse.SerializeToString,
+            ),
+            'EnrolDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnrolDevice,
+                    request_deserializer=ecd_dot_v1_dot_ecd__pb2.EnrolDeviceRequest.FromString,
+                    response_serializer=ecd_dot_v1_dot_ecd__pb2.Assignment.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -729,6 +746,33 @@ class CloudServer:
             '/ecd.v1.CloudServer/ListHeads',
             ecd_dot_v1_dot_ecd__pb2.ListHeadsRequest.SerializeToString,
             ecd_dot_v1_dot_ecd__pb2.ListHeadsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnrolDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ecd.v1.CloudServer/EnrolDevice',
+            ecd_dot_v1_dot_ecd__pb2.EnrolDeviceRequest.SerializeToString,
+            ecd_dot_v1_dot_ecd__pb2.Assignment.FromString,
             options,
             channel_credentials,
             insecure,

@@ -270,8 +270,22 @@ def _cells(secure: Secure, a: pb.Assignment, tokens: dict[str, str]) -> dict[str
         "Health.List": lambda w, ch, e: health_pb2_grpc.HealthStub(ch).List(health_pb2.HealthListRequest(), timeout=10),
         "ServerReflection.ServerReflectionInfo": lambda w, ch, e: first(reflection_pb2_grpc.ServerReflectionStub(ch).ServerReflectionInfo(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=10)),
+        "CloudServer.EnrolDevice": lambda w, ch, e: c(ch).EnrolDevice(pb.EnrolDeviceRequest(  # a good code each time: the role decides
+            code=secure.cloud.core.enrolment.issue().code, public_key=_browser_key(), registration=pb.RegisterDeviceRequest(
+                device_name="phone", radio="wifi", model_id="digits_cnn", preferences=pb.Preferences(w_energy=0.5, w_privacy=0.5),
+                encoding=pb.FLOAT16)), timeout=30),
+        # last: the edge leaves (devices need a live edge to register)
         "CloudServer.DeregisterEdge": lambda w, ch, e: c(ch).DeregisterEdge(pb.DeregisterEdgeRequest(edge_id=secure.edge.edge_id), timeout=10),
     }
+
+
+def _browser_key() -> bytes:
+    """A browser device's public key, as a page's WebCrypto exports it (SPKI, P-256)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def served_rpcs() -> set[str]:
@@ -320,7 +334,7 @@ def test_every_rpc_by_every_identity(secure: Secure) -> None:
                 table.setdefault(rpc, {})[who] = _outcome(lambda: call(who, ch, e))
     expected_allowed = {
         "CloudServer.RegisterDevice": {"device A", "device B"},
-        "CloudServer.UpdatePreferences": {"device A"},
+        "CloudServer.UpdatePreferences": {"device A", "edge"},  # the edge A is assigned to, relaying a browser device's
         "CloudServer.GetAssignment": {"device A", "edge"},
         "CloudServer.ReportLocation": {"device A"},
         "CloudServer.WatchAssignment": {"device A"},
@@ -344,6 +358,7 @@ def test_every_rpc_by_every_identity(secure: Secure) -> None:
         "Health.Watch": {"device A", "device B", "edge", "operator"},
         "Health.List": set(),  # grpc.aio's health servicer does not implement it: not in the policy, denied to all
         "ServerReflection.ServerReflectionInfo": {"device A", "device B", "edge", "operator"},
+        "CloudServer.EnrolDevice": {"edge"},  # a browser device's enrolment, relayed by its edge node
         "CloudServer.DeregisterEdge": {"edge"},
     }
     got_allowed = {rpc: {w for w, v in row.items() if v == "allowed"} for rpc, row in table.items()}

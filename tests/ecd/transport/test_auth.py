@@ -51,7 +51,7 @@ def test_the_policy_rows() -> None:
         "CloudServer/Stream": "edge",
         "CloudServer/StreamBatches": "edge",
         "CloudServer/RegisterDevice": "device",
-        "CloudServer/UpdatePreferences": "device",
+        "CloudServer/UpdatePreferences": "device+edge",  # an edge relays a browser device's
         "CloudServer/GetAssignment": "device+edge",
         "CloudServer/ReportLocation": "device",
         "CloudServer/WatchAssignment": "device",
@@ -61,6 +61,7 @@ def test_the_policy_rows() -> None:
         "CloudServer/FetchPartition": "device+edge",
         "CloudServer/AddHead": "operator",
         "CloudServer/ListHeads": "device+edge+operator",
+        "CloudServer/EnrolDevice": "edge",  # a browser device's enrolment, relayed by its edge node
         "Scheduler/Place": "operator",
         "Scheduler/GetPlacement": "operator",
         "Scheduler/CreateCampaign": "operator",
