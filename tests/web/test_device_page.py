@@ -49,13 +49,13 @@ def test_the_page_streams_100_frames_with_the_python_agents_answers(tiers: Brows
     video = tmp_path / "digits.y4m"
     write_y4m(video, heldout["images"][:IMAGES])
     received = []  # what the edge node took from the page: (encoding, shape) of each frame's tensor
-    prepare = tiers.edge.core.prepare
+    prepare = tiers.edge.core.prepare_many
 
-    async def spy(frame, holder=""):
-        received.append((frame.tensor.encoding, tuple(frame.tensor.shape), holder))
-        return await prepare(frame, holder)
+    async def spy(frames, holder=""):
+        received.extend((frame.tensor.encoding, tuple(frame.tensor.shape), holder) for frame in frames)
+        return await prepare(frames, holder)
 
-    tiers.edge.core.prepare = spy
+    tiers.edge.core.prepare_many = spy
     driver = chromium(tmp_path, tiers, video)
     try:
         driver.get(f"{tiers.page_url}?code={tiers.code()}&debug=1&fps=40&window=4")
@@ -73,7 +73,7 @@ def test_the_page_streams_100_frames_with_the_python_agents_answers(tiers: Brows
         errors = [e["message"] for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
     finally:
         driver.quit()
-        tiers.edge.core.prepare = prepare
+        tiers.edge.core.prepare_many = prepare
     assert not errors, errors
     frames = {int(i): f for i, f in debug["frames"]}
     results = debug["results"]
