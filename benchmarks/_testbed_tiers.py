@@ -60,6 +60,7 @@ class Deployment:
 
     def start(self, deadline: Deadline) -> None:
         tb = self.tb
+        (self.logdir / "cloud.sqlite3").unlink(missing_ok=True)  # a fresh registry: each run's devices are new
         cloud = self._spawn("cloud", "cloud", "cloud", [
             "cloud-server", "--host", "127.0.0.1", "--port", "0", "--metrics-port", "-1", "--models", self.model,
             "--db", str(self.logdir / "cloud.sqlite3"), *self.tls("cloud")])

@@ -77,12 +77,12 @@ class Bench:
         self.dep.close()
         self.tb.close()
 
-    def agent_run(self, name: str, args: list[str], frames: int, during=None) -> dict:
+    def agent_run(self, name: str, args: list[str], frames: int, during=None, fps: float | None = None) -> dict:
         """Stream ``frames`` frames with ``args``; ``during(tier)`` runs once the agent is ready."""
         self.runs += 1
         report = self.logdir / f"{name}.report.json"
         deadline = Deadline(self.opts.run_deadline_s)
-        tier = self.dep.agent(name, self.runs, ["--frames", str(frames), "--fps", str(self.opts.fps), "--radio", self.link.radio,
+        tier = self.dep.agent(name, self.runs, ["--frames", str(frames), "--fps", str(fps or self.opts.fps), "--radio", self.link.radio,
                                                 "--report", str(report), *args])
         self.cluster.wait_ready([tier], deadline, 120)
         t_ready = self.cluster.now()
@@ -91,6 +91,7 @@ class Bench:
         out = {"policy": name, "args": args, **summary(read_report(report)), **(extra or {})}
         out["log"] = str(tier.log)
         out["t_ready_s"] = t_ready
+        out["run_s"] = (tier.t_exit or self.cluster.now()) - t_ready  # registration to exit (includes the warm-up)
         return out
 
 
@@ -112,14 +113,14 @@ def profile_runs(bench: Bench, opts: argparse.Namespace, n_blocks: int) -> list[
 def drop_runs(opts: argparse.Namespace, links: dict[str, Link], logdir: Path) -> list[dict]:
     """50 -> 1 Mbit/s after ``--drop-at-s``: when does each agent re-split, and to what."""
     rows = []
-    frames = int(opts.fps * opts.drop_run_s)
+    frames = int(opts.drop_fps * opts.drop_run_s)
     for name, args in (("adaptive", ["--w-privacy", "0", "--adapt"]), ("energy-only", ["--w-privacy", "0"])):
         with Bench(links["fast"], links["backhaul"], opts, logdir / f"drop-{name}") as bench:
             def drop(tier) -> dict:
                 pace(opts.drop_at_s, Deadline(opts.drop_at_s + 1))
                 bench.tb.set_uplink(links["slow"].up_mbps)
                 return {"drop_at_s": bench.cluster.now()}
-            row = bench.agent_run(f"drop-{name}", args, frames, during=drop)
+            row = bench.agent_run(f"drop-{name}", args, frames, during=drop, fps=opts.drop_fps)
             row["policy"] = name
             row["resplit_log"] = resplit_lines(Path(row["log"]))
             rows.append(row)
@@ -145,7 +146,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True, help="folder for testbed.json, testbed.png and the logs")
     p.add_argument("--model", default="digits_cnn")
-    p.add_argument("--profiles", nargs="+", default=["wifi", "lte", "3g"])
+    p.add_argument("--profiles", nargs="*", default=["wifi", "lte", "3g"])
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--fps", type=float, default=30.0)
     p.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.5, 1.0], help="w_privacy of the ECD runs")
@@ -154,6 +155,7 @@ def main() -> None:
     p.add_argument("--drop", action="store_true", help="also the 50 -> 1 Mbit/s drop scenario")
     p.add_argument("--drop-at-s", type=float, default=10.0)
     p.add_argument("--drop-run-s", type=float, default=40.0)
+    p.add_argument("--drop-fps", type=float, default=130.0, help="frame rate of the drop scenario (the issue's 130)")
     p.add_argument("--cgroups", action="store_true", help="each tier in a cgroup: 1 GiB memory, one CPU")
     p.add_argument("--run-deadline-s", type=float, default=300.0)
     opts = p.parse_args()
