@@ -8,7 +8,9 @@ candidate split ``b >= min_split``:
 * a **latency**: device compute (the profile's per-block times scaled by the measured one at the
   current split) + RTT + bits / uplink + a queue (M/D/1: ``rho / (2 (1 - rho))`` transfers, where
   ``rho = fps x bits / uplink``; a split the link cannot carry at ``--fps`` has none: infinite) + the
-  edge's and cloud's compute (measured, scaled to the blocks left);
+  edge's and cloud's compute (measured, scaled to the blocks left). A split the device has streamed
+  at is judged by the compute times measured there instead (a per-frame overhead does not scale
+  with the blocks: without this, two splits each estimated from the other flap);
 * an **energy**: the device's CPU power x compute + the radio's ``bits x alpha_u + beta x bits /
   uplink`` (:mod:`device_agent.energy`); the tail is the same at every split and left out.
 
@@ -31,6 +33,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -46,8 +49,9 @@ from ecd.types import Result
 
 log = logging.getLogger("ecd.agent")
 
-MIN_SAMPLES = 5  # answered frames before the link is trusted
-EWMA = 0.3
+MIN_SAMPLES = 5  # answered frames at the current split before it is judged
+COMPUTE_WINDOW = 21  # compute times: the median of the latest, at the current split (the first frames
+# after a re-split load the edge's and cloud's sessions: a mean would carry that warm-up for long)
 
 
 @dataclass(frozen=True)
@@ -59,16 +63,21 @@ class SplitCosts:
 
 
 def split_costs(manifest: Manifest, decision: SplitDecision, device: DeviceProfile, radio: RadioProfile, link: LinkEstimate,
-                current: int, device_s: float, remote_s: float, fps: float) -> SplitCosts:
-    """Every split's estimated latency, energy and utility on the measured link (module docstring)."""
+                current: int, device_s: float, remote_s: float, fps: float,
+                measured: dict[int, tuple[float, float]] | None = None) -> SplitCosts:
+    """Every split's estimated latency, energy and utility on the measured link (module docstring);
+    ``measured``: (device, remote) compute seconds at the splits streamed at so far."""
     per_block_s = block_energy(manifest, device)[0] / device.cpu_active_w if device.cpu_active_w > 0 else np.zeros(manifest.n_blocks)
     pred = np.concatenate([[0.0], np.cumsum(per_block_s)])
     scale = device_s / pred[current] if current > 0 and pred[current] > 0 and device_s > 0 else 1.0
     t_dev = pred * scale
     left = pred[-1] - pred
     remote = np.full_like(pred, remote_s if math.isfinite(remote_s) else 0.0)
-    if math.isfinite(remote_s) and left[current] > 0:
+    if math.isfinite(remote_s) and left[current] >= 0.1 * pred[-1] > 0:  # scaled only from enough blocks to scale from
         remote = remote_s * left / left[current]
+    for b, (d, r) in (measured or {}).items():
+        if math.isfinite(d) and math.isfinite(r):
+            t_dev[b], remote[b] = d, r
     bw = link.uplink_bps if link.uplink_bps > 0 and math.isfinite(link.uplink_bps) else radio.uplink_mbps * 1e6
     rtt = link.rtt_s if math.isfinite(link.rtt_s) else 0.0
     nbytes = np.asarray(decision.bytes_sent, dtype=np.float64)
@@ -115,7 +124,9 @@ class Adaptation:
         self.clock = clock
         self.link = LinkEstimator(prior_bps=core.radio.uplink_mbps * 1e6, offered_fps=fps)
         self.energy = EnergyMeter(core.profile, core.radio)
-        self.device_s = self.remote_s = math.nan  # EWMAs at the current split
+        self._device_times: deque[float] = deque(maxlen=COMPUTE_WINDOW)  # at the current split
+        self._remote_times: deque[float] = deque(maxlen=COMPUTE_WINDOW)
+        self._measured: dict[int, tuple[float, float]] = {}  # split -> (device, remote) median compute seconds
         self._split = -1
         self.last_switch = clock()
 
@@ -127,9 +138,13 @@ class Adaptation:
         est = self.link.estimate(answered_at)
         self.energy.add(sent_at, result.device_compute_s, result.uplink_bytes, est.uplink_bps)
         if result.split.device != self._split:  # the compute times belong to one split
-            self._split, self.device_s, self.remote_s = result.split.device, math.nan, math.nan
-        self.device_s = _ewma(self.device_s, result.device_compute_s)
-        self.remote_s = _ewma(self.remote_s, remote)
+            self._split = result.split.device
+            self._device_times.clear()
+            self._remote_times.clear()
+        self._device_times.append(result.device_compute_s)
+        self._remote_times.append(remote)
+        if len(self._device_times) >= MIN_SAMPLES:
+            self._measured[self._split] = (float(np.median(self._device_times)), float(np.median(self._remote_times)))
         if math.isfinite(est.uplink_bps):
             self.metrics.link_uplink_bps.labels("device").set(est.uplink_bps)
         if math.isfinite(est.rtt_s):
@@ -140,13 +155,15 @@ class Adaptation:
     def consider(self, now: float, est: LinkEstimate) -> int | None:
         """Ask for a re-split if the measured link calls for one; returns the split asked for."""
         core = self.core
-        if est.samples < MIN_SAMPLES or now - self.last_switch < self.dwell_s or core.decision is None or core.assignment is None:
+        if len(self._device_times) < MIN_SAMPLES or now - self.last_switch < self.dwell_s or core.decision is None \
+                or core.assignment is None:
             return None
         current = core.assignment.split.device
         if current != self._split:  # a re-split is applying: its frames have not come back yet
             return None
-        costs = split_costs(core.manifest, core.decision, core.profile, core.radio, est, current, self.device_s,
-                            self.remote_s, self.fps)
+        costs = split_costs(core.manifest, core.decision, core.profile, core.radio, est, current,
+                            float(np.median(self._device_times)), float(np.median(self._remote_times)), self.fps,
+                            self._measured)
         target = choose(costs, current, self.slack, self.margin)
         if target is None or not self.request(target, "bandwidth"):
             return None
@@ -180,6 +197,3 @@ class Adaptation:
         report.energy_per_frame_j, report.energy_source = report.energy["per_frame_j"], report.energy["source"]
         report.uplink_mbps_measured, report.rtt_ms_measured = est.uplink_bps / 1e6, est.rtt_s * 1e3
 
-
-def _ewma(old: float, new: float) -> float:
-    return new if math.isnan(old) else EWMA * new + (1 - EWMA) * old
