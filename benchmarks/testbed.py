@@ -15,7 +15,8 @@ stream ``--frames`` frames at ``--fps`` through the shaped access link, one run 
 
 Then the drop scenario: on a 50 Mbit/s link an adaptive agent and a fixed one stream; after
 ``--drop-at-s`` the uplink is cut to 1 Mbit/s (``tc qdisc change``) and the agent's ``split_changes``
-and its log say when it re-split. Output: ``--out``/testbed.json and testbed.png.
+and its log say when it re-split. Output: ``--out``/testbed.json, testbed.md (the docs' tables) and
+testbed.png.
 
 Needs root (namespaces, tc); elsewhere it exits with a message. Example (the docs' tables)::
 
@@ -95,8 +96,28 @@ class Bench:
         return out
 
 
+def latency_optimal(model: str, link: Link, fps: float) -> int:
+    """Neurosurgeon's rule on this link: the split of least estimated latency, from the link profile's
+    own bandwidth and RTT (the testbed knows them; the adaptive agent has to measure them) and the
+    device profile's compute (``device_agent.adapt.split_costs``, the estimate the agent uses)."""
+    import math
+
+    from device_agent.adapt import split_costs
+    from device_agent.link import LinkEstimate
+    from ecd.profiles import load_device, load_radio
+    from ecd.split import Preferences, decide_split
+    from ecd.zoo import load_manifest
+
+    m, device, radio = load_manifest(model), load_device("pi4"), load_radio(link.radio)
+    decision = decide_split(m, device, radio, Preferences(1.0, 0.0))
+    est = LinkEstimate(link.up_mbps * 1e6, link.rtt_ms / 1e3, 0, False)
+    costs = split_costs(m, decision, device, radio, est, 0, math.nan, math.nan, fps)
+    return int(costs.latency_s.argmin())
+
+
 def profile_runs(bench: Bench, opts: argparse.Namespace, n_blocks: int) -> list[dict]:
-    runs = [("device-only", ["--split", str(n_blocks)]), ("cloud-only", ["--split", "0"])]
+    runs = [("device-only", ["--split", str(n_blocks)]), ("cloud-only", ["--split", "0"]),
+            ("latency-optimal", ["--split", str(latency_optimal(opts.model, bench.link, opts.fps))])]
     runs += [(f"ecd w_privacy={w:g}", ["--w-privacy", str(w)]) for w in opts.weights]
     runs += [(f"adaptive w_privacy={w:g}", ["--w-privacy", str(w), "--adapt"]) for w in opts.adaptive_weights]
     if opts.all_splits:
@@ -114,7 +135,8 @@ def drop_runs(opts: argparse.Namespace, links: dict[str, Link], logdir: Path) ->
     """50 -> 1 Mbit/s after ``--drop-at-s``: when does each agent re-split, and to what."""
     rows = []
     frames = int(opts.drop_fps * opts.drop_run_s)
-    for name, args in (("adaptive", ["--w-privacy", "0", "--adapt"]), ("energy-only", ["--w-privacy", "0"])):
+    for name, args in (("adaptive", ["--w-privacy", "0", "--adapt"]), ("energy-only", ["--w-privacy", "0"]),
+                       ("pinned 6", ["--split", "6"])):
         with Bench(links["fast"], links["backhaul"], opts, logdir / f"drop-{name}") as bench:
             def drop(tier) -> dict:
                 pace(opts.drop_at_s, Deadline(opts.drop_at_s + 1))
@@ -139,6 +161,34 @@ def resplit_lines(log: Path) -> list[dict]:
                 out.append({"t_s": float(stamp), "line": text[-160:]})
             except ValueError:
                 continue
+    return out
+
+
+def acceptance(result: dict) -> dict:
+    """Issue 34's bars, met or missed, with the figures: the adaptive agent within 10 % of the best
+    fixed split's mean latency on each profile; after the drop, a re-split to fewer bytes within 15 s
+    with 0 lost and 0 duplicated."""
+    out: dict = {"profiles": {}, "drop": None}
+    for name, rows in result.get("profiles", {}).items():
+        fixed = [r for r in rows if r.get("frames") and "--split" in r.get("args", [])]
+        best = min(fixed, key=lambda r: r["latency_mean_s"], default=None)
+        for r in rows:
+            if r["policy"].startswith("adaptive") and best is not None and r.get("frames"):
+                ratio = r["latency_mean_s"] / best["latency_mean_s"]
+                out["profiles"][f"{name} {r['policy']}"] = {
+                    "adaptive_mean_ms": 1e3 * r["latency_mean_s"], "best_fixed": best["policy"],
+                    "best_fixed_mean_ms": 1e3 * best["latency_mean_s"], "ratio": ratio, "met": ratio <= 1.10}
+    for r in result.get("drop", []):
+        if r["policy"] != "adaptive":
+            continue
+        after = [c for c in r.get("resplit_log", []) if c["t_s"] >= r["drop_at_s"]]
+        changes = r.get("split_changes", [])
+        sizes = result.get("bytes_per_split", [])
+        fewer = bool(changes and sizes) and sizes[changes[-1]["to"]] < sizes[changes[0]["from"]]
+        delay = after[0]["t_s"] - r["drop_at_s"] if after else None
+        out["drop"] = {"resplit_after_drop_s": delay, "split_changes": changes, "lost": r.get("lost"),
+                       "duplicates": r.get("duplicates_dropped"),
+                       "met": delay is not None and delay <= 15 and fewer and r.get("lost") == 0 and r.get("duplicates_dropped") == 0}
     return out
 
 
@@ -168,18 +218,26 @@ def main() -> None:
     if not (opts.certs / "ca.pem").exists():
         make_certs(sys.executable, HARNESS_ROOT, opts.certs, 64)
     from ecd.zoo import load_manifest
-    n_blocks = load_manifest(opts.model).n_blocks
+    from ecd.split import encoded_bytes
+
+    manifest = load_manifest(opts.model)
+    n_blocks = manifest.n_blocks
     result: dict = {"model": opts.model, "fps": opts.fps, "frames": opts.frames, "argv": sys.argv[1:], "profiles": {},
-                    "links": {k: vars(v) for k, v in links.items()}, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                    "links": {k: vars(v) for k, v in links.items()},
+                    "bytes_per_split": [int(b) for b in encoded_bytes(manifest, "float32", raw_image=True)], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     for name in opts.profiles:
         with Bench(links[name], links["backhaul"], opts, opts.out / name) as bench:
             result["cgroups"] = bench.tb.cgroup_note or "off"
             result["profiles"][name] = profile_runs(bench, opts, n_blocks)
     if opts.drop:
         result["drop"] = drop_runs(opts, links, opts.out)
+    result["acceptance"] = acceptance(result)
+    print(json.dumps(result["acceptance"], indent=1))
     (opts.out / "testbed.json").write_text(json.dumps(result, indent=2))
+    from _testbed_plot import plot, tables
+    (opts.out / "testbed.md").write_text(tables(result) + "\n")
+    print(tables(result))
     try:
-        from _testbed_plot import plot
         plot(result, opts.out / "testbed.png")
     except ImportError as e:
         print(f"plot skipped: {e}")
