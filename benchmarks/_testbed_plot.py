@@ -12,7 +12,7 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    profiles = result.get("profiles", {})
+    profiles = {name: aggregate(runs) for name, runs in result.get("profiles", {}).items()}
     fig, axes = plt.subplots(2, max(1, len(profiles)), figsize=(4.5 * max(1, len(profiles)), 7), squeeze=False)
     for col, (name, rows) in enumerate(profiles.items()):
         rows = [r for r in rows if r.get("frames")]
@@ -30,21 +30,42 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def aggregate(runs: list[dict]) -> list[dict]:
+    """One row per policy: the median over its repeats of each figure (``repeats``: how many)."""
+    import statistics
+
+    out: dict[str, dict] = {}
+    for r in runs:
+        row = out.setdefault(r["policy"], {**r, "runs": []})
+        row["runs"].append(r)
+    for row in out.values():
+        done = [r for r in row["runs"] if r.get("frames")]
+        row["repeats"] = len(row["runs"])
+        for key in ("latency_p50_s", "latency_p95_s", "latency_mean_s", "uplink_bytes_per_frame", "energy_per_frame_j"):
+            values = [r[key] for r in done if r.get(key) is not None]
+            row[key] = statistics.median(values) if values else float("nan")
+        row["frames"] = sum(r.get("frames", 0) for r in done)
+        row["split_changes"] = [c for r in done for c in r.get("split_changes", [])]
+        row.pop("runs")
+    return list(out.values())
+
+
 def tables(result: dict) -> str:
     """The docs' tables (markdown) from testbed.json: per profile and policy, and the drop."""
-    lines = [f"model {result.get('model')}, {result.get('fps')} frames/s, {result.get('frames')} frames a run; "
-             f"raw image {result.get('bytes_per_split', [0])[0]} B", "",
+    lines = [f"model {result.get('model')}, {result.get('fps')} frames/s, {result.get('frames')} frames a run, "
+             f"{result.get('repeats', 1)} run(s) of each policy (medians); raw image {result.get('bytes_per_split', [0])[0]} B", "",
              "| profile | policy | split | p50 ms | p95 ms | mean ms | uplink B/frame | vs raw upload | device mJ/frame |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for name, rows in result.get("profiles", {}).items():
+    for name, runs in result.get("profiles", {}).items():
+        rows = aggregate(runs)
         raw = next((r for r in rows if r["policy"] == "cloud-only" and r.get("frames")), None)
         for r in rows:
             if not r.get("frames"):
                 lines.append(f"| {name} | {r['policy']} | — | {r.get('problem', 'no frames')} | | | | | |")
                 continue
             split = str(r["split_device"])
-            if r.get("split_changes"):
-                split = " → ".join([str(r["split_changes"][0]["from"])] + [str(c["to"]) for c in r["split_changes"]])
+            if r.get("split_changes"):  # over every repeat
+                split = ", ".join(f"{c['from']} → {c['to']}" for c in r["split_changes"])
             ratio = raw["uplink_bytes_per_frame"] / r["uplink_bytes_per_frame"] if raw and r.get("uplink_bytes_per_frame") else float("nan")
             lines.append(f"| {name} | {r['policy']} | {split} | {1e3 * r['latency_p50_s']:.1f} | {1e3 * r['latency_p95_s']:.1f} | "
                          f"{1e3 * r['latency_mean_s']:.1f} | {r['uplink_bytes_per_frame']:.0f} | {ratio:.2g}× less | "

@@ -10,15 +10,13 @@ the edge node and the cloud computed on it. Then (times on one clock):
 * **RTT** = the least network time, or probe round trip, of the last ``rtt_window_s`` seconds (a
   transfer only adds to it; BBR's min-RTT filter).
 * **a saturated link** shows itself: frames wait (network time well above the RTT) and their answers
-  come back clocked by the bottleneck, each one transfer after the previous (bytes acknowledged per
-  second). Such a frame's transfer time is the gap since the previous answer, and the **bandwidth**
-  is EWMA(bits) / EWMA(gap) over those frames. The link counts as saturated once most recent frames
-  queued (an EWMA of the queued flag above one half): a burst of late answers from a busy CPU makes
-  a few frames look queued, a full link makes nearly all of them. With frames paced at
-  ``offered_fps``, a pipeline whose answers keep up with that rate (within 5 %, over the last
-  ``rate_window_s``) is not saturated
-  however long its frames wait: on a busy machine they wait for the CPU, and sending fewer bytes
-  would not help.
+  come back clocked by the bottleneck, each one transfer after the previous. The link counts as
+  saturated once most recent frames queued (an EWMA of the queued flag above one half: a burst of
+  late answers from a busy CPU makes a few frames look queued, a full link nearly all of them) and,
+  with frames paced at ``offered_fps``, the answers fall behind that rate (by more than 5 % over
+  the last ``rate_window_s``: frames that wait for a busy CPU but come back at the rate they are
+  sent do not make a slow link, and sending fewer bytes would not help them). The **bandwidth** is
+  then the bytes acknowledged per second over that window.
 * **a link that is not saturated** says only that it is fast enough: a small frame's transfer hides
   in the jitter of the answer path (a 1 kB frame takes 0.2 ms at 50 Mbit/s). Then the estimate is
   the larger of the radio profile's nominal uplink (``prior_bps``) and the frames' own lower bound
@@ -56,15 +54,16 @@ class LinkEstimator:
     """The single writer of the measured link (the stream loop's thread feeds it; a probe thread too)."""
 
     def __init__(self, prior_bps: float = math.nan, alpha: float = 0.3, rtt_window_s: float = 10.0, forget_s: float = 60.0,
-                 offered_fps: float = 0.0, rate_window_s: float = 2.0):
+                 offered_fps: float = 0.0, rate_window_s: float = 5.0):
         if not 0 < alpha <= 1:
             raise ValueError(f"alpha: expected (0, 1], got {alpha}")
         self.prior_bps, self.alpha, self.rtt_window_s, self.forget_s = prior_bps, alpha, rtt_window_s, forget_s
         self.offered_fps, self.rate_window_s = offered_fps, rate_window_s
-        self._answers: deque[float] = deque()  # answer times of the last rate_window_s
+        self._answers: deque[tuple[float, float]] = deque()  # (when, bits) of the last rate_window_s
+        self._window_bits = 0.0  # their sum
         self._lock = threading.Lock()
         self._rtts: deque[tuple[float, float]] = deque()  # (when, a round trip's upper bound), minimum first
-        self._bits = self._seconds = math.nan  # EWMAs over saturated frames
+        self._saturated_bps = math.nan  # bits acknowledged per second when the link was last saturated
         self._saturated_at = -math.inf
         self._queued = 0.0  # EWMA of "this frame queued"
         self._free_bps = math.nan  # EWMA of the other frames' lower bounds
@@ -84,17 +83,17 @@ class LinkEstimator:
             waited = network - self._rtt(answered_at)
             gap = answered_at - self._last_answer
             self._last_answer = max(self._last_answer, answered_at)
-            self._answers.append(answered_at)
-            while self._answers[0] < answered_at - self.rate_window_s:
-                self._answers.popleft()
             bits, a = 8.0 * nbytes, self.alpha
+            self._answers.append((answered_at, bits))
+            self._window_bits += bits
+            while self._answers[0][0] < answered_at - self.rate_window_s:
+                self._window_bits -= self._answers.popleft()[1]
             queued = waited > QUEUED_S and waited > QUEUED_RATIO * gap
             self._queued = QUEUED_ALPHA * queued + (1 - QUEUED_ALPHA) * self._queued
             if queued:  # the answers are the bottleneck's clock
-                gap = max(gap, MIN_TRANSFER_S)
-                self._bits = bits if math.isnan(self._bits) else a * bits + (1 - a) * self._bits
-                self._seconds = gap if math.isnan(self._seconds) else a * gap + (1 - a) * self._seconds
                 if self._queued > 0.5 and not self._keeping_up():
+                    span = self._answers[-1][0] - self._answers[0][0]
+                    self._saturated_bps = (self._window_bits - self._answers[0][1]) / span
                     self._saturated_at = answered_at
             else:
                 lower = bits / max(waited, MIN_TRANSFER_S)
@@ -105,7 +104,7 @@ class LinkEstimator:
         with self._lock:
             saturated = now - self._saturated_at <= self.forget_s
             if saturated:
-                bps = self._bits / self._seconds
+                bps = self._saturated_bps
             else:
                 known = [v for v in (self.prior_bps, self._free_bps) if not math.isnan(v)]
                 bps = max(known) if known else math.nan
@@ -113,11 +112,13 @@ class LinkEstimator:
 
     def _keeping_up(self) -> bool:
         """Paced frames are answered at (nearly) the rate they are offered."""
-        if self.offered_fps <= 0 or len(self._answers) < 2:
-            return False
-        span = self._answers[-1] - self._answers[0]
+        if len(self._answers) < 2:
+            return True
+        span = self._answers[-1][0] - self._answers[0][0]
         if span < self.rate_window_s / 2:  # too few answers yet to tell a rate
             return True
+        if self.offered_fps <= 0:  # unpaced: queued answers are all there is to go by
+            return False
         return (len(self._answers) - 1) / span >= KEEPING_UP * self.offered_fps
 
     def _rtt_sample(self, now: float, rtt_s: float) -> None:
