@@ -54,7 +54,7 @@ def tables(result: dict) -> str:
     """The docs' tables (markdown) from testbed.json: per profile and policy, and the drop."""
     lines = [f"model {result.get('model')}, {result.get('fps')} frames/s, {result.get('frames')} frames a run, "
              f"{result.get('repeats', 1)} run(s) of each policy (medians); raw image {result.get('bytes_per_split', [0])[0]} B", "",
-             "| profile | policy | split | p50 ms | p95 ms | mean ms | uplink B/frame | vs raw upload | device mJ/frame |",
+             "| profile | policy | split | p50 ms | p95 ms | mean ms | uplink B/frame | uplink ÷ raw upload | device mJ/frame (model) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, runs in result.get("profiles", {}).items():
         rows = aggregate(runs)
@@ -66,9 +66,9 @@ def tables(result: dict) -> str:
             split = str(r["split_device"])
             if r.get("split_changes"):  # over every repeat
                 split = ", ".join(f"{c['from']} → {c['to']}" for c in r["split_changes"])
-            ratio = raw["uplink_bytes_per_frame"] / r["uplink_bytes_per_frame"] if raw and r.get("uplink_bytes_per_frame") else float("nan")
+            ratio = r["uplink_bytes_per_frame"] / raw["uplink_bytes_per_frame"] if raw and raw.get("uplink_bytes_per_frame") else float("nan")
             lines.append(f"| {name} | {r['policy']} | {split} | {1e3 * r['latency_p50_s']:.1f} | {1e3 * r['latency_p95_s']:.1f} | "
-                         f"{1e3 * r['latency_mean_s']:.1f} | {r['uplink_bytes_per_frame']:.0f} | {ratio:.2g}× less | "
+                         f"{1e3 * r['latency_mean_s']:.1f} | {r['uplink_bytes_per_frame']:.0f} | {ratio:.3g} | "
                          f"{1e3 * r.get('energy_per_frame_j', float('nan')):.2f} |")
     drop = result.get("drop") or []
     if drop:

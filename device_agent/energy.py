@@ -12,10 +12,12 @@ radio's Huang et al. 2012 constants):
   before the tail ran out cuts it short (it pays ``tail_w`` x the gap), one sent later pays the
   whole tail (a stream at 30 frames/s never lets LTE's 11.6 s tail end).
 
-Where the machine reports its own energy — RAPL (``/sys/class/powercap/intel-rapl:0/energy_uj``) or a
-battery's ``power_now`` (``/sys/class/power_supply``) — that source is named and its reading over
-the run is reported beside the model's (a whole machine's figure: other processes count too); the
-report says which was used (``energy_source``).
+Where the machine reports its own energy, that is used for the per-frame figure instead, and the
+model's sums are reported beside it: RAPL (``/sys/class/powercap/intel-rapl:0/energy_uj``: the
+counter's rise over the run), else a battery's ``power_now`` (``/sys/class/power_supply``: sampled
+about once a second, its mean x the time from the first frame to the last). Either is the whole
+machine's: other processes count too. The report says which was used (``source``: rapl,
+power_supply or model).
 """
 
 from __future__ import annotations
@@ -41,14 +43,24 @@ def energy_source(sys_class: Path = SYS) -> str:
 
 
 def read_energy_j(source: str, sys_class: Path = SYS) -> float:
-    """The machine's energy counter in joules (RAPL); NaN where there is none (power_supply gives
-    power, not energy: the model is reported there)."""
+    """The machine's energy counter in joules (RAPL); NaN where there is none."""
     if source != "rapl":
         return math.nan
     try:
         return int((sys_class / "powercap" / "intel-rapl:0" / "energy_uj").read_text()) / 1e6
     except (OSError, ValueError):
         return math.nan
+
+
+def read_power_w(sys_class: Path = SYS) -> float:
+    """A battery's power draw now, in watts (the first ``power_now``); NaN where there is none."""
+    try:
+        for d in sorted((sys_class / "power_supply").iterdir()):
+            if (d / "power_now").is_file():
+                return int((d / "power_now").read_text()) / 1e6
+    except (OSError, ValueError):
+        pass
+    return math.nan
 
 
 @dataclass(frozen=True)
@@ -85,12 +97,20 @@ class EnergyMeter:
         self.compute_s = 0.0
         self.bytes = 0
         self.cpu_j = self.send_j = self.tail_j = 0.0
-        self._last_sent = -math.inf
+        self._last_sent = self._first_sent = -math.inf
+        self._power: list[float] = []  # power_now samples, about one a second
+        self._sampled_at = -math.inf
 
     def add(self, sent_at: float, compute_s: float, nbytes: int, uplink_bps: float) -> FrameEnergy:
         with self._lock:
             gap = sent_at - self._last_sent if sent_at >= self._last_sent else 0.0
             self._last_sent = max(self._last_sent, sent_at)
+            if not self.frames:
+                self._first_sent = sent_at
+            if self.source == "power_supply" and sent_at - self._sampled_at >= 1.0:
+                self._sampled_at = sent_at
+                if math.isfinite(w := read_power_w(self._sys_class)):
+                    self._power.append(w)
             e = frame_energy(self.device, self.radio, compute_s, nbytes, uplink_bps, gap)
             self.frames += 1
             self.compute_s += compute_s
@@ -104,9 +124,13 @@ class EnergyMeter:
         """What the run's report carries (``energy``): the sums, the per-frame mean, the source."""
         with self._lock:
             total = self.cpu_j + self.send_j + self.tail_j
-            out = {"source": self.source, "frames": self.frames, "device_compute_s": self.compute_s, "uplink_bytes": self.bytes,
-                   "cpu_j": self.cpu_j, "send_j": self.send_j, "tail_j": self.tail_j, "model_j": total,
-                   "per_frame_j": total / self.frames if self.frames else math.nan}
-        if self.source == "rapl":
-            out["rapl_j"] = read_energy_j(self.source, self._sys_class) - self._start_j  # the whole package's
-        return out
+            machine = math.nan
+            if self.source == "rapl":
+                machine = read_energy_j(self.source, self._sys_class) - self._start_j
+            elif self._power:
+                machine = sum(self._power) / len(self._power) * max(self._last_sent - self._first_sent, 0.0)
+            source = self.source if math.isfinite(machine) else "model"
+            used = machine if source != "model" else total
+            return {"source": source, "frames": self.frames, "device_compute_s": self.compute_s, "uplink_bytes": self.bytes,
+                    "cpu_j": self.cpu_j, "send_j": self.send_j, "tail_j": self.tail_j, "model_j": total, "machine_j": machine,
+                    "per_frame_j": used / self.frames if self.frames else math.nan}

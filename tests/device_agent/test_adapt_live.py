@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import device_agent.adapt as adapt
-from device_agent.energy import energy_source
+from device_agent.energy import EnergyMeter, energy_source
 from device_agent.link import LinkEstimate
 from ecd.profiles import load_device, load_radio
 from harness import StreamingAgent, Tiers
@@ -100,3 +100,16 @@ def test_the_energy_source_is_what_the_machine_offers(tmp_path: Path) -> None:
     (tmp_path / "powercap" / "intel-rapl:0").mkdir(parents=True)
     (tmp_path / "powercap" / "intel-rapl:0" / "energy_uj").write_text("123\n")
     assert energy_source(tmp_path) == "rapl"
+
+
+def test_where_rapl_counts_the_machine_s_energy_it_is_the_per_frame_figure(tmp_path: Path) -> None:
+    counter = tmp_path / "powercap" / "intel-rapl:0" / "energy_uj"
+    counter.parent.mkdir(parents=True)
+    counter.write_text("1000000\n")
+    meter = EnergyMeter(load_device("pi4"), load_radio("wifi"), tmp_path)
+    for i in range(4):
+        meter.add(i * 0.1, 0.002, 1000, 10e6)
+    counter.write_text("3000000\n")  # 2 J over the run
+    e = meter.report()
+    assert e["source"] == "rapl" and e["machine_j"] == pytest.approx(2.0) and e["per_frame_j"] == pytest.approx(0.5)
+    assert e["model_j"] == pytest.approx(e["cpu_j"] + e["send_j"] + e["tail_j"]) and e["model_j"] != pytest.approx(2.0)
