@@ -72,12 +72,13 @@ def tables(result: dict) -> str:
                          f"{1e3 * r.get('energy_per_frame_j', float('nan')):.2f} |")
     drop = result.get("drop") or []
     if drop:
-        lines += ["", "| drop agent | split changes (frame: from → to, reason) | re-split after the drop | mean ms | lost | duplicated |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "| frames/s, 50 → Mbit/s | agent | split changes (frame: from → to, reason) | re-split after the drop "
+                  "| mean ms | frames | took s | lost | duplicated |", "|---|---|---|---|---|---|---|---|---|"]
         for r in drop:
             changes = ", ".join(f"{c['frame']}: {c['from']} → {c['to']} ({c['reason']})" for c in r.get("split_changes", [])) or "none"
             after = [c["t_s"] - r["drop_at_s"] for c in r.get("resplit_log", [])]
             when = ", ".join(f"{t:+.1f} s" for t in after) or "—"
-            lines.append(f"| {r['policy']} | {changes} | {when} | {1e3 * r.get('latency_mean_s', float('nan')):.1f} | "
+            lines.append(f"| {r.get('drop_fps', 130):g}, {r.get('drop_to_mbps', 1):g} | {r['policy']} | {changes} | {when} | "
+                         f"{1e3 * r.get('latency_mean_s', float('nan')):.1f} | {r.get('frames')} | {r.get('run_s', float('nan')):.1f} | "
                          f"{r.get('lost')} | {r.get('duplicates_dropped')} |")
     return "\n".join(lines)

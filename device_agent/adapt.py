@@ -94,7 +94,7 @@ def split_costs(manifest: Manifest, decision: SplitDecision, device: DeviceProfi
     return SplitCosts(latency, energy, utility, nbytes)
 
 
-def choose(costs: SplitCosts, current: int, slack: float, margin: float) -> int | None:
+def decide_resplit(costs: SplitCosts, current: int, slack: float, margin: float) -> int | None:
     """The split to move to, or None to stay (the hysteresis of the module docstring)."""
     allowed = np.isfinite(costs.utility)
     t = np.where(allowed, costs.latency_s, np.inf)
@@ -113,7 +113,7 @@ def choose(costs: SplitCosts, current: int, slack: float, margin: float) -> int 
 
 class Adaptation:
     """Fed every answered frame: the measured link and energy (always, for the report and the
-    metrics); with ``enabled``, asks ``request(split, reason)`` for a re-split when :func:`choose`
+    metrics); with ``enabled``, asks ``request(split, reason)`` for a re-split when :func:`decide_resplit`
     says so. Runs in the stream loop's thread; the idle probe in a thread of its own."""
 
     def __init__(self, core, request: Callable[[int, str], bool], metrics: ServiceMetrics, enabled: bool = False,
@@ -164,7 +164,7 @@ class Adaptation:
         costs = split_costs(core.manifest, core.decision, core.profile, core.radio, est, current,
                             float(np.median(self._device_times)), float(np.median(self._remote_times)), self.fps,
                             self._measured)
-        target = choose(costs, current, self.slack, self.margin)
+        target = decide_resplit(costs, current, self.slack, self.margin)
         if target is None or not self.request(target, "bandwidth"):
             return None
         self.last_switch = now

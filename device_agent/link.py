@@ -15,7 +15,9 @@ the edge node and the cloud computed on it. Then (times on one clock):
   late answers from a busy CPU makes a few frames look queued, a full link nearly all of them) and,
   with frames paced at ``offered_fps``, the answers fall behind that rate (by more than 5 % over
   the last ``rate_window_s``: frames that wait for a busy CPU but come back at the rate they are
-  sent do not make a slow link, and sending fewer bytes would not help them). The **bandwidth** is
+  sent do not make a slow link, and sending fewer bytes would not help them) and the queued answers
+  come evenly clocked (the median of their bits / gap within twice the rate acknowledged: a stalled
+  CPU hands answers over in bunches, a bottleneck link one transfer apart). The **bandwidth** is
   then the bytes acknowledged per second over that window.
 * **a link that is not saturated** says only that it is fast enough: a small frame's transfer hides
   in the jitter of the answer path (a 1 kB frame takes 0.2 ms at 50 Mbit/s). Then the estimate is
@@ -39,6 +41,7 @@ MIN_TRANSFER_S = 0.5e-3  # below this a transfer time is jitter, counted as this
 QUEUED_S = 2e-3  # a frame that waited more than this beyond the RTT ...
 QUEUED_RATIO = 2.0  # ... and more than twice the gap since the previous answer queued behind it
 QUEUED_ALPHA = 0.1  # the EWMA of the queued flag (about the last 10 frames)
+EVEN = 2.0  # queued answers this close to the acknowledged rate (median bits / gap) are a link's clock
 KEEPING_UP = 0.95  # answers at this fraction of the offered rate or more: the link carries the load
 
 
@@ -61,6 +64,7 @@ class LinkEstimator:
         self.offered_fps, self.rate_window_s = offered_fps, rate_window_s
         self._answers: deque[tuple[float, float]] = deque()  # (when, bits) of the last rate_window_s
         self._window_bits = 0.0  # their sum
+        self._clocked: deque[float] = deque(maxlen=21)  # bits / gap of the latest queued answers
         self._lock = threading.Lock()
         self._rtts: deque[tuple[float, float]] = deque()  # (when, a round trip's upper bound), minimum first
         self._saturated_bps = math.nan  # bits acknowledged per second when the link was last saturated
@@ -90,11 +94,14 @@ class LinkEstimator:
                 self._window_bits -= self._answers.popleft()[1]
             queued = waited > QUEUED_S and waited > QUEUED_RATIO * gap
             self._queued = QUEUED_ALPHA * queued + (1 - QUEUED_ALPHA) * self._queued
-            if queued:  # the answers are the bottleneck's clock
+            if queued:  # the answers may be the bottleneck's clock
+                self._clocked.append(bits / max(gap, 1e-9))
                 if self._queued > 0.5 and not self._keeping_up():
                     span = self._answers[-1][0] - self._answers[0][0]
-                    self._saturated_bps = (self._window_bits - self._answers[0][1]) / span
-                    self._saturated_at = answered_at
+                    acked = (self._window_bits - self._answers[0][1]) / span
+                    if sorted(self._clocked)[len(self._clocked) // 2] <= EVEN * acked:
+                        self._saturated_bps = acked
+                        self._saturated_at = answered_at
             else:
                 lower = bits / max(waited, MIN_TRANSFER_S)
                 self._free_bps = lower if math.isnan(self._free_bps) else a * lower + (1 - a) * self._free_bps

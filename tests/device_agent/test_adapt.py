@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from device_agent.adapt import Adaptation, choose, split_costs
+from device_agent.adapt import Adaptation, decide_resplit, split_costs
 from device_agent.link import LinkEstimate
 from ecd.manifest import Manifest
 from ecd.metrics import ServiceMetrics
@@ -30,19 +30,19 @@ def costs(m: Manifest, prefs: Preferences, bps: float, current: int = 0):
 def test_a_link_too_slow_for_the_raw_image_moves_the_energy_only_user_to_fewer_bytes(bundled: Manifest) -> None:
     prefs = Preferences(1.0, 0.0)
     fast = costs(bundled, prefs, 50e6)
-    assert choose(fast, 0, 0.1, 0.1) is None  # at 50 Mbit/s the raw image is the user's split
+    assert decide_resplit(fast, 0, 0.1, 0.1) is None  # at 50 Mbit/s the raw image is the user's split
     slow = costs(bundled, prefs, 1e6)  # 130 raw images a second need 1.1 Mbit/s
     assert not np.isfinite(slow.latency_s[0])
-    target = choose(slow, 0, 0.1, 0.1)
+    target = decide_resplit(slow, 0, 0.1, 0.1)
     assert target is not None and slow.bytes[target] < slow.bytes[0]
     assert slow.latency_s[target] <= 1.1 * np.min(slow.latency_s)
 
 
 def test_the_floor_is_never_crossed(bundled: Manifest) -> None:
     c = costs(bundled, Preferences(1.0, 0.0, min_split=5), 0.01e6)  # nothing keeps up: the least bytes at or above 5
-    assert choose(c, 5, 0.1, 0.1) == 6
+    assert decide_resplit(c, 5, 0.1, 0.1) == 6
     c = costs(bundled, Preferences(1.0, 0.0, min_split=5), 50e6)
-    assert choose(c, 6, 0.1, 0.1) in (None, 5)
+    assert decide_resplit(c, 6, 0.1, 0.1) in (None, 5)
     assert not np.isfinite(c.utility[:5]).any()
 
 
@@ -50,7 +50,7 @@ def threshold_pair(m: Manifest, prefs: Preferences, margin: float) -> tuple[floa
     """Two bandwidths around the point where the split leaves 0: at ``hi`` split 0 is kept, at ``lo`` it
     is left; between them lies the band the margin keeps it in."""
     grid = np.geomspace(0.5e6, 5e6, 400)
-    leave = [choose(costs(m, prefs, b), 0, 0.1, 0.0) is not None for b in grid]
+    leave = [decide_resplit(costs(m, prefs, b), 0, 0.1, 0.0) is not None for b in grid]
     edge = max(i for i, x in enumerate(leave) if x)  # the fastest link that still makes split 0 leave
     return float(grid[edge + 1]), float(grid[edge])
 

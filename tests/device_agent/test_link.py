@@ -77,3 +77,23 @@ def test_the_remote_compute_is_not_counted_as_link_time_and_a_probe_lowers_the_r
     assert est.estimate(0.2).rtt_s == pytest.approx(0.030)
     assert est.estimate(20.0).rtt_s == pytest.approx(0.030)  # the window keeps its last minimum
     assert math.isnan(LinkEstimator().estimate(0.0).uplink_bps)
+
+
+def test_a_cpu_that_falls_behind_in_bunches_is_not_a_slow_link() -> None:
+    # the machine hands 8 answers over every 300 ms while 9 are offered: the answers fall behind the
+    # rate and the frames queue, but bunched (0.1 ms apart), not one transfer apart as behind a link
+    est = LinkEstimator(prior_bps=10e6, offered_fps=30)
+    rtt, pending, end = 0.02, [], 0.0
+    sent_times = iter(i / 30 for i in range(10**6))
+    next_sent = next(sent_times)
+    for k in range(1, 60):
+        now = k * 0.3
+        while next_sent + rtt <= now:
+            pending.append(next_sent)
+            next_sent = next(sent_times)
+        for j, sent in enumerate(pending[:8]):
+            end = now + j * 1e-4
+            est.answered(sent, end, 1058, 0.0)
+        pending = pending[8:]
+    assert len(pending) > 10  # it fell behind
+    assert not est.estimate(end).saturated
