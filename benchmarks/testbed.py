@@ -195,7 +195,7 @@ def acceptance(result: dict) -> dict:
         delay = after[0]["t_s"] - r["drop_at_s"] if after else None
         out["drop"].append({"fps": r.get("drop_fps"), "to_mbps": r.get("drop_to_mbps"), "resplit_after_drop_s": delay,
                             "split_changes": changes, "lost": r.get("lost"),
-                       "duplicates": r.get("duplicates_dropped"),
+                            "duplicates": r.get("duplicates_dropped"),
                             "met": delay is not None and delay <= 15 and fewer and r.get("lost") == 0
                             and r.get("duplicates_dropped") == 0})
     return out

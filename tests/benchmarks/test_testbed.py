@@ -8,10 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from _procs import HARNESS_ROOT, Cluster, Deadline
 import _testbed_net as net
+import pytest
+from _procs import HARNESS_ROOT, Cluster, Deadline
 from _testbed_net import Link, why_not_available
 from _testbed_tiers import Deployment, make_certs, read_report
 

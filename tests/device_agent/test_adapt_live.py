@@ -8,12 +8,12 @@ import math
 from pathlib import Path
 
 import pytest
+from harness import StreamingAgent, Tiers
 
-import device_agent.adapt as adapt
+from device_agent import adapt
 from device_agent.energy import EnergyMeter, energy_source
 from device_agent.link import LinkEstimate
 from ecd.profiles import load_device, load_radio
-from harness import StreamingAgent, Tiers
 
 
 class InjectedLink:
