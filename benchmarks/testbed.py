@@ -18,9 +18,11 @@ Then the drop scenario: on a 50 Mbit/s link an adaptive agent and a fixed one st
 and its log say when it re-split. Output: ``--out``/testbed.json, testbed.md (the docs' tables) and
 testbed.png.
 
-Needs root (namespaces, tc); elsewhere it exits with a message. Example (the docs' tables)::
+Needs root (namespaces, tc); elsewhere it exits with a message. The docs' tables
+(docs/operating/testbed.md) came from, as root::
 
-    sudo PYTHONPATH=$PWD python benchmarks/testbed.py --out /tmp/testbed --profiles wifi lte 3g
+    PYTHONPATH=$PWD python benchmarks/testbed.py --out /tmp/tb_rep2 --profiles wifi lte 3g --frames 200 --fps 30 \
+        --weights 0.5 --adaptive-weights 0 0.5 --fixed 5 --repeats 3 --drop --drops 130:1 60:0.4 --drop-run-s 30
 """
 
 from __future__ import annotations
