@@ -86,7 +86,7 @@ class Bench:
         report = self.logdir / f"{name}.report.json"
         deadline = Deadline(self.opts.run_deadline_s)
         tier = self.dep.agent(name, self.runs, ["--frames", str(frames), "--fps", str(fps or self.opts.fps), "--radio", self.link.radio,
-                                                "--report", str(report), *args])
+                                                "--report", str(report), "--source", self.opts.source, *args])
         self.cluster.wait_ready([tier], deadline, 120)
         t_ready = self.cluster.now()
         extra = during(tier) if during else {}
@@ -207,6 +207,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, required=True, help="folder for testbed.json, testbed.png and the logs")
     p.add_argument("--model", default="digits_cnn")
+    p.add_argument("--source", default="heldout", help="the agents' frames: heldout, or synthetic (a model with no held-out set)")
     p.add_argument("--profiles", nargs="*", default=["wifi", "lte", "3g"])
     p.add_argument("--frames", type=int, default=300)
     p.add_argument("--fps", type=float, default=30.0)
