@@ -174,11 +174,12 @@ class Cluster:
 
     # --- starting ------------------------------------------------------------------------------
 
-    def spawn(self, kind: str, name: str, args: Sequence[str]) -> Tier:
+    def spawn(self, kind: str, name: str, args: Sequence[str], prefix: Sequence[str] = ()) -> Tier:
+        """``prefix``: a command that execs the tier in place (the testbed's ``nsenter --net=...``)."""
         assert threading.current_thread() is threading.main_thread(), "spawn from the main thread (PR_SET_PDEATHSIG)"
         env = {**os.environ, "ECD_BENCH_PARENT": str(os.getpid()), "PYTHONUNBUFFERED": "1",
                "PYTHONPATH": os.pathsep.join(p for p in (str(self.root), os.environ.get("PYTHONPATH", "")) if p)}
-        argv = [self.python, "-c", LAUNCHER, *args]
+        argv = [*prefix, self.python, "-c", LAUNCHER, *args]
         proc = subprocess.Popen(argv, cwd=self.root, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
         tier = Tier(name, kind, [self.python, "-m", "ecd_cli", *args], self.logdir / f"{name}.log", proc, self.now())

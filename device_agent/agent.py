@@ -4,8 +4,9 @@ the state file's device), then stream — and ``run_agent``, the ``ecd device-ag
 Where each behaviour lives: the options in ``config``; the split decision, frames and the report in
 ``core``; the stream (sending, results, failover, resend, moves and re-splits between two streams)
 as a state machine in ``stream``; following the cloud's word on the assignment in ``follow``; the
-user's preference changes in ``preferences``; what the panel shows in ``status``; the wire (gRPC)
-in ``service``, behind the two peers of ``peers``.
+user's preference changes in ``preferences``; the measured link and energy, and the live re-split
+they may ask for, in ``link``, ``energy`` and ``adapt``; what the panel shows in ``status``; the wire
+(gRPC) in ``service``, behind the two peers of ``peers``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from device_agent.adapt import Adaptation
 from device_agent.config import AgentConfig, packing, parse_sensors, read_trace
 from device_agent.core import AgentCore, FrameOutcome, RunReport, SavedIdentity, SimulatedSensor, Tally
 from device_agent.follow import AssignmentFollower
@@ -61,6 +63,8 @@ class DeviceAgent:
                 raise ConfigError(f"--{name.replace('_', '-')}: expected a finite number of seconds >= 0, got {getattr(cfg, name)}")
         parse_sensors(cfg.sensors)  # a bad option fails before anything starts
         self.packing = packing(cfg)
+        if cfg.adapt and cfg.split >= 0:
+            raise ConfigError("--adapt: the split is pinned with --split; adapting would override the user's choice")
         if Encoding.parse(cfg.encoding, "--encoding") is Encoding.UINT8:
             raise ConfigError("--encoding: uint8 is the raw image, sent by itself at split 0; choose the activations' "
                               "encoding: float32, float16 or int8")
@@ -90,6 +94,9 @@ class DeviceAgent:
         self.preferences = PreferenceControl(self.core, self.cloud, cfg.split, self.model_dir, cfg.max_message_bytes,
                                              streaming=lambda: self.loop is not None and self.loop.streaming)
         self.moves = 0  # times the device followed its assignment to another edge node
+        self.adaptation = Adaptation(self.core, self.preferences.request, self.metrics, cfg.adapt, cfg.fps, cfg.adapt_slack,
+                                     cfg.adapt_margin, cfg.adapt_dwell_s)
+        self._probe_stop = threading.Event()
 
     @property
     def assignment(self) -> Assignment | None:
@@ -108,14 +115,19 @@ class DeviceAgent:
         dest = self.model_dir / self.cfg.model
         head = self.cloud.fetch(distribution.request(self.cfg.model, "", 0, 0, self.cfg.max_message_bytes), dest)
         split_device = self.core.decide(head, self.cfg.split)
-        manifest = self.cloud.fetch(distribution.request(self.cfg.model, head.version, 0, split_device, self.cfg.max_message_bytes), dest)
+        fetch = head.n_blocks if self.cfg.adapt else split_device  # adapting: every block while the link is fast
+        manifest = self.cloud.fetch(distribution.request(self.cfg.model, head.version, 0, fetch, self.cfg.max_message_bytes), dest)
+        self.preferences.fetched = fetch
         assignment = self._come_back(manifest, split_device) or self._register(manifest, split_device)
         if self.cfg.state:
             SavedIdentity(assignment.device_id, assignment.token, self.cfg.cloud, manifest.model_id, manifest.version).write(self.cfg.state)
         self.core.registered(manifest, assignment)
         self.follower.offer(assignment)
         self.edge = GrpcEdge(assignment, self.tls, self._options, self.cfg.insecure, self.metrics, self.packing.on)
-        self.loop = StreamLoop(self.cfg, self.edge, _Requests(self), self._make_frame, self.metrics, self.tally)
+        self.loop = StreamLoop(self.cfg, self.edge, _Requests(self), self._make_frame, self.metrics, self.tally,
+                               on_answer=self.adaptation.answered)
+        if self.cfg.adapt:
+            self.adaptation.start_probe(lambda: self.loop.edge.probe(), self._probe_stop, self.cfg.probe_every_s)
         if self.cfg.follow:
             self.follower.start_watch()
         log.info("[DeviceAgent] %s registered as %s: split %d, edge %s", self.cfg.name, assignment.device_id,
@@ -276,9 +288,11 @@ class DeviceAgent:
             report.sent = status.sent
             report.lost = status.in_flight
         report.exit = exit
+        self.adaptation.fill(report, self.preferences.split_changes)
         return report
 
     def close(self) -> None:
+        self._probe_stop.set()
         self.follower.close()
         if self.edge is not None:
             self.edge.close()

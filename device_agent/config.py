@@ -65,6 +65,15 @@ class AgentConfig:
                             was=("allow_plaintext",))
     panel_port: int = option(-1, "the control panel's HTTP port: the user's energy/privacy curve and a privacy slider that re-splits the running device (-1 = off, 0 = any free port)")
     panel_host: str = option("127.0.0.1", "address the control panel listens on (loopback: only this device's user; another address needs --insecure, as the panel has no TLS)")
+    adapt: bool = option(False, "re-split live from the measured link: among the splits within --adapt-slack of the least "
+                         "estimated latency, the one of least ECD utility (never below min_split; not with --split)")
+    adapt_slack: float = option(0.1, "with --adapt: how much slower than the fastest split (a fraction) a split may be estimated "
+                                "and still be chosen for its utility")
+    adapt_margin: float = option(0.1, "with --adapt: hysteresis; the current split is kept until it is this much (a fraction) "
+                                 "worse than the slack allows, in latency or in utility")
+    adapt_dwell_s: float = option(5.0, "with --adapt: the least time between two re-splits, seconds")
+    probe_every_s: float = option(1.0, "with --adapt: how often to probe the edge node's round-trip time (a gRPC health "
+                                  "check), seconds (0 = never: the RTT from frames only)")
     sensors: str = option("", "the phone's sensor benchmark scores for site selection, NAME=SCORE,... with scores 0..10 (e.g. temperature=7.5,camera=9)")
 
 

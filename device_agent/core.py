@@ -67,6 +67,13 @@ class RunReport:
     sent: int = 0  # distinct frames sent (a resent frame counts once)
     lost: int = 0  # frames sent and never answered: 0 unless the run ended on a failure
     exit: str = "completed"  # completed, stopped (SIGTERM) or the failure's message
+    latency_mean_s: float = float("nan")
+    split_changes: list[dict] = field(default_factory=list)  # {"frame", "from", "to", "reason"} (preferences.py)
+    energy: dict = field(default_factory=dict)  # the measured energy's sums and source (device_agent.energy)
+    energy_per_frame_j: float = float("nan")
+    energy_source: str = ""  # rapl, power_supply or model
+    uplink_mbps_measured: float = float("nan")  # device_agent.link, at the end of the run
+    rtt_ms_measured: float = float("nan")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -148,6 +155,10 @@ class Tally:
             latencies = np.array(self.latencies)
         return float(np.percentile(latencies, q)) if len(latencies) else float("nan")
 
+    def mean(self) -> float:
+        with self._lock:
+            return float(np.mean(self.latencies)) if self.latencies else float("nan")
+
     def snapshot(self) -> dict:
         """The counts so far, read consistently while frames are being answered."""
         with self._lock:
@@ -201,6 +212,11 @@ class AgentCore:
         """The cloud took the user's new preferences: the new split, decision and partition."""
         self.prefs, self.decision = prefs, decision
         self.registered(manifest, assignment)
+
+    @property
+    def next_frame_id(self) -> int:
+        """The id the next frame made gets."""
+        return self._next_frame_id
 
     def moved_to(self, a: Assignment) -> Assignment:
         """The device now streams to the edge ``a`` names (a move); returns the assignment left."""
@@ -309,6 +325,7 @@ class AgentCore:
             latency_p50_s=tally.percentile(50),
             latency_p95_s=tally.percentile(95),
             latency_p99_s=tally.percentile(99),
+            latency_mean_s=tally.mean(),
             accuracy=tally.correct / tally.labelled if tally.labelled else None,
             duplicates_dropped=duplicates,
             error_messages=sorted(tally.error_messages),

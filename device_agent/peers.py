@@ -65,4 +65,8 @@ class EdgePeer(Protocol):
         """End the current stream from another thread: its results raise :class:`PeerDown` (the
         edge answers nothing: a gray failure)."""
 
+    def probe(self) -> float:
+        """Seconds a minimal call to the edge takes (its round trip; ``--adapt`` only)."""
+        raise NotImplementedError
+
     def close(self) -> None: ...

@@ -1,5 +1,7 @@
 """The user's preferences changed while the device runs (the control panel): checked, decided,
 told to the cloud, and — when the split moves under a running stream — applied between two streams.
+The measured link asks for its re-splits through the same path (:meth:`PreferenceControl.request`,
+from ``device_agent.adapt``), with the user's preferences unchanged.
 
 A change that moves the split of a running stream is only *noted* here (``pending``): the stream
 loop lets the frames in flight be answered at the old split, then calls :meth:`apply_pending`
@@ -29,6 +31,7 @@ class PendingResplit:
     prefs: Preferences
     decision: SplitDecision
     split: int
+    reason: str = "preferences"  # what split_changes names: preferences, bandwidth
 
 
 class PreferenceControl:
@@ -44,8 +47,10 @@ class PreferenceControl:
         self.streaming = streaming
         self.lock = threading.Lock()  # one change at a time (the panel's threads)
         self.pending: PendingResplit | None = None
-        self.resplits = 0  # times the user's new preferences moved the split of a running stream
+        self.resplits = 0  # times a re-split (preferences or the measured link) moved the split of a running stream
         self.error = ""  # why the last change was not applied (shown on the panel)
+        self.fetched = 0  # blocks [0, fetched) are on disk (more than the partition runs, when prefetched)
+        self.split_changes: list[dict] = []  # {"frame", "from", "to", "reason"}: frame = the first one sent at "to"
 
     def check(self, w_privacy: float | None = None, min_split: int | None = None) -> Preferences:
         """The preferences a user asks for, checked against this device: ``w_privacy`` in [0, 1]
@@ -93,6 +98,19 @@ class PreferenceControl:
                 raise PeerError(e.status, f"cloud: {e}") from None
             return split
 
+    def request(self, split: int, reason: str) -> bool:
+        """Ask for ``split`` with the user's preferences unchanged (the measured link's re-split), applied
+        between two streams like a preference change; False (nothing asked) while another change is
+        pending, with ``--split`` pinned, or below the floor."""
+        with self.lock:
+            a = self.core.assignment
+            if self.pending is not None or self.pinned_split >= 0 or a is None or self.core.decision is None:
+                return False
+            if split < self.core.prefs.min_split or split == a.split.device:
+                return False
+            self.pending = PendingResplit(self.core.prefs, self.core.decision, split, reason)
+            return True
+
     def apply_pending(self) -> None:
         """Apply a pending split change (no frame in flight). If the cloud cannot be told, the device
         goes on at the old split and the panel says why."""
@@ -114,12 +132,16 @@ class PreferenceControl:
         """Fetch blocks [0, split) if they are not here, tell the cloud, load the new partition."""
         manifest, a = self.core.manifest, self.core.assignment
         assert manifest is not None and a is not None and self.core.partition is not None
-        if change.split > self.core.partition.stop:
+        if change.split > max(self.core.partition.stop, self.fetched):
             request = distribution.request(manifest.model_id, manifest.version, 0, change.split, self.max_message_bytes)
             manifest = self.cloud.fetch(request, self.model_dir / manifest.model_id)
+            self.fetched = change.split
+        old = a.split.device
         reply = self.cloud.update_preferences(PreferencesUpdate(a.device_id, a.token, change.prefs, change.split))
         self.core.preferences_applied(change.prefs, change.decision, manifest, dataclasses.replace(
             a, split=reply.split, recommended_split=reply.recommended_split, preferences=reply.preferences))
         self.error = ""
+        if reply.split.device != old:
+            self.split_changes.append({"frame": self.core.next_frame_id, "from": old, "to": reply.split.device, "reason": change.reason})
         log.info("[DeviceAgent] %s: w_privacy %.2f, min_split %d: split %d", a.device_id, change.prefs.w_privacy,
                  change.prefs.min_split, change.split)

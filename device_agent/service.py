@@ -7,10 +7,12 @@ The only module of the agent that knows the wire: it turns messages into records
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Iterator
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ecd import distribution
 from ecd.errors import EcdError, PeerError, UnavailableError
@@ -129,6 +131,16 @@ class GrpcEdge:
                 raise PeerError("UNIMPLEMENTED", f"UNIMPLEMENTED: edge {self.edge_id} takes one frame per message (ecd.v1 "
                                 "revision < 3, no StreamBatches); run the agent with --linger-ms 0, or upgrade the edge node") from None
             raise _peer_error(e) from None
+
+    def probe(self, timeout_s: float = 2.0) -> float:
+        """Seconds one gRPC health check takes on this channel: the link's round trip when it is idle
+        (``device_agent.link``), a few hundred bytes each way."""
+        t0 = time.perf_counter()
+        try:
+            health_pb2_grpc.HealthStub(self.channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
+        except grpc.RpcError as e:
+            raise _peer_error(e) from None
+        return time.perf_counter() - t0
 
     def abandon(self) -> None:
         self._abandoned = True

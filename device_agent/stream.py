@@ -128,7 +128,8 @@ class StreamLoop:
     """
 
     def __init__(self, cfg: AgentConfig, edge: EdgePeer, requests: Requests, make_frame: Callable[[np.ndarray], Frame],
-                 metrics: ServiceMetrics, tally: Tally, clock: Callable[[], float] = time.monotonic) -> None:
+                 metrics: ServiceMetrics, tally: Tally, clock: Callable[[], float] = time.monotonic,
+                 on_answer: Callable[[float, float, Result], None] | None = None) -> None:
         self.cfg = cfg
         self.edge = edge
         self.requests = requests
@@ -136,6 +137,7 @@ class StreamLoop:
         self.metrics = metrics
         self.tally = tally
         self.clock = clock
+        self.on_answer = on_answer  # (sent_at, answered_at, result) of each frame answered once: the measured link
         self._lock = threading.Lock()
         self.state = StreamState.IDLE
         self.why = ""  # the reason of the last transition, as logged
@@ -338,7 +340,7 @@ class StreamLoop:
                     self._enter(StreamState.MOVING, "the cloud named another edge")
                     self.edge = self.requests.move()
                 if self.requests.resplit_pending() and not len(self.in_flight):
-                    self._enter(StreamState.RESPLITTING, "the user's preferences changed")
+                    self._enter(StreamState.RESPLITTING, "a new split: the user's preferences or the measured link")
                     self.requests.resplit()
                 resend = self.in_flight.unanswered()
                 if resend:
@@ -357,7 +359,10 @@ class StreamLoop:
         if sent is None:  # answered before (a resent frame answered twice), or never sent
             self.duplicates += 1
             return False
-        latency = time.perf_counter() - sent.sent_at
+        answered_at = time.perf_counter()
+        latency = answered_at - sent.sent_at
+        if self.on_answer is not None:
+            self.on_answer(sent.sent_at, answered_at, result)
         outcome = FrameOutcome(result.frame_id, sent.label, sent.raw_bytes, latency, result)
         self.tally.add(outcome)
         if outcomes is not None:

@@ -38,6 +38,10 @@ class ServiceMetrics:
         self.device_energy = Gauge(
             "ecd_estimated_device_energy_joules", "Estimated device energy per frame at the chosen split", ["service"], registry=self.registry
         )
+        self.link_uplink_bps = Gauge("ecd_link_uplink_bits_per_second", "The uplink bandwidth the device measured from its "
+                                     "own frames (device_agent.link)", ["service"], registry=self.registry)
+        self.link_rtt = Gauge("ecd_link_rtt_seconds", "The round-trip time to the edge node the device measured (least of "
+                              "the last 10 s)", ["service"], registry=self.registry)
         self.privacy = Gauge(
             "ecd_privacy_leakage", "Privacy leakage the split decision uses at the chosen split: the measured attack's "
             "similarity above what the task's answer alone reveals (0 = nothing beyond the label, 1 = the input)", ["service"],

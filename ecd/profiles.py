@@ -55,6 +55,10 @@ class RadioProfile:
     joules_per_bit: float  # marginal uplink energy
     joules_per_transfer: float  # promotion + tail energy per isolated transfer
     uplink_mbps: float  # for latency estimates only
+    # the measured-energy model's (device_agent.energy), 0 where the radio's file has none:
+    active_base_w: float = 0.0  # beta: power while the radio sends, beyond alpha_u x throughput
+    tail_w: float = 0.0  # power in the tail after a transfer
+    tail_s: float = 0.0  # how long the tail lasts
 
 
 def known_devices() -> list[str]:
@@ -116,6 +120,9 @@ def load_radio(name: str) -> RadioProfile:
         joules_per_bit=float(r["joules_per_bit"]),
         joules_per_transfer=float(r["joules_per_transfer"]),
         uplink_mbps=float(r["uplink_mbps"]),
+        active_base_w=float(r.get("active_base_w", 0.0)),
+        tail_w=float(r.get("tail_w", 0.0)),
+        tail_s=float(r.get("tail_s", 0.0)),
     )
 
 
