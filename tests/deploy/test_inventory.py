@@ -30,6 +30,7 @@ CHECKED_BY = {
     "pi/pi-smoke.sh": "test_pi.py",
     "pi/smoke.py": "test_pi.py",
     "pi/cpuinfo-pi4": "test_pi.py",
+    "testbed/links.toml": "test_testbed_links.py",
 }
 
 
