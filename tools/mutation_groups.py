@@ -63,7 +63,7 @@ GROUPS: dict[str, Group] = {
     "types": Group(("ecd/types.py",), ("tests/ecd/test_types.py", "tests/edge_node/test_stream_header.py")),
     # the services last: they change most often
     "edge": Group(
-        ("edge_node/core.py",),
+        ("edge_node/core.py", "edge_node/link.py", "edge_node/fair.py", "ecd/packing.py"),
         ("tests/edge_node", "tests/integration/test_bad_input.py"),
         timeout_s=180,
     ),
@@ -102,6 +102,18 @@ GROUPS: dict[str, Group] = {
     "device": Group(
         ("device_agent/service.py", "device_agent/stream.py"),
         ("tests/device_agent", "tests/integration/test_gray_failure.py"),
+        timeout_s=120,
+    ),
+    # the agent's measured link and energy, and the live re-split they drive (issue 34)
+    "adapt": Group(
+        ("device_agent/link.py", "device_agent/energy.py", "device_agent/adapt.py"),
+        ("tests/device_agent/test_link.py", "tests/device_agent/test_adapt.py", "tests/device_agent/test_adapt_live.py"),
+        timeout_s=120,
+    ),
+    # browser devices (issue 33): enrolment codes, the page's key, the edge's page and its wire
+    "browser": Group(
+        ("cloud_server/enrolment.py", "ecd/devicekey.py", "ecd/transport/browser_wire.py", "edge_node/browser.py"),
+        ("tests/cloud_server/test_enrolment_codes.py", "tests/edge_node/test_browser_enrol.py"),
         timeout_s=120,
     ),
     "registry": Group(
