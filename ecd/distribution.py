@@ -16,8 +16,7 @@ class ChunkWriter:
     """Assembles FileChunks into files under ``dest``; ``finish`` verifies sizes and hashes."""
 
     def __init__(self, dest: Path):
-        self.dest = Path(dest)
-        self.dest.mkdir(parents=True, exist_ok=True)
+        self.dest = Path(dest)  # created only once every file has checked out: a refused fetch leaves nothing
         self._files: dict[str, tuple[str, int, bytearray]] = {}
 
     def add(self, chunk: FileChunk) -> None:
@@ -35,6 +34,8 @@ class ChunkWriter:
         for name, (sha, size, buf) in self._files.items():
             if len(buf) != size or hashlib.sha256(buf).hexdigest() != sha:
                 raise IntegrityError(f"{name}: received {len(buf)} bytes that do not match the announced size/sha256")
+        self.dest.mkdir(parents=True, exist_ok=True)
+        for name, (_, _, buf) in self._files.items():
             (self.dest / name).write_bytes(bytes(buf))
         manifest = Manifest.load(self.dest)
         for name in self._files:

@@ -33,7 +33,8 @@ from ecd.metrics import ServiceMetrics
 from ecd.batching import BatchingConfig, DynamicBatcher, run_rows
 from ecd.partition import BlockRunner
 from ecd.split import check_split
-from ecd.errors import EcdError, PreconditionError, UnavailableError
+from ecd.errors import EcdError, PreconditionError, RequestError, UnavailableError
+from ecd.limits import MAX_NAME_CHARS, printable
 from edge_node.fair import DeviceQuotas, StreamQuotaError
 from edge_node.link import END, CloudLink, DeviceSession
 from ecd.types import (Assignment, Encoding, Enrolment, FileChunk, Frame, FrameError, PartitionRequest, PreferencesUpdate, Result, Split,
@@ -120,19 +121,26 @@ class EdgeCore:
         key = (model_id, version)
         if key in self._models:
             return self._models[key]
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            if key not in self._models:
-                dest = self.model_dir / model_id / version
-                head = await distribution.fetch_async(
-                    self.cloud.fetch_partition(distribution.request(model_id, version, 0, 0, self.max_message_bytes)), dest
-                )
-                manifest = await distribution.fetch_async(
-                    self.cloud.fetch_partition(distribution.request(model_id, version, 0, head.n_blocks, self.max_message_bytes)), dest
-                )
-                runner = BlockRunner(manifest)
-                self._batchers[key] = DynamicBatcher(runner.run, self.batching)
-                self._models[key] = (manifest, runner)
-                log.info("[EdgeNode] fetched %s@%s (%d blocks)", model_id, version, manifest.n_blocks)
+        for name, value in (("model_id", model_id), ("model_version", version)):  # each becomes a folder name here
+            if value in ("", ".", "..") or "/" in value or "\\" in value or len(value) > MAX_NAME_CHARS:
+                raise RequestError(f"{name}: not a model this node can fetch: {printable(value)!r}")
+        try:
+            async with self._locks.setdefault(key, asyncio.Lock()):
+                if key not in self._models:
+                    dest = self.model_dir / model_id / version
+                    head = await distribution.fetch_async(
+                        self.cloud.fetch_partition(distribution.request(model_id, version, 0, 0, self.max_message_bytes)), dest
+                    )
+                    manifest = await distribution.fetch_async(
+                        self.cloud.fetch_partition(distribution.request(model_id, version, 0, head.n_blocks, self.max_message_bytes)), dest
+                    )
+                    runner = BlockRunner(manifest)
+                    self._batchers[key] = DynamicBatcher(runner.run, self.batching)
+                    self._models[key] = (manifest, runner)
+                    log.info("[EdgeNode] fetched %s@%s (%d blocks)", model_id, version, manifest.n_blocks)
+        finally:
+            if key not in self._models:  # a model the cloud refused keeps no lock: names asked for are not remembered
+                self._locks.pop(key, None)
         return self._models[key]
 
     async def prepare(self, frame: Frame, holder: str = "") -> Frame:

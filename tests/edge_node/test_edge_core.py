@@ -15,7 +15,7 @@ from harness import LocalCloud, settle
 
 from ecd import codec, zoo
 from ecd.batching import BatchingConfig
-from ecd.errors import LimitError, UnavailableError
+from ecd.errors import LimitError, RequestError, UnavailableError
 from ecd.manifest import load_heldout
 from ecd.metrics import ServiceMetrics
 from ecd.partition import BlockRunner
@@ -336,3 +336,33 @@ def test_a_new_core_has_seen_nothing_and_batches_as_configured(tmp_path: Path) -
     assert (core.edge_id, core.frames_seen, core.draining, core.sessions) == ("", 0, False, set())
     asyncio.run(core.model(M.model_id, M.version))
     assert core._batchers[(M.model_id, M.version)].config is batching
+
+
+class RefusingCloud(LocalCloud):
+    """Serves only the bundled model: any other id or version is refused as the cloud refuses it."""
+
+    async def fetch_partition(self, request):
+        if (request.model_id, request.model_version) != (M.model_id, M.version):
+            raise UnavailableError(f"model: cannot fetch {request.model_id}@{request.model_version} from the cloud (FAILED_PRECONDITION)")
+        async for chunk in super().fetch_partition(request):
+            yield chunk
+
+
+@pytest.mark.parametrize("model_id, version", [("..", "x"), ("digits_cnn", ".."), ("a/b", "v"), ("m", "v" * 65), ("", "v")])
+def test_a_model_name_that_is_not_one_folder_is_refused_by_name_and_nothing_is_created(tmp_path: Path, model_id: str, version: str) -> None:
+    """The device page's /api/models/{model_id}/{version}/... reaches here without a token: its names
+    become folders under the node's model dir, so each must be one plain folder name."""
+    core = core_for(RefusingCloud(M, assignment()), tmp_path / "models")
+    with pytest.raises(RequestError, match=r"^model_(id|version): not a model this node can fetch"):
+        asyncio.run(core.model(model_id, version))
+    assert list(tmp_path.rglob("*")) == []  # not even the node's model folder
+
+
+def test_a_model_the_cloud_refuses_leaves_no_folder_and_no_lock_behind(tmp_path: Path) -> None:
+    core = core_for(RefusingCloud(M, assignment()), tmp_path / "models")
+    for i in range(20):  # names asked for by anyone on the page's port: none may stay with the node
+        with pytest.raises(UnavailableError):
+            asyncio.run(core.model(M.model_id, f"nope{i}"))
+    assert core._locks == {} and not (tmp_path / "models").exists()
+    manifest, _ = asyncio.run(core.model(M.model_id, M.version))  # the served one still loads
+    assert manifest.version == M.version and (tmp_path / "models" / M.model_id / M.version / "manifest.json").is_file()
