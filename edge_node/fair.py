@@ -46,7 +46,11 @@ class DeviceSlots:
 
     async def acquire(self) -> None:
         async with self.quotas.changed:
-            await self.quotas.changed.wait_for(lambda: self.quotas.may_take(self))
+            self.quotas.waiting += 1
+            try:
+                await self.quotas.changed.wait_for(lambda: self.quotas.may_take(self))
+            finally:
+                self.quotas.waiting -= 1
             self.held += 1
             self.quotas.changed.notify_all()
 
@@ -74,6 +78,8 @@ class DeviceQuotas:
         self._streams: dict[str, int] = {}
         self._slots: dict[str, DeviceSlots] = {}
         self.changed = asyncio.Condition()
+        self.waiting = 0  # streams waiting for a slot (nothing to wake is the common case, on every frame)
+        self._wakers: set[asyncio.Task] = set()
 
     def may_take(self, slots: DeviceSlots) -> bool:
         if slots.held >= self.max_frames:
@@ -83,8 +89,10 @@ class DeviceQuotas:
 
     def notify(self) -> None:
         """A frame left the node: a device held back by the share may take one now."""
-        if self.changed._waiters:  # noqa: SLF001 — nothing to wake is the common case, on every frame
-            asyncio.get_running_loop().create_task(self._wake())
+        if self.waiting:
+            task = asyncio.get_running_loop().create_task(self._wake())
+            self._wakers.add(task)  # held until done: the loop keeps only a weak reference
+            task.add_done_callback(self._wakers.discard)
 
     async def _wake(self) -> None:
         async with self.changed:
