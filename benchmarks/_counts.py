@@ -187,6 +187,12 @@ def totals(counts: Sequence[AgentCount]) -> Totals:
     )
 
 
+def cpu_between(tier: Tier, start: float, end: float) -> float | None:
+    """CPU seconds a tier spent between two of the cluster's clock readings, from its samples."""
+    inside = [s for s in tier.samples if start <= s.t <= end and s.cpu_s is not None]
+    return round(inside[-1].cpu_s - inside[0].cpu_s, 2) if len(inside) >= 2 else None
+
+
 def tier_usage(tiers: Iterable[Tier]) -> dict:
     """CPU seconds (whole process life) and peak RSS of a group of tiers."""
     tiers = list(tiers)

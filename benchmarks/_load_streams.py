@@ -120,7 +120,7 @@ def run_generator(opts: argparse.Namespace, root: Path, run_dir: Path) -> dict:
     process; the tiers' CPU over the generator's run and their peak RSS beside the generator's own."""
     import subprocess
 
-    from _counts import tier_usage
+    from _counts import cpu_between, tier_usage
     from _procs import HARNESS_ROOT, Cluster, Deadline
 
     deadline = Deadline(opts.deadline_s or 3 * opts.seconds + 300)
@@ -140,12 +140,8 @@ def run_generator(opts: argparse.Namespace, root: Path, run_dir: Path) -> dict:
         c.sample()
         t1 = c.now()
 
-        def window_cpu(tier) -> float | None:
-            inside = [s for s in tier.samples if t0 <= s.t <= t1 and s.cpu_s is not None]
-            return round(inside[-1].cpu_s - inside[0].cpu_s, 2) if len(inside) >= 2 else None
-
-        usage = {"cloud": {**tier_usage([cloud]), "cpu_window_s": window_cpu(cloud)},
-                 "edge": {**tier_usage(edges), "cpu_window_s": sum(window_cpu(e) or 0 for e in edges)}}
+        usage = {"cloud": {**tier_usage([cloud]), "cpu_window_s": cpu_between(cloud, t0, t1)},
+                 "edge": {**tier_usage(edges), "cpu_window_s": sum(cpu_between(e, t0, t1) or 0 for e in edges)}}
     result = json.loads(out.read_text()) if done.returncode == 0 and out.exists() else {"failed": f"exit {done.returncode}"}
     return {**result, "usage": usage, "logs": str(run_dir), "window_s": round(t1 - t0, 1)}
 

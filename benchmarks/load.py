@@ -55,6 +55,7 @@ from _counts import (
     AgentFlags,
     Totals,
     agent_count,
+    cpu_between,
     start_harness,
     tier_usage,
     totals,
@@ -109,11 +110,6 @@ class OversizedResult:
 
 
 # --- streams -------------------------------------------------------------------------------------
-
-
-def cpu_between(tier: Tier, start: float, end: float) -> float | None:
-    inside = [s for s in tier.samples if start <= s.t <= end and s.cpu_s is not None]
-    return round(inside[-1].cpu_s - inside[0].cpu_s, 2) if len(inside) >= 2 else None
 
 
 def peak_rate(samples: list[Sample], window_s: float) -> float:
