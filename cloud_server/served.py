@@ -19,6 +19,7 @@ from cloud_server.registry import Registry
 from ecd.batching import BatchingConfig, DynamicBatcher
 from ecd.config import MiB
 from ecd.errors import LimitError, PreconditionError, RequestError
+from ecd.leakage import defence_table
 from ecd.limits import MAX_HEAD_LABELS, MAX_HEADS_PER_MODEL, MIN_CHUNK_BYTES, check_name
 from ecd.manifest import MANIFEST_FILENAME, Manifest, sha256_bytes
 from ecd.partition import BlockRunner
@@ -113,6 +114,16 @@ class ServedModels(Mapping[str, ServedModel]):
 
 
 def load_models(names: list[str]) -> list[Manifest]:
+    """The manifests of the models named, each followed by the models that run its privacy levels
+    (a learned defence table's ``models``, issue 35): serving a model serves every level a device may
+    decide on, so no device's level is refused for want of its blocks."""
     from ecd import zoo
 
-    return [zoo.load_manifest(n) for n in names]
+    out: dict[str, Manifest] = {}
+    for name in names:
+        m = zoo.load_manifest(name)
+        out.setdefault(m.model_id, m)
+        table = defence_table(m)
+        for level_model in (table.models[1:] if table is not None and table.learned else ()):
+            out.setdefault(level_model, zoo.load_manifest(level_model))
+    return list(out.values())

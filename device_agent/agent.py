@@ -37,6 +37,7 @@ from device_agent.status import AgentStatus
 from device_agent.stream import StreamLoop
 from ecd import distribution
 from ecd.errors import ConfigError, EcdError, PeerError
+from ecd.leakage import level_model
 from ecd.manifest import Manifest
 from ecd.metrics import ServiceMetrics, metrics_tls, start_metrics
 from ecd.profiles import load_device, load_radio
@@ -75,7 +76,7 @@ class DeviceAgent:
         self.position = Position.parse(cfg.position, "--position") or (self.trace[0] if self.trace else None)
         self.cfg = cfg
         w_e = cfg.w_energy if cfg.w_energy >= 0 else 1.0 - cfg.w_privacy
-        self.core = AgentCore(cfg.name, Preferences(w_e, cfg.w_privacy, cfg.min_split),
+        self.core = AgentCore(cfg.name, Preferences(w_e, cfg.w_privacy, cfg.min_split, cfg.max_accuracy_loss),
                               Encoding.parse(cfg.encoding), load_device(cfg.profile), load_radio(cfg.radio),
                               ServiceMetrics("device"))
         self.metrics = self.core.metrics
@@ -112,11 +113,13 @@ class DeviceAgent:
         """Fetch the manifest, decide the split, fetch blocks [0, split.device), register (or, with a
         state file, come back as the same device), open the edge."""
         self.cloud.wait_ready(timeout_s)
-        dest = self.model_dir / self.cfg.model
-        head = self.cloud.fetch(distribution.request(self.cfg.model, "", 0, 0, self.cfg.max_message_bytes), dest)
+        head = self.cloud.fetch(distribution.request(self.cfg.model, "", 0, 0, self.cfg.max_message_bytes), self.model_dir / self.cfg.model)
         split_device = self.core.decide(head, self.cfg.split)
+        run, self.core.level = level_model(head, self.core.decision.strength_at(split_device))  # a learned level: its model
+        if run != head.model_id:
+            head = self.cloud.fetch(distribution.request(run, "", 0, 0, self.cfg.max_message_bytes), self.model_dir / run)
         fetch = head.n_blocks if self.cfg.adapt else split_device  # adapting: every block while the link is fast
-        manifest = self.cloud.fetch(distribution.request(self.cfg.model, head.version, 0, fetch, self.cfg.max_message_bytes), dest)
+        manifest = self.cloud.fetch(distribution.request(run, head.version, 0, fetch, self.cfg.max_message_bytes), self.model_dir / run)
         self.preferences.fetched = fetch
         assignment = self._come_back(manifest, split_device) or self._register(manifest, split_device)
         if self.cfg.state:

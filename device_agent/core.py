@@ -179,6 +179,8 @@ class AgentCore:
         self.radio = radio
         self.metrics = metrics
         self.decision: SplitDecision | None = None
+        self.family: Manifest | None = None  # the manifest decisions are made on (a learned table's level 0)
+        self.level: int | None = None  # the learned privacy level run (its own model, ``manifest``); None: no table
         self.manifest: Manifest | None = None
         self.partition: Partition | None = None
         self.assignment: Assignment | None = None
@@ -188,7 +190,7 @@ class AgentCore:
         """The utility's recommended ``split.device`` for this user, or ``pinned`` (>= 0) if it
         respects the floor. The decision also fixes the defence strength at every split
         (``SplitDecision.strength_at``), which ``make_frame`` applies to the split registered."""
-        self.decision = decide_split(manifest, self.profile, self.radio, self.prefs)
+        self.decision, self.family = decide_split(manifest, self.profile, self.radio, self.prefs), manifest
         split_device = self.decision.recommended if pinned < 0 else pinned
         if not self.prefs.min_split <= split_device <= manifest.n_blocks:
             raise EcdError(f"split: expected {self.prefs.min_split}..{manifest.n_blocks} (min_split..blocks), got {split_device}")
@@ -276,10 +278,12 @@ class AgentCore:
         return Encoding.UINT8 if self.sends_image() else self.encoding
 
     def defence_strength(self) -> float:
-        """The defence strength applied to this device's frames (0: none): the user's pinned one,
-        else the decision's for the registered split."""
+        """The noise strength applied to this device's frames (0: none): the user's pinned one, else
+        the decision's for the registered split; 0 when a learned level runs."""
         assert self.manifest is not None and self.assignment is not None
         split = self.assignment.split.device
+        if self.level is not None:  # a learned level: its weights are the defence, no noise
+            return 0.0
         if self.prefs.defence_strength is not None:
             return float(self.prefs.defence_strength)
         if self.decision is not None and self.decision.version == self.manifest.version:

@@ -34,6 +34,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ecd.errors import EcdError, PermissionDeniedError, PreconditionError, RequestError
+from ecd.leakage import protection
 from ecd.split import Preferences, SplitDecision
 from ecd.web import check_same_origin, error_response, json_body, static_mount
 
@@ -94,6 +95,9 @@ def state(agent: DeviceAgent) -> dict[str, Any]:
         "w_privacy": core.prefs.w_privacy,
         "min_split": core.prefs.min_split,
         "privacy_term": decision.privacy_source,
+        # a learned privacy level runs as its own model: what it protects at this split, as measured
+        "privacy_level": core.level,
+        "protection": protection(core.family, core.level, split) if core.level is not None and core.family else None,
         "streaming": status.streaming,
         "state": status.state,
         "resplitting": status.pending_split is not None,

@@ -1,6 +1,9 @@
 """The privacy term of the split decision, read from the manifest: P_priv(b), the measured
-model-inversion leakage per split, and the defence table (device-side noise measured against
-retrained attackers), as ``ecd.split``'s docstring defines them. Never assumed: a manifest without
+model-inversion leakage per split, and the defence table, as ``ecd.split``'s docstring defines them.
+A defence table is of one of two kinds: ``laplace_noise`` (fresh device-side noise of a measured
+scale; its rows are noise strengths) or ``learned`` (issue 35: one model trained with the defence per
+privacy level, each run under its own model id; its rows are the levels), both measured against
+attackers retrained on the defended activations. Never assumed: a manifest without
 a measured curve is refused (:class:`PrivacyNotMeasuredError`), and a defence table is checked
 field by field and against its digest before any decision uses it.
 """
@@ -18,7 +21,7 @@ from ecd.errors import EcdError, ManifestError, PreferenceError
 from ecd.manifest import Manifest
 
 DEFAULT_MAX_ACCURACY_LOSS = 0.02  # accuracy a defence may cost (fraction of held-out images)
-DEFENCE_KINDS = ("laplace_noise",)
+DEFENCE_KINDS = ("laplace_noise", "learned")
 
 
 class PrivacyNotMeasuredError(EcdError, ValueError):
@@ -72,12 +75,19 @@ class DefenceTable:
     """A manifest's measured defence table (``privacy.defence``), checked."""
 
     kind: str
-    strengths: np.ndarray  # (S,): strengths[0] == 0, increasing
-    scale: np.ndarray  # (n+1,): the noise's scale at strength 1, per split
+    strengths: np.ndarray  # (S,): strengths[0] == 0, increasing (learned: the levels 0, 1, ...)
+    scale: np.ndarray  # (n+1,): the noise's scale at strength 1, per split (learned: zeros, no noise)
     leakage: np.ndarray  # (S, n+1)
     accuracy: np.ndarray  # (S, n+1)
     baseline_accuracy: float
-    similarity: np.ndarray  # (S, n+1): the larger of both attacks' mean SSIM
+    similarity: np.ndarray  # (S, n+1): the larger of both attacks' mean SSIM (learned: the decoder's)
+    models: tuple[str, ...] = ()  # learned: the model id that runs each level (models[0]: this model)
+    reid_top1: np.ndarray | None = None  # learned: (S, n+1) the worst re-identification top-1
+
+    @property
+    def learned(self) -> bool:
+        """A table of trained levels (each another model), not of noise strengths."""
+        return self.kind == "learned"
 
     def check_strength(self, model_id: str, strength: float) -> int:
         """Index of a measured strength; anything else is refused, naming the field."""
@@ -90,7 +100,8 @@ class DefenceTable:
         return int(match[0])
 
 
-def _defence_digest(record: dict) -> str:
+def defence_digest(record: dict) -> str:
+    """The sha256 a defence table is stored with: of its fields but ``sha256``, as canonical JSON."""
     body = {k: v for k, v in record.items() if k != "sha256"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -112,10 +123,11 @@ def defence_table(manifest: Manifest, required: bool = False) -> DefenceTable | 
         return None
     if not isinstance(d, dict):
         raise DefenceTableError(f"privacy.defence: expected an object in the manifest of {name!r}")
-    for key in ("kind", "strengths", "scale", "baseline_accuracy", "table", "sha256"):
+    learned = d.get("kind") == "learned"
+    for key in ("kind", "strengths", "models" if learned else "scale", "baseline_accuracy", "table", "sha256"):
         if key not in d:
             raise DefenceTableError(f"privacy.defence.{key}: missing in the manifest of {name!r}")
-    if _defence_digest(d) != d["sha256"]:
+    if defence_digest(d) != d["sha256"]:
         raise DefenceTableError(
             f"privacy.defence.sha256: the defence table of {name!r} does not match its sha256 (edited after "
             f"it was measured?); measure it again with `ecd models privacy {name}`"
@@ -144,19 +156,40 @@ def defence_table(manifest: Manifest, required: bool = False) -> DefenceTable | 
     if strengths[0] != 0.0 or np.any(np.diff(strengths) <= 0):
         raise DefenceTableError("privacy.defence.strengths: expected 0 first, then increasing")
     shape = (len(strengths), n1)
-    for key in ("leakage", "accuracy", "whitebox_ssim", "decoder_ssim"):
+    keys = ("leakage", "accuracy", "decoder_ssim", "reid_top1") if learned else ("leakage", "accuracy", "whitebox_ssim", "decoder_ssim")
+    for key in keys:
         if key not in table:
             raise DefenceTableError(f"privacy.defence.table.{key}: missing in the manifest of {name!r}")
+    decoder = array(table["decoder_ssim"], "privacy.defence.table.decoder_ssim", shape, -1.0, 1.0)
     return DefenceTable(
         kind=str(d["kind"]),
         strengths=strengths,
-        scale=array(d["scale"], "privacy.defence.scale", (n1,), 0.0, math.inf),
+        scale=np.zeros(n1) if learned else array(d["scale"], "privacy.defence.scale", (n1,), 0.0, math.inf),
         leakage=array(table["leakage"], "privacy.defence.table.leakage", shape, 0.0, 1.0),
         accuracy=array(table["accuracy"], "privacy.defence.table.accuracy", shape, 0.0, 1.0),
         baseline_accuracy=float(array(d["baseline_accuracy"], "privacy.defence.baseline_accuracy", (), 0.0, 1.0)),
-        similarity=np.maximum(array(table["whitebox_ssim"], "privacy.defence.table.whitebox_ssim", shape, -1.0, 1.0),
-                              array(table["decoder_ssim"], "privacy.defence.table.decoder_ssim", shape, -1.0, 1.0)),
+        similarity=decoder if learned else np.maximum(
+            array(table["whitebox_ssim"], "privacy.defence.table.whitebox_ssim", shape, -1.0, 1.0), decoder),
+        models=_level_models(d, manifest, len(strengths)) if learned else (manifest.model_id,),
+        reid_top1=array(table["reid_top1"], "privacy.defence.table.reid_top1", shape, 0.0, 1.0) if learned else None,
     )
+
+
+def _level_models(d: dict, manifest: Manifest, levels: int) -> tuple[str, ...]:
+    """A learned table's ``models``: one plain model id per level, this model's own first."""
+    models = d["models"]
+    if not isinstance(models, list) or len(models) != levels or not all(isinstance(m, str) and m for m in models):
+        raise DefenceTableError(f"privacy.defence.models: expected {levels} model ids (one per level)")
+    if models[0] != manifest.model_id:
+        raise DefenceTableError(f"privacy.defence.models: level 0 must be {manifest.model_id!r} itself, got {models[0]!r}")
+    if len(set(models)) != levels:
+        raise DefenceTableError("privacy.defence.models: expected a distinct model id per level")
+    for m in models:
+        if m in (".", "..") or "/" in m or "\\" in m or len(m) > 64:
+            raise DefenceTableError(f"privacy.defence.models: not a plain model id: {m[:64]!r}")
+    if any(float(v) != i for i, v in enumerate(d["strengths"])):
+        raise DefenceTableError("privacy.defence.strengths: a learned table's levels are 0, 1, 2, ...")
+    return tuple(models)
 
 
 @dataclass(frozen=True)
@@ -209,6 +242,8 @@ def privacy_options(
         return PrivacyOptions(np.array([0.0]), undefended[None, :], source, curve[None, :])
     leak = table.leakage.copy()
     leak[0] = np.minimum.accumulate(np.maximum(leak[0], undefended))
+    if table.learned:  # each level is one model: a deeper activation cannot hold more of the input than an earlier one
+        leak = np.minimum.accumulate(leak, axis=1)
     similarity = table.similarity.copy()
     similarity[0] = np.maximum(similarity[0], curve)
     if defence_strength is not None:
@@ -218,3 +253,46 @@ def privacy_options(
         allowed = table.baseline_accuracy - table.accuracy <= max_accuracy_loss + 1e-9
         allowed[0] = True
     return PrivacyOptions(table.strengths, np.where(allowed, leak, np.inf), f"{source}, with the defence table", similarity)
+
+
+def level_model(manifest: Manifest, strength: float) -> tuple[str, int | None]:
+    """The model id a device runs for the decision's defence ``strength``, and its privacy level:
+    for a learned table the level's own model (a level is another set of weights for every tier);
+    otherwise the manifest's own model and None (noise, if any, is added to its activations)."""
+    table = defence_table(manifest)
+    if table is None or not table.learned:
+        return manifest.model_id, None
+    level = table.check_strength(manifest.model_id, strength)
+    return table.models[level], level
+
+
+REID_MARGIN, SSIM_MARGIN = 0.10, 0.05  # issue 35's targets: re-id top-1 <= chance + 0.10, SSIM <= label-only + 0.05
+
+
+def protection(manifest: Manifest, level: int, split: int) -> dict | None:
+    """What a learned level protects at a split, from the measured table, in the words the panel
+    shows: the worst re-identification and reconstruction an attacker on the link reached, beside
+    chance and the task output alone, and the task accuracy — each against issue 35's target
+    (``REID_MARGIN``, ``SSIM_MARGIN``, ``DEFAULT_MAX_ACCURACY_LOSS``). None without a learned table."""
+    table = defence_table(manifest)
+    if table is None or not table.learned or table.reid_top1 is None:
+        return None
+    d = (manifest.privacy or {})["defence"]
+    chance = float(d["chance_top1"])
+    label_ssim = float(d["label_only"]["decoder_ssim"][level])
+    reid, ssim = float(table.reid_top1[level, split]), float(table.similarity[level, split])
+    accuracy = float(table.accuracy[level, split])
+    met = {"reid": reid <= chance + REID_MARGIN + 1e-9, "ssim": ssim <= label_ssim + SSIM_MARGIN + 1e-9,
+           "accuracy": table.baseline_accuracy - accuracy <= DEFAULT_MAX_ACCURACY_LOSS + 1e-9}
+
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "not met"
+
+    says = (f"privacy level {level} at split {split}: an attacker who sees what this device sends re-identifies "
+            f"the person at up to {reid:.2f} top-1 (chance {chance:.2f}; target <= {chance + REID_MARGIN:.2f}: "
+            f"{verdict(met['reid'])}) and reconstructs the photo at SSIM {ssim:.2f} (the task output alone: "
+            f"{label_ssim:.2f}; target <= {label_ssim + SSIM_MARGIN:.2f}: {verdict(met['ssim'])}); task accuracy "
+            f"{accuracy:.3f} (undefended {table.baseline_accuracy:.3f}: {verdict(met['accuracy'])})")
+    return {"level": level, "split": split, "reid_top1": reid, "chance_top1": chance, "decoder_ssim": ssim,
+            "label_ssim": label_ssim, "accuracy": accuracy, "baseline_accuracy": table.baseline_accuracy,
+            "met": met, "says": says}

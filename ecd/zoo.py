@@ -52,6 +52,18 @@ REGISTRY: dict[str, ModelEntry] = {
             bundled=True,
             input_size=25,
         ),
+        *(
+            ModelEntry(
+                "orl_faces_cnn" + ("" if level == 0 else f"_level{level}"),
+                f"Face / no-face on the ORL faces (32x32 grey), NoPeek privacy level {level}"
+                + (": undefended, carries the levels' measured privacy table; bundled" if level == 0
+                   else " (a level of orl_faces_cnn, run under its own id); bundled"),
+                f"models.orl_nopeek:build_level_{level}",
+                bundled=True,
+                input_size=32,
+            )
+            for level in range(4)
+        ),
         ModelEntry(
             "mobilenet_v2",
             "torchvision MobileNetV2: stem, 17 inverted-residual blocks, 1x1 conv, classifier",

@@ -1,6 +1,7 @@
 """``ecd privacy export``: what leaves the device, written down so anyone can attack it (issue 35).
 
-For one of the ORL privacy-level models (a folder ``python -m models.adaptive_privacy`` wrote),
+For one of the ORL privacy-level models (bundled: ``orl_faces_cnn`` and its levels
+``orl_faces_cnn_level1..3``, or a folder ``python -m models.adaptive_privacy`` wrote),
 a split point and one side of the people split, runs the device's blocks with onnxruntime (no
 torch: the shipped ONNX partition, exactly what a device runs) and writes an npz holding the
 activations the edge would see, the task labels, the person ids and the photos themselves (so an
@@ -72,8 +73,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     privacy = sub.add_parser("privacy", help="what leaves the device, for attacks of your own")
     psub = privacy.add_subparsers(dest="privacy_command", required=True)
     p = psub.add_parser("export", help="write the activations a device sends at a split, with labels and person ids (npz)")
-    p.add_argument("model", help="path to a privacy-level model folder (python -m models.adaptive_privacy --out DIR "
-                   "writes DIR/level_L)")
+    p.add_argument("model", help="a privacy level's model: a bundled one (orl_faces_cnn, orl_faces_cnn_level1..3) or a "
+                   "folder python -m models.adaptive_privacy --out DIR wrote (DIR/level_L)")
     p.add_argument("--split", type=int, required=True, help="split point: blocks run on the device")
     p.add_argument("--people", choices=("attacker", "evaluated"), default="evaluated",
                    help="which side of the people split (default: evaluated)")

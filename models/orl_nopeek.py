@@ -32,6 +32,7 @@ Six blocks::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -105,9 +106,9 @@ class LevelModel:
     model: FacesCNN
     accuracy: float  # on the evaluated people's faces and the held-out non-faces
 
-    def definition(self, heldout: TaskImages) -> ModelDefinition:
+    def definition(self, heldout: TaskImages, model_id: str = "orl_faces_cnn") -> ModelDefinition:
         return ModelDefinition(
-            model_id="orl_faces_cnn",
+            model_id=model_id,
             description=f"Face / no-face on the ORL faces (32x32 grey), NoPeek privacy level {self.level}",
             full_model=self.model,
             blocks=self.model.blocks(),
@@ -146,3 +147,38 @@ def train_levels(levels: tuple[float, ...] = LEVELS, *, epochs: int = 40, seed: 
         train(model, x, y, alpha, seed=seed, epochs=epochs)
         out.append(LevelModel(level, alpha, model, accuracy(model, heldout)))
     return out
+
+
+def build_level(level: int, *, weights: Path | None, seed: int, input_size: int, epochs: int = 40) -> ModelDefinition:
+    """``ecd models build orl_faces_cnn[_levelL]``: privacy level ``level`` from its weights, or trained
+    here; its privacy table is measured and bundled by ``models.adaptive_privacy`` and
+    ``models.orl_bundle`` (the zoo's entries point here)."""
+    from models.orl_bundle import model_id
+
+    if input_size != SIZE:
+        raise ValueError(f"input_size: the ORL models take {SIZE} x {SIZE}, got {input_size}")
+    heldout = task_images("evaluated", seed)
+    if weights is not None:
+        model = orl_faces_cnn()
+        model.load_state_dict(torch.load(weights, map_location="cpu"))
+        lm = LevelModel(level, LEVELS[level], model, accuracy(model, heldout))
+    else:
+        lm = train_levels((LEVELS[level],), epochs=epochs, seed=seed, heldout=heldout)[0]
+        lm = LevelModel(level, lm.alpha, lm.model, lm.accuracy)
+    return lm.definition(heldout, model_id(level))
+
+
+def build_level_0(**kw) -> ModelDefinition:
+    return build_level(0, **kw)
+
+
+def build_level_1(**kw) -> ModelDefinition:
+    return build_level(1, **kw)
+
+
+def build_level_2(**kw) -> ModelDefinition:
+    return build_level(2, **kw)
+
+
+def build_level_3(**kw) -> ModelDefinition:
+    return build_level(3, **kw)

@@ -28,7 +28,7 @@ GROUPS: dict[str, Group] = {
     ),
     "distribution": Group(("ecd/distribution.py",), ("tests/ecd/test_distribution.py", "tests/edge_node/test_backpressure.py")),
     "split": Group(("ecd/split.py", "ecd/leakage.py"), ("tests/ecd/test_split.py", "tests/ecd/test_split_checks.py", "tests/ecd/test_split_values.py",
-                                                       "tests/ecd/test_leakage_values.py")),
+                                                       "tests/ecd/test_leakage_values.py", "tests/ecd/test_leakage_learned.py")),
     "placement": Group(
         (
             "scheduling/placement/heuristics.py",

@@ -84,7 +84,7 @@ def _set_cell(key: str, row: int, col: int, value):
 @pytest.mark.parametrize(
     "change,message",
     [
-        (_set("kind", "gaussian"), "privacy.defence.kind: expected one of laplace_noise, got 'gaussian'"),
+        (_set("kind", "gaussian"), "privacy.defence.kind: expected one of laplace_noise, learned, got 'gaussian'"),
         (_set("table", [1, 2]), "privacy.defence.table: expected an object in the manifest of 'digits_cnn'"),
         (lambda d: d["table"].pop("leakage"), "privacy.defence.table.leakage: missing in the manifest of 'digits_cnn'"),
         (_set("strengths", "0, 1, 4, 8"), "privacy.defence.strengths: expected a non-empty list of finite numbers"),
