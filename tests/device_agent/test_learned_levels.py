@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from harness import start_tiers, stop_tiers
 
 from cloud_server.config import CloudConfig
 from cloud_server.served import load_models
@@ -20,7 +21,6 @@ from ecd.leakage import protection
 from ecd.partition import BlockRunner
 from ecd.profiles import load_device, load_radio
 from ecd.split import Preferences, decide_split
-from harness import start_tiers, stop_tiers
 
 LEVEL_MODELS = ["orl_faces_cnn", "orl_faces_cnn_level1", "orl_faces_cnn_level2", "orl_faces_cnn_level3"]
 

@@ -14,8 +14,14 @@ import numpy as np
 import pytest
 
 from ecd import zoo
-from ecd.leakage import (DefenceTableError, defence_digest, defence_table, level_model, privacy_options,
-                         protection)
+from ecd.leakage import (
+    DefenceTableError,
+    defence_digest,
+    defence_table,
+    level_model,
+    privacy_options,
+    protection,
+)
 from ecd.manifest import Manifest
 from ecd.profiles import load_device, load_radio
 from ecd.split import Preferences, decide_split
