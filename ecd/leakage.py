@@ -278,8 +278,11 @@ def protection(manifest: Manifest, level: int, split: int) -> dict | None:
     if table is None or not table.learned or table.reid_top1 is None:
         return None
     d = (manifest.privacy or {})["defence"]
-    chance = float(d["chance_top1"])
-    label_ssim = float(d["label_only"]["decoder_ssim"][level])
+    try:
+        chance, label_ssim = float(d["chance_top1"]), float(d["label_only"]["decoder_ssim"][level])
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise DefenceTableError(f"privacy.defence.chance_top1, label_only.decoder_ssim: missing or malformed in the "
+                                f"manifest of {manifest.model_id!r}") from None
     reid, ssim = float(table.reid_top1[level, split]), float(table.similarity[level, split])
     accuracy = float(table.accuracy[level, split])
     met = {"reid": reid <= chance + REID_MARGIN + 1e-9, "ssim": ssim <= label_ssim + SSIM_MARGIN + 1e-9,

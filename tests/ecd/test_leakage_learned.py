@@ -176,3 +176,10 @@ def test_the_docs_quote_the_runtime_figures(family: Manifest) -> None:
         b = d.recommended
         assert f"split {b}, level {int(d.strength_at(b))}" in row and f"| {d.p_priv[b]:.2f} |" in row
         assert row in page
+
+
+def test_protection_without_its_figures_is_refused_naming_them(family: Manifest) -> None:
+    edited = _edited(family, lambda d: d.pop("chance_top1"))
+    assert defence_table(edited).learned  # the table itself still reads
+    with pytest.raises(DefenceTableError, match=r"^privacy\.defence\.chance_top1, label_only\.decoder_ssim: missing"):
+        protection(edited, 1, 5)
