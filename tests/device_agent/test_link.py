@@ -97,3 +97,49 @@ def test_a_cpu_that_falls_behind_in_bunches_is_not_a_slow_link() -> None:
         pending = pending[8:]
     assert len(pending) > 10  # it fell behind
     assert not est.estimate(end).saturated
+
+
+
+def probed(est: LinkEstimator, bps: float, rtt: float, nbytes: int, fps: float, frames: int) -> float:
+    """``bottleneck`` with an idle probe's round trip before each frame (``--adapt`` probes the edge):
+    large frames alone never show the RTT without their transfer in it."""
+    end = 0.0
+    for i in range(frames):
+        est.probe(rtt, i / fps)
+        end = bottleneck(est, bps, rtt, nbytes, fps, 1, t0=i / fps)
+    return end
+
+
+def test_large_frames_on_a_link_they_do_not_fill_measure_it_below_the_nominal_figure() -> None:
+    # mobilenet_v2 at split 8 (50 kB) at 2 frames/s on a 1.1 Mbit/s link: 0.8 Mbit/s offered, no
+    # queue, but each frame spends 0.36 s on the wire; the radio profile says 6 Mbit/s
+    est = LinkEstimator(prior_bps=6e6, offered_fps=2)
+    end = probed(est, bps=1.1e6, rtt=0.15, nbytes=50_215, fps=2, frames=20)
+    e = est.estimate(end)
+    assert not e.saturated and e.uplink_bps == pytest.approx(1.1e6, rel=0.02) and e.rtt_s == pytest.approx(0.15)
+    # a large frame faster than the nominal figure measures it too
+    fast = LinkEstimator(prior_bps=6e6, offered_fps=2)
+    fast_end = probed(fast, bps=40e6, rtt=0.02, nbytes=50_215, fps=2, frames=20)
+    assert fast.estimate(fast_end).uplink_bps == pytest.approx(40e6, rel=0.02)
+    # remembered for forget_s, then the nominal figure holds again
+    assert est.estimate(end + est.forget_s + 1).uplink_bps == 6e6
+
+
+def test_a_frame_just_under_the_measurable_size_is_only_a_lower_bound() -> None:
+    from device_agent.link import MEASURABLE_S
+
+    nbytes = int(MEASURABLE_S * 6e6 / 8) - 1  # the nominal rate would send it in just under MEASURABLE_S
+    est = LinkEstimator(prior_bps=6e6, offered_fps=2)
+    end = probed(est, bps=1.1e6, rtt=0.15, nbytes=nbytes, fps=2, frames=20)
+    assert est.estimate(end).uplink_bps == 6e6  # the larger of the nominal figure and its lower bound
+    big = LinkEstimator(prior_bps=6e6, offered_fps=2)
+    big_end = probed(big, bps=1.1e6, rtt=0.15, nbytes=nbytes + 1, fps=2, frames=20)
+    assert big.estimate(big_end).uplink_bps == pytest.approx(1.1e6, rel=0.02)
+
+
+def test_a_large_frame_whose_rtt_held_its_transfer_is_no_measure() -> None:
+    # no probe: the least round trip seen is a large frame's own (RTT + transfer), so the next ones seem
+    # to spend no time on the wire; they must not make a 1.1 Mbit/s link look like hundreds of Mbit/s
+    est = LinkEstimator(prior_bps=6e6, offered_fps=2)
+    end = bottleneck(est, bps=1.1e6, rtt=0.15, nbytes=50_215, fps=2, frames=20)
+    assert est.estimate(end).uplink_bps == 6e6
