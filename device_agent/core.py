@@ -268,8 +268,8 @@ class AgentCore:
         frame) and encoded — or what failed; and each frame's share of the compute, in seconds."""
         if self.manifest is None or self.partition is None or self.assignment is None:
             raise RuntimeError("make_frame before registration")
-        t0 = time.perf_counter()
         if self.sends_image():  # the receiver normalises; a quarter of float32
+            t0 = time.perf_counter()
             tensors = [_or_error(codec.encode_image, image[None]) for image in images]
         else:
             manifest, partition = self.manifest, self.partition

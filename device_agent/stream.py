@@ -11,10 +11,10 @@ logged with its reason, and :class:`~device_agent.status.AgentStatus` shows the 
 
 Threads: the loop runs in the caller's thread and reads the results; gRPC pulls the messages of
 frames from :meth:`StreamLoop._messages` in a thread of its own (several frames per message when
-the window and the input allow: ``ecd.packing``; their device blocks run as one call). Both write the state through :meth:`_enter`
-(under one lock). Requests from other threads — a move named by the cloud's watch, a re-split from
-the control panel, a stop from SIGTERM — are never acted on in their own thread: they are read by
-the loop between two frames.
+the window and the input allow: ``ecd.packing``; a message's frames are made by one call of the
+device's blocks). Both write the state through :meth:`_enter` (under one lock). Requests from
+other threads — a move named by the cloud's watch, a re-split from the control panel, a stop from
+SIGTERM — are never acted on in their own thread: they are read by the loop between two frames.
 
 Exactly-once delivery to the application: :class:`InFlight` holds every frame sent and not yet
 answered; an answer to a frame no longer there (a resent frame answered twice) is dropped and
