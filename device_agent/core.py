@@ -252,7 +252,7 @@ class AgentCore:
         captured = time.time_ns()
         tensors, compute = self._tensors(images)
         out: list[Frame | Result] = []
-        for tensor, (task, reading) in zip(tensors, tasks):
+        for tensor, (task, reading) in zip(tensors, tasks, strict=True):
             if not isinstance(tensor, Exception):
                 out.append(self._frame(tensor, task, reading, captured, compute))
                 continue
