@@ -3,10 +3,11 @@ the state file's device), then stream — and ``run_agent``, the ``ecd device-ag
 
 Where each behaviour lives: the options in ``config``; the split decision, frames and the report in
 ``core``; the stream (sending, results, failover, resend, moves and re-splits between two streams)
-as a state machine in ``stream``; following the cloud's word on the assignment in ``follow``; the
-user's preference changes in ``preferences``; the measured link and energy, and the live re-split
-they may ask for, in ``link``, ``energy`` and ``adapt``; what the panel shows in ``status``; the wire
-(gRPC) in ``service``, behind the two peers of ``peers``.
+as a state machine in ``stream``, the frames it holds in ``inflight``, what other threads ask of it
+in ``requests``; following the cloud's word on the assignment in ``follow``; the user's preference
+changes in ``preferences``; the measured link and energy, and the live re-split they may ask for, in
+``link``, ``energy`` and ``adapt``; what the panel shows in ``status``; the samples and the sensor in
+``sources``; the wire (gRPC) in ``service``, behind the two peers of ``peers``.
 """
 
 from __future__ import annotations
@@ -27,12 +28,13 @@ import numpy as np
 
 from device_agent.adapt import Adaptation
 from device_agent.config import AgentConfig, packing, parse_sensors, read_trace
-from device_agent.core import AgentCore, FrameOutcome, RunReport, SavedIdentity, SimulatedSensor, Tally
+from device_agent.core import AgentCore, FrameOutcome, RunReport, SavedIdentity, Tally
 from device_agent.follow import AssignmentFollower
 from device_agent.peers import EdgePeer, PeerDown
 from device_agent.preferences import PreferenceControl
+from device_agent.requests import AgentRequests
 from device_agent.service import GrpcCloud, GrpcEdge
-from device_agent.sources import open_source
+from device_agent.sources import SimulatedSensor, open_source
 from device_agent.status import AgentStatus
 from device_agent.stream import StreamLoop
 from ecd import distribution
@@ -45,7 +47,7 @@ from ecd.split import Preferences, SplitDecision
 from ecd.transport import tls as tls_
 from ecd.transport.rpc import TransportConfig, grpc_options
 from ecd.transport.targets import client_target
-from ecd.types import Assignment, DeviceRegistration, Encoding, Frame, LocationReport, Position, PreferencesUpdate
+from ecd.types import Assignment, DeviceRegistration, Encoding, Frame, LocationReport, Position, PreferencesUpdate, Result
 
 log = logging.getLogger("ecd.agent")
 
@@ -127,7 +129,8 @@ class DeviceAgent:
         self.core.registered(manifest, assignment)
         self.follower.offer(assignment)
         self.edge = GrpcEdge(assignment, self.tls, self._options, self.cfg.insecure, self.metrics, self.packing.on)
-        self.loop = StreamLoop(self.cfg, self.edge, _Requests(self), self._make_frame, self.metrics, self.tally,
+        self.loop = StreamLoop(self.cfg, self.edge, AgentRequests(self._stop, self.follower, self.preferences, self._move),
+                               self._make_frames, self.metrics, self.tally,
                                on_answer=self.adaptation.answered)
         if self.cfg.adapt:
             self.adaptation.start_probe(lambda: self.loop.edge.probe(), self._probe_stop, self.cfg.probe_every_s)
@@ -211,18 +214,19 @@ class DeviceAgent:
         finally:
             self.preferences.apply_pending()  # asked for as the stream ended: nothing is in flight
 
-    def _make_frame(self, image: np.ndarray) -> Frame:
-        """A sample as a frame: a trace step reported every ``trace_every`` frames; the next campaign
-        task, if any, answered with the sensor's reading."""
-        n_sent = self.loop.sent if self.loop else 0
-        if self.trace and n_sent % self.cfg.trace_every == 0 and n_sent:
-            try:
-                self.report_location(self.trace[(n_sent // self.cfg.trace_every) % len(self.trace)])
-            except EcdError as e:  # the cloud may be restarting: the next step reports again
-                log.warning("[DeviceAgent] location report failed (%s)", e)
-        task = self.follower.next_task()
-        frame, _ = self.core.make_frame(image, task, self.sensor.read(task) if task else 0.0)
-        return frame
+    def _make_frames(self, images: list[np.ndarray]) -> list[Frame | Result]:
+        """A message's samples as frames, the device blocks run on them as one call: a trace step
+        reported every ``trace_every`` frames; the next campaign task, if any, answered with the sensor's reading."""
+        tasks = []
+        for n_made in range(self.core.next_frame_id - 1, self.core.next_frame_id - 1 + len(images)):
+            if self.trace and n_made % self.cfg.trace_every == 0 and n_made:
+                try:
+                    self.report_location(self.trace[(n_made // self.cfg.trace_every) % len(self.trace)])
+                except EcdError as e:  # the cloud may be restarting: the next step reports again
+                    log.warning("[DeviceAgent] location report failed (%s)", e)
+            task = self.follower.next_task()
+            tasks.append((task, self.sensor.read(task) if task else 0.0))
+        return self.core.make_frames(images, tasks)
 
     def _move(self) -> EdgePeer:
         """Switch to the edge the pending move names (the stream loop calls this between streams)."""
@@ -302,37 +306,6 @@ class DeviceAgent:
         self.cloud.close()
         if self._tmp:
             self._tmp.cleanup()
-
-
-class _Requests:
-    """What the stream loop asks between two frames (:class:`device_agent.stream.Requests`)."""
-
-    def __init__(self, agent: DeviceAgent) -> None:
-        self.agent = agent
-
-    def stop_asked(self) -> bool:
-        return self.agent._stop.is_set()
-
-    def wait_for_stop(self, timeout_s: float) -> bool:
-        return self.agent._stop.wait(timeout_s)
-
-    def move_pending(self) -> bool:
-        return self.agent.follower.pending_move is not None
-
-    def resplit_pending(self) -> bool:
-        return self.agent.preferences.pending is not None
-
-    def wait_for_move(self, timeout_s: float) -> bool:
-        return self.agent.follower.wait_for_move(timeout_s)
-
-    def ask_cloud(self) -> None:
-        self.agent.follower.ask_cloud()
-
-    def move(self) -> EdgePeer:
-        return self.agent._move()
-
-    def resplit(self) -> None:
-        self.agent.preferences.apply_pending()
 
 
 def run_agent(cfg: AgentConfig, on_ready: Callable[[dict], None] | None = None) -> RunReport:

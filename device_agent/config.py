@@ -33,9 +33,9 @@ class AgentConfig:
     state: str = option("", "a file keeping this device's identity (id and token) across restarts, created 0600 (empty = a new device each run)")
     max_in_flight: int = option(8, "frames sent but not yet answered")
     linger_ms: float = option(2.0, "several frames per message: after a message's first frame, how long the agent may go on "
-                              "making frames its in-flight window allows before sending them together (it never waits for a "
-                              "frame that is not ready, so a lone frame goes at once); 0 = one frame per message, which an "
-                              "edge node of ecd.v1 revision 2 also takes")
+                              "taking the samples its in-flight window allows (their device blocks then run as one call) before "
+                              "sending them together (it never waits for a sample that is not ready, so a lone frame goes at "
+                              "once); 0 = one frame per message and per call, which an edge node of ecd.v1 revision 2 also takes")
     message_frames: int = option(16, "most frames in one message")
     message_bytes: int = option(4 * MiB, "most tensor bytes in one message (a larger frame goes alone); keep it under the edge "
                                 "node's --max-tensor-bytes")

@@ -18,10 +18,12 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import numpy as np
 
 from ecd import codec
+from ecd.batching import run_rows
 from ecd.errors import ConfigError, EcdError
 from ecd.manifest import Manifest
 from ecd.metrics import ServiceMetrics
@@ -29,7 +31,9 @@ from ecd.partition import Partition
 from ecd.profiles import DeviceProfile, RadioProfile
 from ecd.split import Preferences, SplitDecision, check_split, decide_split
 from ecd.leakage import defence_table
-from ecd.types import Assignment, Encoding, Frame, Result, Split, Task
+from ecd.types import Assignment, Encoding, Frame, FrameError, Result, Split, Task, Tensor
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -234,24 +238,57 @@ class AgentCore:
         self.assignment = dataclasses.replace(self.assignment, placement_version=version)
 
     def make_frame(self, image: np.ndarray, task: Task | None = None, reading: float = 0.0) -> tuple[Frame, float]:
-        """Preprocess, run blocks [0, split.device), encode (tagged with the campaign task it answers,
-        if any, and the sensor's reading). Returns the frame and the send time."""
+        """One image as a frame (:meth:`make_frames`), raising what made it fail. Returns the frame
+        and the send time."""
+        captured = time.time_ns()
+        (tensor,), compute = self._tensors([image])
+        if isinstance(tensor, Exception):
+            raise tensor
+        return self._frame(tensor, task, reading, captured, compute), time.perf_counter()
+
+    def make_frames(self, images: list[np.ndarray], tasks: list[tuple[Task | None, float]]) -> list[Frame | Result]:
+        """Images as frames, in order, their blocks [0, split.device) run as one call — what the
+        agent sends in one message (a model that costs less than its call: digits_cnn) — each
+        tagged with the campaign task it answers, if any, and the sensor's reading (``tasks``). A
+        frame that cannot be made is its id's error result, and only its own."""
+        captured = time.time_ns()
+        tensors, compute = self._tensors(images)
+        out: list[Frame | Result] = []
+        for tensor, (task, reading) in zip(tensors, tasks, strict=True):
+            if not isinstance(tensor, Exception):
+                out.append(self._frame(tensor, task, reading, captured, compute))
+                continue
+            assert self.assignment is not None
+            out.append(Result(self.assignment.device_id, self._next_frame_id, Split(self.assignment.split.device, 0),
+                              error=FrameError.from_exception(tensor)))
+            self._next_frame_id += 1
+        return out
+
+    def _tensors(self, images: list[np.ndarray]) -> tuple[list[Tensor | Exception], float]:
+        """Each image preprocessed, run through blocks [0, split.device) together (a call that
+        fails is run again frame by frame: ``ecd.batching.run_rows``), defended (fresh noise per
+        frame) and encoded — or what failed; and each frame's share of the compute, in seconds."""
         if self.manifest is None or self.partition is None or self.assignment is None:
             raise RuntimeError("make_frame before registration")
-        captured = time.time_ns()
-        if self.sends_image():
+        if self.sends_image():  # the receiver normalises; a quarter of float32
             t0 = time.perf_counter()
-            tensor = codec.encode_image(image[None])  # the receiver normalises; a quarter of float32
-            compute = time.perf_counter() - t0
+            tensors = [_or_error(codec.encode_image, image[None]) for image in images]
         else:
-            x = self.manifest.input.preprocess(image[None])
+            manifest, partition = self.manifest, self.partition
+            xs = [_or_error(manifest.input.preprocess, image[None]) for image in images]
             t0 = time.perf_counter()
-            activation = self.partition.run(x)
-            activation = self._defend(activation)
-            tensor = codec.encode(activation, self.encoding)
-            compute = time.perf_counter() - t0
+            ready = [i for i, x in enumerate(xs) if not isinstance(x, Exception)]
+            for i, y in zip(ready, run_rows(lambda x, _start, _stop: partition.run(x), [xs[i] for i in ready], 0, partition.stop)):
+                xs[i] = y
+            tensors = [x if isinstance(x, Exception) else _or_error(lambda a: codec.encode(self._defend(a), self.encoding), x)
+                       for x in xs]
+        return tensors, (time.perf_counter() - t0) / max(len(images), 1)
+
+    def _frame(self, tensor: Tensor, task: Task | None, reading: float, captured: int, compute: float) -> Frame:
+        """The next frame id's frame, carrying ``tensor``."""
+        assert self.manifest is not None and self.assignment is not None
         frame = Frame(
-            device_id=self.assignment.device_id if self.assignment else "",  # "": the run never registered
+            device_id=self.assignment.device_id,
             frame_id=self._next_frame_id,
             token=self.assignment.token,
             model_id=self.manifest.model_id,
@@ -265,7 +302,7 @@ class AgentCore:
         )
         self._next_frame_id += 1
         self.metrics.stage_seconds.labels("device", "device_compute").observe(compute)
-        return frame, time.perf_counter()
+        return frame
 
     def sends_image(self) -> bool:
         """At split 0 with no defence noise the device sends the image as captured (UINT8): exact,
@@ -338,53 +375,9 @@ class AgentCore:
         )
 
 
-class SimulatedSensor:
-    """A device's scalar sensor (say, temperature in °C), simulated: a smooth field over the
-    campaign's cells and slots plus N(0, 0.3) noise. ``corrupt`` makes a misbehaving device — biased
-    by +6 and five times as noisy — the kind CrowdPower's quality and reputation should catch."""
-
-    def __init__(self, seed: int = 0, corrupt: bool = False):
-        self.rng = np.random.default_rng(seed)
-        self.corrupt = corrupt
-
-    @staticmethod
-    def truth(task: Task) -> float:
-        return 20.0 + 0.5 * np.sin(task.cell) + 0.1 * task.slot
-
-    def read(self, task: Task) -> float:
-        noise = self.rng.normal(0.0, 0.3 * (5 if self.corrupt else 1))
-        return float(self.truth(task) + noise + (6.0 if self.corrupt else 0.0))
-
-
-@dataclass(frozen=True)
-class Sent:
-    frame: Frame
-    sent_at: float  # perf_counter when the frame was made, for its end-to-end latency
-    label: int | None
-    raw_bytes: int
-
-
-class InFlight:
-    """Frames sent and not yet answered, by frame id (one run's; the one writer of that fact)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._sent: dict[int, Sent] = {}
-
-    def add(self, sent: Sent) -> None:
-        with self._lock:
-            self._sent[sent.frame.frame_id] = sent
-
-    def answer(self, result: Result) -> Sent | None:
-        """The frame ``result`` answers, now answered; None if it was answered before, or never sent."""
-        with self._lock:
-            return self._sent.pop(result.frame_id, None)
-
-    def unanswered(self) -> list[Frame]:
-        """Every frame still waiting for its answer, oldest first (to resend on a new stream)."""
-        with self._lock:
-            return [self._sent[i].frame for i in sorted(self._sent)]
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._sent)
+def _or_error(fn: Callable[..., T], *args) -> T | Exception:
+    """``fn(*args)``, or the exception it raised: one frame's failure, handed to that frame."""
+    try:
+        return fn(*args)
+    except Exception as e:  # noqa: BLE001 — that frame's own error
+        return e

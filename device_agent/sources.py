@@ -1,6 +1,7 @@
 """Where a device's frames come from: the bundled held-out images, a folder of images, or a seeded
 synthetic generator. Each yields (raw uint8 image as the model expects it, label or None), ``frames``
-of them, or without end when ``frames`` is 0 (a long-running agent)."""
+of them, or without end when ``frames`` is 0 (a long-running agent). And where a campaign task's
+reading comes from: a simulated sensor."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 
 from ecd.errors import ConfigError
 from ecd.manifest import InputSpec, load_heldout
+from ecd.types import Task
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".npy")
 
@@ -69,3 +71,21 @@ def open_source(source: str, model: str, spec: InputSpec, frames: int, seed: int
     if source.startswith("folder:"):
         return folder(source[len("folder:"):], spec, frames)
     raise ConfigError(f"--source: expected heldout, synthetic or folder:PATH, got {source!r}")
+
+
+class SimulatedSensor:
+    """A device's scalar sensor (say, temperature in °C), simulated: a smooth field over the
+    campaign's cells and slots plus N(0, 0.3) noise. ``corrupt`` makes a misbehaving device — biased
+    by +6 and five times as noisy — the kind CrowdPower's quality and reputation should catch."""
+
+    def __init__(self, seed: int = 0, corrupt: bool = False):
+        self.rng = np.random.default_rng(seed)
+        self.corrupt = corrupt
+
+    @staticmethod
+    def truth(task: Task) -> float:
+        return 20.0 + 0.5 * np.sin(task.cell) + 0.1 * task.slot
+
+    def read(self, task: Task) -> float:
+        noise = self.rng.normal(0.0, 0.3 * (5 if self.corrupt else 1))
+        return float(self.truth(task) + noise + (6.0 if self.corrupt else 0.0))

@@ -11,10 +11,10 @@ logged with its reason, and :class:`~device_agent.status.AgentStatus` shows the 
 
 Threads: the loop runs in the caller's thread and reads the results; gRPC pulls the messages of
 frames from :meth:`StreamLoop._messages` in a thread of its own (several frames per message when
-the window and the input allow: ``ecd.packing``). Both write the state through :meth:`_enter`
-(under one lock). Requests from other threads — a move named by the cloud's watch, a re-split from
-the control panel, a stop from SIGTERM — are never acted on in their own thread: they are read by
-the loop between two frames.
+the window and the input allow: ``ecd.packing``; a message's frames are made by one call of the
+device's blocks). Both write the state through :meth:`_enter` (under one lock). Requests from
+other threads — a move named by the cloud's watch, a re-split from the control panel, a stop from
+SIGTERM — are never acted on in their own thread: they are read by the loop between two frames.
 
 Exactly-once delivery to the application: :class:`InFlight` holds every frame sent and not yet
 answered; an answer to a frame no longer there (a resent frame answered twice) is dropped and
@@ -29,13 +29,15 @@ import random
 import threading
 import time
 from collections import deque
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from device_agent.config import AgentConfig, packing
-from device_agent.core import FrameOutcome, InFlight, Sent, Tally
+from device_agent.core import FrameOutcome, Tally
+from device_agent.inflight import InFlight, Sent
 from device_agent.peers import EdgePeer, PeerDown
+from device_agent.requests import Requests
 from ecd.errors import UnavailableError
 from ecd.metrics import ServiceMetrics
 from ecd.types import Frame, Result
@@ -84,26 +86,6 @@ TRANSITIONS: dict[StreamState, frozenset[StreamState]] = {
 }
 
 
-class Requests(Protocol):
-    """What the loop reads between two frames: the requests other threads made of it."""
-
-    def stop_asked(self) -> bool: ...
-
-    def wait_for_stop(self, timeout_s: float) -> bool: ...
-
-    def move_pending(self) -> bool: ...
-
-    def resplit_pending(self) -> bool: ...
-
-    def wait_for_move(self, timeout_s: float) -> bool: ...
-
-    def ask_cloud(self) -> None: ...
-
-    def move(self) -> EdgePeer: ...
-
-    def resplit(self) -> None: ...
-
-
 def _tensor_bytes(frame: Frame) -> int:
     return len(frame.tensor.data)
 
@@ -123,17 +105,19 @@ class _Stream:
 class StreamLoop:
     """Streams ``samples`` through an :class:`EdgePeer` until they run out or a stop is asked for.
 
-    ``make_frame(image)`` turns a sample into a frame (the device partition runs there);
+    ``make_frames(images)`` turns the samples of a message into its frames, in order, the device's
+    blocks run on them as one call (a frame that could not be made is its error :class:`Result`);
     ``requests`` answers, between two frames, whether to move, re-split or stop, and carries them out.
     """
 
-    def __init__(self, cfg: AgentConfig, edge: EdgePeer, requests: Requests, make_frame: Callable[[np.ndarray], Frame],
+    def __init__(self, cfg: AgentConfig, edge: EdgePeer, requests: Requests,
+                 make_frames: Callable[[list[np.ndarray]], list[Frame | Result]],
                  metrics: ServiceMetrics, tally: Tally, clock: Callable[[], float] = time.monotonic,
                  on_answer: Callable[[float, float, Result], None] | None = None) -> None:
         self.cfg = cfg
         self.edge = edge
         self.requests = requests
-        self.make_frame = make_frame
+        self.make_frames = make_frames
         self.metrics = metrics
         self.tally = tally
         self.clock = clock
@@ -151,6 +135,8 @@ class StreamLoop:
         self._current: _Stream | None = None
         self._exhausted = False
         self._next_at = 0.0
+        self._frame_bytes = 0  # the last frame's tensor bytes: the next ones' size, to fill a message to its cap
+        self._outcomes: list[FrameOutcome] | None = None  # the current run's, when it keeps them
 
     # --- the state ----------------------------------------------------------------------------
 
@@ -194,26 +180,27 @@ class StreamLoop:
     # --- sending (gRPC's sender thread) ---------------------------------------------------------
 
     def _messages(self, stream: _Stream, samples: Iterator[tuple[np.ndarray, int | None]]) -> Iterator[list[Frame]]:
-        """The stream's messages: the frames to resend first, then new ones — each message the frame
-        made when the window opened, plus those the window and the input allow at once, made within
-        the linger budget (``ecd.packing``); a frame that is not ready is never waited for."""
+        """The stream's messages: the frames to resend first, then new ones — each message the sample
+        taken when the window opened, plus those the window and the input allow at once, taken within
+        the linger budget (``ecd.packing``; a sample that is not ready is never waited for), made into
+        frames by one call of the device's blocks."""
         yield from self.packing.chunks(stream.resend, _tensor_bytes)
-        while (first := self._next_frame(stream, samples, wait=True)) is not None:
-            message, size = [first], _tensor_bytes(first)
+        while (first := self._next_sample(stream, samples, wait=True)) is not None:
+            taken = [first]
             until = self.clock() + self.packing.linger_s
-            # the next frame is as large as the last (one split, one encoding): made only if it fits
-            while self.clock() < until and self.packing.room(len(message), size, _tensor_bytes(message[-1])):
-                frame = self._next_frame(stream, samples, wait=False)
-                if frame is None:
+            # the next frames are as large as the last (one split, one encoding): taken only if they fit
+            while self.clock() < until and self.packing.room(len(taken), len(taken) * self._frame_bytes, self._frame_bytes):
+                sample = self._next_sample(stream, samples, wait=False)
+                if sample is None:
                     break
-                message.append(frame)
-                size += _tensor_bytes(frame)
-            yield message
+                taken.append(sample)
+            yield from self.packing.chunks(self._make(stream, taken), _tensor_bytes)
             if stream.closed:
                 return
 
-    def _next_frame(self, stream: _Stream, samples: Iterator[tuple[np.ndarray, int | None]], wait: bool) -> Frame | None:
-        """The next frame, made once the window has room (``wait``: waiting for it; else only if it
+    def _next_sample(self, stream: _Stream, samples: Iterator[tuple[np.ndarray, int | None]],
+                     wait: bool) -> tuple[np.ndarray, int | None] | None:
+        """The next sample, taken once the window has room (``wait``: waiting for it; else only if it
         has room now and the frame is due); None when there is none to send now — and, when the
         stream must stop sending (stop, move, re-split, end of input), the stream is closed."""
         if wait:
@@ -231,18 +218,31 @@ class StreamLoop:
             self._window.release()
             return None
         try:
-            image, label = next(samples)
+            sample = next(samples)
         except StopIteration:
             self._window.release()
             self._exhausted = True
             self._stop_sending(stream, Why.END_OF_INPUT)
             return None
-        frame = self.make_frame(image)
+        self.sent += 1
+        return sample
+
+    def _make(self, stream: _Stream, taken: list[tuple[np.ndarray, int | None]]) -> list[Frame]:
+        """The samples taken as frames, made by one call, now in flight; a frame that could not be
+        made is answered here with its error, and only that frame."""
+        made = self.make_frames([image for image, _ in taken])
+        sent_at = time.perf_counter()
         if not len(self.in_flight):  # the answer deadline counts from the first frame in flight
             stream.progress = self.clock()
-        self.in_flight.add(Sent(frame, time.perf_counter(), label, int(image.nbytes)))
-        self.sent += 1
-        return frame
+        frames = []
+        for (image, label), frame in zip(taken, made):
+            if isinstance(frame, Result):
+                self._deliver(sent_at, label, int(image.nbytes), frame)
+                continue
+            self.in_flight.add(Sent(frame, sent_at, label, int(image.nbytes)))
+            frames.append(frame)
+        self._frame_bytes = _tensor_bytes(frames[-1]) if frames else self._frame_bytes
+        return frames
 
     def _paced(self, stream: _Stream, wait: bool = True) -> bool:
         """This frame's turn at ``fps``: waited for (False when a stop came meanwhile), or with
@@ -290,6 +290,7 @@ class StreamLoop:
         source = iter(samples)
         outcomes: list[FrameOutcome] = []
         self.in_flight = InFlight()
+        self._outcomes = outcomes if keep else None
         self._window = threading.Semaphore(self.cfg.max_in_flight)
         self._exhausted = False
         self._next_at = self.clock()
@@ -306,7 +307,7 @@ class StreamLoop:
                 broke = False
                 try:
                     for result in self.edge.stream(self._messages(stream, source)):
-                        if self._take(result, outcomes if keep else None):
+                        if self._take(result):
                             last_answer = stream.progress = self.clock()
                             backoff_s = BACKOFF_START_S
                 except PeerDown as e:
@@ -353,21 +354,25 @@ class StreamLoop:
         outcomes.sort(key=lambda o: o.frame_id)
         return outcomes
 
-    def _take(self, result: Result, outcomes: list[FrameOutcome] | None) -> bool:
+    def _take(self, result: Result) -> bool:
         """Deliver one result once; False for a duplicate (dropped)."""
         sent = self.in_flight.answer(result)
         if sent is None:  # answered before (a resent frame answered twice), or never sent
             self.duplicates += 1
             return False
+        self._deliver(sent.sent_at, sent.label, sent.raw_bytes, result)
+        return True
+
+    def _deliver(self, sent_at: float, label: int | None, raw_bytes: int, result: Result) -> None:
+        """The application's one answer to a frame: the edge's, or the error it could not be made with."""
         answered_at = time.perf_counter()
-        latency = answered_at - sent.sent_at
+        latency = answered_at - sent_at
         if self.on_answer is not None:
-            self.on_answer(sent.sent_at, answered_at, result)
-        outcome = FrameOutcome(result.frame_id, sent.label, sent.raw_bytes, latency, result)
+            self.on_answer(sent_at, answered_at, result)
+        outcome = FrameOutcome(result.frame_id, label, raw_bytes, latency, result)
         self.tally.add(outcome)
-        if outcomes is not None:
-            outcomes.append(outcome)
+        if self._outcomes is not None:
+            self._outcomes.append(outcome)
         self.metrics.frame(result.ok, None if result.ok else result.error.status)
         self.metrics.stage_seconds.labels("device", "end_to_end").observe(latency)
         self._window.release()
-        return True

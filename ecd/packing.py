@@ -9,8 +9,9 @@ it did before (no latency added when idle). Under load the frames queue up behin
 written, and the next message carries them all.
 
 * ``linger_s`` bounds how long a sender spends gathering after the first frame of a message: the
-  agent makes frames (its device blocks run) while its in-flight window allows, for at most this
-  long, so the first frame never waits more than ``linger_s`` for its batch-mates; the edge node
+  agent takes samples while its in-flight window allows, for at most this long, and runs its device
+  blocks on them as one call, so the first frame never waits more than ``linger_s`` (plus that
+  call) for its batch-mates; the edge node
   takes what is queued (no wait). ``0`` turns packing off: one frame per message, on the one-frame
   ``Stream`` call (which a revision-2 peer also serves).
 * ``max_frames`` and ``max_bytes`` cap a message; a frame larger than ``max_bytes`` goes alone. A

@@ -161,7 +161,7 @@ def make_frame(frame_id: int) -> Frame:
 
 def make_loop(edge: FakeEdge, requests: FakeRequests, clock: Clock | None = None, **cfg) -> StreamLoop:
     ids = iter(range(1, 10**6))
-    loop = StreamLoop(AgentConfig(**{"max_in_flight": 8, **cfg}), edge, requests, lambda image: make_frame(next(ids)),
+    loop = StreamLoop(AgentConfig(**{"max_in_flight": 8, **cfg}), edge, requests, lambda images: [make_frame(next(ids)) for _ in images],
                       ServiceMetrics("device"), Tally(), clock=clock or Clock())
     requests.loop = loop
     return loop
