@@ -119,6 +119,25 @@ def test_the_frames_a_window_allows_are_computed_in_one_call_and_equal_the_one_a
         assert frame.device_compute_s > 0  # its share of the call
 
 
+
+def test_a_device_runs_no_more_frames_at_once_than_its_memory_budget_allows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message of large frames is computed in calls of DEVICE_CALL_BYTES at most (mobilenet_v2: 3
+    frames of 2.2 MB; 16 at once took a Pi-sized agent from 145 to 297 MB), still sent as one message."""
+    from device_agent import core as core_module
+
+    per_frame = core_module._frame_bytes(DIGITS, SPLIT)
+    assert per_frame == 4 * 32 * 32 + max(b.output_bytes_float32 for b in DIGITS.blocks[:SPLIT])
+    monkeypatch.setattr(core_module, "DEVICE_CALL_BYTES", 3 * per_frame + per_frame // 2)  # room for 3
+    core = registered_core()
+    spy = Spy(core)
+    edge, outcomes = stream(core, list(IMAGES[:8]))
+    assert spy.calls == [3, 3, 2] and edge.messages == [8] and all(o.result.ok for o in outcomes)
+    monkeypatch.setattr(core_module, "DEVICE_CALL_BYTES", 1)  # less than one frame: one at a time, never none
+    core, spy = registered_core(), None
+    spy = Spy(core)
+    stream(core, list(IMAGES[:3]))
+    assert spy.calls == [1, 1, 1]
+
 def test_with_linger_0_every_frame_is_computed_alone() -> None:
     core = registered_core()
     spy = Spy(core)
