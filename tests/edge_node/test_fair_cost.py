@@ -1,6 +1,7 @@
-"""The share of the edge each device gets is counted in the edge's CPU time, not in frames (issue 30):
-a device whose frames cost the edge more (one frame per message, where another packs several)
-holds fewer of them in the node. Costs are counted with an injected clock: no timing here."""
+"""The share of the edge each device gets is counted in the edge's time, not in frames (issue 30):
+a device whose frames cost the edge more (one frame per message, where another packs several; raw
+inputs, where another sends activations) holds fewer of them in the node, and frames a device held
+a moment ago still count. Costs are counted with injected clocks: no timing here."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from harness import Tiers, frame_for, start_tiers, stop_tiers
 
 from ecd import zoo
 from ecd.manifest import load_heldout
+from ecd.types import FrameError, Result
 from ecd.v1 import ecd_pb2 as pb
 from edge_node import fair
-from ecd.types import FrameError, Result
 from edge_node.fair import ComputeCosts, DeviceQuotas, Meter
 from edge_node.service import EdgeServicer
 
