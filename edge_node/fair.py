@@ -1,5 +1,5 @@
 """Fairness between devices on one edge node (issue 30): a device that holds a valid token is a
-member of the fleet, and may still flood. Two bounds keep it from taking the others' share:
+member of the fleet, and may still flood. These keep it from taking the others' share:
 
 * :class:`DeviceQuotas` — per device, at most ``max_streams`` streams open at once (a new one
   beyond that is refused with RESOURCE_EXHAUSTED) and at most ``max_frames`` frames taken and not
@@ -105,16 +105,17 @@ class DeviceSlots:
 class DeviceQuotas:
     """Per device: streams open (refused beyond ``max_streams``) and frames in the node.
 
-    Frames are shared max-min fairly in the edge's CPU time: a device may take another frame while
-    its frames in the node cost no more than those of some other device holding frames (or none
-    holds any, or it holds none), and never more than ``max_frames``; a frame's cost is its
-    device's recent CPU time per frame (:attr:`DeviceSlots.cost`; frames of a device not yet
-    measured count alike). A fixed per-device cap alone let a flooder keep its whole quota (16) in
-    the node while an agent that waits for its answers had at most its window (8) there (the agent
-    kept 35 % of its idle rate). An equal share in frames still left the flooder, whose one-frame
-    messages cost the edge twice the agent's packed frames, two thirds of the edge's CPU (the agent
-    kept 44-58 %). Weighted by cost, a flooder whose frames cost twice as much holds half as many
-    as the busiest other device, plus one; a device alone still uses the whole quota."""
+    Frames are shared max-min fairly in the edge's time: a device may take another frame while its
+    frames in the node cost no more than those of some other device holding frames or having held
+    them a moment ago (:meth:`DeviceSlots.claim`), or while none does or it holds none, and never
+    more than ``max_frames``; a frame's cost is its device's recent time per frame
+    (:attr:`DeviceSlots.cost`; frames of a device not yet measured count alike). A fixed cap alone
+    let a flooder keep its whole quota (16) in the node while an agent that waits for its answers
+    had at most its window (8) there (the agent kept 35 % of its idle rate). An equal share in
+    frames still gave the flooder, whose frames cost the edge two to three times the agent's, most
+    of the edge, and the whole node whenever the agent was between two streams (the agent kept
+    40-57 %). Weighted by cost, a flooder whose frames cost twice as much holds half as many as the
+    agent holds or held lately, plus one; a device alone still uses the whole quota."""
 
     def __init__(self, max_streams: int, max_frames: int, clock: Callable[[], float] = time.thread_time,
                  now: Callable[[], float] = time.monotonic):
@@ -186,10 +187,11 @@ class DeviceQuotas:
             slots = self._slots.pop(device_id, None)
             if slots is not None:
                 self._fade()
-                self._gone[device_id] = slots  # at most the devices that left in the last few CLAIM_S
+                self._gone[device_id] = slots  # the devices that left in the last few CLAIM_S
                 self._costs[device_id] = (slots.spent_s, slots.frames)
-                while len(self._costs) > MAX_REMEMBERED:
-                    self._costs.popitem(last=False)
+                for kept in (self._gone, self._costs):  # bounded whatever the churn: the oldest go first
+                    while len(kept) > MAX_REMEMBERED:
+                        del kept[next(iter(kept))]
             self.notify()
 
     def streams(self, device_id: str) -> int:
@@ -214,8 +216,9 @@ def _weighed(mine: DeviceSlots, other: DeviceSlots, other_claim: float) -> bool:
 
 
 class Meter:
-    """The event loop's CPU time in the steps of one device stream's coroutines (:meth:`run`),
-    charged to the device once it is known (:meth:`bind`; what was spent before goes with it).
+    """The event loop's CPU time in the steps of one device stream's coroutines (:meth:`run`), and
+    what the blocks run for its frames cost (:meth:`add`, from :class:`ComputeCosts`), charged to
+    the device once it is known (:meth:`bind`; what was spent before goes with it).
 
     A step is what runs between two awaits that suspend, so waiting costs nothing; ``clock`` is
     the thread's CPU time by default (time the OS gave other threads or processes is not the
