@@ -78,15 +78,12 @@ def test_digits_user_weights_are_loaded(quick_digits: tuple[Manifest, ModelDefin
     assert again.training["heldout_accuracy"] == definition.training["heldout_accuracy"]
 
 
-# AlexNet's zoo input is 1000x1000 (the shape of paper 000's Fig. 3, checked below); its blocks and their
-# export are the same at ImageNet's 224, where the 12 splits run in a fraction of the time.
-EXPORT_SIZE = {"alexnet": 224}
 SMALL = 64  # an input size for the tests about weights, which do not depend on it
 
 
 @pytest.mark.parametrize("name", [n for n, e in REGISTRY.items() if not e.bundled])
 def test_torchvision_model_every_split_equals_torch(name: str, tmp_path: Path) -> None:
-    manifest, definition = build_model(name, tmp_path / name, seed=0, input_size=EXPORT_SIZE.get(name))
+    manifest, definition = build_model(name, tmp_path / name, seed=0)
     assert Manifest.load(tmp_path / name) == manifest
     assert manifest.n_blocks >= 8
     assert len(manifest.labels) == 1000
