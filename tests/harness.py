@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 import grpc
 import numpy as np
@@ -70,6 +71,22 @@ def stop_tiers(t: Tiers) -> None:
     t.loop.run(t.edge.stop(0))
     t.loop.run(t.cloud.stop(0))
     t.loop.close()
+
+
+@contextmanager
+def cloud_replicas(cfg: CloudConfig, n: int = 2) -> Iterator[tuple[LoopThread, list[RunningCloud]]]:
+    """``n`` clouds started from ``cfg`` (one registry: replicas) on one loop, each healthy; at the
+    end the ones still in the list are stopped (a test that stops one itself takes it out)."""
+    loop = LoopThread()
+    clouds = [loop.run(start_cloud(cfg)) for _ in range(n)]
+    try:
+        for c in clouds:
+            wait_healthy(f"127.0.0.1:{c.port}")
+        yield loop, clouds
+    finally:
+        for c in clouds:
+            loop.run(c.stop(0))
+        loop.close()
 
 
 def frame_for(a: pb.Assignment, m: Manifest, x: np.ndarray, frame_id: int, encoding: int = pb.FLOAT32) -> pb.Frame:

@@ -14,12 +14,11 @@ import pytest
 
 from cloud_server.config import CloudConfig
 from cloud_server.scheduler_service import SchedulerClient
-from cloud_server.service import RunningCloud, start_cloud
+from cloud_server.service import RunningCloud
 from ecd.errors import EcdError
 from ecd.launch import _start, _stop
-from ecd.transport.rpc import LoopThread, wait_healthy
 from ecd.v1 import ecd_pb2 as pb
-from harness import wait_until
+from harness import cloud_replicas, wait_until
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
 
@@ -28,43 +27,36 @@ def leaders(clouds: list[RunningCloud]) -> list[float | None]:
 
 
 def test_one_leader_among_two_replicas_and_the_survivor_takes_over(postgres_url: str) -> None:
-    loop = LoopThread()
     cfg = replace(CloudConfig(), db=postgres_url, port=0, metrics_port=-1, placement_check_s=0.1, leader_lease_s=1.0)
-    clouds = [loop.run(start_cloud(cfg)) for _ in range(2)]
-    clients: list[SchedulerClient] = []
-    try:
-        for c in clouds:
-            wait_healthy(f"127.0.0.1:{c.port}")
-            clients.append(SchedulerClient(f"127.0.0.1:{c.port}", timeout_s=30))
-        wait_until(lambda: sorted(leaders(clouds)) == [0.0, 1.0])
-        lead = leaders(clouds).index(1.0)
-        follow = 1 - lead
-        with grpc.insecure_channel(f"127.0.0.1:{clouds[follow].port}") as ch:  # an edge, at the follower
-            stub = pb_grpc.CloudServerStub(ch)
-            edge_id = stub.RegisterEdge(pb.RegisterEdgeRequest(endpoint="127.0.0.1:50999", capacity=4.0), timeout=10).edge_id
-            with pytest.raises(EcdError, match=rf"^FAILED_PRECONDITION: scheduler: this replica \({clouds[follow].core.leader.holder}\) "
-                                               rf"does not lead the schedulers; the leader is {clouds[lead].core.leader.holder}"):
-                clients[follow].place()
-            versions = [clients[lead].place().version for _ in range(2)]
-            stub.Heartbeat(pb.EdgeHeartbeat(edge_id=edge_id), timeout=10)
-        assert versions == [versions[0], versions[0] + 1]
-        wait_until(lambda: clouds[follow].core.placement.version == versions[-1])  # the follower follows
-        assert clients[follow].placement().version == versions[-1]
-        loop.run(clouds.pop(lead).stop(0))  # the leader stops: it gives the lease up
-        clients.pop(lead).close()
-        follow = 0
-        wait_until(lambda: leaders(clouds)[follow] == 1.0, timeout_s=10)
-        with grpc.insecure_channel(f"127.0.0.1:{clouds[follow].port}") as ch:
-            pb_grpc.CloudServerStub(ch).Heartbeat(pb.EdgeHeartbeat(edge_id=edge_id), timeout=10)
-        wait_until(lambda: clouds[follow].core.placement.version == versions[-1] + 1)  # a new leader places at once
-        assert clouds[follow].core.placement.current.trigger == "leader changed"
-        assert clients[follow].place().version == versions[-1] + 2
-    finally:
-        for client in clients:
-            client.close()
-        for c in clouds:
-            loop.run(c.stop(0))
-        loop.close()
+    with cloud_replicas(cfg) as (loop, clouds):
+        clients = [SchedulerClient(f"127.0.0.1:{c.port}", timeout_s=30) for c in clouds]
+        try:
+            wait_until(lambda: sorted(leaders(clouds)) == [0.0, 1.0])
+            lead = leaders(clouds).index(1.0)
+            follow = 1 - lead
+            with grpc.insecure_channel(f"127.0.0.1:{clouds[follow].port}") as ch:  # an edge, at the follower
+                stub = pb_grpc.CloudServerStub(ch)
+                edge_id = stub.RegisterEdge(pb.RegisterEdgeRequest(endpoint="127.0.0.1:50999", capacity=4.0), timeout=10).edge_id
+                with pytest.raises(EcdError, match=rf"^FAILED_PRECONDITION: scheduler: this replica \({clouds[follow].core.leader.holder}\) "
+                                                   rf"does not lead the schedulers; the leader is {clouds[lead].core.leader.holder}"):
+                    clients[follow].place()
+                versions = [clients[lead].place().version for _ in range(2)]
+                stub.Heartbeat(pb.EdgeHeartbeat(edge_id=edge_id), timeout=10)
+            assert versions == [versions[0], versions[0] + 1]
+            wait_until(lambda: clouds[follow].core.placement.version == versions[-1])  # the follower follows
+            assert clients[follow].placement().version == versions[-1]
+            loop.run(clouds.pop(lead).stop(0))  # the leader stops: it gives the lease up
+            clients.pop(lead).close()
+            follow = 0
+            wait_until(lambda: leaders(clouds)[follow] == 1.0, timeout_s=10)
+            with grpc.insecure_channel(f"127.0.0.1:{clouds[follow].port}") as ch:
+                pb_grpc.CloudServerStub(ch).Heartbeat(pb.EdgeHeartbeat(edge_id=edge_id), timeout=10)
+            wait_until(lambda: clouds[follow].core.placement.version == versions[-1] + 1)  # a new leader places at once
+            assert clouds[follow].core.placement.current.trigger == "leader changed"
+            assert clients[follow].place().version == versions[-1] + 2
+        finally:
+            for client in clients:
+                client.close()
 
 
 def scrape(port: int, name: str) -> float | None:

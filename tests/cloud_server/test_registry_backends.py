@@ -16,11 +16,10 @@ from cli import ecd_process
 from cloud_server.campaigns import NEUTRAL_REPUTATION
 from cloud_server.registry import Registry, redact
 from cloud_server.config import CloudConfig
-from cloud_server.service import start_cloud
 from ecd.errors import ConfigError, UnavailableError
-from ecd.transport.rpc import LoopThread, wait_healthy
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
+from harness import cloud_replicas
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -109,40 +108,32 @@ def test_two_registries_share_state_and_never_split_an_edge(db: str) -> None:
 
 def test_two_cloud_replicas_on_one_postgresql(postgres_url: str) -> None:
     """A device registered through replica A's gRPC face is known, with its token, at replica B."""
-    loop = LoopThread()
-    cfg = replace(CloudConfig(), db=postgres_url, port=0, metrics_port=0)
-    clouds = [loop.run(start_cloud(cfg)) for _ in range(2)]
-    channels = []
-    try:
-        for c in clouds:
-            wait_healthy(f"127.0.0.1:{c.port}")
-            channels.append(grpc.insecure_channel(f"127.0.0.1:{c.port}"))
-        a, b = (pb_grpc.CloudServerStub(ch) for ch in channels)
-        edge_id = a.RegisterEdge(pb.RegisterEdgeRequest(endpoint="127.0.0.1:50999", capacity=4.0), timeout=10).edge_id
-        assert b.RegisterEdge(pb.RegisterEdgeRequest(endpoint="127.0.0.1:50999", capacity=4.0), timeout=10).edge_id == edge_id
-        b.Heartbeat(pb.EdgeHeartbeat(edge_id=edge_id, load=1.0, queue_depth=2), timeout=10)
-        assignment = a.RegisterDevice(
-            pb.RegisterDeviceRequest(
-                device_name="shared", profile="pi4", radio="wifi",
-                preferences=pb.Preferences(w_energy=0.5, w_privacy=0.5, min_split=1),
-                model_id="digits_cnn", split_device=2, encoding=pb.FLOAT32,
-            ),
-            timeout=30,
-        )
-        seen = b.GetAssignment(pb.GetAssignmentRequest(device_id=assignment.device_id, token=assignment.token), timeout=10)
-        assert (seen.device_id, seen.token, seen.split_device, seen.edge_endpoint) == (
-            assignment.device_id, assignment.token, 2, "127.0.0.1:50999",
-        )
-        assert clouds[0].registry.edge(edge_id).queue_depth == 2  # B's heartbeat, seen at A
-        with pytest.raises(grpc.RpcError) as e:
-            b.GetAssignment(pb.GetAssignmentRequest(device_id=assignment.device_id, token="wrong"), timeout=10)
-        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    finally:
-        for ch in channels:
-            ch.close()
-        for c in clouds:
-            loop.run(c.stop(0))
-        loop.close()
+    with cloud_replicas(replace(CloudConfig(), db=postgres_url, port=0, metrics_port=0)) as (_, clouds):
+        channels = [grpc.insecure_channel(f"127.0.0.1:{c.port}") for c in clouds]
+        try:
+            a, b = (pb_grpc.CloudServerStub(ch) for ch in channels)
+            edge_id = a.RegisterEdge(pb.RegisterEdgeRequest(endpoint="127.0.0.1:50999", capacity=4.0), timeout=10).edge_id
+            assert b.RegisterEdge(pb.RegisterEdgeRequest(endpoint="127.0.0.1:50999", capacity=4.0), timeout=10).edge_id == edge_id
+            b.Heartbeat(pb.EdgeHeartbeat(edge_id=edge_id, load=1.0, queue_depth=2), timeout=10)
+            assignment = a.RegisterDevice(
+                pb.RegisterDeviceRequest(
+                    device_name="shared", profile="pi4", radio="wifi",
+                    preferences=pb.Preferences(w_energy=0.5, w_privacy=0.5, min_split=1),
+                    model_id="digits_cnn", split_device=2, encoding=pb.FLOAT32,
+                ),
+                timeout=30,
+            )
+            seen = b.GetAssignment(pb.GetAssignmentRequest(device_id=assignment.device_id, token=assignment.token), timeout=10)
+            assert (seen.device_id, seen.token, seen.split_device, seen.edge_endpoint) == (
+                assignment.device_id, assignment.token, 2, "127.0.0.1:50999",
+            )
+            assert clouds[0].registry.edge(edge_id).queue_depth == 2  # B's heartbeat, seen at A
+            with pytest.raises(grpc.RpcError) as e:
+                b.GetAssignment(pb.GetAssignmentRequest(device_id=assignment.device_id, token="wrong"), timeout=10)
+            assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        finally:
+            for ch in channels:
+                ch.close()
 
 
 # --- bad configuration --------------------------------------------------------------------------

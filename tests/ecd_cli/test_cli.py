@@ -115,14 +115,15 @@ def test_services_refuse_bad_configuration_in_one_line(tmp_path: Path) -> None:
                            "port", f"127.0.0.1:{port}", code=78)
         assert_clean_error(ecd_process("cloud-server", "--insecure", "--port", "0", "--metrics-port", str(port), "--db", str(tmp_path / "b.db")),
                            "metrics_port", f"127.0.0.1:{port}", code=78)
+    # refused while the configuration is read, before anything starts: in this process
     config = tmp_path / "cloud.toml"
     config.write_text("colour = 1\n")
-    assert_clean_error(ecd_process("cloud-server", "--insecure", "--config", str(config)), "colour", "unknown option", code=78)
-    assert_clean_error(ecd_process("cloud-server", "--insecure", "--placement-method", "best", "--db", str(tmp_path / "c.db")), "placement_method", code=78)
-    assert_clean_error(ecd_process("edge-node", "--insecure", "--position", "north", "--cloud", "127.0.0.1:1"), "position", code=78)
-    assert_clean_error(ecd_process("cloud-server", "--insecure", "--placement-debounce-s", "nan", "--db", str(tmp_path / "d.db")),
+    assert_clean_error(ecd("cloud-server", "--insecure", "--config", str(config)), "colour", "unknown option", code=78)
+    assert_clean_error(ecd("cloud-server", "--insecure", "--placement-method", "best", "--db", str(tmp_path / "c.db")), "placement_method", code=78)
+    assert_clean_error(ecd("edge-node", "--insecure", "--position", "north", "--cloud", "127.0.0.1:1"), "position", code=78)
+    assert_clean_error(ecd("cloud-server", "--insecure", "--placement-debounce-s", "nan", "--db", str(tmp_path / "d.db")),
                        "placement_debounce_s", code=78)
-    assert_clean_error(ecd_process("device-agent", "--insecure", "--answer-deadline-s", "-1"), "--answer-deadline-s", code=78)
+    assert_clean_error(ecd("device-agent", "--insecure", "--answer-deadline-s", "-1"), "--answer-deadline-s", code=78)
 
 
 def test_version_usage_and_config_errors_have_their_own_exit_codes(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from harness import Tiers, frame_for, start_tiers, wait_until
+from harness import Tiers, frame_for, start_tiers, stop_tiers, wait_until
 
 from ecd import zoo
 from ecd.manifest import load_heldout
@@ -66,11 +66,7 @@ def held(tmp_path: Path):
         if h is not None:
             h.release.set()
             h.sender.join(60)
-        t.cloud_channel.close()
-        t.edge_channel.close()
-        t.loop.run(t.edge.stop(0))
-        t.loop.run(t.cloud.stop(0))
-        t.loop.close()
+        stop_tiers(t)
 
 
 def test_a_stop_with_the_defaults_leaves_the_cloud_and_answers_the_frame_in_flight(held: Held) -> None:

@@ -121,13 +121,19 @@ def answered_exactly_once(outcomes: list, frames: int) -> None:
     assert all(o.result.ok for o in outcomes), {o.result.error.message for o in outcomes if not o.result.ok}
 
 
-def test_kill_9_of_an_edge_with_a_second_one_up_moves_the_agent_and_loses_nothing(cluster: Cluster) -> None:
+def streaming_through_one_of_two_edges(cluster: Cluster, frames: int) -> tuple[Streaming, str]:
+    """A cloud, edges "edge-a" and "edge-b", an agent streaming ``frames`` frames; once 50 are
+    answered: the streaming agent and the name of the edge it uses (the one a fault will hit)."""
     cluster.start_cloud()
     cluster.start_edge("edge-a")
     cluster.start_edge("edge-b")
-    s = Streaming(agent(cluster, "d", fps=200), 600).start()
+    s = Streaming(agent(cluster, "d", fps=200), frames).start()
     s.wait_answered(50)
-    first = cluster.edge_named(s.agent.assignment.edge_id)
+    return s, cluster.edge_named(s.agent.assignment.edge_id)
+
+
+def test_kill_9_of_an_edge_with_a_second_one_up_moves_the_agent_and_loses_nothing(cluster: Cluster) -> None:
+    s, first = streaming_through_one_of_two_edges(cluster, 600)
     cluster.kill(first)
     outcomes = s.finish()
     answered_exactly_once(outcomes, 600)
@@ -182,12 +188,7 @@ def test_an_edge_the_cloud_forgot_registers_again(cluster: Cluster) -> None:
 
 
 def test_sigterm_of_an_edge_drains_it_and_its_device_moves_on_losing_nothing(cluster: Cluster) -> None:
-    cluster.start_cloud()
-    cluster.start_edge("edge-a")
-    cluster.start_edge("edge-b")
-    s = Streaming(agent(cluster, "d", fps=200), 500).start()
-    s.wait_answered(50)
-    first = cluster.edge_named(s.agent.assignment.edge_id)
+    s, first = streaming_through_one_of_two_edges(cluster, 500)
     cluster.procs[first].send_signal(signal.SIGTERM)
     assert cluster.procs[first].wait(DEADLINE_S) == 0
     outcomes = s.finish()

@@ -78,6 +78,9 @@ def test_digits_user_weights_are_loaded(quick_digits: tuple[Manifest, ModelDefin
     assert again.training["heldout_accuracy"] == definition.training["heldout_accuracy"]
 
 
+SMALL = 64  # an input size for the tests about weights, which do not depend on it
+
+
 @pytest.mark.parametrize("name", [n for n, e in REGISTRY.items() if not e.bundled])
 def test_torchvision_model_every_split_equals_torch(name: str, tmp_path: Path) -> None:
     manifest, definition = build_model(name, tmp_path / name, seed=0)
@@ -95,14 +98,14 @@ def test_user_weights_reach_the_exported_blocks(tmp_path: Path) -> None:
     reference = torchvision.models.resnet18(weights=None).eval()
     weights = tmp_path / "resnet18.pt"
     torch.save({"state_dict": reference.state_dict()}, weights)
-    manifest, _ = build_model("resnet18", tmp_path / "r", weights=weights, seed=0)
+    manifest, _ = build_model("resnet18", tmp_path / "r", weights=weights, seed=0, input_size=SMALL)
     assert manifest.training == {"weights": "user state_dict resnet18.pt"}
-    assert_every_split_matches(manifest, reference, manifest.input.preprocess(real_photos(224)))
+    assert_every_split_matches(manifest, reference, manifest.input.preprocess(real_photos(SMALL)))
 
 
 def test_version_changes_with_weights(tmp_path: Path) -> None:
-    a, _ = build_model("resnet18", tmp_path / "a", seed=0)
-    b, _ = build_model("resnet18", tmp_path / "b", seed=1)
+    a, _ = build_model("resnet18", tmp_path / "a", seed=0, input_size=SMALL)
+    b, _ = build_model("resnet18", tmp_path / "b", seed=1, input_size=SMALL)
     assert a.version != b.version
     assert [x.sha256 for x in a.blocks] != [x.sha256 for x in b.blocks]
 
