@@ -18,8 +18,8 @@ from cloud_server.heads import BUILTIN_HEAD, LinearHead, builtin_head, head_from
 from cloud_server.registry import Registry
 from ecd.batching import BatchingConfig, DynamicBatcher
 from ecd.config import MiB
-from ecd.errors import LimitError, PreconditionError, RequestError
-from ecd.leakage import defence_table
+from ecd.errors import ConfigError, EcdError, LimitError, PreconditionError, RequestError
+from ecd.leakage import check_level, defence_table
 from ecd.limits import MAX_HEAD_LABELS, MAX_HEADS_PER_MODEL, MIN_CHUNK_BYTES, check_name
 from ecd.manifest import MANIFEST_FILENAME, Manifest, sha256_bytes
 from ecd.partition import BlockRunner
@@ -124,6 +124,12 @@ def load_models(names: list[str]) -> list[Manifest]:
         m = zoo.load_manifest(name)
         out.setdefault(m.model_id, m)
         table = defence_table(m)
-        for level_model in (table.models[1:] if table is not None and table.learned else ()):
-            out.setdefault(level_model, zoo.load_manifest(level_model))
+        for level, level_id in enumerate(table.models if table is not None and table.learned else ()):
+            if level and level_id not in out:  # a zoo name, never a path (a folder of that name here is not it)
+                try:
+                    level_manifest = Manifest.load(zoo.model_dir(level_id))
+                except (EcdError, OSError) as e:
+                    raise ConfigError(f"--models: {m.model_id} names {level_id!r} for its privacy level {level} "
+                                      f"(privacy.defence.models), which cannot be served: {e}") from None
+                out[level_id] = check_level(m, level, level_manifest)
     return list(out.values())

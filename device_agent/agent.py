@@ -39,7 +39,7 @@ from device_agent.status import AgentStatus
 from device_agent.stream import StreamLoop
 from ecd import distribution
 from ecd.errors import ConfigError, EcdError, PeerError
-from ecd.leakage import level_model
+from ecd.leakage import check_level, level_model
 from ecd.manifest import Manifest
 from ecd.metrics import ServiceMetrics, metrics_tls, start_metrics
 from ecd.profiles import load_device, load_radio
@@ -119,7 +119,9 @@ class DeviceAgent:
         split_device = self.core.decide(head, self.cfg.split)
         run, self.core.level = level_model(head, self.core.decision.strength_at(split_device))  # a learned level: its model
         if run != head.model_id:
-            head = self.cloud.fetch(distribution.request(run, "", 0, 0, self.cfg.max_message_bytes), self.model_dir / run)
+            head = check_level(head, self.core.level, self.cloud.fetch(distribution.request(run, "", 0, 0, self.cfg.max_message_bytes), self.model_dir / run))
+        if self.core.level is not None:  # the decision's curve is the level's it runs, not the best of all levels
+            self.core.decision, _ = self.preferences.decide(self.core.prefs)
         fetch = head.n_blocks if self.cfg.adapt else split_device  # adapting: every block while the link is fast
         manifest = self.cloud.fetch(distribution.request(run, head.version, 0, fetch, self.cfg.max_message_bytes), self.model_dir / run)
         self.preferences.fetched = fetch

@@ -22,8 +22,8 @@ class AgentConfig:
     w_privacy: float = option(0.5, "the privacy weight (paper 000's lambda2)", was=("privacy_weight",))
     w_energy: float = option(-1.0, "the energy weight (lambda1); -1 = 1 - w_privacy", was=("energy_weight",))
     min_split: int = option(0, "hard floor: never send anything from below this block")
-    max_accuracy_loss: float = option(0.02, "the task accuracy a privacy defence may cost (a fraction of the model's measured "
-                                      "held-out accuracy); a stronger level or noise that costs more is not offered")
+    max_accuracy_loss: float = option(0.02, "the held-out accuracy a privacy defence may cost, as an absolute drop (0.02: two "
+                                      "points below the undefended model's); a level or noise that costs more is not offered")
     split: int = option(-1, "run exactly this split instead of the utility's choice (-1 = the utility's); must be >= min_split")
     model: str = option("digits_cnn", "model id served by the cloud")
     encoding: str = option("float32", "tensor encoding on the uplink: float32, float16 or int8")

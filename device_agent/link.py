@@ -26,9 +26,10 @@ the edge node and the cloud computed on it. Then (times on one clock):
 * **a large frame measures the link even when it is not saturated**: one the nominal rate would send
   in ``MEASURABLE_S`` or more (50 kB at 6 Mbit/s: 67 ms) spends that long, or longer, on the wire, far
   above the answer path's jitter; its bits / time above the RTT is then the link's rate (an EWMA of
-  such frames), whether above or below the nominal figure. One that spent no more than ``QUEUED_S``
-  above the RTT is no measure: the RTT itself then held a transfer (a probe that queued behind a large
-  frame), and the rate would come out at hundreds of Mbit/s. Without this, a slow link that a device's
+  such frames), whether above or below the nominal figure. The RTT it is measured above is the least
+  round trip of the probes and small frames only: a large frame's own round trip holds its transfer,
+  and with only those seen, a 1.1 Mbit/s link under a few ms of jitter would read as ~90 Mbit/s. No
+  probe or small frame seen, or a frame no more than ``QUEUED_S`` above that RTT: no measure. Without this, a slow link that a device's
   large frames do not fill at its frame rate (mobilenet_v2 at split 8, 2 frames/s on a 1.1 Mbit/s
   3G-like link: 0.8 Mbit/s offered) kept the nominal 6 Mbit/s, and the device never left a split that
   took 0.36 s a frame to send.
@@ -77,6 +78,7 @@ class LinkEstimator:
         self._clocked: deque[float] = deque(maxlen=21)  # bits / gap of the latest queued answers
         self._lock = threading.Lock()
         self._rtts: deque[tuple[float, float]] = deque()  # (when, a round trip's upper bound), minimum first
+        self._bare_rtts: deque[tuple[float, float]] = deque()  # the same of probes and small frames only
         self._saturated_bps = math.nan  # bits acknowledged per second when the link was last saturated
         self._saturated_at = -math.inf
         self._queued = 0.0  # EWMA of "this frame queued"
@@ -89,17 +91,21 @@ class LinkEstimator:
     def probe(self, rtt_s: float, now: float) -> None:
         """An idle probe's round trip, measured at ``now``."""
         with self._lock:
-            self._rtt_sample(now, rtt_s)
+            self._rtt_sample(self._rtts, now, rtt_s)
+            self._rtt_sample(self._bare_rtts, now, rtt_s)
 
     def answered(self, sent_at: float, answered_at: float, nbytes: int, remote_compute_s: float) -> None:
         """One frame of ``nbytes`` sent at ``sent_at`` and answered at ``answered_at``."""
         with self._lock:
             network = max(answered_at - sent_at - max(remote_compute_s, 0.0), 0.0)
-            self._rtt_sample(answered_at, network)
-            waited = network - self._rtt(answered_at)
+            bits, a = 8.0 * nbytes, self.alpha
+            large = bits >= MEASURABLE_S * self.prior_bps  # NaN prior: never
+            self._rtt_sample(self._rtts, answered_at, network)
+            if not large:
+                self._rtt_sample(self._bare_rtts, answered_at, network)
+            waited = network - self._rtt(self._rtts, answered_at)
             gap = answered_at - self._last_answer
             self._last_answer = max(self._last_answer, answered_at)
-            bits, a = 8.0 * nbytes, self.alpha
             self._answers.append((answered_at, bits))
             self._window_bits += bits
             while self._answers[0][0] < answered_at - self.rate_window_s:
@@ -114,9 +120,10 @@ class LinkEstimator:
                     if sorted(self._clocked)[len(self._clocked) // 2] <= EVEN * acked:
                         self._saturated_bps = acked
                         self._saturated_at = answered_at
-            elif bits >= MEASURABLE_S * self.prior_bps:  # a large frame: its transfer is the link's rate
-                if waited > QUEUED_S:  # else the RTT held a transfer: no measure
-                    rate = bits / waited
+            elif large:  # its transfer is the link's rate, above the RTT of what sends no transfer to speak of
+                transfer = network - self._rtt(self._bare_rtts, answered_at)
+                if transfer > QUEUED_S:  # else (or no probe nor small frame seen: NaN) no measure
+                    rate = bits / transfer
                     self._measured_bps = rate if math.isnan(self._measured_bps) else a * rate + (1 - a) * self._measured_bps
                     self._measured_at = answered_at
             else:
@@ -134,7 +141,7 @@ class LinkEstimator:
             else:
                 known = [v for v in (self.prior_bps, self._free_bps) if not math.isnan(v)]
                 bps = max(known) if known else math.nan
-            return LinkEstimate(bps, self._rtt(now), self.samples, saturated)
+            return LinkEstimate(bps, self._rtt(self._rtts, now), self.samples, saturated)
 
     def _keeping_up(self) -> bool:
         """Paced frames are answered at (nearly) the rate they are offered."""
@@ -147,12 +154,13 @@ class LinkEstimator:
             return False
         return (len(self._answers) - 1) / span >= KEEPING_UP * self.offered_fps
 
-    def _rtt_sample(self, now: float, rtt_s: float) -> None:
-        while self._rtts and self._rtts[-1][1] >= rtt_s:  # a monotone deque: the window's minimum first
-            self._rtts.pop()
-        self._rtts.append((now, rtt_s))
+    @staticmethod
+    def _rtt_sample(rtts: deque[tuple[float, float]], now: float, rtt_s: float) -> None:
+        while rtts and rtts[-1][1] >= rtt_s:  # a monotone deque: the window's minimum first
+            rtts.pop()
+        rtts.append((now, rtt_s))
 
-    def _rtt(self, now: float) -> float:
-        while len(self._rtts) > 1 and self._rtts[0][0] < now - self.rtt_window_s:
-            self._rtts.popleft()
-        return self._rtts[0][1] if self._rtts else math.nan
+    def _rtt(self, rtts: deque[tuple[float, float]], now: float) -> float:
+        while len(rtts) > 1 and rtts[0][0] < now - self.rtt_window_s:
+            rtts.popleft()
+        return rtts[0][1] if rtts else math.nan

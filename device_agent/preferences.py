@@ -78,10 +78,11 @@ class PreferenceControl:
     def decide(self, prefs: Preferences) -> tuple[SplitDecision, int]:
         """The utility's curve for ``prefs`` on this device, and the split it would send at (the
         recommended one, or the one pinned with ``--split``)."""
-        assert self.core.manifest is not None
+        family = self.core.family or self.core.manifest  # the manifest the user's decisions are made on
+        assert family is not None
         if self.core.level is not None:  # a learned level is another model: the split moves within it
             prefs = dataclasses.replace(prefs, defence_strength=float(self.core.level))
-        decision = decide_split(self.core.family or self.core.manifest, self.core.profile, self.core.radio, prefs)
+        decision = decide_split(family, self.core.profile, self.core.radio, prefs)
         return decision, decision.recommended if self.pinned_split < 0 else self.pinned_split
 
     def change(self, w_privacy: float | None = None, min_split: int | None = None) -> int:

@@ -83,6 +83,8 @@ class DefenceTable:
     similarity: np.ndarray  # (S, n+1): the larger of both attacks' mean SSIM (learned: the decoder's)
     models: tuple[str, ...] = ()  # learned: the model id that runs each level (models[0]: this model)
     reid_top1: np.ndarray | None = None  # learned: (S, n+1) the worst re-identification top-1
+    chance_top1: float = math.nan  # learned: re-identification's chance (1 / people)
+    label_ssim: np.ndarray | None = None  # learned: (S,) the decoder's SSIM from the task output alone, per level
 
     @property
     def learned(self) -> bool:
@@ -172,6 +174,9 @@ def defence_table(manifest: Manifest, required: bool = False) -> DefenceTable | 
             array(table["whitebox_ssim"], "privacy.defence.table.whitebox_ssim", shape, -1.0, 1.0), decoder),
         models=_level_models(d, manifest, len(strengths)) if learned else (manifest.model_id,),
         reid_top1=array(table["reid_top1"], "privacy.defence.table.reid_top1", shape, 0.0, 1.0) if learned else None,
+        chance_top1=float(array(d.get("chance_top1"), "privacy.defence.chance_top1", (), 0.0, 1.0)) if learned else math.nan,
+        label_ssim=array((d.get("label_only") or {}).get("decoder_ssim") if isinstance(d.get("label_only"), dict) else None,
+                         "privacy.defence.label_only.decoder_ssim", (len(strengths),), -1.0, 1.0) if learned else None,
     )
 
 
@@ -185,7 +190,7 @@ def _level_models(d: dict, manifest: Manifest, levels: int) -> tuple[str, ...]:
     if len(set(models)) != levels:
         raise DefenceTableError("privacy.defence.models: expected a distinct model id per level")
     for m in models:
-        if m in (".", "..") or "/" in m or "\\" in m or len(m) > 64:
+        if m in (".", "..") or "/" in m or "\\" in m or m.startswith("~") or len(m) > 64 or not m.isprintable():
             raise DefenceTableError(f"privacy.defence.models: not a plain model id: {m[:64]!r}")
     if any(float(v) != i for i, v in enumerate(d["strengths"])):
         raise DefenceTableError("privacy.defence.strengths: a learned table's levels are 0, 1, 2, ...")
@@ -277,12 +282,8 @@ def protection(manifest: Manifest, level: int, split: int) -> dict | None:
     table = defence_table(manifest)
     if table is None or not table.learned or table.reid_top1 is None:
         return None
-    d = (manifest.privacy or {})["defence"]
-    try:
-        chance, label_ssim = float(d["chance_top1"]), float(d["label_only"]["decoder_ssim"][level])
-    except (KeyError, IndexError, TypeError, ValueError):
-        raise DefenceTableError(f"privacy.defence.chance_top1, label_only.decoder_ssim: missing or malformed in the "
-                                f"manifest of {manifest.model_id!r}") from None
+    assert table.label_ssim is not None
+    chance, label_ssim = table.chance_top1, float(table.label_ssim[level])
     reid, ssim = float(table.reid_top1[level, split]), float(table.similarity[level, split])
     accuracy = float(table.accuracy[level, split])
     met = {"reid": reid <= chance + REID_MARGIN + 1e-9, "ssim": ssim <= label_ssim + SSIM_MARGIN + 1e-9,
@@ -299,3 +300,23 @@ def protection(manifest: Manifest, level: int, split: int) -> dict | None:
     return {"level": level, "split": split, "reid_top1": reid, "chance_top1": chance, "decoder_ssim": ssim,
             "label_ssim": label_ssim, "accuracy": accuracy, "baseline_accuracy": table.baseline_accuracy,
             "met": met, "says": says}
+
+
+def check_level(family: Manifest, level: int, manifest: Manifest) -> Manifest:
+    """``manifest`` as the model that runs ``family``'s privacy level ``level``, or refused naming the
+    field: the id the table names, the same blocks' shapes and input (the split was decided on the
+    family's), and its own record saying it is that level of that family — a table cannot send a
+    device to run some other model."""
+    table = defence_table(family, required=True)
+    assert table is not None
+    want = table.models[level]
+    where = f"privacy.defence.models[{level}] of {family.model_id!r}"
+    mark = (manifest.privacy or {}).get("privacy_level") or {}
+    if manifest.model_id != want:
+        raise DefenceTableError(f"{where}: names {want!r}, got the model {manifest.model_id!r}")
+    if (mark.get("family"), mark.get("level")) != (family.model_id, level):
+        raise DefenceTableError(f"{where}: {want!r} is not level {level} of {family.model_id!r} (its privacy.privacy_level: "
+                                f"{mark.get('family')!r}, {mark.get('level')!r})")
+    if manifest.input != family.input or [b.output_shape for b in manifest.blocks] != [b.output_shape for b in family.blocks]:
+        raise DefenceTableError(f"{where}: {want!r} does not have {family.model_id!r}'s input and blocks")
+    return manifest

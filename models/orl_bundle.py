@@ -8,7 +8,7 @@ level) (``RUN_DIR/adaptive_privacy.json``). This module turns that run into what
   defence table** (``privacy.defence``, kind ``learned``): per level, the model id that runs it, and
   per (level, split) the measured leakage beyond the label, the decoder's SSIM, the worst
   re-identification top-1 and the task accuracy, with its sha256 (``ecd.leakage.defence_table``
-  refuses an edited table);
+  refuses a table edited by hand);
 * ``ecd/artifacts/orl_faces_cnn_level{1,2,3}/``: each level's blocks, under its own model id, whose
   manifest carries that level's row as its privacy curve. A level is another set of weights for every
   tier, so it is another model: frames name it, edge nodes and the cloud fetch and run it like any

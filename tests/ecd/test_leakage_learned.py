@@ -16,6 +16,7 @@ import pytest
 from ecd import zoo
 from ecd.leakage import (
     DefenceTableError,
+    check_level,
     defence_digest,
     defence_table,
     level_model,
@@ -178,8 +179,35 @@ def test_the_docs_quote_the_runtime_figures(family: Manifest) -> None:
         assert row in page
 
 
-def test_protection_without_its_figures_is_refused_naming_them(family: Manifest) -> None:
-    edited = _edited(family, lambda d: d.pop("chance_top1"))
-    assert defence_table(edited).learned  # the table itself still reads
-    with pytest.raises(DefenceTableError, match=r"^privacy\.defence\.chance_top1, label_only\.decoder_ssim: missing"):
-        protection(edited, 1, 5)
+
+@pytest.mark.parametrize("change,message", [
+    (lambda d: d.pop("chance_top1"), "privacy.defence.chance_top1: expected finite values in [0.0, 1.0]"),
+    (lambda d: d.__setitem__("chance_top1", 1.5), "privacy.defence.chance_top1: expected finite values in [0.0, 1.0]"),
+    (lambda d: d["label_only"]["decoder_ssim"].pop(), "privacy.defence.label_only.decoder_ssim: expected shape [4], got [3]"),
+    (lambda d: d.pop("label_only"), "privacy.defence.label_only.decoder_ssim: expected shape [4], got []"),
+])
+def test_a_learned_table_without_the_figures_the_panel_quotes_is_refused(family: Manifest, change, message: str) -> None:
+    import re
+
+    with pytest.raises(DefenceTableError, match=f"^{re.escape(message)}$"):
+        defence_table(_edited(family, change))
+
+
+def test_a_level_model_must_be_that_level_of_that_family(family: Manifest) -> None:
+    level1 = zoo.load_manifest(model_id(1))
+    assert check_level(family, 1, level1) is level1
+    with pytest.raises(DefenceTableError, match=r"^privacy\.defence\.models\[2\] of 'orl_faces_cnn': names "
+                                                r"'orl_faces_cnn_level2', got the model 'orl_faces_cnn_level1'$"):
+        check_level(family, 2, level1)
+    # a table edited to name another model for level 1: that model is not level 1 of this family
+    other = _edited(family, lambda d: d["models"].__setitem__(1, "digits_cnn"))
+    with pytest.raises(DefenceTableError, match=r"'digits_cnn' is not level 1 of 'orl_faces_cnn'"):
+        check_level(other, 1, zoo.load_manifest("digits_cnn"))
+    # one that says it is, with other blocks
+    impostor = dataclasses.replace(zoo.load_manifest("digits_cnn"), model_id=model_id(1),
+                                   privacy={"privacy_level": {"family": "orl_faces_cnn", "level": 1}})
+    with pytest.raises(DefenceTableError, match=r"does not have 'orl_faces_cnn''s input and blocks"):
+        check_level(family, 1, impostor)
+    for bad in ("~root", "a\x00b"):
+        with pytest.raises(DefenceTableError, match=r"privacy\.defence\.models: not a plain model id"):
+            defence_table(_edited(family, lambda d, bad=bad: d["models"].__setitem__(1, bad)))
