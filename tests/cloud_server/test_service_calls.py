@@ -1,0 +1,181 @@
+"""The cloud's CloudServer calls over real gRPC on loopback (cloud_server.service), each pinned by
+what an operator or a device relies on: frames an edge streams are answered and counted in the
+cloud's metrics, a message over the frame cap ends the stream naming ``frames`` after what came
+before it, the heads of a model are listed, a watcher hears each change once, and rate limits
+name what was limited, its burst and whom."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import pytest
+from harness import Tiers, frame_for, start_tiers, stop_tiers, wait_until
+
+from cloud_server.config import CloudConfig
+from ecd import zoo
+from ecd.limits import MAX_FRAMES_PER_MESSAGE
+from ecd.manifest import load_heldout
+from ecd.v1 import ecd_pb2 as pb
+
+M = zoo.load_manifest("digits_cnn")
+X = M.input.preprocess(load_heldout(M).images[:5])
+
+
+def cloud_frames(t: Tiers, n: int, token: str | None = None) -> list[pb.Frame]:
+    """Frames as an edge relays them: the device ran blocks [0, 3), the edge none (split_edge 3)."""
+    a = t.register(split=3)
+    frames = [frame_for(a, M, X[i : i + 1], i + 1) for i in range(n)]
+    for f in frames:
+        f.split_edge = 3
+        if token is not None:
+            f.token = token
+    return frames
+
+
+def sample(t: Tiers, name: str, **labels: str) -> float | None:
+    return t.cloud.metrics.registry.get_sample_value(name, {"service": "cloud", **labels})
+
+
+def test_frames_an_edge_streams_are_answered_and_counted_with_their_compute_time_and_bytes(tiers: Tiers) -> None:
+    frames = cloud_frames(tiers, 5)
+    one_by_one = list(tiers.cloud_stub.Stream(iter(frames[:3]), timeout=60))
+    (batch,) = list(tiers.cloud_stub.StreamBatches(iter([pb.FrameBatch(frames=frames[3:])]), timeout=60))
+    results = [*one_by_one, *batch.results]
+    assert [r.frame_id for r in results] == [1, 2, 3, 4, 5] and not any(r.HasField("error") for r in results)
+    assert sample(tiers, "ecd_frames_total", outcome="ok") == 5
+    assert sample(tiers, "ecd_frames_total", outcome="error") == 0
+    assert sample(tiers, "ecd_stage_seconds_count", stage="cloud_compute") == 5
+    assert sample(tiers, "ecd_stage_seconds_sum", stage="cloud_compute") == pytest.approx(sum(r.cloud_compute_s for r in results))
+    assert sample(tiers, "ecd_hop_bytes_total", hop="edge_to_cloud") == sum(r.edge_to_cloud_bytes for r in results) > 0
+
+
+def test_a_refused_frame_is_counted_by_its_status_and_not_timed(tiers: Tiers) -> None:
+    (refused,) = list(tiers.cloud_stub.Stream(iter(cloud_frames(tiers, 1, token="not-a-token")), timeout=60))
+    assert refused.error.code == grpc.StatusCode.UNAUTHENTICATED.value[0]
+    assert sample(tiers, "ecd_frames_total", outcome="error") == 1
+    assert sample(tiers, "ecd_frames_total", outcome="ok") == 0
+    assert sample(tiers, "ecd_frame_errors_total", code="UNAUTHENTICATED") == 1
+    assert (sample(tiers, "ecd_stage_seconds_count", stage="cloud_compute") or 0) == 0
+    assert (sample(tiers, "ecd_hop_bytes_total", hop="edge_to_cloud") or 0) == 0
+
+
+def test_a_message_over_the_frame_cap_ends_the_stream_naming_frames_after_what_came_before(tiers: Tiers) -> None:
+    frames = cloud_frames(tiers, 2)
+    over = pb.FrameBatch(frames=[pb.Frame()] * (MAX_FRAMES_PER_MESSAGE + 1))  # refused before any frame is read
+    got = []
+    with pytest.raises(grpc.RpcError) as e:
+        for reply in tiers.cloud_stub.StreamBatches(iter([pb.FrameBatch(frames=frames), over]), timeout=60):
+            got.append([r.frame_id for r in reply.results])
+    assert got == [[1, 2]]
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert e.value.details() == f"frames: a message carries at most {MAX_FRAMES_PER_MESSAGE} frames, got {MAX_FRAMES_PER_MESSAGE + 1}"
+    assert sample(tiers, "ecd_frames_total", outcome="ok") == 2
+    # the stream is over, the cloud is not: the next stream is served
+    assert [r.frame_id for r in tiers.cloud_stub.Stream(iter(frames[:1]), timeout=60)] == [1]
+
+
+def test_the_heads_of_a_served_model_are_listed_and_an_unknown_model_is_named(tiers: Tiers) -> None:
+    heads = tiers.cloud_stub.ListHeads(pb.ListHeadsRequest(model_id="digits_cnn"), timeout=30).heads
+    assert [h.name for h in heads] == ["class"]
+    assert heads[0].model_id == "digits_cnn" and list(heads[0].labels) == [str(d) for d in range(10)]
+    with pytest.raises(grpc.RpcError) as e:
+        tiers.cloud_stub.ListHeads(pb.ListHeadsRequest(model_id="none-such"), timeout=30)
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert e.value.details().startswith("model_id: model 'none-such' is not served here")
+
+
+def test_a_watcher_hears_its_assignment_then_each_change_once(tiers: Tiers) -> None:
+    """A watcher re-reads the assignment whenever the cloud says something may have changed
+    (``core.on_change``: a placement, a move) and is sent it only when it did change."""
+    a = tiers.register(split=2)
+    watch = tiers.cloud_stub.WatchAssignment(pb.GetAssignmentRequest(device_id=a.device_id, token=a.token), timeout=60)
+
+    def update(split: int, w_privacy: float) -> None:
+        tiers.cloud_stub.UpdatePreferences(pb.UpdatePreferencesRequest(
+            device_id=a.device_id, token=a.token, preferences=pb.Preferences(w_energy=1 - w_privacy, w_privacy=w_privacy),
+            split_device=split), timeout=30)
+
+    try:
+        first = next(watch)
+        assert (first.device_id, first.split_device, first.edge_id) == (a.device_id, 2, a.edge_id)
+        tiers.cloud.core.on_change()  # nothing changed for this device: nothing is sent
+        update(3, 0.5)
+        tiers.cloud.core.on_change()
+        assert next(watch).split_device == 3
+        update(3, 0.75)  # the preferences alone
+        tiers.cloud.core.on_change()
+        assert next(watch).preferences.w_privacy == 0.75
+    finally:
+        watch.cancel()
+
+
+def test_a_watch_with_a_wrong_token_is_refused_naming_token(tiers: Tiers) -> None:
+    a = tiers.register(split=2)
+    with pytest.raises(grpc.RpcError) as e:
+        next(tiers.cloud_stub.WatchAssignment(pb.GetAssignmentRequest(device_id=a.device_id, token="wrong"), timeout=30))
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert e.value.details().startswith("token:")
+
+
+def test_registrations_are_counted_per_host_with_a_burst_of_five_times_the_rate(tmp_path: Path) -> None:
+    t = start_tiers(tmp_path, cloud_cfg=CloudConfig(registrations_per_s=0.2))  # a burst of 1: the edge spent it
+    try:
+        with pytest.raises(grpc.RpcError) as e:
+            t.register(split=2)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert e.value.details() == "registrations: more than 0.2 a second (burst 1) from 127.0.0.1; retry later"
+    finally:
+        stop_tiers(t)
+
+
+def test_location_reports_are_counted_per_device_with_a_burst_of_ten_times_the_rate(tmp_path: Path) -> None:
+    t = start_tiers(tmp_path, cloud_cfg=CloudConfig(locations_per_s=0.1))  # a burst of 1
+    try:
+        a = t.register(split=2)
+        report = pb.LocationReport(device_id=a.device_id, token=a.token, position=pb.Position(lat=40.7, lon=-74.0))
+        t.cloud_stub.ReportLocation(report, timeout=30)
+        with pytest.raises(grpc.RpcError) as e:
+            t.cloud_stub.ReportLocation(report, timeout=30)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert e.value.details() == f"ReportLocation: more than 0.1 a second (burst 1) from {a.device_id}; retry later"
+    finally:
+        stop_tiers(t)
+
+
+def test_slow_control_calls_run_off_the_event_loop(tiers: Tiers) -> None:
+    """Deciding a split (a registration, an enrolment), adding a head and reading a partition's
+    files take a while: they run in a worker thread, so the loop serving every stream is never
+    held up by them."""
+    import threading
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from cloud_server.heads import parity_head_weights
+
+    ran_on: list[tuple[str, threading.Thread]] = []
+
+    def recording(name: str, fn):
+        def wrapper(*args, **kw):
+            ran_on.append((name, threading.current_thread()))
+            return fn(*args, **kw)
+        return wrapper
+
+    core = tiers.cloud.core
+    core.devices.register = recording("register", core.devices.register)
+    core.models.add_head = recording("add_head", core.models.add_head)
+    core.models.partition_chunks = recording("partition_chunks", core.models.partition_chunks)
+    tiers.register(split=2)
+    key = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    tiers.cloud_stub.EnrolDevice(pb.EnrolDeviceRequest(code=core.enrolment.issue().code, public_key=key, registration=pb.RegisterDeviceRequest(
+        device_name="phone", radio="wifi", model_id="digits_cnn", preferences=pb.Preferences(w_energy=0.5, w_privacy=0.5),
+        encoding=pb.FLOAT16)), timeout=30)
+    labels, weight = parity_head_weights(tuple(str(d) for d in range(10)))
+    tiers.cloud_stub.AddHead(pb.HeadSpec(model_id="digits_cnn", name="parity", labels=labels, weight=weight,
+                                         input=pb.HeadSpec.PROBABILITIES), timeout=30)
+    assert list(tiers.cloud_stub.FetchPartition(pb.FetchPartitionRequest(model_id="digits_cnn", start=0, stop=1), timeout=30))
+    assert [name for name, _ in ran_on] == ["register", "register", "add_head", "partition_chunks"]
+    assert all(thread is not tiers.loop.thread for _, thread in ran_on), ran_on
