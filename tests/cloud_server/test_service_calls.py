@@ -174,8 +174,37 @@ def test_slow_control_calls_run_off_the_event_loop(tiers: Tiers) -> None:
         device_name="phone", radio="wifi", model_id="digits_cnn", preferences=pb.Preferences(w_energy=0.5, w_privacy=0.5),
         encoding=pb.FLOAT16)), timeout=30)
     labels, weight = parity_head_weights(tuple(str(d) for d in range(10)))
-    tiers.cloud_stub.AddHead(pb.HeadSpec(model_id="digits_cnn", name="parity", labels=labels, weight=weight,
-                                         input=pb.HeadSpec.PROBABILITIES), timeout=30)
+    added = tiers.cloud_stub.AddHead(pb.HeadSpec(model_id="digits_cnn", name="parity", labels=labels, weight=weight,
+                                                 input=pb.HeadSpec.PROBABILITIES), timeout=30)
+    assert added.heads == 2  # the heads the model has now, the built-in one included
     assert list(tiers.cloud_stub.FetchPartition(pb.FetchPartitionRequest(model_id="digits_cnn", start=0, stop=1), timeout=30))
     assert [name for name, _ in ran_on] == ["register", "register", "add_head", "partition_chunks"]
     assert all(thread is not tiers.loop.thread for _, thread in ran_on), ran_on
+
+
+def test_an_edge_joining_or_leaving_places_at_once_not_at_the_next_periodic_check(tmp_path: Path) -> None:
+    from ecd.v1 import ecd_pb2_grpc as pb_grpc
+
+    t = start_tiers(tmp_path, cloud_cfg=CloudConfig(placement_check_s=3600.0, leader_lease_s=7200.0))  # by the clock: not within this test
+    scheduler = pb_grpc.SchedulerStub(t.cloud_channel)
+
+    def placement() -> tuple[int, str, int]:
+        try:
+            p = scheduler.GetPlacement(pb.GetPlacementRequest(), timeout=30)
+        except grpc.RpcError:
+            return 0, "", 0
+        return p.version, p.trigger, len(p.edges)
+
+    try:
+        wait_until(lambda: placement()[0] > 0, "the placement the first edge's registration started")
+        first = placement()
+        assert first[1] == "edge joined"
+        other = t.cloud_stub.RegisterEdge(pb.RegisterEdgeRequest(endpoint="127.0.0.1:9", capacity=10), timeout=30).edge_id
+        wait_until(lambda: placement()[0] > first[0], "a placement for the second edge")
+        joined = placement()
+        assert joined[1] == "edge joined"
+        t.cloud_stub.DeregisterEdge(pb.DeregisterEdgeRequest(edge_id=other), timeout=30)
+        wait_until(lambda: placement()[0] > joined[0], "a placement without the edge that left")
+        assert placement()[1] == "edge lost"
+    finally:
+        stop_tiers(t)
