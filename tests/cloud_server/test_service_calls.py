@@ -34,6 +34,15 @@ def cloud_frames(t: Tiers, n: int, token: str | None = None) -> list[pb.Frame]:
     return frames
 
 
+def browser_key() -> bytes:
+    """A browser device's public key, as a page's WebCrypto exports it (SPKI, P-256)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def sample(t: Tiers, name: str, **labels: str) -> float | None:
     return t.cloud.metrics.registry.get_sample_value(name, {"service": "cloud", **labels})
 
@@ -121,11 +130,16 @@ def test_a_watch_with_a_wrong_token_is_refused_naming_token(tiers: Tiers) -> Non
 
 def test_registrations_are_counted_per_host_with_a_burst_of_five_times_the_rate(tmp_path: Path) -> None:
     t = start_tiers(tmp_path, cloud_cfg=CloudConfig(registrations_per_s=0.2))  # a burst of 1: the edge spent it
+    enrolment = pb.EnrolDeviceRequest(code=t.cloud.core.enrolment.issue().code, public_key=browser_key(), registration=pb.RegisterDeviceRequest(
+        device_name="phone", radio="wifi", model_id="digits_cnn", preferences=pb.Preferences(w_energy=0.5, w_privacy=0.5), encoding=pb.FLOAT16))
     try:
-        with pytest.raises(grpc.RpcError) as e:
-            t.register(split=2)
-        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert e.value.details() == "registrations: more than 0.2 a second (burst 1) from 127.0.0.1; retry later"
+        for what, call in [("a device", lambda: t.register(split=2)),
+                           ("an edge", lambda: t.cloud_stub.RegisterEdge(pb.RegisterEdgeRequest(endpoint="127.0.0.1:9", capacity=10), timeout=30)),
+                           ("a browser device", lambda: t.cloud_stub.EnrolDevice(enrolment, timeout=30))]:
+            with pytest.raises(grpc.RpcError) as e:
+                call()
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, what
+            assert e.value.details() == "registrations: more than 0.2 a second (burst 1) from 127.0.0.1; retry later", what
     finally:
         stop_tiers(t)
 
@@ -150,9 +164,6 @@ def test_slow_control_calls_run_off_the_event_loop(tiers: Tiers) -> None:
     held up by them."""
     import threading
 
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
     from cloud_server.heads import parity_head_weights
 
     ran_on: list[tuple[str, threading.Thread]] = []
@@ -168,9 +179,7 @@ def test_slow_control_calls_run_off_the_event_loop(tiers: Tiers) -> None:
     core.models.add_head = recording("add_head", core.models.add_head)
     core.models.partition_chunks = recording("partition_chunks", core.models.partition_chunks)
     tiers.register(split=2)
-    key = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    tiers.cloud_stub.EnrolDevice(pb.EnrolDeviceRequest(code=core.enrolment.issue().code, public_key=key, registration=pb.RegisterDeviceRequest(
+    tiers.cloud_stub.EnrolDevice(pb.EnrolDeviceRequest(code=core.enrolment.issue().code, public_key=browser_key(), registration=pb.RegisterDeviceRequest(
         device_name="phone", radio="wifi", model_id="digits_cnn", preferences=pb.Preferences(w_energy=0.5, w_privacy=0.5),
         encoding=pb.FLOAT16)), timeout=30)
     labels, weight = parity_head_weights(tuple(str(d) for d in range(10)))

@@ -1,0 +1,82 @@
+"""The cloud server's start and stop (cloud_server.service), over real gRPC on loopback: what it
+serves once started (its write path healthy, its metrics with the schedulers' series, the options
+that reach its parts), and what a stop gives back (the schedulers' lease, at once, to another
+replica; the operator view's port; the serving port)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from cloud_server.config import CloudConfig
+from cloud_server.leader import SchedulerLeader
+from cloud_server.registry import Registry
+from cloud_server.service import REGISTRY_HEALTH, start_cloud
+from ecd.transport.rpc import LoopThread, wait_healthy
+from ecd.v1 import ecd_pb2 as pb
+from ecd.v1 import ecd_pb2_grpc as pb_grpc
+from harness import wait_until
+
+
+def refused(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_started_cloud_serves_its_write_path_as_healthy_and_the_schedulers_metrics(tmp_path: Path) -> None:
+    loop = LoopThread()
+    cloud = loop.run(start_cloud(replace(CloudConfig(), db=str(tmp_path / "c.sqlite3"), port=0, metrics_port=0)))
+    try:
+        wait_healthy(f"127.0.0.1:{cloud.port}")
+        assert cloud.metrics_port > 0 and cloud.panel_port == -1  # the operator view is off by default
+        with grpc.insecure_channel(f"127.0.0.1:{cloud.port}") as ch:
+            check = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=REGISTRY_HEALTH), timeout=10)
+            assert check.status == health_pb2.HealthCheckResponse.SERVING
+            # both services on the one port
+            pb_grpc.CloudServerStub(ch).ListHeads(pb.ListHeadsRequest(model_id="digits_cnn"), timeout=10)
+            pb_grpc.SchedulerStub(ch).ListReputations(pb.ReputationsRequest(), timeout=10)
+        # the schedulers' series are on the cloud's own registry (the one its metrics port serves)
+        assert cloud.metrics.registry.get_sample_value("ecd_registry_writable") == 1.0
+        wait_until(lambda: cloud.metrics.registry.get_sample_value("ecd_scheduler_leader") == 1.0, "this replica to lead")
+    finally:
+        loop.run(cloud.stop(0))
+        loop.close()
+
+
+def test_without_a_metrics_port_none_is_opened(tmp_path: Path) -> None:
+    loop = LoopThread()
+    cloud = loop.run(start_cloud(replace(CloudConfig(), db=str(tmp_path / "c.sqlite3"), port=0, metrics_port=-1)))
+    try:
+        assert cloud.metrics_port == -1
+    finally:
+        loop.run(cloud.stop(0))
+        loop.close()
+
+
+def test_a_stopped_cloud_gives_the_schedulers_lease_up_at_once_and_closes_its_ports(tmp_path: Path) -> None:
+    db = str(tmp_path / "c.sqlite3")
+    token = tmp_path / "token"
+    token.write_text("0123456789abcdef0123456789abcdef\n")
+    token.chmod(0o600)
+    loop = LoopThread()
+    cloud = loop.run(start_cloud(replace(CloudConfig(), db=db, port=0, metrics_port=-1, panel_port=0,
+                                         panel_token_file=str(token), leader_lease_s=600.0)))
+    try:
+        wait_healthy(f"127.0.0.1:{cloud.port}")
+        wait_until(lambda: cloud.core.leader.leading, "this replica to lead")
+        ports = cloud.port, cloud.panel_port
+        assert ports[1] > 0 and not refused(ports[1])
+    finally:
+        loop.run(cloud.stop(0))
+        loop.close()
+    assert refused(ports[0]) and refused(ports[1])
+    # another replica leads at once, not after the 600 s lease
+    registry = Registry(db)
+    try:
+        assert SchedulerLeader(registry, 60.0, holder="another replica").renew()
+    finally:
+        registry.close()
