@@ -217,3 +217,32 @@ def test_an_edge_joining_or_leaving_places_at_once_not_at_the_next_periodic_chec
         assert placement()[1] == "edge lost"
     finally:
         stop_tiers(t)
+
+
+def test_a_stopping_cloud_answers_what_it_read_and_ends_each_edge_stream_cleanly(tmp_path: Path) -> None:
+    """A stop drains: it stops reading each edge's stream, answers the frames read, and ends the
+    stream with OK (the edge resends the rest to another cloud) rather than cutting it off."""
+    import threading
+    import time
+
+    t = start_tiers(tmp_path)
+    more = threading.Event()
+    try:
+        frames = cloud_frames(t, 2)
+
+        def requests():
+            yield pb.FrameBatch(frames=frames)
+            more.wait(60)  # an edge with nothing more to send yet
+
+        call = t.cloud_stub.StreamBatches(requests(), timeout=60)
+        assert [r.frame_id for r in next(call).results] == [1, 2]
+        t0 = time.monotonic()
+        t.loop.run(t.cloud.stop(30))
+        assert time.monotonic() - t0 < 10  # it waited for the stream to end, not for its 30 s grace
+        assert list(call) == [] and call.code() == grpc.StatusCode.OK
+    finally:
+        more.set()
+        t.cloud_channel.close()
+        t.edge_channel.close()
+        t.loop.run(t.edge.stop(0))
+        t.loop.close()
