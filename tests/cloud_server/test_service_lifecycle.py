@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cloud_server.config import CloudConfig
@@ -19,7 +20,7 @@ from cloud_server.service import REGISTRY_HEALTH, start_cloud
 from ecd.transport.rpc import LoopThread, wait_healthy
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
-from harness import wait_until
+from harness import start_tiers, stop_tiers, wait_until
 
 
 def refused(port: int) -> bool:
@@ -80,3 +81,29 @@ def test_a_stopped_cloud_gives_the_schedulers_lease_up_at_once_and_closes_its_po
         assert SchedulerLeader(registry, 60.0, holder="another replica").renew()
     finally:
         registry.close()
+
+
+@pytest.mark.parametrize("boundary, split_edge", [(-1, 5), (0, 2), (4, 4)])  # digits_cnn has 6 blocks; the device runs 2
+def test_the_edge_boundary_option_sets_the_blocks_an_edge_runs(tmp_path: Path, boundary: int, split_edge: int) -> None:
+    t = start_tiers(tmp_path, cloud_cfg=CloudConfig(edge_boundary=boundary))
+    try:
+        assert t.register(split=2).split_edge == split_edge
+    finally:
+        stop_tiers(t)
+
+
+def test_the_placement_options_reach_the_placement(tmp_path: Path) -> None:
+    from edge_node.service import EdgeConfig
+
+    t = start_tiers(tmp_path, cloud_cfg=CloudConfig(placement_method="lf", placement_activation_cost=7.5),
+                    edge_cfg=EdgeConfig(position="40.75,-74.0"))  # no activation cost of its own: the cloud's default
+    try:
+        a = t.register(split=2)
+        t.cloud_stub.ReportLocation(pb.LocationReport(device_id=a.device_id, token=a.token, position=pb.Position(lat=40.7, lon=-74.0)),
+                                    timeout=30)  # a device with a position: the configured method places it
+        scheduler = pb_grpc.SchedulerStub(t.cloud_channel)
+        report = scheduler.Place(pb.PlaceRequest(), timeout=60)
+        assert report.method == "lf"
+        assert [e.activation_cost for e in report.edges] == [7.5]
+    finally:
+        stop_tiers(t)
