@@ -107,3 +107,35 @@ def test_the_placement_options_reach_the_placement(tmp_path: Path) -> None:
         assert [e.activation_cost for e in report.edges] == [7.5]
     finally:
         stop_tiers(t)
+
+
+def test_the_frame_limits_reach_the_frames(tmp_path: Path) -> None:
+    """``max_batch`` and ``max_tensor_bytes`` as configured, not the defaults: a two-image frame is
+    refused in band naming max_batch; one over max_tensor_bytes is not even taken in (the cloud's
+    receive cap follows the frame limit)."""
+    from ecd import zoo
+    from ecd.manifest import load_heldout
+    from harness import frame_for
+
+    m = zoo.load_manifest("digits_cnn")
+    split = max(range(m.n_blocks), key=m.activation_bytes)  # the largest activation the device may send
+    x = m.input.preprocess(load_heldout(m).images[:2])
+
+    def refusal(cfg: CloudConfig, name: str) -> tuple[int, str]:
+        (tmp_path / name).mkdir()
+        t = start_tiers(tmp_path / name, cloud_cfg=cfg)
+        try:
+            f = frame_for(t.register(split=split), m, x, 1)
+            f.split_edge = split
+            try:
+                (r,) = list(t.cloud_stub.Stream(iter([f]), timeout=60))
+            except grpc.RpcError as e:
+                return e.code().value[0], e.details()
+            return r.error.code, r.error.message
+        finally:
+            stop_tiers(t)
+
+    exhausted = grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert refusal(CloudConfig(max_batch=1), "batch") == (exhausted, "tensor.shape[0]: a batch of 2 exceeds the limit of 1 (max_batch)")
+    code, details = refusal(CloudConfig(max_tensor_bytes=m.activation_bytes(split)), "bytes")
+    assert code == exhausted and "Received message larger than max" in details
