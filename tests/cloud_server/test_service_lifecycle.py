@@ -139,3 +139,24 @@ def test_the_frame_limits_reach_the_frames(tmp_path: Path) -> None:
     assert refusal(CloudConfig(max_batch=1), "batch") == (exhausted, "tensor.shape[0]: a batch of 2 exceeds the limit of 1 (max_batch)")
     code, details = refusal(CloudConfig(max_tensor_bytes=m.activation_bytes(split)), "bytes")
     assert code == exhausted and "Received message larger than max" in details
+
+
+def test_the_timing_and_quota_options_reach_the_parts_that_use_them(tmp_path: Path) -> None:
+    """The options whose effect the core's own tests pin (tests/cloud_server/test_core*.py), as set,
+    not their defaults; the schedulers' series on the registry the metrics port serves."""
+    from ecd.batching import BatchingConfig
+
+    cfg = replace(CloudConfig(), db=str(tmp_path / "c.sqlite3"), port=0, metrics_port=-1, edge_timeout_s=7.0, device_lease_s=77.0,
+                  leader_lease_s=9.0, placement_check_s=1.5, placement_debounce_s=0.25, batch_max_frames=5, batch_max_delay_ms=20.0,
+                  devices_per_certificate=3, enrol_code_ttl_s=123.0)
+    loop = LoopThread()
+    cloud = loop.run(start_cloud(cfg))
+    try:
+        core = cloud.core
+        assert (core.edges.timeout_s, core.leases.lease_s, core.leader.ttl_s, core.placement.debounce_s) == (7.0, 77.0, 9.0, 0.25)
+        assert {core.models.served(m).batcher.config for m in core.models} == {BatchingConfig(5, 0.02)}
+        assert (core.devices.per_certificate, core.enrolment.ttl_s) == (3, 123.0)
+        assert cloud.servicer.monitor.every_s == 1.5
+    finally:
+        loop.run(cloud.stop(0))
+        loop.close()
