@@ -6,7 +6,6 @@ name what was limited, its burst and whom."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import grpc

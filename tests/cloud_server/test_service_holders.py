@@ -7,33 +7,31 @@ handler then passes to the core is what is pinned here."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 import grpc
 import pytest
 
-from cloud_server.config import CloudConfig
-from cloud_server.service import start_cloud
-from ecd import certs
+from secure_tiers import SecureTiers, start_secure_tiers, stop_secure_tiers
+
 from ecd.transport import tls
-from ecd.transport.rpc import LoopThread, wait_healthy
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
-from edge_node.service import EdgeConfig, start_edge
+from edge_node.service import RunningEdge
 
 
 @dataclass
 class Secure:
-    loop: LoopThread
-    cloud: object
-    edge: object
-    folder: Path
+    tiers: SecureTiers
     a: pb.Assignment  # device A, registered over device-1's certificate
 
+    @property
+    def edge(self) -> RunningEdge:
+        return self.tiers.edge
+
     def stub(self, holder: str) -> tuple[grpc.Channel, pb_grpc.CloudServerStub]:
-        ch = tls.channel(f"127.0.0.1:{self.cloud.port}", tls.load(str(self.folder), holder), "cloud")
+        ch = tls.channel(f"127.0.0.1:{self.tiers.cloud.port}", tls.load(str(self.tiers.folder), holder), "cloud")
         return ch, pb_grpc.CloudServerStub(ch)
 
     def call(self, holder: str, rpc: Callable[[pb_grpc.CloudServerStub], object]) -> tuple[str, str]:
@@ -54,26 +52,14 @@ def registration(name: str) -> pb.RegisterDeviceRequest:
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory):
-    folder = tmp_path_factory.mktemp("tls") / "certs"
-    certs.init(folder, certs.default_holders(edges=2, devices=2))
-    tmp = folder.parent
-    loop = LoopThread()
     # 0.2 registrations a second per caller: a burst of one (five times the rate)
-    cloud = loop.run(start_cloud(replace(CloudConfig(), db=str(tmp / "cloud.sqlite3"), metrics_port=-1, tls_dir=str(folder),
-                                         registrations_per_s=0.2)))
-    edge = loop.run(start_edge(replace(EdgeConfig(), cloud=f"127.0.0.1:{cloud.port}", metrics_port=-1, tls_dir=str(folder),
-                                       tls_name="edge-1", model_dir=str(tmp / "edge-models"), heartbeat_s=0.3)))
-    ca_only = tls.load(str(folder), "operator")
-    wait_healthy(f"127.0.0.1:{cloud.port}", tls=ca_only, server_role="cloud")
-    wait_healthy(f"127.0.0.1:{edge.port}", tls=ca_only, server_role="edge")
-    s = Secure(loop, cloud, edge, folder, pb.Assignment())
+    tiers = start_secure_tiers(tmp_path_factory.mktemp("tls"), registrations_per_s=0.2)
+    s = Secure(tiers, pb.Assignment())
     ch, stub = s.stub("device-1")
     with ch:
         s.a = stub.RegisterDevice(registration("A"), timeout=30)
     yield s
-    loop.run(edge.stop(0, leave=False))
-    loop.run(cloud.stop(0))
-    loop.close()
+    stop_secure_tiers(tiers)
 
 
 def device_calls(a: pb.Assignment) -> dict[str, Callable[[pb_grpc.CloudServerStub], object]]:
