@@ -245,3 +245,24 @@ def test_a_stopping_cloud_answers_what_it_read_and_ends_each_edge_stream_cleanly
         t.edge_channel.close()
         t.loop.run(t.edge.stop(0))
         t.loop.close()
+
+
+def test_watches_beyond_a_callers_burst_are_refused_naming_the_limit(tiers: Tiers) -> None:
+    """At most 20 watches at once from one caller, then 5 a second: 60 opened together cannot all
+    be taken (refilling the rest would take the cloud 8 s)."""
+    a = tiers.register(split=2)
+    calls = [tiers.cloud_stub.WatchAssignment(pb.GetAssignmentRequest(device_id=a.device_id, token=a.token), timeout=60)
+             for _ in range(60)]
+    outcomes = []
+    try:
+        for call in calls:
+            try:
+                outcomes.append(("OK", next(call).device_id))
+            except grpc.RpcError as e:
+                outcomes.append((e.code().name, e.details()))
+    finally:
+        for call in calls:
+            call.cancel()
+    assert ("OK", a.device_id) in outcomes
+    assert set(outcomes) == {("OK", a.device_id),
+                             ("RESOURCE_EXHAUSTED", "WatchAssignment: more than 5 a second (burst 20) from 127.0.0.1; retry later")}
