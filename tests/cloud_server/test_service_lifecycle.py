@@ -160,3 +160,37 @@ def test_the_timing_and_quota_options_reach_the_parts_that_use_them(tmp_path: Pa
     finally:
         loop.run(cloud.stop(0))
         loop.close()
+
+
+@pytest.mark.parametrize("peers, status", [(("::1",), 200), (("127.0.0.1",), 403)])
+def test_the_operator_view_on_ipv6_loopback_checks_its_callers_as_ipv6_peers(tmp_path: Path, peers: tuple, status: int) -> None:
+    import httpx
+
+    loop = LoopThread()
+    cloud = loop.run(start_cloud(replace(CloudConfig(), db=str(tmp_path / "c.sqlite3"), port=0, metrics_port=-1, panel_port=0,
+                                         panel_host="::1", operator_peers=peers)))
+    try:
+        r = httpx.get(f"http://[::1]:{cloud.panel_port}/api/overview", timeout=10)
+        assert r.status_code == status
+        if status == 403:
+            assert r.json()["error"] == "operator: calls from ::1 are not taken here (operator_peers)"
+    finally:
+        loop.run(cloud.stop(0))
+        loop.close()
+
+
+def test_a_view_beyond_loopback_is_served_only_when_plaintext_is_forced(tmp_path: Path) -> None:
+    from ecd.errors import ConfigError
+
+    loop = LoopThread()
+    try:
+        cfg = replace(CloudConfig(), db=str(tmp_path / "c.sqlite3"), port=0, metrics_port=-1, panel_port=0, panel_host="0.0.0.0")
+        with pytest.raises(ConfigError, match="^panel_host: 0.0.0.0 is not a loopback address"):
+            loop.run(start_cloud(cfg))
+        cloud = loop.run(start_cloud(replace(cfg, insecure=True)))
+        try:
+            assert cloud.panel_port > 0 and not refused(cloud.panel_port)
+        finally:
+            loop.run(cloud.stop(0))
+    finally:
+        loop.close()
