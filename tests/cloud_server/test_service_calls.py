@@ -47,6 +47,8 @@ def sample(t: Tiers, name: str, **labels: str) -> float | None:
 
 
 def test_frames_an_edge_streams_are_answered_and_counted_with_their_compute_time_and_bytes(tiers: Tiers) -> None:
+    wait_until(lambda: tiers.cloud.servicer.streams == 1, "the edge's link to the cloud")  # open before any frame
+    open_before = 1
     frames = cloud_frames(tiers, 5)
     one_by_one = list(tiers.cloud_stub.Stream(iter(frames[:3]), timeout=60))
     (batch,) = list(tiers.cloud_stub.StreamBatches(iter([pb.FrameBatch(frames=frames[3:])]), timeout=60))
@@ -57,6 +59,10 @@ def test_frames_an_edge_streams_are_answered_and_counted_with_their_compute_time
     assert sample(tiers, "ecd_stage_seconds_count", stage="cloud_compute") == 5
     assert sample(tiers, "ecd_stage_seconds_sum", stage="cloud_compute") == pytest.approx(sum(r.cloud_compute_s for r in results))
     assert sample(tiers, "ecd_hop_bytes_total", hop="edge_to_cloud") == sum(r.edge_to_cloud_bytes for r in results) > 0
+    # both streams ended: only the edge's own stream is counted open, and only its reader kept
+    servicer = tiers.cloud.servicer
+    wait_until(lambda: servicer.streams == open_before, "the ended streams to be counted closed")
+    assert len(servicer.readers) == open_before == 1
 
 
 def test_a_refused_frame_is_counted_by_its_status_and_not_timed(tiers: Tiers) -> None:
