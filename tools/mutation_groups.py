@@ -91,7 +91,10 @@ GROUPS: dict[str, Group] = {
     ),
     "services": Group(
         ("edge_node/service.py", "cloud_server/service.py", "cloud_server/scheduler_service.py"),
-        ("tests/edge_node", "tests/cloud_server/test_service_operator.py", "tests/integration/test_security.py",
+        ("tests/edge_node", "tests/cloud_server/test_service_operator.py", "tests/cloud_server/test_service_calls.py",
+         "tests/cloud_server/test_service_holders.py", "tests/cloud_server/test_service_monitor.py",
+         "tests/cloud_server/test_service_lifecycle.py", "tests/cloud_server/test_panel.py", "tests/cloud_server/test_disk_full.py",
+         "tests/integration/test_security.py",
          "tests/integration/test_bad_input.py", "tests/integration/test_identity.py",
          # the Scheduler service's calls and its client, end to end
          "tests/cloud_server/test_placement_service.py", "tests/cloud_server/test_campaigns.py", "tests/cloud_server/test_sites.py"),

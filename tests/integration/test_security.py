@@ -31,10 +31,11 @@ from ecd.errors import ConfigError
 from ecd.manifest import load_heldout
 from ecd.partition import Partition
 from ecd.transport import serde
-from ecd.transport.rpc import LoopThread, wait_healthy
+from ecd.transport.rpc import LoopThread
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
-from edge_node.service import EdgeConfig, start_edge
+from edge_node.service import EdgeConfig
+from secure_tiers import start_secure_tiers, stop_secure_tiers
 
 REPO = Path(__file__).resolve().parents[2]
 SECURITY_PAGE = REPO / "docs" / "explanation" / "security.md"  # the site's security page holds the table
@@ -66,21 +67,9 @@ class Secure:
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory):
-    folder = tmp_path_factory.mktemp("tls") / "certs"
-    certs.init(folder, certs.default_holders(edges=2, devices=2))
-    tmp = folder.parent
-    loop = LoopThread()
-    cloud = loop.run(start_cloud(replace(CloudConfig(), db=str(tmp / "cloud.sqlite3"), metrics_port=-1, tls_dir=str(folder),
-                                         health_port=0)))
-    edge = loop.run(start_edge(replace(EdgeConfig(), cloud=f"127.0.0.1:{cloud.port}", metrics_port=-1, tls_dir=str(folder),
-                                       tls_name="edge-1", model_dir=str(tmp / "edge-models"), heartbeat_s=0.3)))
-    ca_only = tls.load(str(folder), "operator")
-    wait_healthy(f"127.0.0.1:{cloud.port}", tls=ca_only, server_role="cloud")
-    wait_healthy(f"127.0.0.1:{edge.port}", tls=ca_only, server_role="edge")
-    yield Secure(loop, cloud, edge, folder)
-    loop.run(edge.stop(0, leave=False))
-    loop.run(cloud.stop(0))
-    loop.close()
+    tiers = start_secure_tiers(tmp_path_factory.mktemp("tls"), health_port=0)
+    yield Secure(tiers.loop, tiers.cloud, tiers.edge, tiers.folder)
+    stop_secure_tiers(tiers)
 
 
 def test_certs_are_private_and_name_their_role(secure: Secure) -> None:
