@@ -100,10 +100,11 @@ GROUPS: dict[str, Group] = {
          "tests/cloud_server/test_placement_service.py", "tests/cloud_server/test_campaigns.py", "tests/cloud_server/test_sites.py"),
         timeout_s=180,
     ),
-    # the device agent's gRPC face and its stream state machine; test_gray_failure is the one test
+    # the device agent's gRPC face, its stream state machine and what was split out of it (the frames in
+    # flight, the requests to the loop); test_gray_failure is the one test
     # that abandons a real hung edge (GrpcEdge.abandon), test_stream drives the machine with fakes
     "device": Group(
-        ("device_agent/service.py", "device_agent/stream.py"),
+        ("device_agent/service.py", "device_agent/stream.py", "device_agent/inflight.py", "device_agent/requests.py"),
         ("tests/device_agent", "tests/integration/test_gray_failure.py"),
         timeout_s=120,
     ),
