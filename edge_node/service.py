@@ -38,7 +38,7 @@ from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 from edge_node.core import EdgeCore
 from edge_node.link import ONE_PER_MESSAGE, CloudLink
-from edge_node.fair import DeviceQuotas, Meter
+from edge_node.fair import DeviceQuotas
 
 log = logging.getLogger("ecd.edge")
 
@@ -126,9 +126,6 @@ class GrpcCloudClient:
 
 
 class EdgeServicer(pb_grpc.EdgeNodeServicer):
-    """Device streams, each handler writing its results (``context.write``, not yielding them to gRPC's
-    loop) so that all its steps are metered: what a stream costs the edge weighs its device's share."""
-
     def __init__(self, core: EdgeCore):
         self.core = core
 
@@ -137,7 +134,9 @@ class EdgeServicer(pb_grpc.EdgeNodeServicer):
             async for msg in request_iterator:
                 yield [serde.frame_from_pb(msg)]
 
-        await self._serve(messages(), lambda results: [serde.result_to_pb(r) for r in results], context)
+        async for results in self._serve(messages(), context):
+            for result in results:
+                yield serde.result_to_pb(result)
 
     async def StreamBatches(self, request_iterator, context):
         async def messages():
@@ -145,19 +144,13 @@ class EdgeServicer(pb_grpc.EdgeNodeServicer):
                 check_message_frames(len(msg.frames))  # before any frame is built
                 yield [serde.frame_from_pb(f) for f in msg.frames]
 
-        await self._serve(messages(), lambda results: [pb.ResultBatch(results=[serde.result_to_pb(r) for r in results])], context)
+        async for results in self._serve(messages(), context):
+            yield pb.ResultBatch(results=[serde.result_to_pb(r) for r in results])
 
-    async def _serve(self, messages, replies, context) -> None:
-        meter = Meter(self.core.quotas.clock)
-
-        async def serve() -> None:  # the device's certificate on this stream: its token must have been issued to it
-            async with contextlib.aclosing(self.core.serve_messages(messages, certificate_name("device") or "", meter)) as ready:
-                async for results in ready:  # closed however this ends (a cancelled call too): its stream leaves at once
-                    for reply in replies(results):
-                        await context.write(reply)
-
-        try:
-            await meter.run(serve())
+    async def _serve(self, messages, context):
+        try:  # the device's certificate on this stream: its token must have been issued to it
+            async for results in self.core.serve_messages(messages, certificate_name("device") or ""):
+                yield results
         except EcdError as e:  # draining: the device resends elsewhere
             await context.abort(*to_status(e))
 
