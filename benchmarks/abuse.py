@@ -10,15 +10,20 @@ Attacks, each for ``--seconds``, from an attacker process of its own:
 * ``gzip``         — 8 streams at once, each one gzip-compressed frame (60 KiB on the wire) that
   inflates to 60 MiB.
 
-For each attack: the other device's answered frames per second before (idle) and during, measured
-in the same run (acceptance: >= 50 % of idle); the statuses the attacker got; the peak RSS of the
-edge node and the cloud (acceptance: < 500 MB each) and whether both still serve afterwards.
+For each attack: the other device's answered frames per second idle and during, measured in the
+same run (acceptance: >= 50 % of idle). A flood comes and goes: ``--cycles`` idle phases alternate
+with as many flood phases, ``--seconds`` of each in all; the flood's streams are cancelled at the
+end of each of its phases, and each phase's first ``SETTLE_S`` is not counted. Phases side by side
+see the same other work on the machine, which drifts: measured in one block each, ten seconds
+apart, the other device's idle rate moved by up to 60 % between a measure before a flood and one
+after it. Then: the statuses the attacker got (each flood phase's streams counted), the peak RSS of
+the edge node and the cloud (acceptance: < 500 MB each), and whether both still serve afterwards.
 Cloud and edge run as their own processes on loopback; the measured device is a device agent in
 this process; the attacker runs at ``--attacker-nice`` (19: a stand-in for a machine of its own,
 as on this 2-core machine it would otherwise take the services' CPU).
 
     python benchmarks/abuse.py [--attacks flood-read flood-unread oversized gzip] [--seconds 10]
-        [--attacker-nice 19] [--out results/abuse.json]
+        [--cycles 5] [--attacker-nice 19] [--out results/abuse.json]
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import psutil
-from control_abuse import stream_fps  # the same measure of another device's stream
+from control_abuse import heldout, stream_fps  # the same measure of another device's stream
 
 from device_agent.agent import AgentConfig, DeviceAgent
 from ecd.launch import _cli, _start, _stop
@@ -48,6 +53,8 @@ FLOOD_STREAMS = 20
 BIG_FRAMES = 8
 BIG_BYTES = 60 * 2**20
 RSS_TARGET_BYTES = 500 * 10**6
+SETTLE_S = 0.3  # not counted at the start of each phase of a flood that comes and goes
+LEAD_S = 3.0  # the attacker process starts and opens its streams before the first phase
 CODE_NAMES = {s.value[0]: s.name for s in grpc.StatusCode}
 WIRE = [("grpc.max_send_message_length", 2**30), ("grpc.max_receive_message_length", 2**30)]
 
@@ -86,32 +93,48 @@ def in_threads(n: int, one) -> dict[str, int]:
     return statuses
 
 
-def flood(a: pb.Assignment, seconds: float, read: bool) -> dict[str, int]:
-    """FLOOD_STREAMS streams of valid frames, back to back; the answers read or never read."""
+def phases(t0: float, phase_s: float, cycles: int) -> list[tuple[float, float, bool]]:
+    """(start, end, flooded) of each phase, in time.time(): idle first, then flooded, ``cycles`` times."""
+    return [(t0 + k * phase_s, t0 + (k + 1) * phase_s, k % 2 == 1) for k in range(2 * cycles)]
+
+
+def flood(a: pb.Assignment, schedule: list[tuple[float, float, bool]], read: bool) -> dict[str, int]:
+    """In each flooded phase of ``schedule``: FLOOD_STREAMS streams of valid frames, back to back,
+    the answers read or never read, cancelled at the phase's end (so the frames still buffered on
+    the way are dropped, not served in the idle phase after it); how many ended with each status."""
+    statuses: dict[str, int] = {}
+    for start, end, flooded in schedule:
+        if flooded:
+            time.sleep(max(0.0, start - time.time()))
+            for code, n in flood_phase(a, end, read).items():
+                statuses[code] = statuses.get(code, 0) + n
+    return statuses
+
+
+def flood_phase(a: pb.Assignment, stop: float, read: bool) -> dict[str, int]:
     from ecd import zoo
 
     shape = [1, *zoo.load_manifest("digits_cnn").input.shape]
     data = np.zeros(shape, np.float32).tobytes()
-    stop = time.monotonic() + seconds
 
     def one(k: int) -> str:
         def frames():
             i = k * 10**9
-            while time.monotonic() < stop:
+            while time.time() < stop:
                 i += 1
                 yield frame(a, i, data, shape)
 
         with grpc.insecure_channel(a.edge_endpoint, options=WIRE) as ch:
-            call = pb_grpc.EdgeNodeStub(ch).Stream(frames(), timeout=seconds + 30)
-            code = "OK"
+            call = pb_grpc.EdgeNodeStub(ch).Stream(frames(), timeout=stop - time.time() + 30)
             try:
                 if read:
                     for _ in call:
-                        pass
+                        if time.time() >= stop:
+                            break
                 else:
-                    time.sleep(max(0.0, stop - time.monotonic()))
-                    code = call.code().name if call.done() else "open until cancelled"
-                    call.cancel()
+                    time.sleep(max(0.0, stop - time.time()))
+                code = call.code().name if call.done() else "open until cancelled"
+                call.cancel()
             except grpc.RpcError as e:
                 code = e.code().name
         return code
@@ -138,10 +161,10 @@ def big(a: pb.Assignment, compress: bool) -> dict[str, int]:
     return in_threads(BIG_FRAMES, one)
 
 
-def attack(cloud: str, kind: str, seconds: float, out: str) -> int:
+def attack(cloud: str, kind: str, schedule: list[tuple[float, float, bool]], out: str) -> int:
     a = register(cloud)
     if kind in ("flood-read", "flood-unread"):
-        statuses = flood(a, seconds, read=kind == "flood-read")
+        statuses = flood(a, schedule, read=kind == "flood-read")
     else:
         statuses = big(a, compress=kind == "gzip")
     Path(out).write_text(json.dumps(statuses))
@@ -183,16 +206,36 @@ def serving(target: str) -> bool:
         return False
 
 
+def phased_fps(agent: DeviceAgent, schedule: list[tuple[float, float, bool]]) -> tuple[float, float]:
+    """The agent's answered frames per second in the idle phases and in the flooded ones of
+    ``schedule``, streaming back to back; each phase's first SETTLE_S is not counted."""
+    counted = {False: [0, 0.0], True: [0, 0.0]}  # flooded -> frames, seconds
+    for start, end, flooded in schedule:
+        time.sleep(max(0.0, start + SETTLE_S - time.time()))
+        n, t0 = 0, time.perf_counter()
+        while time.time() < end:
+            n += len(agent.run(heldout("digits_cnn", 20)))
+        counted[flooded][0] += n
+        counted[flooded][1] += time.perf_counter() - t0
+    return counted[False][0] / counted[False][1], counted[True][0] / counted[True][1]
+
+
 def run_attack(kind: str, args: argparse.Namespace, d: Path, cloud: str, edge: str, pids: dict[str, int],
                agent: DeviceAgent) -> dict:
-    quiet = stream_fps(agent, args.seconds)
+    comes_and_goes = kind.startswith("flood")
+    quiet = 0.0 if comes_and_goes else stream_fps(agent, args.seconds)
     rss = PeakRss(pids)
     nice = args.attacker_nice
     out = d / f"{kind}.json"
+    t0 = time.time() + LEAD_S
+    schedule = phases(t0, args.seconds / args.cycles, args.cycles) if comes_and_goes else [(t0, t0 + args.seconds, True)]
     # niceness by `nice`, not preexec_fn: a fork of this process (gRPC threads running) must not run Python code
     attacker = subprocess.Popen(["nice", "-n", str(nice), sys.executable, __file__, "--attack", kind, "--cloud", cloud,
-                                 "--seconds", str(args.seconds), "--attack-out", str(out)])
-    loud = stream_fps(agent, args.seconds)
+                                 "--schedule", json.dumps(schedule), "--attack-out", str(out)])
+    if comes_and_goes:
+        quiet, loud = phased_fps(agent, schedule)
+    else:
+        loud = stream_fps(agent, args.seconds)
     code = attacker.wait(300)
     peak = rss.stop()
     statuses = json.loads(out.read_text()) if out.exists() else {"attacker failed": code}
@@ -212,16 +255,18 @@ def run_attack(kind: str, args: argparse.Namespace, d: Path, cloud: str, edge: s
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--attacks", nargs="+", default=list(ATTACKS), choices=ATTACKS)
-    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--seconds", type=float, default=10.0, help="how long each attack floods (and, for a flood, how long it is idle)")
+    p.add_argument("--cycles", type=int, default=5, help="a flood comes and goes this many times (idle, flooded; ... each --seconds/--cycles)")
     p.add_argument("--attacker-nice", type=int, default=19, help="the attacker process's niceness (19: a stand-in for a machine of its own)")
     p.add_argument("--edge-flags", default="", help="extra edge-node flags, e.g. '--max-device-frames 16'")
     p.add_argument("--out", default="")
     p.add_argument("--attack", choices=ATTACKS, help=argparse.SUPPRESS)  # the attacker process
     p.add_argument("--cloud", help=argparse.SUPPRESS)
+    p.add_argument("--schedule", help=argparse.SUPPRESS)
     p.add_argument("--attack-out", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.attack:
-        return attack(args.cloud, args.attack, args.seconds, args.attack_out)
+        return attack(args.cloud, args.attack, [tuple(p) for p in json.loads(args.schedule)], args.attack_out)
     extra = ["--insecure"]  # plaintext on loopback
     procs = []
     results = []
@@ -256,7 +301,8 @@ def main() -> int:
                 _stop(proc, name)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"attacker_nice": args.attacker_nice, "seconds": args.seconds, "results": results},
+        Path(args.out).write_text(json.dumps({"attacker_nice": args.attacker_nice, "seconds": args.seconds, "cycles": args.cycles,
+                                              "results": results},
                                              indent=2))
     return 0 if all(r["passed"] for r in results) else 1
 

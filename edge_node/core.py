@@ -35,7 +35,7 @@ from ecd.partition import BlockRunner
 from ecd.split import check_split
 from ecd.errors import EcdError, PreconditionError, RequestError, UnavailableError
 from ecd.limits import MAX_NAME_CHARS, printable
-from edge_node.fair import DeviceQuotas, StreamQuotaError
+from edge_node.fair import ComputeCosts, DeviceQuotas, Meter, StreamQuotaError
 from edge_node.link import END, CloudLink, DeviceSession
 from ecd.types import (Assignment, Encoding, Enrolment, FileChunk, Frame, FrameError, PartitionRequest, PreferencesUpdate, Result, Split,
                        StreamHeader)
@@ -89,6 +89,7 @@ class EdgeCore:
         self.metrics = metrics
         self.link = CloudLink(max_queue, metrics)
         self.quotas = quotas or DeviceQuotas(max_streams=2, max_frames=16)
+        self.compute = ComputeCosts()  # what the edge's blocks cost per row, charged to the frames' devices
         self._models: dict[tuple[str, str], tuple[Manifest, BlockRunner]] = {}
         self.batching = batching or BatchingConfig()
         self.batching.check()
@@ -135,7 +136,7 @@ class EdgeCore:
                         self.cloud.fetch_partition(distribution.request(model_id, version, 0, head.n_blocks, self.max_message_bytes)), dest
                     )
                     runner = BlockRunner(manifest)
-                    self._batchers[key] = DynamicBatcher(runner.run, self.batching)
+                    self._batchers[key] = DynamicBatcher(self.compute.timed(key, runner.run), self.batching)
                     self._models[key] = (manifest, runner)
                     log.info("[EdgeNode] fetched %s@%s (%d blocks)", model_id, version, manifest.n_blocks)
         finally:
@@ -150,9 +151,10 @@ class EdgeCore:
             raise out
         return out
 
-    async def prepare_many(self, frames: list[Frame], holder: str = "") -> list[Frame | Exception]:
+    async def prepare_many(self, frames: list[Frame], holder: str = "", meter: Meter | None = None) -> list[Frame | Exception]:
         """Validate each frame of a message and run the edge's blocks on them as one call: each
-        frame's forwarded frame, or its own error (one bad frame never fails its message-mates)."""
+        frame's forwarded frame, or its own error (one bad frame never fails its message-mates).
+        What the blocks cost (:class:`~edge_node.fair.ComputeCosts`) is charged to ``meter``."""
         out: list[Frame | Exception | None] = [None] * len(frames)
         runs: dict[tuple, list[tuple[int, Frame, Assignment, np.ndarray]]] = {}
         for i, frame in enumerate(frames):
@@ -181,6 +183,8 @@ class EdgeCore:
             t0 = time.perf_counter()
             ys = await loop.run_in_executor(None, run_rows, batcher.run, [x for _, _, _, x in group], start, stop)
             compute_s = time.perf_counter() - t0
+            if meter is not None:
+                meter.add(self.compute.of((model_id, version), start, stop, sum(len(x) for _, _, _, x in group)))
             for (i, forwarded, a, _), y in zip(group, ys):
                 if isinstance(y, Exception):
                     out[i] = y
@@ -210,10 +214,15 @@ class EdgeCore:
             for result in results:
                 yield result
 
-    async def serve_messages(self, messages: AsyncIterable[list[Frame]], holder: str = "") -> AsyncIterator[list[Result]]:
+    async def serve_messages(self, messages: AsyncIterable[list[Frame]], holder: str = "",
+                             meter: Meter | None = None) -> AsyncIterator[list[Result]]:
         """A device stream, a message of frames at a time: yields the results ready together, one
         Result per frame taken, errors included. The frames of a message are checked one by one and
         run through the edge's blocks together (:meth:`prepare_many`).
+
+        The stream's reading is metered by ``meter`` (the caller meters the task that writes the
+        results with the same one), charged to the device once its first frame passed the token
+        check: what the device's frames cost weighs its share (:mod:`edge_node.fair`).
 
         While the node drains (:meth:`drain`), no more frames are taken; once the ones taken are
         answered the stream ends with :class:`~ecd.errors.UnavailableError`, so the device resends
@@ -227,7 +236,7 @@ class EdgeCore:
         async def hand_over(frames: list[Frame]) -> None:
             """Run the edge's blocks on frames read together and queue them for the cloud."""
             nonlocal held
-            for frame, out in zip(frames, await self.prepare_many(frames, holder)):
+            for frame, out in zip(frames, await self.prepare_many(frames, holder, meter)):
                 try:
                     if isinstance(out, Exception):
                         raise out
@@ -259,6 +268,7 @@ class EdgeCore:
                                 await self.assignment(complete.device_id, complete.token, complete.split.device, holder)
                                 session.device_slots = self.quotas.admit(complete.device_id)  # StreamQuotaError ends the stream
                                 admitted = complete.device_id
+                                meter.bind(session.device_slots)
                             await session.device_slots.acquire()  # the device's quota: its other streams count too
                             held += 1
                             ready.append(complete)
@@ -280,7 +290,8 @@ class EdgeCore:
                 session.reading_done = True
                 session.maybe_finish()
 
-        reader = asyncio.create_task(read())
+        meter = meter or Meter(self.quotas.clock)
+        reader = asyncio.create_task(meter.run(read()))
         self._readers.add(reader)
         self.sessions.add(session)
         try:

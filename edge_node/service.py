@@ -38,7 +38,7 @@ from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 from edge_node.core import EdgeCore
 from edge_node.link import ONE_PER_MESSAGE, CloudLink
-from edge_node.fair import DeviceQuotas
+from edge_node.fair import DeviceQuotas, Meter
 
 log = logging.getLogger("ecd.edge")
 
@@ -126,6 +126,9 @@ class GrpcCloudClient:
 
 
 class EdgeServicer(pb_grpc.EdgeNodeServicer):
+    """Device streams, each handler writing its results (``context.write``, not yielding them to gRPC's
+    loop) so that all its steps are metered: what a stream costs the edge weighs its device's share."""
+
     def __init__(self, core: EdgeCore):
         self.core = core
 
@@ -134,9 +137,7 @@ class EdgeServicer(pb_grpc.EdgeNodeServicer):
             async for msg in request_iterator:
                 yield [serde.frame_from_pb(msg)]
 
-        async for results in self._serve(messages(), context):
-            for result in results:
-                yield serde.result_to_pb(result)
+        await self._serve(messages(), lambda results: [serde.result_to_pb(r) for r in results], context)
 
     async def StreamBatches(self, request_iterator, context):
         async def messages():
@@ -144,13 +145,19 @@ class EdgeServicer(pb_grpc.EdgeNodeServicer):
                 check_message_frames(len(msg.frames))  # before any frame is built
                 yield [serde.frame_from_pb(f) for f in msg.frames]
 
-        async for results in self._serve(messages(), context):
-            yield pb.ResultBatch(results=[serde.result_to_pb(r) for r in results])
+        await self._serve(messages(), lambda results: [pb.ResultBatch(results=[serde.result_to_pb(r) for r in results])], context)
 
-    async def _serve(self, messages, context):
-        try:  # the device's certificate on this stream: its token must have been issued to it
-            async for results in self.core.serve_messages(messages, certificate_name("device") or ""):
-                yield results
+    async def _serve(self, messages, replies, context) -> None:
+        meter = Meter(self.core.quotas.clock)
+
+        async def serve() -> None:  # the device's certificate on this stream: its token must have been issued to it
+            async with contextlib.aclosing(self.core.serve_messages(messages, certificate_name("device") or "", meter)) as ready:
+                async for results in ready:  # closed however this ends (a cancelled call too): its stream leaves at once
+                    for reply in replies(results):
+                        await context.write(reply)
+
+        try:
+            await meter.run(serve())
         except EcdError as e:  # draining: the device resends elsewhere
             await context.abort(*to_status(e))
 

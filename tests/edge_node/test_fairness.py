@@ -20,7 +20,7 @@ from ecd.limits import frame_receive_cap
 from ecd.manifest import load_heldout
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
-from edge_node.fair import DeviceQuotas, FairQueue, StreamQuotaError
+from edge_node.fair import CLAIM_S, DeviceQuotas, FairQueue, StreamQuotaError
 from edge_node.service import EdgeConfig
 
 M = zoo.load_manifest("digits_cnn")
@@ -166,7 +166,8 @@ def test_frames_in_the_node_are_shared_max_min_fairly_and_a_device_alone_takes_i
     queue serves the two alike. The device holding fewest frames is never held back."""
 
     async def go() -> None:
-        quotas = DeviceQuotas(max_streams=2, max_frames=16)
+        now = [0.0]
+        quotas = DeviceQuotas(max_streams=2, max_frames=16, now=lambda: now[0])
         flood, quiet = quotas.admit("flood"), quotas.admit("quiet")
         for _ in range(16):
             await asyncio.wait_for(flood.acquire(), 1)  # alone: the whole quota
@@ -186,7 +187,8 @@ def test_frames_in_the_node_are_shared_max_min_fairly_and_a_device_alone_takes_i
         assert (flood.held, quiet.held) == (5, 4)
         for _ in range(4):
             quiet.release()
-        quotas.leave("quiet")  # alone again: up to the quota
+        quotas.leave("quiet")
+        now[0] += 10 * CLAIM_S  # its claim faded (test_fair_cost.py: while it fades): alone again, up to the quota
         for _ in range(11):
             await asyncio.wait_for(flood.acquire(), 1)
         assert flood.held == 16 and flood.locked()
