@@ -236,7 +236,11 @@ class EdgeCore:
         async def hand_over(frames: list[Frame]) -> None:
             """Run the edge's blocks on frames read together and queue them for the cloud."""
             nonlocal held
-            for frame, out in zip(frames, await self.prepare_many(frames, holder, meter)):
+            try:
+                outs: list[Frame | Exception] = await self.prepare_many(frames, holder, meter)
+            except Exception as e:  # noqa: BLE001 — a fault in the call answers its frames (logged), never strands them
+                outs = [e] * len(frames)
+            for frame, out in zip(frames, outs):
                 try:
                     if isinstance(out, Exception):
                         raise out

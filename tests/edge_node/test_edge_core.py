@@ -250,6 +250,30 @@ def test_a_stream_is_counted_stamped_and_leaves_nothing_behind(tmp_path: Path) -
     assert core.sessions == set() and core._readers == set() and core.link.pending == {}
 
 
+def test_a_fault_in_the_edges_blocks_answers_each_frame_with_an_error_and_the_stream_ends(tmp_path: Path) -> None:
+    """An unexpected error while the edge runs a message's frames (a bug, not a refusal) must not
+    strand them: each gets an INTERNAL error result, the device slots come back, the stream ends."""
+    core = core_for(LocalCloud(M, assignment()), tmp_path)
+    tensor = codec.encode(np.zeros((1, *M.activation_shape(N - 1)), dtype=np.float32))
+
+    async def broken(frames, holder="", meter=None):
+        raise TypeError("a bug in the edge")
+
+    core.prepare_many = broken
+
+    async def frames() -> AsyncIterator[Frame]:
+        for i in (1, 2, 3):
+            yield frame(N - 1, tensor, i)
+
+    async def scenario() -> list[Result]:
+        return [r async for r in core.serve_device(frames())]
+
+    out = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert sorted(r.frame_id for r in out) == [1, 2, 3]
+    assert {r.error.status for r in out} == {"INTERNAL"} and all("a bug" not in r.error.message for r in out)
+    assert core.sessions == set() and core._readers == set() and core.quotas.streams("d") == 0
+
+
 def test_a_frame_resent_on_a_new_stream_is_handed_over_not_refused(tmp_path: Path) -> None:
     """The device lost its stream with frame 1 pending at the cloud and resends it on a new one:
     the answer goes to the new stream, once."""

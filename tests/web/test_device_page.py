@@ -51,9 +51,9 @@ def test_the_page_streams_100_frames_with_the_python_agents_answers(tiers: Brows
     received = []  # what the edge node took from the page: (encoding, shape) of each frame's tensor
     prepare = tiers.edge.core.prepare_many
 
-    async def spy(frames, holder=""):
+    async def spy(frames, holder="", meter=None):
         received.extend((frame.tensor.encoding, tuple(frame.tensor.shape), holder) for frame in frames)
-        return await prepare(frames, holder)
+        return await prepare(frames, holder, meter)
 
     tiers.edge.core.prepare_many = spy
     driver = chromium(tmp_path, tiers, video)
