@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import threading
 import time
 from collections import deque
@@ -138,19 +139,28 @@ class Adaptation:
         est = self.link.estimate(answered_at)
         self.energy.add(sent_at, result.device_compute_s, result.uplink_bytes, est.uplink_bps)
         if result.split.device != self._split:  # the compute times belong to one split
+            self._judge_split()  # the split left keeps its medians
             self._split = result.split.device
             self._device_times.clear()
             self._remote_times.clear()
         self._device_times.append(result.device_compute_s)
         self._remote_times.append(remote)
-        if len(self._device_times) >= MIN_SAMPLES:
-            self._measured[self._split] = (float(np.median(self._device_times)), float(np.median(self._remote_times)))
         if math.isfinite(est.uplink_bps):
             self.metrics.link_uplink_bps.labels("device").set(est.uplink_bps)
         if math.isfinite(est.rtt_s):
             self.metrics.link_rtt.labels("device").set(est.rtt_s)
         if self.enabled:
             self.consider(answered_at, est)
+
+    def _judge_split(self) -> tuple[float, float]:
+        """The current split's median compute times (device, remote), noted in ``_measured`` once
+        there are enough. Taken when they are read (a re-split is considered, the split changes),
+        not per answered frame: this runs in the thread that takes the answers, at thousands a second."""
+        if len(self._device_times) < MIN_SAMPLES:
+            return math.nan, math.nan
+        medians = statistics.median(self._device_times), statistics.median(self._remote_times)
+        self._measured[self._split] = medians
+        return medians
 
     def consider(self, now: float, est: LinkEstimate) -> int | None:
         """Ask for a re-split if the measured link calls for one; returns the split asked for."""
@@ -161,8 +171,8 @@ class Adaptation:
         current = core.assignment.split.device
         if current != self._split:  # a re-split is applying: its frames have not come back yet
             return None
-        costs = split_costs(core.manifest, core.decision, core.profile, core.radio, est, current,
-                            float(np.median(self._device_times)), float(np.median(self._remote_times)), self.fps,
+        device_s, remote_s = self._judge_split()
+        costs = split_costs(core.manifest, core.decision, core.profile, core.radio, est, current, device_s, remote_s, self.fps,
                             self._measured)
         target = decide_resplit(costs, current, self.slack, self.margin)
         if target is None or not self.request(target, "bandwidth"):

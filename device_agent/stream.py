@@ -183,14 +183,21 @@ class StreamLoop:
         """The stream's messages: the frames to resend first, then new ones — each message the sample
         taken when the window opened, plus those the window and the input allow at once, taken within
         the linger budget (``ecd.packing``; a sample that is not ready is never waited for), made into
-        frames by one call of the device's blocks."""
+        frames by one call of the device's blocks.
+
+        While earlier frames are in flight, a message whose window is full waits up to the linger
+        budget for room for more (Nagle's rule): sent at once, every answer that freed one slot would
+        let out a one-frame message, and a busy stream would stay at one frame a message, each paying
+        a whole message's cost (digits_cnn at split 0: 3.4x fewer frames a second). A frame with
+        nothing in flight still goes at once."""
         yield from self.packing.chunks(stream.resend, _tensor_bytes)
         while (first := self._next_sample(stream, samples, wait=True)) is not None:
             taken = [first]
             until = self.clock() + self.packing.linger_s
+            busy_until = time.monotonic() + (self.packing.linger_s if len(self.in_flight) else 0.0)
             # the next frames are as large as the last (one split, one encoding): taken only if they fit
             while self.clock() < until and self.packing.room(len(taken), len(taken) * self._frame_bytes, self._frame_bytes):
-                sample = self._next_sample(stream, samples, wait=False)
+                sample = self._next_sample(stream, samples, wait=False, room_s=busy_until - time.monotonic())
                 if sample is None:
                     break
                 taken.append(sample)
@@ -199,16 +206,16 @@ class StreamLoop:
                 return
 
     def _next_sample(self, stream: _Stream, samples: Iterator[tuple[np.ndarray, int | None]],
-                     wait: bool) -> tuple[np.ndarray, int | None] | None:
+                     wait: bool, room_s: float = 0.0) -> tuple[np.ndarray, int | None] | None:
         """The next sample, taken once the window has room (``wait``: waiting for it; else only if it
-        has room now and the frame is due); None when there is none to send now — and, when the
+        has room now, or within ``room_s`` seconds, and the frame is due); None when there is none to send now — and, when the
         stream must stop sending (stop, move, re-split, end of input), the stream is closed."""
         if wait:
             while not self._window.acquire(timeout=0.2):
                 if (why := self._why_close(stream)) is not None:
                     self._stop_sending(stream, why)
                     return None
-        elif not self._window.acquire(blocking=False):
+        elif not (self._window.acquire(timeout=room_s) if room_s > 0 else self._window.acquire(blocking=False)):
             return None
         if (why := self._why_close(stream)) is not None:
             self._window.release()  # between two frames: a frame made for a stream that has

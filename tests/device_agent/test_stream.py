@@ -370,6 +370,54 @@ def test_the_frames_the_window_allows_go_together_cut_at_the_frame_and_byte_caps
     assert edge.messages == [[2, 2, 2, 1]]
 
 
+class AnswersOneThenTheRest(FakeEdge):
+    """Takes messages in a thread of its own, as gRPC's sender does. Answers the first frame of
+    the window alone; the others once the agent has taken the sample after the window, so any
+    message made right after that first answer holds that one sample unless the agent waits."""
+
+    def __init__(self, took: threading.Event) -> None:
+        super().__init__()
+        self.took = took
+
+    def stream(self, messages: Iterator[list[Frame]]) -> Iterator[Result]:
+        import queue
+
+        got: queue.Queue = queue.Queue()
+        self.messages.append([])
+
+        def take() -> None:
+            for frame in self._frames(messages):
+                got.put(frame)
+            got.put(None)
+
+        threading.Thread(target=take, daemon=True).start()
+        first = [got.get(timeout=5) for _ in range(4)]
+        yield Result(first[0].device_id, first[0].frame_id, first[0].split)
+        assert self.took.wait(5)
+        for f in first[1:]:
+            yield Result(f.device_id, f.frame_id, f.split)
+        while (f := got.get(timeout=5)) is not None:
+            yield Result(f.device_id, f.frame_id, f.split)
+
+
+def test_a_busy_stream_waits_within_the_linger_for_room_instead_of_sending_one_frame_messages() -> None:
+    """Nagle's rule: frames 1-4 fill the window; frame 1's answer frees one slot. With frames still
+    in flight, the message that takes frame 5 waits (up to the linger) for more room, and goes out
+    with 5-8 once the rest are answered, not as [5] then [6, 7, 8]."""
+    took = threading.Event()
+
+    def samples_signalling(n: int) -> Iterator[tuple[np.ndarray, int | None]]:
+        for i in range(1, n + 1):
+            if i == 5:
+                took.set()
+            yield np.zeros((2, 2), np.uint8), None
+
+    edge = AnswersOneThenTheRest(took)
+    loop = make_loop(edge, FakeRequests(), max_in_flight=4, message_frames=4, linger_ms=1000.0)
+    assert [o.frame_id for o in loop.run(samples_signalling(8), keep=True)] == list(range(1, 9))
+    assert edge.messages == [[4, 4]]
+
+
 def test_a_message_resent_after_a_break_is_answered_once_per_frame() -> None:
     """The first stream takes two messages and breaks; the frames are resent on the next stream in
     messages at the cap, and that edge answers each twice: the application gets each once."""
