@@ -1,178 +1,29 @@
-"""The agent's stream state machine in process: fake edge nodes that answer twice, break, close
-early or never answer, fake requests (moves, re-splits, stops) and a clock the test moves. No gRPC,
+"""The agent's stream state machine in process, on the fakes of tests/stream_fakes.py. No gRPC,
 no sleeping: each test runs in milliseconds and names the state it checks."""
 
 from __future__ import annotations
 
 import threading
-from typing import Iterator
 
-import numpy as np
 import pytest
+from stream_fakes import (
+    Clock,
+    FakeEdge,
+    FakeRequests,
+    HungEdge,
+    make_frame,
+    make_loop,
+    samples,
+    states,
+)
 
-from device_agent.core import Tally
 from device_agent.peers import PeerDown
-from device_agent.config import AgentConfig
-from device_agent.stream import TRANSITIONS, Sent, StreamLoop, StreamState, _Stream
+from device_agent.stream import TRANSITIONS, Sent, StreamState, _Stream
 from ecd.errors import PeerError, UnavailableError
-from ecd.metrics import ServiceMetrics
-from ecd.types import Encoding, Frame, Result, Split, Tensor
 
 S = StreamState
 pytestmark = pytest.mark.timeout(30)  # a broken loop tends to spin or wait for ever: fail it fast
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
-class FakeEdge:
-    """Answers every frame ``copies`` times, ``batch`` frames at a time (so several are in flight);
-    ``break_after`` results into its first stream it breaks (``PeerDown``); ``answer=False``: it
-    takes frames and never answers, ending the stream when the agent half-closes it."""
-
-    def __init__(self, edge_id: str = "e1", copies: int = 1, batch: int = 1, break_after: int | None = None,
-                 answer: bool = True, clock: Clock | None = None, step_s: float = 0.0) -> None:
-        self.edge_id, self.endpoint = edge_id, f"{edge_id}:1"
-        self.copies, self.batch, self.break_after, self.answer = copies, batch, break_after, answer
-        self.clock, self.step_s = clock, step_s
-        self.streams: list[list[int]] = []  # frame ids each stream carried, in order
-        self.messages: list[list[int]] = []  # frames per message, per stream
-        self.closed = False
-
-    def _frames(self, messages: Iterator[list[Frame]]) -> Iterator[Frame]:
-        for message in messages:
-            self.messages[-1].append(len(message))
-            yield from message
-
-    def stream(self, messages: Iterator[list[Frame]]) -> Iterator[Result]:
-        got: list[int] = []
-        self.streams.append(got)
-        self.messages.append([])
-        if self.clock is not None:
-            self.clock.t += self.step_s
-        answered, pending = 0, []
-        for frame in self._frames(messages):
-            got.append(frame.frame_id)
-            pending.append(frame)
-            if not self.answer or len(pending) < self.batch:
-                continue
-            for f in pending:
-                if self.break_after is not None and len(self.streams) == 1 and answered >= self.break_after:
-                    raise PeerDown("UNAVAILABLE: the edge went away")
-                answered += 1
-                yield from [Result(f.device_id, f.frame_id, f.split)] * self.copies
-            pending = []
-        if self.answer:
-            for f in pending:
-                yield from [Result(f.device_id, f.frame_id, f.split)] * self.copies
-
-    def abandon(self) -> None:
-        self.abandoned = getattr(self, "abandoned", 0) + 1
-
-    def close(self) -> None:
-        self.closed = True
-
-
-class HungEdge(FakeEdge):
-    """Takes frames and answers none (a stopped process whose connection stays open); each frame
-    it takes moves the clock on ``step_s``. Only :meth:`abandon` ends its stream, as a break."""
-
-    def __init__(self, clock: Clock, step_s: float) -> None:
-        super().__init__("hung", clock=clock, step_s=step_s)
-        self.abandoned = 0
-
-    def stream(self, messages: Iterator[list[Frame]]) -> Iterator[Result]:
-        got: list[int] = []
-        self.streams.append(got)
-        self.messages.append([])
-        for frame in self._frames(messages):
-            got.append(frame.frame_id)
-            self.clock.t += self.step_s
-        if self.abandoned:
-            raise PeerDown("CANCELLED: abandoned")
-        yield from ()
-
-    def abandon(self) -> None:
-        self.abandoned += 1
-
-
-class FakeRequests:
-    """What other threads would ask: a move after ``move_after`` frames sent, a re-split after
-    ``resplit_after``, a stop after ``stop_after``; records the state at each call the loop makes."""
-
-    def __init__(self, next_edge: FakeEdge | None = None, move_after: int | None = None, resplit_after: int | None = None,
-                 stop_after: int | None = None, clock: Clock | None = None, wait_s: float = 1.0) -> None:
-        self.next_edge, self.move_after, self.resplit_after, self.stop_after = next_edge, move_after, resplit_after, stop_after
-        self.clock, self.wait_s = clock, wait_s
-        self.move_on_ask = False  # the cloud names another edge when asked (it found the edge lost)
-        self.loop: StreamLoop | None = None
-        self.moved = self.resplit_done = False
-        self.calls: list[tuple[str, StreamState, int]] = []  # (call, state then, frames in flight then)
-
-    def _sent(self) -> int:
-        return self.loop.sent if self.loop else 0
-
-    def stop_asked(self) -> bool:
-        return self.stop_after is not None and self._sent() >= self.stop_after
-
-    def wait_for_stop(self, timeout_s: float) -> bool:
-        return self.stop_asked()
-
-    def move_pending(self) -> bool:
-        return not self.moved and self.move_after is not None and self._sent() >= self.move_after
-
-    def resplit_pending(self) -> bool:
-        return not self.resplit_done and self.resplit_after is not None and self._sent() >= self.resplit_after
-
-    def _note(self, call: str) -> None:
-        assert self.loop is not None
-        self.calls.append((call, self.loop.state, len(self.loop.in_flight)))
-
-    def wait_for_move(self, timeout_s: float) -> bool:
-        self._note("wait_for_move")
-        if self.clock is not None:
-            self.clock.t += self.wait_s
-        return False
-
-    def ask_cloud(self) -> None:
-        self._note("ask_cloud")
-        if self.move_on_ask:
-            self.move_after = 0
-
-    def move(self) -> FakeEdge:
-        self._note("move")
-        self.moved = True
-        assert self.next_edge is not None
-        return self.next_edge
-
-    def resplit(self) -> None:
-        self._note("resplit")
-        self.resplit_done = True
-
-
-def make_frame(frame_id: int) -> Frame:
-    return Frame("dev", frame_id, "tok", "m", "v", Split(2, 0), Tensor(Encoding.FLOAT32, (1,), b"\0" * 4))
-
-
-def make_loop(edge: FakeEdge, requests: FakeRequests, clock: Clock | None = None, **cfg) -> StreamLoop:
-    ids = iter(range(1, 10**6))
-    loop = StreamLoop(AgentConfig(**{"max_in_flight": 8, **cfg}), edge, requests, lambda images: [make_frame(next(ids)) for _ in images],
-                      ServiceMetrics("device"), Tally(), clock=clock or Clock())
-    requests.loop = loop
-    return loop
-
-
-def samples(n: int) -> Iterator[tuple[np.ndarray, int | None]]:
-    return ((np.zeros((2, 2), np.uint8), None) for _ in range(n))
-
-
-def states(loop: StreamLoop) -> list[StreamState]:
-    return [s for s, _ in loop.history]
 
 
 def test_an_answer_given_twice_reaches_the_application_once_and_is_counted() -> None:
@@ -338,93 +189,3 @@ def test_draining_is_entered_once_even_when_both_threads_close_the_stream() -> N
     barrier.wait()
     t.join()
     assert loop.state is S.FAILING_OVER
-
-
-# --- several frames per message (ecd.packing) -------------------------------------------------------
-
-
-def test_with_linger_0_every_frame_goes_alone() -> None:
-    edge = FakeEdge(batch=4)
-    loop = make_loop(edge, FakeRequests(), linger_ms=0.0)
-    assert [o.frame_id for o in loop.run(samples(12), keep=True)] == list(range(1, 13))
-    assert edge.messages == [[1] * 12]
-
-
-def test_a_lone_frame_goes_at_once_whatever_the_linger() -> None:
-    """One frame in flight: the message holds it alone and leaves without waiting out the linger
-    (the clock here never moves: a sender that waited for it would never send)."""
-    edge = FakeEdge()
-    loop = make_loop(edge, FakeRequests(), max_in_flight=1, linger_ms=1000.0)
-    assert [o.frame_id for o in loop.run(samples(5), keep=True)] == [1, 2, 3, 4, 5]
-    assert edge.messages == [[1] * 5]
-
-
-def test_the_frames_the_window_allows_go_together_cut_at_the_frame_and_byte_caps() -> None:
-    edge = FakeEdge()
-    loop = make_loop(edge, FakeRequests(), max_in_flight=8, message_frames=3)
-    assert [o.frame_id for o in loop.run(samples(8), keep=True)] == list(range(1, 9))
-    assert edge.messages == [[3, 3, 2]]
-    edge = FakeEdge()
-    loop = make_loop(edge, FakeRequests(), max_in_flight=8, message_bytes=8)  # two 4-byte tensors a message
-    loop.run(samples(7), keep=True)
-    assert edge.messages == [[2, 2, 2, 1]]
-
-
-class AnswersOneThenTheRest(FakeEdge):
-    """Takes messages in a thread of its own, as gRPC's sender does. Answers the first frame of
-    the window alone; the others once the agent has taken the sample after the window, so any
-    message made right after that first answer holds that one sample unless the agent waits."""
-
-    def __init__(self, took: threading.Event) -> None:
-        super().__init__()
-        self.took = took
-
-    def stream(self, messages: Iterator[list[Frame]]) -> Iterator[Result]:
-        import queue
-
-        got: queue.Queue = queue.Queue()
-        self.messages.append([])
-
-        def take() -> None:
-            for frame in self._frames(messages):
-                got.put(frame)
-            got.put(None)
-
-        threading.Thread(target=take, daemon=True).start()
-        first = [got.get(timeout=5) for _ in range(4)]
-        yield Result(first[0].device_id, first[0].frame_id, first[0].split)
-        assert self.took.wait(5)
-        for f in first[1:]:
-            yield Result(f.device_id, f.frame_id, f.split)
-        while (f := got.get(timeout=5)) is not None:
-            yield Result(f.device_id, f.frame_id, f.split)
-
-
-def test_a_busy_stream_waits_within_the_linger_for_room_instead_of_sending_one_frame_messages() -> None:
-    """Nagle's rule: frames 1-4 fill the window; frame 1's answer frees one slot. With frames still
-    in flight, the message that takes frame 5 waits (up to the linger) for more room, and goes out
-    with 5-8 once the rest are answered, not as [5] then [6, 7, 8]."""
-    took = threading.Event()
-
-    def samples_signalling(n: int) -> Iterator[tuple[np.ndarray, int | None]]:
-        for i in range(1, n + 1):
-            if i == 5:
-                took.set()
-            yield np.zeros((2, 2), np.uint8), None
-
-    edge = AnswersOneThenTheRest(took)
-    loop = make_loop(edge, FakeRequests(), max_in_flight=4, message_frames=4, linger_ms=1000.0)
-    assert [o.frame_id for o in loop.run(samples_signalling(8), keep=True)] == list(range(1, 9))
-    assert edge.messages == [[4, 4]]
-
-
-def test_a_message_resent_after_a_break_is_answered_once_per_frame() -> None:
-    """The first stream takes two messages and breaks; the frames are resent on the next stream in
-    messages at the cap, and that edge answers each twice: the application gets each once."""
-    clock = Clock()
-    edge = FakeEdge(batch=8, break_after=0, copies=2)
-    loop = make_loop(edge, FakeRequests(clock=clock), clock, max_in_flight=8, message_frames=4)
-    outcomes = loop.run(samples(8), keep=True)
-    assert [o.frame_id for o in outcomes] == list(range(1, 9))
-    assert edge.streams[:2] == [list(range(1, 9))] * 2 and edge.messages[:2] == [[4, 4], [4, 4]]
-    assert loop.duplicates == 8 and loop.sent == 8
