@@ -35,7 +35,8 @@ class AgentConfig:
     linger_ms: float = option(2.0, "several frames per message: after a message's first frame, how long the agent may go on "
                               "taking the samples its in-flight window allows (their device blocks then run as one call) before "
                               "sending them together (it never waits for a sample that is not ready, so a lone frame goes at "
-                              "once); 0 = one frame per message and per call, which an edge node of ecd.v1 revision 2 also takes")
+                              "once; while earlier frames are in flight it waits that long for room in the window, Nagle's "
+                              "rule); 0 = one frame per message and per call, which an edge node of ecd.v1 revision 2 also takes")
     message_frames: int = option(16, "most frames in one message")
     message_bytes: int = option(4 * MiB, "most tensor bytes in one message (a larger frame goes alone); keep it under the edge "
                                 "node's --max-tensor-bytes")
