@@ -1,0 +1,153 @@
+"""What ``start_edge`` (edge_node.service) does with the options issues 30 and 32 added, against a
+scripted cloud or none: the per-device quotas and the message caps refused by name before anything
+starts, the device page refused without TLS, /metrics over TLS only with a certificate (and with
+it, served so), the packing reaching the cloud link (several frames per message, or the one-frame
+call), the heartbeat's period and deadline, and a refused registration leaving nothing serving.
+The mutation gate reached these with no test of the edge's own noticing them broken."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+import pytest
+from scripted_cloud import ScriptedCloud, serve, until
+from secure_tiers import start_secure_tiers, stop_secure_tiers
+
+from ecd.errors import ConfigError
+from edge_node import service
+from edge_node.service import EdgeConfig, start_edge
+
+NOWHERE = EdgeConfig(cloud="127.0.0.1:1", metrics_port=-1)  # a refusal must come before the node dials it
+
+
+def refusal(cfg: EdgeConfig) -> str:
+    """The ConfigError ``start_edge`` raises for ``cfg`` (within 5 s: a check that let the node go on
+    would leave it waiting 30 s for a cloud that is not there)."""
+    with pytest.raises(ConfigError) as e:
+        asyncio.run(asyncio.wait_for(start_edge(cfg), 5))
+    return str(e.value)
+
+
+@pytest.mark.parametrize("name", ["max_device_streams", "max_device_frames"])
+def test_a_device_quota_below_1_is_refused_naming_the_option(name: str) -> None:
+    assert refusal(replace(NOWHERE, **{name: 0})) == f"{name}: expected at least 1, got 0"
+
+
+def test_a_message_cap_out_of_range_is_refused_naming_the_option() -> None:
+    assert refusal(replace(NOWHERE, message_frames=0)).startswith("message_frames: expected 1..")
+    assert refusal(replace(NOWHERE, message_bytes=0)) == "message_bytes: expected at least 1, got 0"
+
+
+def test_the_device_page_without_tls_dir_is_refused_naming_the_option() -> None:
+    for port in (0, 8443):  # 0 (any free port) turns the page on too
+        assert refusal(replace(NOWHERE, browser_port=port)).startswith("browser_port: the device page is served over HTTPS")
+
+
+def test_metrics_over_tls_without_tls_dir_is_refused_naming_the_option() -> None:
+    assert refusal(replace(NOWHERE, metrics_port=0, metrics_tls=True)).startswith("metrics_tls: needs tls_dir")
+
+
+async def edge_with(cloud: ScriptedCloud, tmp_path: Path, **options):
+    """The scripted cloud's server, and an edge node started against it with ``options``."""
+    server, _, channel = await serve(cloud)
+    await channel.close()
+    cfg = replace(EdgeConfig(), cloud=f"127.0.0.1:{cloud.port}", metrics_port=-1, model_dir=str(tmp_path), **options)
+    try:
+        return server, await start_edge(cfg)
+    except BaseException:
+        await server.stop(0)
+        raise
+
+
+def test_quotas_of_1_are_taken_and_reach_the_node_in_order(tmp_path: Path) -> None:
+    cloud = ScriptedCloud()
+
+    async def main():
+        server, edge = await edge_with(cloud, tmp_path, max_device_streams=1, max_device_frames=3)
+        try:
+            return edge.core.quotas.max_streams, edge.core.quotas.max_frames
+        finally:
+            await edge.stop(0, leave=False)
+            await server.stop(0)
+
+    assert asyncio.run(main()) == (1, 3)
+
+
+@pytest.mark.parametrize("message_frames, batches", [(32, True), (2, True), (1, False)])
+def test_the_cloud_link_sends_several_frames_per_message_unless_message_frames_is_1(tmp_path: Path, message_frames: int,
+                                                                                  batches: bool) -> None:
+    """The link opens its stream at once: StreamBatches (revision 3) when a message may carry more
+    than one frame, the one-frame Stream otherwise."""
+    cloud = ScriptedCloud()
+
+    async def main():
+        server, edge = await edge_with(cloud, tmp_path, message_frames=message_frames)
+        try:
+            await until(cloud, lambda: cloud.streams, "the cloud link's stream")
+        finally:
+            await edge.stop(0, leave=False)
+            await server.stop(0)
+
+    asyncio.run(main())
+    assert len(cloud.streams) == 1 and len(cloud.messages) == (1 if batches else 0)
+
+
+def test_the_node_beats_every_heartbeat_s_under_its_registered_id_with_at_least_1_s_to_answer(tmp_path: Path) -> None:
+    cloud = ScriptedCloud()
+
+    async def main():
+        server, edge = await edge_with(cloud, tmp_path, heartbeat_s=0.05)
+        try:
+            await until(cloud, lambda: len(cloud.heartbeats) >= 3, "three heartbeats", timeout_s=5)
+        finally:
+            await edge.stop(0, leave=False)
+            await server.stop(0)
+        return edge
+
+    edge = asyncio.run(main())
+    assert {hb.edge_id for hb, _ in cloud.heartbeats} == {"edge-1"} == {edge.edge_id}
+    assert all(r is not None and 0.5 < r <= 1.1 for _, r in cloud.heartbeats)  # max(heartbeat_s, 1 s)
+
+
+def test_a_refused_registration_ends_the_start_with_nothing_serving(tmp_path: Path, monkeypatch) -> None:
+    cloud = ScriptedCloud()
+    cloud.register_codes = [grpc.StatusCode.PERMISSION_DENIED]
+    started: list = []
+    real_start_server = service.start_server
+
+    async def start_server(*args, **kwargs):
+        started.append(await real_start_server(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(service, "start_server", start_server)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        asyncio.run(edge_with(cloud, tmp_path))
+    assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and len(cloud.registrations) == 1
+    (s,) = started
+    with grpc.insecure_channel(f"127.0.0.1:{s.port}") as ch, pytest.raises(grpc.FutureTimeoutError):  # its port serves nothing
+        grpc.channel_ready_future(ch).result(timeout=0.5)
+
+
+def test_an_edge_with_metrics_tls_serves_its_figures_only_over_tls_to_a_holder_of_the_ca(tmp_path: Path) -> None:
+    s = start_secure_tiers(tmp_path)
+    edge = None
+    try:
+        edge = s.loop.run(start_edge(replace(EdgeConfig(), cloud=f"127.0.0.1:{s.cloud.port}", tls_dir=str(s.folder), tls_name="edge-2",
+                                             metrics_port=0, metrics_tls=True, model_dir=str(tmp_path / "m2"))))
+        ctx = ssl.create_default_context(cafile=str(s.folder / "ca.pem"))
+        ctx.check_hostname = False  # the certificate names the role, not this address
+        ctx.load_cert_chain(str(s.folder / "operator.pem"), str(s.folder / "operator.key"))
+        url = f"https://127.0.0.1:{edge.metrics_port}/metrics"
+        assert "# TYPE ecd_frames_total counter" in urllib.request.urlopen(url, context=ctx, timeout=10).read().decode()
+        with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+            urllib.request.urlopen(f"http://127.0.0.1:{edge.metrics_port}/metrics", timeout=10).read()  # plaintext
+    finally:
+        if edge is not None:
+            s.loop.run(edge.stop(0, leave=False))
+        stop_secure_tiers(s)
