@@ -22,6 +22,7 @@ from scripted_cloud import ScriptedCloud, linked, serve, until
 
 from ecd.codec import encode
 from ecd.metrics import ServiceMetrics
+from ecd.packing import Packing
 from ecd.types import EdgeRegistration, Encoding, Frame, Position, Split
 from edge_node import service
 from edge_node.core import EdgeCore
@@ -172,3 +173,19 @@ def test_the_cloud_link_reconnects_with_backoff_and_resends_what_is_unanswered(w
     assert {w for w in waits if isinstance(w, tuple)} == {("uniform", 0.5, 1.0)}
     sent = sum(f.ByteSize() for s in cloud.streams for f in s)
     assert metrics.registry.get_sample_value("ecd_hop_bytes_total", {"service": "edge", "hop": "edge_to_cloud"}) == sent
+
+
+def test_a_cloud_of_revision_2_is_redialled_at_once_with_one_frame_per_message_then_backs_off_from_0_2_s(waits) -> None:
+    """The refusal of StreamBatches is no failure of the cloud: the one-frame stream follows without
+    a wait; a break after it waits the first backoff step, 0.2 s."""
+    cloud = ScriptedCloud()
+    cloud.serves_batches = False
+    cloud.stream_script = [(2, "break"), (2, "hold")]  # the first one-frame stream reads both frames and breaks
+
+    async def main():
+        async with linked(cloud, [frame(1), frame(2)], ServiceMetrics("edge"), Packing(0.0, max_frames=8)):
+            await until(cloud, lambda: len(cloud.streams) >= 2 and len(cloud.streams[1]) == 2, "both frames resent")
+
+    asyncio.run(main())
+    assert cloud.messages == [] and [[f.frame_id for f in s] for s in cloud.streams] == [[1, 2], [1, 2]]
+    assert [w for w in waits if not isinstance(w, tuple)] == [0.0, 0.2 * JITTER]

@@ -2,7 +2,8 @@
 scripted cloud or none: the per-device quotas and the message caps refused by name before anything
 starts, the device page refused without TLS, /metrics over TLS only with a certificate (and with
 it, served so), the packing reaching the cloud link (several frames per message, or the one-frame
-call), the heartbeat's period and deadline, and a refused registration leaving nothing serving.
+call), the heartbeat's period and deadline, a refused registration leaving nothing serving, and
+the waits a stop asks for.
 The mutation gate reached these with no test of the edge's own noticing them broken."""
 
 from __future__ import annotations
@@ -144,10 +145,40 @@ def test_an_edge_with_metrics_tls_serves_its_figures_only_over_tls_to_a_holder_o
         ctx.check_hostname = False  # the certificate names the role, not this address
         ctx.load_cert_chain(str(s.folder / "operator.pem"), str(s.folder / "operator.key"))
         url = f"https://127.0.0.1:{edge.metrics_port}/metrics"
-        assert "# TYPE ecd_frames_total counter" in urllib.request.urlopen(url, context=ctx, timeout=10).read().decode()
+        assert "# TYPE ecd_frames_total counter" in urllib.request.urlopen(url, context=ctx, timeout=5).read().decode()
         with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
-            urllib.request.urlopen(f"http://127.0.0.1:{edge.metrics_port}/metrics", timeout=10).read()  # plaintext
+            urllib.request.urlopen(f"http://127.0.0.1:{edge.metrics_port}/metrics", timeout=5).read()  # plaintext
     finally:
         if edge is not None:
             s.loop.run(edge.stop(0, leave=False))
         stop_secure_tiers(s)
+
+
+@pytest.mark.parametrize("grace, drained_for", [(None, 5.0), (0.25, 0.25), (0, 0)])
+def test_a_stop_gives_the_frames_in_flight_its_grace_5_s_by_default_and_open_calls_half_a_second(
+        tmp_path: Path, grace: float | None, drained_for: float) -> None:
+    """What a stop waits for, asked of the core's drain and the server, not slept (SIGTERM's stop
+    passes no grace: 5 s; a stop's grace of 0 is no grace, not the default)."""
+    cloud = ScriptedCloud()
+    asked: list = []
+
+    async def main():
+        server, edge = await edge_with(cloud, tmp_path)
+        drain, stop_server = edge.core.drain, edge.server.stop
+
+        async def drain_spy(timeout_s):
+            asked.append(("drain", timeout_s))
+            return await drain(timeout_s)
+
+        async def stop_spy(grace_s):
+            asked.append(("server", grace_s))
+            return await stop_server(grace_s)
+
+        edge.core.drain, edge.server.stop = drain_spy, stop_spy
+        try:
+            await edge.stop(grace, leave=False)
+        finally:
+            await server.stop(0)
+
+    asyncio.run(main())
+    assert asked == [("drain", drained_for), ("server", 0.5)]
