@@ -1,6 +1,7 @@
 """What ``start_edge`` (edge_node.service) does with the options issues 30 and 32 added, against a
-scripted cloud or none: the per-device quotas and the message caps refused by name before anything
-starts, the device page refused without TLS, /metrics over TLS only with a certificate (and with
+scripted cloud or none: the per-device quotas, the message caps and an address no device can dial
+refused by name before anything starts, the device page refused without TLS and its connections
+capped, /metrics over TLS only with a certificate (and with
 it, served so), the packing reaching the cloud link (several frames per message, or the one-frame
 call), the heartbeat's period and deadline, a refused registration leaving nothing serving, and
 the waits a stop asks for.
@@ -9,6 +10,7 @@ The mutation gate reached these with no test of the edge's own noticing them bro
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import urllib.error
 import urllib.request
@@ -52,6 +54,18 @@ def test_the_device_page_without_tls_dir_is_refused_naming_the_option() -> None:
 
 def test_metrics_over_tls_without_tls_dir_is_refused_naming_the_option() -> None:
     assert refusal(replace(NOWHERE, metrics_port=0, metrics_tls=True)).startswith("metrics_tls: needs tls_dir")
+
+
+def test_an_advertised_address_no_device_can_dial_is_refused_before_the_node_listens(monkeypatch) -> None:
+    started: list = []
+
+    async def start_server(*args, **kwargs):
+        started.append(args)
+        raise AssertionError("the node listened")
+
+    monkeypatch.setattr(service, "start_server", start_server)
+    assert refusal(replace(NOWHERE, advertise="0.0.0.0:50061")).startswith("advertise: '0.0.0.0:50061' is not an address")
+    assert started == []
 
 
 async def edge_with(cloud: ScriptedCloud, tmp_path: Path, **options):
@@ -182,3 +196,19 @@ def test_a_stop_gives_the_frames_in_flight_its_grace_5_s_by_default_and_open_cal
 
     asyncio.run(main())
     assert asked == [("drain", drained_for), ("server", 0.5)]
+
+
+def test_the_device_page_takes_max_browser_sessions_connections_at_once(tmp_path: Path) -> None:
+    import httpx
+    from browser_tiers import PageSocket, start_browser_tiers, stop_browser_tiers
+
+    t = start_browser_tiers(tmp_path, edge_cfg=replace(EdgeConfig(), max_browser_sessions=1))
+    try:
+        ws = PageSocket(t)  # one phone's session holds the one connection
+        try:
+            assert "challenge" in json.loads(ws.recv(timeout=30))
+            assert httpx.get(t.page_url, verify=t.ssl_context(), timeout=30).status_code == 503
+        finally:
+            ws.close()
+    finally:
+        stop_browser_tiers(t)
