@@ -21,9 +21,12 @@ import pytest
 from scripted_cloud import ScriptedCloud, linked, serve, until
 
 from ecd.codec import encode
+from ecd.errors import PeerError
 from ecd.metrics import ServiceMetrics
 from ecd.packing import Packing
-from ecd.types import EdgeRegistration, Encoding, Frame, Position, Split
+from ecd.split import Preferences
+from ecd.types import DeviceRegistration, EdgeRegistration, Encoding, Enrolment, Frame, Position, PreferencesUpdate, Split
+from ecd.v1 import ecd_pb2 as pb
 from edge_node import service
 from edge_node.core import EdgeCore
 from edge_node.service import _heartbeat, _register
@@ -189,3 +192,49 @@ def test_a_cloud_of_revision_2_is_redialled_at_once_with_one_frame_per_message_t
     asyncio.run(main())
     assert cloud.messages == [] and [[f.frame_id for f in s] for s in cloud.streams] == [[1, 2], [1, 2]]
     assert [w for w in waits if not isinstance(w, tuple)] == [0.0, 0.2 * JITTER]
+
+
+class RelayCloud(ScriptedCloud):
+    """Answers a browser device's relayed calls: the first of each refused with ``code``, the next
+    answered; the time each had left recorded."""
+
+    def __init__(self, code: grpc.StatusCode) -> None:
+        super().__init__()
+        self.code, self.relayed = code, []
+
+    async def _answer(self, name: str, context, device_id: str):
+        self.relayed.append((name, context.time_remaining()))
+        if sum(n == name for n, _ in self.relayed) == 1:
+            await context.abort(self.code, f"{name} refused")
+        return pb.Assignment(device_id=device_id, split_device=3, preferences=pb.Preferences(w_energy=0.5, w_privacy=0.5))
+
+    async def UpdatePreferences(self, request, context):
+        return await self._answer("update", context, request.device_id)
+
+    async def EnrolDevice(self, request, context):
+        return await self._answer("enrol", context, "dev-" + request.code)
+
+
+def test_a_browser_devices_relayed_calls_keep_the_clouds_refusal_and_have_30_s() -> None:
+    """The page shows the cloud's status and words (edge_node.browser); each call gets 30 s."""
+    cloud = RelayCloud(grpc.StatusCode.FAILED_PRECONDITION)
+    registration = DeviceRegistration("phone", "phone", "wifi", Preferences(0.5, 0.5), "m", None, Encoding.FLOAT16)
+    calls = (lambda c: c.update_preferences(PreferencesUpdate("dev-1", "tok", Preferences(0.2, 0.8), 3)),
+             lambda c: c.enrol_device(Enrolment("ABC", b"key", registration)))
+
+    async def main():
+        server, stub, channel = await serve(cloud)
+        client, got = service.GrpcCloudClient(stub), []
+        try:
+            for call in calls:
+                with pytest.raises(PeerError) as e:
+                    await call(client)
+                got.append((e.value.status, str(e.value), (await call(client)).split.device))
+        finally:
+            await channel.close()
+            await server.stop(0)
+        return got
+
+    assert asyncio.run(main()) == [("FAILED_PRECONDITION", "cloud: update refused", 3), ("FAILED_PRECONDITION", "cloud: enrol refused", 3)]
+    assert [n for n, _ in cloud.relayed] == ["update"] * 2 + ["enrol"] * 2
+    assert all(r is not None and 25 < r <= 30.5 for _, r in cloud.relayed), cloud.relayed
