@@ -1,5 +1,6 @@
 """The edge node's calls to its cloud (edge_node.service): registering while the cloud cannot take
-it yet, the heartbeat, the cloud link's reconnections, and the deregistration's deadline.
+it yet, the heartbeat, the cloud link's reconnections, a browser device's relayed calls, and the
+deregistration's deadline.
 
 Against a scripted cloud: a real gRPC server on a loopback port chosen by the OS, whose answers the
 test sets call by call (which a real cloud cannot be made to give on cue: UNAVAILABLE three times,
