@@ -2,8 +2,8 @@
 scripted cloud or none: the per-device quotas, the message caps and an address no device can dial
 refused by name before anything starts; the device page refused without TLS and its connections
 capped; /metrics over TLS only with a certificate (and with it, served so); the packing reaching
-the cloud link (several frames per message, or the one-frame call); the heartbeat's period and
-deadline; a refused registration leaving nothing serving; the waits a stop asks for. The mutation
+the cloud link (several frames per message up to the byte caps, or the one-frame call); the
+heartbeat's period and deadline, and the registration it sends again; a refused registration leaving nothing serving; the waits a stop asks for. The mutation
 gate reached these with no test of the edge's own noticing them broken."""
 
 from __future__ import annotations
@@ -17,12 +17,16 @@ from dataclasses import replace
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from scripted_cloud import ScriptedCloud, serve, until
 from secure_tiers import start_secure_tiers, stop_secure_tiers
 
+from ecd.codec import encode
 from ecd.errors import ConfigError
+from ecd.types import Encoding, Frame, Split
 from edge_node import service
+from edge_node.link import DeviceSession
 from edge_node.service import EdgeConfig, start_edge
 
 NOWHERE = EdgeConfig(cloud="127.0.0.1:1", metrics_port=-1)  # a refusal must come before the node dials it
@@ -112,21 +116,49 @@ def test_the_cloud_link_sends_several_frames_per_message_unless_message_frames_i
     assert len(cloud.streams) == 1 and len(cloud.messages) == (1 if batches else 0)
 
 
-def test_the_node_beats_every_heartbeat_s_under_its_registered_id_with_at_least_1_s_to_answer(tmp_path: Path) -> None:
+def test_the_node_beats_every_heartbeat_s_with_at_least_1_s_to_answer_and_registers_again_as_it_started(tmp_path: Path) -> None:
     cloud = ScriptedCloud()
+    cloud.heartbeat_script = [[], grpc.StatusCode.NOT_FOUND]  # the second beat: the cloud forgot the node
 
     async def main():
-        server, edge = await edge_with(cloud, tmp_path, heartbeat_s=0.05)
+        server, edge = await edge_with(cloud, tmp_path, heartbeat_s=0.05, capacity=7.5, position="1.5,2.5", activation_cost=2.0)
         try:
-            await until(cloud, lambda: len(cloud.heartbeats) >= 3, "three heartbeats", timeout_s=5)
+            await until(cloud, lambda: len(cloud.heartbeats) >= 4, "four heartbeats", timeout_s=5)
         finally:
             await edge.stop(0, leave=False)
             await server.stop(0)
         return edge
 
     edge = asyncio.run(main())
-    assert {hb.edge_id for hb, _ in cloud.heartbeats} == {"edge-1"} == {edge.edge_id}
+    assert [hb.edge_id for hb, _ in cloud.heartbeats][:4] == ["edge-1", "edge-1", "edge-2", "edge-2"] and edge.edge_id == "edge-2"
     assert all(r is not None and 0.5 < r <= 1.1 for _, r in cloud.heartbeats)  # max(heartbeat_s, 1 s)
+    first, again = (r for r, _ in cloud.registrations)
+    assert again == first and (again.endpoint, again.capacity, again.activation_cost) == (edge.endpoint, 7.5, 2.0)
+    assert (again.position.lat, again.position.lon) == (1.5, 2.5)
+
+
+@pytest.mark.parametrize("options", [{"message_bytes": 8}, {"max_tensor_bytes": 8}, {}])
+def test_a_message_to_the_cloud_carries_frames_up_to_the_smaller_of_message_bytes_and_max_tensor_bytes(
+        tmp_path: Path, options: dict) -> None:
+    """Three frames of 8 tensor bytes queued at once: one message by default, one each under a cap of
+    8 bytes (message_bytes, or max_tensor_bytes: a larger message than the largest frame taken is no use)."""
+    cloud = ScriptedCloud()
+    cloud.stream_script = [(3, "hold")]
+
+    async def main():
+        server, edge = await edge_with(cloud, tmp_path, **options)
+        try:
+            session = DeviceSession(asyncio.Queue(), asyncio.Semaphore(8))
+            for i in (1, 2, 3):  # queued before the link runs again
+                await edge.core.link.submit(Frame("dev", i, "tok", "m", "v1", Split(1, 2), encode(np.zeros((1, 2), np.float32), Encoding.FLOAT32)),
+                                            session)
+            await until(cloud, lambda: cloud.messages and sum(cloud.messages[0]) == 3, "the three frames")
+        finally:
+            await edge.stop(0, leave=False)
+            await server.stop(0)
+
+    asyncio.run(main())
+    assert cloud.messages[0] == ([1, 1, 1] if options else [3])
 
 
 def test_a_refused_registration_ends_the_start_with_nothing_serving(tmp_path: Path, monkeypatch) -> None:
