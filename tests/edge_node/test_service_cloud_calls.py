@@ -1,6 +1,6 @@
 """The edge node's calls to its cloud (edge_node.service): registering while the cloud cannot take
-it yet, the heartbeat, the cloud link's reconnections, a browser device's relayed calls, and the
-deregistration's deadline.
+it yet, the heartbeat, the cloud link's reconnections, the assignment asked with its holder, a
+browser device's relayed calls, and the deregistration's deadline.
 
 Against a scripted cloud: a real gRPC server on a loopback port chosen by the OS, whose answers the
 test sets call by call (which a real cloud cannot be made to give on cue: UNAVAILABLE three times,
@@ -239,3 +239,26 @@ def test_a_browser_devices_relayed_calls_keep_the_clouds_refusal_and_have_30_s()
     assert asyncio.run(main()) == [("FAILED_PRECONDITION", "cloud: update refused", 3), ("FAILED_PRECONDITION", "cloud: enrol refused", 3)]
     assert [n for n, _ in cloud.relayed] == ["update"] * 2 + ["enrol"] * 2
     assert all(r is not None and 25 < r <= 30.5 for _, r in cloud.relayed), cloud.relayed
+
+
+def test_the_edge_asks_for_a_devices_assignment_naming_the_holder_it_was_given_or_none() -> None:
+    """The cloud binds a token to the certificate the edge names (``holder``); none named is sent empty,
+    which the cloud reads as "not bound" (cloud_server.service.GetAssignment)."""
+    asked: list[tuple[str, str, str]] = []
+
+    class Assigning(ScriptedCloud):
+        async def GetAssignment(self, request, context):
+            asked.append((request.device_id, request.token, request.holder))
+            return pb.Assignment(device_id=request.device_id, token=request.token, preferences=pb.Preferences(w_energy=0.5, w_privacy=0.5))
+
+    async def main():
+        server, stub, channel = await serve(Assigning())
+        client = service.GrpcCloudClient(stub)
+        try:
+            return [(await client.get_assignment("dev-1", "tok")).token, (await client.get_assignment("dev-2", "t2", "device-2")).token]
+        finally:
+            await channel.close()
+            await server.stop(0)
+
+    assert asyncio.run(main()) == ["tok", "t2"]
+    assert asked == [("dev-1", "tok", ""), ("dev-2", "t2", "device-2")]
