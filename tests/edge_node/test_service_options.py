@@ -1,7 +1,7 @@
 """What ``start_edge`` (edge_node.service) does with the options issues 30 and 32 added, against a
 scripted cloud or none: the per-device quotas, the message caps and an address no device can dial
-refused by name before anything starts; the device page refused without TLS and its connections
-capped; /metrics over TLS only with a certificate (and with it, served so); the packing reaching
+refused by name before anything starts; the device page refused without TLS, its port in use
+refused by name and its connections capped; /metrics over TLS only with a certificate (and with it, served so); the packing reaching
 the cloud link (several frames per message up to the byte caps, or the one-frame call); the
 heartbeat's period and deadline, and the registration it sends again; a refused registration
 leaving nothing serving; the waits a stop asks for. The mutation gate reached these with no test
@@ -244,3 +244,33 @@ def test_the_device_page_takes_max_browser_sessions_connections_at_once(tmp_path
             ws.close()
     finally:
         stop_browser_tiers(t)
+
+
+def test_a_device_page_port_in_use_is_refused_naming_the_option_and_the_port(tmp_path: Path, monkeypatch) -> None:
+    import socket
+
+    from ecd.errors import EcdError
+
+    started: list = []
+    real_start_server = service.start_server
+
+    async def start_server(*args, **kwargs):
+        started.append(await real_start_server(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(service, "start_server", start_server)
+    s = start_secure_tiers(tmp_path)
+    busy = socket.socket()
+    try:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(EcdError) as e:
+            s.loop.run(start_edge(replace(EdgeConfig(), cloud=f"127.0.0.1:{s.cloud.port}", tls_dir=str(s.folder), tls_name="edge-2",
+                                          metrics_port=-1, browser_port=port, model_dir=str(tmp_path / "m2"))))
+        assert str(e.value).startswith(f"browser_port: cannot listen on 127.0.0.1:{port} (")
+    finally:
+        busy.close()
+        for server in started[1:]:  # the first is the tiers' own edge
+            s.loop.run(server.stop(0))
+        stop_secure_tiers(s)
