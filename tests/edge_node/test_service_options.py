@@ -1,11 +1,11 @@
 """What ``start_edge`` (edge_node.service) does with the options issues 30 and 32 added, against a
 scripted cloud or none: the per-device quotas, the message caps and an address no device can dial
 refused by name before anything starts; the device page refused without TLS, its port in use
-refused by name and its connections capped; /metrics over TLS only with a certificate (and with it, served so); the packing reaching
-the cloud link (several frames per message up to the byte caps, or the one-frame call); the
-heartbeat's period and deadline, and the registration it sends again; a refused registration
-leaving nothing serving; the waits a stop asks for. The mutation gate reached these with no test
-of the edge's own noticing them broken."""
+refused by name and its connections capped; /metrics over TLS only with a certificate (and with
+it, served so); the packing reaching the cloud link (several frames per message up to the byte
+caps, or the one-frame call); the heartbeat's period and deadline, and the registration it sends
+again; a refused registration leaving nothing serving; the waits a stop asks for. The mutation
+gate reached these with no test of the edge's own noticing them broken."""
 
 from __future__ import annotations
 
