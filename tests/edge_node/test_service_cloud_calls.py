@@ -26,7 +26,16 @@ from ecd.errors import PeerError
 from ecd.metrics import ServiceMetrics
 from ecd.packing import Packing
 from ecd.split import Preferences
-from ecd.types import DeviceRegistration, EdgeRegistration, Encoding, Enrolment, Frame, Position, PreferencesUpdate, Split
+from ecd.types import (
+    DeviceRegistration,
+    EdgeRegistration,
+    Encoding,
+    Enrolment,
+    Frame,
+    Position,
+    PreferencesUpdate,
+    Split,
+)
 from ecd.v1 import ecd_pb2 as pb
 from edge_node import service
 from edge_node.core import EdgeCore

@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from scripted_cloud import ScriptedCloud, serve, until
+from scripted_cloud import ScriptedCloud, serve, servers_started, until
 from secure_tiers import start_secure_tiers, stop_secure_tiers
 
 from ecd.codec import encode
@@ -165,14 +165,7 @@ def test_a_message_to_the_cloud_carries_frames_up_to_the_smaller_of_message_byte
 def test_a_refused_registration_ends_the_start_with_nothing_serving(tmp_path: Path, monkeypatch) -> None:
     cloud = ScriptedCloud()
     cloud.register_codes = [grpc.StatusCode.PERMISSION_DENIED]
-    started: list = []
-    real_start_server = service.start_server
-
-    async def start_server(*args, **kwargs):
-        started.append(await real_start_server(*args, **kwargs))
-        return started[-1]
-
-    monkeypatch.setattr(service, "start_server", start_server)
+    started = servers_started(monkeypatch)
     with pytest.raises(grpc.aio.AioRpcError) as e:
         asyncio.run(edge_with(cloud, tmp_path))
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED and len(cloud.registrations) == 1
@@ -251,14 +244,7 @@ def test_a_device_page_port_in_use_is_refused_naming_the_option_and_the_port(tmp
 
     from ecd.errors import EcdError
 
-    started: list = []
-    real_start_server = service.start_server
-
-    async def start_server(*args, **kwargs):
-        started.append(await real_start_server(*args, **kwargs))
-        return started[-1]
-
-    monkeypatch.setattr(service, "start_server", start_server)
+    started = servers_started(monkeypatch)
     s = start_secure_tiers(tmp_path)
     busy = socket.socket()
     try:
