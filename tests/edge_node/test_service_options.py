@@ -1,11 +1,11 @@
 """What ``start_edge`` (edge_node.service) does with the options issues 30 and 32 added, against a
 scripted cloud or none: the per-device quotas, the message caps and an address no device can dial
-refused by name before anything starts; the device page refused without TLS, its port in use
-refused by name and its connections capped; /metrics over TLS only with a certificate (and with
-it, served so); the packing reaching the cloud link (several frames per message up to the byte
-caps, or the one-frame call); the heartbeat's period and deadline, and the registration it sends
-again; a refused registration leaving nothing serving; the waits a stop asks for. The mutation
-gate reached these with no test of the edge's own noticing them broken."""
+refused by name before anything starts; the device page refused without TLS or its extras, its
+port in use refused by name and its connections capped; /metrics over TLS only with a certificate
+(and with it, served so); the packing reaching the cloud link (several frames per message up to
+the byte caps, or the one-frame call); the heartbeat's period and deadline, and the registration
+it sends again; a refused registration leaving nothing serving; the waits a stop asks for. The
+mutation gate reached these with no test of the edge's own noticing them broken."""
 
 from __future__ import annotations
 
@@ -54,6 +54,16 @@ def test_a_message_cap_out_of_range_is_refused_naming_the_option() -> None:
 def test_the_device_page_without_tls_dir_is_refused_naming_the_option() -> None:
     for port in (0, 8443):  # 0 (any free port) turns the page on too
         assert refusal(replace(NOWHERE, browser_port=port)).startswith("browser_port: the device page is served over HTTPS")
+
+
+def test_the_device_page_without_its_extras_is_refused_before_anything_starts(monkeypatch) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wsproto" else find_spec(name, *a))
+    for port in (0, 8443):  # 0 (any free port) turns the page on too
+        said = refusal(replace(NOWHERE, browser_port=port, tls_dir="/nowhere"))
+        assert said.startswith("browser_port: the device page needs cryptography and wsproto"), said
 
 
 def test_metrics_over_tls_without_tls_dir_is_refused_naming_the_option() -> None:
