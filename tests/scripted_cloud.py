@@ -14,6 +14,7 @@ from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
 from ecd.metrics import ServiceMetrics
 from edge_node.link import ONE_PER_MESSAGE, CloudLink, DeviceSession
+from edge_node import service
 from edge_node.service import EdgeConfig, run_cloud_link, start_edge
 
 
@@ -92,6 +93,20 @@ class ScriptedCloud(pb_grpc.CloudServerServicer):
         elif then == "hold":
             await asyncio.Event().wait()
         await context.abort(grpc.StatusCode.UNAVAILABLE, "scripted break")
+
+
+def servers_started(monkeypatch) -> list:
+    """Every gRPC server ``start_edge`` starts from now on, kept (a start that fails after listening
+    must leave none serving; a test stops what it left)."""
+    started: list = []
+    real_start_server = service.start_server
+
+    async def start_server(*args, **kwargs):
+        started.append(await real_start_server(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(service, "start_server", start_server)
+    return started
 
 
 async def serve(cloud: ScriptedCloud) -> tuple[grpc.aio.Server, pb_grpc.CloudServerStub, grpc.aio.Channel]:

@@ -45,7 +45,7 @@ counts is a full run's, and a recheck's report says it is one.
 ``--report DIR`` prints a kept run's scores against the current allow-list without running anything.
 
 ``--module`` names a group, or one of its files: a file named is mutated alone, against its group's
-tests (``--module edge_node/service.py``: the services group without the cloud's).
+tests (``--module edge_node/link.py``: the edge group's link alone, against the edge tests).
 
 Usage: ``python tools/mutation.py [--module NAME]... [--jobs N] [--root PATH] [--keep DIR | --recheck DIR | --report DIR]``
 or ``make mutation``.

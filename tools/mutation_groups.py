@@ -89,8 +89,21 @@ GROUPS: dict[str, Group] = {
         ),
         timeout_s=180,
     ),
+    # the edge's gRPC face alone, against the fast files that pin it (scripted clouds, one real tier pair
+    # per test): in "services", a mutant that broke the cloud link left tiers tests waiting up to 180 s
+    "edge-service": Group(
+        ("edge_node/service.py",),
+        ("tests/edge_node/test_service_options.py", "tests/edge_node/test_service_cloud_calls.py",
+         "tests/edge_node/test_service_cloud_start.py", "tests/edge_node/test_service_start.py",
+         "tests/edge_node/test_service_stop.py", "tests/edge_node/test_cloud_link_stop.py", "tests/edge_node/test_frame_batches.py",
+         "tests/edge_node/test_edge_service.py", "tests/edge_node/test_edge_refuses.py", "tests/edge_node/test_stream_header.py",
+         "tests/edge_node/test_fairness.py", "tests/edge_node/test_fair_cost.py", "tests/edge_node/test_backpressure.py",
+         "tests/edge_node/test_browser_enrol.py", "tests/ecd/test_advertise.py", "tests/integration/test_security.py",
+         "tests/integration/test_bad_input.py"),
+        timeout_s=30,  # its slowest test takes 4 s; a broken cloud link must not hold each mutant 180 s
+    ),
     "services": Group(
-        ("edge_node/service.py", "cloud_server/service.py", "cloud_server/scheduler_service.py"),
+        ("cloud_server/service.py", "cloud_server/scheduler_service.py"),
         ("tests/edge_node", "tests/cloud_server/test_service_operator.py", "tests/cloud_server/test_service_calls.py",
          "tests/cloud_server/test_service_holders.py", "tests/cloud_server/test_service_monitor.py",
          "tests/cloud_server/test_service_lifecycle.py", "tests/cloud_server/test_panel.py", "tests/cloud_server/test_disk_full.py",

@@ -1,5 +1,6 @@
 """The edge node's calls to its cloud (edge_node.service): registering while the cloud cannot take
-it yet, the heartbeat, the cloud link's reconnections, and the deregistration's deadline.
+it yet, the heartbeat, the cloud link's reconnections, the assignment asked with its holder, a
+browser device's relayed calls, and the deregistration's deadline.
 
 Against a scripted cloud: a real gRPC server on a loopback port chosen by the OS, whose answers the
 test sets call by call (which a real cloud cannot be made to give on cue: UNAVAILABLE three times,
@@ -21,8 +22,21 @@ import pytest
 from scripted_cloud import ScriptedCloud, linked, serve, until
 
 from ecd.codec import encode
+from ecd.errors import PeerError
 from ecd.metrics import ServiceMetrics
-from ecd.types import EdgeRegistration, Encoding, Frame, Position, Split
+from ecd.packing import Packing
+from ecd.split import Preferences
+from ecd.types import (
+    DeviceRegistration,
+    EdgeRegistration,
+    Encoding,
+    Enrolment,
+    Frame,
+    Position,
+    PreferencesUpdate,
+    Split,
+)
+from ecd.v1 import ecd_pb2 as pb
 from edge_node import service
 from edge_node.core import EdgeCore
 from edge_node.service import _heartbeat, _register
@@ -172,3 +186,88 @@ def test_the_cloud_link_reconnects_with_backoff_and_resends_what_is_unanswered(w
     assert {w for w in waits if isinstance(w, tuple)} == {("uniform", 0.5, 1.0)}
     sent = sum(f.ByteSize() for s in cloud.streams for f in s)
     assert metrics.registry.get_sample_value("ecd_hop_bytes_total", {"service": "edge", "hop": "edge_to_cloud"}) == sent
+
+
+def test_a_cloud_of_revision_2_is_redialled_at_once_with_one_frame_per_message_then_backs_off_from_0_2_s(waits) -> None:
+    """The refusal of StreamBatches is no failure of the cloud: the one-frame stream follows without
+    a wait; a break after it waits the first backoff step, 0.2 s."""
+    cloud = ScriptedCloud()
+    cloud.serves_batches = False
+    cloud.stream_script = [(2, "break"), (2, "hold")]  # the first one-frame stream reads both frames and breaks
+
+    async def main():
+        async with linked(cloud, [frame(1), frame(2)], ServiceMetrics("edge"), Packing(0.0, max_frames=8)):
+            await until(cloud, lambda: len(cloud.streams) >= 2 and len(cloud.streams[1]) == 2, "both frames resent")
+
+    asyncio.run(main())
+    assert cloud.messages == [] and [[f.frame_id for f in s] for s in cloud.streams] == [[1, 2], [1, 2]]
+    assert [w for w in waits if not isinstance(w, tuple)] == [0.0, 0.2 * JITTER]
+
+
+class RelayCloud(ScriptedCloud):
+    """Answers a browser device's relayed calls: the first of each refused with ``code``, the next
+    answered; the time each had left recorded."""
+
+    def __init__(self, code: grpc.StatusCode) -> None:
+        super().__init__()
+        self.code, self.relayed = code, []
+
+    async def _answer(self, name: str, context, device_id: str):
+        self.relayed.append((name, context.time_remaining()))
+        if sum(n == name for n, _ in self.relayed) == 1:
+            await context.abort(self.code, f"{name} refused")
+        return pb.Assignment(device_id=device_id, split_device=3, preferences=pb.Preferences(w_energy=0.5, w_privacy=0.5))
+
+    async def UpdatePreferences(self, request, context):
+        return await self._answer("update", context, request.device_id)
+
+    async def EnrolDevice(self, request, context):
+        return await self._answer("enrol", context, "dev-" + request.code)
+
+
+def test_a_browser_devices_relayed_calls_keep_the_clouds_refusal_and_have_30_s() -> None:
+    """The page shows the cloud's status and words (edge_node.browser); each call gets 30 s."""
+    cloud = RelayCloud(grpc.StatusCode.FAILED_PRECONDITION)
+    registration = DeviceRegistration("phone", "phone", "wifi", Preferences(0.5, 0.5), "m", None, Encoding.FLOAT16)
+    calls = (lambda c: c.update_preferences(PreferencesUpdate("dev-1", "tok", Preferences(0.2, 0.8), 3)),
+             lambda c: c.enrol_device(Enrolment("ABC", b"key", registration)))
+
+    async def main():
+        server, stub, channel = await serve(cloud)
+        client, got = service.GrpcCloudClient(stub), []
+        try:
+            for call in calls:
+                with pytest.raises(PeerError) as e:
+                    await call(client)
+                got.append((e.value.status, str(e.value), (await call(client)).split.device))
+        finally:
+            await channel.close()
+            await server.stop(0)
+        return got
+
+    assert asyncio.run(main()) == [("FAILED_PRECONDITION", "cloud: update refused", 3), ("FAILED_PRECONDITION", "cloud: enrol refused", 3)]
+    assert [n for n, _ in cloud.relayed] == ["update"] * 2 + ["enrol"] * 2
+    assert all(r is not None and 25 < r <= 30.5 for _, r in cloud.relayed), cloud.relayed
+
+
+def test_the_edge_asks_for_a_devices_assignment_naming_the_holder_it_was_given_or_none() -> None:
+    """The cloud binds a token to the certificate the edge names (``holder``); none named is sent empty,
+    which the cloud reads as "not bound" (cloud_server.service.GetAssignment)."""
+    asked: list[tuple[str, str, str]] = []
+
+    class Assigning(ScriptedCloud):
+        async def GetAssignment(self, request, context):
+            asked.append((request.device_id, request.token, request.holder))
+            return pb.Assignment(device_id=request.device_id, token=request.token, preferences=pb.Preferences(w_energy=0.5, w_privacy=0.5))
+
+    async def main():
+        server, stub, channel = await serve(Assigning())
+        client = service.GrpcCloudClient(stub)
+        try:
+            return [(await client.get_assignment("dev-1", "tok")).token, (await client.get_assignment("dev-2", "t2", "device-2")).token]
+        finally:
+            await channel.close()
+            await server.stop(0)
+
+    assert asyncio.run(main()) == ["tok", "t2"]
+    assert asked == [("dev-1", "tok", ""), ("dev-2", "t2", "device-2")]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from scripted_cloud import ScriptedCloud, edge_on, serve, until
+from scripted_cloud import ScriptedCloud, edge_on, serve, servers_started, until
 
 from ecd import certs
 from ecd.config import MiB
@@ -66,14 +66,7 @@ def test_a_node_whose_cloud_never_answers_gives_up_after_30_s_naming_the_option(
     mute.bind(("127.0.0.1", 0))
     mute.listen()
     cloud = f"127.0.0.1:{mute.getsockname()[1]}"
-    started: list = []
-    real_start_server = service.start_server
-
-    async def start_server(*args, **kwargs):
-        started.append(await real_start_server(*args, **kwargs))
-        return started[-1]
-
-    monkeypatch.setattr(service, "start_server", start_server)
+    started = servers_started(monkeypatch)
     try:
         with pytest.raises(ConnectionError) as e:
             asyncio.run(start_edge(EdgeConfig(cloud=cloud, metrics_port=-1, model_dir=str(tmp_path))))

@@ -168,13 +168,13 @@ def test_a_file_named_is_mutated_alone_with_its_groups_tests() -> None:
     def error(message: str):
         raise SystemExit(message)
 
-    services = mutation.GROUPS["services"]
-    one = mutation.choose(["edge_node/service.py"], error)
-    assert one == {"services": replace(services, files=("edge_node/service.py",))}
-    two = mutation.choose(["cloud_server/service.py", "edge_node/service.py"], error)
-    assert two == {"services": replace(services, files=("edge_node/service.py", "cloud_server/service.py"))}  # the group's order
-    for wanted in (["services", "edge_node/service.py"], ["edge_node/service.py", "services"]):
-        assert mutation.choose(wanted, error) == {"services": services}
+    edge = mutation.GROUPS["edge"]
+    one = mutation.choose(["edge_node/link.py"], error)
+    assert one == {"edge": replace(edge, files=("edge_node/link.py",))}
+    two = mutation.choose(["edge_node/link.py", "edge_node/core.py"], error)
+    assert two == {"edge": replace(edge, files=("edge_node/core.py", "edge_node/link.py"))}  # the group's order
+    for wanted in (["edge", "edge_node/link.py"], ["edge_node/link.py", "edge"]):
+        assert mutation.choose(wanted, error) == {"edge": edge}
     assert list(mutation.choose(["auth", "codec", "auth"], error)) == ["auth", "codec"]
     with pytest.raises(SystemExit, match="--module 'nope': expected one of codec"):
         mutation.choose(["nope"], error)
