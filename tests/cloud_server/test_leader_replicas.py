@@ -40,6 +40,8 @@ def test_one_leader_among_two_replicas_and_the_survivor_takes_over(postgres_url:
             with grpc.insecure_channel(f"127.0.0.1:{clouds[follow].port}") as ch:  # an edge, at the follower
                 stub = pb_grpc.CloudServerStub(ch)
                 edge_id = stub.RegisterEdge(pb.RegisterEdgeRequest(endpoint="127.0.0.1:50999", capacity=4.0), timeout=10).edge_id
+                # the leader's own placement for the edge that joined first, not between the two counted below
+                wait_until(lambda: clouds[lead].core.placement.current is not None)
                 with pytest.raises(EcdError, match=rf"^FAILED_PRECONDITION: scheduler: this replica \({clouds[follow].core.leader.holder}\) "
                                                    rf"does not lead the schedulers; the leader is {clouds[lead].core.leader.holder}"):
                     clients[follow].place()
