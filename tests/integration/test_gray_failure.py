@@ -61,4 +61,7 @@ def test_an_agent_leaves_a_hung_edge_after_its_answer_deadline_and_loses_nothing
     assert all(o.result.ok for o in outcomes)
     status = agent.status()
     assert status.errors == 0 and status.edge_id != first.edge_id and status.moves >= 1
-    assert agent.loop.abandoned == 1, took  # the answer deadline, not TCP keepalive, ended the stream through the hung edge
+    # the answer deadline, not TCP keepalive, ended the stream through the hung edge; on a loaded machine
+    # the cloud may still name the hung edge when the agent asks (its 2 s edge timeout not yet run out),
+    # so the agent may go back to it and leave it again by the same deadline
+    assert agent.loop.abandoned >= 1, took
