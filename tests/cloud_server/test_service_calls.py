@@ -6,6 +6,8 @@ name what was limited, its burst and whom."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from pathlib import Path
 
 import grpc
@@ -17,6 +19,7 @@ from ecd import zoo
 from ecd.limits import MAX_FRAMES_PER_MESSAGE
 from ecd.manifest import load_heldout
 from ecd.v1 import ecd_pb2 as pb
+from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
 M = zoo.load_manifest("digits_cnn")
 X = M.input.preprocess(load_heldout(M).images[:5])
@@ -197,8 +200,6 @@ def test_slow_control_calls_run_off_the_event_loop(tiers: Tiers) -> None:
 
 
 def test_an_edge_joining_or_leaving_places_at_once_not_at_the_next_periodic_check(tmp_path: Path) -> None:
-    from ecd.v1 import ecd_pb2_grpc as pb_grpc
-
     t = start_tiers(tmp_path, cloud_cfg=CloudConfig(placement_check_s=3600.0, leader_lease_s=7200.0))  # by the clock: not within this test
     scheduler = pb_grpc.SchedulerStub(t.cloud_channel)
 
@@ -272,3 +273,96 @@ def test_watches_beyond_a_callers_burst_are_refused_naming_the_limit(tiers: Tier
     assert ("OK", a.device_id) in outcomes
     assert set(outcomes) == {("OK", a.device_id),
                              ("RESOURCE_EXHAUSTED", "WatchAssignment: more than 5 a second (burst 20) from 127.0.0.1; retry later")}
+
+
+def blocking(t: Tiers) -> tuple[threading.Event, threading.Event]:
+    """The cloud's frame work held until ``release`` is set (``started``: one has begun)."""
+    started, release = threading.Event(), threading.Event()
+    real = t.cloud.core.process_many
+
+    def held(frames, relayed_by=None):
+        started.set()
+        release.wait(20)
+        return real(frames, relayed_by)
+
+    t.cloud.core.process_many = held
+    return started, release
+
+
+def test_a_drain_waits_for_a_frame_in_flight_up_to_its_timeout_and_no_longer_than_the_stream(tmp_path: Path) -> None:
+    """``drain(timeout)`` returns the streams still open: one whose frame is being computed holds it
+    for the whole timeout, and once that frame is answered the drain returns at once. (The edge node
+    is stopped first: its link, drained, would open again.)"""
+    t = start_tiers(tmp_path)
+    servicer = t.cloud.servicer
+    frames = cloud_frames(t, 1)
+    t.loop.run(t.edge.stop(0))
+    wait_until(lambda: servicer.streams == 0, "the edge's link to end")
+    started, release = blocking(t)
+    call = t.cloud_stub.Stream(iter(frames), timeout=60)
+    try:
+        assert started.wait(30)
+        loop = t.loop.loop
+
+        async def timed(timeout_s: float, release_at_once: bool) -> tuple[int, float]:
+            t0 = loop.time()
+            drained = asyncio.create_task(servicer.drain(timeout_s))
+            await asyncio.sleep(0)  # the drain has looked at the streams once and waits
+            if release_at_once:
+                release.set()
+            return await drained, loop.time() - t0
+
+        still_open, waited = t.loop.run(timed(0.3, False))
+        assert still_open == 1 and waited >= 0.3  # the frame in flight: the whole timeout
+        still_open, waited = t.loop.run(timed(20, True))
+        assert still_open == 0 and waited < 1.0  # answered: the drain ends with the stream, not at its timeout
+        assert [r.frame_id for r in call] == [1] and call.code() == grpc.StatusCode.OK
+    finally:
+        release.set()
+        call.cancel()
+        t.cloud_channel.close()
+        t.edge_channel.close()
+        t.loop.run(t.cloud.stop(0))
+        t.loop.close()
+
+
+def test_an_edge_streams_frames_are_computed_on_the_clouds_workers_and_answered_in_order(tmp_path: Path) -> None:
+    """``workers`` frames of one stream at once, on the cloud's own pool (its threads named
+    ``cloud-infer``): the first two are held until both run together, and no third thread is used."""
+    import itertools
+
+    t = start_tiers(tmp_path, cloud_cfg=CloudConfig(workers=2))
+    together = threading.Barrier(2, timeout=20)
+    order = itertools.count()
+    threads: list[str] = []
+    real = t.cloud.core.process_many
+
+    def recorded(frames, relayed_by=None):
+        threads.append(threading.current_thread().name)
+        if next(order) < 2:
+            together.wait()
+        return real(frames, relayed_by)
+
+    t.cloud.core.process_many = recorded
+    try:
+        results = list(t.cloud_stub.Stream(iter(cloud_frames(t, 5)), timeout=60))
+        assert [r.frame_id for r in results] == [1, 2, 3, 4, 5] and not any(r.HasField("error") for r in results)
+        assert sorted(set(threads)) == ["cloud-infer_0", "cloud-infer_1"]
+    finally:
+        stop_tiers(t)
+
+
+def test_a_heartbeat_is_answered_with_the_devices_revoked_lately(tiers: Tiers) -> None:
+    a, kept = tiers.register(split=2), tiers.register(split=2)
+    pb_grpc.SchedulerStub(tiers.cloud_channel).RevokeDevice(pb.RevokeRequest(device_id=a.device_id), timeout=30)
+    ack = tiers.cloud_stub.Heartbeat(pb.EdgeHeartbeat(edge_id=tiers.edge.edge_id, load=0), timeout=30)
+    assert list(ack.revoked) == [a.device_id] and kept.device_id not in ack.revoked
+
+
+def test_a_plaintext_caller_holds_no_certificate_so_no_certificate_quota_counts_its_devices(tmp_path: Path) -> None:
+    t = start_tiers(tmp_path, cloud_cfg=CloudConfig(devices_per_certificate=1))
+    try:
+        assert t.register(split=2).device_id != t.register(split=2).device_id
+        assert {d.holder for d in t.cloud.registry.devices(0)} == {""}
+    finally:
+        stop_tiers(t)

@@ -83,6 +83,32 @@ def test_a_stopped_cloud_gives_the_schedulers_lease_up_at_once_and_closes_its_po
         registry.close()
 
 
+@pytest.mark.parametrize("grace, drain_s, calls_s", [(None, 5.0, 0.5), (2.0, 2.0, 0.5), (0.2, 0.2, 0.2)])
+def test_a_stops_grace_bounds_the_drain_and_other_calls_get_at_most_half_a_second(tmp_path: Path, grace: float | None,
+                                                                                 drain_s: float, calls_s: float) -> None:
+    """The edges' streams get the whole grace (5 s when none is given: they are answered, not cut);
+    the other calls in flight at most 0.5 s of it."""
+    loop = LoopThread()
+    cloud = loop.run(start_cloud(replace(CloudConfig(), db=str(tmp_path / "c.sqlite3"), port=0, metrics_port=-1)))
+    given: list[tuple[str, float | None]] = []
+    drain, stop = cloud.servicer.drain, cloud.server.stop
+
+    async def drain_recorded(timeout_s: float) -> int:
+        given.append(("drain", timeout_s))
+        return await drain(timeout_s)
+
+    async def stop_recorded(grace_s: float | None) -> None:
+        given.append(("calls", grace_s))
+        await stop(grace_s)
+
+    cloud.servicer.drain, cloud.server.stop = drain_recorded, stop_recorded
+    try:
+        loop.run(cloud.stop() if grace is None else cloud.stop(grace))
+    finally:
+        loop.close()
+    assert given == [("drain", drain_s), ("calls", calls_s)]
+
+
 @pytest.mark.parametrize("boundary, split_edge", [(-1, 5), (0, 2), (4, 4)])  # digits_cnn has 6 blocks; the device runs 2
 def test_the_edge_boundary_option_sets_the_blocks_an_edge_runs(tmp_path: Path, boundary: int, split_edge: int) -> None:
     t = start_tiers(tmp_path, cloud_cfg=CloudConfig(edge_boundary=boundary))
@@ -185,8 +211,10 @@ def test_a_view_beyond_loopback_is_served_only_when_plaintext_is_forced(tmp_path
     loop = LoopThread()
     try:
         cfg = replace(CloudConfig(), db=str(tmp_path / "c.sqlite3"), port=0, metrics_port=-1, panel_port=0, panel_host="0.0.0.0")
-        with pytest.raises(ConfigError, match="^panel_host: 0.0.0.0 is not a loopback address"):
+        with pytest.raises(ConfigError) as e:
             loop.run(start_cloud(cfg))
+        assert str(e.value) == ("panel_host: 0.0.0.0 is not a loopback address and the operator view is plain HTTP; "
+                                "keep it on loopback (reach it over an SSH tunnel) or force it with --insecure")
         cloud = loop.run(start_cloud(replace(cfg, insecure=True)))
         try:
             assert cloud.panel_port > 0 and not refused(cloud.panel_port)

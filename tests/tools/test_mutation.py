@@ -171,8 +171,8 @@ def test_a_file_named_is_mutated_alone_with_its_groups_tests() -> None:
     services = mutation.GROUPS["services"]
     one = mutation.choose(["edge_node/service.py"], error)
     assert one == {"services": replace(services, files=("edge_node/service.py",))}
-    two = mutation.choose(["cloud_server/service.py", "edge_node/service.py"], error)
-    assert two == {"services": replace(services, files=("edge_node/service.py", "cloud_server/service.py"))}  # the group's order
+    two = mutation.choose(["cloud_server/scheduler_service.py", "edge_node/service.py"], error)
+    assert two == {"services": replace(services, files=("edge_node/service.py", "cloud_server/scheduler_service.py"))}  # the group's order
     for wanted in (["services", "edge_node/service.py"], ["edge_node/service.py", "services"]):
         assert mutation.choose(wanted, error) == {"services": services}
     assert list(mutation.choose(["auth", "codec", "auth"], error)) == ["auth", "codec"]
