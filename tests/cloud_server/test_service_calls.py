@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -170,8 +171,6 @@ def test_slow_control_calls_run_off_the_event_loop(tiers: Tiers) -> None:
     """Deciding a split (a registration, an enrolment), adding a head and reading a partition's
     files take a while: they run in a worker thread, so the loop serving every stream is never
     held up by them."""
-    import threading
-
     from cloud_server.heads import parity_head_weights
 
     ran_on: list[tuple[str, threading.Thread]] = []
@@ -228,9 +227,6 @@ def test_an_edge_joining_or_leaving_places_at_once_not_at_the_next_periodic_chec
 def test_a_stopping_cloud_answers_what_it_read_and_ends_each_edge_stream_cleanly(tmp_path: Path) -> None:
     """A stop drains: it stops reading each edge's stream, answers the frames read, and ends the
     stream with OK (the edge resends the rest to another cloud) rather than cutting it off."""
-    import threading
-    import time
-
     t = start_tiers(tmp_path)
     more = threading.Event()
     try:
@@ -366,3 +362,36 @@ def test_a_plaintext_caller_holds_no_certificate_so_no_certificate_quota_counts_
         assert {d.holder for d in t.cloud.registry.devices(0)} == {""}
     finally:
         stop_tiers(t)
+
+
+def test_a_stop_does_not_wait_for_the_frame_being_computed_and_never_starts_the_queued_ones(tmp_path: Path) -> None:
+    """Past its grace a stop leaves the frame in the worker to finish on its own and drops the
+    frames queued behind it (the edges resend them to the next cloud)."""
+    t = start_tiers(tmp_path, cloud_cfg=CloudConfig(workers=1))
+    frames = cloud_frames(t, 2)
+    started, release = blocking(t)
+    calls: list[int] = []
+    held = t.cloud.core.process_many
+
+    def counted(frames, relayed_by=None):
+        calls.append(len(frames))
+        return held(frames, relayed_by)
+
+    t.cloud.core.process_many = counted
+    call = t.cloud_stub.Stream(iter(frames), timeout=60)
+    pool = t.cloud.servicer.pool
+    try:
+        assert started.wait(30)
+        wait_until(lambda: pool._work_queue.qsize() == 1, "the second frame to wait for the worker")
+        t0 = time.monotonic()
+        t.loop.run(t.cloud.stop(0))
+        assert time.monotonic() - t0 < 10  # not the 20 s the held frame takes
+    finally:
+        release.set()
+        call.cancel()
+        t.cloud_channel.close()
+        t.edge_channel.close()
+        t.loop.run(t.edge.stop(0))
+        t.loop.close()
+    pool.shutdown(wait=True)  # the worker is done: whatever it was to run has run
+    assert calls == [1]

@@ -1,8 +1,9 @@
 """What ``start_cloud`` serves, option by option (cloud_server.service), and what a start that fails
 gives back: server reflection naming both services (off with ``reflection``), gRPC health on its own
 port for probes; /metrics and the operator view listening only on their own host, /metrics over TLS
-with ``metrics_tls``; the view's socket closed when the gRPC port cannot be had; and the view's peer
-check fed the caller's address the way ``operator_peers`` reads it (IPv4, IPv6, a unix socket)."""
+with ``metrics_tls``; ``max_message_bytes`` capping what it takes in; the view's socket closed when
+the gRPC port cannot be had; and the view's peer check fed the caller's address the way
+``operator_peers`` reads it (IPv4, IPv6, a unix socket)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from cloud_server.service import _panel, start_cloud
 from ecd import certs
 from ecd.errors import ConfigError, PermissionDeniedError
 from ecd.transport.rpc import LoopThread, wait_healthy
+from ecd.v1 import ecd_pb2 as pb
+from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
 
 def config(tmp_path: Path, **options: Any) -> CloudConfig:
@@ -186,3 +189,20 @@ def test_the_view_answers_to_its_own_host_name(tmp_path: Path) -> None:
     cfg = config(tmp_path, panel_port=0, panel_host=name, insecure=True)
     assert peers_checked(cfg, [("127.0.0.1", 50000)], host=name) == (["ipv4:127.0.0.1:0"], [403])  # past the Host check
     assert peers_checked(cfg, [("127.0.0.1", 50000)], host="elsewhere.example") == ([], [403])  # refused before it
+
+
+def test_max_message_bytes_caps_what_the_cloud_takes_in(tmp_path: Path) -> None:
+    loop = LoopThread()
+    cloud = loop.run(start_cloud(config(tmp_path, max_message_bytes=4096)))
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{cloud.port}") as ch:
+            stub = pb_grpc.CloudServerStub(ch)
+            with pytest.raises(grpc.RpcError) as e:
+                stub.ListHeads(pb.ListHeadsRequest(model_id="m" * 5000), timeout=10)
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "Received message larger than max" in e.value.details()
+            with pytest.raises(grpc.RpcError) as e:
+                stub.ListHeads(pb.ListHeadsRequest(model_id="m" * 3000), timeout=10)
+            assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION  # taken in, and answered
+    finally:
+        loop.run(cloud.stop(0))
+        loop.close()
