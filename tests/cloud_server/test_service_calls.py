@@ -10,6 +10,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import grpc
 import pytest
@@ -271,17 +272,21 @@ def test_watches_beyond_a_callers_burst_are_refused_naming_the_limit(tiers: Tier
                              ("RESOURCE_EXHAUSTED", "WatchAssignment: more than 5 a second (burst 20) from 127.0.0.1; retry later")}
 
 
+def before_each_message(t: Tiers, each: Callable[[list], object]) -> None:
+    """``each(frames)`` runs in the cloud's worker before it computes a message's frames."""
+    real = t.cloud.core.process_many
+
+    def wrapped(frames, relayed_by=None):
+        each(frames)
+        return real(frames, relayed_by)
+
+    t.cloud.core.process_many = wrapped
+
+
 def blocking(t: Tiers) -> tuple[threading.Event, threading.Event]:
     """The cloud's frame work held until ``release`` is set (``started``: one has begun)."""
     started, release = threading.Event(), threading.Event()
-    real = t.cloud.core.process_many
-
-    def held(frames, relayed_by=None):
-        started.set()
-        release.wait(20)
-        return real(frames, relayed_by)
-
-    t.cloud.core.process_many = held
+    before_each_message(t, lambda _: (started.set(), release.wait(20)))
     return started, release
 
 
@@ -331,15 +336,13 @@ def test_an_edge_streams_frames_are_computed_on_the_clouds_workers_and_answered_
     together = threading.Barrier(2, timeout=20)
     order = itertools.count()
     threads: list[str] = []
-    real = t.cloud.core.process_many
 
-    def recorded(frames, relayed_by=None):
+    def recorded(_: list) -> None:
         threads.append(threading.current_thread().name)
         if next(order) < 2:
             together.wait()
-        return real(frames, relayed_by)
 
-    t.cloud.core.process_many = recorded
+    before_each_message(t, recorded)
     try:
         results = list(t.cloud_stub.Stream(iter(cloud_frames(t, 5)), timeout=60))
         assert [r.frame_id for r in results] == [1, 2, 3, 4, 5] and not any(r.HasField("error") for r in results)
@@ -371,13 +374,7 @@ def test_a_stop_does_not_wait_for_the_frame_being_computed_and_never_starts_the_
     frames = cloud_frames(t, 2)
     started, release = blocking(t)
     calls: list[int] = []
-    held = t.cloud.core.process_many
-
-    def counted(frames, relayed_by=None):
-        calls.append(len(frames))
-        return held(frames, relayed_by)
-
-    t.cloud.core.process_many = counted
+    before_each_message(t, lambda frames: calls.append(len(frames)))
     call = t.cloud_stub.Stream(iter(frames), timeout=60)
     pool = t.cloud.servicer.pool
     try:
