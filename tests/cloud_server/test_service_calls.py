@@ -392,3 +392,16 @@ def test_a_stop_does_not_wait_for_the_frame_being_computed_and_never_starts_the_
         t.loop.close()
     pool.shutdown(wait=True)  # the worker is done: whatever it was to run has run
     assert calls == [1]
+
+
+def test_a_bad_enrolment_code_and_a_bad_partition_request_are_refused_naming_the_field(tiers: Tiers) -> None:
+    enrolment = pb.EnrolDeviceRequest(code="no-such-code", public_key=browser_key(), registration=pb.RegisterDeviceRequest(
+        device_name="phone", radio="wifi", model_id="digits_cnn", preferences=pb.Preferences(w_energy=0.5, w_privacy=0.5), encoding=pb.FLOAT16))
+    with pytest.raises(grpc.RpcError) as e:
+        tiers.cloud_stub.EnrolDevice(enrolment, timeout=30)
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert e.value.details() == "code: unknown enrolment code 'no-such-code'; ask the operator for one"
+    with pytest.raises(grpc.RpcError) as e:
+        list(tiers.cloud_stub.FetchPartition(pb.FetchPartitionRequest(model_id="digits_cnn", start=2, stop=1), timeout=30))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.details().startswith("start, stop: expected 0 <= start <= stop <= ")
