@@ -138,7 +138,8 @@ def test_the_placement_options_reach_the_placement(tmp_path: Path) -> None:
 def test_the_frame_limits_reach_the_frames(tmp_path: Path) -> None:
     """``max_batch`` and ``max_tensor_bytes`` as configured, not the defaults: a two-image frame is
     refused in band naming max_batch; one over max_tensor_bytes is not even taken in (the cloud's
-    receive cap follows the frame limit)."""
+    receive cap follows the frame limit), and one that fits the cap only as float16 is refused in
+    band (the limit counts its float32 size)."""
     from ecd import zoo
     from ecd.manifest import load_heldout
     from harness import frame_for
@@ -147,11 +148,11 @@ def test_the_frame_limits_reach_the_frames(tmp_path: Path) -> None:
     split = max(range(m.n_blocks), key=m.activation_bytes)  # the largest activation the device may send
     x = m.input.preprocess(load_heldout(m).images[:2])
 
-    def refusal(cfg: CloudConfig, name: str) -> tuple[int, str]:
+    def refusal(cfg: CloudConfig, name: str, encoding: int = pb.FLOAT32) -> tuple[int, str]:
         (tmp_path / name).mkdir()
         t = start_tiers(tmp_path / name, cloud_cfg=cfg)
         try:
-            f = frame_for(t.register(split=split), m, x, 1)
+            f = frame_for(t.register(split=split), m, x, 1, encoding)
             f.split_edge = split
             try:
                 (r,) = list(t.cloud_stub.Stream(iter([f]), timeout=60))
@@ -165,6 +166,8 @@ def test_the_frame_limits_reach_the_frames(tmp_path: Path) -> None:
     assert refusal(CloudConfig(max_batch=1), "batch") == (exhausted, "tensor.shape[0]: a batch of 2 exceeds the limit of 1 (max_batch)")
     code, details = refusal(CloudConfig(max_tensor_bytes=m.activation_bytes(split)), "bytes")
     assert code == exhausted and "Received message larger than max" in details
+    code, details = refusal(CloudConfig(max_tensor_bytes=m.activation_bytes(split)), "float16", pb.FLOAT16)
+    assert code == exhausted and details.endswith(f"exceed the limit of {m.activation_bytes(split)} bytes (max_tensor_bytes)")
 
 
 def test_the_timing_and_quota_options_reach_the_parts_that_use_them(tmp_path: Path) -> None:
@@ -174,7 +177,7 @@ def test_the_timing_and_quota_options_reach_the_parts_that_use_them(tmp_path: Pa
 
     cfg = replace(CloudConfig(), db=str(tmp_path / "c.sqlite3"), port=0, metrics_port=-1, edge_timeout_s=7.0, device_lease_s=77.0,
                   leader_lease_s=9.0, placement_check_s=1.5, placement_debounce_s=0.25, batch_max_frames=5, batch_max_delay_ms=20.0,
-                  devices_per_certificate=3, enrol_code_ttl_s=123.0)
+                  devices_per_certificate=3, enrol_code_ttl_s=123.0, registrations_per_s=2.0, locations_per_s=3.0)
     loop = LoopThread()
     cloud = loop.run(start_cloud(cfg))
     try:
@@ -183,6 +186,8 @@ def test_the_timing_and_quota_options_reach_the_parts_that_use_them(tmp_path: Pa
         assert {core.models.served(m).batcher.config for m in core.models} == {BatchingConfig(5, 0.02)}
         assert (core.devices.per_certificate, core.enrolment.ttl_s) == (3, 123.0)
         assert cloud.servicer.monitor.every_s == 1.5
+        limits = cloud.servicer.limits  # bursts: five times the registrations' rate, ten times the locations'
+        assert (limits.registrations.per_s, limits.registrations.burst, limits.locations.per_s, limits.locations.burst) == (2.0, 10.0, 3.0, 30.0)
     finally:
         loop.run(cloud.stop(0))
         loop.close()

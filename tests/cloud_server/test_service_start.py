@@ -206,3 +206,14 @@ def test_max_message_bytes_caps_what_the_cloud_takes_in(tmp_path: Path) -> None:
     finally:
         loop.run(cloud.stop(0))
         loop.close()
+
+
+def test_plaintext_beyond_loopback_is_served_when_forced(tmp_path: Path) -> None:
+    """The refusal without ``insecure`` is tests/integration/test_security.py's."""
+    loop = LoopThread()
+    cloud = loop.run(start_cloud(config(tmp_path, host="0.0.0.0", insecure=True)))
+    try:
+        wait_healthy(f"127.0.0.1:{cloud.port}")
+    finally:
+        loop.run(cloud.stop(0))
+        loop.close()
