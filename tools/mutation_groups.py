@@ -105,7 +105,7 @@ GROUPS: dict[str, Group] = {
     # in all on 2 cores, where the services group's list takes many minutes per surviving mutant)
     "cloud-service": Group(
         ("cloud_server/service.py",),
-        ("tests/cloud_server/test_service_calls.py", "tests/cloud_server/test_service_holders.py",
+        ("tests/cloud_server/test_service_calls.py", "tests/cloud_server/test_service_drain.py", "tests/cloud_server/test_service_holders.py",
          "tests/cloud_server/test_service_lifecycle.py", "tests/cloud_server/test_service_monitor.py",
          "tests/cloud_server/test_service_operator.py", "tests/cloud_server/test_service_start.py",
          "tests/cloud_server/test_panel.py", "tests/cloud_server/test_enrolment_codes.py", "tests/cloud_server/test_disk_full.py",
