@@ -101,7 +101,7 @@ GROUPS: dict[str, Group] = {
         timeout_s=180,
     ),
     # the cloud's gRPC face and start_cloud, apart: nearly every test starts a cloud, so a mutant of
-    # start_cloud reruns each mapped test; here only the fast files that pin this module (about 90 s
+    # start_cloud reruns each mapped test; here only the fast files that pin this module (about 95 s
     # in all on 2 cores, where the services group's list takes many minutes per surviving mutant)
     "cloud-service": Group(
         ("cloud_server/service.py",),
