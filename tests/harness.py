@@ -102,6 +102,23 @@ def frame_for(a: pb.Assignment, m: Manifest, x: np.ndarray, frame_id: int, encod
     )
 
 
+def cloud_frames(t: Tiers, n: int, token: str | None = None) -> list[pb.Frame]:
+    """``n`` (at most 5) frames of a new digits_cnn device as an edge relays them to the cloud: the
+    device ran blocks [0, 3), the edge none (split_edge 3)."""
+    from ecd import zoo
+    from ecd.manifest import load_heldout
+
+    m = zoo.load_manifest("digits_cnn")
+    x = m.input.preprocess(load_heldout(m).images[:n])
+    a = t.register(split=3)
+    frames = [frame_for(a, m, x[i : i + 1], i + 1) for i in range(n)]
+    for f in frames:
+        f.split_edge = 3
+        if token is not None:
+            f.token = token
+    return frames
+
+
 def compact(frames: list[pb.Frame]) -> list[pb.Frame]:
     """One device stream as a revision-2 agent sends it: the first frame complete (it binds the
     stream), the others with only what changes."""

@@ -103,7 +103,7 @@ GROUPS: dict[str, Group] = {
         timeout_s=30,  # its slowest test takes 4 s; a broken cloud link must not hold each mutant 180 s
     ),
     "services": Group(
-        ("cloud_server/service.py", "cloud_server/scheduler_service.py"),
+        ("cloud_server/scheduler_service.py",),
         ("tests/edge_node", "tests/cloud_server/test_service_operator.py", "tests/cloud_server/test_service_calls.py",
          "tests/cloud_server/test_service_holders.py", "tests/cloud_server/test_service_monitor.py",
          "tests/cloud_server/test_service_lifecycle.py", "tests/cloud_server/test_panel.py", "tests/cloud_server/test_disk_full.py",
@@ -112,6 +112,18 @@ GROUPS: dict[str, Group] = {
          # the Scheduler service's calls and its client, end to end
          "tests/cloud_server/test_placement_service.py", "tests/cloud_server/test_campaigns.py", "tests/cloud_server/test_sites.py"),
         timeout_s=180,
+    ),
+    # the cloud's gRPC face and start_cloud, apart: nearly every test starts a cloud, so a mutant of
+    # start_cloud reruns each mapped test; here only the fast files that pin this module (about 95 s
+    # in all on 2 cores, where the services group's list takes many minutes per surviving mutant)
+    "cloud-service": Group(
+        ("cloud_server/service.py",),
+        ("tests/cloud_server/test_service_calls.py", "tests/cloud_server/test_service_drain.py", "tests/cloud_server/test_service_holders.py",
+         "tests/cloud_server/test_service_lifecycle.py", "tests/cloud_server/test_service_monitor.py",
+         "tests/cloud_server/test_service_operator.py", "tests/cloud_server/test_service_start.py",
+         "tests/cloud_server/test_panel.py", "tests/cloud_server/test_enrolment_codes.py", "tests/cloud_server/test_disk_full.py",
+         "tests/integration/test_security.py", "tests/integration/test_identity.py"),
+        timeout_s=120,
     ),
     # the device agent's gRPC face, its stream state machine and what was split out of it (the frames in
     # flight, the requests to the loop); test_gray_failure is the one test

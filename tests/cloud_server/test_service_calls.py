@@ -2,35 +2,24 @@
 what an operator or a device relies on: frames an edge streams are answered and counted in the
 cloud's metrics, a message over the frame cap ends the stream naming ``frames`` after what came
 before it, the heads of a model are listed, a watcher hears each change once, and rate limits
-name what was limited, its burst and whom."""
+name what was limited, its burst and whom; a heartbeat hears of revoked devices, a plaintext
+caller's devices count against no certificate. The workers, the drain and a stop's frames in
+flight: test_service_drain.py."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import grpc
 import pytest
-from harness import Tiers, frame_for, start_tiers, stop_tiers, wait_until
+from harness import Tiers, cloud_frames, start_tiers, stop_tiers, wait_until
 
 from cloud_server.config import CloudConfig
-from ecd import zoo
 from ecd.limits import MAX_FRAMES_PER_MESSAGE
-from ecd.manifest import load_heldout
 from ecd.v1 import ecd_pb2 as pb
-
-M = zoo.load_manifest("digits_cnn")
-X = M.input.preprocess(load_heldout(M).images[:5])
-
-
-def cloud_frames(t: Tiers, n: int, token: str | None = None) -> list[pb.Frame]:
-    """Frames as an edge relays them: the device ran blocks [0, 3), the edge none (split_edge 3)."""
-    a = t.register(split=3)
-    frames = [frame_for(a, M, X[i : i + 1], i + 1) for i in range(n)]
-    for f in frames:
-        f.split_edge = 3
-        if token is not None:
-            f.token = token
-    return frames
+from ecd.v1 import ecd_pb2_grpc as pb_grpc
 
 
 def browser_key() -> bytes:
@@ -167,8 +156,6 @@ def test_slow_control_calls_run_off_the_event_loop(tiers: Tiers) -> None:
     """Deciding a split (a registration, an enrolment), adding a head and reading a partition's
     files take a while: they run in a worker thread, so the loop serving every stream is never
     held up by them."""
-    import threading
-
     from cloud_server.heads import parity_head_weights
 
     ran_on: list[tuple[str, threading.Thread]] = []
@@ -197,8 +184,6 @@ def test_slow_control_calls_run_off_the_event_loop(tiers: Tiers) -> None:
 
 
 def test_an_edge_joining_or_leaving_places_at_once_not_at_the_next_periodic_check(tmp_path: Path) -> None:
-    from ecd.v1 import ecd_pb2_grpc as pb_grpc
-
     t = start_tiers(tmp_path, cloud_cfg=CloudConfig(placement_check_s=3600.0, leader_lease_s=7200.0))  # by the clock: not within this test
     scheduler = pb_grpc.SchedulerStub(t.cloud_channel)
 
@@ -227,9 +212,6 @@ def test_an_edge_joining_or_leaving_places_at_once_not_at_the_next_periodic_chec
 def test_a_stopping_cloud_answers_what_it_read_and_ends_each_edge_stream_cleanly(tmp_path: Path) -> None:
     """A stop drains: it stops reading each edge's stream, answers the frames read, and ends the
     stream with OK (the edge resends the rest to another cloud) rather than cutting it off."""
-    import threading
-    import time
-
     t = start_tiers(tmp_path)
     more = threading.Event()
     try:
@@ -272,3 +254,32 @@ def test_watches_beyond_a_callers_burst_are_refused_naming_the_limit(tiers: Tier
     assert ("OK", a.device_id) in outcomes
     assert set(outcomes) == {("OK", a.device_id),
                              ("RESOURCE_EXHAUSTED", "WatchAssignment: more than 5 a second (burst 20) from 127.0.0.1; retry later")}
+
+
+def test_a_heartbeat_is_answered_with_the_devices_revoked_lately(tiers: Tiers) -> None:
+    a, kept = tiers.register(split=2), tiers.register(split=2)
+    pb_grpc.SchedulerStub(tiers.cloud_channel).RevokeDevice(pb.RevokeRequest(device_id=a.device_id), timeout=30)
+    ack = tiers.cloud_stub.Heartbeat(pb.EdgeHeartbeat(edge_id=tiers.edge.edge_id, load=0), timeout=30)
+    assert list(ack.revoked) == [a.device_id] and kept.device_id not in ack.revoked
+
+
+def test_a_plaintext_caller_holds_no_certificate_so_no_certificate_quota_counts_its_devices(tmp_path: Path) -> None:
+    t = start_tiers(tmp_path, cloud_cfg=CloudConfig(devices_per_certificate=1))
+    try:
+        assert t.register(split=2).device_id != t.register(split=2).device_id
+        assert {d.holder for d in t.cloud.registry.devices(0)} == {""}
+    finally:
+        stop_tiers(t)
+
+
+def test_a_bad_enrolment_code_and_a_bad_partition_request_are_refused_naming_the_field(tiers: Tiers) -> None:
+    enrolment = pb.EnrolDeviceRequest(code="no-such-code", public_key=browser_key(), registration=pb.RegisterDeviceRequest(
+        device_name="phone", radio="wifi", model_id="digits_cnn", preferences=pb.Preferences(w_energy=0.5, w_privacy=0.5), encoding=pb.FLOAT16))
+    with pytest.raises(grpc.RpcError) as e:
+        tiers.cloud_stub.EnrolDevice(enrolment, timeout=30)
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert e.value.details() == "code: unknown enrolment code 'no-such-code'; ask the operator for one"
+    with pytest.raises(grpc.RpcError) as e:
+        list(tiers.cloud_stub.FetchPartition(pb.FetchPartitionRequest(model_id="digits_cnn", start=2, stop=1), timeout=30))
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert e.value.details().startswith("start, stop: expected 0 <= start <= stop <= ")

@@ -115,3 +115,25 @@ def test_registrations_are_counted_per_certificate(secure: Secure) -> None:
     assert secure.call("device-2", register) == ("OK", "")  # its own bucket, whatever device-1 spent
     assert secure.call("device-2", register) == (
         "RESOURCE_EXHAUSTED", "registrations: more than 0.2 a second (burst 1) from device:device-2; retry later")
+
+
+def test_a_frame_relayed_over_an_edge_certificate_is_answered_only_for_that_edges_devices(secure: Secure) -> None:
+    from harness import frame_for
+
+    from ecd import zoo
+    from ecd.manifest import load_heldout
+
+    m = zoo.load_manifest("digits_cnn")
+    frame = frame_for(secure.a, m, m.input.preprocess(load_heldout(m).images[:1]), 1)
+    frame.split_edge = frame.split_device  # the edge ran none of the blocks
+
+    def relayed(holder: str) -> pb.Result:
+        ch, stub = secure.stub(holder)
+        with ch:
+            (result,) = list(stub.Stream(iter([frame]), timeout=30))
+        return result
+
+    assert not relayed("edge-1").HasField("error")  # device A's edge
+    refused = relayed("edge-2")
+    assert refused.error.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    assert refused.error.message == f"device_id: device {secure.a.device_id} is not assigned to this edge node"

@@ -83,6 +83,32 @@ def test_a_stopped_cloud_gives_the_schedulers_lease_up_at_once_and_closes_its_po
         registry.close()
 
 
+@pytest.mark.parametrize("grace, drain_s, calls_s", [(None, 5.0, 0.5), (2.0, 2.0, 0.5), (0.2, 0.2, 0.2)])
+def test_a_stops_grace_bounds_the_drain_and_other_calls_get_at_most_half_a_second(tmp_path: Path, grace: float | None,
+                                                                                 drain_s: float, calls_s: float) -> None:
+    """The edges' streams get the whole grace (5 s when none is given: they are answered, not cut);
+    the other calls in flight at most 0.5 s of it."""
+    loop = LoopThread()
+    cloud = loop.run(start_cloud(replace(CloudConfig(), db=str(tmp_path / "c.sqlite3"), port=0, metrics_port=-1)))
+    given: list[tuple[str, float | None]] = []
+    drain, stop = cloud.servicer.drain, cloud.server.stop
+
+    async def drain_recorded(timeout_s: float) -> int:
+        given.append(("drain", timeout_s))
+        return await drain(timeout_s)
+
+    async def stop_recorded(grace_s: float | None) -> None:
+        given.append(("calls", grace_s))
+        await stop(grace_s)
+
+    cloud.servicer.drain, cloud.server.stop = drain_recorded, stop_recorded
+    try:
+        loop.run(cloud.stop() if grace is None else cloud.stop(grace))
+    finally:
+        loop.close()
+    assert given == [("drain", drain_s), ("calls", calls_s)]
+
+
 @pytest.mark.parametrize("boundary, split_edge", [(-1, 5), (0, 2), (4, 4)])  # digits_cnn has 6 blocks; the device runs 2
 def test_the_edge_boundary_option_sets_the_blocks_an_edge_runs(tmp_path: Path, boundary: int, split_edge: int) -> None:
     t = start_tiers(tmp_path, cloud_cfg=CloudConfig(edge_boundary=boundary))
@@ -112,7 +138,8 @@ def test_the_placement_options_reach_the_placement(tmp_path: Path) -> None:
 def test_the_frame_limits_reach_the_frames(tmp_path: Path) -> None:
     """``max_batch`` and ``max_tensor_bytes`` as configured, not the defaults: a two-image frame is
     refused in band naming max_batch; one over max_tensor_bytes is not even taken in (the cloud's
-    receive cap follows the frame limit)."""
+    receive cap follows the frame limit), and one that fits the cap only as float16 is refused in
+    band (the limit counts its float32 size)."""
     from ecd import zoo
     from ecd.manifest import load_heldout
     from harness import frame_for
@@ -121,11 +148,11 @@ def test_the_frame_limits_reach_the_frames(tmp_path: Path) -> None:
     split = max(range(m.n_blocks), key=m.activation_bytes)  # the largest activation the device may send
     x = m.input.preprocess(load_heldout(m).images[:2])
 
-    def refusal(cfg: CloudConfig, name: str) -> tuple[int, str]:
+    def refusal(cfg: CloudConfig, name: str, encoding: int = pb.FLOAT32) -> tuple[int, str]:
         (tmp_path / name).mkdir()
         t = start_tiers(tmp_path / name, cloud_cfg=cfg)
         try:
-            f = frame_for(t.register(split=split), m, x, 1)
+            f = frame_for(t.register(split=split), m, x, 1, encoding)
             f.split_edge = split
             try:
                 (r,) = list(t.cloud_stub.Stream(iter([f]), timeout=60))
@@ -139,6 +166,8 @@ def test_the_frame_limits_reach_the_frames(tmp_path: Path) -> None:
     assert refusal(CloudConfig(max_batch=1), "batch") == (exhausted, "tensor.shape[0]: a batch of 2 exceeds the limit of 1 (max_batch)")
     code, details = refusal(CloudConfig(max_tensor_bytes=m.activation_bytes(split)), "bytes")
     assert code == exhausted and "Received message larger than max" in details
+    code, details = refusal(CloudConfig(max_tensor_bytes=m.activation_bytes(split)), "float16", pb.FLOAT16)
+    assert code == exhausted and details.endswith(f"exceed the limit of {m.activation_bytes(split)} bytes (max_tensor_bytes)")
 
 
 def test_the_timing_and_quota_options_reach_the_parts_that_use_them(tmp_path: Path) -> None:
@@ -148,7 +177,7 @@ def test_the_timing_and_quota_options_reach_the_parts_that_use_them(tmp_path: Pa
 
     cfg = replace(CloudConfig(), db=str(tmp_path / "c.sqlite3"), port=0, metrics_port=-1, edge_timeout_s=7.0, device_lease_s=77.0,
                   leader_lease_s=9.0, placement_check_s=1.5, placement_debounce_s=0.25, batch_max_frames=5, batch_max_delay_ms=20.0,
-                  devices_per_certificate=3, enrol_code_ttl_s=123.0)
+                  devices_per_certificate=3, enrol_code_ttl_s=123.0, registrations_per_s=2.0, locations_per_s=3.0)
     loop = LoopThread()
     cloud = loop.run(start_cloud(cfg))
     try:
@@ -157,6 +186,8 @@ def test_the_timing_and_quota_options_reach_the_parts_that_use_them(tmp_path: Pa
         assert {core.models.served(m).batcher.config for m in core.models} == {BatchingConfig(5, 0.02)}
         assert (core.devices.per_certificate, core.enrolment.ttl_s) == (3, 123.0)
         assert cloud.servicer.monitor.every_s == 1.5
+        limits = cloud.servicer.limits  # bursts: five times the registrations' rate, ten times the locations'
+        assert (limits.registrations.per_s, limits.registrations.burst, limits.locations.per_s, limits.locations.burst) == (2.0, 10.0, 3.0, 30.0)
     finally:
         loop.run(cloud.stop(0))
         loop.close()
@@ -185,8 +216,10 @@ def test_a_view_beyond_loopback_is_served_only_when_plaintext_is_forced(tmp_path
     loop = LoopThread()
     try:
         cfg = replace(CloudConfig(), db=str(tmp_path / "c.sqlite3"), port=0, metrics_port=-1, panel_port=0, panel_host="0.0.0.0")
-        with pytest.raises(ConfigError, match="^panel_host: 0.0.0.0 is not a loopback address"):
+        with pytest.raises(ConfigError) as e:
             loop.run(start_cloud(cfg))
+        assert str(e.value) == ("panel_host: 0.0.0.0 is not a loopback address and the operator view is plain HTTP; "
+                                "keep it on loopback (reach it over an SSH tunnel) or force it with --insecure")
         cloud = loop.run(start_cloud(replace(cfg, insecure=True)))
         try:
             assert cloud.panel_port > 0 and not refused(cloud.panel_port)
