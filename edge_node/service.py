@@ -375,7 +375,14 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
         raise
     core.edge_id = reply.edge_id
     running = RunningEdge(server, core, reply.edge_id, endpoint, metrics, metrics_port, channel, tmpdir=tmp)
-    running.browser = _browser_page(cfg, core)
+    try:
+        running.browser = _browser_page(cfg, core)
+    except BaseException:  # its port taken: a node without the page it was asked for must not stay registered and serving
+        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.TimeoutError):
+            await stub.DeregisterEdge(pb.DeregisterEdgeRequest(edge_id=reply.edge_id), timeout=2.0)
+        await server.stop(None)
+        await channel.close()
+        raise
     running.tasks.append(asyncio.create_task(run_cloud_link(core.link, stub, metrics, packing)))
     running.tasks.append(asyncio.create_task(_heartbeat(stub, registration, running, cfg.heartbeat_s)))
     log.info("[EdgeNode] %s serving on %s (pid %d), cloud %s", reply.edge_id, endpoint, os.getpid(), cfg.cloud)

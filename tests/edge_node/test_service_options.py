@@ -265,6 +265,10 @@ def test_a_device_page_port_in_use_is_refused_naming_the_option_and_the_port(tmp
             s.loop.run(start_edge(replace(EdgeConfig(), cloud=f"127.0.0.1:{s.cloud.port}", tls_dir=str(s.folder), tls_name="edge-2",
                                           metrics_port=-1, browser_port=port, model_dir=str(tmp_path / "m2"))))
         assert str(e.value).startswith(f"browser_port: cannot listen on 127.0.0.1:{port} (")
+        # nothing of the refused node is left: not registered with the cloud, its gRPC port closed
+        assert [r.edge_id for r in s.cloud.core.edges.alive()] == [s.edge.edge_id]
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", started[1].port), timeout=5).close()
     finally:
         busy.close()
         for server in started[1:]:  # the first is the tiers' own edge
