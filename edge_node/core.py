@@ -43,6 +43,7 @@ from ecd.types import (Assignment, Encoding, Enrolment, FileChunk, Frame, FrameE
 log = logging.getLogger("ecd.edge")
 
 MAX_RESULTS_PER_MESSAGE = 256  # results handed back together (those ready at once)
+MESSAGES_IN_HAND = 2  # a stream's messages run through the edge's blocks at once: the next is read while one computes
 
 
 @dataclass(frozen=True)
@@ -218,7 +219,10 @@ class EdgeCore:
                              meter: Meter | None = None) -> AsyncIterator[list[Result]]:
         """A device stream, a message of frames at a time: yields the results ready together, one
         Result per frame taken, errors included. The frames of a message are checked one by one and
-        run through the edge's blocks together (:meth:`prepare_many`).
+        run through the edge's blocks together (:meth:`prepare_many`); while they run, the stream's
+        next message is read and checked and its frames queued for the blocks (at most
+        ``MESSAGES_IN_HAND`` messages of a stream at once), so one busy device keeps the edge's
+        blocks fed instead of leaving them idle between its messages.
 
         The stream's reading is metered by ``meter`` (the caller meters the task that writes the
         results with the same one), charged to the device once its first frame passed the token
@@ -251,7 +255,18 @@ class EdgeCore:
                     session.free_device_slot()
                     session.out.put_nowait(Result.refused(frame, FrameError.from_exception(e)))
 
-        async def read() -> None:
+        in_hand: set[asyncio.Task] = set()  # hand-overs running: at most MESSAGES_IN_HAND
+
+        async def start_hand_over(frames: list[Frame]) -> None:
+            """Hand ``frames`` over in a task of their own, so the stream's next message is read and
+            checked while these compute (and the batcher has it queued the moment they are done)."""
+            while len(in_hand) >= MESSAGES_IN_HAND:
+                await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
+            task = asyncio.create_task(meter.run(hand_over(frames)))
+            in_hand.add(task)
+            task.add_done_callback(in_hand.discard)
+
+        async def take() -> None:
             nonlocal admitted, held
             header: StreamHeader | None = None  # bound by the stream's first frame (compact frames)
             try:
@@ -259,7 +274,7 @@ class EdgeCore:
                     ready: list[Frame] = []  # read, checked, holding a device slot
                     for frame in message:
                         if ready and (session.slots.locked() or (session.device_slots is not None and session.device_slots.locked())):
-                            await hand_over(ready)  # room comes only from frames already read: send them on first
+                            await start_hand_over(ready)  # room comes only from frames already read: send them on first
                             ready = []
                         await session.slots.acquire()  # released once its result is handed back
                         self.frames_seen += 1
@@ -282,10 +297,20 @@ class EdgeCore:
                         except Exception as e:  # noqa: BLE001 — every frame gets a result
                             session.out.put_nowait(Result.refused(frame, FrameError.from_exception(e)))
                     if ready:
-                        await hand_over(ready)
+                        await start_hand_over(ready)
             except EcdError as e:  # from the stream itself (a message over the limits): refused whole
                 session.out.put_nowait(_Refused(e))
+
+        async def read() -> None:
+            nonlocal held
+            try:
+                await take()
+                while in_hand:  # every frame taken is queued for the cloud (or answered) before the reading ends
+                    await asyncio.wait(in_hand)
             except asyncio.CancelledError:
+                for task in in_hand:
+                    task.cancel()
+                await asyncio.gather(*in_hand, return_exceptions=True)
                 for _ in range(held):
                     session.free_device_slot()
                 held = 0

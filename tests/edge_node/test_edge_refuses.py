@@ -26,7 +26,7 @@ from ecd.metrics import ServiceMetrics
 from ecd.split import Preferences
 from ecd.types import Assignment, Frame, Result, Split
 from ecd.v1 import ecd_pb2 as pb
-from edge_node.core import EdgeCore
+from edge_node.core import MESSAGES_IN_HAND, EdgeCore
 from edge_node.service import EdgeConfig
 
 M = zoo.load_manifest("digits_cnn")
@@ -121,8 +121,9 @@ def test_a_long_stream_is_answered_frame_for_frame(tiers: Tiers) -> None:
 
 
 def test_a_full_queue_stops_reading_the_device_stream(tmp_path: Path) -> None:
-    """With nobody draining the link (the cloud stalls), the edge reads max_queue frames, blocks on
-    the next, and reads one more for each frame the cloud takes; every frame is answered once."""
+    """With nobody draining the link (the cloud stalls), the edge reads max_queue frames, then one
+    more for each hand-over it may have running (each blocks in put()) and one that waits its turn,
+    then stops; it reads one more for each frame the cloud takes; every frame is answered once."""
     n_blocks = M.n_blocks
     a = Assignment("d", "tok", "", M.model_id, M.version, Split(n_blocks - 1, n_blocks - 1), n_blocks - 1, Preferences(1.0, 0.0, 0))
     tensor = codec.encode(np.zeros((1, *M.activation_shape(n_blocks - 1)), dtype=np.float32))
@@ -140,15 +141,16 @@ def test_a_full_queue_stops_reading_the_device_stream(tmp_path: Path) -> None:
         results = core.serve_device(frames())
         first = asyncio.ensure_future(results.__anext__())
         await settle()
+        blocked = 3 + MESSAGES_IN_HAND  # three queued, one per hand-over waiting in put()
         assert core.link.queue.full() and core.link.queue.qsize() == 3
-        assert len(read) == 4  # three queued, the fourth waits in put(): the device stream is not read on
-        assert len(core.link.pending) == 4 and not first.done()
-        for expected_read in range(5, 21):
+        assert len(read) == blocked + 1  # and one read, waiting for a hand-over's turn: the stream is not read on
+        assert len(core.link.pending) == blocked and not first.done()
+        for expected_read in range(blocked + 2, 21):
             f = await core.link.next_frame()  # the cloud takes one
             await settle()
             assert len(read) == expected_read and core.link.queue.qsize() == 3  # exactly one more read
             core.link.route(Result(device_id=f.device_id, frame_id=f.frame_id, split=f.split))
-        for _ in range(4):  # frames 17-19 queued, 20 waiting in put()
+        for _ in range(blocked + 1):  # the frames queued, waiting in put() and for their turn
             f = await core.link.next_frame()
             core.link.route(Result(device_id=f.device_id, frame_id=f.frame_id, split=f.split))
             await settle()
