@@ -48,9 +48,11 @@ $(CHECKINS): $(CLOUD_VENV)/.installed
 # The suite in parallel (pytest-xdist), one worker per core: most tests wait on real servers. Each
 # worker has its own temporary folders, ports and PostgreSQL server; what tests share beyond those
 # (a cache under ~/.cache) is written atomically. `make test TEST_WORKERS=0` runs it in one process.
+# --dist worksteal: a worker that runs out takes half of the other's queue. xdist's default (load) hands
+# out fixed chunks: one worker got the models and scheduling tests and ran 300 s after the other stopped.
 TEST_WORKERS ?= auto
 test: browser-assets $(DEV_VENV)/.installed install-check
-	$(DEV_VENV)/bin/python -m pytest -q -n $(TEST_WORKERS)
+	$(DEV_VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 # Real installs, as users make them: the runtime alone runs a device agent and an edge node with neither
 # torch nor scipy installed (against a cloud server run from the cloud install, whose registry needs

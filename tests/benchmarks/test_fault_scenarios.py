@@ -33,6 +33,7 @@ def needs(scenario: str) -> str | None:
     return None
 
 
+@pytest.mark.long
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("scenario", list(SMALL))
 def test_the_scenario_passes_at_small_scale(scenario: str, tmp_path: Path) -> None:

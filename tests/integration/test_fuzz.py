@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,7 @@ METHODS = methods()
 EXAMPLES = 150
 
 
+@pytest.mark.long
 def test_every_rpc_survives_drawn_requests() -> None:
     """About 150 drawn calls, an equal share for every method, each checked against the invariants;
     then a canary frame is answered and the services' memory is bounded."""

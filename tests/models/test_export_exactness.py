@@ -81,6 +81,7 @@ def test_digits_user_weights_are_loaded(quick_digits: tuple[Manifest, ModelDefin
 SMALL = 64  # an input size for the tests about weights, which do not depend on it
 
 
+@pytest.mark.long  # AlexNet at 1000 px: about 100 s
 @pytest.mark.parametrize("name", [n for n, e in REGISTRY.items() if not e.bundled])
 def test_torchvision_model_every_split_equals_torch(name: str, tmp_path: Path) -> None:
     manifest, definition = build_model(name, tmp_path / name, seed=0)

@@ -52,6 +52,7 @@ def test_attacker_images_are_disjoint_from_evaluation_images(bundled_copy: Path)
     assert shared <= 2
 
 
+@pytest.mark.long
 def test_quick_cli_writes_a_curve_and_a_picture(bundled_copy: Path, tmp_path: Path) -> None:
     before = Manifest.load(bundled_copy)
     picture = tmp_path / "privacy.png"
