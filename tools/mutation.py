@@ -83,6 +83,8 @@ PACKAGES = ("ecd", "ecd_cli", "device_agent", "edge_node", "cloud_server", "sche
 # other folders and files the tests read (the security matrix checks the authorization table in
 # docs/explanation/security.md)
 ALSO_COPY = ("data", "proto", "deploy", "benchmarks", "docs", "README.md")
+# what this tool writes into a copy (beside mutmut's mutants/): no file of the tree, never removed by a recheck
+OWN_FILES = ("setup.cfg", "mutmut.log")
 NOT_MUTATED_LINES = (r"^\s*(log|logger|logging)\.(debug|info|warning|error|exception|critical)\(",)
 
 # --- the copy --------------------------------------------------------------------------------
@@ -215,7 +217,8 @@ def refresh_tree(root: Path, work: Path, group: Group, name: str) -> None:
             raise GroupError(f"{name}: {rel} changed since the kept run; its mutants are stale: run the group in full")
     now = set(tree_files(root))
     kept = {str(p.relative_to(work)) for p in work.rglob("*")
-            if p.is_file() and p.relative_to(work).parts[0] != "mutants" and "__pycache__" not in p.parts}
+            if p.is_file() and p.relative_to(work).parts[0] != "mutants" and "__pycache__" not in p.parts
+            and str(p.relative_to(work)) not in OWN_FILES}
     gone = sorted(rel for rel in kept - now if rel.startswith("tests/"))
     if gone:
         raise GroupError(f"{name}: test files removed since the kept run ({', '.join(gone[:3])}); run the group in full")

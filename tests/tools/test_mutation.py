@@ -130,6 +130,7 @@ def test_a_recheck_reruns_only_the_survivors_with_the_tree_as_it_is_now(tmp_path
     assert (work / "mutants" / "tests" / "test_new.py").exists()
     assert (work / "ecd" / "other.py").read_text() == (work / "mutants" / "ecd" / "other.py").read_text() == "X = 2\n"
     assert not (work / "ecd" / "gone.py").exists() and not (work / "mutants" / "ecd" / "gone.py").exists()
+    assert (work / "setup.cfg").exists()  # the tool's own, no file of the tree: the recheck reads and rewrites it
     assert mutation.reset_survivors(work, group, "g") == (2, 1)  # and the one a stopped run never ran: mutmut runs it
     codes = json.loads((work / "mutants" / "pkg" / "m.py.meta").read_text())["exit_code_by_key"]
     assert codes == {"pkg.m.x_f__mutmut_1": 1, "pkg.m.x_f__mutmut_2": None, "pkg.m.x_f__mutmut_3": None, "pkg.m.x_f__mutmut_4": None}
