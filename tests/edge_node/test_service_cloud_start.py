@@ -149,3 +149,36 @@ def test_serving_beyond_loopback_in_plaintext_must_be_forced(tmp_path: Path) -> 
     edge = asyncio.run(main())
     # listening on 0.0.0.0 it tells devices its address on the route to the cloud, never 0.0.0.0
     assert edge.endpoint == f"127.0.0.1:{edge.port}" and [r.endpoint for r, _ in cloud.registrations] == [edge.endpoint]
+
+
+def test_a_node_whose_device_page_fails_leaves_within_2_s_stops_serving_and_closes_its_channel(tmp_path: Path, monkeypatch) -> None:
+    """The page failing after the registration (its port taken: tests/edge_node/test_service_options.py
+    takes one for real): the deregistration waits at most 2 s for a cloud that never answers it, and the
+    caller gets the page's refusal, not the deregistration's; nothing of the node is left."""
+    cloud = ScriptedCloud()
+    started = servers_started(monkeypatch)
+    channels: list[grpc.aio.Channel] = []
+    real_channel = service.tls_.aio_channel
+    monkeypatch.setattr(service.tls_, "aio_channel", lambda *a, **kw: channels.append(real_channel(*a, **kw)) or channels[-1])
+
+    def page(cfg: EdgeConfig, core) -> None:
+        raise ConfigError("browser_port: cannot listen (scripted)")
+
+    monkeypatch.setattr(service, "_browser_page", page)
+
+    async def main():
+        server, _, channel = await serve(cloud)
+        await channel.close()
+        try:
+            with pytest.raises(ConfigError, match=r"^browser_port: cannot listen \(scripted\)$"):
+                await asyncio.wait_for(start_edge(EdgeConfig(cloud=f"127.0.0.1:{cloud.port}", metrics_port=-1, model_dir=str(tmp_path))), 10)
+        finally:
+            await server.stop(0)
+        return channels[0].get_state()
+
+    assert asyncio.run(main()) == grpc.ChannelConnectivity.SHUTDOWN
+    (remaining,) = cloud.deregistrations
+    assert remaining is not None and 1.0 < remaining <= 2.5
+    (s,) = started
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", s.port), timeout=5).close()
