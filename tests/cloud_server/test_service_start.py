@@ -8,13 +8,14 @@ the gRPC port cannot be had, and the view's own port in use refused by name; and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import urllib.error
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import grpc
 import pytest
@@ -110,6 +111,15 @@ def test_metrics_tls_serves_the_figures_only_over_tls_to_a_holder_of_the_ca(tmp_
         loop.close()
 
 
+@contextlib.contextmanager
+def taken_port() -> Iterator[int]:
+    """A loopback port another socket listens on (the OS picks it)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
 def test_a_start_that_cannot_have_its_port_closes_the_views_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ecd.web
 
@@ -122,10 +132,7 @@ def test_a_start_that_cannot_have_its_port_closes_the_views_socket(tmp_path: Pat
 
     monkeypatch.setattr(ecd.web, "WebServer", Recorded)
     loop = LoopThread()
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         try:
             for panel_port in (0, -1):
                 with pytest.raises(ConfigError, match=rf"^port: cannot listen on 127\.0\.0\.1:{port} "):
@@ -138,10 +145,7 @@ def test_a_start_that_cannot_have_its_port_closes_the_views_socket(tmp_path: Pat
 def test_an_operator_view_port_in_use_is_refused_naming_the_option_and_the_port(tmp_path: Path) -> None:
     """The view listens on the port asked for, not on any free one: taken, the start is refused."""
     loop = LoopThread()
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         try:
             with pytest.raises(EcdError, match=rf"^panel_port: cannot listen on 127\.0\.0\.1:{port} \("):
                 loop.run(start_cloud(config(tmp_path, panel_port=port)))
