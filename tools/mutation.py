@@ -36,11 +36,13 @@ is judged by the first test that built it alone. Tests that pin such code start 
 (tests/ecd/transport/test_auth.py does).
 
 A full run of every group takes hours on two cores. ``--keep DIR`` keeps each group's copy, and
-``--recheck DIR`` then brings that copy up to date with the checkout and reruns only its survivors:
-minutes instead of an hour for a group whose tests were extended. It refuses when a mutated file
-changed or a test file was removed since; a killed mutant keeps its verdict, so a test weakened in
-place is not noticed, and mutmut maps only new test functions (extend by adding them): the figure that
-counts is a full run's, and a recheck's report says it is one.
+``--recheck DIR`` then brings that copy up to date with the checkout, reruns only its survivors and
+runs the mutants it never ran (a run stopped before its end is finished so): minutes instead of an
+hour for a group whose tests were extended. The group's test list may have grown since (mutmut is
+told the verdicts still hold, or it would rerun every mutant). It refuses when a mutated file changed,
+a test file was removed or a test left the group's list since; a killed mutant keeps its verdict, so a
+test weakened in place is not noticed, and mutmut maps only new test functions (extend by adding them):
+the figure that counts is a full run's, and a recheck's report says it is one.
 
 ``--report DIR`` prints a kept run's scores against the current allow-list without running anything.
 
@@ -54,6 +56,8 @@ or ``make mutation``.
 from __future__ import annotations
 
 import argparse
+import configparser
+import hashlib
 import json
 import os
 import shutil
@@ -79,6 +83,8 @@ PACKAGES = ("ecd", "ecd_cli", "device_agent", "edge_node", "cloud_server", "sche
 # other folders and files the tests read (the security matrix checks the authorization table in
 # docs/explanation/security.md)
 ALSO_COPY = ("data", "proto", "deploy", "benchmarks", "docs", "README.md")
+# what this tool writes into a copy (beside mutmut's mutants/): no file of the tree, never removed by a recheck
+OWN_FILES = ("setup.cfg", "mutmut.log")
 NOT_MUTATED_LINES = (r"^\s*(log|logger|logging)\.(debug|info|warning|error|exception|critical)\(",)
 
 # --- the copy --------------------------------------------------------------------------------
@@ -141,9 +147,10 @@ def run_group(name: str, group: Group, root: Path, jobs: int, verbose: bool,
     if recheck is not None:
         work = kept_copy(recheck, name)
         refresh_tree(root, work, group, name)
-        (work / "setup.cfg").write_text(mutmut_config(group, tests))  # a changed test list makes mutmut rerun all
-        print(f"[{name}] rechecking {reset_survivors(work, group, name)} survivors of the kept run against the tests as they are now",
-              flush=True)
+        widen_tests(work, group, tests, name)
+        rerun, never_run = reset_survivors(work, group, name)
+        print(f"[{name}] rechecking {rerun} survivors of the kept run and running the {never_run} mutants it never ran, "
+              "against the tests as they are now", flush=True)
     else:
         work = Path(tempfile.mkdtemp(prefix=f"ecd-mutation-{name}-")) if keep is None else keep / name
         if keep is not None:
@@ -210,7 +217,8 @@ def refresh_tree(root: Path, work: Path, group: Group, name: str) -> None:
             raise GroupError(f"{name}: {rel} changed since the kept run; its mutants are stale: run the group in full")
     now = set(tree_files(root))
     kept = {str(p.relative_to(work)) for p in work.rglob("*")
-            if p.is_file() and p.relative_to(work).parts[0] != "mutants" and "__pycache__" not in p.parts}
+            if p.is_file() and p.relative_to(work).parts[0] != "mutants" and "__pycache__" not in p.parts
+            and str(p.relative_to(work)) not in OWN_FILES}
     gone = sorted(rel for rel in kept - now if rel.startswith("tests/"))
     if gone:
         raise GroupError(f"{name}: test files removed since the kept run ({', '.join(gone[:3])}); run the group in full")
@@ -228,9 +236,38 @@ def refresh_tree(root: Path, work: Path, group: Group, name: str) -> None:
             shutil.copy2(root / rel, target)
 
 
-def reset_survivors(work: Path, group: Group, name: str) -> int:
-    """Mark the kept run's survivors (and mutants no test reached) as not yet run; return how many."""
-    count = 0
+def selection_hash(tests: list[str]) -> str:
+    """mutmut's hash of a test list (3.8's ``Config.config_fingerprint``, "test_selection"); a test pins it to mutmut's own."""
+    return hashlib.sha256(repr(tuple(tests)).encode()).hexdigest()[:12]
+
+
+def widen_tests(work: Path, group: Group, tests: list[str], name: str) -> None:
+    """Give a kept copy the group's test list as it is now. Tests added only kill more, so the kept
+    verdicts still hold; mutmut keeps a hash of the list it ran with and, finding another, would reset
+    every verdict and rerun the group in full, so that hash is brought up to date too (mutmut then maps
+    the new tests to the functions they reach, as it does for new test functions). A test that left
+    the list is refused, as a removed test file is: it may be what killed some."""
+    config = work / "setup.cfg"
+    parser = configparser.ConfigParser()
+    parser.read_string(config.read_text())
+    before = parser.get("mutmut", "pytest_add_cli_args_test_selection", fallback="").split()
+    dropped = [t for t in before if t not in tests]
+    if dropped:
+        raise GroupError(f"{name}: tests left the group since the kept run ({', '.join(dropped[:3])}); run the group in full")
+    config.write_text(mutmut_config(group, tests))
+    stats_path = work / "mutants" / "mutmut-stats.json"
+    if before == tests or not stats_path.exists():
+        return
+    stats = json.loads(stats_path.read_text())
+    if stats.get("config_fingerprint"):  # an empty one: mutmut compares nothing
+        stats["config_fingerprint"]["test_selection"] = selection_hash(tests)
+        stats_path.write_text(json.dumps(stats, indent=4))
+
+
+def reset_survivors(work: Path, group: Group, name: str) -> tuple[int, int]:
+    """Mark the kept run's survivors (and mutants no test reached) as not yet run; return how many, and
+    how many mutants the kept run never ran (a run stopped before its end): mutmut runs both."""
+    count = never_run = 0
     for rel in group.files:
         meta_path = work / "mutants" / (rel + ".meta")
         if not meta_path.exists():
@@ -238,11 +275,13 @@ def reset_survivors(work: Path, group: Group, name: str) -> int:
         meta = json.loads(meta_path.read_text())
         codes = meta["exit_code_by_key"]
         for key, code in codes.items():
-            if code in SURVIVED_CODES | NO_TESTS_CODES:
+            if code is None:
+                never_run += 1
+            elif code in SURVIVED_CODES | NO_TESTS_CODES:
                 codes[key] = None
                 count += 1
         meta_path.write_text(json.dumps(meta, indent=4))
-    return count
+    return count, never_run
 
 
 def end_session(proc: subprocess.Popen) -> None:
@@ -293,8 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     how.add_argument("--report", type=Path, metavar="DIR",
                      help="print the scores of a run kept with --keep DIR against the current allow-list; runs nothing")
     how.add_argument("--recheck", type=Path, metavar="DIR",
-                     help="rerun only the survivors of a run kept with --keep DIR against the current tests "
-                          "(refused where a mutated file changed or a test file went)")
+                     help="rerun only the survivors of a run kept with --keep DIR, and run the mutants it never ran "
+                          "(finishes a stopped run), against the current tests, the group's added test files included "
+                          "(refused where a mutated file changed, a test file went or a test left the group)")
     args = p.parse_args(argv)
 
     chosen = choose(args.module or list(GROUPS), p.error)

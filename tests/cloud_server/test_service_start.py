@@ -2,19 +2,20 @@
 gives back: server reflection naming both services (off with ``reflection``), gRPC health on its own
 port for probes; /metrics and the operator view listening only on their own host, /metrics over TLS
 with ``metrics_tls``; ``max_message_bytes`` capping what it takes in; the view's socket closed when
-the gRPC port cannot be had; and the view's peer check fed the caller's address the way
+the gRPC port cannot be had, and the view's own port in use refused by name; and the view's peer check fed the caller's address the way
 ``operator_peers`` reads it (IPv4, IPv6, a unix socket)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import urllib.error
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import grpc
 import pytest
@@ -24,7 +25,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from cloud_server.config import CloudConfig
 from cloud_server.service import _panel, start_cloud
 from ecd import certs
-from ecd.errors import ConfigError, PermissionDeniedError
+from ecd.errors import ConfigError, EcdError, PermissionDeniedError
 from ecd.transport.rpc import LoopThread, wait_healthy
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
@@ -110,6 +111,15 @@ def test_metrics_tls_serves_the_figures_only_over_tls_to_a_holder_of_the_ca(tmp_
         loop.close()
 
 
+@contextlib.contextmanager
+def taken_port() -> Iterator[int]:
+    """A loopback port another socket listens on (the OS picks it)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
 def test_a_start_that_cannot_have_its_port_closes_the_views_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ecd.web
 
@@ -122,10 +132,7 @@ def test_a_start_that_cannot_have_its_port_closes_the_views_socket(tmp_path: Pat
 
     monkeypatch.setattr(ecd.web, "WebServer", Recorded)
     loop = LoopThread()
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         try:
             for panel_port in (0, -1):
                 with pytest.raises(ConfigError, match=rf"^port: cannot listen on 127\.0\.0\.1:{port} "):
@@ -133,6 +140,17 @@ def test_a_start_that_cannot_have_its_port_closes_the_views_socket(tmp_path: Pat
         finally:
             loop.close()
     assert len(views) == 1 and views[0].sock.fileno() == -1  # closed, not left to the garbage collector
+
+
+def test_an_operator_view_port_in_use_is_refused_naming_the_option_and_the_port(tmp_path: Path) -> None:
+    """The view listens on the port asked for, not on any free one: taken, the start is refused."""
+    loop = LoopThread()
+    with taken_port() as port:
+        try:
+            with pytest.raises(EcdError, match=rf"^panel_port: cannot listen on 127\.0\.0\.1:{port} \("):
+                loop.run(start_cloud(config(tmp_path, panel_port=port)))
+        finally:
+            loop.close()
 
 
 def peers_checked(cfg: CloudConfig, clients: list[tuple[str, int] | None], host: str = "127.0.0.1") -> tuple[list[str], list[int]]:

@@ -1,6 +1,7 @@
 """The edge node's start and stop against a scripted cloud (edge_node.service): its wait for a cloud
 that never answers, the plaintext checks naming the option, the link's message limit, and the
-deregistration's deadline. The mutation gate found these unpinned."""
+deregistration's deadline, on a stop and after a device page that failed. The mutation gate found
+these unpinned."""
 
 from __future__ import annotations
 
@@ -149,3 +150,62 @@ def test_serving_beyond_loopback_in_plaintext_must_be_forced(tmp_path: Path) -> 
     edge = asyncio.run(main())
     # listening on 0.0.0.0 it tells devices its address on the route to the cloud, never 0.0.0.0
     assert edge.endpoint == f"127.0.0.1:{edge.port}" and [r.endpoint for r, _ in cloud.registrations] == [edge.endpoint]
+
+
+def page_fails(monkeypatch) -> None:
+    """The device page refused after the registration (as when its port is taken)."""
+    def page(cfg: EdgeConfig, core) -> None:
+        raise ConfigError("browser_port: cannot listen (scripted)")
+
+    monkeypatch.setattr(service, "_browser_page", page)
+
+
+def test_a_node_whose_device_page_fails_leaves_within_2_s_stops_serving_and_closes_its_channel(tmp_path: Path, monkeypatch) -> None:
+    """The page failing after the registration (its port taken: tests/edge_node/test_service_options.py
+    takes one for real): the deregistration waits at most 2 s for a cloud that never answers it, and the
+    caller gets the page's refusal, not the deregistration's; nothing of the node is left."""
+    cloud = ScriptedCloud()
+    started = servers_started(monkeypatch)
+    channels: list[grpc.aio.Channel] = []
+    real_channel = service.tls_.aio_channel
+    monkeypatch.setattr(service.tls_, "aio_channel", lambda *a, **kw: channels.append(real_channel(*a, **kw)) or channels[-1])
+    page_fails(monkeypatch)
+
+    async def main():
+        server, _, channel = await serve(cloud)
+        await channel.close()
+        try:
+            with pytest.raises(ConfigError, match=r"^browser_port: cannot listen \(scripted\)$"):
+                await asyncio.wait_for(start_edge(EdgeConfig(cloud=f"127.0.0.1:{cloud.port}", metrics_port=-1, model_dir=str(tmp_path))), 10)
+        finally:
+            await server.stop(0)
+        return channels[0].get_state()
+
+    assert asyncio.run(main()) == grpc.ChannelConnectivity.SHUTDOWN
+    (remaining,) = cloud.deregistrations
+    assert remaining is not None and 1.0 < remaining <= 2.5
+    (s,) = started
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", s.port), timeout=5).close()
+
+
+def test_a_start_cancelled_while_it_deregisters_after_its_page_failed_ends_cancelled(tmp_path: Path, monkeypatch) -> None:
+    cloud = ScriptedCloud()
+    started = servers_started(monkeypatch)
+    page_fails(monkeypatch)
+
+    async def main():
+        server, _, channel = await serve(cloud)
+        await channel.close()
+        try:
+            starting = asyncio.create_task(start_edge(EdgeConfig(cloud=f"127.0.0.1:{cloud.port}", metrics_port=-1, model_dir=str(tmp_path))))
+            await until(cloud, lambda: cloud.deregistrations, "the deregistration")
+            starting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await starting
+        finally:
+            for s in started:  # a start cancelled there leaves its server to whoever cancelled it
+                await s.stop(None)
+            await server.stop(0)
+
+    asyncio.run(main())

@@ -239,6 +239,9 @@ def test_the_device_page_takes_max_browser_sessions_connections_at_once(tmp_path
 
     t = start_browser_tiers(tmp_path, edge_cfg=replace(EdgeConfig(), max_browser_sessions=1))
     try:
+        # the browser extra's WebSocket protocol, the one check_extra asks for, even where uvicorn's
+        # default would pick another installed one (websockets is, here)
+        assert t.edge.browser.server.config.ws == "wsproto"
         ws = PageSocket(t)  # one phone's session holds the one connection
         try:
             assert "challenge" in json.loads(ws.recv(timeout=30))

@@ -108,9 +108,13 @@ def kept_copy(tmp_path: Path) -> tuple[Path, Path, "mutation.Group"]:
     (work / "mutants" / "pkg").mkdir(parents=True)
     (work / "mutants" / "ecd").mkdir()
     (work / "mutants" / "ecd" / "other.py").write_text("X = 1\n")
-    codes = {"pkg.m.x_f__mutmut_1": 1, "pkg.m.x_f__mutmut_2": 0, "pkg.m.x_f__mutmut_3": 33}
+    codes = {"pkg.m.x_f__mutmut_1": 1, "pkg.m.x_f__mutmut_2": 0, "pkg.m.x_f__mutmut_3": 33, "pkg.m.x_f__mutmut_4": None}
     (work / "mutants" / "pkg" / "m.py.meta").write_text(json.dumps({"exit_code_by_key": codes}))
-    return root, work, mutation.Group(("pkg/m.py",), ("tests/test_m.py",))
+    group = mutation.Group(("pkg/m.py",), ("tests/test_m.py",))
+    (work / "setup.cfg").write_text(mutation.mutmut_config(group, list(group.tests)))
+    fingerprint = {"test_execution": "a", "test_selection": mutation.selection_hash(list(group.tests)), "timeout": "b"}
+    (work / "mutants" / "mutmut-stats.json").write_text(json.dumps({"config_fingerprint": fingerprint, "duration_by_test": {}}))
+    return root, work, group
 
 
 def test_a_recheck_reruns_only_the_survivors_with_the_tree_as_it_is_now(tmp_path: Path) -> None:
@@ -126,9 +130,36 @@ def test_a_recheck_reruns_only_the_survivors_with_the_tree_as_it_is_now(tmp_path
     assert (work / "mutants" / "tests" / "test_new.py").exists()
     assert (work / "ecd" / "other.py").read_text() == (work / "mutants" / "ecd" / "other.py").read_text() == "X = 2\n"
     assert not (work / "ecd" / "gone.py").exists() and not (work / "mutants" / "ecd" / "gone.py").exists()
-    assert mutation.reset_survivors(work, group, "g") == 2
+    assert (work / "setup.cfg").exists()  # the tool's own, no file of the tree: the recheck reads and rewrites it
+    assert mutation.reset_survivors(work, group, "g") == (2, 1)  # and the one a stopped run never ran: mutmut runs it
     codes = json.loads((work / "mutants" / "pkg" / "m.py.meta").read_text())["exit_code_by_key"]
-    assert codes == {"pkg.m.x_f__mutmut_1": 1, "pkg.m.x_f__mutmut_2": None, "pkg.m.x_f__mutmut_3": None}
+    assert codes == {"pkg.m.x_f__mutmut_1": 1, "pkg.m.x_f__mutmut_2": None, "pkg.m.x_f__mutmut_3": None, "pkg.m.x_f__mutmut_4": None}
+
+
+def test_a_recheck_takes_the_groups_added_tests_and_keeps_the_verdicts(tmp_path: Path) -> None:
+    root, work, group = kept_copy(tmp_path)
+    grown = replace(group, tests=("tests/test_m.py", "tests/test_new.py"))
+    mutation.widen_tests(work, grown, list(grown.tests), "g")
+    assert (work / "setup.cfg").read_text() == mutation.mutmut_config(grown, list(grown.tests))
+    # mutmut compares this hash with its own of the new list: another would make it rerun every mutant
+    stats = json.loads((work / "mutants" / "mutmut-stats.json").read_text())
+    assert stats == {"config_fingerprint": {"test_execution": "a", "timeout": "b",
+                                            "test_selection": mutation.selection_hash(["tests/test_m.py", "tests/test_new.py"])},
+                     "duration_by_test": {}}
+    with pytest.raises(mutation.GroupError, match=r"^g: tests left the group since the kept run \(tests/test_m.py\); run the group in full$"):
+        mutation.widen_tests(work, replace(group, tests=("tests/test_new.py",)), ["tests/test_new.py"], "g")
+
+
+def test_the_test_list_hash_is_mutmuts_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    configuration = pytest.importorskip("mutmut.configuration")
+    tests = ["tests/test_m.py", "tests/integration"]
+    (tmp_path / "setup.cfg").write_text(mutation.mutmut_config(mutation.Group(("pkg/m.py",), tuple(tests)), tests))
+    monkeypatch.chdir(tmp_path)
+    configuration.reset_config()
+    try:
+        assert configuration.config().config_fingerprint()["test_selection"] == mutation.selection_hash(tests)
+    finally:
+        configuration.reset_config()
 
 
 def test_a_recheck_is_refused_where_its_verdicts_no_longer_hold(tmp_path: Path) -> None:
