@@ -9,6 +9,7 @@ services' metrics and stops the servers with SIGTERM.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -48,9 +50,15 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "ecd_cli", *args]
 
 
+_LOGS: weakref.WeakKeyDictionary[subprocess.Popen, Path] = weakref.WeakKeyDictionary()  # each service's log, for _stop
+
+
 def _start(args: list[str], log: Path, timeout_s: float = 60.0) -> tuple[subprocess.Popen, dict]:
-    """Start a service and read its READY line (JSON with the bound ports)."""
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
+    """Start a service and read its READY line (JSON with the bound ports). Its log (stderr) gets
+    its threads' stacks should it ever be aborted (``PYTHONFAULTHANDLER``: see :func:`_stop`)."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=open(log, "w"), text=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
+    _LOGS[proc] = log
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: lines.put(proc.stdout.readline()), daemon=True).start()
     try:
@@ -63,12 +71,22 @@ def _start(args: list[str], log: Path, timeout_s: float = 60.0) -> tuple[subproc
 
 
 def _stop(proc: subprocess.Popen, name: str, timeout_s: float = 20.0) -> int:
+    """SIGTERM a service and wait for it. One that does not stop in time is aborted (its threads'
+    stacks go to its log; a stop that outlasts its grace period has logged its tasks' awaits there
+    too, ``ecd_cli.serve``) and the error shows the log's end."""
     proc.send_signal(signal.SIGTERM)
     try:
         return proc.wait(timeout_s)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        raise EcdError(f"{name} did not stop within {timeout_s} s of SIGTERM") from None
+        proc.send_signal(signal.SIGABRT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log = _LOGS.get(proc)
+        said = f"; see {log}:\n{log.read_text()[-6000:]}" if log is not None and log.exists() else ""
+        raise EcdError(f"{name} did not stop within {timeout_s} s of SIGTERM{said}") from None
 
 
 def _scrape(port: int) -> dict[str, float]:

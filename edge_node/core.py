@@ -237,13 +237,17 @@ class EdgeCore:
         admitted = ""  # the device this stream counts against, once a frame of it passed the token check
         held = 0  # device slots taken by frames read and not yet handed to the pipeline
 
-        async def hand_over(frames: list[Frame]) -> None:
-            """Run the edge's blocks on frames read together and queue them for the cloud."""
+        async def hand_over(frames: list[Frame], before: asyncio.Task | None) -> None:
+            """Run the edge's blocks on frames read together and queue them for the cloud once the
+            stream's message ``before`` them is queued: messages compute side by side, but reach
+            the cloud (and the device its results) in the order the device sent them."""
             nonlocal held
             try:
                 outs: list[Frame | Exception] = await self.prepare_many(frames, holder, meter)
             except Exception as e:  # noqa: BLE001 — a fault in the call answers its frames (logged), never strands them
                 outs = [e] * len(frames)
+            if before is not None:
+                await asyncio.wait({before})  # neither raises its error nor takes its cancellation for ours
             for frame, out in zip(frames, outs):
                 try:
                     if isinstance(out, Exception):
@@ -256,15 +260,17 @@ class EdgeCore:
                     session.out.put_nowait(Result.refused(frame, FrameError.from_exception(e)))
 
         in_hand: set[asyncio.Task] = set()  # hand-overs running: at most MESSAGES_IN_HAND
+        last: asyncio.Task | None = None  # the hand-over started last: the next one queues its frames after it
 
         async def start_hand_over(frames: list[Frame]) -> None:
             """Hand ``frames`` over in a task of their own, so the stream's next message is read and
             checked while these compute (and the batcher has it queued the moment they are done)."""
+            nonlocal last
             while len(in_hand) >= MESSAGES_IN_HAND:
                 await asyncio.wait(in_hand, return_when=asyncio.FIRST_COMPLETED)
-            task = asyncio.create_task(meter.run(hand_over(frames)))
-            in_hand.add(task)
-            task.add_done_callback(in_hand.discard)
+            last = asyncio.create_task(meter.run(hand_over(frames, last if last in in_hand else None)))
+            in_hand.add(last)
+            last.add_done_callback(in_hand.discard)
 
         async def take() -> None:
             nonlocal admitted, held
@@ -310,10 +316,12 @@ class EdgeCore:
             except asyncio.CancelledError:
                 for task in in_hand:
                     task.cancel()
-                await asyncio.gather(*in_hand, return_exceptions=True)
-                for _ in range(held):
-                    session.free_device_slot()
-                held = 0
+                try:
+                    await asyncio.gather(*in_hand, return_exceptions=True)
+                finally:  # cancelled again while they wind down (a drain, then the stream's end): still give every slot back
+                    for _ in range(held):
+                        session.free_device_slot()
+                    held = 0
                 raise
             finally:
                 session.reading_done = True

@@ -2,7 +2,8 @@
 through the edge's blocks, the next is read and checked, and its frames are queued for the batcher
 the moment they can be — at most ``MESSAGES_IN_HAND`` messages of one stream at once, so a stream
 still stops being read when the edge cannot keep up. A stream cut while messages are in hand gives
-back every device slot its frames held."""
+back every device slot its frames held. Messages compute side by side but reach the cloud, and
+the device its results, in the order the device sent them."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ async def answer_all(core: EdgeCore, count: int) -> None:
         core.link.route(Result(device_id=f.device_id, frame_id=f.frame_id, split=f.split))
 
 
-def test_the_next_message_is_read_and_run_while_the_last_one_computes(tmp_path: Path) -> None:
+def test_the_next_message_is_read_and_run_while_the_last_one_computes_and_order_is_kept(tmp_path: Path) -> None:
     assert MESSAGES_IN_HAND == 2
 
     async def scenario() -> list[int]:
@@ -71,10 +72,14 @@ def test_the_next_message_is_read_and_run_while_the_last_one_computes(tmp_path: 
         await settle()
         # messages 1 and 2 are in the edge's blocks at once; 3 is read and waits its turn
         assert core.started == [[1, 2], [3, 4]] and read == [1, 3, 5]
-        core.open(3)  # the second finishes first: its turn passes to the third
+        core.open(3)  # the second finishes first: it waits for the first to be queued, still in hand
         await settle()
-        assert core.started == [[1, 2], [3, 4], [5, 6]] and read == [1, 3, 5, 7]
-        for first_id in (1, 5, 7):
+        assert core.started == [[1, 2], [3, 4]] and core.link.queue.qsize() == 0
+        core.open(1)  # both go on to the cloud, in the order the device sent them; 3 and 4 take their turns
+        await settle()
+        assert core.started == [[1, 2], [3, 4], [5, 6], [7, 8]] and read == [1, 3, 5, 7]
+        assert list(core.link.pending) == [("d", i) for i in (1, 2, 3, 4)]
+        for first_id in (5, 7):
             core.open(first_id)
         await answer_all(core, 8)
         answered = [r.frame_id for r in await first]
@@ -83,7 +88,7 @@ def test_the_next_message_is_read_and_run_while_the_last_one_computes(tmp_path: 
         assert core.sessions == set() and core.link.pending == {} and core.quotas.streams("d") == 0
         return answered
 
-    assert sorted(asyncio.run(asyncio.wait_for(scenario(), 10))) == list(range(1, 9))
+    assert asyncio.run(asyncio.wait_for(scenario(), 10)) == list(range(1, 9))
 
 
 def test_a_stream_cut_while_messages_are_in_hand_gives_back_every_device_slot(tmp_path: Path) -> None:
@@ -104,5 +109,29 @@ def test_a_stream_cut_while_messages_are_in_hand_gives_back_every_device_slot(tm
             core.open(first_id)
         await settle()
         assert core.link.pending == {} and core.link.queue.qsize() == 0 and session.device_slots.held == 0
+
+    asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_a_reader_cancelled_again_while_its_hand_overs_wind_down_still_gives_back_every_slot(tmp_path: Path) -> None:
+    """A drain cancels a stream's reader; the stream's own end cancels it once more while its
+    hand-overs are still winding down: the second cancellation must not skip giving slots back."""
+
+    async def scenario() -> None:
+        core = GatedEdge(tmp_path)
+        stream = core.serve_messages(messages([], 3))
+        first = asyncio.ensure_future(stream.__anext__())
+        await settle()
+        (session,), (reader,) = core.sessions, core._readers
+        assert session.device_slots.held == 6
+        reader.cancel()
+        await asyncio.sleep(0)  # the reader has cancelled its hand-overs and waits for them to end
+        assert not reader.done()
+        reader.cancel()
+        await settle()
+        assert reader.cancelled() and session.device_slots.held == 0
+        first.cancel()
+        await settle()
+        assert core.sessions == set() and core.quotas.streams("d") == 0
 
     asyncio.run(asyncio.wait_for(scenario(), 10))

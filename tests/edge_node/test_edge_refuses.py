@@ -122,8 +122,9 @@ def test_a_long_stream_is_answered_frame_for_frame(tiers: Tiers) -> None:
 
 def test_a_full_queue_stops_reading_the_device_stream(tmp_path: Path) -> None:
     """With nobody draining the link (the cloud stalls), the edge reads max_queue frames, then one
-    more for each hand-over it may have running (each blocks in put()) and one that waits its turn,
-    then stops; it reads one more for each frame the cloud takes; every frame is answered once."""
+    more for each hand-over it may have running (the first blocks in put(), the next waits for it:
+    the stream's order is kept) and one that waits its turn, then stops; it reads one more for each
+    frame the cloud takes; every frame is answered once, in order."""
     n_blocks = M.n_blocks
     a = Assignment("d", "tok", "", M.model_id, M.version, Split(n_blocks - 1, n_blocks - 1), n_blocks - 1, Preferences(1.0, 0.0, 0))
     tensor = codec.encode(np.zeros((1, *M.activation_shape(n_blocks - 1)), dtype=np.float32))
@@ -141,10 +142,10 @@ def test_a_full_queue_stops_reading_the_device_stream(tmp_path: Path) -> None:
         results = core.serve_device(frames())
         first = asyncio.ensure_future(results.__anext__())
         await settle()
-        blocked = 3 + MESSAGES_IN_HAND  # three queued, one per hand-over waiting in put()
+        blocked = 3 + MESSAGES_IN_HAND  # three queued, one per hand-over in hand
         assert core.link.queue.full() and core.link.queue.qsize() == 3
         assert len(read) == blocked + 1  # and one read, waiting for a hand-over's turn: the stream is not read on
-        assert len(core.link.pending) == blocked and not first.done()
+        assert len(core.link.pending) == 3 + 1 and not first.done()  # the one in put(); the next waits for it to be queued
         for expected_read in range(blocked + 2, 21):
             f = await core.link.next_frame()  # the cloud takes one
             await settle()
