@@ -245,8 +245,7 @@ class RunningEdge:
         self.stopped = True
         if leave:
             self.tasks[-1].cancel()  # the heartbeat: a late one must not bring the node back to life
-            with contextlib.suppress(grpc.aio.AioRpcError, asyncio.TimeoutError):
-                await pb_grpc.CloudServerStub(self.channel).DeregisterEdge(pb.DeregisterEdgeRequest(edge_id=self.edge_id), timeout=2.0)
+            await _leave(pb_grpc.CloudServerStub(self.channel), self.edge_id)
         if self.browser is not None:
             await self.browser.aclose()
         left = await self.core.drain(grace if grace is not None else 5.0)
@@ -257,6 +256,13 @@ class RunningEdge:
         await self.channel.close()
         if self.tmpdir:
             self.tmpdir.cleanup()
+
+
+async def _leave(stub: pb_grpc.CloudServerStub, edge_id: str) -> None:
+    """Tell the cloud this node leaves (placement moves its devices away), waiting at most 2 s: a
+    cloud that cannot hear it declares the node gone by its heartbeats anyway."""
+    with contextlib.suppress(grpc.aio.AioRpcError, asyncio.TimeoutError):
+        await stub.DeregisterEdge(pb.DeregisterEdgeRequest(edge_id=edge_id), timeout=2.0)
 
 
 async def _heartbeat(stub: pb_grpc.CloudServerStub, registration: EdgeRegistration, running: RunningEdge, every_s: float) -> None:
@@ -342,48 +348,39 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     device_port = dataclasses.replace(transport, max_receive_bytes=frame_receive_cap(cfg.max_tensor_bytes))
     credentials = tls_.load(cfg.tls_dir, cfg.tls_name)
     target = client_target(cfg.cloud, credentials, cfg.insecure, "cloud")
-    channel = tls_.aio_channel(target, credentials, "cloud", grpc_options(transport))
-    stub = pb_grpc.CloudServerStub(channel)
-    tmp = None if cfg.model_dir else tempfile.TemporaryDirectory(prefix="ecd-edge-")
-    model_dir = Path(cfg.model_dir or tmp.name)
-    metrics = ServiceMetrics("edge")
-    metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port, *metrics_tls(cfg)) if cfg.metrics_port >= 0 else -1
-    core = EdgeCore(GrpcCloudClient(stub), model_dir, cfg.max_queue, cfg.max_tensor_bytes, metrics, cfg.max_message_bytes,
-                    cfg.max_batch, cfg.max_stream_frames, BatchingConfig(cfg.batch_max_frames, cfg.batch_max_delay_ms / 1e3),
-                    quotas)
-    server = await start_server(
-        lambda s: pb_grpc.add_EdgeNodeServicer_to_server(EdgeServicer(core), s),
-        [pb.DESCRIPTOR.services_by_name["EdgeNode"].full_name],
-        cfg.host, cfg.port, device_port, tls=credentials, allow_plaintext=cfg.insecure, reflection_on=cfg.reflection, health_port=cfg.health_port,
-    )
-    try:
+    async with contextlib.AsyncExitStack() as undo:  # a start that fails, or is cancelled, leaves nothing behind
+        channel = tls_.aio_channel(target, credentials, "cloud", grpc_options(transport))
+        undo.push_async_callback(channel.close)
+        stub = pb_grpc.CloudServerStub(channel)
+        tmp = None if cfg.model_dir else tempfile.TemporaryDirectory(prefix="ecd-edge-")
+        if tmp is not None:
+            undo.callback(tmp.cleanup)
+        model_dir = Path(cfg.model_dir or tmp.name)
+        metrics = ServiceMetrics("edge")
+        metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port, *metrics_tls(cfg)) if cfg.metrics_port >= 0 else -1
+        core = EdgeCore(GrpcCloudClient(stub), model_dir, cfg.max_queue, cfg.max_tensor_bytes, metrics, cfg.max_message_bytes,
+                        cfg.max_batch, cfg.max_stream_frames, BatchingConfig(cfg.batch_max_frames, cfg.batch_max_delay_ms / 1e3),
+                        quotas)
+        server = await start_server(
+            lambda s: pb_grpc.add_EdgeNodeServicer_to_server(EdgeServicer(core), s),
+            [pb.DESCRIPTOR.services_by_name["EdgeNode"].full_name],
+            cfg.host, cfg.port, device_port, tls=credentials, allow_plaintext=cfg.insecure, reflection_on=cfg.reflection,
+            health_port=cfg.health_port,
+        )
+        undo.push_async_callback(server.stop, None)
         endpoint = advertised_endpoint(cfg.advertise, cfg.host, server.port, split_addresses(cfg.cloud, "cloud")[0])
-    except ConfigError:
-        await server.stop(None)
-        raise
-    try:
-        await asyncio.wait_for(channel.channel_ready(), timeout=30)
-    except asyncio.TimeoutError:
-        await server.stop(None)
-        raise ConnectionError(f"cloud: no cloud server answers at {cfg.cloud} (--cloud)") from None
-    registration = EdgeRegistration(endpoint, cfg.capacity, position, cfg.activation_cost)
-    try:
+        try:
+            await asyncio.wait_for(channel.channel_ready(), timeout=30)
+        except asyncio.TimeoutError:
+            raise ConnectionError(f"cloud: no cloud server answers at {cfg.cloud} (--cloud)") from None
+        registration = EdgeRegistration(endpoint, cfg.capacity, position, cfg.activation_cost)
         reply = await _register(stub, registration)
-    except BaseException:  # refused, or stopped while waiting: nothing keeps serving
-        await server.stop(None)
-        await channel.close()
-        raise
-    core.edge_id = reply.edge_id
-    running = RunningEdge(server, core, reply.edge_id, endpoint, metrics, metrics_port, channel, tmpdir=tmp)
-    try:
+        undo.push_async_callback(_leave, stub, reply.edge_id)  # a node without the page it was asked for must not stay registered
+        core.edge_id = reply.edge_id
+        running = RunningEdge(server, core, reply.edge_id, endpoint, metrics, metrics_port, channel, tmpdir=tmp)
         running.browser = _browser_page(cfg, core)
-    except BaseException:  # its port taken: a node without the page it was asked for must not stay registered and serving
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.TimeoutError):
-            await stub.DeregisterEdge(pb.DeregisterEdgeRequest(edge_id=reply.edge_id), timeout=2.0)
-        await server.stop(None)
-        await channel.close()
-        raise
-    running.tasks.append(asyncio.create_task(run_cloud_link(core.link, stub, metrics, packing)))
-    running.tasks.append(asyncio.create_task(_heartbeat(stub, registration, running, cfg.heartbeat_s)))
+        running.tasks.append(asyncio.create_task(run_cloud_link(core.link, stub, metrics, packing)))
+        running.tasks.append(asyncio.create_task(_heartbeat(stub, registration, running, cfg.heartbeat_s)))
+        undo.pop_all()  # started: from here its stop undoes it
     log.info("[EdgeNode] %s serving on %s (pid %d), cloud %s", reply.edge_id, endpoint, os.getpid(), cfg.cloud)
     return running

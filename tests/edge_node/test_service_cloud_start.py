@@ -1,14 +1,15 @@
 """The edge node's start and stop against a scripted cloud (edge_node.service): its wait for a cloud
 that never answers, the plaintext checks naming the option, the link's message limit, and the
-deregistration's deadline, on a stop and after a device page that failed. The mutation gate found
-these unpinned."""
+deregistration's deadline, on a stop and after a device page that failed, and a start that fails
+(or is cancelled) leaving nothing behind: no server, no open channel, no temporary model folder.
+The mutation gate found these unpinned."""
 
 from __future__ import annotations
 
 import asyncio
 import socket
 import sys
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -189,7 +190,36 @@ def test_a_node_whose_device_page_fails_leaves_within_2_s_stops_serving_and_clos
         socket.create_connection(("127.0.0.1", s.port), timeout=5).close()
 
 
-def test_a_start_cancelled_while_it_deregisters_after_its_page_failed_ends_cancelled(tmp_path: Path, monkeypatch) -> None:
+@dataclass
+class Made:
+    """The cloud channels and temporary model folders a start made (to check a failed one left none)."""
+
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+    folders: list[Path] = field(default_factory=list)
+
+
+@pytest.fixture
+def made(monkeypatch) -> Made:
+    m = Made()
+    real_channel, real_folder = service.tls_.aio_channel, service.tempfile.TemporaryDirectory
+
+    def channel(*a, **kw):
+        m.channels.append(real_channel(*a, **kw))
+        return m.channels[-1]
+
+    def folder(*a, **kw):
+        made_folder = real_folder(*a, **kw)
+        m.folders.append(Path(made_folder.name))
+        return made_folder
+
+    monkeypatch.setattr(service.tls_, "aio_channel", channel)
+    monkeypatch.setattr(service.tempfile, "TemporaryDirectory", folder)
+    return m
+
+
+def test_a_start_cancelled_while_it_deregisters_after_its_page_failed_ends_cancelled_leaving_nothing(made: Made, monkeypatch) -> None:
+    """Cancelled in the middle of undoing itself, the start still stops serving, closes its channel
+    and removes its temporary model folder, and ends cancelled."""
     cloud = ScriptedCloud()
     started = servers_started(monkeypatch)
     page_fails(monkeypatch)
@@ -198,14 +228,41 @@ def test_a_start_cancelled_while_it_deregisters_after_its_page_failed_ends_cance
         server, _, channel = await serve(cloud)
         await channel.close()
         try:
-            starting = asyncio.create_task(start_edge(EdgeConfig(cloud=f"127.0.0.1:{cloud.port}", metrics_port=-1, model_dir=str(tmp_path))))
+            starting = asyncio.create_task(start_edge(EdgeConfig(cloud=f"127.0.0.1:{cloud.port}", metrics_port=-1)))
             await until(cloud, lambda: cloud.deregistrations, "the deregistration")
             starting.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await starting
+            return made.channels[0].get_state()
         finally:
-            for s in started:  # a start cancelled there leaves its server to whoever cancelled it
-                await s.stop(None)
             await server.stop(0)
 
-    asyncio.run(main())
+    assert asyncio.run(main()) == grpc.ChannelConnectivity.SHUTDOWN
+    (s,) = started
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", s.port), timeout=5).close()
+    (folder,) = made.folders
+    assert not folder.exists()
+
+
+def test_a_node_whose_advertised_address_is_refused_leaves_nothing(made: Made, monkeypatch) -> None:
+    """A refusal found once the port is bound (an ``--advertise`` of port 0 is filled with it) undoes
+    the start: its server, its channel to the cloud and its temporary model folder."""
+    started = servers_started(monkeypatch)
+    refused = ConfigError("advertise: refused (scripted)")
+
+    def advertised(advertise: str, host: str, port: int, *route) -> str:
+        if route:  # the call once the port is bound (the early check has no route)
+            raise refused
+        return f"{host}:{port}"
+
+    monkeypatch.setattr(service, "advertised_endpoint", advertised)
+    with pytest.raises(ConfigError) as e:
+        asyncio.run(start_edge(EdgeConfig(cloud="127.0.0.1:9", metrics_port=-1, advertise="127.0.0.1:0")))
+    assert e.value is refused
+    (s,) = started
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", s.port), timeout=5).close()
+    assert [c.get_state() for c in made.channels] == [grpc.ChannelConnectivity.SHUTDOWN]
+    (folder,) = made.folders
+    assert not folder.exists()
