@@ -31,7 +31,7 @@ from ecd import codec, distribution
 from ecd.manifest import Manifest
 from ecd.metrics import ServiceMetrics
 from ecd.batching import BatchingConfig, DynamicBatcher, run_rows
-from ecd.partition import BlockRunner
+from ecd.partition import BlockRunner, SessionConfig
 from ecd.split import check_split
 from ecd.errors import EcdError, PreconditionError, RequestError, UnavailableError
 from ecd.limits import MAX_NAME_CHARS, printable
@@ -80,6 +80,7 @@ class EdgeCore:
         max_stream_frames: int = 64,
         batching: BatchingConfig | None = None,
         quotas: DeviceQuotas | None = None,
+        session_config: SessionConfig | None = None,
     ):
         self.cloud = cloud
         self.model_dir = Path(model_dir)
@@ -92,6 +93,7 @@ class EdgeCore:
         self.quotas = quotas or DeviceQuotas(max_streams=2, max_frames=16)
         self.compute = ComputeCosts()  # what the edge's blocks cost per row, charged to the frames' devices
         self._models: dict[tuple[str, str], tuple[Manifest, BlockRunner]] = {}
+        self.session_config = session_config or SessionConfig()  # onnxruntime's settings for every model's blocks
         self.batching = batching or BatchingConfig()
         self.batching.check()
         self._batchers: dict[tuple[str, str], DynamicBatcher] = {}  # frames of every device stream, per model
@@ -136,7 +138,7 @@ class EdgeCore:
                     manifest = await distribution.fetch_async(
                         self.cloud.fetch_partition(distribution.request(model_id, version, 0, head.n_blocks, self.max_message_bytes)), dest
                     )
-                    runner = BlockRunner(manifest)
+                    runner = BlockRunner(manifest, self.session_config)
                     self._batchers[key] = DynamicBatcher(self.compute.timed(key, runner.run), self.batching)
                     self._models[key] = (manifest, runner)
                     log.info("[EdgeNode] fetched %s@%s (%d blocks)", model_id, version, manifest.n_blocks)

@@ -27,6 +27,7 @@ from ecd.config import MiB, option
 from ecd.errors import AuthenticationError, ConfigError, EcdError, PeerError, RequestError, UnavailableError
 from ecd.limits import check_message_frames, frame_receive_cap
 from ecd.packing import DEFAULT_MAX_BYTES, Packing
+from ecd.partition import SessionConfig
 from ecd.metrics import ServiceMetrics, metrics_tls, start_metrics
 from ecd.transport import browser_wire, serde
 from ecd.transport.auth import certificate_name
@@ -61,6 +62,9 @@ class EdgeConfig:
     max_batch: int = option(64, "most images one frame may carry")
     batch_max_frames: int = option(32, "dynamic batching: most images run as one batch (frames of every device stream needing the same blocks)")
     batch_max_delay_ms: float = option(0.0, "dynamic batching: how long a batch waits for more frames (0 = it runs at once; frames that arrive meanwhile form the next batch)")
+    batch_instances: int = option(1, "dynamic batching: batches of the same blocks running at once (with intra_op_threads 1, one per "
+                                  "core keeps every core busy at a cost in one frame's latency)")
+    intra_op_threads: int = option(0, "onnxruntime threads inside one run of the blocks (0 = one per core)")
     max_stream_frames: int = option(64, "frames one device stream may have outstanding (results not yet read)")
     max_device_streams: int = option(2, "streams one device may have open at once on this node (one more is refused; 2: an "
                                      "agent's old stream may linger while it opens the next)")
@@ -339,6 +343,10 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
     for name in ("max_device_streams", "max_device_frames"):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name}: expected at least 1, got {getattr(cfg, name)}")
+    batching = BatchingConfig(cfg.batch_max_frames, cfg.batch_max_delay_ms / 1e3, cfg.batch_instances)
+    batching.check()
+    if cfg.intra_op_threads < 0:
+        raise ConfigError(f"intra_op_threads: expected 0 (one per core) or more, got {cfg.intra_op_threads}")
     quotas = DeviceQuotas(cfg.max_device_streams, cfg.max_device_frames)
     # the frames queued for the cloud go together: taking them never waits, so there is no linger budget here
     packing = Packing(linger_s=0.0, max_frames=cfg.message_frames, max_bytes=min(cfg.message_bytes, cfg.max_tensor_bytes)).check()
@@ -359,8 +367,7 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
         metrics = ServiceMetrics("edge")
         metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port, *metrics_tls(cfg)) if cfg.metrics_port >= 0 else -1
         core = EdgeCore(GrpcCloudClient(stub), model_dir, cfg.max_queue, cfg.max_tensor_bytes, metrics, cfg.max_message_bytes,
-                        cfg.max_batch, cfg.max_stream_frames, BatchingConfig(cfg.batch_max_frames, cfg.batch_max_delay_ms / 1e3),
-                        quotas)
+                        cfg.max_batch, cfg.max_stream_frames, batching, quotas, SessionConfig(intra_op_threads=cfg.intra_op_threads))
         server = await start_server(
             lambda s: pb_grpc.add_EdgeNodeServicer_to_server(EdgeServicer(core), s),
             [pb.DESCRIPTOR.services_by_name["EdgeNode"].full_name],

@@ -105,7 +105,48 @@ def test_a_lone_frame_does_not_wait_and_a_delay_gathers_frames() -> None:
 
 
 @pytest.mark.parametrize("cfg,field", [(BatchingConfig(max_frames=0), "batch_max_frames"),
-                                       (BatchingConfig(max_delay_s=-1), "batch_max_delay_ms")])
+                                       (BatchingConfig(max_delay_s=-1), "batch_max_delay_ms"),
+                                       (BatchingConfig(instances=0), "batch_instances"),
+                                       (BatchingConfig(instances=65), "batch_instances")])
 def test_bad_settings_name_the_option(cfg, field) -> None:
     with pytest.raises(ConfigError, match=f"^{field}: "):
         DynamicBatcher(SlowDouble(), cfg)
+
+
+class Overlap:
+    """A block runner that counts the batches running at once; with ``meet`` each batch waits (at
+    most 10 s) until that many run together, so the test proves they overlap instead of hoping."""
+
+    def __init__(self, meet: int = 0):
+        self.meet = threading.Barrier(meet, timeout=10) if meet else None
+        self.lock, self.now, self.most = threading.Lock(), 0, 0
+
+    def __call__(self, x: np.ndarray, start: int, stop: int) -> np.ndarray:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            if self.meet is not None:
+                self.meet.wait()
+            else:
+                time.sleep(0.01)  # the work: time for another batch to start beside it, if one could
+            return 2 * x
+        finally:
+            with self.lock:
+                self.now -= 1
+
+
+def test_two_instances_run_two_batches_of_one_range_at_once_and_never_three() -> None:
+    run = Overlap(meet=2)
+    batcher = DynamicBatcher(run, BatchingConfig(max_frames=1, instances=2))
+    inputs = [np.full((1, 2), float(i), np.float32) for i in range(6)]
+    out = call_all(batcher, inputs)
+    for x, y in zip(inputs, out):
+        np.testing.assert_array_equal(y, 2 * x)  # a batch that never met its partner would have failed
+    assert run.most == 2 and batcher.stats.batches == 6
+
+
+def test_one_instance_runs_one_batch_of_a_range_at_a_time() -> None:
+    run = Overlap()
+    out = call_all(DynamicBatcher(run, BatchingConfig(max_frames=1)), [np.ones((1, 2), np.float32)] * 12)
+    assert all(np.array_equal(y, np.full((1, 2), 2.0)) for y in out) and run.most == 1

@@ -15,6 +15,8 @@ import numpy as np
 from harness import LocalCloud, settle
 
 from ecd import codec, zoo
+from ecd.batching import BatchingConfig
+from ecd.partition import SessionConfig
 from ecd.metrics import ServiceMetrics
 from ecd.split import Preferences
 from ecd.types import Assignment, Frame, Result, Split
@@ -135,3 +137,10 @@ def test_a_reader_cancelled_again_while_its_hand_overs_wind_down_still_gives_bac
         assert core.sessions == set() and core.quotas.streams("d") == 0
 
     asyncio.run(asyncio.wait_for(scenario(), 10))
+
+
+def test_a_models_blocks_run_with_the_nodes_onnxruntime_settings_and_batch_instances(tmp_path: Path) -> None:
+    core = EdgeCore(LocalCloud(M, A), tmp_path, max_queue=4, max_tensor_bytes=1 << 20, metrics=ServiceMetrics("edge"),
+                    max_message_bytes=1 << 24, batching=BatchingConfig(instances=2), session_config=SessionConfig(intra_op_threads=1))
+    _, runner = asyncio.run(core.model(M.model_id, M.version))
+    assert runner.config.intra_op_threads == 1 and core._batchers[(M.model_id, M.version)].config.instances == 2

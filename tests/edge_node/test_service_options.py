@@ -51,6 +51,25 @@ def test_a_message_cap_out_of_range_is_refused_naming_the_option() -> None:
     assert refusal(replace(NOWHERE, message_bytes=0)) == "message_bytes: expected at least 1, got 0"
 
 
+def test_batching_and_onnxruntime_settings_out_of_range_are_refused_naming_the_option() -> None:
+    assert refusal(replace(NOWHERE, batch_instances=0)) == "batch_instances: expected 1..64, got 0"
+    assert refusal(replace(NOWHERE, intra_op_threads=-1)) == "intra_op_threads: expected 0 (one per core) or more, got -1"
+
+
+def test_batch_instances_and_intra_op_threads_reach_the_node(tmp_path: Path) -> None:
+    cloud = ScriptedCloud()
+
+    async def main():
+        server, edge = await edge_with(cloud, tmp_path, batch_instances=2, intra_op_threads=1)
+        try:
+            return edge.core.batching.instances, edge.core.session_config.intra_op_threads
+        finally:
+            await edge.stop(0, leave=False)
+            await server.stop(0)
+
+    assert asyncio.run(main()) == (2, 1)
+
+
 def test_the_device_page_without_tls_dir_is_refused_naming_the_option() -> None:
     for port in (0, 8443):  # 0 (any free port) turns the page on too
         assert refusal(replace(NOWHERE, browser_port=port)).startswith("browser_port: the device page is served over HTTPS")
