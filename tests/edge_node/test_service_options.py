@@ -56,20 +56,6 @@ def test_batching_and_onnxruntime_settings_out_of_range_are_refused_naming_the_o
     assert refusal(replace(NOWHERE, intra_op_threads=-1)) == "intra_op_threads: expected 0 (one per core) or more, got -1"
 
 
-def test_batch_instances_and_intra_op_threads_reach_the_node(tmp_path: Path) -> None:
-    cloud = ScriptedCloud()
-
-    async def main():
-        server, edge = await edge_with(cloud, tmp_path, batch_instances=2, intra_op_threads=1)
-        try:
-            return edge.core.batching.instances, edge.core.session_config.intra_op_threads
-        finally:
-            await edge.stop(0, leave=False)
-            await server.stop(0)
-
-    assert asyncio.run(main()) == (2, 1)
-
-
 def test_the_device_page_without_tls_dir_is_refused_naming_the_option() -> None:
     for port in (0, 8443):  # 0 (any free port) turns the page on too
         assert refusal(replace(NOWHERE, browser_port=port)).startswith("browser_port: the device page is served over HTTPS")
@@ -113,18 +99,31 @@ async def edge_with(cloud: ScriptedCloud, tmp_path: Path, **options):
         raise
 
 
-def test_quotas_of_1_are_taken_and_reach_the_node_in_order(tmp_path: Path) -> None:
+def read_started(tmp_path: Path, read, **options):
+    """``read(edge)`` of an edge node started against a scripted cloud with ``options``, then stopped."""
     cloud = ScriptedCloud()
 
     async def main():
-        server, edge = await edge_with(cloud, tmp_path, max_device_streams=1, max_device_frames=3)
+        server, edge = await edge_with(cloud, tmp_path, **options)
         try:
-            return edge.core.quotas.max_streams, edge.core.quotas.max_frames
+            return read(edge)
         finally:
             await edge.stop(0, leave=False)
             await server.stop(0)
 
-    assert asyncio.run(main()) == (1, 3)
+    return asyncio.run(main())
+
+
+def test_quotas_of_1_are_taken_and_reach_the_node_in_order(tmp_path: Path) -> None:
+    quotas = read_started(tmp_path, lambda edge: (edge.core.quotas.max_streams, edge.core.quotas.max_frames),
+                          max_device_streams=1, max_device_frames=3)
+    assert quotas == (1, 3)
+
+
+def test_batch_instances_and_intra_op_threads_reach_the_node(tmp_path: Path) -> None:
+    settings = read_started(tmp_path, lambda edge: (edge.core.batching.instances, edge.core.session_config.intra_op_threads),
+                            batch_instances=2, intra_op_threads=1)
+    assert settings == (2, 1)
 
 
 @pytest.mark.parametrize("message_frames, batches", [(32, True), (2, True), (1, False)])
