@@ -21,7 +21,7 @@ import urllib.request
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from ecd import certs
 from ecd.transport import tls
@@ -85,8 +85,22 @@ def _stop(proc: subprocess.Popen, name: str, timeout_s: float = 20.0) -> int:
             proc.kill()
             proc.wait()
         log = _LOGS.get(proc)
-        said = f"; see {log}:\n{log.read_text()[-6000:]}" if log is not None and log.exists() else ""
+        said = f"; see {log}:\n{log.read_text(errors='replace')[-6000:]}" if log is not None and log.exists() else ""
         raise EcdError(f"{name} did not stop within {timeout_s} s of SIGTERM{said}") from None
+
+
+def _stop_all(procs: Iterable[tuple[str, subprocess.Popen]], timeout_s: float = 20.0) -> dict[str, int]:
+    """:func:`_stop` each service in turn, every one of them even if one fails to stop; then the
+    first failure is raised."""
+    codes, failed = {}, []
+    for name, proc in procs:
+        try:
+            codes[name] = _stop(proc, name, timeout_s)
+        except EcdError as e:
+            failed.append(e)
+    if failed:
+        raise failed[0]
+    return codes
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -175,7 +189,7 @@ def run_demo(frames: int = 200, devices: Sequence[DemoDevice] = DEVICES,
                 serve(Serving(a["panel_url"], f"http://127.0.0.1:{c['panel_port']}/",
                               f"http://127.0.0.1:{c['metrics_port']}/metrics", f"http://127.0.0.1:{e['metrics_port']}/metrics", reports))
         finally:
-            codes = {name: _stop(proc, name) for name, proc in reversed(procs)}
+            codes = _stop_all(reversed(procs))
     ok_edge = edge_metrics.get('ecd_frames_total{outcome="ok",service="edge"}', 0)
     ok_cloud = cloud_metrics.get('ecd_frames_total{outcome="ok",service="cloud"}', 0)
     return DemoRun(c["port"], c["metrics_port"], e["port"], e["metrics_port"], frames, reports, ok_edge, ok_cloud,

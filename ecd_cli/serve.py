@@ -17,10 +17,10 @@ import contextlib
 import json
 import logging
 import os
-from typing import Any, Coroutine
 
 from ecd.config import add_arguments, resolve
 from ecd_cli.exits import CHECK_FAILED
+from ecd_cli.stalls import stop_saying_what_stalls
 from ecd.errors import ConfigError, UnavailableError
 
 log = logging.getLogger("ecd")
@@ -69,41 +69,8 @@ async def _serve(start, service: str, grace_s: float) -> None:
     print(json.dumps(ready), flush=True)
     await stop.wait()
     log.info("[%s] SIGTERM: stopping (grace %.1f s)", service, grace_s)
-    await stop_saying_what_stalls(running.stop(grace_s), service, grace_s + STOP_SLACK_S)
+    await stop_saying_what_stalls(running.stop(grace_s), service, grace_s)
     log.info("[%s] stopped", service)
-
-
-STOP_SLACK_S = 10.0  # past its grace period, a stop still running logs what it waits on
-
-
-async def stop_saying_what_stalls(stopping: Coroutine[Any, Any, None], service: str, after_s: float) -> None:
-    """Await a service's stop; one still running ``after_s`` later logs every task's chain of
-    awaits once (and goes on waiting), so a stop that hangs says in the log where it hangs."""
-    task = asyncio.ensure_future(stopping)
-    done, _ = await asyncio.wait({task}, timeout=after_s)
-    if not done:
-        log.warning("[%s] still stopping %g s after SIGTERM; what its tasks wait on:\n%s", service, after_s,
-                    "\n".join(waiting_on()))
-    await task
-
-
-def waiting_on() -> list[str]:
-    """Each pending task's chain of awaits, outermost first (``asyncio.Task.get_stack`` shows
-    only a suspended coroutine's own frame). A step through a metered awaitable (``edge_node.fair``)
-    follows the coroutine it drives."""
-    chains = []
-    for task in asyncio.all_tasks():
-        steps, awaiting = [], task.get_coro()
-        while awaiting is not None and len(steps) < 40:
-            frame = getattr(awaiting, "cr_frame", None) or getattr(awaiting, "gi_frame", None)
-            if frame is None:
-                steps.append(type(awaiting).__name__)
-                break
-            steps.append(f"{frame.f_code.co_name} ({os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno})")
-            awaiting = (getattr(awaiting, "cr_await", None) or getattr(awaiting, "gi_yieldfrom", None)
-                        or getattr(frame.f_locals.get("self"), "coro", None))
-        chains.append(f"  {task.get_name()}: " + " -> ".join(steps))
-    return chains
 
 
 def cmd_cloud_server(args: argparse.Namespace) -> int:

@@ -242,7 +242,8 @@ class EdgeCore:
         async def hand_over(frames: list[Frame], before: asyncio.Task | None) -> None:
             """Run the edge's blocks on frames read together and queue them for the cloud once the
             stream's message ``before`` them is queued: messages compute side by side, but reach
-            the cloud (and the device its results) in the order the device sent them."""
+            the cloud in the order the device sent them (a frame refused as it is read, for its
+            token or its quota, is answered at once, ahead of earlier frames still computing)."""
             nonlocal held
             try:
                 outs: list[Frame | Exception] = await self.prepare_many(frames, holder, meter)

@@ -291,6 +291,7 @@ class _Metered:
             except StopIteration as done:
                 return done.value
             finally:
+                error = None  # thrown: kept here it would hold its traceback, and so this frame, in a cycle
                 add(clock() - t0)
             try:
                 value, error = (yield yielded), None

@@ -170,7 +170,12 @@ async def run_cloud_link(link: CloudLink, stub: pb_grpc.CloudServerStub, metrics
     """Carry the link's frames to the cloud on one stream — several per message (revision 3's
     StreamBatches) when ``packing`` is on; on a break, reconnect with backoff and jitter, and write
     every unanswered frame first on the new stream. A cloud that does not serve StreamBatches
-    (revision 2) gets one frame per message."""
+    (revision 2) gets one frame per message.
+
+    A stop must end it however the stream is faring: grpc (1.85) catches a cancellation that comes
+    while it starts a call that has already failed and raises the call's UNAVAILABLE instead, so the
+    task's own cancelling count, not the exception seen, says whether it was stopped (an edge whose
+    cloud had gone once hung on SIGTERM: tests/edge_node/test_cloud_link_stop.py)."""
     backoff_s = 0.2
     batches = packing.on
     while True:
@@ -217,6 +222,8 @@ async def run_cloud_link(link: CloudLink, stub: pb_grpc.CloudServerStub, metrics
             await asyncio.wait({writer})
             if not writer.cancelled():
                 writer.exception()
+        if asyncio.current_task().cancelling():  # stopped, whatever grpc raised for it
+            raise asyncio.CancelledError
         await asyncio.sleep(backoff_s * random.uniform(0.5, 1.0))
         backoff_s = min(max(backoff_s, 0.1) * 2, 2.0)  # a restarted cloud is found within ~2 s
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ecd.errors import EcdError
-from ecd.launch import _start, _stop
+from ecd.launch import _start, _stop, _stop_all
 
 DEAF_TO_SIGTERM = """
 import json, signal, threading
@@ -34,9 +34,22 @@ def test_a_service_deaf_to_sigterm_is_aborted_and_the_error_shows_its_stacks(tmp
     assert "Fatal Python error: Aborted" in message and "in stuck_here" in message
 
 
+STOPS_WITH_3 = """
+import json, signal, sys, threading
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))
+print(json.dumps({"ready": "x"}), flush=True)
+threading.Event().wait()
+"""
+
+
 def test_a_service_that_stops_gives_its_exit_code(tmp_path: Path) -> None:
-    proc, _ = _start([sys.executable, "-c", "import json, signal, sys, time\n"
-                      "signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))\n"
-                      "print(json.dumps({'ready': 'x'}), flush=True)\n"
-                      "while True: time.sleep(1)", "x"], tmp_path / "x.log")
+    proc, _ = _start([sys.executable, "-c", STOPS_WITH_3, "x"], tmp_path / "x.log")
     assert _stop(proc, "x") == 3 and proc.poll() == 3
+
+
+def test_stopping_several_stops_each_though_one_will_not_and_raises_its_failure(tmp_path: Path) -> None:
+    deaf, _ = _start([sys.executable, "-c", DEAF_TO_SIGTERM, "deaf"], tmp_path / "deaf.log")
+    fine, _ = _start([sys.executable, "-c", STOPS_WITH_3, "x"], tmp_path / "x.log")
+    with pytest.raises(EcdError, match="^deaf did not stop within 0.5 s of SIGTERM"):
+        _stop_all([("deaf", deaf), ("x", fine)], timeout_s=0.5)
+    assert deaf.poll() is not None and fine.poll() == 3

@@ -6,6 +6,7 @@ ignored SIGTERM (seen in tests/integration/test_sigterm_states.py under load).""
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import grpc
 import numpy as np
@@ -13,8 +14,10 @@ import pytest
 
 from ecd import codec
 from ecd.metrics import ServiceMetrics
+from ecd.packing import Packing
 from ecd.types import Encoding, Frame, Split
 from edge_node.link import CloudLink, DeviceSession
+from ecd.v1 import ecd_pb2_grpc as pb_grpc
 from edge_node.service import run_cloud_link
 
 
@@ -65,3 +68,36 @@ def test_a_stop_while_the_writer_winds_down_ends_the_link() -> None:
         return stub.calls
 
     assert asyncio.run(go()) == 1  # no second stream: the stop was not swallowed
+
+
+def test_a_stop_while_a_call_to_a_cloud_that_is_gone_starts_ends_the_link() -> None:
+    """A real channel to a port nobody listens on (the cloud stopped first, as at a test's end):
+    the link retries, and a stop landing at any step of a retry ends it. grpc takes a cancellation
+    that comes while it starts a call that has already failed and raises UNAVAILABLE instead; the
+    link caught that as a broken stream and retried for ever, so the edge's stop never ended."""
+    gone = socket.socket()
+    gone.bind(("127.0.0.1", 0))
+    port = gone.getsockname()[1]
+    gone.close()
+
+    async def go() -> list[int]:
+        metrics = ServiceMetrics("edge")
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        stub = pb_grpc.CloudServerStub(channel)
+        lost = []
+        try:
+            for steps in range(40):  # the stop lands `steps` loop steps into a run: every phase of a retry
+                task = asyncio.create_task(run_cloud_link(CloudLink(4, metrics), stub, metrics, Packing(linger_s=0.0, max_frames=32)))
+                for _ in range(steps):
+                    await asyncio.sleep(0)
+                task.cancel()
+                done, _ = await asyncio.wait({task}, timeout=3)
+                if not done:
+                    lost.append(steps)
+                    task.cancel()
+                    await asyncio.wait({task}, timeout=5)
+        finally:
+            await channel.close()
+        return lost
+
+    assert asyncio.run(asyncio.wait_for(go(), 120)) == []

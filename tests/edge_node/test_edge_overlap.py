@@ -2,8 +2,8 @@
 through the edge's blocks, the next is read and checked, and its frames are queued for the batcher
 the moment they can be — at most ``MESSAGES_IN_HAND`` messages of one stream at once, so a stream
 still stops being read when the edge cannot keep up. A stream cut while messages are in hand gives
-back every device slot its frames held. Messages compute side by side but reach the cloud, and
-the device its results, in the order the device sent them."""
+back every device slot its frames held. Messages compute side by side but reach the cloud in the
+order the device sent them."""
 
 from __future__ import annotations
 

@@ -6,8 +6,10 @@ a moment ago still count. Costs are counted with injected clocks: no timing here
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import math
+import weakref
 from pathlib import Path
 
 import pytest
@@ -256,3 +258,33 @@ def test_the_edge_charges_a_device_the_blocks_it_runs_for_it(tiers: Tiers) -> No
     for a in (runs, none):
         assert len(list(tiers.edge_stub.Stream(iter([frame_for(a, M, X, i + 1) for i in range(4)]), timeout=30))) == 4
     assert tiers.edge.core.quotas.cost(runs.device_id) > 0 and tiers.edge.core.quotas.cost(none.device_id) == 0
+
+
+def test_a_cancelled_metered_coroutine_is_freed_at_once_not_by_the_garbage_collector() -> None:
+    """A cancelled stream's metered coroutine must not keep its frames (and the call's state they
+    hold) in a reference cycle until the next collection: the metering wrapper drops what it threw."""
+    class Held:
+        pass
+
+    async def scenario() -> weakref.ref:
+        held = Held()
+        ref = weakref.ref(held)
+
+        async def hold(_: Held) -> None:
+            await asyncio.Event().wait()
+
+        task = asyncio.ensure_future(Meter().run(hold(held)))
+        del held
+        await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.wait({task})
+        assert task.cancelled()
+        del task
+        return ref
+
+    gc.collect()
+    gc.disable()
+    try:
+        assert asyncio.run(scenario())() is None
+    finally:
+        gc.enable()

@@ -20,7 +20,7 @@ import pytest
 
 from device_agent.agent import AgentConfig, DeviceAgent
 from device_agent.sources import heldout
-from ecd.launch import _cli, _start, _stop
+from ecd.launch import _cli, _start, _stop_all
 from ecd.transport.rpc import wait_healthy
 from ecd.v1 import ecd_pb2 as pb
 from ecd.v1 import ecd_pb2_grpc as pb_grpc
@@ -61,9 +61,7 @@ class Cluster:
         self.procs[name].wait(10)
 
     def close(self) -> None:
-        for name, proc in self.procs.items():
-            if proc.poll() is None:
-                _stop(proc, name)
+        _stop_all((name, proc) for name, proc in self.procs.items() if proc.poll() is None)
 
 
 @pytest.fixture
