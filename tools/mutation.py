@@ -39,10 +39,11 @@ A full run of every group takes hours on two cores. ``--keep DIR`` keeps each gr
 ``--recheck DIR`` then brings that copy up to date with the checkout, reruns only its survivors and
 runs the mutants it never ran (a run stopped before its end is finished so): minutes instead of an
 hour for a group whose tests were extended. The group's test list may have grown since (mutmut is
-told the verdicts still hold, or it would rerun every mutant). It refuses when a mutated file changed,
-a test file was removed or a test left the group's list since; a killed mutant keeps its verdict, so a
-test weakened in place is not noticed, and mutmut maps only new test functions (extend by adding them):
-the figure that counts is a full run's, and a recheck's report says it is one.
+told the verdicts still hold, or it would rerun every mutant). A mutated file that changed is
+re-mutated: mutmut 3 runs the mutants of its changed functions anew and keeps the others' verdicts.
+It refuses when a test file was removed or a test left the group's list since; a killed mutant keeps
+its verdict, so a test weakened in place is not noticed, and mutmut maps only new test functions
+(extend by adding them): the figure that counts is a full run's, and a recheck's report says it is one.
 
 ``--report DIR`` prints a kept run's scores against the current allow-list without running anything.
 
@@ -146,7 +147,9 @@ def run_group(name: str, group: Group, root: Path, jobs: int, verbose: bool,
         raise GroupError(f"{name}: none of its tests exist ({', '.join(group.tests)})")
     if recheck is not None:
         work = kept_copy(recheck, name)
-        refresh_tree(root, work, group, name)
+        for rel in refresh_tree(root, work, group, name):
+            print(f"[{name}] {rel} changed since the kept run: mutmut re-mutates it and runs the mutants of its changed "
+                  "functions anew (the others keep their verdicts); every test is mapped anew", flush=True)
         widen_tests(work, group, tests, name)
         rerun, never_run = reset_survivors(work, group, name)
         print(f"[{name}] rechecking {rerun} survivors of the kept run and running the {never_run} mutants it never ran, "
@@ -205,16 +208,17 @@ def kept_copy(kept: Path, name: str) -> Path:
     return work
 
 
-def refresh_tree(root: Path, work: Path, group: Group, name: str) -> None:
+def refresh_tree(root: Path, work: Path, group: Group, name: str) -> list[str]:
     """Bring a kept copy up to date with the checkout (tests, the other modules, data), refusing
-    where its verdicts would no longer hold: a mutated file that changed (its mutants are not the
-    file's any more), or a test file removed (it may be what killed some). Tests added only kill
-    more. Not caught: a test weakened in place, or a test function extended in place (mutmut maps
-    only new test names to the functions they reach, so extend by adding test functions); that is
-    why a recheck never replaces the full run before a release."""
-    for rel in group.files:
-        if (root / rel).read_bytes() != (work / rel).read_bytes():
-            raise GroupError(f"{name}: {rel} changed since the kept run; its mutants are stale: run the group in full")
+    where its verdicts would no longer hold: a test file removed (it may be what killed some). Tests
+    added only kill more. A mutated file that changed is taken as it is now and returned: mutmut 3
+    re-mutates it, resets the verdicts of the functions whose source changed (its own hash per
+    function) and keeps the others'; every test is mapped to the functions it reaches anew (the
+    stats are dropped), since a changed function may be reached by other tests now. Not caught: a
+    test weakened in place, a test function extended in place (mutmut maps only new test names to
+    the functions they reach, so extend by adding test functions), or an unchanged function whose
+    killed mutants the change elsewhere made harmless; that is why a recheck never replaces the
+    full run before a release."""
     now = set(tree_files(root))
     kept = {str(p.relative_to(work)) for p in work.rglob("*")
             if p.is_file() and p.relative_to(work).parts[0] != "mutants" and "__pycache__" not in p.parts
@@ -222,6 +226,13 @@ def refresh_tree(root: Path, work: Path, group: Group, name: str) -> None:
     gone = sorted(rel for rel in kept - now if rel.startswith("tests/"))
     if gone:
         raise GroupError(f"{name}: test files removed since the kept run ({', '.join(gone[:3])}); run the group in full")
+    changed = [rel for rel in group.files if (root / rel).read_bytes() != (work / rel).read_bytes()]
+    for rel in changed:
+        (work / rel).unlink()
+        shutil.copy2(root / rel, work / rel)
+        os.utime(work / rel)  # newer than its mutants: mutmut re-mutates it
+    if changed:
+        (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
     in_mutants = PACKAGES + ALSO_COPY + ("tests",)
     for rel in sorted(kept - now):  # other files gone: gone from the copy too
         for base in (work, work / "mutants"):
@@ -234,6 +245,7 @@ def refresh_tree(root: Path, work: Path, group: Group, name: str) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.unlink(missing_ok=True)  # a fresh file, never one shared with another copy
             shutil.copy2(root / rel, target)
+    return changed
 
 
 def selection_hash(tests: list[str]) -> str:
@@ -334,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     how.add_argument("--recheck", type=Path, metavar="DIR",
                      help="rerun only the survivors of a run kept with --keep DIR, and run the mutants it never ran "
                           "(finishes a stopped run), against the current tests, the group's added test files included "
-                          "(refused where a mutated file changed, a test file went or a test left the group)")
+                          "(a mutated file that changed is re-mutated: the mutants of its changed functions run anew; "
+                          "refused where a test file went or a test left the group)")
     args = p.parse_args(argv)
 
     chosen = choose(args.module or list(GROUPS), p.error)
