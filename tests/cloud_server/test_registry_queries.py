@@ -1,0 +1,38 @@
+"""The registry's queries on what a small table hides, on SQLite and on PostgreSQL: a certificate's
+revocation asked by the certificate (it was pinned only over real mutual TLS, outside the mutation
+gate's registry group), and an order the query states, not the one an index happens to read in.
+
+test_registry_tables.py holds each table's exact values; these are the cases its mutation run left
+unpinned (the gate's registry group, issue 28)."""
+
+from __future__ import annotations
+
+from cloud_server.registry import Registry
+
+FIELDS = dict(name="cam", profile="pi4", radio="wifi", w_energy=0.5, w_privacy=0.5, min_split=1, model_id="m",
+              model_version="v1", split_device=1, split_edge=4, encoding="FLOAT32", edge_id="e")
+
+
+def test_a_certificate_stays_out_once_a_device_registered_with_it_was_revoked(registry: Registry) -> None:
+    kept = registry.add_device(**FIELDS, holder="CN=kept")
+    gone = registry.add_device(**FIELDS, holder="CN=gone")
+    registry.add_device(**FIELDS, holder="CN=gone")  # the same certificate registered twice: one revocation counts
+    plaintext = registry.add_device(**FIELDS)  # no holder
+    assert not registry.holder_revoked("CN=gone") and not registry.holder_revoked("CN=kept")
+    assert registry.revoke_device(gone.device_id)
+    assert registry.holder_revoked("CN=gone")
+    assert not registry.holder_revoked("CN=kept") and not registry.holder_revoked("CN=nobody")
+    assert registry.device(kept.device_id).holder == "CN=kept"
+    assert registry.revoke_device(plaintext.device_id)  # a plaintext device revoked binds no certificate...
+    assert not registry.holder_revoked("CN=kept")  # ...to any other
+
+
+def test_a_trace_is_in_time_order_however_the_database_reads_it(registry: Registry) -> None:
+    """Without the (device, time) index the database reads the rows as stored: only the query's
+    own order puts a position that arrived late before the ones it preceded."""
+    with registry._transaction() as conn:
+        conn.exec_driver_sql("DROP INDEX locations_device")
+    for unix_ms, lat in ((3_000, 3.0), (1_000, 1.0), (2_000, 2.0)):
+        registry.record_location("d", lat, 0.5, unix_ms)
+    registry.record_location("c", 9.0, 0.5, 5_000)
+    assert registry.locations() == {"c": [(9.0, 0.5)], "d": [(1.0, 0.5), (2.0, 0.5), (3.0, 0.5)]}
