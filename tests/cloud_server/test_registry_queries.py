@@ -36,3 +36,17 @@ def test_a_trace_is_in_time_order_however_the_database_reads_it(registry: Regist
         registry.record_location("d", lat, 0.5, unix_ms)
     registry.record_location("c", 9.0, 0.5, 5_000)
     assert registry.locations() == {"c": [(9.0, 0.5)], "d": [(1.0, 0.5), (2.0, 0.5), (3.0, 0.5)]}
+
+
+def test_the_operator_view_lists_devices_by_registration_not_by_their_random_ids(db: str) -> None:
+    now = [1.0]
+    registry = Registry(db, clock=lambda: now[0])
+    try:
+        first = registry.add_device(**FIELDS)
+        now[0] = 2.0
+        later = [registry.add_device(**FIELDS) for _ in range(64)]
+        smallest = min(d.device_id for d in later)
+        assert smallest < first.device_id  # (1 - 2**-64): a device registered later has a smaller id
+        assert [r.record.device_id for r in registry.device_activity(2)] == [first.device_id, smallest]  # ties by id
+    finally:
+        registry.close()
