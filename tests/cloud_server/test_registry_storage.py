@@ -97,22 +97,47 @@ def test_the_state_changes_once_each_way_over_many_refusals(clock: SimpleNamespa
     assert [("disk full" in m, "go through again" in m) for m in said(caplog)] == [(True, False), (False, True), (True, False)]
 
 
+def no_room_left(registry: Registry) -> None:
+    """The registry's SQLite file may not grow past its size now (SQLite's own limit); it is full
+    once a write needs a page more."""
+    with registry._transaction() as conn:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+        conn.exec_driver_sql(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(RegistryFullError, match=r"^db: registry disk full \(.*registry\.sqlite3\): database or disk is full$"):
+        for i in range(200):  # fills the free pages there are, then is refused
+            registry.put_campaign(f"c{i}", {"pad": "x" * 2000})
+    assert registry.storage.state is StorageState.FULL
+
+
 def test_a_registry_whose_file_may_not_grow_refuses_writes_by_name_keeps_reads_and_takes_them_back(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "registry.sqlite3")
     try:
         edge = registry.add_edge("10.0.0.1:50052", 4.0)
-        with registry._transaction() as conn:  # the file is as large as it may get (SQLite's own limit)
-            pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
-            conn.exec_driver_sql(f"PRAGMA max_page_count = {pages}")
-        with pytest.raises(RegistryFullError, match=r"^db: registry disk full \(.*registry\.sqlite3\): database or disk is full$"):
-            for i in range(200):  # fills the free pages there are, then is refused
-                registry.put_campaign(f"c{i}", {"pad": "x" * 2000})
-        assert registry.storage.state is StorageState.FULL
+        no_room_left(registry)
         assert registry.edge(edge.edge_id) == edge  # reads go on
         registry.storage.settle_s = 0.0
         registry.probe_write()  # a write that needs no new page goes through: probes see space only when it is there
         assert registry.storage.state is StorageState.WRITABLE
         registry.storage.full("again")
+        registry.probe_write()
+        assert registry.storage.state is StorageState.WRITABLE
+    finally:
+        registry.close()
+
+
+def test_a_probe_that_finds_no_room_leaves_the_registry_full_and_raises_nothing(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry.sqlite3")
+    try:
+        with registry._transaction() as conn:  # the probe's write needs room too: a trigger makes it grow the file
+            conn.exec_driver_sql("CREATE TABLE pad (b BLOB)")
+            conn.exec_driver_sql("CREATE TRIGGER grow AFTER UPDATE ON schema_version BEGIN "
+                                 "INSERT INTO pad VALUES (zeroblob(100000)); END")
+        no_room_left(registry)
+        registry.storage.settle_s = 0.0
+        registry.probe_write()  # the monitor's probe: refused for space, and that is no error
+        assert registry.storage.state is StorageState.FULL
+        with registry._transaction() as conn:
+            conn.exec_driver_sql("DROP TRIGGER grow")
         registry.probe_write()
         assert registry.storage.state is StorageState.WRITABLE
     finally:
