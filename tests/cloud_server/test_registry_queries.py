@@ -50,3 +50,8 @@ def test_the_operator_view_lists_devices_by_registration_not_by_their_random_ids
         assert [r.record.device_id for r in registry.device_activity(2)] == [first.device_id, smallest]  # ties by id
     finally:
         registry.close()
+
+
+def test_a_devices_pending_tasks_of_one_slot_come_in_task_order_whatever_order_they_were_stored_in(registry: Registry) -> None:
+    registry.add_tasks("c", [(9, "d", 4, 1), (3, "d", 2, 1), (7, "d", 6, 1), (5, "d", 8, 0), (1, "other", 0, 1)])
+    assert registry.pending_tasks("d") == [("c", 5, 8, 0), ("c", 3, 2, 1), ("c", 7, 6, 1), ("c", 9, 4, 1)]
