@@ -142,3 +142,16 @@ def test_a_probe_that_finds_no_room_leaves_the_registry_full_and_raises_nothing(
         assert registry.storage.state is StorageState.WRITABLE
     finally:
         registry.close()
+
+
+def test_a_full_disk_names_the_database_as_the_registry_shows_it(postgres_url: str, tmp_path: Path) -> None:
+    """The refusal (a status a client sees, a log line) names the database: a PostgreSQL URL with
+    its password masked, a SQLite file by its own name, even one that looks like a URL's query."""
+    for db in (postgres_url + "?password=hunter2", str(tmp_path / "odd?password=kept.sqlite3")):
+        registry = Registry(db)
+        try:
+            refused = str(registry.storage.full("no room"))
+            assert refused == f"db: registry disk full ({registry.path}): no room", refused
+            assert ("hunter2" in refused, "kept" in refused) == (False, db.endswith(".sqlite3"))
+        finally:
+            registry.close()
