@@ -154,6 +154,6 @@ GROUPS: dict[str, Group] = {
         ("tests/cloud_server/test_registry_backends.py", "tests/cloud_server/test_heads_and_registry.py",
          "tests/cloud_server/test_registry_values.py", "tests/cloud_server/test_registry_tables.py",
          "tests/cloud_server/test_registry_migrations.py", "tests/cloud_server/test_registry_storage.py",
-         "tests/cloud_server/test_registry_queries.py"),
+         "tests/cloud_server/test_registry_queries.py", "tests/cloud_server/test_registry_lease.py"),
     ),
 }
