@@ -48,7 +48,7 @@ def test_the_expiry_instant_is_still_the_holders_for_every_reader(timed: SimpleN
     r = timed.registry
     assert r.hold_lease("scheduler", "a", 5.0) == 1
     timed.t = 105.0
-    assert r.lease_holder("scheduler") == "a"
+    assert r.lease_holder("scheduler") == "a" and r.hold_lease("scheduler", "b", 5.0) is None
     assert r.add_placement({"edges": []}, Fence("scheduler", "a", 1)) == 1
     timed.t = 105.001
     assert r.lease_holder("scheduler") == ""
@@ -58,9 +58,10 @@ def test_a_lease_that_lapsed_is_a_new_term_even_for_its_last_holder(timed: Simpl
     """A replica that missed its renewal (paused, cut off) may have been deposed meanwhile as far as
     it knows: what it computed under the old term is refused, and it solves again."""
     r = timed.registry
-    assert r.hold_lease("scheduler", "a", 5.0) == 1
+    assert r.hold_lease("scheduler", "a", 5.0) == 1 and r.hold_lease("sites", "b", 5.0) == 1
     timed.t += 5.001
     assert r.hold_lease("scheduler", "a", 5.0) == 2
+    assert r.lease_holder("sites") == "" and r.hold_lease("sites", "c", 5.0) == 2  # taking one lapsed lease takes no other
     with pytest.raises(LeaseLostError):
         r.add_placement({"edges": []}, Fence("scheduler", "a", 1))
     assert r.add_placement({"edges": []}, Fence("scheduler", "a", 2)) == 1
@@ -70,6 +71,7 @@ def test_a_holder_past_its_expiry_writes_nothing_though_nobody_took_over(timed: 
     r = timed.registry
     assert r.hold_lease("scheduler", "a", 5.0) == 1
     timed.t += 5.001
-    with pytest.raises(LeaseLostError, match=r"^scheduler: this replica \(a\) no longer leads"):
+    with pytest.raises(LeaseLostError, match=r"^scheduler: this replica \(a\) no longer leads \(its term 1 ended\): "
+                                             r"its placement is not written$"):
         r.add_placement({"edges": ["late"]}, Fence("scheduler", "a", 1))
     assert r.latest_placement() is None
