@@ -7,6 +7,8 @@ unpinned (the gate's registry group, issue 28)."""
 
 from __future__ import annotations
 
+import threading
+
 from cloud_server.registry import Registry
 
 FIELDS = dict(name="cam", profile="pi4", radio="wifi", w_energy=0.5, w_privacy=0.5, min_split=1, model_id="m",
@@ -55,3 +57,17 @@ def test_the_operator_view_lists_devices_by_registration_not_by_their_random_ids
 def test_a_devices_pending_tasks_of_one_slot_come_in_task_order_whatever_order_they_were_stored_in(registry: Registry) -> None:
     registry.add_tasks("c", [(9, "d", 4, 1), (3, "d", 2, 1), (7, "d", 6, 1), (5, "d", 8, 0), (1, "other", 0, 1)])
     assert registry.pending_tasks("d") == [("c", 5, 8, 0), ("c", 3, 2, 1), ("c", 7, 6, 1), ("c", 9, 4, 1)]
+
+
+def test_an_in_memory_registry_is_one_database_for_every_thread() -> None:
+    """The servicer's handlers run on a pool's threads: ``:memory:`` must be one database for all."""
+    registry = Registry(":memory:")
+    try:
+        edge = registry.add_edge("h:1", 1.0)
+        seen: list = []
+        reader = threading.Thread(target=lambda: seen.append(registry.edge(edge.edge_id)))
+        reader.start()
+        reader.join(30)
+        assert seen == [edge]
+    finally:
+        registry.close()
