@@ -167,3 +167,14 @@ def test_a_database_of_version_2_gains_the_device_certificate_column_and_its_ind
     indexes = ("SELECT indexname FROM pg_indexes WHERE tablename = 'devices'" if db.startswith("postgresql")
                else "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'devices'")
     assert ("devices_holder",) in run_sql(db, [indexes])
+
+
+def test_an_upgrade_of_an_older_file_killed_halfway_still_adds_what_step_1_adds(db: str) -> None:
+    """An empty version table reads as version 0, not 1: the columns step 1 adds are added."""
+    old_database(db)
+    run_sql(db, ["ALTER TABLE edges DROP COLUMN activation_cost", "CREATE TABLE schema_version (version INTEGER NOT NULL)"])
+    r = Registry(db)
+    try:
+        assert r.edge("e1").activation_cost == 0.0
+    finally:
+        r.close()
