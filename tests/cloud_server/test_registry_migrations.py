@@ -178,3 +178,17 @@ def test_an_upgrade_of_an_older_file_killed_halfway_still_adds_what_step_1_adds(
         assert r.edge("e1").activation_cost == 0.0
     finally:
         r.close()
+
+
+def test_migrate_returns_the_version_it_found_0_for_a_new_or_unversioned_database(tmp_path: Path) -> None:
+    from cloud_server.registry_db import sqlite_engine
+
+    new, old = str(tmp_path / "new.sqlite3"), str(tmp_path / "old.sqlite3")
+    old_database(old)
+    for path, found in ((new, 0), (old, 0), (new, registry_schema.VERSION), (old, registry_schema.VERSION)):
+        engine = sqlite_engine(path)
+        try:
+            with engine.begin() as conn:
+                assert registry_schema.migrate(conn) == found, path
+        finally:
+            engine.dispose()
