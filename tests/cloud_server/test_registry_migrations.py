@@ -14,6 +14,7 @@ import pytest
 
 from cloud_server import registry_schema
 from cloud_server.registry import EdgeRecord, Registry
+from cloud_server.registry_db import sqlite_engine
 from ecd.errors import ConfigError
 
 OLD_SCHEMA = (Path(__file__).parent / "data" / "registry_0f84f06.sql").read_text()
@@ -181,8 +182,6 @@ def test_an_upgrade_of_an_older_file_killed_halfway_still_adds_what_step_1_adds(
 
 
 def test_migrate_returns_the_version_it_found_0_for_a_new_or_unversioned_database(tmp_path: Path) -> None:
-    from cloud_server.registry_db import sqlite_engine
-
     new, old = str(tmp_path / "new.sqlite3"), str(tmp_path / "old.sqlite3")
     old_database(old)
     for path, found in ((new, 0), (old, 0), (new, registry_schema.VERSION), (old, registry_schema.VERSION)):
