@@ -70,10 +70,10 @@ def test_full_from_the_first_refusal_until_a_probe_after_settle_s_without_one(
     assert storage.state is StorageState.FULL
     clock.t += 2.0
     storage.full("again")  # a later refusal restarts the wait, and is not logged again
-    clock.t += 2.9
+    clock.t += 2.75
     storage.probed()
-    assert storage.state is StorageState.FULL  # 2.9 s since the last refusal: not yet
-    clock.t += 0.1
+    assert storage.state is StorageState.FULL  # 2.75 s since the last refusal: not yet
+    clock.t += 0.25
     storage.probed()
     assert storage.state is StorageState.WRITABLE  # exactly settle_s since it
     storage.probed()
@@ -155,3 +155,17 @@ def test_a_full_disk_names_the_database_as_the_registry_shows_it(postgres_url: s
             assert ("hunter2" in refused, "kept" in refused) == (False, db.endswith(".sqlite3"))
         finally:
             registry.close()
+
+
+def test_a_registry_is_writable_again_3_s_after_its_last_refusal(clock: SimpleNamespace, tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry.sqlite3")
+    try:
+        registry.storage.full("no room")
+        clock.t += 2.75
+        registry.probe_write()
+        assert registry.storage.state is StorageState.FULL
+        clock.t += 0.25  # exactly 3 s (binary fractions: no rounding)
+        registry.probe_write()
+        assert registry.storage.state is StorageState.WRITABLE
+    finally:
+        registry.close()
