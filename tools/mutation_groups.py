@@ -145,11 +145,15 @@ GROUPS: dict[str, Group] = {
         ("tests/cloud_server/test_enrolment_codes.py", "tests/edge_node/test_browser_enrol.py"),
         timeout_s=120,
     ),
+    # the registry and what was split out of it: the scheduler lease and the placements it fences
+    # (test_registry_tables pins them on both databases), the write path on a full disk
+    # (test_registry_storage; the whole cloud on a real full tmpfs, test_disk_full, is root-only and slow)
     "registry": Group(
         ("cloud_server/registry.py", "cloud_server/registry_db.py", "cloud_server/registry_records.py",
-         "cloud_server/registry_schema.py"),
+         "cloud_server/registry_schema.py", "cloud_server/registry_leader.py", "cloud_server/registry_storage.py"),
         ("tests/cloud_server/test_registry_backends.py", "tests/cloud_server/test_heads_and_registry.py",
          "tests/cloud_server/test_registry_values.py", "tests/cloud_server/test_registry_tables.py",
-         "tests/cloud_server/test_registry_migrations.py"),
+         "tests/cloud_server/test_registry_migrations.py", "tests/cloud_server/test_registry_storage.py",
+         "tests/cloud_server/test_registry_queries.py", "tests/cloud_server/test_registry_lease.py"),
     ),
 }

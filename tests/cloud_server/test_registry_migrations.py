@@ -14,6 +14,7 @@ import pytest
 
 from cloud_server import registry_schema
 from cloud_server.registry import EdgeRecord, Registry
+from cloud_server.registry_db import sqlite_engine
 from ecd.errors import ConfigError
 
 OLD_SCHEMA = (Path(__file__).parent / "data" / "registry_0f84f06.sql").read_text()
@@ -130,3 +131,63 @@ def test_replicas_opening_one_new_postgresql_database_together_migrate_it_once(p
         r.close()
     assert errors == [] and len(opened) == 4
     assert run_sql(postgres_url, ["SELECT version FROM schema_version"]) == [(registry_schema.VERSION,)]
+
+
+def test_a_database_from_before_versions_missing_tables_and_columns_gains_them_in_its_own_types(db: str) -> None:
+    """Version 0 covers files older than some tables and columns: each missing one is added, in the
+    database's own column types (PostgreSQL has no DOUBLE), rows kept."""
+    old_database(db)
+    run_sql(db, ["DROP TABLE tasks", "ALTER TABLE edges DROP COLUMN activation_cost", "ALTER TABLE devices DROP COLUMN lat"])
+    r = Registry(db)
+    try:
+        assert r.edge("e1").activation_cost == 0.0 and r.device("d1").lat is None
+        r.record_location("d1", 45.5, 9.25, 1_000)
+        assert (r.device("d1").lat, r.device("d1").lon) == (45.5, 9.25)
+        r.add_tasks("c", [(2, "d1", 3, 1)])
+        assert r.tasks("c") == [(2, "d1", 3, 1, False, None, None)]
+    finally:
+        r.close()
+    assert run_sql(db, ["SELECT version FROM schema_version"]) == [(registry_schema.VERSION,)]
+
+
+def test_a_database_of_version_2_gains_the_device_certificate_column_and_its_index_with_its_rows(db: str) -> None:
+    r = Registry(db)
+    kept = r.add_device(name="cam", profile="pi4", radio="wifi", w_energy=0.5, w_privacy=0.5, min_split=1, model_id="m",
+                        model_version="v1", split_device=1, split_edge=4, encoding="FLOAT32", edge_id="e")
+    r.close()
+    run_sql(db, ["DROP INDEX devices_holder", "ALTER TABLE devices DROP COLUMN holder", "UPDATE schema_version SET version = 2"])
+    r = Registry(db)
+    try:
+        assert r.device(kept.device_id) == kept  # registered in plaintext: no holder
+        bound = r.add_device(**{f: getattr(kept, f) for f in ("name", "profile", "radio", "w_energy", "w_privacy", "min_split",
+                                "model_id", "model_version", "split_device", "split_edge", "encoding", "edge_id")}, holder="CN=cam")
+        assert r.revoke_device(bound.device_id) and r.holder_revoked("CN=cam")
+    finally:
+        r.close()
+    assert run_sql(db, ["SELECT version FROM schema_version"]) == [(registry_schema.VERSION,)]
+    indexes = ("SELECT indexname FROM pg_indexes WHERE tablename = 'devices'" if db.startswith("postgresql")
+               else "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'devices'")
+    assert ("devices_holder",) in run_sql(db, [indexes])
+
+
+def test_an_upgrade_of_an_older_file_killed_halfway_still_adds_what_step_1_adds(db: str) -> None:
+    """An empty version table reads as version 0, not 1: the columns step 1 adds are added."""
+    old_database(db)
+    run_sql(db, ["ALTER TABLE edges DROP COLUMN activation_cost", "CREATE TABLE schema_version (version INTEGER NOT NULL)"])
+    r = Registry(db)
+    try:
+        assert r.edge("e1").activation_cost == 0.0
+    finally:
+        r.close()
+
+
+def test_migrate_returns_the_version_it_found_0_for_a_new_or_unversioned_database(tmp_path: Path) -> None:
+    new, old = str(tmp_path / "new.sqlite3"), str(tmp_path / "old.sqlite3")
+    old_database(old)
+    for path, found in ((new, 0), (old, 0), (new, registry_schema.VERSION), (old, registry_schema.VERSION)):
+        engine = sqlite_engine(path)
+        try:
+            with engine.begin() as conn:
+                assert registry_schema.migrate(conn) == found, path
+        finally:
+            engine.dispose()
