@@ -14,6 +14,8 @@ from cloud_server import campaigns, placement
 from cloud_server.core import (
     CloudCore,
 )
+from cloud_server.edges import Edges
+from cloud_server.leases import Leases
 from cloud_server.heads import BUILTIN_HEAD
 from cloud_server.registry import EdgeRecord, Registry, hash_token
 from ecd import codec
@@ -53,7 +55,7 @@ from ecd.types import (
 from sqlalchemy import select
 
 from cloud_server.registry_schema import locations as LOC
-from cloud_core_harness import A_POS, B_POS, NEAR_A, NEAR_B, M, N, Cloud
+from cloud_core_harness import A_POS, B_POS, NEAR_A, NEAR_B, M, N, Clock, Cloud
 
 
 def test_a_new_core_serves_its_models_with_the_documented_defaults(tmp_path: Path) -> None:
@@ -70,6 +72,19 @@ def test_a_new_core_serves_its_models_with_the_documented_defaults(tmp_path: Pat
                        placement_method="otacs")
     assert custom.models[M.model_id].batcher.config == BatchingConfig(4, 0.01) and custom.assignment.activation_cost == 0.0
     assert custom.placement.method == "otacs"
+
+
+def test_the_parts_built_alone_keep_the_cores_defaults(tmp_path: Path) -> None:
+    """A lease of 600 s and an edge timeout of 3 s, as the core's own defaults."""
+    clock = Clock()
+    registry = Registry(str(tmp_path / "r.sqlite3"), clock=clock.time)
+    assert Leases(registry, clock=clock).live_since() == clock.now - 600.0
+    edges = Edges(registry, clock=clock)
+    e = edges.register(EdgeRegistration("127.0.0.1:1", 1.0))
+    clock.now += 3.0
+    assert [x.edge_id for x in edges.alive()] == [e]
+    clock.now += 0.001
+    assert edges.alive() == []
 
 
 @pytest.mark.parametrize("cost", [-1.0, float("nan"), float("inf")])

@@ -8,6 +8,7 @@ import pytest
 
 from cloud_server.assignment import MOVE_GRACE_S
 from cloud_server.edges import REVOKED_NOTICE_S
+from cloud_server.registry_storage import RegistryFullError
 from ecd.errors import (
     AuthenticationError,
     NotFoundError,
@@ -72,6 +73,27 @@ def test_edge_calls_are_taken_from_their_owner_only(cloud: Cloud) -> None:
     assert cloud.core.edges.heartbeat(EdgeHeartbeat(free, 0.0, 0)) == []  # an edge without a certificate: owner ""
     cloud.core.edges.deregister(free)
     assert [x.edge_id for x in cloud.core.edges.alive()] == [e]
+
+
+def test_an_edge_heard_while_the_registry_disk_is_full_stays_alive(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The heartbeat the registry cannot store still counts here: a full disk at the cloud must not
+    make a live edge node look dead (nor hide the revocations it must hear of)."""
+    e = cloud.edge(1)
+    d = cloud.register()
+    t0 = cloud.clock.now
+    cloud.core.devices.revoke(d.device_id)
+
+    def full(*_: object) -> bool:
+        raise RegistryFullError("db: registry disk full (test): no space left on device")
+
+    monkeypatch.setattr(cloud.core.registry, "heartbeat", full)
+    cloud.clock.now = t0 + 2.0
+    assert cloud.core.edges.heartbeat(EdgeHeartbeat(e, 0.5, 1)) == [d.device_id]
+    assert cloud.core.registry.edge(e).last_seen_unix == t0  # not stored
+    cloud.clock.now = t0 + 5.0  # 5 s after the stored heartbeat, 3 s after the one heard
+    assert [x.edge_id for x in cloud.core.edges.alive()] == [e]
+    cloud.clock.now = t0 + 5.001
+    assert cloud.core.edges.alive() == []
 
 
 def test_an_edge_removed_between_the_checks_is_named(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
