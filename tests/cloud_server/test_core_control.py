@@ -243,6 +243,8 @@ def test_the_least_loaded_edge_counts_devices_per_unit_of_capacity(cloud: Cloud)
     assert least([edge("a", 1.0), edge("b", 3.0)], {"a": 1, "b": 2}) == "b"
     assert least([edge("a", 1.0), edge("b", 3.0)], {"a": 1, "b": 4}) == "a"
     assert least([edge("b", 1.0), edge("a", 3.0)], {"b": 1, "a": 3}) == "a"  # a tie goes to the smaller id
+    assert least([edge("a", 0.5), edge("b", 2.0)], {"a": 1, "b": 3}) == "b"  # 2 devices per unit against 1.5
+    assert least([edge("a", 1.0), edge("b", 1.0)], {"a": 1}) == "b"  # an edge with no devices is not in the counts
     assert least([edge("b", 1.0), edge("a", 1.0)], {}) == "a"
     assert least([edge("a", 0.0), edge("b", 1.0)], {"b": 1}) == "a"
 
