@@ -11,11 +11,15 @@ from pathlib import Path
 import pytest
 
 from cloud_server import campaigns, placement
+from cloud_server.assignment import EdgeAssignment
+from cloud_server.config import CloudConfig
 from cloud_server.core import (
     CloudCore,
 )
 from cloud_server.edges import Edges
+from cloud_server.leader import SchedulerLeader
 from cloud_server.leases import Leases
+from cloud_server.live_placement import LivePlacement
 from cloud_server.heads import BUILTIN_HEAD
 from cloud_server.registry import EdgeRecord, Registry, hash_token
 from ecd import codec
@@ -64,6 +68,7 @@ def test_a_new_core_serves_its_models_with_the_documented_defaults(tmp_path: Pat
     assert (c.placement.method, c.assignment.activation_cost) == (placement.DEFAULT_METHOD, 5.0)
     assert c.placement.current is None and c.placement._placed_alive == set() and c.metrics is None and c.leases._written == {} and c.assignment._moved_from == {}
     assert c.crowdsensing.limits == campaigns.Limits()
+    assert c.devices.per_certificate == CloudConfig().devices_per_certificate == 4  # as the service's default
     assert c.on_change() is None  # the default watcher does nothing
     served = c.models[M.model_id]
     assert served.manifest is M and list(served.heads) == [BUILTIN_HEAD] and served.heads[BUILTIN_HEAD].labels == tuple(M.labels)
@@ -75,7 +80,7 @@ def test_a_new_core_serves_its_models_with_the_documented_defaults(tmp_path: Pat
 
 
 def test_the_parts_built_alone_keep_the_cores_defaults(tmp_path: Path) -> None:
-    """A lease of 600 s and an edge timeout of 3 s, as the core's own defaults."""
+    """A lease of 600 s, an edge timeout of 3 s and placement's debounce of 5 s, as the core's own defaults."""
     clock = Clock()
     registry = Registry(str(tmp_path / "r.sqlite3"), clock=clock.time)
     assert Leases(registry, clock=clock).live_since() == clock.now - 600.0
@@ -85,6 +90,10 @@ def test_the_parts_built_alone_keep_the_cores_defaults(tmp_path: Path) -> None:
     assert [x.edge_id for x in edges.alive()] == [e]
     clock.now += 0.001
     assert edges.alive() == []
+    leases = Leases(registry, clock=clock)
+    live = LivePlacement(registry, edges, leases, EdgeAssignment(registry, edges, leases, lambda: None, 5.0, clock),
+                         SchedulerLeader(registry))
+    assert (live.method, live.debounce_s) == (placement.DEFAULT_METHOD, 5.0)
 
 
 @pytest.mark.parametrize("cost", [-1.0, float("nan"), float("inf")])
