@@ -75,6 +75,17 @@ def test_edge_calls_are_taken_from_their_owner_only(cloud: Cloud) -> None:
     assert [x.edge_id for x in cloud.core.edges.alive()] == [e]
 
 
+def test_an_edge_that_left_was_last_heard_never(cloud: Cloud) -> None:
+    """Leaving marks the edge's stored heartbeat 0 and forgets the one heard here: the operator view
+    (its ``last_seen_unix``, shown as "never" at 0) tells an edge that left from one long silent."""
+    e = cloud.edge(1)
+    cloud.clock.now += 1.0
+    cloud.core.edges.heartbeat(EdgeHeartbeat(e, 0.0, 0))
+    assert cloud.core.edges.last_heard(cloud.core.registry.edge(e)) == cloud.clock.now
+    cloud.core.edges.deregister(e)
+    assert cloud.core.edges.last_heard(cloud.core.registry.edge(e)) == 0.0
+
+
 def test_an_edge_heard_while_the_registry_disk_is_full_stays_alive(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
     """The heartbeat the registry cannot store still counts here: a full disk at the cloud must not
     make a live edge node look dead (nor hide the revocations it must hear of)."""
