@@ -184,6 +184,21 @@ def test_devices_per_edge_is_published_at_every_write_of_a_devices_edge(cloud: C
     assert gauge() == {a: 0.0, b: 2.0} == {k: float(v) for k, v in {a: 0, **cloud.core.registry.devices_per_edge()}.items()}
 
 
+def test_a_device_with_no_position_whose_edge_is_lost_goes_to_the_least_loaded_live_edge(cloud: Cloud) -> None:
+    """With a placement applied, a device that never gave its position is not placed by distance
+    when its edge is lost: it asks for its assignment and gets the least loaded live edge."""
+    a, b = cloud.edge(1, A_POS), cloud.edge(2, B_POS)
+    p = cloud.register("p", position=NEAR_A)
+    cloud.core.placement.place()
+    assert cloud.core.registry.device(p.device_id).edge_id == a
+    e = cloud.register("e")  # no position: the least loaded edge, b
+    assert e.edge_id == b
+    cloud.clock.now += 10  # both edges silent; only a comes back
+    cloud.core.edges.heartbeat(EdgeHeartbeat(a, 0.0, 0))
+    got = cloud.core.devices.get_assignment(e.device_id, e.token)
+    assert (got.edge_id, got.edge_endpoint) == (a, "127.0.0.1:1")
+
+
 @pytest.mark.parametrize("alias", ["localhost:{p}", "LOCALHOST:{p}", "127.1:{p}", "127.0.0.001:{p}", "2130706433:{p}",
                                    "[::ffff:127.0.0.1]:{p}", "127.0.0.1:0{p}"])
 def test_an_edges_endpoint_cannot_be_taken_by_another_under_an_alias(cloud: Cloud, alias: str) -> None:
