@@ -16,6 +16,7 @@ from cloud_server.config import CloudConfig
 from cloud_server.core import (
     CloudCore,
 )
+from cloud_server.crowdsensing import Crowdsensing
 from cloud_server.edges import Edges
 from cloud_server.leader import SchedulerLeader
 from cloud_server.leases import Leases
@@ -59,7 +60,7 @@ from ecd.types import (
 from sqlalchemy import select
 
 from cloud_server.registry_schema import locations as LOC
-from cloud_core_harness import A_POS, B_POS, NEAR_A, NEAR_B, M, N, Clock, Cloud
+from cloud_core_harness import A_POS, B_POS, NEAR_A, NEAR_B, M, N, Clock, Cloud, campaign_spec
 
 
 def test_a_new_core_serves_its_models_with_the_documented_defaults(tmp_path: Path) -> None:
@@ -94,6 +95,22 @@ def test_the_parts_built_alone_keep_the_cores_defaults(tmp_path: Path) -> None:
     live = LivePlacement(registry, edges, leases, EdgeAssignment(registry, edges, leases, lambda: None, 5.0, clock),
                          SchedulerLeader(registry))
     assert (live.method, live.debounce_s) == (placement.DEFAULT_METHOD, 5.0)
+
+
+def test_the_parts_built_alone_work_without_metrics(tmp_path: Path) -> None:
+    """A part publishes to the scheduler metrics only once it has them (the core hands them over):
+    built alone, it applies placements and runs schedulers all the same, counting them nowhere."""
+    clock = Clock()
+    registry = Registry(str(tmp_path / "r.sqlite3"), clock=clock.time)
+    edges, leases, leader = Edges(registry, clock=clock), Leases(registry, clock=clock), SchedulerLeader(registry)
+    assignment = EdgeAssignment(registry, edges, leases, lambda: None, 5.0, clock)
+    live = LivePlacement(registry, edges, leases, assignment, leader, clock=clock)
+    crowd = Crowdsensing(registry, edges, leases, leader, clock=clock)
+    e = edges.register(EdgeRegistration("127.0.0.1:1", 1.0))
+    assignment.publish()
+    assert [(x.edge_id, x.alive) for x in live.place().edges] == [(e, True)]
+    with pytest.raises(PreconditionError, match=r"^campaign: no device above the reputation floor has a position inside the grid$"):
+        crowd.create_campaign(campaign_spec())
 
 
 @pytest.mark.parametrize("cost", [-1.0, float("nan"), float("inf")])
