@@ -108,6 +108,12 @@ def test_the_whole_model_and_only_its_version(core: CloudCore) -> None:
         list(core.models.partition_chunks(PartitionRequest("lenet", "", 0, 0)))
 
 
+def test_a_model_not_served_is_refused_naming_every_model_served(tmp_path: Path) -> None:
+    core = CloudCore(Registry(str(tmp_path / "r.sqlite3")), load_models(["orl_faces_cnn_level1", "digits_cnn"]))
+    with pytest.raises(PreconditionError, match=r"^model_id: model 'lenet' is not served here \(serving: digits_cnn, orl_faces_cnn_level1\)$"):
+        core.models.served("lenet")
+
+
 # --- the data plane -----------------------------------------------------------------------------
 
 
