@@ -26,6 +26,7 @@ from cloud_server.registry import Registry
 from ecd import distribution
 from ecd.batching import DynamicBatcher
 from ecd.errors import (
+    ConfigError,
     PreconditionError,
     RequestError,
 )
@@ -105,6 +106,12 @@ def test_the_whole_model_and_only_its_version(core: CloudCore) -> None:
         list(core.models.partition_chunks(PartitionRequest(M.model_id, "0" * 16, 0, 0)))
     with pytest.raises(PreconditionError, match=r"^model_id: model 'lenet' is not served here \(serving: digits_cnn\)$"):
         list(core.models.partition_chunks(PartitionRequest("lenet", "", 0, 0)))
+
+
+def test_a_model_not_served_is_refused_naming_every_model_served(tmp_path: Path) -> None:
+    core = CloudCore(Registry(str(tmp_path / "r.sqlite3")), load_models(["orl_faces_cnn_level1", "digits_cnn"]))
+    with pytest.raises(PreconditionError, match=r"^model_id: model 'lenet' is not served here \(serving: digits_cnn, orl_faces_cnn_level1\)$"):
+        core.models.served("lenet")
 
 
 # --- the data plane -----------------------------------------------------------------------------
@@ -199,6 +206,23 @@ def test_profiles_are_a_shipped_name_or_measured_toml() -> None:
     with pytest.raises(RequestError, match=r"^profile: device profile in the request: missing field 'ram_mb'$"):
         parse_profile(device_to_toml(measured).replace("ram_mb = ", "ram = "))
     assert [m.model_id for m in load_models(["digits_cnn"])] == ["digits_cnn"]
+
+
+def test_a_model_is_served_with_its_learned_levels_each_once() -> None:
+    """Serving a model serves the models its learned defence table names for its privacy levels
+    (issue 35) after it, each once, whatever order the names come in; a noise table names none."""
+    family = ["orl_faces_cnn", "orl_faces_cnn_level1", "orl_faces_cnn_level2", "orl_faces_cnn_level3"]
+    served = load_models(["orl_faces_cnn_level2", "orl_faces_cnn", "digits_cnn"])
+    assert [m.model_id for m in served] == [family[2], family[0], family[1], family[3], "digits_cnn"]
+    assert [m.model_id for m in load_models(["digits_cnn", "orl_faces_cnn"])] == ["digits_cnn", *family]
+
+
+def test_a_level_that_cannot_be_served_is_named_with_its_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ECD_MODEL_DIR", str(tmp_path))
+    (tmp_path / "orl_faces_cnn_level3" / MANIFEST_FILENAME).mkdir(parents=True)  # a manifest that cannot be read
+    with pytest.raises(ConfigError, match=r"^--models: orl_faces_cnn names 'orl_faces_cnn_level3' for its privacy level 3 "
+                                          r"\(privacy\.defence\.models\), which cannot be served: \[Errno 21\] Is a directory"):
+        load_models(["digits_cnn", "orl_faces_cnn"])
 
 
 def test_stored_reports_read_back_equal() -> None:

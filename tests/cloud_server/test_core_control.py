@@ -11,9 +11,16 @@ from pathlib import Path
 import pytest
 
 from cloud_server import campaigns, placement
+from cloud_server.assignment import EdgeAssignment
+from cloud_server.config import CloudConfig
 from cloud_server.core import (
     CloudCore,
 )
+from cloud_server.crowdsensing import Crowdsensing
+from cloud_server.edges import Edges
+from cloud_server.leader import SchedulerLeader
+from cloud_server.leases import Leases
+from cloud_server.live_placement import LivePlacement
 from cloud_server.heads import BUILTIN_HEAD
 from cloud_server.registry import EdgeRecord, Registry, hash_token
 from ecd import codec
@@ -53,7 +60,7 @@ from ecd.types import (
 from sqlalchemy import select
 
 from cloud_server.registry_schema import locations as LOC
-from cloud_core_harness import A_POS, B_POS, NEAR_A, NEAR_B, M, N, Cloud
+from cloud_core_harness import A_POS, B_POS, NEAR_A, NEAR_B, M, N, Clock, Cloud, campaign_spec
 
 
 def test_a_new_core_serves_its_models_with_the_documented_defaults(tmp_path: Path) -> None:
@@ -62,6 +69,7 @@ def test_a_new_core_serves_its_models_with_the_documented_defaults(tmp_path: Pat
     assert (c.placement.method, c.assignment.activation_cost) == (placement.DEFAULT_METHOD, 5.0)
     assert c.placement.current is None and c.placement._placed_alive == set() and c.metrics is None and c.leases._written == {} and c.assignment._moved_from == {}
     assert c.crowdsensing.limits == campaigns.Limits()
+    assert c.devices.per_certificate == CloudConfig().devices_per_certificate == 4  # as the service's default
     assert c.on_change() is None  # the default watcher does nothing
     served = c.models[M.model_id]
     assert served.manifest is M and list(served.heads) == [BUILTIN_HEAD] and served.heads[BUILTIN_HEAD].labels == tuple(M.labels)
@@ -70,6 +78,39 @@ def test_a_new_core_serves_its_models_with_the_documented_defaults(tmp_path: Pat
                        placement_method="otacs")
     assert custom.models[M.model_id].batcher.config == BatchingConfig(4, 0.01) and custom.assignment.activation_cost == 0.0
     assert custom.placement.method == "otacs"
+
+
+def test_the_parts_built_alone_keep_the_cores_defaults(tmp_path: Path) -> None:
+    """A lease of 600 s, an edge timeout of 3 s and placement's debounce of 5 s, as the core's own defaults."""
+    clock = Clock()
+    registry = Registry(str(tmp_path / "r.sqlite3"), clock=clock.time)
+    assert Leases(registry, clock=clock).live_since() == clock.now - 600.0
+    edges = Edges(registry, clock=clock)
+    e = edges.register(EdgeRegistration("127.0.0.1:1", 1.0))
+    clock.now += 3.0
+    assert [x.edge_id for x in edges.alive()] == [e]
+    clock.now += 0.001
+    assert edges.alive() == []
+    leases = Leases(registry, clock=clock)
+    live = LivePlacement(registry, edges, leases, EdgeAssignment(registry, edges, leases, lambda: None, 5.0, clock),
+                         SchedulerLeader(registry))
+    assert (live.method, live.debounce_s) == (placement.DEFAULT_METHOD, 5.0)
+
+
+def test_the_parts_built_alone_work_without_metrics(tmp_path: Path) -> None:
+    """A part publishes to the scheduler metrics only once it has them (the core hands them over):
+    built alone, it applies placements and runs schedulers all the same, counting them nowhere."""
+    clock = Clock()
+    registry = Registry(str(tmp_path / "r.sqlite3"), clock=clock.time)
+    edges, leases, leader = Edges(registry, clock=clock), Leases(registry, clock=clock), SchedulerLeader(registry)
+    assignment = EdgeAssignment(registry, edges, leases, lambda: None, 5.0, clock)
+    live = LivePlacement(registry, edges, leases, assignment, leader, clock=clock)
+    crowd = Crowdsensing(registry, edges, leases, leader, clock=clock)
+    e = edges.register(EdgeRegistration("127.0.0.1:1", 1.0))
+    assignment.publish()
+    assert [(x.edge_id, x.alive) for x in live.place().edges] == [(e, True)]
+    with pytest.raises(PreconditionError, match=r"^campaign: no device above the reputation floor has a position inside the grid$"):
+        crowd.create_campaign(campaign_spec())
 
 
 @pytest.mark.parametrize("cost", [-1.0, float("nan"), float("inf")])
@@ -228,6 +269,8 @@ def test_the_least_loaded_edge_counts_devices_per_unit_of_capacity(cloud: Cloud)
     assert least([edge("a", 1.0), edge("b", 3.0)], {"a": 1, "b": 2}) == "b"
     assert least([edge("a", 1.0), edge("b", 3.0)], {"a": 1, "b": 4}) == "a"
     assert least([edge("b", 1.0), edge("a", 3.0)], {"b": 1, "a": 3}) == "a"  # a tie goes to the smaller id
+    assert least([edge("a", 0.5), edge("b", 2.0)], {"a": 1, "b": 3}) == "b"  # 2 devices per unit against 1.5
+    assert least([edge("a", 1.0), edge("b", 1.0)], {"a": 1}) == "b"  # an edge with no devices is not in the counts
     assert least([edge("b", 1.0), edge("a", 1.0)], {}) == "a"
     assert least([edge("a", 0.0), edge("b", 1.0)], {"b": 1}) == "a"
 

@@ -8,6 +8,7 @@ import pytest
 
 from cloud_server.assignment import MOVE_GRACE_S
 from cloud_server.edges import REVOKED_NOTICE_S
+from cloud_server.registry_storage import RegistryFullError
 from ecd.errors import (
     AuthenticationError,
     NotFoundError,
@@ -72,6 +73,38 @@ def test_edge_calls_are_taken_from_their_owner_only(cloud: Cloud) -> None:
     assert cloud.core.edges.heartbeat(EdgeHeartbeat(free, 0.0, 0)) == []  # an edge without a certificate: owner ""
     cloud.core.edges.deregister(free)
     assert [x.edge_id for x in cloud.core.edges.alive()] == [e]
+
+
+def test_an_edge_that_left_was_last_heard_never(cloud: Cloud) -> None:
+    """Leaving marks the edge's stored heartbeat 0 and forgets the one heard here: the operator view
+    (its ``last_seen_unix``, shown as "never" at 0) tells an edge that left from one long silent."""
+    e = cloud.edge(1)
+    cloud.clock.now += 1.0
+    cloud.core.edges.heartbeat(EdgeHeartbeat(e, 0.0, 0))
+    assert cloud.core.edges.last_heard(cloud.core.registry.edge(e)) == cloud.clock.now
+    cloud.core.edges.deregister(e)
+    assert cloud.core.edges.last_heard(cloud.core.registry.edge(e)) == 0.0
+
+
+def test_an_edge_heard_while_the_registry_disk_is_full_stays_alive(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The heartbeat the registry cannot store still counts here: a full disk at the cloud must not
+    make a live edge node look dead (nor hide the revocations it must hear of)."""
+    e = cloud.edge(1)
+    d = cloud.register()
+    t0 = cloud.clock.now
+    cloud.core.devices.revoke(d.device_id)
+
+    def full(*_: object) -> bool:
+        raise RegistryFullError("db: registry disk full (test): no space left on device")
+
+    monkeypatch.setattr(cloud.core.registry, "heartbeat", full)
+    cloud.clock.now = t0 + 2.0
+    assert cloud.core.edges.heartbeat(EdgeHeartbeat(e, 0.5, 1)) == [d.device_id]
+    assert cloud.core.registry.edge(e).last_seen_unix == t0  # not stored
+    cloud.clock.now = t0 + 5.0  # 5 s after the stored heartbeat, 3 s after the one heard
+    assert [x.edge_id for x in cloud.core.edges.alive()] == [e]
+    cloud.clock.now = t0 + 5.001
+    assert cloud.core.edges.alive() == []
 
 
 def test_an_edge_removed_between_the_checks_is_named(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,6 +182,21 @@ def test_devices_per_edge_is_published_at_every_write_of_a_devices_edge(cloud: C
     cloud.core.devices.get_assignment(d.device_id, d.token)  # d's edge is lost: it moves to b when it asks
     cloud.core.devices.get_assignment(e.device_id, e.token)
     assert gauge() == {a: 0.0, b: 2.0} == {k: float(v) for k, v in {a: 0, **cloud.core.registry.devices_per_edge()}.items()}
+
+
+def test_a_device_with_no_position_whose_edge_is_lost_goes_to_the_least_loaded_live_edge(cloud: Cloud) -> None:
+    """With a placement applied, a device that never gave its position is not placed by distance
+    when its edge is lost: it asks for its assignment and gets the least loaded live edge."""
+    a, b = cloud.edge(1, A_POS), cloud.edge(2, B_POS)
+    p = cloud.register("p", position=NEAR_A)
+    cloud.core.placement.place()
+    assert cloud.core.registry.device(p.device_id).edge_id == a
+    e = cloud.register("e")  # no position: the least loaded edge, b
+    assert e.edge_id == b
+    cloud.clock.now += 10  # both edges silent; only a comes back
+    cloud.core.edges.heartbeat(EdgeHeartbeat(a, 0.0, 0))
+    got = cloud.core.devices.get_assignment(e.device_id, e.token)
+    assert (got.edge_id, got.edge_endpoint) == (a, "127.0.0.1:1")
 
 
 @pytest.mark.parametrize("alias", ["localhost:{p}", "LOCALHOST:{p}", "127.1:{p}", "127.0.0.001:{p}", "2130706433:{p}",

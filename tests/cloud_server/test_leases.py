@@ -10,10 +10,13 @@ import pytest
 
 from cloud_server.core import CloudCore
 from cloud_server.registry import Registry
+from cloud_server.registry_storage import RegistryFullError
 from ecd import zoo
 from ecd.errors import LimitError
 from ecd.split import Preferences
 from ecd.types import DeviceRegistration, EdgeRegistration, Encoding, Position
+
+from cloud_core_harness import Cloud
 
 
 def register(core: CloudCore, name: str) -> tuple[str, str]:
@@ -65,3 +68,23 @@ def test_one_device_certificate_holds_a_stated_number_of_live_devices(tmp_path: 
     core.devices.register(req)  # plaintext (no certificate): rate-limited per caller instead
     registry.touch_device(first.device_id, time.time() - 61)  # gone quiet past its lease
     core.devices.register(req, holder="device-1")
+
+
+def test_a_lease_the_full_registry_disk_cannot_store_is_tried_again_a_quarter_lease_on(cloud: Cloud,
+                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk refuses the lease's write; the call is served all the same, and the write is not
+    tried again at every frame: the next try comes a quarter lease (150 s) later."""
+    cloud.edge(1)
+    a = cloud.register()
+    t0 = cloud.clock.now
+    tried: list[float] = []
+
+    def full(device_id: str, unix: float) -> None:
+        tried.append(unix)
+        raise RegistryFullError("db: registry disk full (test): no space left on device")
+
+    monkeypatch.setattr(cloud.core.registry, "touch_device", full)
+    for dt in (1.0, 2.0, 150.5, 151.0):
+        cloud.clock.now = t0 + dt
+        assert cloud.core.devices.authenticate(a.device_id, a.token).device_id == a.device_id
+    assert tried == [t0 + 1.0, t0 + 151.0]
