@@ -125,11 +125,14 @@ def load_models(names: list[str]) -> list[Manifest]:
         out.setdefault(m.model_id, m)
         table = defence_table(m)
         for level, level_id in enumerate(table.models if table is not None and table.learned else ()):
-            if level and level_id not in out:  # a zoo name, never a path (a folder of that name here is not it)
+            if not level:
+                continue
+            level_manifest = out.get(level_id)  # named before its family: checked as that family's level all the same
+            if level_manifest is None:  # a zoo name, never a path (a folder of that name here is not it)
                 try:
                     level_manifest = Manifest.load(zoo.model_dir(level_id))
                 except (EcdError, OSError) as e:
                     raise ConfigError(f"--models: {m.model_id} names {level_id!r} for its privacy level {level} "
                                       f"(privacy.defence.models), which cannot be served: {e}") from None
-                out[level_id] = check_level(m, level, level_manifest)
+            out[level_id] = check_level(m, level, level_manifest)
     return list(out.values())

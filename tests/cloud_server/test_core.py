@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from cloud_server.devices import parse_profile
 from cloud_server.live_placement import placement_report_from_dict
 from cloud_server.served import CHUNK_BYTES, ServedModel, load_models
 from cloud_server.registry import Registry
-from ecd import distribution
+from ecd import distribution, zoo
 from ecd.batching import DynamicBatcher
 from ecd.errors import (
     ConfigError,
@@ -33,6 +34,7 @@ from ecd.errors import (
 from ecd.limits import (
     MIN_CHUNK_BYTES,
 )
+from ecd.leakage import DefenceTableError
 from ecd.manifest import MANIFEST_FILENAME, load_heldout
 from ecd.partition import BlockRunner, Partition
 from ecd.profiles import (
@@ -223,6 +225,21 @@ def test_a_level_that_cannot_be_served_is_named_with_its_family(tmp_path: Path, 
     with pytest.raises(ConfigError, match=r"^--models: orl_faces_cnn names 'orl_faces_cnn_level3' for its privacy level 3 "
                                           r"\(privacy\.defence\.models\), which cannot be served: \[Errno 21\] Is a directory"):
         load_models(["digits_cnn", "orl_faces_cnn"])
+
+
+@pytest.mark.parametrize("names", [["orl_faces_cnn"], ["orl_faces_cnn_level2", "orl_faces_cnn"]])
+def test_a_level_marked_as_another_is_refused_even_when_named_before_its_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                                names: list[str]) -> None:
+    """A rebuilt level 2 that says it is level 3: serving it would hand the family's level-2 devices
+    another defence. Named on its own before its family, it was served unchecked."""
+    monkeypatch.setenv("ECD_MODEL_DIR", str(tmp_path))
+    folder = shutil.copytree(zoo.model_dir("orl_faces_cnn_level2"), tmp_path / "orl_faces_cnn_level2")
+    manifest = json.loads((folder / MANIFEST_FILENAME).read_text())
+    manifest["privacy"]["privacy_level"]["level"] = 3
+    (folder / MANIFEST_FILENAME).write_text(json.dumps(manifest))
+    with pytest.raises(DefenceTableError, match=r"^privacy\.defence\.models\[2\] of 'orl_faces_cnn': 'orl_faces_cnn_level2' is not "
+                                          r"level 2 of 'orl_faces_cnn' \(its privacy\.privacy_level: 'orl_faces_cnn', 3\)$"):
+        load_models(names)
 
 
 def test_stored_reports_read_back_equal() -> None:
