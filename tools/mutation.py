@@ -149,7 +149,8 @@ def run_group(name: str, group: Group, root: Path, jobs: int, verbose: bool,
         work = kept_copy(recheck, name)
         for rel in refresh_tree(root, work, group, name):
             print(f"[{name}] {rel} changed since the kept run: mutmut re-mutates it and runs the mutants of its changed "
-                  "functions anew (the others keep their verdicts); every test is mapped anew", flush=True)
+                  "functions anew, besides those counted below (the others keep their verdicts); every test is mapped anew",
+                  flush=True)
         widen_tests(work, group, tests, name)
         rerun, never_run = reset_survivors(work, group, name)
         print(f"[{name}] rechecking {rerun} survivors of the kept run and running the {never_run} mutants it never ran, "

@@ -227,12 +227,16 @@ def test_a_level_that_cannot_be_served_is_named_with_its_family(tmp_path: Path, 
         load_models(["digits_cnn", "orl_faces_cnn"])
 
 
-@pytest.mark.parametrize("names", [["orl_faces_cnn"], ["orl_faces_cnn_level2", "orl_faces_cnn"]])
+@pytest.mark.parametrize("names", [["orl_faces_cnn"], ["orl_faces_cnn_level2", "orl_faces_cnn"], ["PATH", "orl_faces_cnn"]])
 def test_a_level_marked_as_another_is_refused_even_when_named_before_its_family(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                                 names: list[str]) -> None:
     """A rebuilt level 2 that says it is level 3: serving it would hand the family's level-2 devices
-    another defence. Named on its own before its family, it was served unchecked."""
-    monkeypatch.setenv("ECD_MODEL_DIR", str(tmp_path))
+    another defence. Named on its own before its family, it was served unchecked; named by its
+    folder's path, that folder is the one checked (and served), not the zoo's level 2."""
+    if names[0] == "PATH":
+        names = [str(tmp_path / "orl_faces_cnn_level2"), *names[1:]]
+    else:
+        monkeypatch.setenv("ECD_MODEL_DIR", str(tmp_path))
     folder = shutil.copytree(zoo.model_dir("orl_faces_cnn_level2"), tmp_path / "orl_faces_cnn_level2")
     manifest = json.loads((folder / MANIFEST_FILENAME).read_text())
     manifest["privacy"]["privacy_level"]["level"] = 3
