@@ -72,8 +72,8 @@ def _start(args: list[str], log: Path, timeout_s: float = 60.0) -> tuple[subproc
 
 def _stop(proc: subprocess.Popen, name: str, timeout_s: float = 20.0) -> int:
     """SIGTERM a service and wait for it. One that does not stop in time is aborted (its threads'
-    stacks go to its log; a stop that outlasts its grace period has logged its tasks' awaits there
-    too, ``ecd_cli.serve``) and the error shows the log's end."""
+    stacks go to its log; a stop still running 5 s past its grace period has logged its tasks'
+    awaits there too, ``ecd_cli.stalls``) and the error shows the log's end."""
     proc.send_signal(signal.SIGTERM)
     try:
         return proc.wait(timeout_s)
