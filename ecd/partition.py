@@ -24,6 +24,9 @@ from ecd.errors import InputSpecError, IntegrityError, SplitRangeError
 from ecd.manifest import Manifest, sha256_bytes
 
 
+MAX_INTRA_OP_THREADS = 64
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """onnxruntime settings for one tier."""
@@ -35,6 +38,13 @@ class SessionConfig:
     # — a phone's battery is what the ECD utility is trying to save. Off by default.
     spin: bool = False
     fused: bool = True  # one merged graph per block range (False: a session per block, for per-block timing)
+
+    def check(self) -> None:
+        """Refuse settings naming the option: a typo of 10,000 threads would start that many per model."""
+        from ecd.errors import ConfigError
+
+        if not 0 <= self.intra_op_threads <= MAX_INTRA_OP_THREADS:
+            raise ConfigError(f"intra_op_threads: expected 0 (one per core) to {MAX_INTRA_OP_THREADS}, got {self.intra_op_threads}")
 
     def session_options(self) -> ort.SessionOptions:
         opts = ort.SessionOptions()

@@ -352,8 +352,8 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
             raise ConfigError(f"{name}: expected at least 1, got {getattr(cfg, name)}")
     batching = BatchingConfig(cfg.batch_max_frames, cfg.batch_max_delay_ms / 1e3, cfg.batch_instances)
     batching.check()
-    if cfg.intra_op_threads < 0:
-        raise ConfigError(f"intra_op_threads: expected 0 (one per core) or more, got {cfg.intra_op_threads}")
+    session_config = SessionConfig(intra_op_threads=cfg.intra_op_threads)
+    session_config.check()
     quotas = DeviceQuotas(cfg.max_device_streams, cfg.max_device_frames)
     # the frames queued for the cloud go together: taking them never waits, so there is no linger budget here
     packing = Packing(linger_s=0.0, max_frames=cfg.message_frames, max_bytes=min(cfg.message_bytes, cfg.max_tensor_bytes)).check()
@@ -374,7 +374,7 @@ async def start_edge(cfg: EdgeConfig) -> RunningEdge:
         metrics = ServiceMetrics("edge")
         metrics_port = start_metrics(metrics.registry, cfg.host, cfg.metrics_port, *metrics_tls(cfg)) if cfg.metrics_port >= 0 else -1
         core = EdgeCore(GrpcCloudClient(stub), model_dir, cfg.max_queue, cfg.max_tensor_bytes, metrics, cfg.max_message_bytes,
-                        cfg.max_batch, cfg.max_stream_frames, batching, quotas, SessionConfig(intra_op_threads=cfg.intra_op_threads))
+                        cfg.max_batch, cfg.max_stream_frames, batching, quotas, session_config)
         server = await start_server(
             lambda s: pb_grpc.add_EdgeNodeServicer_to_server(EdgeServicer(core), s),
             [pb.DESCRIPTOR.services_by_name["EdgeNode"].full_name],

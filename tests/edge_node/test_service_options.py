@@ -53,7 +53,8 @@ def test_a_message_cap_out_of_range_is_refused_naming_the_option() -> None:
 
 def test_batching_and_onnxruntime_settings_out_of_range_are_refused_naming_the_option() -> None:
     assert refusal(replace(NOWHERE, batch_instances=0)) == "batch_instances: expected 1..64, got 0"
-    assert refusal(replace(NOWHERE, intra_op_threads=-1)) == "intra_op_threads: expected 0 (one per core) or more, got -1"
+    assert refusal(replace(NOWHERE, intra_op_threads=-1)) == "intra_op_threads: expected 0 (one per core) to 64, got -1"
+    assert refusal(replace(NOWHERE, intra_op_threads=10_000)) == "intra_op_threads: expected 0 (one per core) to 64, got 10000"
 
 
 def test_the_device_page_without_tls_dir_is_refused_naming_the_option() -> None:
